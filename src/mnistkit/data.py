@@ -1,0 +1,448 @@
+"""Datasets: reading IDX / pickle / npz files, the bundled MNIST, splits, and fast on-device batches.
+
+Everything is held as one ``uint8`` tensor of shape (N, 28, 28) plus an ``int64`` label tensor; pixels are
+turned into floats only when a batch is taken, on the device the model runs on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib
+import io
+import pickle
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte.gz",
+    ("train", "labels"): "train-labels-idx1-ubyte.gz",
+    ("test", "images"): "t10k-images-idx3-ubyte.gz",
+    ("test", "labels"): "t10k-labels-idx1-ubyte.gz",
+}
+
+# Published MD5s of the uncompressed official MNIST files; the bundled copies are checked against them.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+DIGITS = [str(d) for d in range(10)]
+
+IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclass
+class Split:
+    """One part of a dataset: ``images`` uint8 (N, 28, 28), ``labels`` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Dataset:
+    """A dataset as loaded from disk: the official training and test parts, before any validation split."""
+
+    name: str
+    train: Split
+    test: Split | None
+    classes: list[str] = field(default_factory=lambda: list(DIGITS))
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> MD5 of its uncompressed bytes
+    source: str = ""
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split | None
+    test: Split | None
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How uint8 pixels become model input: ``(pixel / divisor - mean) / std``."""
+
+    mean: float = 0.1307
+    std: float = 0.3081
+    divisor: float = 255.0
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 28, 28) or (N, 1, 28, 28) -> float32 (N, 1, 28, 28), normalized."""
+        x = images.float()
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        scale = 1.0 / (self.divisor * self.std)
+        if self.mean == 0.0:
+            return x.mul_(scale)
+        return x.mul_(scale).sub_(self.mean / self.std)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "divisor": self.divisor}
+
+
+# --------------------------------------------------------------------------------------------------
+# IDX files
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: corrupt gzip file ({exc}); download it again") from None
+    return raw
+
+
+def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
+    """Decode the bytes of one IDX file, checking its magic number, dimensions and length."""
+    if len(raw) < 4:
+        raise DataError(f"{name}: truncated IDX file ({len(raw)} bytes, no header)")
+    zero1, zero2, code, ndim = raw[0], raw[1], raw[2], raw[3]
+    if zero1 != 0 or zero2 != 0 or code not in IDX_DTYPES or ndim == 0:
+        raise DataError(
+            f"{name}: not an IDX file (magic number 0x{raw[:4].hex()}; expected 0x00000801 for labels "
+            "or 0x00000803 for images)"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{name}: truncated IDX file (header cut short)")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = IDX_DTYPES[code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    body = len(raw) - header
+    if body < expected:
+        raise DataError(f"{name}: truncated IDX file ({body} data bytes, dimensions {dims} need {expected})")
+    if body > expected:
+        raise DataError(f"{name}: IDX file has {body - expected} bytes beyond its dimensions {dims}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def read_idx(path: str | Path) -> tuple[np.ndarray, str]:
+    """Read an IDX file (raw or gzipped). Returns the array and the MD5 of its uncompressed bytes."""
+    path = Path(path)
+    raw = _read_file(path)
+    return parse_idx(raw, str(path)), hashlib.md5(raw).hexdigest()
+
+
+def _idx_role(name: str) -> tuple[str, str] | None:
+    lower = name.lower()
+    part = "train" if "train" in lower else "test" if ("t10k" in lower or "test" in lower) else None
+    kind = "images" if ("images" in lower or "idx3" in lower) else "labels" if ("labels" in lower or "idx1" in lower) else None
+    return (part, kind) if part and kind else None
+
+
+def find_idx_files(folder: Path) -> dict[tuple[str, str], Path]:
+    """Map (train|test, images|labels) to the IDX files in ``folder``; raw files win over gzipped twins."""
+    found: dict[tuple[str, str], Path] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: (p.name.endswith(".gz"), p.name)):
+        role = _idx_role(path.name)
+        if role and path.is_file() and "ubyte" in path.name.lower() and role not in found:
+            found[role] = path
+    return found
+
+
+def _to_images(array: np.ndarray, where: str) -> torch.Tensor:
+    """Validate and convert an image array to uint8 (N, 28, 28)."""
+    if array.ndim == 2 and array.shape[1] == 784:
+        array = array.reshape(-1, 28, 28)
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 3 or array.shape[1:] != (28, 28):
+        raise DataError(f"{where}: expected images of 28×28 pixels, got an array of shape {tuple(array.shape)}")
+    if array.dtype.kind == "f":
+        if array.size and (np.isnan(array).any() or array.min() < 0 or array.max() > 255):
+            raise DataError(f"{where}: pixel values must lie in [0, 1] or [0, 255]")
+        # The tutorial's pickle stores uint8 / 256; other float files commonly use / 255.
+        peak = float(array.max()) if array.size else 0.0
+        if peak <= 1.0:
+            scaled = array.astype(np.float64) * 256.0
+            if not np.allclose(scaled, np.round(scaled), atol=1e-3):
+                scaled = array.astype(np.float64) * 255.0
+            array = np.round(scaled)
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    elif array.dtype.kind in "iu":
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise DataError(f"{where}: pixel values must lie in 0..255")
+        array = array.astype(np.uint8)
+    else:
+        raise DataError(f"{where}: images must be numbers, got dtype {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _to_labels(array: np.ndarray, where: str, num_classes: int = 10) -> torch.Tensor:
+    array = np.asarray(array)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise DataError(f"{where}: expected a 1-D array of labels, got shape {tuple(array.shape)}")
+    if array.dtype.kind == "f":
+        if array.size and not np.all(np.equal(np.mod(array, 1), 0)):
+            raise DataError(f"{where}: labels must be whole numbers")
+    elif array.dtype.kind not in "iu":
+        raise DataError(f"{where}: labels must be integers, got dtype {array.dtype}")
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}, found {array.min()}..{array.max()}")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def _make_split(images: np.ndarray, labels: np.ndarray, where: str) -> Split:
+    x = _to_images(images, where)
+    y = _to_labels(labels, where)
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} images but {len(y)} labels; the counts must match")
+    return Split(x, y)
+
+
+def load_idx_folder(folder: str | Path, verify: dict[str, str] | None = None, name: str | None = None) -> Dataset:
+    """Load a folder of IDX files: the training pair is required, the test pair optional.
+
+    ``verify`` maps a file's stem (name without ``.gz``) to the MD5 its uncompressed bytes must have.
+    """
+    folder = Path(folder)
+    files = find_idx_files(folder)
+    if ("train", "images") not in files or ("train", "labels") not in files:
+        raise DataError(
+            f"{folder}: no IDX training files found; expected train-images-idx3-ubyte[.gz] and "
+            "train-labels-idx1-ubyte[.gz] (t10k-* for the test set)"
+        )
+    arrays, checksums = {}, {}
+    for role, path in files.items():
+        array, md5 = read_idx(path)
+        stem = path.name.removesuffix(".gz")
+        if verify and stem in verify and verify[stem] != md5:
+            raise DataError(f"{path}: checksum mismatch (MD5 {md5}, expected {verify[stem]}); the file is corrupt, replace it")
+        arrays[role], checksums[stem] = array, md5
+    for part in ("train", "test"):
+        if ((part, "images") in files) != ((part, "labels") in files):
+            missing = "labels" if (part, "images") in files else "images"
+            raise DataError(f"{folder}: found {part} {'images' if missing == 'labels' else 'labels'} but no {part} {missing} file")
+    train = _make_split(arrays["train", "images"], arrays["train", "labels"], f"{folder} (train)")
+    test = (
+        _make_split(arrays["test", "images"], arrays["test", "labels"], f"{folder} (test)")
+        if ("test", "images") in files
+        else None
+    )
+    return Dataset(name or folder.name, train, test, checksums=checksums, source=str(folder))
+
+
+# --------------------------------------------------------------------------------------------------
+# The tutorial's pickle and Keras-style npz
+
+
+def _numpy_global(module: str, name: str):
+    # numpy 2 moved numpy.core to numpy._core; pickles written by either name the old or the new path.
+    for candidate in (module, module.replace("numpy.core", "numpy._core"), module.replace("numpy._core", "numpy.core")):
+        try:
+            return getattr(importlib.import_module(candidate), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"cannot find {module}.{name}")
+
+
+class ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays and plain containers, and refuses every other global (so no code can run)."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # protocol-2 pickles from Python 3 store bytes this way
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays are allowed")
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
+        return _numpy_global(module, name)
+
+
+def safe_unpickle(raw: bytes) -> object:
+    try:
+        return ArrayOnlyUnpickler(io.BytesIO(raw), encoding="latin-1").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"unsafe or invalid pickle: {exc}") from None
+    except Exception as exc:  # a malformed pickle can raise almost anything; none of it may escape raw
+        raise DataError(f"invalid pickle ({type(exc).__name__}: {exc})") from None
+
+
+def load_pickle(path: str | Path) -> Dataset:
+    """Load the tutorial's ``mnist.pkl.gz``: ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)).
+
+    Its train and valid parts are the official training set in order, so they are joined back; the default
+    validation split (the last 10,000) gives exactly the tutorial's split again.
+    """
+    path = Path(path)
+    raw = _read_file(path)
+    try:
+        obj = safe_unpickle(raw)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    layout = "a tuple of three (images, labels) pairs: ((x_train, y_train), (x_valid, y_valid), (x_test, y_test))"
+    if not (isinstance(obj, (tuple, list)) and len(obj) in (2, 3)):
+        raise DataError(f"{path}: not the tutorial's layout; expected {layout}")
+    parts = []
+    for i, pair in enumerate(obj):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(a, np.ndarray) for a in pair)):
+            raise DataError(f"{path}: part {i} is not an (images, labels) pair of arrays; expected {layout}")
+        parts.append(_make_split(pair[0], pair[1], f"{path} (part {i})"))
+    train = Split(torch.cat([parts[0].images, parts[1].images]), torch.cat([parts[0].labels, parts[1].labels]))
+    test = parts[2] if len(parts) == 3 else None
+    return Dataset(path.name.split(".")[0], train, test, checksums={path.name: hashlib.md5(raw).hexdigest()}, source=str(path))
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Load a Keras-style ``.npz`` with ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    for key in ("x_train", "y_train"):
+        if key not in arrays:
+            raise DataError(f"{path}: missing array '{key}'; a .npz needs x_train, y_train (and x_test, y_test)")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path}: has only one of x_test / y_test; give both or neither")
+    train = _make_split(arrays["x_train"], arrays["y_train"], f"{path} (train)")
+    test = _make_split(arrays["x_test"], arrays["y_test"], f"{path} (test)") if "x_test" in arrays else None
+    return Dataset(path.stem, train, test, checksums={path.name: hashlib.md5(raw).hexdigest()}, source=str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def load_path(path: str | Path) -> Dataset:
+    """Load whatever ``path`` is: a folder of IDX files, an IDX images file, a pickle or an npz."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; pass a folder of IDX files, a .pkl.gz or a .npz")
+    if path.is_dir():
+        if find_idx_files(path):
+            return load_idx_folder(path)
+        candidates = sorted(p for p in path.iterdir() if p.name.endswith((".npz", ".pkl", ".pkl.gz")))
+        if len(candidates) == 1:
+            return load_path(candidates[0])
+        raise DataError(f"{path}: found no IDX files and no single .npz / .pkl.gz file in this folder")
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        return load_npz(path)
+    if name.endswith((".pkl", ".pkl.gz", ".pickle", ".pickle.gz")):
+        return load_pickle(path)
+    if _idx_role(path.name):
+        return load_idx_folder(path.parent)
+    raise DataError(f"{path}: unknown data format; use IDX files (raw or .gz), a .pkl.gz in the tutorial's layout, or a .npz")
+
+
+def load_bundled_mnist() -> Dataset:
+    """The official MNIST that ships inside the package, verified against the published MD5s."""
+    ds = load_idx_folder(BUNDLED_DIR, verify=MNIST_MD5, name="mnist")
+    ds.source = "bundled"
+    return ds
+
+
+def load_dataset(data: str | Path | None = None, dataset: str = "mnist") -> Dataset:
+    """Load ``data`` (a path) if given, else the named dataset (bundled MNIST, or downloaded once and cached)."""
+    if data is not None:
+        return load_path(data)
+    from . import download  # the downloader is only needed for datasets that are not bundled
+
+    spec = download.get_spec(dataset)
+    if spec.name == "mnist":
+        return load_bundled_mnist()
+    folder = download.ensure_dataset(spec.name)
+    ds = load_idx_folder(folder, verify=spec.md5_uncompressed or None, name=spec.name)
+    ds.classes = list(spec.classes)
+    return ds
+
+
+def split_dataset(ds: Dataset, val_size: int = 10_000) -> Splits:
+    """Hold out the last ``val_size`` training examples for validation (0 = no validation set)."""
+    n = len(ds.train)
+    if val_size < 0 or val_size >= n:
+        raise DataError(f"validation size must be between 0 and {n - 1} (the training set has {n} examples), got {val_size}")
+    if val_size == 0:
+        return Splits(ds.train, None, ds.test)
+    cut = n - val_size
+    train = Split(ds.train.images[:cut], ds.train.labels[:cut])
+    val = Split(ds.train.images[cut:], ds.train.labels[cut:])
+    return Splits(train, val, ds.test)
+
+
+def batches(
+    split: Split,
+    batch_size: int,
+    norm: Normalization,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield normalized (x, y) batches by indexing the resident tensors: no per-sample work, no collate.
+
+    With ``shuffle`` a fresh permutation is drawn (on the CPU, so runs repeat across devices). With
+    ``world_size > 1`` each rank takes every ``world_size``-th index of it: disjoint shards, and
+    ``batch_size`` is the global batch, so each rank's batches hold ``batch_size // world_size``.
+    """
+    n = len(split)
+    device = split.images.device
+    if shuffle:
+        order = torch.randperm(n, generator=generator).to(device)
+    else:
+        order = torch.arange(n, device=device)
+    if world_size > 1:
+        per_rank = n // world_size  # equal shard sizes keep the ranks in step
+        order = order[rank : per_rank * world_size : world_size]
+        batch_size = max(1, batch_size // world_size)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield norm.apply(split.images[idx]), split.labels[idx]
+
+
+def md5_of(path: str | Path) -> str:
+    return hashlib.md5(_read_file(Path(path))).hexdigest()
