@@ -390,11 +390,11 @@ def load_dataset(data: str | Path | None = None, dataset: str = "mnist") -> Data
     """Load ``data`` (a path) if given, else the named dataset (bundled MNIST, or downloaded once and cached)."""
     if data is not None:
         return load_path(data)
+    if dataset.lower() == "mnist":
+        return load_bundled_mnist()
     from . import download  # the downloader is only needed for datasets that are not bundled
 
     spec = download.get_spec(dataset)
-    if spec.name == "mnist":
-        return load_bundled_mnist()
     folder = download.ensure_dataset(spec.name)
     ds = load_idx_folder(folder, verify=spec.md5_uncompressed or None, name=spec.name)
     ds.classes = list(spec.classes)
@@ -446,3 +446,9 @@ def batches(
 
 def md5_of(path: str | Path) -> str:
     return hashlib.md5(_read_file(Path(path))).hexdigest()
+
+
+def standardization(split: Split) -> Normalization:
+    """Mean and standard deviation of the training pixels (in [0, 1]), for standardizing model input."""
+    x = split.images.float().div_(255.0)
+    return Normalization(round(x.mean().item(), 6), round(x.std().item(), 6))

@@ -1,0 +1,131 @@
+"""Evaluation: loss, accuracy, per-class precision/recall and the confusion matrix of a model on a split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint, data
+from .data import Normalization, Split, batches
+from .errors import DataError
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for every image of ``split``, in order, computed in large batches in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x).float() for x, _ in batches(split, batch_size, norm)])
+    finally:
+        model.train(was_training)
+
+
+def loss_and_accuracy(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000) -> tuple[float, float]:
+    logits = predict_logits(model, split, norm, batch_size)
+    labels = split.labels.to(logits.device)
+    loss = F.cross_entropy(logits, labels).item()
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    return loss, accuracy
+
+
+@dataclass
+class Report:
+    loss: float
+    accuracy: float
+    confusion: torch.Tensor  # [true class, predicted class] counts
+    classes: list[str]
+
+    @property
+    def count(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def precision(self) -> torch.Tensor:
+        predicted = self.confusion.sum(0).clamp(min=1)
+        return self.confusion.diag() / predicted
+
+    @property
+    def recall(self) -> torch.Tensor:
+        actual = self.confusion.sum(1).clamp(min=1)
+        return self.confusion.diag() / actual
+
+    def to_dict(self) -> dict:
+        return {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "count": self.count,
+            "classes": self.classes,
+            "precision": [round(v, 6) for v in self.precision.tolist()],
+            "recall": [round(v, 6) for v in self.recall.tolist()],
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def evaluate(model: nn.Module, split: Split, norm: Normalization, classes: list[str], batch_size: int = 1000) -> Report:
+    logits = predict_logits(model, split, norm, batch_size)
+    labels = split.labels.to(logits.device)
+    loss = F.cross_entropy(logits, labels).item()
+    predicted = logits.argmax(1)
+    k = len(classes)
+    confusion = torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k).cpu()
+    accuracy = confusion.diag().sum().item() / max(1, len(labels))
+    return Report(loss, accuracy, confusion, classes)
+
+
+def format_report(report: Report) -> str:
+    """Plain-text report: totals, per-class precision/recall, and the confusion matrix."""
+    k = len(report.classes)
+    names = [c[:8] for c in report.classes]
+    width = max(6, *(len(n) for n in names))
+    lines = [
+        f"images: {report.count}   loss: {report.loss:.4f}   accuracy: {report.accuracy:.2%}",
+        "",
+        f"{'class':>{width}}  precision  recall  support",
+    ]
+    support = report.confusion.sum(1).tolist()
+    for i in range(k):
+        lines.append(f"{names[i]:>{width}}  {report.precision[i].item():9.2%}  {report.recall[i].item():6.2%}  {support[i]:7d}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    cell = max(5, len(str(int(report.confusion.max()))) + 1, *(len(n) + 1 for n in names))
+    lines.append(" " * width + "".join(f"{n:>{cell}}" for n in names))
+    for i in range(k):
+        lines.append(f"{names[i]:>{width}}" + "".join(f"{int(v):>{cell}}" for v in report.confusion[i].tolist()))
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    split: str = "test",
+    data_path: str | Path | None = None,
+    dataset: str | None = None,
+    batch_size: int = 1000,
+) -> Report:
+    """Evaluate a saved model on the test or validation split of its own dataset (or of ``data_path``).
+
+    The validation split is the one the run held out, taken from the run's recorded ``val_size``.
+    """
+    model, meta = checkpoint.load_checkpoint(path)
+    cfg = meta.get("config", {})
+    if data_path is None and dataset is None:
+        data_path, dataset = cfg.get("data"), cfg.get("dataset", "mnist")
+    ds = data.load_dataset(data_path, dataset or "mnist")
+    if split == "test":
+        part = ds.test
+        if part is None:
+            raise DataError(f"{ds.source or ds.name}: has no test set; use --split val or --data with test files")
+    elif split == "val":
+        val_size = int(cfg.get("val_size", 10_000))
+        if val_size == 0:
+            raise DataError("this run trained on all training images (--val-size 0): it has no validation split; use --split test")
+        part = data.split_dataset(ds, val_size).val
+    else:
+        raise DataError(f"unknown split '{split}'; choose test or val")
+    classes = list(meta.get("classes", ds.classes))
+    if len(classes) != len(ds.classes):
+        raise DataError(f"the model predicts {len(classes)} classes but the data has {len(ds.classes)}")
+    return evaluate(model, part, Normalization(**meta["normalization"]), classes, batch_size)

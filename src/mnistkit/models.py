@@ -1,0 +1,92 @@
+"""Models and their registry (name -> constructor). Every model takes a batch of shape (N, 1, 28, 28)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+
+class LogReg(nn.Module):
+    """The tutorial's first model, ``xb @ weights + bias`` (784 -> 10), as a module."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        # Same initialisation as the tutorial: standard-normal weights, zero bias.
+        self.weights = nn.Parameter(torch.randn(784, num_classes))
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(len(x), -1) @ self.weights + self.bias
+
+
+class MLP(nn.Module):
+    """Exactly the tutorial's ``Mnist_NN``: 784 -> 128 -> 256 -> 10 with ReLU (136,074 parameters)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.hidden1 = nn.Linear(784, 128)
+        self.hidden2 = nn.Linear(128, 256)
+        self.out = nn.Linear(256, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(len(x), -1)  # the tutorial feeds flat 784-vectors; a 1x28x28 batch flattens to the same
+        x = F.relu(self.hidden1(x))
+        x = F.relu(self.hidden2(x))
+        return self.out(x)
+
+
+def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class CNN(nn.Module):
+    """A small, fast convnet: two conv-BN-ReLU blocks, each followed by 2x2 max-pooling, then a third
+    block, global max-pooling and a linear classifier. ``width`` scales the channels (w, 2w, 4w)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.width = width
+        self.features = nn.Sequential(
+            conv_bn(1, width),
+            nn.MaxPool2d(2),  # 28 -> 14
+            conv_bn(width, 2 * width),
+            nn.MaxPool2d(2),  # 14 -> 7
+            conv_bn(2 * width, 4 * width),
+            nn.AdaptiveMaxPool2d(1),
+        )
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "logreg": LogReg,
+    "mlp": MLP,
+    "cnn": CNN,
+}
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model by name; ``kwargs`` are its constructor's options (e.g. ``width``)."""
+    try:
+        constructor = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}") from None
+    try:
+        return constructor(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"invalid options for model '{name}': {exc}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
