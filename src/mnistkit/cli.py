@@ -12,6 +12,7 @@ import sys
 from typing import Callable
 
 from . import __version__
+from .augment import AUGMENTATIONS
 from .config import DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from .errors import MnistkitError
 
@@ -54,6 +55,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--gamma", type=float, default=None, help=f"decay factor for --schedule step [default: {defaults.gamma}]")
     g.add_argument("--label-smoothing", type=float, default=None, help=f"[default: {defaults.label_smoothing}]")
     g.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this value [default: off]")
+    g.add_argument("--augment", choices=AUGMENTATIONS, default=None, help=f"augment training batches on the device [default: {defaults.augment}]")
+    g.add_argument("--tta", action="store_const", const=True, default=None, help="test-time augmentation: average over 1-px shifts when testing")
+    g.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the model (pays off on GPU)")
     g.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="stop after PATIENCE epochs without a lower validation loss; restore the best weights [default: off]")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=None, help=f"[default: {defaults.seed}]")
@@ -68,7 +72,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 CONFIG_OPTIONS = [
     "dataset", "data", "val_size", "normalize", "model", "width", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "nesterov", "weight_decay", "schedule", "step_size", "gamma", "label_smoothing", "grad_clip", "early_stopping",
-    "seed", "deterministic", "device",
+    "augment", "tta", "compile", "seed", "deterministic", "device",
 ]
 
 

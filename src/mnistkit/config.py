@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .augment import AUGMENTATIONS
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -37,6 +38,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max gradient norm
     early_stopping: int = 0  # patience in epochs on validation loss; 0 = off
+    augment: str = "none"  # none | shift (±2 px) | affine (rotate, scale, shear, shift), on whole batches
+    tta: bool = False  # test-time augmentation: average predictions over the image and its 1-px shifts
+    compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
     eval_batch_size: int = 1000
     # reproducibility and hardware
     seed: int = 0
@@ -77,6 +81,7 @@ class TrainConfig:
             (self.width is None or self.width >= 1, f"--width must be at least 1, got {self.width}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}"),
+            (self.augment in AUGMENTATIONS, f"unknown augmentation '{self.augment}'; choose one of: {', '.join(AUGMENTATIONS)}"),
             (self.device in DEVICES, f"unknown device '{self.device}'; choose one of: {', '.join(DEVICES)}"),
         ]
         for ok, message in checks:

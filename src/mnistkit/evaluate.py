@@ -10,23 +10,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint, data
+from .augment import TTA_SHIFTS, shift
 from .data import Normalization, Split, batches
 from .errors import DataError
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000) -> torch.Tensor:
-    """Logits for every image of ``split``, in order, computed in large batches in eval mode."""
+def predict_logits(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000, tta: bool = False) -> torch.Tensor:
+    """Logits for every image of ``split``, in order, computed in large batches in eval mode.
+
+    With ``tta`` the result is the log of the mean softmax over the image and its four 1-pixel shifts.
+    """
     was_training = model.training
     model.eval()
+    background = -norm.mean / norm.std
     try:
-        return torch.cat([model(x).float() for x, _ in batches(split, batch_size, norm)])
+        out = []
+        for x, _ in batches(split, batch_size, norm):
+            x = x.contiguous(memory_format=torch.channels_last)
+            if tta:
+                probs = torch.stack([model(shift(x, dy, dx, background)).float().softmax(1) for dy, dx in TTA_SHIFTS])
+                out.append(probs.mean(0).log())
+            else:
+                out.append(model(x).float())
+        return torch.cat(out)
     finally:
         model.train(was_training)
 
 
-def loss_and_accuracy(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000) -> tuple[float, float]:
-    logits = predict_logits(model, split, norm, batch_size)
+def loss_and_accuracy(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000, tta: bool = False) -> tuple[float, float]:
+    logits = predict_logits(model, split, norm, batch_size, tta)
     labels = split.labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
     accuracy = (logits.argmax(1) == labels).float().mean().item()
@@ -66,8 +79,8 @@ class Report:
         }
 
 
-def evaluate(model: nn.Module, split: Split, norm: Normalization, classes: list[str], batch_size: int = 1000) -> Report:
-    logits = predict_logits(model, split, norm, batch_size)
+def evaluate(model: nn.Module, split: Split, norm: Normalization, classes: list[str], batch_size: int = 1000, tta: bool = False) -> Report:
+    logits = predict_logits(model, split, norm, batch_size, tta)
     labels = split.labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
     predicted = logits.argmax(1)
@@ -128,4 +141,4 @@ def evaluate_checkpoint(
     classes = list(meta.get("classes", ds.classes))
     if len(classes) != len(ds.classes):
         raise DataError(f"the model predicts {len(classes)} classes but the data has {len(ds.classes)}")
-    return evaluate(model, part, Normalization(**meta["normalization"]), classes, batch_size)
+    return evaluate(model, part, Normalization(**meta["normalization"]), classes, batch_size, tta=bool(meta.get("tta")))
