@@ -1,0 +1,372 @@
+"""Named datasets: where to fetch them, a checksum-verified download into a cache, and what is on disk.
+
+Each dataset lives in ``cache_dir() / name`` as the four official IDX ``.gz`` files. A file is kept only once
+its MD5 matches the catalog, so a folder never holds a half-downloaded or tampered file under its real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import platformdirs
+
+from . import data
+from .errors import DataError, DownloadError
+from .fileio import atomic_path
+
+# urllib applies this to the connection and to every read, so a dead or stalled mirror costs at most this long.
+TIMEOUT = 10.0
+CHUNK = 1 << 16
+
+Progress = Callable[[str, int, int | None], None]  # (file name, bytes done, total bytes or None if unknown)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    mirrors: tuple[str, ...]  # base URLs; a file's URL is base + file name
+    files: dict[str, str] = field(hash=False)  # file name -> MD5 of the .gz file as the mirrors serve it
+    classes: tuple[str, ...]
+    citation: str  # licence and how to cite
+    md5_uncompressed: dict[str, str] = field(default_factory=dict, hash=False)  # stem -> MD5 of the IDX bytes
+
+
+def _gz_files(*md5s: str) -> dict[str, str]:
+    """Pair the .gz MD5s, given in the order of ``data.IDX_FILES`` (train images, train labels, test ...), with the names."""
+    return dict(zip(data.IDX_FILES.values(), md5s, strict=True))
+
+
+CATALOG: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="mnist",
+            description="handwritten digits 0-9, 60,000 training and 10,000 test images",
+            mirrors=(
+                "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            ),
+            files=_gz_files(
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+            md5_uncompressed=dict(data.MNIST_MD5),
+            classes=tuple(data.DIGITS),
+            citation="Y. LeCun, L. Bottou, Y. Bengio, P. Haffner: Gradient-based learning applied to document "
+            "recognition, Proc. IEEE 86(11), 1998; http://yann.lecun.com/exdb/mnist/",
+        ),
+        DatasetSpec(
+            name="fashion-mnist",
+            description="Zalando article images in 10 clothing classes, 60,000 training and 10,000 test images",
+            mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+            files=_gz_files(
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            citation="MIT License; H. Xiao, K. Rasul, R. Vollgraf: Fashion-MNIST: a Novel Image Dataset for "
+            "Benchmarking Machine Learning Algorithms, arXiv:1708.07747, 2017",
+        ),
+        DatasetSpec(
+            name="kmnist",
+            description="Kuzushiji-MNIST: 10 cursive Japanese hiragana, 60,000 training and 10,000 test images",
+            mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+            files=_gz_files(
+                "bdb82020997e1d708af4cf47b453dcf7",
+                "e144d726b3acfaa3e44228e80efcd344",
+                "5c965bf0a639b31b8f53240b1b52f4d7",
+                "7320c461ea6c1c855c0b718fb2a4b134",
+            ),
+            classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            citation="CC BY-SA 4.0; T. Clanuwat et al.: Deep Learning for Classical Japanese Literature, "
+            "arXiv:1812.01718, 2018 (KMNIST, ROIS-DS Center for Open Data in the Humanities)",
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Names and places
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[-_ ]", "", name.strip().lower())
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The catalog entry for ``name``, ignoring case and ``-`` / ``_`` (``Fashion_MNIST`` is ``fashion-mnist``)."""
+    for spec in CATALOG.values():
+        if _key(spec.name) == _key(name):
+            return spec
+    raise DataError(f"unknown dataset '{name}'; known datasets: {', '.join(CATALOG)}")
+
+
+def _resolve(dataset: str | DatasetSpec) -> DatasetSpec:
+    return dataset if isinstance(dataset, DatasetSpec) else get_spec(dataset)
+
+
+def cache_dir() -> Path:
+    """Where downloaded datasets live: ``$MNISTKIT_DATA``, else the user's cache folder."""
+    env = os.environ.get("MNISTKIT_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("mnistkit")) / "datasets"
+
+
+def dataset_dir(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None) -> Path:
+    root = Path(cache).expanduser() if cache is not None else cache_dir()
+    return root / _resolve(dataset).name
+
+
+def mirror_urls(dataset: str | DatasetSpec) -> list[str]:
+    """``$MNISTKIT_MIRRORS`` (comma-separated, for a proxy or a local copy) first, then the catalog's mirrors.
+
+    ``{name}`` in a URL becomes the dataset's name, so one setting can serve every dataset.
+    """
+    spec = _resolve(dataset)
+    extra = [url.strip() for url in os.environ.get("MNISTKIT_MIRRORS", "").split(",") if url.strip()]
+    urls: list[str] = []
+    for url in (*extra, *spec.mirrors):
+        url = url.replace("{name}", spec.name)
+        if url not in urls:
+            urls.append(url)
+    return urls
+
+
+# --------------------------------------------------------------------------------------------------
+# Verifying files
+
+
+def _verifies(path: Path, filename: str, spec: DatasetSpec) -> bool:
+    """Whether ``path`` holds the catalog's ``filename``.
+
+    A copy re-compressed elsewhere (such as the bundled MNIST) has a different .gz MD5, so where the catalog
+    knows the MD5 of the uncompressed bytes, that is accepted too.
+    """
+    try:
+        with open(path, "rb") as f:
+            if hashlib.file_digest(f, "md5").hexdigest() == spec.files[filename]:
+                return True
+        stem = filename.removesuffix(".gz")
+        return stem in spec.md5_uncompressed and data.md5_of(path) == spec.md5_uncompressed[stem]
+    except (OSError, DataError):
+        return False
+
+
+def _bundled_mnist_verifies() -> bool:
+    try:
+        return all(data.md5_of(data.BUNDLED_DIR / f"{stem}.gz") == md5 for stem, md5 in data.MNIST_MD5.items())
+    except DataError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# Downloading
+
+
+class _MirrorFailed(Exception):
+    """One mirror could not deliver one file; the download goes on with the next mirror.
+
+    ``unreachable`` means no connection could be made, so the mirror is not tried again for the other files:
+    with no network, a download then fails after one attempt per mirror instead of one per mirror and file.
+    """
+
+    def __init__(self, reason: str, unreachable: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.unreachable = unreachable
+
+
+def _why(exc: BaseException) -> str:
+    """A few words on why a mirror failed, for the one-line error."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        return _why(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _open(url: str):
+    try:
+        return urllib.request.urlopen(url, timeout=TIMEOUT)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise _MirrorFailed(_why(exc)) from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a malformed URL
+        raise _MirrorFailed(_why(exc), unreachable=True) from None
+
+
+def _content_length(response) -> int | None:
+    try:
+        return int(response.headers["Content-Length"])
+    except (TypeError, ValueError):
+        return None
+
+
+def _chunks(response) -> Iterator[bytes]:
+    # Only network errors become _MirrorFailed; a failed write to disk must stop the download, not try a mirror.
+    while True:
+        try:
+            chunk = response.read(CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            raise _MirrorFailed(_why(exc)) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _copy(response, dest: Path, filename: str, progress: Progress | None) -> None:
+    total = _content_length(response)
+    done = 0
+    with open(dest, "wb") as out:
+        for chunk in _chunks(response):
+            out.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(filename, done, total)
+    # http.client ends a body cut short by the server silently, so the length has to be checked here.
+    if total is not None and done != total:
+        raise _MirrorFailed(f"transfer cut short ({done} of {total} bytes)")
+
+
+def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress: Progress | None) -> None:
+    """Fetch ``url`` into ``folder / filename``, which only ever receives a complete, verified file."""
+    response = _open(url)
+    with response, atomic_path(folder / filename) as tmp:
+        _copy(response, tmp, filename, progress)
+        if not _verifies(tmp, filename, spec):
+            raise _MirrorFailed("checksum mismatch")
+
+
+def _fetch(
+    spec: DatasetSpec,
+    filename: str,
+    folder: Path,
+    mirrors: list[str],
+    failures: dict[str, _MirrorFailed],
+    progress: Progress | None,
+) -> bool:
+    """Try each mirror in turn for one file; record in ``failures`` why each one failed."""
+    for base in mirrors:
+        if base in failures and failures[base].unreachable:
+            continue
+        try:
+            _download(base.rstrip("/") + "/" + filename, folder, filename, spec, progress)
+            return True
+        except _MirrorFailed as exc:
+            failures[base] = exc
+    return False
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {folder}: {exc.strerror or exc}; set MNISTKIT_DATA to a writable folder") from None
+
+
+def _failure_message(spec: DatasetSpec, folder: Path, missing: list[str], failures: dict[str, _MirrorFailed]) -> str:
+    reasons = "; ".join(f"{base}: {' '.join(exc.reason.split())}" for base, exc in failures.items()) or "no mirrors"
+    return (
+        f"download failed for {spec.name} ({missing[0]}: {reasons}); with no network, copy {', '.join(missing)} "
+        f"into {folder} (or set MNISTKIT_MIRRORS to a mirror you can reach)"
+    )
+
+
+def ensure_dataset(
+    dataset: str | DatasetSpec,
+    cache: str | os.PathLike | None = None,
+    mirrors: list[str] | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """The folder holding ``dataset``'s four verified IDX files, downloading those missing or corrupt.
+
+    ``cache`` replaces ``cache_dir()``; ``mirrors`` replaces ``mirror_urls(dataset)`` (so ``$MNISTKIT_MIRRORS``
+    too); ``progress(file name, bytes done, total bytes or None)`` is called as data arrives.
+    """
+    spec = _resolve(dataset)
+    folder = dataset_dir(spec, cache)
+    missing = [f for f in spec.files if not _verifies(folder / f, f, spec)]
+    if not missing:
+        return folder
+    _make_folder(folder)
+    urls = mirror_urls(spec) if mirrors is None else list(mirrors)
+    failures: dict[str, _MirrorFailed] = {}
+    for i, filename in enumerate(missing):
+        if not _fetch(spec, filename, folder, urls, failures, progress):
+            raise DownloadError(_failure_message(spec, folder, missing[i:], failures))
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _file_report(path: Path, filename: str, spec: DatasetSpec) -> dict:
+    present = path.is_file()
+    return {
+        "present": present,
+        "size": path.stat().st_size if present else None,
+        "verified": present and _verifies(path, filename, spec),
+    }
+
+
+def _status(files: dict[str, dict], bundled: bool) -> str:
+    """A short summary for ``mnistkit data list``: what the cache holds, and whether a bundled copy exists."""
+    total = len(files)
+    verified = sum(f["verified"] for f in files.values())
+    corrupt = sum(f["present"] and not f["verified"] for f in files.values())
+    if verified == total:
+        cached = "downloaded"
+    elif corrupt:
+        cached = f"{corrupt} of {total} files corrupt"
+    elif verified:
+        cached = f"{verified} of {total} files"
+    else:
+        cached = "not downloaded"
+    if not bundled:
+        return cached
+    return "bundled" if cached == "not downloaded" else f"bundled, {cached}"
+
+
+def describe(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None) -> dict:
+    """Everything ``mnistkit data info`` shows: the catalog entry, the cache folder, and each file's state."""
+    spec = _resolve(dataset)
+    folder = dataset_dir(spec, cache)
+    files = {f: _file_report(folder / f, f, spec) for f in spec.files}
+    bundled = spec.name == "mnist" and _bundled_mnist_verifies()
+    info = {
+        "name": spec.name,
+        "description": spec.description,
+        "folder": str(folder),
+        "status": _status(files, bundled),
+        "files": files,
+        "mirrors": mirror_urls(spec),
+        "classes": list(spec.classes),
+        "citation": spec.citation,
+    }
+    if spec.name == "mnist":
+        info["bundled"] = {"folder": str(data.BUNDLED_DIR), "verified": bundled}
+    return info
+
+
+def list_datasets(cache: str | os.PathLike | None = None) -> list[dict]:
+    """``describe`` for every catalog entry, in catalog order."""
+    return [describe(spec, cache) for spec in CATALOG.values()]

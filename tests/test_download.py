@@ -1,0 +1,263 @@
+"""The downloader against a real HTTP server on 127.0.0.1: mirrors, checksums, broken transfers, the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import shutil
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import pytest
+
+from mnistkit import data, download
+from mnistkit.download import DatasetSpec
+from mnistkit.errors import DataError, DownloadError
+
+
+def _idx_gz(array: np.ndarray) -> bytes:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes(), mtime=0)
+
+
+def _fake_files() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28)),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 20),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (10, 28, 28)),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 10),
+    }
+    return {name: _idx_gz(array) for name, array in arrays.items()}
+
+
+FILES = _fake_files()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``server.served[path]``; for paths in ``server.cut_short`` it promises more bytes than it sends."""
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        body = self.server.served.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        claimed = len(body) + 1000 if self.path in self.server.cut_short else len(body)
+        self.send_response(200)
+        self.send_header("Content-Length", str(claimed))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def _server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def server(_server):
+    """The shared server, emptied: tests fill ``served`` and read ``requests``."""
+    _server.served, _server.cut_short, _server.requests = {}, set(), []
+    _server.url = f"http://127.0.0.1:{_server.server_port}"
+    return _server
+
+
+def serve(server, mirror: str, files: dict[str, bytes] | None = None) -> str:
+    """Put ``files`` (default: the good ones) on the server under ``/mirror/``; return that base URL."""
+    for name, body in (FILES if files is None else files).items():
+        server.served[f"/{mirror}/{name}"] = body
+    return f"{server.url}/{mirror}/"
+
+
+def corrupted() -> dict[str, bytes]:
+    return {name: body[:-1] + bytes([body[-1] ^ 0xFF]) for name, body in FILES.items()}
+
+
+@pytest.fixture
+def spec() -> DatasetSpec:
+    return DatasetSpec(
+        name="fake",
+        description="generated test data",
+        mirrors=(),
+        files={name: hashlib.md5(body).hexdigest() for name, body in FILES.items()},
+        classes=tuple(data.DIGITS),
+        citation="none",
+    )
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else {}
+
+
+def test_good_files_download_and_verify(server, spec, tmp_path):
+    calls = []
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")], progress=lambda *a: calls.append(a))
+    assert folder == tmp_path / "fake"
+    assert folder_contents(folder) == FILES  # no temporary files left beside them
+    loaded = data.load_idx_folder(folder)
+    assert len(loaded.train) == 20 and len(loaded.test) == 10
+    last = {name: (done, total) for name, done, total in calls}
+    assert last == {name: (len(body), len(body)) for name, body in FILES.items()}
+
+
+def test_404_on_first_mirror_falls_through(server, spec, tmp_path):
+    mirrors = [f"{server.url}/empty/", serve(server, "b")]
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=mirrors)
+    assert folder_contents(folder) == FILES
+    assert f"/empty/{next(iter(FILES))}" in server.requests
+
+
+def test_wrong_checksum_falls_through(server, spec, tmp_path):
+    mirrors = [serve(server, "bad", corrupted()), serve(server, "good")]
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=mirrors)
+    assert folder_contents(folder) == FILES
+
+
+def test_wrong_checksum_everywhere_fails_and_leaves_nothing(server, spec, tmp_path):
+    mirrors = [serve(server, "bad1", corrupted()), serve(server, "bad2", corrupted())]
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=mirrors)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.count("checksum mismatch") == 2
+    assert all(name in message for name in FILES) and str(tmp_path / "fake") in message
+    assert folder_contents(tmp_path / "fake") == {}
+
+
+def test_transfer_cut_short_falls_through(server, spec, tmp_path):
+    short = serve(server, "short")
+    server.cut_short.update(path for path in server.served if path.startswith("/short/"))
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[short, serve(server, "good")])
+    assert folder_contents(folder) == FILES
+    assert len([r for r in server.requests if r.startswith("/short/")]) == len(FILES)
+
+
+def test_transfer_cut_short_everywhere_says_so(server, spec, tmp_path):
+    short = serve(server, "short")
+    server.cut_short.update(server.served)
+    with pytest.raises(DownloadError, match="transfer cut short"):
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[short])
+    assert folder_contents(tmp_path / "fake") == {}
+
+
+def test_refused_connection_fails_fast_with_one_line(spec, tmp_path, closed_port):
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[f"http://127.0.0.1:{closed_port}/"])
+    assert time.monotonic() - start < 2
+    message = str(info.value)
+    assert "\n" not in message and "refused" in message.lower()
+    assert ", ".join(FILES) in message
+
+
+def test_unreachable_mirror_is_skipped_for_the_remaining_files(server, spec, tmp_path, closed_port, monkeypatch):
+    opened = []
+    real_open = download._open
+    monkeypatch.setattr(download, "_open", lambda url: opened.append(url) or real_open(url))
+    dead = f"http://127.0.0.1:{closed_port}/"
+    download.ensure_dataset(spec, cache=tmp_path, mirrors=[dead, serve(server, "good")])
+    assert len([url for url in opened if url.startswith(dead)]) == 1
+
+
+def test_verified_files_are_not_fetched_again(server, spec, tmp_path):
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    for name, body in FILES.items():
+        (folder / name).write_bytes(body)
+    broken = next(iter(FILES))
+    (folder / broken).write_bytes(b"junk")
+    download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")])
+    assert server.requests == [f"/a/{broken}"]
+    assert folder_contents(folder) == FILES
+    server.requests.clear()
+    download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")])
+    assert server.requests == []
+
+
+def test_recompressed_copy_verifies_by_its_uncompressed_md5(tmp_path):
+    """A user who copies the bundled MNIST into the cache needs no download: its content matches."""
+    folder = tmp_path / "mnist"
+    shutil.copytree(data.BUNDLED_DIR, folder)
+    assert download.ensure_dataset("mnist", cache=tmp_path, mirrors=[]) == folder
+    assert download.describe("mnist", cache=tmp_path)["status"] == "bundled, downloaded"
+
+
+def test_environment_variables_are_honoured(server, spec, tmp_path, monkeypatch, closed_port):
+    spec = dataclasses.replace(spec, mirrors=(f"http://127.0.0.1:{closed_port}/",))
+    monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path / "cache"))
+    serve(server, "proxy/fake")
+    monkeypatch.setenv("MNISTKIT_MIRRORS", f" {server.url}/nothing/ , {server.url}/proxy/{{name}}/")
+    assert download.cache_dir() == tmp_path / "cache"
+    assert download.mirror_urls(spec) == [f"{server.url}/nothing/", f"{server.url}/proxy/fake/", spec.mirrors[0]]
+    folder = download.ensure_dataset(spec)
+    assert folder == tmp_path / "cache" / "fake"
+    assert folder_contents(folder) == FILES
+
+
+def test_cache_dir_defaults_to_the_user_cache(monkeypatch):
+    monkeypatch.delenv("MNISTKIT_DATA", raising=False)
+    assert download.cache_dir() == Path(platformdirs.user_cache_dir("mnistkit")) / "datasets"
+
+
+def test_catalog_entries_are_complete():
+    for spec in download.CATALOG.values():
+        assert list(spec.files) == list(data.IDX_FILES.values())
+        assert all(len(md5) == 32 for md5 in spec.files.values())
+        assert len(spec.classes) == 10 and spec.mirrors
+    assert download.get_spec("mnist").md5_uncompressed == data.MNIST_MD5
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "Fashion-MNIST", "fashion_mnist", "fashionmnist"])
+def test_get_spec_accepts_aliases(name):
+    assert download.get_spec(name).name == "fashion-mnist"
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(DataError, match="mnist, fashion-mnist, kmnist") as info:
+        download.get_spec("emnist")
+    assert "\n" not in str(info.value)
+
+
+def test_describe_and_list(tmp_path, monkeypatch, spec):
+    monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path))
+    entries = {entry["name"]: entry for entry in download.list_datasets()}
+    assert list(entries) == ["mnist", "fashion-mnist", "kmnist"]
+    assert entries["mnist"]["bundled"]["verified"] and entries["mnist"]["status"] == "bundled"
+    assert entries["kmnist"]["status"] == "not downloaded" and "bundled" not in entries["kmnist"]
+    assert entries["kmnist"]["folder"] == str(tmp_path / "kmnist")
+
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "train-images-idx3-ubyte.gz").write_bytes(FILES["train-images-idx3-ubyte.gz"])
+    (tmp_path / "fake" / "t10k-images-idx3-ubyte.gz").write_bytes(b"junk")
+    info = download.describe(spec)
+    assert info["files"]["train-images-idx3-ubyte.gz"] == {
+        "present": True, "size": len(FILES["train-images-idx3-ubyte.gz"]), "verified": True,
+    }
+    assert info["files"]["t10k-images-idx3-ubyte.gz"] == {"present": True, "size": 4, "verified": False}
+    assert info["files"]["train-labels-idx1-ubyte.gz"] == {"present": False, "size": None, "verified": False}
+    assert info["status"] == "1 of 4 files corrupt"
