@@ -171,7 +171,8 @@ def find_idx_files(folder: Path) -> dict[tuple[str, str], Path]:
     found: dict[tuple[str, str], Path] = {}
     for path in sorted(folder.iterdir(), key=lambda p: (p.name.endswith(".gz"), p.name)):
         role = _idx_role(path.name)
-        if role and path.is_file() and "ubyte" in path.name.lower() and role not in found:
+        # Hidden files are skipped: an interrupted atomic write can leave a ".name.tmp" behind.
+        if role and not path.name.startswith(".") and path.is_file() and "ubyte" in path.name.lower() and role not in found:
             found[role] = path
     return found
 

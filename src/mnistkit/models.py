@@ -40,27 +40,30 @@ class MLP(nn.Module):
         return self.out(x)
 
 
-def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+    """3x3 convolution, optional 2x2 max-pool, BatchNorm, ReLU.
+
+    Pooling before BatchNorm (as in Keller Jordan's airbench) makes BN and ReLU run on a quarter of the
+    pixels: the network is about twice as fast on CPU as conv-BN-ReLU-pool, at the same accuracy.
+    """
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class CNN(nn.Module):
-    """A small, fast convnet: two conv-BN-ReLU blocks, each followed by 2x2 max-pooling, then a third
-    block, global max-pooling and a linear classifier. ``width`` scales the channels (w, 2w, 4w)."""
+    """A small, fast convnet: three conv blocks (w, 2w, 4w channels; the first two halve the resolution
+    28 -> 14 -> 7), global max-pooling and a linear classifier. ``width`` (w) scales it."""
 
     def __init__(self, num_classes: int = 10, width: int = 16):
         super().__init__()
         self.width = width
         self.features = nn.Sequential(
-            conv_bn(1, width),
-            nn.MaxPool2d(2),  # 28 -> 14
-            conv_bn(width, 2 * width),
-            nn.MaxPool2d(2),  # 14 -> 7
-            conv_bn(2 * width, 4 * width),
+            conv_block(1, width, pool=True),
+            conv_block(width, 2 * width, pool=True),
+            conv_block(2 * width, 4 * width, pool=False),
             nn.AdaptiveMaxPool2d(1),
         )
         self.head = nn.Linear(4 * width, num_classes)
