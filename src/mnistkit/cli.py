@@ -66,6 +66,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", metavar="DIR", default=None, help="run folder [default: runs/<time>-<model>]")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar, only the result lines")
+    g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into <run>/tensorboard (needs the tensorboard extra)")
     p.set_defaults(handler=cmd_train)
 
 
@@ -77,15 +78,24 @@ CONFIG_OPTIONS = [
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack, closing
+
     from . import runs
     from .config import make_config
     from .progress import ConsoleReporter
+    from .tensorboard_log import TensorBoardReporter, require_tensorboard
     from .train import command_line, train_run
 
     cfg = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
+    if args.tensorboard:
+        require_tensorboard()  # before the run folder exists, so a missing extra leaves nothing behind
     run_dir = runs.create_run_dir(args.out, cfg.model, args.overwrite)
     print(f"training {cfg.model} on {cfg.data or cfg.dataset} for {cfg.epochs} epochs -> {run_dir}", flush=True)
-    result = train_run(cfg, run_dir, ConsoleReporter(quiet=args.quiet), command=command_line())
+    with ExitStack() as stack:
+        reporter = ConsoleReporter(quiet=args.quiet, batch_size=cfg.batch_size)
+        if args.tensorboard:
+            reporter = stack.enter_context(closing(TensorBoardReporter(run_dir, reporter, config=cfg.to_dict())))
+        result = train_run(cfg, run_dir, reporter, command=command_line())
     if result.test_accuracy is not None:
         print(f"test accuracy {result.test_accuracy:.2%}  test loss {result.test_loss:.4f}")
     print(f"saved {run_dir}  (evaluate: mnistkit evaluate {run_dir})")
@@ -104,14 +114,79 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--data", metavar="PATH", default=None, help="evaluate on this data instead of the run's own")
     src.add_argument("--dataset", default=None, help="evaluate on this named dataset instead of the run's own")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    plots = p.add_mutually_exclusive_group()
+    plots.add_argument("--plots", metavar="DIR", default=None, help="write confusion.png and mistakes.png into DIR [default: the checkpoint's folder, i.e. the run folder]")
+    plots.add_argument("--no-plots", action="store_true", help="write no plots")
     p.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checkpoint import resolve
     from .evaluate import evaluate_checkpoint, format_report
+    from .plots import write_evaluation_plots
 
     report = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.dataset)
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    if not args.no_plots:
+        folder = args.plots or resolve(args.checkpoint).parent
+        title = f"{Path(args.checkpoint).name}, {args.split} split of {args.data or args.dataset or 'its own data'}"
+        paths = write_evaluation_plots(report, folder, title=title)
+        if not args.json:
+            print("plots: " + "  ".join(str(path) for path in paths))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# show
+
+
+def add_show(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="draw dataset images as a PNG: a labelled grid, or one image large")
+    p.add_argument("--split", choices=["train", "val", "test"], default="train", help="[default: train]")
+    p.add_argument("--n", type=int, default=64, help="images in the grid: the first N of the split [default: 64]")
+    p.add_argument("--digit", type=int, default=None, metavar="D", help="only images of class D")
+    p.add_argument("--index", type=int, default=None, metavar="I", help="draw the I-th image of the split (of class D with --digit) large instead of a grid")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="PATH", default=None, help="a folder of IDX files, a .pkl.gz or a .npz instead of a named dataset")
+    src.add_argument("--dataset", default="mnist", help="named dataset [default: mnist]")
+    p.add_argument("--val-size", type=int, default=TrainConfig().val_size, help="the validation split is the last N training images, as in train [default: %(default)s]")
+    p.add_argument("-o", "--output", metavar="FILE", default=None, help="the PNG to write [default: samples.png, or sample.png with --index]")
+    p.set_defaults(handler=cmd_show)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .plots import save, show
+
+    figure = show(args.split, args.n, args.digit, args.index, args.data, args.dataset, args.val_size)
+    print(f"wrote {save(figure, args.output or ('sample.png' if args.index is not None else 'samples.png'))}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# compare
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="runs side by side: config differences, best val and test accuracy, time, overlaid curves")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by mnistkit train")
+    p.add_argument("-o", "--output", metavar="FILE", default="compare.png", help="the figure of the runs' curves [default: compare.png]")
+    p.add_argument("--no-plot", action="store_true", help="print the table only")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_figure, format_table, read_runs, to_dict
+    from .plots import save
+
+    summaries = read_runs(args.runs)
+    print(json.dumps(to_dict(summaries), indent=2) if args.json else format_table(summaries))
+    if not args.no_plot:
+        path = save(compare_figure(summaries), args.output)
+        if not args.json:
+            print(f"curves: {path}")
     return 0
 
 
@@ -155,9 +230,153 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# bench
 
 
-COMMANDS = [add_train, add_evaluate, add_data]
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    from .bench import TARGETS
+
+    p = sub.add_parser(
+        "bench",
+        help="time to a target test accuracy for the speed presets, side by side with the tutorial's loop",
+        description="Trains each preset with several seeds, each in a fresh process, timing training from the first "
+        "step to the end (data loading and testing reported separately), and the tutorial's own loop as the reference.",
+    )
+    p.add_argument("--preset", nargs="+", choices=sorted(TARGETS), default=["fast", "cnn"], help="presets to run [default: fast cnn]")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per preset [default: 5]")
+    p.add_argument("--against", choices=["tutorial", "none"], default="tutorial", help="the reference to run beside [default: tutorial]")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="[default: auto]")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_report, run_benchmark
+
+    log = (lambda message: print(message, file=sys.stderr, flush=True))
+    report = run_benchmark(args.preset, args.seeds, args.against == "tutorial", args.device, log=log)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# predict, inspect, export
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="classify your own images (files, folders, glob patterns) with a trained or the bundled model",
+        description="Classify images of any size and format: each is turned into MNIST form (white ink on black, "
+        "centred by mass in 28×28) first. A bad image is reported and the others are still predicted; the exit "
+        "status is non-zero if any image failed.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB", help="image files, folders (walked) or glob patterns")
+    p.add_argument("--model", metavar="CHECKPOINT", default=None, help="a run folder or checkpoint [default: the bundled pretrained convnet]")
+    p.add_argument("--top-k", type=int, default=3, help="how many of the most likely classes to show [default: 3]")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.add_argument("--show-input", metavar="PNG", default=None, help="save the 28×28 image the model saw (enlarged); with several images, a folder for them")
+    p.set_defaults(handler=cmd_predict)
+
+
+PREDICT_CHUNK = 256  # images preprocessed and classified at a time: output streams, memory stays flat
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError, MnistkitError
+    from .inference import Classifier, find_images
+    from .preprocess import ImageError, save_input
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    sources = find_images(args.images)
+    if not sources:
+        raise ImageError(f"no images found in {' '.join(args.images)}")
+    show = Path(args.show_input) if args.show_input else None
+    if show is not None and len(sources) > 1:
+        show.mkdir(parents=True, exist_ok=True)
+    classifier = Classifier.load(args.model)
+    failed = 0
+    for start in range(0, len(sources), PREDICT_CHUNK):
+        for i, result in enumerate(classifier.predict(sources[start : start + PREDICT_CHUNK], top_k=args.top_k), start):
+            if args.json:
+                print(json.dumps(result.to_dict()), flush=True)
+            if not result.ok:
+                failed += 1
+                print(f"mnistkit: error: {result.error}", file=sys.stderr, flush=True)
+                continue
+            if not args.json:
+                top = ", ".join(f"{label} {p:.1%}" for label, p in result.top)
+                print(f"{result.source}: {result.label} ({result.probability:.1%})  top {len(result.top)}: {top}", flush=True)
+            if show is not None:
+                try:
+                    save_input(result.input, show if len(sources) == 1 else show / f"{i:04d}-{Path(result.source).stem}.png")
+                except MnistkitError as exc:
+                    failed += 1
+                    print(f"mnistkit: error: {exc}", file=sys.stderr, flush=True)
+    return 2 if failed else 0
+
+
+def add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="a model's architecture, named parameters with shapes and counts, and training metadata",
+        description="Show what print(net) and net.named_parameters() show, readably, plus how a checkpoint was trained. "
+        "With no argument: the bundled pretrained model.",
+    )
+    p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", default=None, help="a run folder or checkpoint [default: the bundled pretrained model]")
+    p.add_argument("--model", metavar="NAME", default=None, help="inspect a fresh (untrained) registry model instead: logreg, mlp, cnn")
+    p.add_argument("--width", type=int, default=None, help="channel width for --model cnn")
+    p.set_defaults(handler=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .summary import inspect_checkpoint, inspect_model
+
+    if args.model is not None and args.checkpoint is not None:
+        raise ConfigError("give a checkpoint or --model NAME, not both")
+    if args.width is not None and args.model is None:
+        raise ConfigError("--width applies to --model NAME; a checkpoint records its own width")
+    if args.model is not None:
+        print(inspect_model(args.model, **({"width": args.width} if args.width is not None else {})))
+    else:
+        print(inspect_checkpoint(args.checkpoint))
+    return 0
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    from .export import FORMATS
+
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX or TorchScript, verified against PyTorch",
+        description="Export a checkpoint with a dynamic batch size. The graph takes float32 pixels (N, 1, 28, 28) in "
+        "[0, 1], white ink on black, and returns class probabilities; the file is written only once its outputs match "
+        "PyTorch's on 1,000 MNIST test images (max abs difference <= 1e-4; ONNX is run through onnxruntime).",
+    )
+    p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", default=None, help="a run folder or checkpoint [default: the bundled pretrained model]")
+    p.add_argument("--format", choices=list(FORMATS), default="onnx", help="[default: onnx]")
+    p.add_argument("-o", "--out", metavar="FILE", default=None, help="where to write [default: beside the checkpoint, model.onnx / model.pt; for the bundled model, mnistkit-pretrained.* here]")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.out)
+    sizes = ", ".join(map(str, result.batch_sizes))
+    print(f"wrote {result.path} ({result.format}, {result.path.stat().st_size / 1e6:.2f} MB); its outputs match PyTorch on "
+          f"{result.images:,} test images in batches of {sizes} (max abs difference {result.max_abs_diff:.1e})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+COMMANDS = [add_train, add_evaluate, add_show, add_compare, add_data, add_bench, add_predict, add_inspect, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,6 +101,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         model="mlp", optimizer="sgd", lr=0.001, momentum=0.0, weight_decay=0.0, batch_size=64, epochs=25,
         schedule="none", normalize=False,
     ),
+    # Speed records (``mnistkit bench``): train on all 60,000 images (no validation pass to pay for) and
+    # reach the target test accuracy in the least training time on a 2-core CPU.
+    "fast": dict(model="mlp", epochs=6, batch_size=512, lr=0.01, label_smoothing=0.1, val_size=0),  # >= 98.0%
+    "cnn": dict(model="cnn", width=16, epochs=1, batch_size=128, lr=0.02, label_smoothing=0.1, val_size=0),  # >= 99.0%
+    "accurate": dict(model="cnn", width=24, epochs=8, batch_size=128, lr=0.02, label_smoothing=0.1, augment="shift", val_size=0),  # >= 99.5%
+    "best": dict(model="cnn", width=48, epochs=20, batch_size=128, lr=0.02, label_smoothing=0.1, augment="affine", tta=True, val_size=0),  # >= 99.7%
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,6 +52,9 @@ class Report:
     accuracy: float
     confusion: torch.Tensor  # [true class, predicted class] counts
     classes: list[str]
+    # What was evaluated, for per-image views such as the top-loss plot; not part of to_dict().
+    logits: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    split: Split | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:
@@ -87,7 +90,7 @@ def evaluate(model: nn.Module, split: Split, norm: Normalization, classes: list[
     k = len(classes)
     confusion = torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k).cpu()
     accuracy = confusion.diag().sum().item() / max(1, len(labels))
-    return Report(loss, accuracy, confusion, classes)
+    return Report(loss, accuracy, confusion, classes, logits=logits.cpu(), split=split)
 
 
 def format_report(report: Report) -> str:

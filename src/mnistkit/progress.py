@@ -1,9 +1,18 @@
-"""What training shows on the console: a live batch progress bar on a terminal, one plain line per epoch."""
+"""What training shows on the console: a live batch progress bar on a terminal, one plain line per epoch.
+
+The bar (rich) appears only when the stream is an interactive terminal that understands cursor movement and
+``quiet`` is off; it is transient, so what stays on screen is exactly what a log file or CI gets: the epoch
+lines, with no escape codes and no carriage returns.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from typing import TextIO
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .train import EpochStats
@@ -18,30 +27,55 @@ def format_epoch(stats: EpochStats, epochs: int) -> str:
     return "  ".join(parts)
 
 
-class ConsoleReporter:
-    """Prints the epoch summary lines; adds a transient rich progress bar only when stdout is a terminal,
-    so logs and CI get plain lines and nothing else."""
+def format_rate(batches: int, seconds: float, batch_size: int | None) -> str:
+    """Throughput as images per second when the batch size is known, else batches per second."""
+    if seconds <= 0:
+        return "…"
+    if batch_size:
+        return f"{batches * batch_size / seconds:,.0f} img/s"
+    return f"{batches / seconds:,.1f} batch/s"
 
-    def __init__(self, quiet: bool = False, stream=None):
+
+def is_live_terminal(stream: TextIO) -> bool:
+    """True when a redrawn progress bar will look right: the stream is a terminal that is not TERM=dumb.
+
+    Decided here from ``isatty`` alone, not by rich, which also honours FORCE_COLOR: CI services set that
+    and would then get a bar redrawn into their logs.
+    """
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
+class ConsoleReporter:
+    """Prints one summary line per epoch; on a live terminal (and unless ``quiet``) also a transient progress
+    bar over the epoch's batches with the running loss and the throughput. ``batch_size`` turns the
+    throughput into images per second."""
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None, batch_size: int | None = None):
         self.stream = stream or sys.stdout
-        self.live = not quiet and self.stream.isatty()
+        self.live = not quiet and is_live_terminal(self.stream)
+        self.batch_size = batch_size
         self.epochs = 0
+        self.started = 0.0
         self.progress: Progress | None = None
         self.task = None
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.epochs = epochs
+        self.started = time.perf_counter()
         if self.live:
             self.progress = Progress(
                 TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=True,
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                console=Console(file=self.stream, force_terminal=True), transient=True,
             )
             self.progress.start()
-            self.task = self.progress.add_task("train", total=steps, loss="…")
+            self.task = self.progress.add_task("train", total=steps, loss="…", rate="…")
 
     def batches_done(self, steps_done: int, running_loss: float) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, completed=steps_done, loss=f"{running_loss:.4f}")
+            rate = format_rate(steps_done, time.perf_counter() - self.started, self.batch_size)
+            self.progress.update(self.task, completed=steps_done, loss=f"{running_loss:.4f}", rate=rate)
 
     def epoch_end(self, stats: EpochStats) -> None:
         if self.progress is not None:

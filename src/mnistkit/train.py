@@ -208,16 +208,18 @@ def train_run(
 ) -> RunResult:
     """Everything ``mnistkit train`` does: load and split the data, build the model, fit, test, save.
 
-    ``run_dir`` (created beforehand by ``runs.create_run_dir``) receives config.json, metrics.csv and
-    the checkpoint; with None nothing is written.
+    ``run_dir`` (created beforehand by ``runs.create_run_dir``) receives config.json, metrics.csv,
+    the checkpoint and curves.png; with None nothing is written.
     """
     cfg.validate()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
+    load_start = time.perf_counter()
     dataset = data.load_dataset(cfg.data, cfg.dataset)
     splits = data.split_dataset(dataset, cfg.val_size)
     norm = data.standardization(splits.train) if cfg.normalize else data.Normalization(0.0, 1.0, 256.0)
     train, val, test = (s.to(device) if s is not None else None for s in (splits.train, splits.val, splits.test))
+    load_seconds = time.perf_counter() - load_start
     # channels_last makes convolutions about twice as fast on CPU (oneDNN) and uses tensor cores on GPU.
     model = create_model(cfg.model, num_classes=len(dataset.classes), **cfg.model_options())
     model = model.to(device, memory_format=torch.channels_last)
@@ -227,9 +229,11 @@ def train_run(
 
     history = fit(trained, train, val, cfg, norm, reporter=_saving(reporter, run_dir))
 
+    test_start = time.perf_counter()
     test_loss = test_accuracy = None
     if test is not None and len(test):
         test_loss, test_accuracy = loss_and_accuracy(model, test, norm, cfg.eval_batch_size, tta=cfg.tta)
+    test_seconds = time.perf_counter() - test_start
     meta = {
         "model": cfg.model,
         "model_options": {"num_classes": len(dataset.classes), **cfg.model_options()},
@@ -249,6 +253,8 @@ def train_run(
             "test_loss": test_loss,
             "test_accuracy": test_accuracy,
             "train_seconds": sum(h.seconds for h in history),
+            "load_seconds": load_seconds,
+            "test_seconds": test_seconds,
         },
         "config": cfg.to_dict(),
         "command": command,
@@ -260,6 +266,9 @@ def train_run(
     if run_dir is not None:
         save_checkpoint(run_dir, model.cpu(), meta)
         model.to(device)
+        from .plots import write_curves  # matplotlib loads only for runs that write a folder
+
+        write_curves(run_dir)
     return RunResult(run_dir, model, history, test_loss, test_accuracy, meta)
 
 

@@ -1,0 +1,268 @@
+"""Benchmarks: time to a target test accuracy for each speed preset, side by side with the tutorial's loop.
+
+Every measurement runs in a fresh child process (``python -m mnistkit.bench JOB``), so one job's warm
+caches, threads or memory do not flatter the next, and each reports its own peak RSS. Training time is
+counted from the first training step to the end of training; loading the data and testing are reported
+separately. The test set is only ever used for the final figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+
+from .errors import MnistkitError
+
+# preset -> (target test accuracy, training-time goal in seconds on a 2-core CPU)
+TARGETS: dict[str, tuple[float, float]] = {
+    "fast": (0.98, 2.0),
+    "cnn": (0.99, 5.0),
+    "accurate": (0.995, 60.0),
+    "best": (0.997, 900.0),
+}
+TUTORIAL_FINAL_VAL_LOSS = 0.379  # the tutorial's loop after 25 epochs, measured on the bundled data
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs (each runs in its own process)
+
+
+def job_preset(preset: str, seed: int, device: str) -> dict[str, Any]:
+    """Train one preset with one seed exactly as ``mnistkit train --preset`` does, without writing files."""
+    from .config import make_config
+    from .train import train_run
+
+    result = train_run(make_config(preset, seed=seed, device=device))
+    m = result.meta["metrics"]
+    return {
+        "preset": preset, "seed": seed, "model": result.meta["model"], "epochs": m["epochs"],
+        "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"],
+        "load_seconds": m["load_seconds"], "test_seconds": m["test_seconds"], "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def job_tutorial_loop(epochs: int = 25) -> dict[str, Any]:
+    """The tutorial's own loop: its MLP, TensorDataset + DataLoader at batch 64, SGD lr 0.001, one
+    ``fit`` call per epoch so each epoch is timed (its validation pass included, as in the tutorial)."""
+    from torch.utils.data import TensorDataset
+
+    from . import tutorial
+    from .evaluate import loss_and_accuracy
+    from .data import Normalization, load_bundled_mnist
+
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    x_train, y_train, x_valid, y_valid = tutorial.load_mnist()
+    train_dl, valid_dl = tutorial.get_data(TensorDataset(x_train, y_train), TensorDataset(x_valid, y_valid), 64)
+    load_seconds = time.perf_counter() - start
+    model, opt = tutorial.get_model()
+    epoch_seconds, val_losses = [], []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            val_losses += tutorial.fit(1, model, torch.nn.functional.cross_entropy, opt, train_dl, valid_dl)
+        epoch_seconds.append(time.perf_counter() - start)
+    with torch.no_grad():
+        val_accuracy = (model(x_valid).argmax(1) == y_valid).float().mean().item()
+    test = load_bundled_mnist().test
+    _, test_accuracy = loss_and_accuracy(model, test, Normalization(0.0, 1.0, 256.0))
+    return {
+        "epochs": epochs, "train_seconds": sum(epoch_seconds), "epoch_seconds": epoch_seconds,
+        "val_losses": val_losses, "val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
+        "load_seconds": load_seconds, "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def job_tutorial_preset(epochs: int = 3) -> dict[str, Any]:
+    """mnistkit's fast path on the tutorial's exact settings (``--preset tutorial``): per-epoch seconds."""
+    from .config import make_config
+    from .train import train_run
+
+    result = train_run(make_config("tutorial", epochs=epochs))
+    return {
+        "epochs": epochs, "epoch_seconds": [h.seconds for h in result.history],
+        "val_losses": [h.val_loss for h in result.history], "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+class _TargetReached(Exception):
+    pass
+
+
+def job_time_to_val_loss(target: float = TUTORIAL_FINAL_VAL_LOSS, preset: str = "fast") -> dict[str, Any]:
+    """Training seconds until the validation loss (the tutorial's 10,000 held-out images) drops to
+    ``target``, checked every few dozen steps; the checks themselves are not counted."""
+    from . import data
+    from .config import make_config
+    from .evaluate import loss_and_accuracy
+    from .models import create_model
+    from .train import fit, resolve_device, seed_everything
+
+    cfg = make_config(preset, val_size=10_000, device="cpu")
+    seed_everything(cfg.seed)
+    splits = data.split_dataset(data.load_bundled_mnist(), cfg.val_size)
+    norm = data.standardization(splits.train)
+    device = resolve_device(cfg.device)
+    model = create_model(cfg.model, **cfg.model_options()).to(device)
+    train, val = splits.train.to(device), splits.val.to(device)
+    start, excluded, last = time.perf_counter(), 0.0, {}
+
+    class Probe:
+        def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+            pass
+
+        def batches_done(self, steps_done: int, running_loss: float) -> None:
+            nonlocal excluded
+            paused = time.perf_counter()
+            last["seconds"] = paused - start - excluded
+            last["val_loss"], _ = loss_and_accuracy(model, val, norm)
+            excluded += time.perf_counter() - paused
+            if last["val_loss"] <= target:
+                raise _TargetReached
+
+        def epoch_end(self, stats) -> None:
+            pass
+
+    try:
+        fit(model, train, None, cfg, norm, reporter=Probe())
+    except _TargetReached:
+        return {"preset": preset, "target": target, "seconds": last["seconds"], "val_loss": last["val_loss"]}
+    return {"preset": preset, "target": target, "seconds": None, "val_loss": last.get("val_loss")}
+
+
+JOBS = {
+    "preset": job_preset,
+    "tutorial_loop": job_tutorial_loop,
+    "tutorial_preset": job_tutorial_preset,
+    "time_to_val_loss": job_time_to_val_loss,
+}
+
+
+def run_job(kind: str, **kwargs: Any) -> dict[str, Any]:
+    """Run one job in a fresh Python process and return its JSON result."""
+    cmd = [sys.executable, "-m", "mnistkit.bench", json.dumps({"kind": kind, **kwargs})]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MnistkitError(f"benchmark job {kind} {kwargs} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+def summarize(preset: str, rows: list[dict[str, Any]], reference_seconds: float | None) -> dict[str, Any]:
+    target, goal = TARGETS[preset]
+    accs = [r["test_accuracy"] for r in rows]
+    secs = [r["train_seconds"] for r in rows]
+    median = statistics.median(secs)
+    return {
+        "preset": preset, "model": rows[0]["model"], "epochs": rows[0]["epochs"], "seeds": len(rows),
+        "target_accuracy": target, "time_goal_seconds": goal,
+        "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "accuracy_min": min(accs), "reached_target": sum(a >= target for a in accs),
+        "train_seconds_median": median, "train_seconds_max": max(secs),
+        "load_seconds_median": statistics.median(r["load_seconds"] for r in rows),
+        "test_seconds_median": statistics.median(r["test_seconds"] for r in rows),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        "speedup_vs_tutorial": reference_seconds / median if reference_seconds else None,
+        "runs": rows,
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def run_benchmark(presets: list[str], seeds: int, against_tutorial: bool, device: str = "auto", log=print) -> dict[str, Any]:
+    unknown = [p for p in presets if p not in TARGETS]
+    if unknown:
+        raise MnistkitError(f"unknown benchmark preset '{unknown[0]}'; choose from: {', '.join(TARGETS)}")
+    if seeds < 1:
+        raise MnistkitError(f"--seeds must be at least 1, got {seeds}")
+    report: dict[str, Any] = {"machine": machine(), "device": device, "presets": [], "tutorial": None}
+    reference_seconds = None
+    if against_tutorial:
+        log("tutorial loop (DataLoader, batch 64, SGD lr 0.001, 25 epochs) ...")
+        loop = run_job("tutorial_loop")
+        fast_path = run_job("tutorial_preset")
+        to_loss = run_job("time_to_val_loss")
+        reference_seconds = loop["train_seconds"]
+        loop_epoch = statistics.median(loop["epoch_seconds"])
+        ours_epoch = statistics.median(fast_path["epoch_seconds"])
+        report["tutorial"] = {
+            "loop": loop, "preset_tutorial": fast_path, "time_to_val_loss": to_loss,
+            "epoch_seconds_ratio": ours_epoch / loop_epoch,
+            "time_to_final_val_loss_ratio": (to_loss["seconds"] / loop["train_seconds"]) if to_loss["seconds"] else None,
+        }
+    for preset in presets:
+        rows = []
+        for seed in range(seeds):
+            log(f"{preset}: seed {seed + 1}/{seeds} ...")
+            rows.append(run_job("preset", preset=preset, seed=seed, device=device))
+        report["presets"].append(summarize(preset, rows, reference_seconds))
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = []
+    header = f"{'preset':<9}{'model':<6}{'target':>8}{'accuracy mean ± std':>22}{'min':>8}{'reached':>9}{'train s':>9}{'goal s':>8}{'load s':>8}{'test s':>8}{'RSS MB':>8}{'speed-up':>10}"
+    lines += [header, "-" * len(header)]
+    for p in report["presets"]:
+        speedup = f"{p['speedup_vs_tutorial']:.1f}x" if p["speedup_vs_tutorial"] else "-"
+        lines.append(
+            f"{p['preset']:<9}{p['model']:<6}{p['target_accuracy']:>8.1%}"
+            f"{p['accuracy_mean']:>13.2%} ± {p['accuracy_std']:.2%}{p['accuracy_min']:>8.2%}"
+            f"{p['reached_target']:>5}/{p['seeds']:<3}{p['train_seconds_median']:>9.2f}{p['time_goal_seconds']:>8.0f}"
+            f"{p['load_seconds_median']:>8.2f}{p['test_seconds_median']:>8.2f}{p['peak_rss_mb']:>8.0f}{speedup:>10}"
+        )
+    t = report.get("tutorial")
+    if t:
+        loop, ours, to_loss = t["loop"], t["preset_tutorial"], t["time_to_val_loss"]
+        lines += [
+            "",
+            f"tutorial loop: {loop['epochs']} epochs in {loop['train_seconds']:.1f} s "
+            f"({statistics.median(loop['epoch_seconds']):.3f} s/epoch), val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f}, "
+            f"val accuracy {loop['val_accuracy']:.2%}, test accuracy {loop['test_accuracy']:.2%}, peak RSS {loop['peak_rss_mb']:.0f} MB",
+            f"mnistkit --preset tutorial: {statistics.median(ours['epoch_seconds']):.3f} s/epoch "
+            f"= {t['epoch_seconds_ratio']:.2f}x the tutorial loop's epoch; val loss after epoch 1: {ours['val_losses'][0]:.4f}",
+        ]
+        if to_loss["seconds"] is not None:
+            lines.append(
+                f"time to the tutorial's final val loss {to_loss['target']}: {to_loss['seconds']:.2f} s with --preset {to_loss['preset']} "
+                f"= 1/{1 / t['time_to_final_val_loss_ratio']:.0f} of the tutorial loop's {loop['train_seconds']:.1f} s"
+            )
+    m = report["machine"]
+    lines += ["", f"machine: {m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}, {m['platform']}" + (f", GPU {m['cuda']}" if m["cuda"] else "")]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    kind = job.pop("kind")
+    print(json.dumps(JOBS[kind](**job)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Runs side by side (``mnistkit compare``): what differs in their configs and how they did, as a table, and
+one figure with their curves overlaid.
+
+A run folder is read through ``runs`` (config.json, metrics.csv) and ``checkpoint.read_meta`` (model.json, for
+the test accuracy); a run that was stopped before it finished has no model.json and is shown without one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from matplotlib.figure import Figure
+
+from . import checkpoint, plots, runs
+from .errors import CheckpointError
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, float | None]]  # the rows of metrics.csv
+    test_accuracy: float | None  # None until the run has finished and saved its checkpoint
+
+    @property
+    def epochs(self) -> int:
+        return len(self.metrics)
+
+    @property
+    def seconds(self) -> float:
+        return sum(row["seconds"] or 0.0 for row in self.metrics)
+
+    @property
+    def best_val(self) -> tuple[float, int] | None:
+        """The best validation accuracy and its epoch, or None without a validation set."""
+        scored = [(row["val_accuracy"], int(row["epoch"])) for row in self.metrics if row.get("val_accuracy") is not None]
+        return max(scored, key=lambda pair: pair[0]) if scored else None
+
+
+def read_run(path: str | Path, name: str | None = None) -> RunSummary:
+    path = Path(path).expanduser()
+    if not (path / runs.CONFIG_NAME).is_file():
+        raise CheckpointError(f"{path}: not a run folder (no {runs.CONFIG_NAME}); pass folders written by mnistkit train")
+    config = runs.read_config(path).to_dict()
+    metrics = runs.read_metrics(path) if (path / runs.METRICS_NAME).is_file() else []
+    test_accuracy = None
+    if (path / checkpoint.META_NAME).is_file():
+        meta, _ = checkpoint.read_meta(path)
+        test_accuracy = meta.get("metrics", {}).get("test_accuracy")
+    return RunSummary(name or path.name, path, config, metrics, test_accuracy)
+
+
+def read_runs(paths: Sequence[str | Path]) -> list[RunSummary]:
+    """Read several runs, named by their folder names (by the paths as given where folder names repeat)."""
+    names = [Path(p).name for p in paths]
+    unique = len(set(names)) == len(names)
+    return [read_run(p, name if unique else str(p)) for p, name in zip(paths, names)]
+
+
+def config_differences(summaries: Sequence[RunSummary]) -> list[str]:
+    """Config keys whose values are not the same in every run (epochs excepted: the table always shows them)."""
+    keys = list(dict.fromkeys(k for s in summaries for k in s.config))
+    return [k for k in keys if k != "epochs" and len({repr(s.config.get(k)) for s in summaries}) > 1]
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def table(summaries: Sequence[RunSummary]) -> list[list[str]]:
+    """The table's rows as strings, the header first."""
+    differing = config_differences(summaries)
+    rows = [["run", *differing, "epochs", "best val acc", "test acc", "time"]]
+    for s in summaries:
+        planned = s.config.get("epochs")
+        epochs = str(s.epochs) if planned in (None, s.epochs) else f"{s.epochs}/{planned}"
+        best = s.best_val
+        rows.append([
+            s.name,
+            *(_value(s.config.get(k)) for k in differing),
+            epochs,
+            f"{best[0]:.2%} (epoch {best[1]})" if best else "-",
+            f"{s.test_accuracy:.2%}" if s.test_accuracy is not None else "-",
+            format_duration(s.seconds),
+        ])
+    return rows
+
+
+def format_table(summaries: Sequence[RunSummary]) -> str:
+    rows = table(summaries)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    # The run names read best left-aligned, the numbers right-aligned.
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    return "\n".join(lines)
+
+
+def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
+    differing = config_differences(summaries)
+    return {
+        "differences": differing,
+        "runs": [
+            {
+                "name": s.name,
+                "path": str(s.path),
+                "config": {k: s.config.get(k) for k in differing},
+                "epochs": s.epochs,
+                "planned_epochs": s.config.get("epochs"),
+                "best_val_accuracy": s.best_val[0] if s.best_val else None,
+                "best_val_epoch": s.best_val[1] if s.best_val else None,
+                "test_accuracy": s.test_accuracy,
+                "train_seconds": s.seconds,
+            }
+            for s in summaries
+        ],
+    }
+
+
+def compare_figure(summaries: Sequence[RunSummary]) -> Figure:
+    return plots.compare_figure({s.name: s.metrics for s in summaries})

@@ -1,0 +1,223 @@
+"""Using a trained model: the ``Classifier`` turns images (files, PIL images, arrays) into digits.
+
+A ``Classifier`` wraps a checkpoint's network in an ``InferenceModel`` that owns the whole numeric
+contract — float pixels in [0, 1], white ink on black, (N, 1, 28, 28) in; class probabilities out — so the
+library, the web server and the exported ONNX / TorchScript files all compute exactly the same thing.
+``Classifier.load()`` with no path loads the pretrained convnet that ships inside the package.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from . import checkpoint
+from .augment import TTA_SHIFTS, shift
+from .data import Normalization
+from .errors import MnistkitError
+from .models import count_parameters
+from .preprocess import ImageError, to_mnist
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+BATCH_SIZE = 1024  # images per forward pass in predict_array: bounds memory on large inputs
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+
+
+class InferenceModel(nn.Module):
+    """A trained network with its input normalization, and its test-time augmentation if it was tested with it.
+
+    Input: float32 (N, 1, 28, 28) pixels in [0, 1], white ink on black (MNIST's polarity).
+    Output: float32 (N, classes) probabilities.
+    """
+
+    def __init__(self, net: nn.Module, norm: Normalization, tta: bool = False):
+        super().__init__()
+        self.net = net
+        self.norm = norm
+        # (pixel * 255 / divisor - mean) / std, folded into one multiply and one subtract
+        self.scale = 255.0 / (norm.divisor * norm.std)
+        self.offset = norm.mean / norm.std
+        self.tta = tta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.scale - self.offset
+        if not self.tta:
+            return self.net(x).softmax(1)
+        background = -self.offset  # a blank pixel after normalization
+        # All shifts in one batch: one pass through the network (which also keeps it traceable).
+        probs = self.net(torch.cat([shift(x, dy, dx, background) for dy, dx in TTA_SHIFTS])).softmax(1)
+        return probs.reshape(len(TTA_SHIFTS), -1, probs.shape[1]).mean(0)
+
+
+@dataclass
+class Prediction:
+    """What the model says about one image."""
+
+    source: str  # the file path, or "<image i>" / "<array i>" for in-memory inputs
+    digit: int  # index of the most likely class (the digit itself for MNIST)
+    label: str  # that class's name ("7"; "Sneaker" for Fashion-MNIST)
+    probability: float  # its probability
+    top: list[tuple[str, float]]  # the k most likely (label, probability), best first
+    probabilities: np.ndarray  # float32 (classes,): every class's probability
+    input: np.ndarray  # uint8 (28, 28): the image the model saw, white ink on black
+    ok = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: source, digit, label, probability and top (without the arrays)."""
+        return {
+            "source": self.source,
+            "digit": self.digit,
+            "label": self.label,
+            "probability": round(self.probability, 6),
+            "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
+        }
+
+
+@dataclass
+class FailedPrediction:
+    """An image of a batch that could not be read or held no digit; ``error`` says why in one line."""
+
+    source: str
+    error: MnistkitError
+    ok = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "error": str(self.error)}
+
+
+class Classifier:
+    """A trained model ready to classify images. Build it with ``Classifier.load(path)``."""
+
+    def __init__(self, net: nn.Module, meta: dict[str, Any], source: str):
+        self.meta = meta
+        self.source = source
+        self.classes: list[str] = list(meta.get("classes") or [str(i) for i in range(10)])
+        norm = Normalization(**meta["normalization"]) if "normalization" in meta else Normalization()
+        # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
+        self.model = InferenceModel(net.eval().requires_grad_(False), norm, bool(meta.get("tta"))).eval()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Classifier":
+        """Load a run folder, a checkpoint's ``.safetensors`` or ``.json``; None loads the bundled pretrained model.
+
+        Raises ``CheckpointError`` for anything that is not a valid mnistkit checkpoint.
+        """
+        net, meta = checkpoint.load_checkpoint(PRETRAINED_DIR if path is None else path)
+        return cls(net, meta, "pretrained" if path is None else str(path))
+
+    def describe(self) -> dict[str, Any]:
+        """Model name, parameter count, test accuracy, classes and input contract, for reports and servers."""
+        metrics = self.meta.get("metrics") or {}
+        return {
+            "model": self.meta.get("model"),
+            "model_options": self.meta.get("model_options", {}),
+            "source": self.source,
+            "parameters": count_parameters(self.model.net),
+            "test_accuracy": metrics.get("test_accuracy"),
+            "classes": self.classes,
+            "input": self.meta.get("input", {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black"}),
+            "tta": self.model.tta,
+            "command": self.meta.get("command"),
+        }
+
+    @torch.no_grad()
+    def predict_array(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Class probabilities, float32 (N, classes), for images already in MNIST form.
+
+        ``images``: (28, 28), (N, 28, 28) or (N, 1, 28, 28), white ink on black, either uint8 (or any integer
+        type) in 0..255 or float in [0, 1]. No preprocessing is done; raises ``ImageError`` for other shapes
+        or ranges.
+        """
+        x = pixels(images)
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return torch.cat([self.model(x[i : i + BATCH_SIZE]) for i in range(0, len(x), BATCH_SIZE)]).numpy()
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], top_k: int = 3) -> Prediction | list[Prediction | FailedPrediction]:
+        """Preprocess and classify one image or a list of them.
+
+        Each image is a file path, a PIL image or a NumPy array (grayscale or RGB, any size, dark-on-light or
+        light-on-dark); it is turned into MNIST form by ``preprocess.to_mnist``. One image gives a
+        ``Prediction`` or raises the ``ImageError`` that stopped it. A list gives one result per image, in
+        order: a ``Prediction``, or a ``FailedPrediction`` for an image that could not be used, so one bad
+        file does not stop the others.
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        results: list[Prediction | FailedPrediction | None] = [None] * len(items)
+        ready: list[tuple[int, str, np.ndarray]] = []
+        for i, item in enumerate(items):
+            source = source_name(item, i)
+            try:
+                ready.append((i, source, to_mnist(item)))
+            except MnistkitError as exc:
+                if single:
+                    raise
+                results[i] = FailedPrediction(source, exc)
+        if ready:
+            probabilities = self.predict_array(np.stack([array for _, _, array in ready]))
+            for (i, source, array), probs in zip(ready, probabilities):
+                results[i] = self._prediction(source, array, probs, top_k)
+        return results[0] if single else results
+
+    def _prediction(self, source: str, array: np.ndarray, probs: np.ndarray, top_k: int) -> Prediction:
+        order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
+        best = int(order[0])
+        top = [(self.classes[k], float(probs[k])) for k in order]
+        return Prediction(source, best, self.classes[best], float(probs[best]), top, probs, array)
+
+
+def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Validate MNIST-form images and return float32 (N, 1, 28, 28) in [0, 1] (a new tensor, never the input)."""
+    a = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3 or a.shape[1:] != (28, 28):
+        raise ImageError(f"expected 28×28 images shaped (28, 28), (N, 28, 28) or (N, 1, 28, 28), got shape {a.shape}")
+    if a.dtype.kind == "f":
+        if a.size and not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
+            raise ImageError("float pixels must lie in [0, 1]; pass uint8 for values in 0..255")
+        return torch.tensor(a, dtype=torch.float32).unsqueeze(1)
+    if a.dtype.kind in "iu":
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise ImageError(f"integer pixels must lie in 0..255, found {a.min()}..{a.max()}")
+        return torch.from_numpy(a.astype(np.float32)).div_(255.0).unsqueeze(1)
+    raise ImageError(f"pixels must be numbers, got dtype {a.dtype}")
+
+
+def source_name(item: object, index: int) -> str:
+    if isinstance(item, (str, Path)):
+        return str(item)
+    if isinstance(item, Image.Image):
+        return getattr(item, "filename", "") or f"<image {index}>"
+    return f"<array {index}>"
+
+
+def find_images(args: Sequence[str | Path]) -> list[str]:
+    """Expand command-line arguments into image paths, in order: a folder gives the files under it whose
+    extension Pillow knows (sorted, hidden files skipped); a glob pattern gives its matches; anything else is
+    kept as given, so a missing file is reported when it is read."""
+    extensions = set(Image.registered_extensions())
+    found: list[str] = []
+    for arg in map(str, args):
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            found += sorted(
+                str(p) for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in extensions and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        elif not path.exists() and glob.has_magic(arg):
+            found += sorted(glob.glob(str(path), recursive=True)) or [arg]
+        else:
+            found.append(arg)
+    return found
