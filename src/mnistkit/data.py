@@ -285,6 +285,8 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol-5 pickles rebuild arrays from raw bytes this way
+        ("numpy._core.numeric", "_frombuffer"),
         ("_codecs", "encode"),  # protocol-2 pickles from Python 3 store bytes this way
     }
 

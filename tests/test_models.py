@@ -1,0 +1,64 @@
+"""The model registry: names, shapes, parameter counts, and the tutorial's exact architectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistkit.errors import ConfigError
+from mnistkit.models import MLP, MODELS, count_parameters, create_model
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("batch", [1, 5])
+def test_every_model_takes_images_and_returns_logits(name, batch):
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(batch, 1, 28, 28))
+    assert out.shape == (batch, 10) and out.dtype == torch.float32
+
+
+def test_mlp_is_the_tutorials_network():
+    model = create_model("mlp")
+    shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+    assert shapes == [
+        ("hidden1.weight", (128, 784)), ("hidden1.bias", (128,)),
+        ("hidden2.weight", (256, 128)), ("hidden2.bias", (256,)),
+        ("out.weight", (10, 256)), ("out.bias", (10,)),
+    ]
+    assert count_parameters(model) == 136_074
+
+
+def test_mlp_accepts_the_tutorials_flat_vectors_too():
+    model = MLP().eval()
+    x = torch.rand(3, 784)
+    assert torch.equal(model(x), model(x.reshape(3, 1, 28, 28)))
+
+
+def test_logreg_is_xb_at_weights_plus_bias():
+    model = create_model("logreg")
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.allclose(model(x), x.reshape(4, 784) @ model.weights + model.bias)
+    assert count_parameters(model) == 7_850
+
+
+def test_cnn_width_scales_it_and_other_class_counts_work():
+    small, wide = create_model("cnn", width=8), create_model("cnn", width=32)
+    assert count_parameters(small) < count_parameters(wide)
+    assert create_model("cnn", num_classes=3, width=4)(torch.rand(2, 1, 28, 28)).shape == (2, 3)
+
+
+def test_channels_last_gives_the_same_answer():
+    model = create_model("cnn", width=8).eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x)
+        got = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(expected, got, atol=1e-5)
+
+
+def test_unknown_model_and_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown model 'resnet'; choose one of: logreg, mlp, cnn"):
+        create_model("resnet")
+    with pytest.raises(ConfigError, match="invalid options for model 'mlp'"):
+        create_model("mlp", width=3)
