@@ -1,0 +1,288 @@
+"""The web page and HTTP API: draw a digit and see what the model thinks.
+
+``create_app(classifier)`` builds the FastAPI app; ``serve`` runs it on uvicorn. Images go through the same
+``Classifier.predict`` (and so ``preprocess.to_mnist``) as ``mnistkit predict``. Every bad request gets a 4xx
+with a JSON body ``{"error": "<one line: what is wrong and what to do>"}``; nothing a client sends can stop the
+server. The page (``static/``) and the API docs' scripts are served from the package: nothing from a CDN.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__
+from .errors import ConfigError, MnistkitError
+from .inference import Classifier
+from .preprocess import MAX_PIXELS, ImageError
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_IMAGE_BYTES = 4 * 1024 * 1024
+MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024  # room for the multipart envelope around a 4 MiB image
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")  # what browsers and phones produce; Pillow's other decoders stay off
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+FORMAT_NAMES = "PNG, JPEG or WebP"
+# Inferences run at once, each on one torch thread (serve sets that): one per core of the 2-core target
+# machine. More would only queue inside torch; fewer leaves a core idle while the other preprocesses.
+INFERENCE_WORKERS = 2
+
+Pixel = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
+Row = Annotated[list[Pixel], Field(min_length=28, max_length=28)]
+
+
+class PixelsRequest(BaseModel):
+    """A 28×28 image as numbers in [0, 1]; white ink on black passes to the model as is, dark-on-light is inverted and centred."""
+
+    pixels: Annotated[list[Row], Field(min_length=28, max_length=28, description="28 rows of 28 numbers in [0, 1]")]
+
+
+class PredictResponse(BaseModel):
+    digit: int = Field(description="index of the most likely class (the digit itself for MNIST)")
+    label: str = Field(description="that class's name")
+    probabilities: list[float] = Field(description="every class's probability, in class order")
+    input: list[list[float]] = Field(description="the 28×28 image the model saw, white ink on black, in [0, 1]")
+
+
+class ModelInfo(BaseModel):
+    model: str | None
+    parameters: int
+    test_accuracy: float | None
+    classes: list[str]
+    source: str
+    tta: bool
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class RequestError(MnistkitError):
+    """A request the API cannot serve; ``status`` is its HTTP status code."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class BodyTooLarge(RequestError):
+    def __init__(self) -> None:
+        super().__init__(413, f"request body too large: images up to {MAX_IMAGE_BYTES // 2**20} MiB; scale the image down")
+
+
+class LimitBody:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes, by Content-Length up front or while they stream in,
+    so an endless or huge upload costs at most ``limit`` bytes of memory."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await error_response(BodyTooLarge())(scope, receive, send)
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodyTooLarge()  # raised inside the endpoint's read; the app's handler answers 413
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def error_response(exc: RequestError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": why}
+    for code, why in {
+        400: "empty body, not an image, malformed JSON or multipart",
+        413: f"image over {MAX_IMAGE_BYTES // 2**20} MiB or over {MAX_PIXELS // 10**6} megapixels",
+        415: "a Content-Type other than JSON, multipart/form-data or an image",
+        422: "wrong JSON shape, values outside [0, 1], a corrupt image, or one with no digit in it",
+    }.items()
+}
+
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"image": {"type": "string", "format": "binary", "description": f"a {FORMAT_NAMES} image"}},
+                "required": ["image"],
+            }
+        },
+        "application/json": {"schema": PixelsRequest.model_json_schema()},
+        **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in IMAGE_TYPES},
+    },
+}
+
+
+def create_app(classifier: Classifier, workers: int = INFERENCE_WORKERS) -> FastAPI:
+    """The FastAPI app serving ``classifier``: the drawing page at ``/``, the API under ``/api``, docs at ``/docs``."""
+    app = FastAPIOffline(
+        title="mnistkit",
+        version=__version__,
+        description="Draw a digit and see what the model thinks. The page is at `/`; `/redoc` has the same docs.",
+    )
+    app.add_middleware(LimitBody, limit=MAX_BODY_BYTES)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    limiter = anyio.CapacityLimiter(workers)
+    info = classifier.describe()
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own errors (404, 405, malformed multipart) in the same shape as ours.
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's fault: say so in JSON (uvicorn logs the traceback) and keep serving.
+        return JSONResponse({"error": f"internal server error ({type(exc).__name__}); see the server's log"}, status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/api/health", summary="Is the server up")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/model", summary="The model being served", response_model=ModelInfo)
+    def model() -> dict[str, Any]:
+        return info
+
+    @app.post(
+        "/api/predict",
+        summary="Classify an image or 28×28 pixels",
+        description="Send an image upload (multipart field `image`, or the raw bytes with an image Content-Type) in any "
+        "size, or JSON `{\"pixels\": 28×28 numbers in [0, 1]}`. Images are turned into MNIST form exactly as "
+        "`mnistkit predict` does: white ink on black, the digit scaled to 20 px and centred by mass.",
+        response_model=PredictResponse,
+        responses=ERRORS,
+        openapi_extra={"requestBody": PREDICT_BODY},
+    )
+    async def predict(request: Request) -> dict[str, Any]:
+        item = await read_input(request)
+        try:
+            result = await anyio.to_thread.run_sync(classifier.predict, item, limiter=limiter)
+        except ImageError as exc:
+            raise RequestError(422, str(exc)) from None
+        return {
+            "digit": result.digit,
+            "label": result.label,
+            "probabilities": [round(float(p), 6) for p in result.probabilities],
+            "input": (result.input / 255.0).round(4).tolist(),
+        }
+
+    return app
+
+
+async def read_input(request: Request) -> Image.Image | np.ndarray:
+    """The request's image (opened, not yet decoded) or pixel array; RequestError for anything else."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        return parse_pixels(await request.body())
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=10)
+        uploads = [value for value in form.values() if isinstance(value, UploadFile)]
+        if not uploads:
+            raise RequestError(400, "no file in the form: upload the image as a file field named 'image'")
+        return open_image(await uploads[0].read())
+    if kind in IMAGE_TYPES:
+        return open_image(await request.body())
+    raise RequestError(
+        415, f"unsupported Content-Type {kind or '(none)'!r}: send multipart/form-data with an 'image' file, "
+        "an image/png, image/jpeg or image/webp body, or application/json {\"pixels\": ...}"
+    )
+
+
+def parse_pixels(body: bytes) -> np.ndarray:
+    if not body.strip():
+        raise RequestError(400, 'empty body: send JSON {"pixels": 28 rows of 28 numbers in [0, 1]}')
+    try:
+        pixels = PixelsRequest.model_validate_json(body).pixels
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise RequestError(400, f"malformed JSON ({first['msg']})") from None
+        where = "body" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise RequestError(422, f'{where}: {first["msg"]}{more}; send {{"pixels": 28 rows of 28 numbers in [0, 1]}}') from None
+    return np.asarray(pixels, dtype=np.float32)
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Open an uploaded image, checking its size from the header before any pixel is decoded."""
+    if not data:
+        raise RequestError(400, "empty upload: the image file has no bytes")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise BodyTooLarge()
+    try:
+        image = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
+    except UnidentifiedImageError:
+        raise RequestError(400, f"not an image in a supported format: upload a {FORMAT_NAMES} file") from None
+    except (Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise RequestError(400, f"cannot read the image ({exc})") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise RequestError(413, f"image of {width}×{height} pixels is too large (limit {MAX_PIXELS // 10**6} megapixels); scale it down")
+    return image
+
+
+def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
+    """Load ``model`` (None: the bundled pretrained convnet) and serve the page and API until interrupted."""
+    import torch
+    import uvicorn
+
+    classifier = Classifier.load(model)
+    # One torch thread per inference, INFERENCE_WORKERS of them side by side: single small images gain nothing from
+    # intra-op threads, whose hand-offs cost more than the convolutions when requests arrive concurrently.
+    torch.set_num_threads(1)
+    listener = listen(host, port)
+    config = uvicorn.Config(create_app(classifier), access_log=access_log, log_level="info" if access_log else "warning")
+    shown = f"[{host}]" if ":" in host else host
+    port = listener.getsockname()[1]  # the one the system chose for --port 0
+    print(f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)", flush=True)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound here so that a busy port or a bad address is one clear error."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {port}")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host") from None
+    listener.listen(2048)
+    return listener
