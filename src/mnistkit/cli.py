@@ -374,9 +374,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# serve
 
 
-COMMANDS = [add_train, add_evaluate, add_show, add_compare, add_data, add_bench, add_predict, add_inspect, add_export]
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a web page to draw a digit and see what the model thinks, with an HTTP API",
+        description="Serve the drawing page at / and the HTTP API under /api (POST /api/predict takes an image upload or "
+        "JSON pixels; GET /api/model, /api/health), with its OpenAPI docs at /docs. Everything is served locally; "
+        "nothing is fetched from the internet.",
+    )
+    p.add_argument("--model", metavar="CHECKPOINT", default=None, help="a run folder or checkpoint [default: the bundled pretrained convnet]")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 makes it reachable from other machines [default: 127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
+    p.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(args.model, args.host, args.port, access_log=args.access_log)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+COMMANDS = [add_train, add_evaluate, add_show, add_compare, add_data, add_bench, add_predict, add_inspect, add_export, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
