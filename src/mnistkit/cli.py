@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = runs.create_run_dir(args.out, cfg.model, args.overwrite)
     print(f"training {cfg.model} on {cfg.data or cfg.dataset} for {cfg.epochs} epochs -> {run_dir}", flush=True)
     with ExitStack() as stack:
-        reporter = ConsoleReporter(quiet=args.quiet, batch_size=cfg.batch_size)
+        reporter = stack.enter_context(closing(ConsoleReporter(quiet=args.quiet, batch_size=cfg.batch_size)))
         if args.tensorboard:
             reporter = stack.enter_context(closing(TensorBoardReporter(run_dir, reporter, config=cfg.to_dict())))
         result = train_run(cfg, run_dir, reporter, command=command_line())
@@ -200,6 +200,7 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     actions.add_parser("list", help="the datasets mnistkit knows and whether they are on disk").set_defaults(handler=cmd_data_list)
     info = actions.add_parser("info", help="where a dataset is on disk, its files, sizes and verified checksums")
     info.add_argument("name")
+    info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(handler=cmd_data_info)
     download = actions.add_parser("download", help="download a dataset into the cache (mirrors, checksums verified)")
     download.add_argument("name")
@@ -215,9 +216,10 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from .download import describe
+    from .download import describe, format_description
 
-    print(json.dumps(describe(args.name), indent=2))
+    info = describe(args.name)
+    print(json.dumps(info, indent=2) if args.json else format_description(info))
     return 0
 
 
@@ -287,35 +289,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .errors import ConfigError, MnistkitError
     from .inference import Classifier, find_images
-    from .preprocess import ImageError, save_input
+    from .preprocess import save_input
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
-    sources = find_images(args.images)
-    if not sources:
-        raise ImageError(f"no images found in {' '.join(args.images)}")
+    classifier = Classifier.load(args.model)  # a bad checkpoint stops everything before any image is read
+    sources, missing = find_images(args.images)
     show = Path(args.show_input) if args.show_input else None
-    if show is not None and len(sources) > 1:
-        show.mkdir(parents=True, exist_ok=True)
-    classifier = Classifier.load(args.model)
+    folder = show is not None and (len(sources) > 1 or show.is_dir())  # else --show-input names the one PNG
+    if folder:
+        try:
+            show.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--show-input {show}: cannot make this folder for the inputs of several images ({exc.strerror or exc})") from None
+    def results():  # folders and patterns without images first, then the images, a chunk at a time
+        yield from missing
+        for start in range(0, len(sources), PREDICT_CHUNK):
+            yield from classifier.predict(sources[start : start + PREDICT_CHUNK], top_k=args.top_k)
+
     failed = 0
-    for start in range(0, len(sources), PREDICT_CHUNK):
-        for i, result in enumerate(classifier.predict(sources[start : start + PREDICT_CHUNK], top_k=args.top_k), start):
-            if args.json:
-                print(json.dumps(result.to_dict()), flush=True)
-            if not result.ok:
+    for i, result in enumerate(results()):
+        if args.json:
+            print(json.dumps(result.to_dict()), flush=True)
+        if not result.ok:
+            failed += 1
+            print(f"mnistkit: error: {result.error}", file=sys.stderr, flush=True)
+            continue
+        if not args.json:
+            top = ", ".join(f"{label} {p:.1%}" for label, p in result.top)
+            print(f"{result.source}: {result.label} ({result.probability:.1%})  top {len(result.top)}: {top}", flush=True)
+        if show is not None:
+            try:
+                save_input(result.input, show / f"{i:04d}-{Path(result.source).stem}.png" if folder else show)
+            except MnistkitError as exc:
                 failed += 1
-                print(f"mnistkit: error: {result.error}", file=sys.stderr, flush=True)
-                continue
-            if not args.json:
-                top = ", ".join(f"{label} {p:.1%}" for label, p in result.top)
-                print(f"{result.source}: {result.label} ({result.probability:.1%})  top {len(result.top)}: {top}", flush=True)
-            if show is not None:
-                try:
-                    save_input(result.input, show if len(sources) == 1 else show / f"{i:04d}-{Path(result.source).stem}.png")
-                except MnistkitError as exc:
-                    failed += 1
-                    print(f"mnistkit: error: {exc}", file=sys.stderr, flush=True)
+                print(f"mnistkit: error: {exc}", file=sys.stderr, flush=True)
     return 2 if failed else 0
 
 

@@ -363,8 +363,31 @@ def describe(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None)
         "citation": spec.citation,
     }
     if spec.name == "mnist":
-        info["bundled"] = {"folder": str(data.BUNDLED_DIR), "verified": bundled}
+        info["bundled"] = {
+            "folder": str(data.BUNDLED_DIR),
+            "verified": bundled,
+            "files": {f: _file_report(data.BUNDLED_DIR / f, f, spec) for f in spec.files},
+        }
     return info
+
+
+def format_description(info: dict) -> str:
+    """``describe``'s report as text: where the files are, their sizes, and whether their checksums verify."""
+
+    def file_lines(files: dict[str, dict]) -> list[str]:
+        width = max(map(len, files))
+        return [
+            f"  {name:<{width}}  {f['size']:>10,} bytes  {'verified' if f['verified'] else 'CHECKSUM MISMATCH'}"
+            if f["present"] else f"  {name:<{width}}  missing"
+            for name, f in files.items()
+        ]
+
+    lines = [f"{info['name']}: {info['description']}", f"status: {info['status']}"]
+    if "bundled" in info:
+        lines += [f"bundled copy in {info['bundled']['folder']}:", *file_lines(info["bundled"]["files"])]
+    lines += [f"download cache {info['folder']}:", *file_lines(info["files"])]
+    lines += [f"mirrors: {', '.join(info['mirrors'])}", f"classes: {', '.join(info['classes'])}", f"citation: {info['citation']}"]
+    return "\n".join(lines)
 
 
 def list_datasets(cache: str | os.PathLike | None = None) -> list[dict]:

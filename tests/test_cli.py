@@ -1,0 +1,172 @@
+"""The command line end to end: train, evaluate, data; and every bad input as one line, a non-zero exit, no
+traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistkit.cli import build_parser, main
+
+from conftest import idx_bytes, write_idx_folder
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def assert_one_line_error(code: int, err: str, message: str) -> None:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mnistkit: error: ") and message in lines[0], lines[0]
+
+
+def test_help_lists_every_command(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for command in ("train", "evaluate", "data", "show", "compare", "predict", "inspect", "export", "bench"):
+        assert command in out
+    assert build_parser().parse_args(["train"]).command == "train"  # every train option has a default
+
+
+def test_train_then_evaluate_on_a_folder(tiny_idx, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = run(["train", "--data", str(tiny_idx), "--model", "mlp", "--epochs", "2", "--val-size", "100",
+                          "--out", str(out_dir), "--quiet"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("training mlp on ") and lines[1].startswith("epoch 1/2  train loss ")
+    assert "val acc" in lines[1] and lines[3].startswith("test accuracy ")
+    assert {"config.json", "metrics.csv", "model.safetensors", "model.json"} <= {p.name for p in out_dir.iterdir()}
+
+    code, out, err = run(["evaluate", str(out_dir), "--no-plots"], capsys)
+    assert code == 0, err
+    assert "accuracy" in out and "precision" in out and "confusion matrix" in out
+    code, out, _ = run(["evaluate", str(out_dir), "--split", "val", "--json", "--no-plots"], capsys)
+    report = json.loads(out)
+    confusion = np.array(report["confusion"])
+    assert report["count"] == confusion.sum() == 100  # the last 100 training images, as the run held out
+    assert report["accuracy"] == pytest.approx(np.trace(confusion) / 100)
+
+
+def test_data_list_and_info(capsys):
+    code, out, _ = run(["data", "list"], capsys)
+    assert code == 0 and "mnist" in out and "fashion-mnist" in out and "kmnist" in out
+    code, out, _ = run(["data", "info", "mnist"], capsys)
+    assert code == 0 and out.count("verified") >= 4
+    code, out, _ = run(["data", "info", "mnist", "--json"], capsys)
+    assert json.loads(out)["bundled"]["verified"] is True
+
+
+def test_console_script_runs_without_traceback(tiny_idx, tmp_path):
+    env = {**os.environ, "MNISTKIT_DATA": str(tmp_path / "cache")}
+    bad = subprocess.run([sys.executable, "-m", "mnistkit", "train", "--lr", "0"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "mnistkit: error: --lr must be a positive number, got 0.0"
+    good = subprocess.run([sys.executable, "-m", "mnistkit", "train", "--data", str(tiny_idx), "--model", "logreg",
+                           "--epochs", "1", "--val-size", "50", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=env)
+    assert good.returncode == 0, good.stderr
+    assert "\x1b" not in good.stdout and "\r" not in good.stdout  # not a terminal: plain lines only
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input: one clear line each
+
+
+def _corrupt(folder: Path, name: str, content: bytes) -> Path:
+    (folder / name).write_bytes(content)
+    return folder
+
+
+BAD_DATA = {
+    "missing": (lambda tmp: tmp / "nowhere", "no such file or folder"),
+    "wrong magic": (lambda tmp: _corrupt(write_idx_folder(tmp / "d", 20, 5), "train-images-idx3-ubyte.gz",
+                                         gzip.compress(b"\x01\x02\x03\x04" + b"\x00" * 20)), "not an IDX file"),
+    "truncated": (lambda tmp: _corrupt(write_idx_folder(tmp / "d", 20, 5), "train-images-idx3-ubyte.gz",
+                                       gzip.compress(idx_bytes(np.zeros((20, 28, 28), np.uint8))[:500])), "truncated IDX file"),
+    "corrupt gzip": (lambda tmp: _corrupt(write_idx_folder(tmp / "d", 20, 5), "train-labels-idx1-ubyte.gz",
+                                          b"\x1f\x8b\x08\x00garbage"), "corrupt gzip"),
+    "count mismatch": (lambda tmp: _corrupt(write_idx_folder(tmp / "d", 20, 5), "train-labels-idx1-ubyte.gz",
+                                            idx_bytes(np.zeros(7, np.uint8))), "20 images but 7 labels"),
+    "pickle layout": (lambda tmp: _corrupt(tmp, "x.pkl.gz", gzip.compress(pickle.dumps({"a": 1}))), "not the tutorial's layout"),
+    "pickle code": (lambda tmp: _corrupt(tmp, "y.pkl.gz", gzip.compress(pickle.dumps(((print, 1), (2, 3), (4, 5))))), "refusing to load builtins.print"),
+    "unreadable": (lambda tmp: _corrupt(tmp, "z.npz", b"not a zip"), "not a readable .npz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_is_one_line(case, tmp_path, capsys):
+    make, message = BAD_DATA[case]
+    code, _, err = run(["train", "--data", str(make(tmp_path)), "--out", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "run" / "model.json").exists()
+
+
+def test_checksum_mismatch_of_a_cached_download_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path / "cache"))
+    folder = write_idx_folder(tmp_path / "cache" / "datasets" / "kmnist", 20, 5)
+    assert folder.is_dir()
+    monkeypatch.setenv("MNISTKIT_MIRRORS", "http://127.0.0.1:9/")  # never reached: nothing listening on port 9
+    code, _, err = run(["train", "--dataset", "kmnist", "--out", str(tmp_path / "run")], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "resnet"], "unknown model 'resnet'"),
+        (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["--lr", "-1"], "--lr must be a positive number"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--val-size", "600"], "validation size must be between 0 and 599"),
+    ],
+)
+def test_bad_options_are_one_line(argv, message, tiny_idx, tmp_path, capsys):
+    data_args = [] if "--dataset" in argv else ["--data", str(tiny_idx)]
+    code, _, err = run(["train", *data_args, *argv, "--out", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, message)
+
+
+def test_existing_run_folder_is_never_overwritten_unasked(tiny_idx, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    (out_dir / "model.json").write_text("precious")
+    code, _, err = run(["train", "--data", str(tiny_idx), "--epochs", "1", "--out", str(out_dir)], capsys)
+    assert_one_line_error(code, err, "pass --overwrite")
+    assert (out_dir / "model.json").read_text() == "precious"
+    code, _, err = run(["train", "--data", str(tiny_idx), "--model", "logreg", "--epochs", "1", "--val-size", "50",
+                        "--out", str(out_dir), "--overwrite", "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads((out_dir / "model.json").read_text())["model"] == "logreg"
+
+
+def test_unwritable_output_is_one_line(tiny_idx, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(["train", "--data", str(tiny_idx), "--out", str(blocker / "run")], capsys)
+    assert_one_line_error(code, err, "cannot write there")
+
+
+def test_nan_loss_is_one_line_with_epoch_and_step(tiny_idx, tmp_path, capsys):
+    code, _, err = run(["train", "--data", str(tiny_idx), "--model", "mlp", "--optimizer", "sgd", "--lr", "1e12",
+                        "--schedule", "none", "--val-size", "100", "--out", str(tmp_path / "run"), "--quiet"], capsys)
+    assert_one_line_error(code, err, "at epoch 1, step")
+
+
+def test_evaluate_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
+    code, _, err = run(["evaluate", str(tmp_path / "nothing")], capsys)
+    assert_one_line_error(code, err, "no checkpoint here")
