@@ -1,0 +1,74 @@
+"""notebooks/tutorial.ipynb: committed without outputs, and it executes from top to bottom (in fast mode)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "tutorial.ipynb"
+KERNEL = "mnistkit-test"
+
+
+def read_notebook():
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def test_notebook_is_committed_without_outputs():
+    nb = read_notebook()
+    nbformat.validate(nb)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+
+
+def test_notebook_walks_the_tutorial_in_order():
+    source = "\n".join(cell.source for cell in read_notebook().cells if cell.cell_type == "code")
+    steps = ["load_mnist()", "pyplot.imshow", "F.cross_entropy", "Mnist_NN()", "named_parameters()", "TensorDataset(",
+             "get_data(", "get_model()", "fit(", "optim.AdamW", "train_run(", "CURVES_NAME",
+             "write_evaluation_plots", "compare_figure", "ImageDraw", "Classifier.load()"]
+    positions = [source.find(step) for step in steps]
+    assert all(p >= 0 for p in positions), [s for s, p in zip(steps, positions) if p < 0]
+    assert positions == sorted(positions)
+
+
+def kernel_manager(tmp_path: Path) -> KernelManager:
+    """A kernel that runs this very interpreter (the project's venv), in fast mode, whatever kernels are installed."""
+    spec_dir = tmp_path / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "mnistkit test",
+        "language": "python",
+        "env": {"MNISTKIT_NOTEBOOK_FAST": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+
+
+def test_notebook_executes(tmp_path: Path):
+    nb = read_notebook()
+    km = kernel_manager(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    NotebookClient(nb, km=km, timeout=120, resources={"metadata": {"path": str(work)}}).execute()
+
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    assert not [out for out in outputs if out.output_type == "error"]
+    text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+    assert "fast mode" in text
+    assert "当前step:1" in text  # the tutorial's fit ran its 2 fast-mode epochs
+    assert "test accuracy" in text and "predicted 7" in text
+    images = [out for out in outputs if "image/png" in out.get("data", {})]
+    # imshow, grid, curves, confusion, mistakes, compare, drawing, model input
+    assert len(images) >= 8
+    # The notebook's runs went to the working folder given to the kernel, and are complete.
+    for run in ("notebook-cnn", "notebook-tutorial"):
+        assert {"config.json", "metrics.csv", "model.json", "model.safetensors", "curves.png"} <= {p.name for p in (work / "runs" / run).iterdir()}
+    assert (work / "runs" / "notebook-cnn" / "confusion.png").is_file()
