@@ -7,20 +7,20 @@ every step (losses are collected on the device and read a few times per epoch).
 
 from __future__ import annotations
 
-import copy
 import math
 import platform
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, data, runs
+from . import __version__, data, distributed, resume, runs
 from .augment import augment
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
@@ -109,6 +109,63 @@ def _first_bad_step(losses: torch.Tensor) -> int | None:
     return int(bad[0]) if len(bad) else None
 
 
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C stopped training between two batches; the checkpoint is saved."""
+
+    exit_code = 130
+
+
+class Interrupt:
+    """Ctrl-C while training: the first SIGINT asks the loop to stop after the current batch and save a
+    checkpoint; a second raises KeyboardInterrupt at once. Checkpoints are written atomically, so quitting
+    mid-write leaves the last good one as it was. A context manager: the old handler comes back on exit."""
+
+    def __init__(self, announce: bool = True):
+        self.requested, self.announce, self.previous = False, announce, None
+
+    def __enter__(self) -> "Interrupt":
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.announce:
+            print("\nstopping after this batch to save a checkpoint; press Ctrl-C again to quit at once", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Checkpoints:
+    """Resumable checkpoints during fit: into ``run_dir`` (None: this process does not write, as any rank
+    but 0) at every epoch's end, every ``every`` batches, and when ``interrupt`` asks to stop."""
+
+    run_dir: Path | None = None
+    every: int = 0
+    interrupt: Interrupt | None = None
+
+    def stop_requested(self, ctx: distributed.Context) -> bool:
+        # A vote: torchrun passes Ctrl-C to every process, and all must stop after the same batch.
+        return self.interrupt is not None and distributed.agree(ctx, self.interrupt.requested)
+
+    def due(self, global_step: int) -> bool:
+        return self.every > 0 and global_step % self.every == 0
+
+    def save(self, progress: resume.Progress, model: nn.Module, optimizer, scheduler, generator: torch.Generator) -> None:
+        if self.run_dir is not None:
+            resume.save(self.run_dir, *resume.capture(progress, model, optimizer, scheduler, generator))
+
+    def interrupted(self, progress: resume.Progress, steps_per_epoch: int) -> TrainingInterrupted:
+        where = (f"at epoch {progress.epoch}, step {progress.step} of {steps_per_epoch}" if progress.step
+                 else f"after epoch {progress.epoch - 1}")
+        if self.run_dir is None:
+            return TrainingInterrupted(f"interrupted {where}")
+        return TrainingInterrupted(f"interrupted {where}; checkpoint saved. Resume with: mnistkit train --resume {self.run_dir}")
+
+
 def fit(
     model: nn.Module,
     train: data.Split,
@@ -116,36 +173,52 @@ def fit(
     cfg: TrainConfig,
     norm: data.Normalization,
     reporter: Reporter | None = None,
+    *,
+    ctx: distributed.Context | None = None,
+    resume_from: resume.TrainingState | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` on ``train`` (already on the model's device) and validate after every epoch.
 
     Returns the history, one ``EpochStats`` per epoch. With early stopping the best weights (lowest
-    validation loss) are restored at the end.
+    validation loss) are restored at the end. Under torchrun (``ctx``) the model is wrapped in
+    DistributedDataParallel and each rank trains on its shard of every epoch's permutation. ``resume_from``
+    continues a saved run exactly where it stopped; ``checkpoints`` says where and when to save one.
     """
     reporter = reporter or SilentReporter()
+    ctx = ctx or distributed.Context(train.images.device)
+    checkpoints = checkpoints or Checkpoints()
     if cfg.early_stopping and val is None:
         raise ConfigError("--early-stopping needs a validation set; use --val-size > 0")
+    distributed.check_batch_size(cfg.batch_size, ctx)
     device = train.images.device
     # bf16 autocast where the hardware does it fast (CUDA); CPUs without AMX would only get slower.
+    # bf16 has float32's range, so no loss scaler is needed (and none is saved).
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     background = -norm.mean / norm.std  # a blank pixel after normalization
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    steps_per_epoch = distributed.steps_per_epoch(len(train), cfg.batch_size, ctx)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    history: list[EpochStats] = []
-    best_loss, best_state, epochs_without_gain = math.inf, None, 0
+    generator = torch.Generator().manual_seed(cfg.seed)  # draws the permutations and the augmentations
+    if resume_from is not None:
+        progress = resume.restore(resume_from, model, optimizer, scheduler, generator, steps_per_epoch)
+    else:
+        progress = resume.Progress()
+    net = distributed.wrap(model, ctx)  # after restoring: DDP starts every rank from rank 0's weights
+    net = torch.compile(net) if cfg.compile else net
+    evaluator = model if ctx.distributed else net  # each rank evaluates its own shard, outside DDP
 
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
+    while not progress.done and progress.epoch <= cfg.epochs:
+        epoch = progress.epoch
+        if progress.step == 0:
+            progress.start_epoch(steps_per_epoch, device, generator)
+        start = time.perf_counter() - progress.epoch_seconds
         reporter.epoch_start(epoch, cfg.epochs, steps_per_epoch)
-        model.train()
-        losses = torch.zeros(steps_per_epoch, device=device)
-        sizes = torch.zeros(steps_per_epoch, device=device)
-        for step, (x, y) in enumerate(data.batches(train, cfg.batch_size, norm, shuffle=True, generator=generator)):
+        net.train()
+        for step, (x, y) in enumerate(_epoch_batches(train, cfg, norm, generator, ctx, progress), start=progress.step):
             x = augment(x, cfg.augment, background, generator).contiguous(memory_format=torch.channels_last)
             with autocast:
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -153,41 +226,86 @@ def fit(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            losses[step] = loss.detach()
-            sizes[step] = len(y)
-            if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps_per_epoch:
-                _check_finite(losses[: step + 1], epoch)
-                reporter.batches_done(step + 1, (losses[: step + 1] * sizes[: step + 1]).sum().item() / sizes[: step + 1].sum().item())
-        train_loss = ((losses * sizes).sum() / sizes.sum()).item()
+            progress.losses[step] = loss.detach()
+            progress.sizes[step] = len(y)
+            progress.step = step + 1
+            if progress.step % SYNC_EVERY == 0 or progress.step == steps_per_epoch:
+                _check_finite(progress.losses[: progress.step], epoch, ctx)
+                reporter.batches_done(progress.step, _mean_loss(progress.losses[: progress.step], progress.sizes[: progress.step]))
+            if progress.step < steps_per_epoch:  # the epoch's last batch is saved after validation
+                stop = checkpoints.stop_requested(ctx)
+                if stop or checkpoints.due((epoch - 1) * steps_per_epoch + progress.step):
+                    progress.epoch_seconds = time.perf_counter() - start
+                    checkpoints.save(progress, model, optimizer, scheduler, generator)
+                if stop:
+                    raise checkpoints.interrupted(progress, steps_per_epoch)
+        losses = distributed.all_sum(ctx, torch.stack([(progress.losses * progress.sizes).sum(), progress.sizes.sum()]))
+        train_loss = (losses[0] / losses[1]).item()
+        distributed.broadcast_buffers(model, ctx)
 
         val_loss = val_accuracy = None
         if val is not None and len(val):
-            val_loss, val_accuracy = loss_and_accuracy(model, val, norm, cfg.eval_batch_size)
+            val_loss, val_accuracy = _score(evaluator, val, norm, ctx, cfg.eval_batch_size)
             if not math.isfinite(val_loss):
                 raise TrainingError(f"validation loss became {val_loss} at epoch {epoch}; lower the learning rate (--lr) or set --grad-clip")
         stats = EpochStats(epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], time.perf_counter() - start)
-        history.append(stats)
+        progress.history.append(asdict(stats))
         reporter.epoch_end(stats)
 
         if cfg.early_stopping and val_loss is not None:
-            if val_loss < best_loss:
-                best_loss, best_state, epochs_without_gain = val_loss, copy.deepcopy(model.state_dict()), 0
+            if val_loss < progress.best_loss:
+                progress.best_loss, progress.epochs_without_gain = val_loss, 0
+                progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
-                epochs_without_gain += 1
-                if epochs_without_gain >= cfg.early_stopping:
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return history
+                progress.epochs_without_gain += 1
+        progress.done = epoch == cfg.epochs or 0 < cfg.early_stopping <= progress.epochs_without_gain
+        progress.epoch, progress.step = epoch + 1, 0
+        checkpoints.save(progress, model, optimizer, scheduler, generator)
+        if not progress.done and checkpoints.stop_requested(ctx):
+            raise checkpoints.interrupted(progress, steps_per_epoch)
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
+    distributed.check_in_sync(model, ctx)
+    return [EpochStats(**h) for h in progress.history]
 
 
-def _check_finite(losses: torch.Tensor, epoch: int) -> None:
+def _epoch_batches(train: data.Split, cfg: TrainConfig, norm: data.Normalization, generator: torch.Generator,
+                   ctx: distributed.Context, progress: resume.Progress) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's batches of the epoch, from a fresh permutation.
+
+    Resumed in the middle of an epoch, the permutation is redrawn from the generator state the epoch
+    began with, the batches already trained are skipped, and the generator is put back where it was at
+    the interruption (the augmentations draw from it too): the run goes on exactly as if never stopped.
+    """
+    now = generator.get_state()
+    if progress.step:
+        generator.set_state(progress.epoch_rng)
+    batches = data.batches(train, cfg.batch_size, norm, shuffle=True, generator=generator, rank=ctx.rank, world_size=ctx.world_size)
+    if progress.step:
+        for _ in range(progress.step):
+            next(batches)
+        generator.set_state(now)
+    return batches
+
+
+def _score(model: nn.Module, split: data.Split, norm: data.Normalization, ctx: distributed.Context,
+           batch_size: int, tta: bool = False) -> tuple[float, float]:
+    if ctx.distributed:
+        return distributed.sharded_loss_and_accuracy(model, split, norm, ctx, batch_size, tta)
+    return loss_and_accuracy(model, split, norm, batch_size, tta)
+
+
+def _mean_loss(losses: torch.Tensor, sizes: torch.Tensor) -> float:
+    return (losses * sizes).sum().item() / sizes.sum().item()
+
+
+def _check_finite(losses: torch.Tensor, epoch: int, ctx: distributed.Context) -> None:
     bad = _first_bad_step(losses)
-    if bad is not None:
-        raise TrainingError(
-            f"loss became {losses[bad].item()} at epoch {epoch}, step {bad + 1}; "
-            "lower the learning rate (--lr) or set --grad-clip"
-        )
+    # A vote, so that every rank stops together rather than one waiting forever for the others.
+    if distributed.agree(ctx, bad is not None):
+        where = f"at epoch {epoch}, step {bad + 1}" if bad is not None else f"on another process at epoch {epoch}"
+        value = f"{losses[bad].item()} " if bad is not None else "non-finite "
+        raise TrainingError(f"loss became {value}{where}; lower the learning rate (--lr) or set --grad-clip")
 
 
 @dataclass
@@ -205,14 +323,23 @@ def train_run(
     run_dir: Path | None = None,
     reporter: Reporter | None = None,
     command: str | None = None,
+    *,
+    ctx: distributed.Context | None = None,
+    resume_from: resume.TrainingState | None = None,
+    checkpoint_every: int = 0,
+    interrupt: Interrupt | None = None,
 ) -> RunResult:
     """Everything ``mnistkit train`` does: load and split the data, build the model, fit, test, save.
 
     ``run_dir`` (created beforehand by ``runs.create_run_dir``) receives config.json, metrics.csv,
-    the checkpoint and curves.png; with None nothing is written.
+    resumable checkpoints in resume/, the final checkpoint and curves.png; with None nothing is written
+    (as on every rank but 0 under torchrun). ``resume_from`` (``resume.load(run_dir)``) continues that run.
     """
     cfg.validate()
-    device = resolve_device(cfg.device)
+    if checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be 0 (epoch ends only) or a number of batches, got {checkpoint_every}")
+    ctx = ctx or distributed.Context(resolve_device(cfg.device))
+    device = ctx.device
     seed_everything(cfg.seed, cfg.deterministic)
     load_start = time.perf_counter()
     dataset = data.load_dataset(cfg.data, cfg.dataset)
@@ -223,16 +350,19 @@ def train_run(
     # channels_last makes convolutions about twice as fast on CPU (oneDNN) and uses tensor cores on GPU.
     model = create_model(cfg.model, num_classes=len(dataset.classes), **cfg.model_options())
     model = model.to(device, memory_format=torch.channels_last)
-    trained = torch.compile(model) if cfg.compile else model
-    if run_dir is not None:
+    if run_dir is not None and resume_from is None:
         runs.write_config(run_dir, cfg)
 
-    history = fit(trained, train, val, cfg, norm, reporter=_saving(reporter, run_dir))
+    history = fit(
+        model, train, val, cfg, norm,
+        reporter=_saving(reporter, run_dir, resume_from.history if resume_from is not None else []),
+        ctx=ctx, resume_from=resume_from, checkpoints=Checkpoints(run_dir, checkpoint_every, interrupt),
+    )
 
     test_start = time.perf_counter()
     test_loss = test_accuracy = None
     if test is not None and len(test):
-        test_loss, test_accuracy = loss_and_accuracy(model, test, norm, cfg.eval_batch_size, tta=cfg.tta)
+        test_loss, test_accuracy = _score(model, test, norm, ctx, cfg.eval_batch_size, tta=cfg.tta)
     test_seconds = time.perf_counter() - test_start
     meta = {
         "model": cfg.model,
@@ -257,6 +387,7 @@ def train_run(
             "test_seconds": test_seconds,
         },
         "config": cfg.to_dict(),
+        "processes": ctx.describe(),
         "command": command,
         "mnistkit_version": __version__,
         "torch_version": torch.__version__,
@@ -275,8 +406,8 @@ def train_run(
 class _SavingReporter:
     """Passes events on, and rewrites metrics.csv after every epoch so a killed run keeps its history."""
 
-    def __init__(self, inner: Reporter, run_dir: Path):
-        self.inner, self.run_dir, self.history = inner, run_dir, []
+    def __init__(self, inner: Reporter, run_dir: Path, history: list[dict]):
+        self.inner, self.run_dir, self.history = inner, run_dir, list(history)
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.inner.epoch_start(epoch, epochs, steps)
@@ -285,14 +416,14 @@ class _SavingReporter:
         self.inner.batches_done(steps_done, running_loss)
 
     def epoch_end(self, stats: EpochStats) -> None:
-        self.history.append(stats)
-        runs.write_metrics(self.run_dir, [asdict(h) for h in self.history])
+        self.history.append(asdict(stats))
+        runs.write_metrics(self.run_dir, self.history)
         self.inner.epoch_end(stats)
 
 
-def _saving(reporter: Reporter | None, run_dir: Path | None) -> Reporter:
+def _saving(reporter: Reporter | None, run_dir: Path | None, history: list[dict]) -> Reporter:
     reporter = reporter or SilentReporter()
-    return _SavingReporter(reporter, run_dir) if run_dir is not None else reporter
+    return _SavingReporter(reporter, run_dir, history) if run_dir is not None else reporter
 
 
 def command_line() -> str:

@@ -1,0 +1,232 @@
+"""Multi-process training on PyTorch's own engine: torchrun, DistributedDataParallel, all-reduce.
+
+``torchrun --nproc-per-node N -m mnistkit train …`` starts N processes and tells each its place through
+environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). ``process_group`` reads
+them and joins the group: NCCL on CUDA (one GPU per process), Gloo on CPU. ``mnistkit train --nproc N``
+launches the same through torchrun's launcher. Started any other way, everything here is a no-op for one
+process, so the training code has a single path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from . import data
+from .errors import ConfigError, MnistkitError, TrainingError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the job: rank 0 of 1 unless torchrun started it."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    control_group: object = None  # a Gloo group for small CPU-side votes (stop now?) beside NCCL
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def describe(self) -> dict:
+        return {"world_size": self.world_size, "backend": self.backend}
+
+
+class PeerFailed(MnistkitError):
+    """Another rank failed; it printed why."""
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def prints_errors() -> bool:
+    """Whether this process prints a user error: rank 0, and the first process of each other node (an
+    error there, such as a data path missing on that machine, is otherwise invisible). On one machine that
+    is one line, not one per process."""
+    return os.environ.get("RANK", "0") == "0" or os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[Context]:
+    """Join torchrun's process group for the lifetime of the block; a single-process Context otherwise.
+
+    ``device`` is the resolved device of the run; on CUDA each process takes GPU ``LOCAL_RANK``.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or not launched_by_torchrun():
+        yield Context(device)
+        return
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"process {local_rank} on this node has no GPU ({torch.cuda.device_count()} visible); "
+                              "start at most one process per GPU (--nproc-per-node)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise ConfigError(f"multi-process training runs on CUDA (NCCL) or CPU (Gloo), not on {device.type}; use --device cpu or cuda")
+    dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
+    control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
+    try:
+        yield Context(device, rank, world_size, local_rank, backend, control)
+    finally:
+        dist.destroy_process_group()
+
+
+def on_main(ctx: Context, work: Callable[[], T]) -> T | None:
+    """Run ``work`` on rank 0 only (creating the run folder, say); every rank learns whether it failed, so
+    none waits forever for a rank that has already given up. Returns its result on rank 0, None elsewhere."""
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = work()
+        except MnistkitError as exc:
+            error = exc
+    if ctx.distributed and agree(ctx, error is not None):
+        raise error if error is not None else PeerFailed("rank 0 failed; see its message")
+    if error is not None:
+        raise error
+    return result
+
+
+def agree(ctx: Context, flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (a blocking vote on the CPU)."""
+    if not ctx.distributed:
+        return flag
+    vote = torch.tensor([int(flag)])
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX, group=ctx.control_group)
+    return bool(vote.item())
+
+
+def all_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks, in place; returns it."""
+    if ctx.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+# --------------------------------------------------------------------------------------------------
+# The model and the data
+
+
+def check_batch_size(batch_size: int, ctx: Context) -> None:
+    if batch_size % ctx.world_size:
+        raise ConfigError(
+            f"--batch-size {batch_size} is the global batch and must divide evenly among {ctx.world_size} processes; "
+            f"use a multiple of {ctx.world_size}"
+        )
+
+
+def steps_per_epoch(examples: int, batch_size: int, ctx: Context) -> int:
+    """Batches per epoch on every rank, as ``data.batches`` cuts this rank's shard."""
+    shard = examples // ctx.world_size if ctx.distributed else examples
+    local_batch = max(1, batch_size // ctx.world_size)
+    return -(-shard // local_batch)
+
+
+def wrap(model: nn.Module, ctx: Context) -> nn.Module:
+    """DistributedDataParallel around ``model`` (rank 0's weights are broadcast to all); the model itself
+    for one process."""
+    if not ctx.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def broadcast_buffers(model: nn.Module, ctx: Context) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics): each rank updated its own on its last batch."""
+    if ctx.distributed:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def check_in_sync(model: nn.Module, ctx: Context) -> None:
+    """Raise TrainingError unless every rank holds bitwise the same weights and buffers as rank 0."""
+    if not ctx.distributed:
+        return
+    differ = []
+    for name, tensor in model.state_dict().items():
+        reference = tensor.detach().clone()
+        dist.broadcast(reference, src=0)
+        if not torch.equal(reference, tensor):
+            differ.append(name)
+    if agree(ctx, bool(differ)):
+        raise TrainingError(f"the ranks' weights differ ({', '.join(differ[:3]) or 'on another rank'}); distributed training went out of step")
+
+
+@torch.no_grad()
+def sharded_loss_and_accuracy(model: nn.Module, split: data.Split, norm: data.Normalization, ctx: Context,
+                              batch_size: int = 1000, tta: bool = False) -> tuple[float, float]:
+    """Loss and accuracy over the whole ``split``, each rank evaluating every world_size-th example."""
+    from .evaluate import predict_logits
+
+    shard = data.Split(split.images[ctx.rank :: ctx.world_size], split.labels[ctx.rank :: ctx.world_size])
+    logits = predict_logits(model, shard, norm, batch_size, tta)
+    labels = shard.labels.to(logits.device)
+    totals = torch.stack([
+        F.cross_entropy(logits.double(), labels, reduction="sum"),
+        (logits.argmax(1) == labels).sum().double(),
+    ])
+    loss, accuracy = (all_sum(ctx, totals) / len(split)).tolist()
+    return loss, accuracy
+
+
+# --------------------------------------------------------------------------------------------------
+# mnistkit train --nproc N
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``mnistkit <argv>`` as ``nproc`` processes on this machine with torchrun's launcher (standalone
+    rendezvous on a free local port). Returns the exit code: the first failed rank's, else 0.
+
+    Each process prints and reports like a torchrun worker: rank 0 speaks, the others stay silent. The
+    launcher's own failure report is replaced by one line, since the failed rank has already said why.
+    """
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    # torchrun would set 1 thread per process and say so in a banner; share this machine's cores instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ.setdefault("LOGLEVEL", "CRITICAL")  # the launcher's logging; read when its modules load
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.run import config_from_args, parse_args
+
+    config, command, command_args = config_from_args(
+        parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "mnistkit", *argv])
+    )
+    try:
+        elastic_launch(config, command)(*command_args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode in (MnistkitError.exit_code, 130):  # the rank printed its own message
+            return failure.exitcode
+        reason = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+        print(f"mnistkit: error: process {rank} of {nproc} failed ({reason}); see its output above", file=sys.stderr)
+        return 1
+    except SignalException:  # Ctrl-C: the launcher passed it to every process, which saved and stopped
+        return 130
+    return 0

@@ -1,0 +1,316 @@
+"""Resumable training state: everything needed to continue a run exactly where it stopped.
+
+A run folder's ``resume/`` holds ``state.json`` and one ``state-<epoch>-<step>-<hash>.safetensors``. The
+tensors (weights, optimizer moments, RNG states, the partial epoch's losses) are in the safetensors file;
+everything else (epoch, step, history, scheduler counters, optimizer hyper-parameters) is JSON, which also
+records the tensors file's SHA-256. Nothing is pickled, so loading a checkpoint can never run code.
+
+Saving is a two-file commit: the new tensors file is written under a new name first, then ``state.json``
+is replaced in one rename, then the old tensors file is removed. A crash, a SIGKILL or a full disk at any
+moment leaves ``state.json`` naming a complete tensors file: the previous checkpoint or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from . import fileio
+from .checkpoint import load_state as load_model_state
+from .errors import CheckpointError, MnistkitError
+
+FOLDER = "resume"
+STATE_NAME = "state.json"
+FORMAT = "mnistkit-resume/1"
+
+
+@dataclass
+class Progress:
+    """Where a run is: the loop's own bookkeeping, saved and restored with the weights.
+
+    ``epoch`` is the 1-based epoch in progress (or the next one), ``step`` the batches of it already
+    trained (0 = at an epoch boundary). ``epoch_rng`` is the data generator's state when the epoch began:
+    on resume it redraws the same permutation. ``losses``/``sizes`` hold the epoch's per-batch losses so far.
+    """
+
+    epoch: int = 1
+    step: int = 0
+    done: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    losses: torch.Tensor | None = None
+    sizes: torch.Tensor | None = None
+    epoch_seconds: float = 0.0  # training time already spent in the epoch in progress
+    epoch_rng: torch.Tensor | None = None
+    best_loss: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain: int = 0
+
+    def start_epoch(self, steps: int, device: torch.device, generator: torch.Generator) -> None:
+        self.step, self.epoch_seconds = 0, 0.0
+        self.losses = torch.zeros(steps, device=device)
+        self.sizes = torch.zeros(steps, device=device)
+        self.epoch_rng = generator.get_state()
+
+
+@dataclass
+class TrainingState:
+    """A loaded checkpoint, not yet applied to a model: the tensors by name and the JSON part."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    where: str
+
+    @property
+    def epoch(self) -> int:
+        return int(self.meta["progress"]["epoch"])
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["progress"]["step"])
+
+    @property
+    def done(self) -> bool:
+        return bool(self.meta["progress"]["done"])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.meta["progress"]["history"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Nested state dicts <-> JSON + named tensors
+
+
+def _flatten(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON for ``value``, with each tensor replaced by {"$tensor": name} and stored in ``tensors``.
+
+    Tuples and dicts with non-string keys (optimizer state is keyed by parameter index) are tagged so
+    that they come back as they were: the optimizer and scheduler must see exactly what they saved.
+    """
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().cpu().clone()
+        return {"$tensor": path}
+    if isinstance(value, tuple):
+        return {"$tuple": [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("$") for k in value):
+            return {k: _flatten(v, f"{path}.{k}", tensors) for k, v in value.items()}
+        return {"$items": [[k, _flatten(v, f"{path}.{k}", tensors)] for k, v in value.items()]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} at {path} in a checkpoint")
+
+
+def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_unflatten(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"$tensor"}:
+            return tensors[value["$tensor"]]
+        if set(value) == {"$tuple"}:
+            return tuple(_unflatten(v, tensors) for v in value["$tuple"])
+        if set(value) == {"$items"}:
+            return {k: _unflatten(v, tensors) for k, v in value["$items"]}
+        return {k: _unflatten(v, tensors) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Capture and save
+
+
+def capture(
+    progress: Progress,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    meta: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Everything to continue training, as (JSON, tensors). Call it between two batches."""
+    rng: dict[str, Any] = {"data": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    partial = progress.step > 0
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng,
+        "epoch_rng": progress.epoch_rng if partial else None,
+        "losses": progress.losses[: progress.step] if partial else None,
+        "sizes": progress.sizes[: progress.step] if partial else None,
+        "best_state": progress.best_state,
+    }
+    tensors: dict[str, torch.Tensor] = {}
+    body = _flatten(state, "state", tensors)
+    info = {
+        "progress": {
+            "epoch": progress.epoch, "step": progress.step, "done": progress.done, "history": progress.history,
+            "epoch_seconds": progress.epoch_seconds, "best_loss": progress.best_loss,
+            "epochs_without_gain": progress.epochs_without_gain,
+        },
+        "state": body,
+        **(meta or {}),
+    }
+    return info, tensors
+
+
+def state_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / FOLDER
+
+
+def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
+    """Write the checkpoint into ``<run_dir>/resume`` as a two-file commit (see the module docstring)."""
+    folder = state_dir(run_dir)
+    progress = info["progress"]
+    blob = save_safetensors(tensors)
+    digest = hashlib.sha256(blob).hexdigest()
+    name = f"state-{progress['epoch']:04d}-{progress['step']:06d}-{digest[:12]}.safetensors"
+    try:
+        folder.mkdir(exist_ok=True)  # not parents: a run folder that vanished is an error, not recreated
+        fileio.write_bytes(folder / name, blob)
+        fileio.write_json(folder / STATE_NAME, {"format": FORMAT, "tensors": name, "sha256": digest, **info})
+    except (OSError, MnistkitError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if not Path(run_dir).is_dir():
+            reason = f"the run folder {run_dir} no longer exists"
+        raise CheckpointError(
+            f"could not save the checkpoint in {folder} ({reason}); the previous checkpoint there is intact. "
+            "Free some space or restore the folder, then resume"
+        ) from None
+    for old in folder.glob("state-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return folder / STATE_NAME
+
+
+# --------------------------------------------------------------------------------------------------
+# Load and apply
+
+
+def load(run_dir: str | Path) -> TrainingState:
+    """Read and verify ``<run_dir>/resume``: one clear CheckpointError for anything missing or damaged."""
+    run_dir = Path(run_dir).expanduser()
+    path = state_dir(run_dir) / STATE_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"{run_dir}: no resumable checkpoint ({FOLDER}/{STATE_NAME} is missing); "
+            "pass a run folder written by mnistkit train that finished at least one checkpoint"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable resume checkpoint ({exc}); it was modified or truncated") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("tensors"), str):
+        raise CheckpointError(f"{path}: not an mnistkit resume checkpoint (format {FORMAT} expected)")
+    tensors_path = path.parent / Path(meta["tensors"]).name
+    try:
+        blob = tensors_path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{tensors_path}: cannot read the checkpoint's tensors ({exc.strerror or exc})") from None
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise CheckpointError(f"{tensors_path}: does not match the checksum in {STATE_NAME}; the file was modified or truncated")
+    try:
+        tensors = load_safetensors(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{tensors_path}: not a valid safetensors file ({exc})") from None
+    try:
+        progress = meta["progress"]
+        if not (isinstance(progress["epoch"], int) and isinstance(progress["step"], int) and isinstance(progress["history"], list)):
+            raise TypeError("epoch, step or history has the wrong type")
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: damaged resume checkpoint ({exc})") from None
+    return TrainingState(tensors, meta, str(path))
+
+
+def restore(
+    state: TrainingState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    steps_per_epoch: int,
+) -> Progress:
+    """Put the saved weights, optimizer, scheduler and RNG states back; return the loop's bookkeeping."""
+    device = next(model.parameters()).device
+    try:
+        saved = _unflatten(state.meta["state"], state.tensors)
+        load_model_state(model, saved["model"], state.where)
+        _load_optimizer(optimizer, saved["optimizer"])
+        if scheduler is not None:
+            if saved["scheduler"] is None:
+                raise ValueError("the checkpoint has no learning-rate schedule but the run's config has one")
+            scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["rng"]["data"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if "cuda" in saved["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        info = state.meta["progress"]
+        progress = Progress(
+            epoch=info["epoch"], step=info["step"], done=bool(info["done"]), history=list(info["history"]),
+            epoch_seconds=float(info["epoch_seconds"]), best_loss=float(info["best_loss"]),
+            epochs_without_gain=int(info["epochs_without_gain"]), best_state=saved["best_state"],
+        )
+        if progress.step > 0:
+            if not 0 < progress.step < steps_per_epoch or len(saved["losses"]) != progress.step:
+                raise ValueError(f"step {progress.step} does not fit an epoch of {steps_per_epoch} batches")
+            progress.epoch_rng = saved["epoch_rng"]
+            progress.losses = torch.zeros(steps_per_epoch, device=device)
+            progress.sizes = torch.zeros(steps_per_epoch, device=device)
+            progress.losses[: progress.step] = saved["losses"].to(device)
+            progress.sizes[: progress.step] = saved["sizes"].to(device)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{state.where}: the checkpoint does not fit this run ({type(exc).__name__}: {exc})") from None
+    return progress
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    fresh = optimizer.state_dict()["param_groups"]
+    if len(saved["param_groups"]) != len(fresh) or any(
+        len(a["params"]) != len(b["params"]) for a, b in zip(saved["param_groups"], fresh)
+    ):
+        raise ValueError("the optimizer's parameter groups differ from the checkpoint's")
+    optimizer.load_state_dict(saved)
+
+
+# --------------------------------------------------------------------------------------------------
+# mnistkit train --resume RUN
+
+
+def open_run(run_dir: str | Path, device: str | None = None):
+    """The saved config of ``run_dir`` (``device`` overrides where it runs) and its verified checkpoint."""
+    from . import runs
+
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise CheckpointError(f"--resume {run_dir}: no such run folder")
+    try:
+        cfg = runs.read_config(run_dir)
+        if device is not None:
+            cfg.device = device
+        cfg.validate()
+    except MnistkitError as exc:
+        raise CheckpointError(f"--resume {run_dir}: {exc}") from None
+    state = load(run_dir)
+    if state.done and (run_dir / "model.json").is_file():
+        raise CheckpointError(f"{run_dir}: this run already finished ({len(state.history)} epochs); nothing to resume")
+    return cfg, state
+
+
+def describe(state: TrainingState) -> str:
+    return f"epoch {state.epoch}, step {state.step}" if state.step else f"the start of epoch {state.epoch}"
