@@ -67,6 +67,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar, only the result lines")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files into <run>/tensorboard (needs the tensorboard extra)")
+    g = p.add_argument_group("resume and scale out")
+    g.add_argument("--resume", metavar="RUN", default=None, help="continue the run in folder RUN from its last checkpoint, with its saved options (Ctrl-C saves one and prints this command)")
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="also save a resumable checkpoint every N batches, not only at each epoch's end [default: 0]")
+    g.add_argument("--nproc", type=int, default=None, metavar="N", help="train with N processes on this machine (torchrun; one per GPU on CUDA, Gloo on CPU); --batch-size stays the global batch")
     p.set_defaults(handler=cmd_train)
 
 
@@ -79,27 +83,61 @@ CONFIG_OPTIONS = [
 
 def cmd_train(args: argparse.Namespace) -> int:
     from contextlib import ExitStack, closing
+    from pathlib import Path
 
-    from . import runs
+    from . import distributed, resume, runs
     from .config import make_config
     from .progress import ConsoleReporter
     from .tensorboard_log import TensorBoardReporter, require_tensorboard
-    from .train import command_line, train_run
+    from .train import Interrupt, command_line, resolve_device, train_run
 
-    cfg = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
+    if args.nproc is not None and not distributed.launched_by_torchrun():
+        return distributed.launch(args.nproc, args.argv)  # runs this same command line in each process
+    state = None
+    if args.resume is not None:
+        _refuse_options_with_resume(args)
+        cfg, state = resume.open_run(args.resume, device=args.device)
+    else:
+        cfg = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
     if args.tensorboard:
         require_tensorboard()  # before the run folder exists, so a missing extra leaves nothing behind
-    run_dir = runs.create_run_dir(args.out, cfg.model, args.overwrite)
-    print(f"training {cfg.model} on {cfg.data or cfg.dataset} for {cfg.epochs} epochs -> {run_dir}", flush=True)
     with ExitStack() as stack:
-        reporter = stack.enter_context(closing(ConsoleReporter(quiet=args.quiet, batch_size=cfg.batch_size)))
-        if args.tensorboard:
-            reporter = stack.enter_context(closing(TensorBoardReporter(run_dir, reporter, config=cfg.to_dict())))
-        result = train_run(cfg, run_dir, reporter, command=command_line())
-    if result.test_accuracy is not None:
-        print(f"test accuracy {result.test_accuracy:.2%}  test loss {result.test_loss:.4f}")
-    print(f"saved {run_dir}  (evaluate: mnistkit evaluate {run_dir})")
+        ctx = stack.enter_context(distributed.process_group(resolve_device(cfg.device)))
+        interrupt = stack.enter_context(Interrupt(announce=ctx.is_main))
+        if state is None:
+            run_dir = distributed.on_main(ctx, lambda: runs.create_run_dir(args.out, cfg.model, args.overwrite))
+        else:
+            run_dir = Path(args.resume) if ctx.is_main else None
+        reporter = None
+        if ctx.is_main:
+            processes = f" in {ctx.world_size} processes ({ctx.backend})" if ctx.distributed else ""
+            if state is None:
+                print(f"training {cfg.model} on {cfg.data or cfg.dataset} for {cfg.epochs} epochs{processes} -> {run_dir}", flush=True)
+            else:
+                print(f"resuming {run_dir} at {resume.describe(state)}{processes}", flush=True)
+            reporter = stack.enter_context(closing(ConsoleReporter(quiet=args.quiet, batch_size=cfg.batch_size)))
+            if args.tensorboard:
+                reporter = stack.enter_context(closing(TensorBoardReporter(run_dir, reporter, config=cfg.to_dict())))
+        result = train_run(cfg, run_dir, reporter, command=command_line(), ctx=ctx, resume_from=state,
+                           checkpoint_every=args.checkpoint_every, interrupt=interrupt)
+    if run_dir is not None:
+        if result.test_accuracy is not None:
+            print(f"test accuracy {result.test_accuracy:.2%}  test loss {result.test_loss:.4f}")
+        print(f"saved {run_dir}  (evaluate: mnistkit evaluate {run_dir})")
     return 0
+
+
+def _refuse_options_with_resume(args: argparse.Namespace) -> None:
+    """A resumed run keeps its saved options (other values would not continue the same run); only where it
+    runs may change (--device, --nproc) and how it reports."""
+    from .errors import ConfigError
+
+    given = [name for name in [*CONFIG_OPTIONS, "preset", "out"] if name != "device" and getattr(args, name) is not None]
+    if args.overwrite:
+        given.append("overwrite")
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ConfigError(f"--resume continues the run with the options saved in its config.json; drop {flag} (or start a new run)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,10 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc, which re-runs it per process
     try:
         code = args.handler(args)
     except MnistkitError as exc:
-        print(f"mnistkit: error: {exc}", file=sys.stderr)
+        from .distributed import prints_errors
+
+        if prints_errors():  # under torchrun, one line rather than one per process
+            print(f"mnistkit: error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)
