@@ -43,12 +43,12 @@ def peak_rss_mb() -> float:
 # Jobs (each runs in its own process)
 
 
-def job_preset(preset: str, seed: int, device: str) -> dict[str, Any]:
+def job_preset(preset: str, seed: int, device: str, data: str | None = None) -> dict[str, Any]:
     """Train one preset with one seed exactly as ``mnistkit train --preset`` does, without writing files."""
     from .config import make_config
     from .train import train_run
 
-    result = train_run(make_config(preset, seed=seed, device=device))
+    result = train_run(make_config(preset, seed=seed, device=device, data=data))
     m = result.meta["metrics"]
     return {
         "preset": preset, "seed": seed, "model": result.meta["model"], "epochs": m["epochs"],
@@ -195,13 +195,20 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_benchmark(presets: list[str], seeds: int, against_tutorial: bool, device: str = "auto", log=print) -> dict[str, Any]:
+def run_benchmark(
+    presets: list[str], seeds: int, against_tutorial: bool, device: str = "auto", log=print, data: str | None = None
+) -> dict[str, Any]:
+    """Run every preset with ``seeds`` seeds (and the tutorial's loop as the reference) and collect the report.
+
+    ``data`` trains the presets on another dataset (a path, as ``mnistkit train --data``); the tutorial's
+    reference always runs on the bundled MNIST, as the tutorial did.
+    """
     unknown = [p for p in presets if p not in TARGETS]
     if unknown:
         raise MnistkitError(f"unknown benchmark preset '{unknown[0]}'; choose from: {', '.join(TARGETS)}")
     if seeds < 1:
         raise MnistkitError(f"--seeds must be at least 1, got {seeds}")
-    report: dict[str, Any] = {"machine": machine(), "device": device, "presets": [], "tutorial": None}
+    report: dict[str, Any] = {"machine": machine(), "device": device, "data": data or "mnist (bundled)", "presets": [], "tutorial": None}
     reference_seconds = None
     if against_tutorial:
         log("tutorial loop (DataLoader, batch 64, SGD lr 0.001, 25 epochs) ...")
@@ -220,7 +227,7 @@ def run_benchmark(presets: list[str], seeds: int, against_tutorial: bool, device
         rows = []
         for seed in range(seeds):
             log(f"{preset}: seed {seed + 1}/{seeds} ...")
-            rows.append(run_job("preset", preset=preset, seed=seed, device=device))
+            rows.append(run_job("preset", preset=preset, seed=seed, device=device, data=data))
         report["presets"].append(summarize(preset, rows, reference_seconds))
     return report
 

@@ -28,9 +28,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model and save a run folder",
-        description="Train a model. With no options: the cnn on the bundled MNIST to about 99.2%% test accuracy "
-        "in under a minute on a laptop CPU. Options override the --preset, which overrides the defaults.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a model. With no options: the cnn on the bundled MNIST to about 99.2% test accuracy "
+        "in about 15 s of training on a 2-core CPU. Options override the --preset, which overrides the defaults.",
     )
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group()
@@ -286,6 +285,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=5, help="seeds per preset [default: 5]")
     p.add_argument("--against", choices=["tutorial", "none"], default="tutorial", help="the reference to run beside [default: tutorial]")
     p.add_argument("--device", choices=DEVICES, default="auto", help="[default: auto]")
+    p.add_argument("--data", metavar="PATH", default=None, help="train the presets on this data instead of the bundled MNIST")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(handler=cmd_bench)
 
@@ -294,7 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_report, run_benchmark
 
     log = (lambda message: print(message, file=sys.stderr, flush=True))
-    report = run_benchmark(args.preset, args.seeds, args.against == "tutorial", args.device, log=log)
+    report = run_benchmark(args.preset, args.seeds, args.against == "tutorial", args.device, log=log, data=args.data)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

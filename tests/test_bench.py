@@ -1,0 +1,67 @@
+"""The benchmark's plumbing: every preset trains on a small slice, and the report has the fields it promises.
+(No test asserts a time: the figures come from `mnistkit bench` itself.)"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from mnistkit import bench
+from mnistkit.cli import main
+from mnistkit.config import make_config
+from mnistkit.train import train_run
+
+PRESET_FIELDS = {
+    "preset", "model", "epochs", "seeds", "target_accuracy", "time_goal_seconds", "accuracy_mean", "accuracy_std",
+    "accuracy_min", "reached_target", "train_seconds_median", "train_seconds_max", "load_seconds_median",
+    "test_seconds_median", "peak_rss_mb", "speedup_vs_tutorial", "runs",
+}
+
+
+@pytest.mark.parametrize("preset", sorted(bench.TARGETS))
+def test_every_speed_preset_trains_on_a_small_slice(preset, tiny_idx_session):
+    result = train_run(make_config(preset, data=str(tiny_idx_session), epochs=1))
+    assert result.history[0].epoch == 1 and math.isfinite(result.history[0].train_loss)
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_bench_json_has_the_promised_fields(tiny_idx_session, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "fast", "--seeds", "2", "--against", "none", "--data", str(tiny_idx_session), "--json"])
+    assert exit_info.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"machine", "device", "data", "presets", "tutorial"} <= set(report) and report["tutorial"] is None
+    assert [p["preset"] for p in report["presets"]] == ["fast"]
+    for row in report["presets"]:
+        assert PRESET_FIELDS <= set(row) and row["seeds"] == len(row["runs"]) == 2
+        assert [r["seed"] for r in row["runs"]] == [0, 1]
+        assert row["accuracy_min"] <= row["accuracy_mean"] and row["peak_rss_mb"] > 0
+        assert 0 <= row["reached_target"] <= 2
+    assert "preset" in bench.format_report(report)
+
+
+def test_bench_refuses_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--seeds", "0", "--against", "none"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "mnistkit: error: --seeds must be at least 1, got 0"
+
+
+@pytest.mark.slow
+def test_tutorial_reference_jobs_report_what_the_table_shows():
+    loop = bench.job_tutorial_loop(epochs=1)
+    assert {"epochs", "train_seconds", "epoch_seconds", "val_losses", "val_accuracy", "test_accuracy", "peak_rss_mb"} <= set(loop)
+    assert loop["val_losses"][0] == pytest.approx(2.28, abs=0.03)  # the tutorial's first epoch
+    ours = bench.job_tutorial_preset(epochs=1)
+    to_loss = bench.job_time_to_val_loss()
+    assert to_loss["seconds"] is not None and to_loss["val_loss"] <= bench.TUTORIAL_FINAL_VAL_LOSS
+    report = {
+        "machine": bench.machine(), "presets": [],
+        "tutorial": {"loop": loop, "preset_tutorial": ours, "time_to_val_loss": to_loss,
+                     "epoch_seconds_ratio": ours["epoch_seconds"][0] / loop["epoch_seconds"][0],
+                     "time_to_final_val_loss_ratio": to_loss["seconds"] / loop["train_seconds"]},
+    }
+    text = bench.format_report(report)
+    assert "tutorial loop: 1 epochs" in text and "time to the tutorial's final val loss" in text
