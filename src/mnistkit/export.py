@@ -88,11 +88,14 @@ def _export_onnx(model: torch.jit.ScriptModule, example: torch.Tensor, path: Pat
         import onnxruntime
     except ImportError:
         raise ExportError("ONNX export needs the onnx and onnxruntime packages: pip install 'mnistkit[export]'") from None
-    torch.onnx.export(
-        model, (example,), str(path), dynamo=False,  # the dynamo exporter would need onnxscript as well
-        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-    )
+    try:
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False,  # the dynamo exporter would need onnxscript as well
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    except Exception as exc:  # an operator ONNX lacks, among others; the exporter has no single error type
+        raise ExportError(f"cannot convert {info['model']} to ONNX: {str(exc).splitlines()[0]}") from None
     proto = onnx.load(str(path))
     for key, value in info.items():
         proto.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))

@@ -146,11 +146,11 @@ class Classifier:
 
         Each image is a file path, a PIL image or a NumPy array (grayscale or RGB, any size, dark-on-light or
         light-on-dark); it is turned into MNIST form by ``preprocess.to_mnist``. One image gives a
-        ``Prediction`` or raises the ``ImageError`` that stopped it. A list gives one result per image, in
-        order: a ``Prediction``, or a ``FailedPrediction`` for an image that could not be used, so one bad
-        file does not stop the others.
+        ``Prediction`` or raises the ``ImageError`` that stopped it. A list (or a stacked array of grayscale
+        images, (N, H, W) or (N, H, W, C)) gives one result per image, in order: a ``Prediction``, or a
+        ``FailedPrediction`` for an image that could not be used, so one bad file does not stop the others.
         """
-        single = not isinstance(images, (list, tuple))
+        single = not (isinstance(images, (list, tuple)) or is_stack(images))
         items = [images] if single else list(images)
         results: list[Prediction | FailedPrediction | None] = [None] * len(items)
         ready: list[tuple[int, str, np.ndarray]] = []
@@ -195,6 +195,13 @@ def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     raise ImageError(f"pixels must be numbers, got dtype {a.dtype}")
 
 
+def is_stack(images: object) -> bool:
+    """Whether an array holds several images rather than one: (N, H, W) with N not a colour axis, or 4-D."""
+    if not isinstance(images, np.ndarray):
+        return False
+    return images.ndim == 4 or (images.ndim == 3 and images.shape[2] not in (1, 3, 4))
+
+
 def source_name(item: object, index: int) -> str:
     if isinstance(item, (str, Path)):
         return str(item)
@@ -203,21 +210,37 @@ def source_name(item: object, index: int) -> str:
     return f"<array {index}>"
 
 
-def find_images(args: Sequence[str | Path]) -> list[str]:
-    """Expand command-line arguments into image paths, in order: a folder gives the files under it whose
-    extension Pillow knows (sorted, hidden files skipped); a glob pattern gives its matches; anything else is
-    kept as given, so a missing file is reported when it is read."""
-    extensions = set(Image.registered_extensions())
+def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPrediction]]:
+    """Expand command-line arguments into image paths, in order: a folder gives the image files under it
+    (by extension, sorted, hidden ones skipped); a glob pattern gives its matches (folders among them walked);
+    anything else is kept as given, so a missing or unreadable file is reported when it is read.
+
+    Returns (paths, failures): a folder without images or a pattern matching nothing is a failure.
+    """
     found: list[str] = []
+    failures: list[FailedPrediction] = []
     for arg in map(str, args):
         path = Path(arg).expanduser()
-        if path.is_dir():
-            found += sorted(
-                str(p) for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in extensions and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        elif not path.exists() and glob.has_magic(arg):
-            found += sorted(glob.glob(str(path), recursive=True)) or [arg]
+        if not path.exists() and glob.has_magic(arg):
+            matches = sorted(glob.glob(str(path), recursive=True))
+            if not matches:
+                failures.append(FailedPrediction(arg, ImageError(f"{arg}: no file matches this pattern")))
+            for match in matches:
+                found += _walk(Path(match)) if Path(match).is_dir() else [match]
+        elif path.is_dir():
+            images = _walk(path)
+            if not images:
+                failures.append(FailedPrediction(arg, ImageError(f"{arg}: no image files in this folder")))
+            found += images
         else:
             found.append(arg)
-    return found
+    return found, failures
+
+
+def _walk(folder: Path) -> list[str]:
+    """The files under ``folder`` with an extension Pillow can open, sorted; hidden files and folders skipped."""
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return sorted(
+        str(p) for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in readable and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )

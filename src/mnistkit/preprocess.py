@@ -9,11 +9,12 @@ scale, centre. A 28×28 image that already looks like MNIST (dark background) pa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from . import fileio
 from .errors import MnistkitError
@@ -24,6 +25,7 @@ WORK_SIDE = 512  # larger images are reduced to this first: 20 px of output need
 DIGIT_BOX = 20
 CANVAS = 28
 MIN_CONTRAST = 24  # gray levels between paper and ink below which an image is taken as blank
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16-bit and float grayscale
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -36,6 +38,8 @@ def to_mnist(item: ImageInput) -> np.ndarray:
     """Any image (path, PIL image or array) -> uint8 (28, 28), white ink on black, centred by mass."""
     gray = _grayscale(item)
     if gray.shape == (CANVAS, CANVAS) and _border_level(gray) < 128:
+        if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
+            raise ImageError("no ink found: the image is blank or has too little contrast")
         return gray  # already MNIST-like: the model sees exactly what it was given
     return center_digit(_ink(gray))
 
@@ -44,16 +48,23 @@ def load_image(path: str | Path) -> Image.Image:
     """Open an image file with Pillow, refusing non-images, corrupt files and decompression bombs."""
     path = Path(path).expanduser()
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            # Pillow warns above its own (larger) limit; ours is checked just below, with a clearer message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, expected an image file") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP, …)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot read the image ({exc})") from None
     _check_size(image.size, str(path))  # from the header, before the pixels are decoded
+    # A JPEG can decode straight to a reduced size: a phone photo then costs a fraction of the time and memory.
+    image.draft(None, (WORK_SIDE, WORK_SIDE))
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -89,13 +100,15 @@ def _grayscale(item: ImageInput) -> np.ndarray:
             image = image.copy()
             image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
         return _flatten_alpha(image)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{where}: cannot convert the image ({exc})") from None
 
 
 def _array_to_image(a: np.ndarray) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255  # a mask: True is ink (or paper; the polarity is detected later)
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
         raise ImageError(f"array: expected (H, W) grayscale or (H, W, 3|4) colour, got shape {a.shape}")
     if a.dtype.kind == "f":
@@ -119,7 +132,21 @@ def _flatten_alpha(image: Image.Image) -> np.ndarray:
         if np.ptp(gray) < MIN_CONTRAST and np.ptp(alpha) >= MIN_CONTRAST:
             return 255 - alpha  # dark-on-light, as a drawing on paper would be
         return gray
+    if image.mode in HIGH_DEPTH_MODES:
+        return _eight_bit(image)
     return np.asarray(image.convert("L"))
+
+
+def _eight_bit(image: Image.Image) -> np.ndarray:
+    """16-bit or float grayscale -> uint8, scaled (Pillow's own conversion clips everything above 255 to white)."""
+    a = np.asarray(image, dtype=np.float64)
+    if image.mode == "F" and a.size and a.max() <= 1.0:
+        full = 1.0  # float pixels in [0, 1]
+    elif image.mode.startswith("I;16") or (a.size and a.max() > 255):
+        full = 65535.0
+    else:
+        full = 255.0
+    return np.clip(np.round(np.nan_to_num(a) * (255.0 / full)), 0, 255).astype(np.uint8)
 
 
 def _border_level(gray: np.ndarray) -> float:
@@ -142,18 +169,26 @@ def otsu_threshold(gray: np.ndarray) -> int:
 
 
 def _ink(gray: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) with ink bright on a zero background: inverted if dark-on-light, noise and texture removed."""
+    """uint8 (H, W) with ink bright on a zero background: inverted if dark-on-light, noise and texture removed.
+
+    Otsu's threshold splits ink from paper. Paper (texture, shadows, JPEG noise) becomes zero; the ink mask,
+    grown by one pixel to keep the anti-aliased edge of each stroke, keeps its gray levels above the paper's,
+    stretched so that solid strokes are white as in MNIST. Raises ``ImageError`` when the two classes differ
+    by less than ``MIN_CONTRAST`` gray levels: a blank page, or only noise.
+    """
     if _border_level(gray) >= 128:
         gray = 255 - gray
-    gray = gray.astype(np.int32)
-    if gray.max() - np.median(gray) < MIN_CONTRAST:
+    threshold = otsu_threshold(gray)
+    mask = gray > threshold
+    if not mask.any() or mask.all():
+        raise ImageError("no ink found: the image is blank")
+    paper = float(np.median(gray[~mask]))
+    if float(np.median(gray[mask])) - paper < MIN_CONTRAST:
         raise ImageError("no ink found: the image is blank or has too little contrast")
-    threshold = otsu_threshold(gray.astype(np.uint8))
-    # Below the threshold is paper (texture, shadows, JPEG noise): zero. Above it, ink, stretched so the
-    # strongest stroke is white, keeping the soft edges the threshold cut into.
-    peak = gray.max()
-    ink = np.clip((gray - threshold) * 255.0 / max(1, peak - threshold), 0, 255)
-    return ink.astype(np.uint8)
+    solid = float(np.percentile(gray[mask], 99))  # not the maximum: one hot pixel must not dim every stroke
+    mask = np.asarray(Image.fromarray(mask).filter(ImageFilter.MaxFilter(3)))
+    ink = np.where(mask, (gray - paper) * (255.0 / max(1.0, solid - paper)), 0.0)
+    return np.clip(np.round(ink), 0, 255).astype(np.uint8)
 
 
 def center_digit(ink: np.ndarray) -> np.ndarray:
@@ -174,9 +209,10 @@ def center_digit(ink: np.ndarray) -> np.ndarray:
     total = digit.sum()
     cy, cx = (ys * digit).sum() / total, (xs * digit).sum() / total
     dh, dw = digit.shape
-    # Place the centre of mass on the canvas centre, keeping the whole digit inside the canvas.
-    top = int(np.clip(round((CANVAS - 1) / 2 - cy), 0, CANVAS - dh))
-    left = int(np.clip(round((CANVAS - 1) / 2 - cx), 0, CANVAS - dw))
+    # Place the centre of mass at (14, 14) in pixel indices, where MNIST's own digits have it (their mean
+    # over the test set is 13.99, 14.01), keeping the whole digit inside the canvas.
+    top = int(np.clip(round(CANVAS / 2 - cy), 0, CANVAS - dh))
+    left = int(np.clip(round(CANVAS / 2 - cx), 0, CANVAS - dw))
     canvas = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
     canvas[top : top + dh, left : left + dw] = np.clip(np.round(digit), 0, 255).astype(np.uint8)
     return canvas

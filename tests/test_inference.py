@@ -1,0 +1,184 @@
+"""The Classifier and the bundled pretrained model: loading, predicting files / PIL images / arrays, batches with
+bad images, folder and glob expansion, and the pretrained model's accuracy, size and recorded command."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnistkit import cli
+from mnistkit.checkpoint import save_checkpoint
+from mnistkit.config import make_config
+from mnistkit.data import Normalization
+from mnistkit.errors import CheckpointError
+from mnistkit.inference import PRETRAINED_DIR, Classifier, FailedPrediction, Prediction, find_images
+from mnistkit.models import create_model
+from mnistkit.preprocess import ImageError
+
+ROUND_TRIP_IMAGES = 300
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> Classifier:
+    return Classifier.load()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A checkpoint of a small untrained cnn, as any training run saves it."""
+    torch.manual_seed(0)
+    (tmp_path / "run").mkdir()
+    save_checkpoint(tmp_path / "run", create_model("cnn", width=4), {"model": "cnn", "model_options": {"width": 4}})
+    return tmp_path / "run"
+
+
+def save_black_on_white(digit: np.ndarray, path, size: int = 200) -> None:
+    """A real MNIST test digit as someone would draw it: black on white, at another size, as a PNG."""
+    Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BILINEAR).save(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# the pretrained model
+
+
+def test_pretrained_model_is_small_and_accurate(pretrained, mnist):
+    size = sum(p.stat().st_size for p in PRETRAINED_DIR.iterdir())
+    assert size <= 2_000_000
+    probabilities = pretrained.predict_array(mnist.test.images)
+    accuracy = float((probabilities.argmax(1) == mnist.test.labels.numpy()).mean())
+    assert accuracy >= 0.993
+    assert accuracy == pytest.approx(pretrained.meta["metrics"]["test_accuracy"], abs=1e-4)  # what its metadata claims
+
+
+def test_pretrained_metadata_records_the_command_that_reproduces_its_config(pretrained):
+    command = pretrained.meta["command"]
+    argv = shlex.split(command)
+    assert argv[:2] == ["mnistkit", "train"]
+    args = cli.build_parser().parse_args(argv[1:])
+    # Exactly what `mnistkit train` does with those options: the same config as the one the model was trained with.
+    config = make_config(args.preset, **{name: getattr(args, name) for name in cli.CONFIG_OPTIONS})
+    assert config.to_dict() == pretrained.meta["config"]
+    assert pretrained.describe()["command"] == command
+
+
+def test_real_digits_drawn_black_on_white_at_200px_round_trip(pretrained, mnist, tmp_path):
+    images, labels = mnist.test.images[:ROUND_TRIP_IMAGES].numpy(), mnist.test.labels[:ROUND_TRIP_IMAGES].numpy()
+    paths = []
+    for i, digit in enumerate(images):
+        paths.append(tmp_path / f"{i:03d}.png")
+        save_black_on_white(digit, paths[-1])
+    results = pretrained.predict(paths)
+    assert all(r.ok for r in results)
+    accuracy = np.mean([r.digit == label for r, label in zip(results, labels)])
+    assert accuracy >= 0.98, accuracy
+
+
+def test_probabilities_use_the_training_normalization(pretrained, mnist):
+    x = mnist.test.images[:16]
+    norm = Normalization(**pretrained.meta["normalization"])
+    with torch.no_grad():
+        expected = pretrained.model.net(norm.apply(x)).softmax(1).numpy()
+    np.testing.assert_allclose(pretrained.predict_array(x), expected, atol=1e-5)
+    np.testing.assert_allclose(pretrained.predict_array(x.numpy().astype(np.float32) / 255), expected, atol=1e-5)
+    np.testing.assert_allclose(pretrained.predict_array(x[:, None]), expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# predict
+
+
+def test_predict_takes_paths_pil_images_and_arrays(pretrained, mnist, tmp_path):
+    seven = mnist.test.images[0].numpy()
+    save_black_on_white(seven, tmp_path / "seven.png")
+    inputs = [tmp_path / "seven.png", str(tmp_path / "seven.png"), Image.open(tmp_path / "seven.png"), seven, 255 - seven]
+    for item in inputs:
+        result = pretrained.predict(item, top_k=3)
+        assert isinstance(result, Prediction)
+        assert result.digit == 7 and result.label == "7" and result.probability > 0.9
+        assert [label for label, _ in result.top][0] == "7" and len(result.top) == 3
+        assert [p for _, p in result.top] == sorted((p for _, p in result.top), reverse=True)
+        assert result.probabilities.shape == (10,) and result.probabilities.sum() == pytest.approx(1, abs=1e-5)
+        assert result.input.shape == (28, 28) and result.input.dtype == np.uint8
+    assert np.array_equal(pretrained.predict(seven).input, seven)  # MNIST form goes in untouched
+    assert pretrained.predict(str(tmp_path / "seven.png")).source == str(tmp_path / "seven.png")
+
+
+def test_predict_a_stacked_array_is_a_batch(pretrained, mnist):
+    images, labels = mnist.test.images[:20].numpy(), mnist.test.labels[:20].numpy()
+    results = pretrained.predict(images, top_k=1)
+    assert [r.digit for r in results] == list(pretrained.predict_array(images).argmax(1))
+    assert np.mean([r.digit == y for r, y in zip(results, labels)]) >= 0.95
+    assert [r.source for r in results[:2]] == ["<array 0>", "<array 1>"]
+
+
+def test_one_bad_image_in_a_batch_does_not_stop_the_others(pretrained, mnist, tmp_path):
+    save_black_on_white(mnist.test.images[1].numpy(), tmp_path / "two.png")
+    (tmp_path / "junk.png").write_text("no picture here")
+    results = pretrained.predict([tmp_path / "two.png", tmp_path / "junk.png", tmp_path / "gone.png", np.zeros((40, 40), np.uint8)])
+    assert [r.ok for r in results] == [True, False, False, False]
+    assert results[0].digit == 2
+    failures = results[1:]
+    assert all(isinstance(r, FailedPrediction) and isinstance(r.error, ImageError) for r in failures)
+    assert [r.to_dict()["source"] for r in failures] == [str(tmp_path / "junk.png"), str(tmp_path / "gone.png"), "<array 3>"]
+    assert "not an image" in failures[0].to_dict()["error"] and "file not found" in str(failures[1].error)
+    assert "no ink found" in str(failures[2].error)
+    json.dumps([r.to_dict() for r in results])  # all JSON-ready
+
+
+def test_a_single_bad_image_raises(pretrained, tmp_path):
+    with pytest.raises(ImageError, match="file not found"):
+        pretrained.predict(tmp_path / "gone.png")
+    with pytest.raises(ImageError, match="no ink found"):
+        pretrained.predict(Image.new("L", (100, 100), 255))
+
+
+def test_predict_array_checks_its_input(pretrained):
+    assert pretrained.predict_array(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
+    for bad, message in [(np.zeros((3, 32, 32)), "expected 28×28"), (np.full((28, 28), 2.0), r"\[0, 1\]"),
+                         (np.full((28, 28), 256), "0..255"), (np.array([["a"] * 28] * 28), "must be numbers")]:
+        with pytest.raises(ImageError, match=message):
+            pretrained.predict_array(bad)
+
+
+def test_a_saved_checkpoint_loads_and_predicts(saved):
+    classifier = Classifier.load(saved / "model.safetensors")
+    assert classifier.describe()["model"] == "cnn" and classifier.describe()["model_options"] == {"width": 4}
+    probabilities = classifier.predict_array(np.zeros((2, 28, 28), np.uint8))
+    assert probabilities.shape == (2, 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+
+
+def test_bad_checkpoints_raise_checkpoint_error(tmp_path, saved):
+    with pytest.raises(CheckpointError, match="no checkpoint here"):
+        Classifier.load(tmp_path / "missing")
+    (tmp_path / "model.json").write_text("{ not json")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        Classifier.load(tmp_path)
+    with open(saved / "model.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\0")
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        Classifier.load(saved)
+
+
+# --------------------------------------------------------------------------------------------------
+# finding images
+
+
+def test_find_images_walks_folders_expands_globs_and_reports_empty_ones(tmp_path):
+    (tmp_path / "digits" / "more").mkdir(parents=True)
+    (tmp_path / "digits" / ".hidden").mkdir()
+    (tmp_path / "empty").mkdir()
+    for name in ["digits/b.png", "digits/a.JPG", "digits/more/c.bmp", "digits/.d.png", "digits/.hidden/e.png", "digits/notes.txt", "x1.png", "x2.png"]:
+        (tmp_path / name).write_bytes(b"")
+    found, failures = find_images([tmp_path / "digits", str(tmp_path / "x*.png"), tmp_path / "empty", str(tmp_path / "nope*.png"), "missing.png"])
+    names = [str(p).replace(str(tmp_path) + "/", "") for p in found]
+    assert names == ["digits/a.JPG", "digits/b.png", "digits/more/c.bmp", "x1.png", "x2.png", "missing.png"]
+    assert [str(f.error).replace(str(tmp_path) + "/", "") for f in failures] == [
+        "empty: no image files in this folder",
+        "nope*.png: no file matches this pattern",
+    ]

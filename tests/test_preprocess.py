@@ -1,0 +1,217 @@
+"""Preprocessing: any photo or drawing -> MNIST form (white ink on black, 20-px box, centred by mass in 28×28)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnistkit.errors import MnistkitError
+from mnistkit.preprocess import MAX_PIXELS, ImageError, center_digit, load_image, otsu_threshold, save_input, to_mnist
+
+TWINS = (0, 1, 2, 3, 4, 7, 11, 18)  # MNIST test images used as ground truth: digits 7 2 1 0 4 9 6 3
+
+
+@pytest.fixture(scope="module")
+def twins(mnist) -> list[np.ndarray]:
+    return [mnist.test.images[i].numpy() for i in TWINS]
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.indices(a.shape)
+    a = a.astype(np.float64)
+    return (ys * a).sum() / a.sum(), (xs * a).sum() / a.sum()
+
+
+def ink_box(a: np.ndarray) -> tuple[int, int]:
+    rows, cols = np.flatnonzero(a.any(1)), np.flatnonzero(a.any(0))
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def large_dark_on_light(digit: np.ndarray, scale: int = 10, canvas=(640, 480), at=(37, 150)) -> np.ndarray:
+    """The MNIST digit drawn big, black on white, off-centre on a larger page: uint8 (H, W)."""
+    big = np.asarray(Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR))
+    page = np.zeros(canvas[::-1], dtype=np.uint8)
+    page[at[1] : at[1] + big.shape[0], at[0] : at[0] + big.shape[1]] = big
+    return 255 - page
+
+
+def assert_like_twin(got: np.ndarray, twin: np.ndarray) -> None:
+    """Centred by mass like MNIST (within the half pixel an integer placement allows), scaled to a 20-px box,
+    and pixel for pixel close to the original once aligned: both were placed to the nearest pixel, so they
+    may sit one pixel apart."""
+    assert got.shape == (28, 28) and got.dtype == np.uint8
+    cy, cx = centre_of_mass(got)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert max(ink_box(got)) in (20, 21)  # Lanczos' soft edge may add one faint row
+    aligned = [np.roll(twin, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # MNIST keeps a 4-px margin
+    assert max(np.corrcoef(got.ravel(), a.ravel())[0, 1] for a in aligned) > 0.88  # another class: 0.2 on average
+    assert min(np.abs(got.astype(int) - a).mean() for a in aligned) < 14  # of 255 per pixel
+
+
+def png_bytes(image: Image.Image, **options) -> bytes:
+    buffer = BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# the MNIST form
+
+
+def test_mnist_like_input_passes_unchanged(twins, tmp_path):
+    for digit in twins:
+        assert np.array_equal(to_mnist(digit), digit)
+        assert np.array_equal(to_mnist(Image.fromarray(digit)), digit)
+        assert np.array_equal(to_mnist(digit.astype(np.float32) / 255), digit)
+    path = tmp_path / "seven.png"
+    path.write_bytes(png_bytes(Image.fromarray(twins[0])))
+    assert np.array_equal(to_mnist(path), twins[0])
+
+
+def test_inverted_off_centre_large_digit_lands_like_its_twin(twins):
+    for digit in twins:
+        assert_like_twin(to_mnist(large_dark_on_light(digit)), digit)
+
+
+def test_light_on_dark_and_small_digits_land_like_their_twins(twins):
+    for digit in twins:
+        assert_like_twin(to_mnist(255 - large_dark_on_light(digit, scale=3, canvas=(120, 90), at=(5, 2))), digit)
+
+
+def test_rgba_ink_on_a_transparent_canvas(twins):
+    for digit in twins[:3]:
+        ink = 255 - large_dark_on_light(digit, scale=6, canvas=(300, 300), at=(40, 90))
+        black_ink = np.dstack([np.zeros_like(ink)] * 3 + [ink])  # a drawing app's export: black strokes, alpha
+        assert_like_twin(to_mnist(Image.fromarray(black_ink, "RGBA")), digit)
+        white_ink = np.dstack([np.full_like(ink, 255)] * 3 + [ink])  # white strokes: only alpha shows them
+        assert_like_twin(to_mnist(Image.fromarray(white_ink, "RGBA")), digit)
+
+
+def test_exif_orientation_is_applied(twins, tmp_path):
+    digit = twins[0]  # a 7: turned, it is no digit at all
+    upright = Image.fromarray(large_dark_on_light(digit, canvas=(400, 300), at=(10, 5)))
+    # A camera held sideways stores the pixels turned and says how to turn them back (orientation 6).
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for fmt in ("PNG", "JPEG"):
+        path = tmp_path / f"sideways.{fmt.lower()}"
+        stored.save(path, format=fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+        assert_like_twin(to_mnist(path), digit)
+    assert np.corrcoef(to_mnist(stored).ravel(), digit.ravel())[0, 1] < 0.5  # without the tag: still turned
+
+
+def test_coloured_ink_on_textured_paper(twins):
+    rng = np.random.default_rng(0)
+    for digit in twins[:4]:
+        ink = 1 - large_dark_on_light(digit, scale=8, canvas=(320, 260), at=(60, 20)) / 255.0
+        paper = np.array([235, 225, 190]) + rng.normal(0, 6, (260, 320, 1))  # cream paper, grain
+        paper += np.linspace(-20, 10, 320)[None, :, None]  # uneven light across the page
+        pen = np.array([20, 40, 150])  # blue ballpoint
+        photo = paper * (1 - ink[..., None]) + pen * ink[..., None]
+        assert_like_twin(to_mnist(np.clip(photo, 0, 255).astype(np.uint8)), digit)
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(twins, tmp_path):
+    page = large_dark_on_light(twins[1], scale=4, canvas=(150, 140), at=(20, 15))
+    path = tmp_path / "scan16.png"
+    Image.fromarray(page.astype(np.uint16) * 257).save(path)
+    assert Image.open(path).mode.startswith("I")
+    assert np.array_equal(to_mnist(path), to_mnist(page))
+
+
+def test_otsu_threshold_splits_two_populations():
+    rng = np.random.default_rng(1)
+    gray = np.concatenate([rng.normal(40, 8, 5000), rng.normal(200, 8, 500)]).clip(0, 255).astype(np.uint8)
+    assert 70 < otsu_threshold(gray) < 170
+
+
+def test_center_digit_scales_the_longest_side_to_20_keeping_the_aspect():
+    bar = np.zeros((100, 300), dtype=np.uint8)
+    bar[30:70, 10:290] = 255  # 280 wide, 40 high
+    out = center_digit(bar)
+    assert ink_box(out) == (3, 20)
+    assert centre_of_mass(out) == pytest.approx((14, 14), abs=0.5)
+
+
+def test_save_input_writes_an_enlarged_png(twins, tmp_path):
+    path = save_input(twins[0], tmp_path / "seen.png", scale=10)
+    saved = np.asarray(Image.open(path))
+    assert saved.shape == (280, 280) and np.array_equal(saved[::10, ::10], twins[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["seen.png"]
+
+
+# --------------------------------------------------------------------------------------------------
+# what people feed it
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width×height but holds one tiny compressed row: a decompression bomb's shape."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Image.new("L", (200, 200), 255), "no ink found"),  # white page
+        (lambda: Image.new("RGB", (64, 48), (90, 120, 200)), "no ink found"),  # one flat colour
+        (lambda: Image.new("RGBA", (64, 64), (0, 0, 0, 0)), "no ink found"),  # fully transparent
+        (lambda: np.zeros((28, 28), np.uint8), "no ink found"),  # a black MNIST-sized frame
+        (lambda: np.random.default_rng(0).normal(200, 5, (300, 300)).clip(0, 255).astype(np.uint8), "no ink found"),  # paper grain only
+        (lambda: Image.new("L", (5, 40), 0), "too small"),
+        (lambda: np.zeros((28, 28, 2), np.uint8), "expected (H, W)"),
+        (lambda: np.full((28, 28), 1.5), "[0, 1]"),
+        (lambda: np.full((28, 28), 300), "0..255"),
+        (lambda: "not/a/real/file.png", "file not found"),
+        (lambda: 42, "cannot read a int"),
+    ],
+)
+def test_bad_inputs_raise_image_error(make, message):
+    with pytest.raises(ImageError, match=None) as info:
+        to_mnist(make())
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value, MnistkitError)
+
+
+def test_huge_images_are_refused_from_the_header_alone(tmp_path):
+    for width, height, where in [(6000, 5000, "ours"), (20_000, 20_000, "Pillow's own bomb limit")]:
+        assert width * height > MAX_PIXELS, where
+        path = tmp_path / f"bomb-{width}.png"
+        path.write_bytes(png_header_claiming(width, height))
+        assert path.stat().st_size < 200
+        with pytest.raises(ImageError, match="too large"):
+            to_mnist(path)
+
+
+def test_unreadable_files(tmp_path, twins):
+    text = tmp_path / "notes.png"
+    text.write_text("these are my notes, not a picture\n")
+    with pytest.raises(ImageError, match="not an image Pillow can read"):
+        load_image(text)
+    whole = png_bytes(Image.fromarray(large_dark_on_light(twins[0], scale=4, canvas=(200, 200), at=(0, 0))))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(whole[: len(whole) // 2])  # a download that stopped half way
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(cut)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(empty)
+    with pytest.raises(ImageError, match="is a folder"):
+        load_image(tmp_path)
+
+
+def test_bool_masks_and_single_channel_arrays(twins):
+    mask = large_dark_on_light(twins[2], scale=5, canvas=(200, 160), at=(30, 10)) < 128  # True where the ink is
+    out = to_mnist(mask)
+    assert centre_of_mass(out) == pytest.approx((14, 14), abs=0.5)
+    assert np.corrcoef(out.ravel(), twins[2].ravel())[0, 1] > 0.85
+    assert np.array_equal(to_mnist(twins[2][:, :, None]), twins[2])
