@@ -98,7 +98,7 @@ def _flatten(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
     that they come back as they were: the optimizer and scheduler must see exactly what they saved.
     """
     if isinstance(value, torch.Tensor):
-        tensors[path] = value.detach().cpu().clone()
+        tensors[path] = value.detach().cpu().clone(memory_format=torch.contiguous_format)  # safetensors: dense only
         return {"$tensor": path}
     if isinstance(value, tuple):
         return {"$tuple": [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(value)]}

@@ -1,0 +1,255 @@
+"""Resumable training: a run killed (SIGKILL) or interrupted (Ctrl-C) in the middle of an epoch and resumed
+ends bitwise where the same run left alone ends; saving survives a full disk and a vanished folder."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mnistkit import resume, runs
+from mnistkit.cli import main
+from mnistkit.config import make_config
+from mnistkit.errors import CheckpointError
+from mnistkit.train import build_optimizer, build_scheduler, train_run
+
+# The mlp on 1,000 real MNIST digits (800 to train): 25 batches an epoch, a checkpoint every 5.
+TRAIN_ARGS = ["--model", "mlp", "--epochs", "2", "--batch-size", "32", "--val-size", "200",
+              "--deterministic", "--device", "cpu", "--quiet", "--checkpoint-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory, mnist) -> Path:
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    np.savez(path, x_train=mnist.train.images[:1000].numpy(), y_train=mnist.train.labels[:1000].numpy(),
+             x_test=mnist.test.images[:200].numpy(), y_test=mnist.test.labels[:200].numpy())
+    return path
+
+
+@pytest.fixture(scope="module")
+def left_alone(tmp_path_factory, digits) -> Path:
+    """The reference: the same run, never stopped."""
+    out = tmp_path_factory.mktemp("alone") / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(digits), *TRAIN_ARGS, "--out", str(out)])
+    assert exit_info.value.code == 0
+    torch.use_deterministic_algorithms(False)
+    return out
+
+
+def start(digits: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mnistkit", "train", "--data", str(digits), *TRAIN_ARGS, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    state = run_dir / resume.FOLDER / resume.STATE_NAME
+    deadline = time.monotonic() + timeout
+    while not state.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+
+
+def resume_cli(run_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnistkit", "train", "--resume", str(run_dir), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def metrics_without_time(run_dir: Path) -> list[dict]:
+    with open(run_dir / runs.METRICS_NAME, newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def assert_same_result(run_dir: Path, reference: Path) -> None:
+    ours, theirs = load_file(run_dir / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+    assert metrics_without_time(run_dir) == metrics_without_time(reference)
+    meta, reference_meta = runs.json.loads((run_dir / "model.json").read_text()), runs.json.loads((reference / "model.json").read_text())
+    for key in ("test_loss", "test_accuracy", "val_loss", "val_accuracy", "train_loss", "epochs"):
+        assert meta["metrics"][key] == reference_meta["metrics"][key], key
+
+
+def test_a_run_killed_mid_epoch_resumes_to_bitwise_the_same_weights_and_metrics(digits, left_alone, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(digits, run_dir)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGSTOP)  # freeze it where it is, then kill it: no chance to clean up
+    state = resume.load(run_dir)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert state.step > 0 and not state.done, "killed in the middle of an epoch"
+    assert not (run_dir / "model.safetensors").exists()
+
+    resumed = resume_cli(run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run_dir} at epoch {state.epoch}, step {state.step}" in resumed.stdout
+    assert_same_result(run_dir, left_alone)
+
+
+def test_ctrl_c_saves_a_checkpoint_prints_how_to_resume_and_exits_130(digits, left_alone, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(digits, run_dir)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "stopping after this batch" in err and "Traceback" not in err
+    assert f"Resume with: mnistkit train --resume {run_dir}" in err.strip().splitlines()[-1]
+    state = resume.load(run_dir)
+    assert not state.done
+    assert (f"at epoch {state.epoch}, step {state.step} of 25" if state.step else f"after epoch {state.epoch - 1}") in err
+
+    resumed = resume_cli(run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_result(run_dir, left_alone)
+
+
+def test_a_second_ctrl_c_quits_at_once_and_the_last_checkpoint_stays_good(digits, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(digits, run_dir)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGINT)
+    assert "stopping after this batch" in process.stderr.readline() + process.stderr.readline()
+    process.send_signal(signal.SIGINT)  # while it finishes the batch or writes the checkpoint
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("mnistkit: ")
+    resume.load(run_dir)  # verified: checksum and format
+    assert not [p.name for p in (run_dir / resume.FOLDER).iterdir() if p.name.startswith(".")]
+
+
+def test_the_second_ctrl_c_raises_at_once_and_leaves_the_checkpoint_as_it_was(tmp_path, monkeypatch):
+    """Deterministically: the second SIGINT lands in the middle of writing a checkpoint."""
+    from mnistkit.models import create_model
+    from mnistkit.train import Interrupt
+
+    cfg = make_config(model="mlp")
+    model = create_model("mlp")
+    optimizer, generator = build_optimizer(model, cfg), torch.Generator()
+    progress = resume.Progress()
+    progress.start_epoch(10, torch.device("cpu"), generator)
+    resume.save(tmp_path, *resume.capture(progress, model, optimizer, None, generator))
+    before = (tmp_path / resume.FOLDER / resume.STATE_NAME).read_bytes()
+
+    with Interrupt(announce=False) as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupt.requested  # the first only asks to stop
+        real_fsync = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (os.kill(os.getpid(), signal.SIGINT), real_fsync(fd)))
+        with torch.no_grad():
+            model.out.bias += 1
+        progress.step = 4
+        with pytest.raises(KeyboardInterrupt):
+            resume.save(tmp_path, *resume.capture(progress, model, optimizer, None, generator))
+    monkeypatch.undo()
+    assert (tmp_path / resume.FOLDER / resume.STATE_NAME).read_bytes() == before
+    assert resume.load(tmp_path).step == 0
+    assert not [p.name for p in (tmp_path / resume.FOLDER).iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving fails
+
+
+def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_checkpoint(tiny_idx, tmp_path, monkeypatch, capsys):
+    """ENOSPC from the file system while the third checkpoint is written (at fsync, where it surfaces)."""
+    real_fsync, saves = os.fsync, []
+
+    def fsync(fd):
+        if "/resume/.state-" in os.readlink(f"/proc/self/fd/{fd}"):
+            saves.append(fd)
+            if len(saves) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(tiny_idx), "--model", "mlp", "--epochs", "2", "--val-size", "100", "--batch-size", "50",
+              "--checkpoint-every", "3", "--quiet", "--out", str(run_dir)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("mnistkit: error: could not save the checkpoint")
+    assert "No space left on device" in err and "previous checkpoint there is intact" in err
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    state = resume.load(run_dir)  # the second save, whole
+    assert (state.epoch, state.step) == (1, 6)
+    assert not [p for p in (run_dir / resume.FOLDER).iterdir() if p.name.startswith(".")]
+
+
+def test_a_run_folder_that_vanishes_while_training_is_a_clear_error(tiny_idx, tmp_path):
+    import shutil
+
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp")
+
+    class RemoveTheFolder:
+        def epoch_start(self, *args): pass
+        def batches_done(self, *args): pass
+        def epoch_end(self, stats): shutil.rmtree(run_dir)
+
+    cfg = make_config(model="mlp", epochs=2, val_size=100, data=str(tiny_idx))
+    with pytest.raises(CheckpointError, match=f"the run folder {run_dir} no longer exists"):
+        train_run(cfg, run_dir, RemoveTheFolder())
+    assert not run_dir.exists()  # not silently recreated somewhere the user did not ask for
+
+
+# --------------------------------------------------------------------------------------------------
+# The state itself, and --resume's rules
+
+
+def test_optimizer_and_scheduler_state_round_trips_exactly_through_json_and_safetensors(tmp_path):
+    from mnistkit.models import create_model
+
+    cfg = make_config(model="mlp", optimizer="adamw", schedule="onecycle")
+    model = create_model("mlp")
+    optimizer, generator = build_optimizer(model, cfg), torch.Generator().manual_seed(3)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=10)
+    for _ in range(3):
+        model(torch.randn(4, 1, 28, 28, generator=generator)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    progress = resume.Progress(epoch=1, step=3, history=[])
+    progress.start_epoch(10, torch.device("cpu"), generator)
+    progress.step = 3
+    resume.save(tmp_path, *resume.capture(progress, model, optimizer, scheduler, generator))
+
+    fresh = create_model("mlp")
+    fresh_optimizer = build_optimizer(fresh, cfg)
+    fresh_scheduler, fresh_generator = build_scheduler(fresh_optimizer, cfg, steps_per_epoch=10), torch.Generator()
+    restored = resume.restore(resume.load(tmp_path), fresh, fresh_optimizer, fresh_scheduler, fresh_generator, 10)
+    assert (restored.epoch, restored.step) == (1, 3)
+    assert fresh_scheduler.state_dict() == scheduler.state_dict()
+    ours, theirs = fresh_optimizer.state_dict(), optimizer.state_dict()
+    assert ours["param_groups"] == theirs["param_groups"]  # betas come back as tuples, lr bit for bit
+    for index, values in theirs["state"].items():
+        for key, value in values.items():
+            assert torch.equal(ours["state"][index][key], value)
+    assert torch.equal(fresh_generator.get_state(), generator.get_state())
+    assert not list(tmp_path.glob("*.pkl")) and "pickle" not in (tmp_path / "resume" / "state.json").read_text()
+
+
+def test_resume_keeps_the_runs_options_and_refuses_a_finished_run(tiny_run, tmp_path, capsys):
+    for argv, message in [
+        (["train", "--resume", str(tiny_run), "--epochs", "5"], "drop --epochs"),
+        (["train", "--resume", str(tiny_run)], "already finished (2 epochs); nothing to resume"),
+        (["train", "--resume", str(tmp_path / "nothing")], "no such run folder"),
+        (["train", "--resume", str(tmp_path)], "cannot read the run's config"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
