@@ -46,7 +46,8 @@ def kernel_manager(tmp_path: Path) -> KernelManager:
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "mnistkit test",
         "language": "python",
-        "env": {"MNISTKIT_NOTEBOOK_FAST": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
+        # One thread: the test machine's few cores are shared with the test process itself.
+        "env": {"MNISTKIT_NOTEBOOK_FAST": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline", "OMP_NUM_THREADS": "1"},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))

@@ -7,6 +7,7 @@ the test accuracy); a run that was stopped before it finished has no model.json 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,15 +43,44 @@ class RunSummary:
 
 def read_run(path: str | Path, name: str | None = None) -> RunSummary:
     path = Path(path).expanduser()
+    if not path.is_dir():
+        problem = "a file, not a run folder" if path.exists() else "no such run folder"
+        raise CheckpointError(f"{path}: {problem}; pass folders written by mnistkit train")
     if not (path / runs.CONFIG_NAME).is_file():
         raise CheckpointError(f"{path}: not a run folder (no {runs.CONFIG_NAME}); pass folders written by mnistkit train")
-    config = runs.read_config(path).to_dict()
-    metrics = runs.read_metrics(path) if (path / runs.METRICS_NAME).is_file() else []
+    config = _read_config(path / runs.CONFIG_NAME)
+    metrics = _read_metrics(path)
     test_accuracy = None
     if (path / checkpoint.META_NAME).is_file():
         meta, _ = checkpoint.read_meta(path)
         test_accuracy = meta.get("metrics", {}).get("test_accuracy")
     return RunSummary(name or path.name, path, config, metrics, test_accuracy)
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
+    """metrics.csv's rows; none for a run stopped before its first epoch ended."""
+    path = run_dir / runs.METRICS_NAME
+    if not path.is_file():
+        return []
+    try:
+        rows = runs.read_metrics(run_dir)
+    except (ValueError, TypeError):  # a cell that is not a number, or a row longer than the header
+        rows = None
+    if rows is None or not all(isinstance(row.get(key), float) for row in rows for key in ("epoch", "train_loss")):
+        raise CheckpointError(f"{path}: not the metrics mnistkit train writes (epoch, train_loss, ... as numbers); "
+                              "leave that run out or train it again")
+    return rows
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The config as recorded, as a plain dict: runs from other mnistkit versions (other keys) still compare."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the run's config ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: not a run config (expected a JSON object)")
+    return config
 
 
 def read_runs(paths: Sequence[str | Path]) -> list[RunSummary]:
@@ -130,4 +160,5 @@ def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
 
 
 def compare_figure(summaries: Sequence[RunSummary]) -> Figure:
-    return plots.compare_figure({s.name: s.metrics for s in summaries})
+    """The runs' loss and validation-accuracy curves overlaid, one colour per run."""
+    return plots.compare_figure({s.name: s.metrics for s in summaries}, title="  vs  ".join(s.name for s in summaries) if len(summaries) <= 4 else f"{len(summaries)} runs")

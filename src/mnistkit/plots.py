@@ -22,6 +22,7 @@ from . import data, fileio, runs
 from .errors import ConfigError, DataError
 
 DPI = 100
+MAX_GRID = 400  # images in one grid: 20 x 20 cells, 2000 x 2440 pixels
 CURVES_NAME = "curves.png"
 CONFUSION_NAME = "confusion.png"
 MISTAKES_NAME = "mistakes.png"
@@ -70,7 +71,7 @@ def image_grid(images: np.ndarray | torch.Tensor, titles: Sequence[str], cell: t
 
 
 def image_figure(image: np.ndarray | torch.Tensor, title: str) -> Figure:
-    """One 28x28 image large (500 x 540 pixels), with pixel coordinates on the axes."""
+    """One 28x28 image large (500 x 540 pixels), with pixel coordinates on the axes and a pixel-value scale."""
     fig = Figure(figsize=(5.0, 5.4), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     shown = ax.imshow(np.asarray(image), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -87,7 +88,11 @@ def load_split(split: str = "train", data_path: str | Path | None = None, datase
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
     ds = data.load_dataset(data_path, dataset)
-    part = getattr(data.split_dataset(ds, val_size), split)
+    if split != "test" and not 0 <= val_size < len(ds.train):
+        raise ConfigError(f"--val-size {val_size}: {ds.source or ds.name} has {len(ds.train)} training images; "
+                          "pass a smaller --val-size (0 = no validation split)")
+    # The test images do not depend on the validation split.
+    part = ds.test if split == "test" else getattr(data.split_dataset(ds, val_size), split)
     if part is None:
         hint = "use --val-size > 0" if split == "val" else "use --split train or data with test files"
         raise DataError(f"{ds.source or ds.name}: has no {split} split; {hint}")
@@ -100,7 +105,7 @@ def show(split: str = "train", n: int = 64, digit: int | None = None, index: int
     labelled grid, or with ``index`` the image at that position (among that class's images) large."""
     part, classes = load_split(split, data_path, dataset, val_size)
     images, labels = part.images, part.labels
-    where = f"{split}"
+    where = split
     if digit is not None:
         if not 0 <= digit < len(classes):
             raise ConfigError(f"--digit {digit}: classes are numbered 0..{len(classes) - 1}")
@@ -112,11 +117,12 @@ def show(split: str = "train", n: int = 64, digit: int | None = None, index: int
     if index is not None:
         if not 0 <= index < len(labels):
             raise ConfigError(f"--index {index}: the {where} images are numbered 0..{len(labels) - 1}")
-        return image_figure(images[index], f"{where} [{index}]: {classes[labels[index]]}")
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
+        return image_figure(images[index], f"{where} image {index}, label {classes[labels[index]]}")
+    if not 1 <= n <= MAX_GRID:
+        raise ConfigError(f"--n must be between 1 and {MAX_GRID} (a 20 x 20 grid), got {n}")
+    available = len(labels)
     images, labels = images[:n], labels[:n]
-    return image_grid(images, [classes[k] for k in labels.tolist()], title=f"{where}: first {len(labels)} of {len(part)}")
+    return image_grid(images, [classes[k] for k in labels.tolist()], title=f"{where}: first {len(labels)} of {available} images")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,6 +144,13 @@ def _loss_and_accuracy_axes(fig: Figure):
     loss_ax.set_ylabel("cross-entropy loss")
     acc_ax.set_ylabel("validation accuracy (%)")
     return loss_ax, acc_ax
+
+
+def _cap_at_100(acc_ax) -> None:
+    # matplotlib pads a flat line at 100 % up to 105 %; accuracy above 100 % reads as a bug.
+    bottom, top = acc_ax.get_ylim()
+    if top > 100:
+        acc_ax.set_ylim(min(bottom, 99.0), 100.5)
 
 
 def _two_three_five(value: float, _position=None) -> str:
@@ -171,6 +184,7 @@ def curves_figure(rows: Rows, title: str | None = None) -> Figure:
         best = int(np.argmax(accuracy))
         acc_ax.plot([acc_epochs[best]], [100 * accuracy[best]], "*", color="tab:green", markersize=14)
         acc_ax.set_title(f"best {accuracy[best]:.2%} at epoch {acc_epochs[best]:.0f}", fontsize=10)
+        _cap_at_100(acc_ax)
     else:
         acc_ax.text(0.5, 0.5, "no validation set", ha="center", va="center", transform=acc_ax.transAxes)
     if title:
@@ -184,24 +198,34 @@ def write_curves(run_dir: str | Path) -> Path:
     return save(curves_figure(runs.read_metrics(run_dir), title=run_dir.name), run_dir / CURVES_NAME)
 
 
-def compare_figure(runs_rows: dict[str, Rows]) -> Figure:
-    """Several runs' curves on one figure (1000 x 400 pixels): validation loss solid and train loss dashed in
-    the run's colour, validation accuracy on the right. Runs may have different numbers of epochs."""
+def compare_figure(runs_rows: dict[str, Rows], title: str | None = None) -> Figure:
+    """Several runs' curves on one figure (1000 x 400 pixels): train loss dashed and validation loss solid in
+    the run's colour, validation accuracy on the right. Runs may have different numbers of epochs, and runs
+    without a validation set (the speed presets) show their train loss only."""
     fig = Figure(figsize=(10.0, 4.0), dpi=DPI, layout="constrained")
     loss_ax, acc_ax = _loss_and_accuracy_axes(fig)
     losses: list[float] = []
+    any_accuracy = False
     for i, (name, rows) in enumerate(runs_rows.items()):
         color = f"C{i % 10}"
         epochs, train_loss = _column(rows, "train_loss")
         val_epochs, val_loss = _column(rows, "val_loss")
         acc_epochs, accuracy = _column(rows, "val_accuracy")
-        loss_ax.plot(epochs, train_loss, "--", color=color, alpha=0.7)
-        loss_ax.plot(val_epochs, val_loss, "o-", color=color, label=name)
-        acc_ax.plot(acc_epochs, [100 * a for a in accuracy], "o-", color=color, label=name)
+        # Every run has a train loss, so that line carries the run's name in the legend.
+        loss_ax.plot(epochs, train_loss, "--", marker=".", color=color, alpha=0.8, label=name)
+        loss_ax.plot(val_epochs, val_loss, "o-", color=color)
+        acc_ax.plot(acc_epochs, [100 * a for a in accuracy], "o-", color=color)
         losses += train_loss + val_loss
+        any_accuracy = any_accuracy or bool(accuracy)
     _log_scale_if_positive(loss_ax, losses)
-    loss_ax.set_title("loss (solid: validation, dashed: train)", fontsize=10)
-    acc_ax.legend(fontsize=8)
+    loss_ax.set_title("loss (dashed: train, solid: validation)", fontsize=10)
+    loss_ax.legend(fontsize=8)
+    if any_accuracy:
+        _cap_at_100(acc_ax)
+    else:
+        acc_ax.text(0.5, 0.5, "no run has a validation set", ha="center", va="center", transform=acc_ax.transAxes)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

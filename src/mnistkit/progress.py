@@ -78,7 +78,11 @@ class ConsoleReporter:
             self.progress.update(self.task, completed=steps_done, loss=f"{running_loss:.4f}", rate=rate)
 
     def epoch_end(self, stats: EpochStats) -> None:
+        self.close()
+        print(format_epoch(stats, self.epochs), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """Take the bar off the screen and give the cursor back; also when training stops with an error or ^C."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        print(format_epoch(stats, self.epochs), file=self.stream, flush=True)

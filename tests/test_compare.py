@@ -1,0 +1,126 @@
+"""mnistkit compare: the table of runs, the overlaid curves, and one clear line for anything that is not a run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mnistkit import compare, runs
+from mnistkit.config import make_config
+from mnistkit.train import train_run
+from test_plots import BLUE, ORANGE, pixels_of, read_png, run_cli
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory, tiny_idx_session) -> Path:
+    """A second finished run with a different model and more epochs (3) than tiny_run (2)."""
+    cfg = make_config(model="mlp", epochs=3, val_size=100, data=str(tiny_idx_session), batch_size=64)
+    out = tmp_path_factory.mktemp("mlp") / "mlp-run"
+    train_run(cfg, runs.create_run_dir(out, cfg.model))
+    return out
+
+
+def test_table_of_runs_with_different_epochs(tiny_run, mlp_run, tmp_path, capsys):
+    out = tmp_path / "compare.png"
+    code, stdout, stderr = run_cli(["compare", str(tiny_run), str(mlp_run), "-o", str(out)], capsys)
+    assert code == 0 and stderr == ""
+    header, cnn_row, mlp_row, curves = stdout.splitlines()
+    assert header.split()[:4] == ["run", "model", "width", "epochs"]
+    assert cnn_row.split()[:4] == ["run", "cnn", "4", "2"] and mlp_row.split()[:4] == ["mlp-run", "mlp", "-", "3"]
+    for row, run in ((cnn_row, tiny_run), (mlp_row, mlp_run)):
+        meta = json.loads((run / "model.json").read_text())
+        assert f"{meta['metrics']['test_accuracy']:.2%}" in row
+        best = max(r["val_accuracy"] for r in runs.read_metrics(run))
+        assert f"{best:.2%} (epoch" in row
+    assert curves == f"curves: {out}"
+    rgb = read_png(out, (1000, 400))
+    assert pixels_of(rgb, BLUE) > 200 and pixels_of(rgb, ORANGE) > 200  # one colour per run
+
+
+def test_figure_overlays_every_epoch_of_every_run(tiny_run, mlp_run):
+    summaries = compare.read_runs([tiny_run, mlp_run])
+    loss_ax, acc_ax = compare.compare_figure(summaries).axes
+    # per run: a dashed train line and a solid validation line, each as long as that run
+    assert [len(line.get_xdata()) for line in loss_ax.lines] == [2, 2, 3, 3]
+    assert [len(line.get_xdata()) for line in acc_ax.lines] == [2, 3]
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["run", "mlp-run"]
+
+
+def test_json_and_differences(tiny_run, mlp_run, capsys):
+    code, stdout, _ = run_cli(["compare", str(tiny_run), str(mlp_run), "--json", "--no-plot"], capsys)
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["differences"] == ["model", "width"]  # epochs are always shown, so not a "difference"
+    assert [r["epochs"] for r in report["runs"]] == [2, 3]
+    assert report["runs"][1]["config"] == {"model": "mlp", "width": None}
+    assert all(0 <= r["test_accuracy"] <= 1 and r["train_seconds"] > 0 for r in report["runs"])
+
+
+def test_stopped_run_and_run_without_validation(tiny_run, tmp_path):
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    shutil.copy(tiny_run / runs.CONFIG_NAME, stopped)
+    runs.write_metrics(stopped, runs.read_metrics(tiny_run)[:1])  # killed after epoch 1 of 2: no model.json
+    no_val = tmp_path / "no-val"
+    no_val.mkdir()
+    shutil.copy(tiny_run / runs.CONFIG_NAME, no_val)
+    runs.write_metrics(no_val, [{"epoch": 1, "train_loss": 0.5, "lr": 0.01, "seconds": 75.0}])
+    summaries = compare.read_runs([stopped, no_val])
+    rows = compare.table(summaries)
+    assert rows[1][1:] == ["1/2", f"{summaries[0].best_val[0]:.2%} (epoch 1)", "-", f"{summaries[0].seconds:.1f}s"]
+    assert rows[2][1:] == ["1/2", "-", "-", "1m 15s"]
+    fig = compare.compare_figure(summaries)
+    assert len(fig.axes[1].lines) == 2 and len(fig.axes[1].lines[1].get_xdata()) == 0
+
+
+def test_same_folder_names_are_told_apart(tiny_run, tmp_path):
+    other = tmp_path / "x" / tiny_run.name
+    shutil.copytree(tiny_run, other)
+    names = [s.name for s in compare.read_runs([tiny_run, other])]
+    assert names == [str(tiny_run), str(other)]
+
+
+def test_format_duration():
+    assert [compare.format_duration(s) for s in (3.25, 59.9, 61, 3599, 3600 * 2 + 60 * 5)] == ["3.2s", "59.9s", "1m 01s", "59m 59s", "2h 05m"]
+
+
+def bad_runs(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_config = tmp_path / "bad-config"
+    bad_config.mkdir()
+    (bad_config / runs.CONFIG_NAME).write_text("{not json")
+    bad_metrics = tmp_path / "bad-metrics"
+    shutil.copytree(good, bad_metrics)
+    (bad_metrics / runs.METRICS_NAME).write_text("epoch,train_loss\n1,lots\n")
+    return {
+        "missing": (tmp_path / "no-such-run", "no such run folder"),
+        "a file": (good / runs.CONFIG_NAME, "a file, not a run folder"),
+        "empty": (empty, "not a run folder (no config.json)"),
+        "bad config": (bad_config, "cannot read the run's config"),
+        "bad metrics": (bad_metrics, "not the metrics mnistkit train writes"),
+    }
+
+
+def test_bad_run_folders_give_one_clear_line(tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for what, (path, message) in bad_runs(tmp_path, tiny_run).items():
+        code, stdout, stderr = run_cli(["compare", str(tiny_run), str(path)], capsys)
+        assert code == 2 and stdout == "", what
+        assert stderr == stderr.strip() + "\n" and stderr.startswith(f"mnistkit: error: {path}"), what
+        assert message in stderr and "Traceback" not in stderr, what
+    assert not (tmp_path / "compare.png").exists()
+
+
+def test_compare_runs_from_another_version(tiny_run, tmp_path):
+    """A run recorded with config keys this version does not know still compares."""
+    other = tmp_path / "older"
+    shutil.copytree(tiny_run, other)
+    config = json.loads((other / runs.CONFIG_NAME).read_text())
+    config["retired_option"] = 1
+    (other / runs.CONFIG_NAME).write_text(json.dumps(config))
+    rows = compare.table(compare.read_runs([tiny_run, other]))
+    assert rows[0][1] == "retired_option" and rows[2][1] == "1"

@@ -1,0 +1,133 @@
+"""Training output: a live bar only on a real terminal; plain epoch lines in logs, pipes, CI and with --quiet."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnistkit import cli
+from mnistkit.progress import ConsoleReporter, format_epoch, format_rate, is_live_terminal
+from mnistkit.train import EpochStats
+
+STATS = [EpochStats(1, 0.9, 0.5, 0.875, 0.01, 1.25), EpochStats(2, 0.4, 0.3, 0.9125, 0.001, 1.0)]
+
+
+class FakeTerminal(io.StringIO):
+    """An in-memory stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def drive(reporter: ConsoleReporter) -> None:
+    """What fit() calls for two epochs of 10 batches."""
+    for stats in STATS:
+        reporter.epoch_start(stats.epoch, len(STATS), 10)
+        reporter.batches_done(5, 0.5)
+        reporter.batches_done(10, 0.4321)
+        reporter.epoch_end(stats)
+
+
+def plain_lines() -> str:
+    return "".join(format_epoch(s, len(STATS)) + "\n" for s in STATS)
+
+
+def test_epoch_line():
+    assert format_epoch(STATS[0], 12) == "epoch  1/12  train loss 0.9000  val loss 0.5000  val acc 87.50%  1.2s"
+    assert format_epoch(EpochStats(3, 0.25, None, None, 0.1, 61.0), 3) == "epoch 3/3  train loss 0.2500  61.0s"
+
+
+def test_rate():
+    assert format_rate(50, 2.0, 128) == "3,200 img/s"
+    assert format_rate(50, 2.0, None) == "25.0 batch/s"
+    assert format_rate(5, 0.0, 128) == "…"
+
+
+@pytest.mark.parametrize("stream, quiet, term", [
+    (io.StringIO(), False, "xterm-256color"),  # a log file or a pipe
+    (FakeTerminal(), True, "xterm-256color"),  # --quiet on a terminal
+    (FakeTerminal(), False, "dumb"),  # a terminal that cannot move the cursor (Emacs shell, some CI)
+])
+def test_plain_lines_only(monkeypatch, stream, quiet, term):
+    monkeypatch.setenv("TERM", term)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # CI services set it; it must not bring the bar back
+    drive(ConsoleReporter(quiet=quiet, stream=stream, batch_size=64))
+    assert stream.getvalue() == plain_lines()  # nothing else: no escape codes, no carriage returns
+
+
+def test_live_bar_on_a_terminal(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLUMNS", "120")
+    stream = FakeTerminal()
+    reporter = ConsoleReporter(stream=stream, batch_size=64)
+    assert reporter.live
+    reporter.epoch_start(1, 2, 10)
+    reporter.batches_done(10, 0.4321)
+    assert reporter.progress is not None
+    reporter.epoch_end(STATS[0])
+    output = stream.getvalue()
+    assert "\x1b[" in output  # the bar was drawn and then erased (transient)
+    assert "epoch 1/2" in output and "10/10" in output and "loss 0.4321" in output and "img/s" in output
+    assert output.endswith(format_epoch(STATS[0], 2) + "\n")  # what stays: the plain epoch line
+    assert "\x1b[?25h" in output  # the cursor is shown again
+
+
+def test_bar_is_cleared_when_training_stops_mid_epoch(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm")
+    stream = FakeTerminal()
+    reporter = ConsoleReporter(stream=stream)
+    reporter.epoch_start(1, 2, 10)
+    reporter.batches_done(5, 0.5)
+    reporter.close()  # what cmd_train's ExitStack does when an error or ^C ends training
+    output = stream.getvalue()
+    assert reporter.progress is None
+    assert "\x1b[?25h" in output and output.endswith("\x1b[2K")  # cursor shown again, bar line erased
+    reporter.close()  # harmless twice
+
+
+def test_is_live_terminal(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm")
+    assert is_live_terminal(FakeTerminal()) and not is_live_terminal(io.StringIO())
+    monkeypatch.setenv("TERM", "dumb")
+    assert not is_live_terminal(FakeTerminal())
+
+
+def train_args(tiny_idx: Path, out: Path) -> list[str]:
+    return ["train", "--data", str(tiny_idx), "--model", "logreg", "--epochs", "2", "--val-size", "100", "--out", str(out)]
+
+
+def test_cli_train_on_a_terminal(tiny_idx, tmp_path, monkeypatch, capsys):
+    """The command end to end on a (fake) terminal: a bar without --quiet, none with it."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for quiet in (False, True):
+        stream = FakeTerminal()
+        monkeypatch.setattr(sys, "stdout", stream)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(train_args(tiny_idx, tmp_path / f"run-{quiet}") + (["--quiet"] if quiet else []))
+        assert exit_info.value.code == 0
+        output = stream.getvalue()
+        assert ("\x1b" in output) is not quiet and ("\r" in output) is not quiet
+        # the epoch summaries are there either way (after the bar's erase codes on a live terminal)
+        assert re.findall(r"epoch (\d/2)  train loss", output) == ["1/2", "2/2"]
+    capsys.readouterr()
+
+
+def test_cli_train_into_a_log_file(tiny_idx, tmp_path):
+    """A real process with its output going to a file, as in CI: only printable lines."""
+    log = tmp_path / "train.log"
+    env = {**os.environ, "TERM": "xterm-256color", "FORCE_COLOR": "1"}
+    with open(log, "w") as f:
+        subprocess.run([sys.executable, "-m", "mnistkit", *train_args(tiny_idx, tmp_path / "run")],
+                       stdout=f, stderr=subprocess.STDOUT, env=env, check=True, timeout=120)
+    text = log.read_text()
+    assert "\x1b" not in text and "\r" not in text
+    assert all(line.isprintable() for line in text.splitlines())
+    lines = text.splitlines()
+    assert lines[0].startswith("training logreg on ") and lines[1].startswith("epoch 1/2  train loss ")
+    assert lines[2].startswith("epoch 2/2") and lines[3].startswith("test accuracy ") and lines[4].startswith("saved ")
