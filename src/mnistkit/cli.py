@@ -182,7 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def add_show(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="draw dataset images as a PNG: a labelled grid, or one image large")
     p.add_argument("--split", choices=["train", "val", "test"], default="train", help="[default: train]")
-    p.add_argument("--n", type=int, default=64, help="images in the grid: the first N of the split [default: 64]")
+    p.add_argument("--n", type=int, default=64, help="images in the grid: the first N of the split, 1 to 400 [default: 64]")
     p.add_argument("--digit", type=int, default=None, metavar="D", help="only images of class D")
     p.add_argument("--index", type=int, default=None, metavar="I", help="draw the I-th image of the split (of class D with --digit) large instead of a grid")
     src = p.add_mutually_exclusive_group()
