@@ -103,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         ctx = stack.enter_context(distributed.process_group(resolve_device(cfg.device)))
         interrupt = stack.enter_context(Interrupt(announce=ctx.is_main))
+        distributed.check_batch_size(cfg.batch_size, ctx)
         if state is None:
             run_dir = distributed.on_main(ctx, lambda: runs.create_run_dir(args.out, cfg.model, args.overwrite))
         else:

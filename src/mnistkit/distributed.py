@@ -34,6 +34,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this machine
     backend: str | None = None
     control_group: object = None  # a Gloo group for small CPU-side votes (stop now?) beside NCCL
 
@@ -89,7 +90,8 @@ def process_group(device: torch.device) -> Iterator[Context]:
     dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
     control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
     try:
-        yield Context(device, rank, world_size, local_rank, backend, control)
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        yield Context(device, rank, world_size, local_rank, local_world_size, backend, control)
     finally:
         dist.destroy_process_group()
 
@@ -119,11 +121,25 @@ def agree(ctx: Context, flag: bool) -> bool:
     return bool(vote.item())
 
 
+def barrier(ctx: Context) -> None:
+    if ctx.distributed:
+        dist.barrier(group=ctx.control_group)
+
+
 def all_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks, in place; returns it."""
     if ctx.distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def gather_rows(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` (same shape on all), stacked: row r is rank r's."""
+    if not ctx.distributed:
+        return tensor[None]
+    rows = [torch.empty_like(tensor) for _ in range(ctx.world_size)]
+    dist.all_gather(rows, tensor.contiguous())
+    return torch.stack(rows)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,17 +225,16 @@ def launch(nproc: int, argv: list[str]) -> int:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     # torchrun would set 1 thread per process and say so in a banner; share this machine's cores instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    os.environ.setdefault("LOGLEVEL", "CRITICAL")  # the launcher's logging; read when its modules load
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import elastic_launch
-    from torch.distributed.run import config_from_args, parse_args
+    from torch.distributed.run import parse_args, run
 
-    config, command, command_args = config_from_args(
-        parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "mnistkit", *argv])
-    )
+    _quiet_launcher_logs()
+
+    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "mnistkit"])
+    args.training_script_args = list(argv)  # not parsed by torchrun: its --nproc-per-node would claim our --nproc
     try:
-        elastic_launch(config, command)(*command_args)
+        run(args)  # torchrun itself, less its crash report
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         if failure.exitcode in (MnistkitError.exit_code, 130):  # the rank printed its own message
@@ -230,3 +245,12 @@ def launch(nproc: int, argv: list[str]) -> int:
     except SignalException:  # Ctrl-C: the launcher passed it to every process, which saved and stopped
         return 130
     return 0
+
+
+def _quiet_launcher_logs() -> None:
+    """Silence the launcher's log lines (closing signals, exit codes): a rank that fails says why itself."""
+    import logging
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

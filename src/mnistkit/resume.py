@@ -137,21 +137,27 @@ def capture(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     generator: torch.Generator,
-    meta: dict[str, Any] | None = None,
+    losses_by_rank: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Everything to continue training, as (JSON, tensors). Call it between two batches."""
+    """Everything to continue training, as (JSON, tensors). Call it between two batches.
+
+    ``losses_by_rank``: under torchrun, every rank's (losses, sizes) of the epoch so far, one row per rank
+    (each trained on its own shard); by default this process's own.
+    """
     rng: dict[str, Any] = {"data": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     partial = progress.step > 0
+    if partial and losses_by_rank is None:
+        losses_by_rank = (progress.losses[None, : progress.step], progress.sizes[None, : progress.step])
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng,
         "epoch_rng": progress.epoch_rng if partial else None,
-        "losses": progress.losses[: progress.step] if partial else None,
-        "sizes": progress.sizes[: progress.step] if partial else None,
+        "losses": losses_by_rank[0] if partial else None,
+        "sizes": losses_by_rank[1] if partial else None,
         "best_state": progress.best_state,
     }
     tensors: dict[str, torch.Tensor] = {}
@@ -163,7 +169,6 @@ def capture(
             "epochs_without_gain": progress.epochs_without_gain,
         },
         "state": body,
-        **(meta or {}),
     }
     return info, tensors
 
@@ -243,6 +248,8 @@ def restore(
     scheduler: Any,
     generator: torch.Generator,
     steps_per_epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Progress:
     """Put the saved weights, optimizer, scheduler and RNG states back; return the loop's bookkeeping."""
     device = next(model.parameters()).device
@@ -265,18 +272,30 @@ def restore(
             epochs_without_gain=int(info["epochs_without_gain"]), best_state=saved["best_state"],
         )
         if progress.step > 0:
-            if not 0 < progress.step < steps_per_epoch or len(saved["losses"]) != progress.step:
+            if not 0 < progress.step < steps_per_epoch or saved["losses"].shape[1] != progress.step:
                 raise ValueError(f"step {progress.step} does not fit an epoch of {steps_per_epoch} batches")
             progress.epoch_rng = saved["epoch_rng"]
             progress.losses = torch.zeros(steps_per_epoch, device=device)
             progress.sizes = torch.zeros(steps_per_epoch, device=device)
-            progress.losses[: progress.step] = saved["losses"].to(device)
-            progress.sizes[: progress.step] = saved["sizes"].to(device)
+            losses, sizes = _losses_of_rank(saved["losses"], saved["sizes"], rank, world_size)
+            progress.losses[: progress.step] = losses.to(device)
+            progress.sizes[: progress.step] = sizes.to(device)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         raise CheckpointError(f"{state.where}: the checkpoint does not fit this run ({type(exc).__name__}: {exc})") from None
     return progress
+
+
+def _losses_of_rank(losses: torch.Tensor, sizes: torch.Tensor, rank: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's row of the saved per-rank losses. Resumed with another number of processes, rank 0
+    carries the epoch's loss so far (sizes summed, losses size-weighted) and the others start empty."""
+    if len(losses) == world_size:
+        return losses[rank], sizes[rank]
+    if rank != 0:
+        return torch.zeros_like(losses[0]), torch.zeros_like(sizes[0])
+    total = sizes.sum(0)
+    return (losses * sizes).sum(0) / total.clamp(min=1), total
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:

@@ -154,16 +154,26 @@ class Checkpoints:
     def due(self, global_step: int) -> bool:
         return self.every > 0 and global_step % self.every == 0
 
-    def save(self, progress: resume.Progress, model: nn.Module, optimizer, scheduler, generator: torch.Generator) -> None:
+    def save(self, progress: resume.Progress, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
+             ctx: distributed.Context) -> None:
+        """Called on every rank (each holds the losses of its own shard); rank 0 writes."""
+        losses_by_rank = None
+        if progress.step:
+            losses_by_rank = (distributed.gather_rows(ctx, progress.losses[: progress.step]),
+                              distributed.gather_rows(ctx, progress.sizes[: progress.step]))
         if self.run_dir is not None:
-            resume.save(self.run_dir, *resume.capture(progress, model, optimizer, scheduler, generator))
+            resume.save(self.run_dir, *resume.capture(progress, model, optimizer, scheduler, generator, losses_by_rank))
 
-    def interrupted(self, progress: resume.Progress, steps_per_epoch: int) -> TrainingInterrupted:
+    def interrupted(self, progress: resume.Progress, steps_per_epoch: int, ctx: distributed.Context) -> TrainingInterrupted:
         where = (f"at epoch {progress.epoch}, step {progress.step} of {steps_per_epoch}" if progress.step
                  else f"after epoch {progress.epoch - 1}")
+        distributed.barrier(ctx)  # every rank stopped here; leave together once rank 0 has saved
         if self.run_dir is None:
             return TrainingInterrupted(f"interrupted {where}")
-        return TrainingInterrupted(f"interrupted {where}; checkpoint saved. Resume with: mnistkit train --resume {self.run_dir}")
+        command = f"mnistkit train --resume {self.run_dir}"
+        if ctx.distributed:
+            command += f" --nproc {ctx.world_size}" if ctx.world_size == ctx.local_world_size else " (under the same torchrun command)"
+        return TrainingInterrupted(f"interrupted {where}; checkpoint saved. Resume with: {command}")
 
 
 def fit(
@@ -201,7 +211,7 @@ def fit(
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     generator = torch.Generator().manual_seed(cfg.seed)  # draws the permutations and the augmentations
     if resume_from is not None:
-        progress = resume.restore(resume_from, model, optimizer, scheduler, generator, steps_per_epoch)
+        progress = resume.restore(resume_from, model, optimizer, scheduler, generator, steps_per_epoch, ctx.rank, ctx.world_size)
     else:
         progress = resume.Progress()
     net = distributed.wrap(model, ctx)  # after restoring: DDP starts every rank from rank 0's weights
@@ -236,9 +246,9 @@ def fit(
                 stop = checkpoints.stop_requested(ctx)
                 if stop or checkpoints.due((epoch - 1) * steps_per_epoch + progress.step):
                     progress.epoch_seconds = time.perf_counter() - start
-                    checkpoints.save(progress, model, optimizer, scheduler, generator)
+                    checkpoints.save(progress, model, optimizer, scheduler, generator, ctx)
                 if stop:
-                    raise checkpoints.interrupted(progress, steps_per_epoch)
+                    raise checkpoints.interrupted(progress, steps_per_epoch, ctx)
         losses = distributed.all_sum(ctx, torch.stack([(progress.losses * progress.sizes).sum(), progress.sizes.sum()]))
         train_loss = (losses[0] / losses[1]).item()
         distributed.broadcast_buffers(model, ctx)
@@ -260,9 +270,9 @@ def fit(
                 progress.epochs_without_gain += 1
         progress.done = epoch == cfg.epochs or 0 < cfg.early_stopping <= progress.epochs_without_gain
         progress.epoch, progress.step = epoch + 1, 0
-        checkpoints.save(progress, model, optimizer, scheduler, generator)
+        checkpoints.save(progress, model, optimizer, scheduler, generator, ctx)
         if not progress.done and checkpoints.stop_requested(ctx):
-            raise checkpoints.interrupted(progress, steps_per_epoch)
+            raise checkpoints.interrupted(progress, steps_per_epoch, ctx)
     if progress.best_state is not None:
         model.load_state_dict(progress.best_state)
     distributed.check_in_sync(model, ctx)

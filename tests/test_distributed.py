@@ -1,0 +1,122 @@
+"""Multi-process training on this CPU: torchrun with Gloo, DistributedDataParallel, the --nproc shortcut."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mnistkit import data, distributed, runs
+from mnistkit.config import make_config
+from mnistkit.train import train_run
+
+# Each rank trains as `mnistkit train` does, then writes its own final weights for the test to compare.
+RANK_SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from safetensors.torch import save_file
+    from mnistkit import distributed, runs
+    from mnistkit.config import make_config
+    from mnistkit.train import resolve_device, train_run
+
+    out, digits = Path(sys.argv[1]), sys.argv[2]
+    cfg = make_config(model="mlp", epochs=1, batch_size=128, val_size=0, device="cpu", data=digits)
+    with distributed.process_group(resolve_device(cfg.device)) as ctx:
+        run_dir = distributed.on_main(ctx, lambda: runs.create_run_dir(out / "run", cfg.model))
+        result = train_run(cfg, run_dir, ctx=ctx)
+        save_file(result.model.state_dict(), out / f"rank{ctx.rank}.safetensors")
+        if ctx.is_main:
+            (out / "accuracy").write_text(repr(result.test_accuracy))
+""")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory, mnist) -> Path:
+    """12,000 real training digits and the full 10,000 test digits."""
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    np.savez(path, x_train=mnist.train.images[:12_000].numpy(), y_train=mnist.train.labels[:12_000].numpy(),
+             x_test=mnist.test.images.numpy(), y_test=mnist.test.labels.numpy())
+    return path
+
+
+def files(run_dir: Path) -> set[str]:
+    return {str(p.relative_to(run_dir).parent / (p.name if "state-" not in p.name else "state-*")) for p in run_dir.rglob("*")}
+
+
+def test_two_gloo_processes_train_like_one_with_the_same_global_batch(digits, tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path), str(digits)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"
+
+    single_dir = runs.create_run_dir(tmp_path / "single", "mlp")
+    single = train_run(make_config(model="mlp", epochs=1, batch_size=128, val_size=0, device="cpu", data=str(digits)), single_dir)
+    multi_accuracy = float((tmp_path / "accuracy").read_text())
+    assert abs(multi_accuracy - single.test_accuracy) <= 0.005, (multi_accuracy, single.test_accuracy)
+    assert single.test_accuracy > 0.85
+    assert files(tmp_path / "run") == files(single_dir)
+    meta = runs.json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["processes"] == {"world_size": 2, "backend": "gloo"}
+    assert len(runs.read_metrics(tmp_path / "run")) == 1
+
+
+def test_nproc_launches_torchrun_and_only_rank_0_speaks(tiny_idx, tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "mnistkit", "train", "--nproc", "2", "--data", str(tiny_idx), "--model", "mlp",
+            "--epochs", "1", "--val-size", "100", "--batch-size", "64", "--quiet"]
+    done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"training mlp on {tiny_idx} for 1 epochs in 2 processes (gloo) -> {out}"
+    assert [line.split()[0] for line in lines[1:]] == ["epoch", "test", "saved"]
+    assert done.stderr == ""
+    assert (out / "model.safetensors").is_file() and (out / "resume" / "state.json").is_file()
+
+    refused = subprocess.run([*argv, "--batch-size", "63", "--out", str(tmp_path / "odd")], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        "mnistkit: error: --batch-size 63 is the global batch and must divide evenly among 2 processes; use a multiple of 2"
+    ]
+    assert not (tmp_path / "odd").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# In one process everything is a no-op
+
+
+def test_outside_torchrun_the_context_is_one_process(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with distributed.process_group(torch.device("cpu")) as ctx:
+        assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
+        assert distributed.on_main(ctx, lambda: 42) == 42
+        assert distributed.agree(ctx, True) and not distributed.agree(ctx, False)
+        assert distributed.steps_per_epoch(1000, 128, ctx) == 8
+
+
+def test_shards_are_disjoint_and_together_make_the_single_process_batches():
+    split = data.Split(torch.zeros(1000, 28, 28, dtype=torch.uint8), torch.arange(1000) % 10)
+    split.labels = torch.arange(1000)  # labels as indices, to see which examples each batch holds
+    norm = data.Normalization()
+    single = [y for _, y in data.batches(split, 128, norm, shuffle=True, generator=torch.Generator().manual_seed(0))]
+    shards = [[y for _, y in data.batches(split, 128, norm, shuffle=True, generator=torch.Generator().manual_seed(0), rank=r, world_size=2)]
+              for r in range(2)]
+    ctx = distributed.Context(torch.device("cpu"), rank=0, world_size=2)
+    assert len(shards[0]) == len(shards[1]) == distributed.steps_per_epoch(1000, 128, ctx)
+    for step, (a, b) in enumerate(zip(*shards)):
+        assert not set(a.tolist()) & set(b.tolist())
+        assert set(a.tolist()) | set(b.tolist()) == set(single[step].tolist())
