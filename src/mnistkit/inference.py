@@ -26,7 +26,7 @@ from .models import count_parameters
 from .preprocess import ImageError, to_mnist
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-BATCH_SIZE = 1024  # images per forward pass in predict_array: bounds memory on large inputs
+BATCH_SIZE = 256  # images per forward pass in predict_array: activations stay in cache (faster than 1024 on CPU)
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -103,6 +103,8 @@ class Classifier:
         norm = Normalization(**meta["normalization"]) if "normalization" in meta else Normalization()
         # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
         self.model = InferenceModel(net.eval().requires_grad_(False), norm, bool(meta.get("tta"))).eval()
+        # Convolutions run about twice as fast on CPU with channels-last (NHWC) weights; other layers ignore it.
+        self.model.net.to(memory_format=torch.channels_last)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Classifier":
@@ -128,7 +130,7 @@ class Classifier:
             "command": self.meta.get("command"),
         }
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_array(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities, float32 (N, classes), for images already in MNIST form.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import fileio
 from .errors import MnistkitError
@@ -156,16 +156,23 @@ def _border_level(gray: np.ndarray) -> float:
 
 
 def otsu_threshold(gray: np.ndarray) -> int:
-    """The gray level that best splits ``gray`` into two classes (Otsu's method)."""
-    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
-    levels = np.arange(256)
+    """The gray level that best splits uint8 ``gray`` into two classes (Otsu's method): ``gray > t`` is one."""
+    return _otsu(np.bincount(gray.ravel(), minlength=256))
+
+
+def _otsu(hist: np.ndarray) -> int:
+    hist = hist.astype(np.float64)
     weight0 = np.cumsum(hist)
     weight1 = weight0[-1] - weight0
-    sum0 = np.cumsum(hist * levels)
+    sum0 = np.cumsum(hist * np.arange(256))
     mean0 = sum0 / np.maximum(weight0, 1)
     mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
-    between = weight0 * weight1 * (mean0 - mean1) ** 2
-    return int(np.argmax(between))
+    return int(np.argmax(weight0 * weight1 * (mean0 - mean1) ** 2))
+
+
+def _quantile(hist: np.ndarray, q: float) -> int:
+    """The q-quantile of the gray levels counted in ``hist`` (its index)."""
+    return int(np.searchsorted(np.cumsum(hist), q * hist.sum()))
 
 
 def _ink(gray: np.ndarray) -> np.ndarray:
@@ -173,22 +180,34 @@ def _ink(gray: np.ndarray) -> np.ndarray:
 
     Otsu's threshold splits ink from paper. Paper (texture, shadows, JPEG noise) becomes zero; the ink mask,
     grown by one pixel to keep the anti-aliased edge of each stroke, keeps its gray levels above the paper's,
-    stretched so that solid strokes are white as in MNIST. Raises ``ImageError`` when the two classes differ
-    by less than ``MIN_CONTRAST`` gray levels: a blank page, or only noise.
+    stretched so that solid strokes are white as in MNIST. Raises ``ImageError`` when the two classes' medians
+    differ by less than ``MIN_CONTRAST`` gray levels: a blank page, or only noise.
     """
     if _border_level(gray) >= 128:
         gray = 255 - gray
-    threshold = otsu_threshold(gray)
-    mask = gray > threshold
-    if not mask.any() or mask.all():
+    hist = np.bincount(gray.ravel(), minlength=256)
+    threshold = _otsu(hist)
+    paper_hist, ink_hist = hist[: threshold + 1], hist[threshold + 1 :]
+    if not paper_hist.any() or not ink_hist.any():
         raise ImageError("no ink found: the image is blank")
-    paper = float(np.median(gray[~mask]))
-    if float(np.median(gray[mask])) - paper < MIN_CONTRAST:
+    paper = _quantile(paper_hist, 0.5)
+    if threshold + 1 + _quantile(ink_hist, 0.5) - paper < MIN_CONTRAST:
         raise ImageError("no ink found: the image is blank or has too little contrast")
-    solid = float(np.percentile(gray[mask], 99))  # not the maximum: one hot pixel must not dim every stroke
-    mask = np.asarray(Image.fromarray(mask).filter(ImageFilter.MaxFilter(3)))
-    ink = np.where(mask, (gray - paper) * (255.0 / max(1.0, solid - paper)), 0.0)
+    solid = threshold + 1 + _quantile(ink_hist, 0.99)  # not the maximum: one hot pixel must not dim every stroke
+    mask = _grow(gray > threshold)
+    ink = np.where(mask, (gray - np.float32(paper)) * np.float32(255.0 / max(1, solid - paper)), np.float32(0))
     return np.clip(np.round(ink), 0, 255).astype(np.uint8)
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """The mask dilated by one pixel in every direction (a 3×3 square)."""
+    rows = mask.copy()
+    rows[1:] |= mask[:-1]
+    rows[:-1] |= mask[1:]
+    grown = rows.copy()
+    grown[:, 1:] |= rows[:, :-1]
+    grown[:, :-1] |= rows[:, 1:]
+    return grown
 
 
 def center_digit(ink: np.ndarray) -> np.ndarray:
