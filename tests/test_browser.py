@@ -121,6 +121,21 @@ def test_draw_one_then_clear_then_zero(page, server_url):
     assert page.requested and all(url.startswith(server_url) for url in page.requested), page.requested
 
 
+def test_prediction_updates_while_still_drawing(page):
+    box = page.locator("#pad").bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + 0.15 * box["height"])
+    page.mouse.down()
+    shown = []
+    for i in range(1, 31):  # a slow stroke, over a second with no pause as long as the 150 ms debounce
+        page.mouse.move(x, box["y"] + (0.15 + 0.024 * i) * box["height"])
+        page.wait_for_timeout(30)
+        shown.append(page.locator("#digit").inner_text())
+    assert any(text != "–" for text in shown), shown  # answered mid-stroke (at most every 400 ms)
+    page.mouse.up()
+    sync_api.expect(page.locator("#digit")).to_have_text("1")
+
+
 def test_phone_sized_screen(browser, server_url):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
     page = context.new_page()

@@ -2,7 +2,8 @@
 // answered with the probabilities (bars) and the 28×28 image the model saw.
 "use strict";
 
-const DEBOUNCE_MS = 150; // wait this long after the last stroke change before asking the server
+const DEBOUNCE_MS = 150; // wait this long after the last stroke change before asking the server...
+const MAX_WAIT_MS = 400; // ...but during a long stroke, ask at least this often
 const INK = "#000";
 const PAPER = "#fff";
 
@@ -19,6 +20,7 @@ let hasInk = false;
 let drawingPointer = null; // id of the pointer drawing now, so a second finger does not scribble
 let last = null; // previous point of the current stroke
 let timer = null;
+let lastAsked = 0; // when the last request was sent (performance.now())
 let inFlight = false;
 let dirty = false; // the drawing changed since the request in flight was sent
 let generation = 0; // bumped by Clear: answers about an older drawing are dropped
@@ -104,6 +106,8 @@ pad.addEventListener("pointerdown", (event) => {
   last = point(event);
   dot(last);
   hasInk = true;
+  // A new stroke after a pause starts the MAX_WAIT_MS clock, rather than asking about a single dot at once.
+  lastAsked = Math.max(lastAsked, performance.now() - MAX_WAIT_MS);
   schedule();
 });
 
@@ -141,7 +145,8 @@ document.addEventListener("keydown", (event) => {
 
 function schedule() {
   clearTimeout(timer);
-  timer = setTimeout(predict, DEBOUNCE_MS);
+  const overdue = performance.now() - lastAsked > MAX_WAIT_MS;
+  timer = setTimeout(predict, overdue ? 0 : DEBOUNCE_MS);
 }
 
 async function predict() {
@@ -152,6 +157,7 @@ async function predict() {
   }
   inFlight = true;
   dirty = false;
+  lastAsked = performance.now();
   const sent = generation;
   try {
     const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
