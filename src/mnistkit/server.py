@@ -1,7 +1,8 @@
 """The web page and HTTP API: draw a digit and see what the model thinks.
 
-``create_app(classifier)`` builds the FastAPI app; ``serve`` runs it on uvicorn. Images go through the same
-``Classifier.predict`` (and so ``preprocess.to_mnist``) as ``mnistkit predict``. Every bad request gets a 4xx
+``create_app(classifier)`` builds the FastAPI app; ``serve`` runs it on uvicorn. Images are prepared by the same
+``preprocess.to_mnist`` as ``mnistkit predict``, then classified together with those of concurrent requests
+(``Batcher``). Every bad request gets a 4xx
 with a JSON body ``{"error": "<one line: what is wrong and what to do>"}``; nothing a client sends can stop the
 server. The page (``static/``) and the API docs' scripts are served from the package: nothing from a CDN.
 """
@@ -144,16 +145,16 @@ class Batcher:
         try:
             while self.waiting:
                 batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
+                futures = [future for _, future in batch]
                 try:
                     probabilities = await anyio.to_thread.run_sync(self.classifier.predict_array, np.stack([image for image, _ in batch]))
-                except Exception as exc:  # handed to each request, which answers 500 and leaves the server serving
-                    probabilities = [exc] * len(batch)
-                for (_, future), result in zip(batch, probabilities):
-                    if future.done():
-                        continue  # its client went away
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
+                except Exception as exc:  # each request answers 500; the server goes on serving
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for future, result in zip(futures, probabilities):
+                    if not future.done():  # done: cancelled, its client went away
                         future.set_result(result)
         finally:
             self.worker = None
