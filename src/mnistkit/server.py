@@ -195,7 +195,7 @@ def create_app(classifier: Classifier) -> FastAPI:
     app = FastAPIOffline(
         title="mnistkit",
         version=__version__,
-        description="Draw a digit and see what the model thinks. The page is at `/`; `/redoc` has the same docs.",
+        description="Draw a digit and see what the model thinks: [the drawing page](/). The same docs as [ReDoc](/redoc).",
     )
     app.add_middleware(LimitBody, limit=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
