@@ -67,8 +67,8 @@ def test_notebook_executes(tmp_path: Path):
     assert "当前step:1" in text  # the tutorial's fit ran its 2 fast-mode epochs
     assert "test accuracy" in text and "predicted 7" in text
     images = [out for out in outputs if "image/png" in out.get("data", {})]
-    # imshow, grid, curves, confusion, mistakes, compare, drawing, model input
-    assert len(images) >= 8
+    # imshow, grid, SGD vs AdamW, curves, confusion, mistakes, compare, the drawing, what the model saw
+    assert len(images) == 9
     # The notebook's runs went to the working folder given to the kernel, and are complete.
     for run in ("notebook-cnn", "notebook-tutorial"):
         assert {"config.json", "metrics.csv", "model.json", "model.safetensors", "curves.png"} <= {p.name for p in (work / "runs" / run).iterdir()}
