@@ -99,6 +99,15 @@ def test_model_describes_the_bundled_convnet(client, classifier):
     assert info["classes"] == [str(d) for d in range(10)]
 
 
+def test_serves_a_trained_run_given_as_model(tiny_run, digits):
+    served = Classifier.load(tiny_run)
+    with TestClient(create_app(served)) as test_client:
+        info = test_client.get("/api/model").json()
+        assert info["source"] == str(tiny_run) and info["parameters"] == served.describe()["parameters"]
+        answer = test_client.post("/api/predict", json=pixels_body(digits[0][0])).json()
+        np.testing.assert_allclose(answer["probabilities"], served.predict_array(digits[0][0])[0], atol=1e-5)
+
+
 def test_predict_drawing_upload_matches_mnistkit_predict(client, classifier, digits):
     images, labels = digits
     for image, label in zip(images, labels):
