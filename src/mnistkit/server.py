@@ -38,7 +38,9 @@ MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024  # room for the multipart envelope 
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")  # what browsers and phones produce; Pillow's other decoders stay off
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 FORMAT_NAMES = "PNG, JPEG or WebP"
-MAX_BATCH = 64  # images of concurrent requests classified in one forward pass
+# Images of concurrent requests classified in one forward pass. On one CPU thread the bundled convnet takes 1.2 ms
+# for one image alone and 0.44 ms an image in passes of 32; larger passes cost no less and only make requests wait.
+MAX_BATCH = 32
 # Images decoded and preprocessed at once, in threads beside the event loop: one per core of the 2-core target
 # machine. More only adds thread switching under load, since much of that work holds the GIL.
 PREPROCESS_THREADS = 2
