@@ -5,10 +5,13 @@ Prints, after the model is loaded:
     includes preprocessing (the pass-through check), the forward pass and building the result
     (goal: ≤ 3 ms); also one 200×200 black-on-white PNG file, decoded and fully preprocessed, for context;
   - batch throughput: the 10,000 MNIST test images through ``Classifier.predict_array`` (goal: ≥ 5,000
-    images/s), and through ``Classifier.predict`` with preprocessing, for context.
+    images/s), and through ``Classifier.predict`` with preprocessing, for context; and, where onnxruntime
+    is installed, the same model exported to ONNX (``mnistkit export``) run by onnxruntime.
 
-Usage: .venv/bin/python benchmarks/bench_predict.py [--repeats N] [--json]
-Other programs sharing the CPU slow every figure down; the load average is printed with them.
+Each figure is taken with every PyTorch thread count given by --threads (default: 1 and all cores).
+Usage: .venv/bin/python benchmarks/bench_predict.py [--threads 1 2] [--repeats N] [--json]
+Other programs sharing the CPU slow every figure down (several threads suffer most, as they wait for each
+other); the load average is printed with them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from PIL import Image
 
 from mnistkit import data
-from mnistkit.inference import Classifier
+from mnistkit.inference import BATCH_SIZE, Classifier
 
 LATENCY_GOAL_MS = 3.0
 THROUGHPUT_GOAL = 5000.0
@@ -44,23 +47,26 @@ def latencies_ms(call, items: list, warmup: int = 20) -> list[float]:
     return times
 
 
-def best_rate(call, n: int, repeats: int) -> float:
-    """Images per second of the fastest of ``repeats`` runs over n images (after one warm-up run)."""
+def best_rate(call, n: int, repeats: int) -> tuple[float, float]:
+    """Images per second of wall-clock time and per second of this process's CPU time, the best of
+    ``repeats`` runs over n images (after one warm-up run). On a busy machine the CPU-time rate is what the
+    process achieved while it actually ran."""
     call()
-    best = min(_timed(call) for _ in range(repeats))
-    return n / best
+    wall, cpu = zip(*(_timed(call) for _ in range(repeats)))
+    return n / min(wall), n / min(cpu)
 
 
-def _timed(call) -> float:
-    start = time.perf_counter()
+def _timed(call) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
     call()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the batch figures; the best counts [default: 3]")
     parser.add_argument("--singles", type=int, default=500, help="single images timed [default: 500]")
+    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, torch.get_num_threads()}), help="PyTorch thread counts to measure with [default: 1 and all cores]")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
 
@@ -69,49 +75,80 @@ def main() -> None:
     load_ms = (time.perf_counter() - load_start) * 1000
     test = data.load_bundled_mnist().test
     images = test.images.numpy()
-    labels = test.labels.numpy()
-
-    singles = list(images[: args.singles])
-    single = latencies_ms(classifier.predict, singles)
+    accuracy = float((classifier.predict_array(images).argmax(1) == test.labels.numpy()).mean())
+    figures = {
+        "model": f"{classifier.meta['model']} {classifier.meta['model_options']}",
+        "test_accuracy": accuracy,
+        "cpu_count": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        "model_load_ms": round(load_ms, 1),
+        "batch_size": BATCH_SIZE,
+        "by_threads": {},
+    }
     with tempfile.TemporaryDirectory() as folder:
         pngs = []
         for i, digit in enumerate(images[:100]):
             pngs.append(Path(folder) / f"{i}.png")
             Image.fromarray(255 - digit).resize((200, 200), Image.Resampling.BILINEAR).save(pngs[-1])
-        png = latencies_ms(classifier.predict, pngs)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            single = latencies_ms(classifier.predict, list(images[: args.singles]))
+            png = latencies_ms(classifier.predict, pngs)
+            figures["by_threads"][threads] = {
+                "single_28x28_ms_median": round(statistics.median(single), 3),
+                "single_28x28_ms_p90": round(float(np.percentile(single, 90)), 3),
+                "single_200x200_png_ms_median": round(statistics.median(png), 3),
+            }
+            wall, cpu = best_rate(lambda: classifier.predict_array(images), len(images), args.repeats)
+            figures["by_threads"][threads].update(batch_images_per_s=round(wall), batch_images_per_cpu_s=round(cpu))
+            wall, _ = best_rate(lambda: classifier.predict(images), len(images), args.repeats)
+            figures["by_threads"][threads]["batch_with_preprocessing_images_per_s"] = round(wall)
+            figures["by_threads"][threads]["onnxruntime_images_per_s"] = onnx_rate(images, threads, args.repeats, folder)
+    figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(figures) if args.json else report(figures))
 
-    batch_rate = best_rate(lambda: classifier.predict_array(images), len(images), args.repeats)
-    with_preprocessing = best_rate(lambda: classifier.predict(images), len(images), args.repeats)
-    accuracy = float((classifier.predict_array(images).argmax(1) == labels).mean())
 
-    figures = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "model_load_ms": round(load_ms, 1),
-        "single_28x28_ms_median": round(statistics.median(single), 3),
-        "single_28x28_ms_p90": round(float(np.percentile(single, 90)), 3),
-        "single_200x200_png_ms_median": round(statistics.median(png), 3),
-        "batch_images_per_s": round(batch_rate),
-        "batch_with_preprocessing_images_per_s": round(with_preprocessing),
-        "test_accuracy": accuracy,
-    }
-    if args.json:
-        print(json.dumps(figures))
-        return
+def onnx_rate(images: np.ndarray, threads: int, repeats: int, folder: str) -> int | None:
+    """Images/s of the pretrained model exported to ONNX and run by onnxruntime, or None without it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from mnistkit.export import export_checkpoint
+
+    path = Path(folder) / "pretrained.onnx"
+    if not path.exists():
+        export_checkpoint(None, "onnx", path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = images.astype(np.float32)[:, None] / 255
+    run = lambda: [session.run(None, {"pixels": x[i : i + BATCH_SIZE]}) for i in range(0, len(x), BATCH_SIZE)]
+    return round(best_rate(run, len(x), repeats)[0])
+
+
+def report(figures: dict) -> str:
     mark = lambda ok: "meets the goal" if ok else "MISSES the goal"
-    print(f"pretrained {classifier.meta['model']} {classifier.meta['model_options']}, test accuracy {accuracy:.2%}, "
-          f"loaded in {load_ms:.0f} ms")
-    print(f"CPU: {figures['cpu_count']} cores, torch threads {figures['torch_threads']}, "
-          f"load average {', '.join(map(str, figures['load_average']))} (other work on the machine slows every figure)")
-    print(f"single 28×28 image, preprocessing included: median {figures['single_28x28_ms_median']:.2f} ms, "
-          f"p90 {figures['single_28x28_ms_p90']:.2f} ms over {len(single)} images  "
-          f"(goal ≤ {LATENCY_GOAL_MS:g} ms: {mark(statistics.median(single) <= LATENCY_GOAL_MS)})")
-    print(f"single 200×200 PNG file, decoded and preprocessed: median {figures['single_200x200_png_ms_median']:.2f} ms")
-    print(f"batch of {len(images):,} test images (predict_array): {batch_rate:,.0f} images/s  "
-          f"(goal ≥ {THROUGHPUT_GOAL:,.0f}: {mark(batch_rate >= THROUGHPUT_GOAL)})")
-    print(f"the same through predict (preprocessing and results per image): {with_preprocessing:,.0f} images/s")
+    lines = [
+        f"pretrained {figures['model']}: test accuracy {figures['test_accuracy']:.2%}, loaded in {figures['model_load_ms']:.0f} ms",
+        f"CPU: {figures['cpu_count']} cores; load average {figures['load_average_before'][0]} before, "
+        f"{figures['load_average_after'][0]} after (other work on the machine slows every figure)",
+    ]
+    for threads, f in figures["by_threads"].items():
+        lines += [
+            f"with {threads} PyTorch thread{'s' if threads > 1 else ''}:",
+            f"  single 28×28 image, preprocessing included: median {f['single_28x28_ms_median']:.2f} ms, p90 "
+            f"{f['single_28x28_ms_p90']:.2f} ms  (goal ≤ {LATENCY_GOAL_MS:g} ms: {mark(f['single_28x28_ms_median'] <= LATENCY_GOAL_MS)})",
+            f"  single 200×200 PNG file, decoded and preprocessed: median {f['single_200x200_png_ms_median']:.2f} ms",
+            f"  batch throughput, 10,000 test images in batches of {figures['batch_size']}: {f['batch_images_per_s']:,} images/s  "
+            f"(goal ≥ {THROUGHPUT_GOAL:,.0f}: {mark(f['batch_images_per_s'] >= THROUGHPUT_GOAL)}); "
+            f"{f['batch_images_per_cpu_s']:,} images per second of CPU time",
+            f"  the same through predict (preprocessing and a result per image): {f['batch_with_preprocessing_images_per_s']:,} images/s",
+        ]
+        if f["onnxruntime_images_per_s"] is not None:
+            lines.append(f"  the model exported to ONNX, run by onnxruntime: {f['onnxruntime_images_per_s']:,} images/s")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

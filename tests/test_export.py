@@ -97,14 +97,19 @@ def test_unknown_format_is_a_library_error(tiny_run):
         export_checkpoint(tiny_run, "tflite")
 
 
-def test_cli_export_of_the_pretrained_model(tmp_path, capsys):
-    out = tmp_path / "pretrained.onnx"
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_cli_export_of_the_pretrained_model(tmp_path, capsys, pixels_of, fmt):
+    out = tmp_path / f"pretrained.{fmt}"
     with pytest.raises(SystemExit) as exit_info:
-        main(["export", "--format", "onnx", "-o", str(out)])
+        main(["export", "--format", fmt, "-o", str(out)])
     captured = capsys.readouterr()
     assert exit_info.value.code == 0, captured.err
     assert f"wrote {out}" in captured.out and "1,000 test images" in captured.out
     assert out.stat().st_size <= 2_000_000
+    # Checked here too, not only by the exporter: the file alone, on 1,000 test images in one batch.
+    x = pixels_of(1000)
+    got = onnx_probabilities(out, x) if fmt == "onnx" else torch.jit.load(str(out))(torch.from_numpy(x)).numpy()
+    assert np.abs(got - Classifier.load().predict_array(x)).max() <= 1e-4
 
 
 def test_cli_export_errors_are_one_line(tmp_path, capsys):

@@ -35,13 +35,19 @@ class ImageError(MnistkitError):
 
 
 def to_mnist(item: ImageInput) -> np.ndarray:
-    """Any image (path, PIL image or array) -> uint8 (28, 28), white ink on black, centred by mass."""
+    """Any image (path, PIL image or array) -> uint8 (28, 28), white ink on black, centred by mass.
+
+    Raises ``ImageError`` whose message starts with the file (or "image", "array") it is about.
+    """
     gray = _grayscale(item)
-    if gray.shape == (CANVAS, CANVAS) and _border_level(gray) < 128:
-        if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
-            raise ImageError("no ink found: the image is blank or has too little contrast")
-        return gray  # already MNIST-like: the model sees exactly what it was given
-    return center_digit(_ink(gray))
+    try:
+        if gray.shape == (CANVAS, CANVAS) and _border_level(gray) < 128:
+            if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
+                raise ImageError("no ink found: the image is blank or has too little contrast")
+            return gray  # already MNIST-like: the model sees exactly what it was given
+        return center_digit(_ink(gray))
+    except ImageError as exc:
+        raise ImageError(f"{_where(item)}: {exc}") from None
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -80,18 +86,23 @@ def _check_size(size: tuple[int, int], where: str) -> None:
         raise ImageError(f"{where}: image of {width}×{height} pixels is too small to hold a digit (at least {MIN_SIDE}×{MIN_SIDE})")
 
 
+def _where(item: ImageInput) -> str:
+    """How error messages name an input."""
+    if isinstance(item, (str, Path)):
+        return str(Path(item).expanduser())
+    return "array" if isinstance(item, np.ndarray) else "image"
+
+
 def _grayscale(item: ImageInput) -> np.ndarray:
     """Any input -> uint8 (H, W) grayscale with the EXIF orientation applied and alpha resolved."""
+    where = _where(item)
     if isinstance(item, (str, Path)):
         image = load_image(item)
-        where = str(item)
     elif isinstance(item, Image.Image):
         image = item
-        where = "image"
         _check_size(image.size, where)
     elif isinstance(item, np.ndarray):
         image = _array_to_image(item)
-        where = "array"
     else:
         raise ImageError(f"cannot read a {type(item).__name__} as an image; pass a file path, a PIL image or a NumPy array")
     try:

@@ -1,0 +1,227 @@
+"""mnistkit predict / inspect / export end to end: output formats, folders and globs, --show-input, and every
+bad input giving one clear line, a non-zero exit and no traceback while the good images are still predicted."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnistkit.checkpoint import save_checkpoint
+from mnistkit.cli import main
+from mnistkit.models import create_model
+from mnistkit.preprocess import to_mnist
+
+DIGITS = {"seven": 0, "two": 1, "one": 2, "zero": 3}  # name -> index in the MNIST test set
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def draw(mnist, name: str, path: Path, size: int = 200) -> Path:
+    """A real MNIST test digit drawn black on white at another size, saved in the format the suffix names."""
+    digit = mnist.test.images[DIGITS[name]].numpy()
+    Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BILINEAR).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, mnist) -> Path:
+    """digits/seven.png, two.png, one.png and digits/more/zero.jpg."""
+    root = tmp_path_factory.mktemp("digits")
+    (root / "more").mkdir()
+    for name in ("seven", "two", "one"):
+        draw(mnist, name, root / f"{name}.png")
+    draw(mnist, "zero", root / "more" / "zero.jpg")
+    return root
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------------------------------
+# predict
+
+
+def test_predict_walks_a_folder(capsys, folder):
+    code, out, err = run(capsys, "predict", folder)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(folder / p) for p in ("more/zero.jpg", "one.png", "seven.png", "two.png")]
+    assert [line.split(": ")[1].split()[0] for line in lines] == ["0", "1", "7", "2"]
+    assert all("top 3: " in line and line.count("%") == 4 for line in lines)
+
+
+def test_predict_json_one_object_per_image_with_top_k(capsys, folder):
+    code, out, _ = run(capsys, "predict", "--json", "--top-k", "5", folder / "seven.png", folder / "two.png")
+    assert code == 0
+    objects = [json.loads(line) for line in out.splitlines()]
+    assert [o["source"] for o in objects] == [str(folder / "seven.png"), str(folder / "two.png")]
+    assert [o["digit"] for o in objects] == [7, 2] and [o["label"] for o in objects] == ["7", "2"]
+    for o in objects:
+        assert len(o["top"]) == 5 and o["top"][0] == {"label": o["label"], "probability": o["probability"]}
+        assert [t["probability"] for t in o["top"]] == sorted((t["probability"] for t in o["top"]), reverse=True)
+
+
+def test_predict_expands_glob_patterns(capsys, folder):
+    code, out, _ = run(capsys, "predict", f"{folder}/*.png", f"{folder}/**/*.jpg")
+    assert code == 0 and len(out.splitlines()) == 4
+
+
+def test_show_input_saves_what_the_model_saw(capsys, folder, tmp_path):
+    seen = tmp_path / "seen.png"
+    code, _, _ = run(capsys, "predict", folder / "seven.png", "--show-input", seen)
+    assert code == 0
+    saved = np.asarray(Image.open(seen))
+    assert saved.shape == (280, 280)
+    assert np.array_equal(saved[::10, ::10], to_mnist(folder / "seven.png"))
+    # Several images: --show-input is a folder, one PNG per image, named after it.
+    code, _, _ = run(capsys, "predict", folder, "--show-input", tmp_path / "inputs")
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "inputs").iterdir()) == ["0000-zero.png", "0001-one.png", "0002-seven.png", "0003-two.png"]
+
+
+def test_predict_with_a_trained_checkpoint(capsys, folder, tmp_path):
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path, create_model("mlp"), {"model": "mlp", "model_options": {}})
+    code, out, _ = run(capsys, "predict", "--model", tmp_path / "model.safetensors", "--json", folder / "one.png")
+    assert code == 0 and json.loads(out)["source"] == str(folder / "one.png")
+
+
+# --------------------------------------------------------------------------------------------------
+# every bad input: one line, non-zero exit, no traceback
+
+
+def blank(path: Path) -> Path:
+    Image.new("L", (200, 150), 255).save(path)
+    return path
+
+
+def tiny(path: Path) -> Path:
+    Image.new("L", (4, 4), 0).save(path)
+    return path
+
+
+def huge(path: Path) -> Path:
+    path.write_bytes(png_header_claiming(8000, 8000))  # 64 megapixels claimed, 100 bytes on disk
+    return path
+
+
+def corrupt(path: Path) -> Path:
+    whole = Path(path.with_suffix(".whole.png"))
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120), dtype=np.uint8)).save(whole)
+    path.write_bytes(whole.read_bytes()[:2000])  # cut off mid-way
+    whole.unlink()
+    return path
+
+
+def not_an_image(path: Path) -> Path:
+    path.write_text("shopping list: eggs, milk\n")
+    return path
+
+
+BAD_FILES = [
+    ("blank.png", blank, "no ink found"),
+    ("tiny.png", tiny, "too small to hold a digit"),
+    ("huge.png", huge, "too large (limit 25 megapixels)"),
+    ("corrupt.png", corrupt, "corrupt or truncated"),
+    ("notes.png", not_an_image, "not an image Pillow can read"),
+    ("notes.txt", not_an_image, "not an image Pillow can read"),
+    ("missing.png", lambda path: path, "file not found"),
+]
+
+
+@pytest.mark.parametrize("name, make, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_a_bad_image_is_one_line_and_a_non_zero_exit(capsys, tmp_path, name, make, message):
+    path = make(tmp_path / name)
+    code, out, err = run(capsys, "predict", path)
+    assert code != 0 and out == ""
+    assert err.startswith(f"mnistkit: error: {path}: ")  # names the file
+    assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("name, make, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_a_batch_with_one_bad_image_predicts_the_rest(capsys, tmp_path, folder, name, make, message):
+    bad = make(tmp_path / name)
+    code, out, err = run(capsys, "predict", folder / "seven.png", bad, folder / "two.png")
+    assert code != 0
+    assert [line.split(": ")[1].split()[0] for line in out.splitlines()] == ["7", "2"]
+    assert err.count("\n") == 1 and err.startswith(f"mnistkit: error: {bad}: ") and message in err
+    code, out, _ = run(capsys, "predict", "--json", folder / "seven.png", bad, folder / "two.png")
+    objects = [json.loads(line) for line in out.splitlines()]
+    assert code != 0 and [o.get("digit") for o in objects] == [7, None, 2]
+    assert objects[1]["source"] == str(bad) and message in objects[1]["error"]
+
+
+def test_bad_arguments_and_checkpoints(capsys, tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(tampered, create_model("logreg"), {"model": "logreg", "model_options": {}})
+    (tampered / "model.safetensors").write_bytes((tampered / "model.safetensors").read_bytes()[:-8] + b"\0" * 8)
+    (tmp_path / "a-file").write_text("")
+    cases = [
+        (["predict", tmp_path / "empty"], "no image files in this folder"),
+        (["predict", f"{tmp_path}/*.webp"], "no file matches this pattern"),
+        (["predict", "--model", tmp_path / "no-such-run", folder / "one.png"], "no checkpoint here"),
+        (["predict", "--model", tampered, folder / "one.png"], "do not match the checksum"),
+        (["predict", "--model", folder / "one.png", folder / "one.png"], "not a readable checkpoint description"),
+        (["predict", "--top-k", "0", folder / "one.png"], "--top-k must be at least 1"),
+        (["predict", folder, "--show-input", tmp_path / "a-file"], "--show-input"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv)
+        assert code != 0 and out == "", argv
+        assert err.startswith("mnistkit: error: ") and err.count("\n") == 1 and message in err, (argv, err)
+
+
+def test_the_console_command_prints_no_traceback(folder, tmp_path):
+    bad = not_an_image(tmp_path / "bad.png")
+    done = subprocess.run([sys.executable, "-m", "mnistkit", "predict", folder / "seven.png", bad, tmp_path / "gone.png"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stdout.startswith(f"{folder / 'seven.png'}: 7 (")
+    assert done.stderr.splitlines() == [
+        f"mnistkit: error: {bad}: not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP, …)",
+        f"mnistkit: error: {tmp_path / 'gone.png'}: file not found",
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# inspect and export
+
+
+def test_inspect_the_pretrained_model_and_a_registry_model(capsys):
+    code, out, _ = run(capsys, "inspect")
+    assert code == 0
+    assert "bundled pretrained model" in out.splitlines()[0]
+    assert any(line.split()[:3] == ["features.0.0.weight", "32×1×3×3", "288"] for line in out.splitlines())
+    assert next(line for line in out.splitlines() if line.startswith("total")).split()[-1] == "94,186"
+    assert "command" in out and "mnistkit train --model cnn --width 32" in out and "99.49%" in out
+    code, fresh, _ = run(capsys, "inspect", "--model", "cnn", "--width", "32")
+    assert code == 0 and "total" in fresh and "94,186" in fresh and "training" not in fresh.splitlines()
+
+
+def test_export_writes_where_asked_and_reports_bad_input(capsys, tmp_path):
+    code, out, err = run(capsys, "export", "--format", "torchscript", "-o", tmp_path / "missing-folder" / "m.pt")
+    assert code != 0 and out == "" and err.count("\n") == 1 and "cannot write" in err
+    code, out, err = run(capsys, "export", tmp_path, "--format", "onnx")
+    assert code != 0 and err.count("\n") == 1 and "no checkpoint here" in err
+    assert list(tmp_path.iterdir()) == []
