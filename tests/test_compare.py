@@ -74,6 +74,8 @@ def test_stopped_run_and_run_without_validation(tiny_run, tmp_path):
     assert rows[2][1:] == ["1/2", "-", "-", "1m 15s"]
     fig = compare.compare_figure(summaries)
     assert len(fig.axes[1].lines) == 2 and len(fig.axes[1].lines[1].get_xdata()) == 0
+    fig = compare.compare_figure(summaries[1:])
+    assert [t.get_text() for t in fig.axes[1].texts] == ["no run has a validation set"]
 
 
 def test_same_folder_names_are_told_apart(tiny_run, tmp_path):

@@ -161,4 +161,5 @@ def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
 
 def compare_figure(summaries: Sequence[RunSummary]) -> Figure:
     """The runs' loss and validation-accuracy curves overlaid, one colour per run."""
-    return plots.compare_figure({s.name: s.metrics for s in summaries}, title="  vs  ".join(s.name for s in summaries) if len(summaries) <= 4 else f"{len(summaries)} runs")
+    title = "  vs  ".join(s.name for s in summaries) if len(summaries) <= 4 else f"{len(summaries)} runs"
+    return plots.compare_figure({s.name: s.metrics for s in summaries}, title=title)
