@@ -87,9 +87,9 @@ def test_a_damaged_final_checkpoint_is_one_clear_line(run, damage, capsys):
 
 
 RESUME_DAMAGE = {
-    "a flipped byte in the state tensors": (lambda run: flip_byte(state_files(run)[1]), "does not match the checksum"),
+    "a flipped byte in the state tensors": (lambda run: flip_byte(state_files(run)[1]), "tensors do not match the checksum"),
     "truncated state tensors": (lambda run: state_files(run)[1].write_bytes(state_files(run)[1].read_bytes()[:64]),
-                                "does not match the checksum"),
+                                "tensors do not match the checksum"),
     "missing state tensors": (lambda run: state_files(run)[1].unlink(), "cannot read the checkpoint's tensors"),
     "truncated state.json": (lambda run: state_files(run)[0].write_text(state_files(run)[0].read_text()[:50]),
                              "not a readable resume checkpoint"),

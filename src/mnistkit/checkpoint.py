@@ -64,22 +64,27 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Rebuild the model named in the metadata and load its verified weights. Returns (model in eval mode, meta)."""
     meta, meta_path = read_meta(path)
     weights_path = meta_path.parent / str(meta.get("weights", WEIGHTS_NAME))
-    try:
-        blob = weights_path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{weights_path}: cannot read the weights ({exc.strerror or exc})") from None
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise CheckpointError(f"{weights_path}: weights do not match the checksum in {meta_path.name}; the file was modified or truncated")
-    try:
-        state = load_safetensors(blob)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{weights_path}: not a valid safetensors file ({exc})") from None
+    state = read_tensors(weights_path, meta["sha256"], "weights", meta_path.name)
     try:
         model = create_model(meta["model"], **meta.get("model_options", {}))
     except MnistkitError as exc:
         raise CheckpointError(f"{meta_path}: {exc}") from None
     load_state(model, state, str(weights_path))
     return model.to(device).eval(), meta
+
+
+def read_tensors(path: Path, sha256: object, what: str, listed_in: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file whose SHA-256 a JSON file (``listed_in``) records; one clear line for any damage."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        raise CheckpointError(f"{path}: {what} do not match the checksum in {listed_in}; the file was modified or truncated")
+    try:
+        return load_safetensors(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from None
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

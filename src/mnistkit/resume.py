@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from . import fileio
 from .checkpoint import load_state as load_model_state
+from .checkpoint import read_tensors
 from .errors import CheckpointError, MnistkitError
 
 FOLDER = "resume"
@@ -221,17 +220,7 @@ def load(run_dir: str | Path) -> TrainingState:
         raise CheckpointError(f"{path}: not a readable resume checkpoint ({exc}); it was modified or truncated") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("tensors"), str):
         raise CheckpointError(f"{path}: not an mnistkit resume checkpoint (format {FORMAT} expected)")
-    tensors_path = path.parent / Path(meta["tensors"]).name
-    try:
-        blob = tensors_path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{tensors_path}: cannot read the checkpoint's tensors ({exc.strerror or exc})") from None
-    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-        raise CheckpointError(f"{tensors_path}: does not match the checksum in {STATE_NAME}; the file was modified or truncated")
-    try:
-        tensors = load_safetensors(blob)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{tensors_path}: not a valid safetensors file ({exc})") from None
+    tensors = read_tensors(path.parent / Path(meta["tensors"]).name, meta.get("sha256"), "checkpoint's tensors", STATE_NAME)
     try:
         progress = meta["progress"]
         if not (isinstance(progress["epoch"], int) and isinstance(progress["step"], int) and isinstance(progress["history"], list)):
