@@ -6,6 +6,7 @@ const DEBOUNCE_MS = 150; // wait this long after the last stroke change before a
 const MAX_WAIT_MS = 400; // ...but during a long stroke, ask at least this often
 const INK = "#000";
 const PAPER = "#fff";
+const UPLOAD_SIDE = 280; // the drawing is sent at this size: plenty for a 20-pixel digit, and small
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
@@ -25,15 +26,43 @@ let inFlight = false;
 let dirty = false; // the drawing changed since the request in flight was sent
 let generation = 0; // bumped by Clear: answers about an older drawing are dropped
 
-function clearPad() {
-  ctx.fillStyle = PAPER;
-  ctx.fillRect(0, 0, pad.width, pad.height);
+function setPen() {
   // Stroke width relative to the canvas, so a digit drawn across it has MNIST's stroke-to-size ratio.
   ctx.lineWidth = pad.width / 14;
   ctx.lineCap = "round";
   ctx.lineJoin = "round";
   ctx.strokeStyle = INK;
   ctx.fillStyle = INK;
+}
+
+function clearPad() {
+  ctx.fillStyle = PAPER;
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  setPen();
+}
+
+// The canvas holds as many pixels as the screen shows (CSS size × devicePixelRatio), so strokes stay sharp on
+// any screen; when its size changes (rotation, window resize), the drawing so far is scaled onto the new one.
+function fitPad() {
+  const side = Math.max(1, Math.round(pad.getBoundingClientRect().width * (window.devicePixelRatio || 1)));
+  if (side === pad.width) return;
+  const old = document.createElement("canvas");
+  old.width = pad.width;
+  old.height = pad.height;
+  old.getContext("2d").drawImage(pad, 0, 0);
+  if (last) last = { x: last.x * side / pad.width, y: last.y * side / pad.height }; // a stroke going on
+  pad.width = pad.height = side;
+  clearPad();
+  if (hasInk) ctx.drawImage(old, 0, 0, side, side);
+}
+
+function uploadBlob() {
+  const small = document.createElement("canvas");
+  small.width = small.height = UPLOAD_SIDE;
+  const smallCtx = small.getContext("2d");
+  smallCtx.imageSmoothingQuality = "high";
+  smallCtx.drawImage(pad, 0, 0, UPLOAD_SIDE, UPLOAD_SIDE);
+  return new Promise((resolve) => small.toBlob(resolve, "image/png"));
 }
 
 function buildBars() {
@@ -160,7 +189,7 @@ async function predict() {
   lastAsked = performance.now();
   const sent = generation;
   try {
-    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const blob = await uploadBlob();
     const form = new FormData();
     form.append("image", blob, "drawing.png");
     const response = await fetch("/api/predict", { method: "POST", body: form });
@@ -198,6 +227,8 @@ async function loadModelInfo() {
 }
 
 clearPad();
+fitPad();
+new ResizeObserver(fitPad).observe(pad);
 buildBars();
 resetResult("Draw a digit to see what the model thinks.");
 loadModelInfo();
