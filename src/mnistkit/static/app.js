@@ -26,19 +26,15 @@ let inFlight = false;
 let dirty = false; // the drawing changed since the request in flight was sent
 let generation = 0; // bumped by Clear: answers about an older drawing are dropped
 
-function setPen() {
+function clearPad() {
+  ctx.fillStyle = PAPER;
+  ctx.fillRect(0, 0, pad.width, pad.height);
   // Stroke width relative to the canvas, so a digit drawn across it has MNIST's stroke-to-size ratio.
   ctx.lineWidth = pad.width / 14;
   ctx.lineCap = "round";
   ctx.lineJoin = "round";
   ctx.strokeStyle = INK;
   ctx.fillStyle = INK;
-}
-
-function clearPad() {
-  ctx.fillStyle = PAPER;
-  ctx.fillRect(0, 0, pad.width, pad.height);
-  setPen();
 }
 
 // The canvas holds as many pixels as the screen shows (CSS size × devicePixelRatio), so strokes stay sharp on
