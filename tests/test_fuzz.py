@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import gzip
 import io
+import math
 import os
 import pickle
 import struct
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mnistkit import data
@@ -59,16 +60,19 @@ def test_any_bytes_parse_as_idx_or_raise_data_error(raw):
 )
 def test_idx_headers_with_any_dimensions_never_crash_or_allocate_wildly(code, dims, body):
     """Well-formed headers claiming absurd sizes (up to 2**32 per dimension) must not try to allocate them."""
+    # Sizes past int64 hit the known bug pinned by the strict xfail below; remove this when data.py is fixed.
+    assume(math.prod(d or 1 for d in dims) * 8 < 2**63)
     result = data_or_data_error(data.parse_idx, idx_header(code, dims) + body)
     if isinstance(result, np.ndarray):
         assert list(result.shape) == dims and result.nbytes == len(body)
 
 
 @pytest.mark.xfail(strict=True, raises=ValueError, reason="data.parse_idx sizes the body with an int64 product that "
-                   "wraps to 0 for these dimensions, so numpy's reshape raises ValueError (fix: math.prod on Python ints)")
-@pytest.mark.parametrize("dims", [[65536] * 4, [2**31, 2**31, 4], [0x11000000, 0, 0x05110000, 0, 0x4000]])
+                   "wraps around (or is 0 beside dimensions whose product exceeds int64), so numpy's reshape raises ValueError "
+                   "(fix: math.prod on Python ints, and refuse sizes numpy cannot hold)")
+@pytest.mark.parametrize("dims", [[65536] * 4, [2**31, 2**31, 4], [0x11000000, 0, 0x05110000, 0, 0x4000], [0, 55056, 55108, 55111, 55161]])
 def test_idx_dimensions_whose_product_wraps_around_int64_are_a_data_error(dims):
-    """Found by fuzzing (atheris found the last; hypothesis rarely draws dimensions that wrap to exactly 0)."""
+    """Found by fuzzing: atheris and hypothesis found the last two (a zero dimension beside huge ones)."""
     with pytest.raises(DataError):
         data.parse_idx(idx_header(0x08, dims))
 
