@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import importlib
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -143,7 +144,7 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
         raise DataError(f"{name}: truncated IDX file (header cut short)")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: huge dimensions must not wrap around
     body = len(raw) - header
     if body < expected:
         raise DataError(f"{name}: truncated IDX file ({body} data bytes, dimensions {dims} need {expected})")
