@@ -88,8 +88,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import make_config
     from .progress import ConsoleReporter
     from .tensorboard_log import TensorBoardReporter, require_tensorboard
-    from .train import Interrupt, command_line, resolve_device, train_run
+    from .train import Interrupt, check_checkpoint_every, command_line, resolve_device, train_run
 
+    check_checkpoint_every(args.checkpoint_every)
     if args.nproc is not None and not distributed.launched_by_torchrun():
         return distributed.launch(args.nproc, args.argv)  # runs this same command line in each process
     state = None

@@ -176,6 +176,11 @@ class Checkpoints:
         return TrainingInterrupted(f"interrupted {where}; checkpoint saved. Resume with: {command}")
 
 
+def check_checkpoint_every(every: int) -> None:
+    if every < 0:
+        raise ConfigError(f"--checkpoint-every must be 0 (epoch ends only) or a number of batches, got {every}")
+
+
 def fit(
     model: nn.Module,
     train: data.Split,
@@ -346,8 +351,7 @@ def train_run(
     (as on every rank but 0 under torchrun). ``resume_from`` (``resume.load(run_dir)``) continues that run.
     """
     cfg.validate()
-    if checkpoint_every < 0:
-        raise ConfigError(f"--checkpoint-every must be 0 (epoch ends only) or a number of batches, got {checkpoint_every}")
+    check_checkpoint_every(checkpoint_every)
     ctx = ctx or distributed.Context(resolve_device(cfg.device))
     device = ctx.device
     seed_everything(cfg.seed, cfg.deterministic)
