@@ -4,10 +4,8 @@ bad input giving one clear line, a non-zero exit and no traceback while the good
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import main
 from mnistkit.models import create_model
 from mnistkit.preprocess import to_mnist
+from test_preprocess import png_header_claiming
 
 DIGITS = {"seven": 0, "two": 1, "one": 2, "zero": 3}  # name -> index in the MNIST test set
 
@@ -46,13 +45,6 @@ def folder(tmp_path_factory, mnist) -> Path:
         draw(mnist, name, root / f"{name}.png")
     draw(mnist, "zero", root / "more" / "zero.jpg")
     return root
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 # --------------------------------------------------------------------------------------------------
