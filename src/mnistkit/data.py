@@ -150,7 +150,10 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
         raise DataError(f"{name}: truncated IDX file ({body} data bytes, dimensions {dims} need {expected})")
     if body > expected:
         raise DataError(f"{name}: IDX file has {body - expected} bytes beyond its dimensions {dims}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    try:
+        return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    except ValueError:  # an empty body beside dimensions too large for NumPy to describe
+        raise DataError(f"{name}: IDX dimensions {dims} are too large to be real data") from None
 
 
 def read_idx(path: str | Path) -> tuple[np.ndarray, str]:
@@ -276,8 +279,12 @@ def _numpy_global(module: str, name: str):
     raise pickle.UnpicklingError(f"cannot find {module}.{name}")
 
 
-class ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickles NumPy arrays and plain containers, and refuses every other global (so no code can run)."""
+class ArrayOnlyUnpickler(pickle._Unpickler):
+    """Unpickles NumPy arrays and plain containers, and refuses every other global (so no code can run).
+
+    Built on the pure-Python unpickler: its memo is a dict, where the C unpickler sizes a table by the largest
+    index a PUT names, so a 9-byte pickle could make it allocate gigabytes.
+    """
 
     ALLOWED = {
         ("numpy", "ndarray"),
