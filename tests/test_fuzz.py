@@ -8,7 +8,6 @@ from __future__ import annotations
 import builtins
 import gzip
 import io
-import math
 import os
 import pickle
 import struct
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnistkit import data
