@@ -113,14 +113,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         if ctx.is_main:
             processes = f" in {ctx.world_size} processes ({ctx.backend})" if ctx.distributed else ""
             if state is None:
-                print(f"training {cfg.model} on {cfg.data or cfg.dataset} for {cfg.epochs} epochs{processes} -> {run_dir}", flush=True)
+                print(f"training {cfg.model} on {cfg.data or cfg.dataset} for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}{processes} -> {run_dir}", flush=True)
             else:
                 print(f"resuming {run_dir} at {resume.describe(state)}{processes}", flush=True)
             reporter = stack.enter_context(closing(ConsoleReporter(quiet=args.quiet, batch_size=cfg.batch_size)))
             if args.tensorboard:
                 reporter = stack.enter_context(closing(TensorBoardReporter(run_dir, reporter, config=cfg.to_dict())))
-        result = train_run(cfg, run_dir, reporter, command=command_line(), ctx=ctx, resume_from=state,
-                           checkpoint_every=args.checkpoint_every, interrupt=interrupt)
+        try:
+            result = train_run(cfg, run_dir, reporter, command=command_line(), ctx=ctx, resume_from=state,
+                               checkpoint_every=args.checkpoint_every, interrupt=interrupt)
+        except BaseException:
+            if state is None and run_dir is not None:
+                runs.remove_if_empty(run_dir)
+            raise
     if run_dir is not None:
         if result.test_accuracy is not None:
             print(f"test accuracy {result.test_accuracy:.2%}  test loss {result.test_loss:.4f}")

@@ -45,6 +45,14 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
     return path
 
 
+def remove_if_empty(path: Path) -> None:
+    """Take back a run folder that a failed start left empty (bad data, say), so no empty run litters runs/."""
+    try:
+        path.rmdir()  # only ever removes an empty folder
+    except OSError:
+        pass
+
+
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
     fileio.write_json(run_dir / CONFIG_NAME, cfg.to_dict())
 
