@@ -51,12 +51,16 @@ def to_mnist(item: ImageInput) -> np.ndarray:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file with Pillow, refusing non-images, corrupt files and decompression bombs."""
+    """Open and decode an image file with Pillow, refusing non-images, corrupt files and decompression bombs.
+
+    Close the image when done (``with load_image(path) as image:``): a multi-frame file stays open.
+    """
     path = Path(path).expanduser()
     try:
         with warnings.catch_warnings():
-            # Pillow warns above its own (larger) limit; ours is checked just below, with a clearer message.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns above its own (larger) pixel limit, whereas ours is checked below with a clearer
+            # message, and about malformed metadata (EXIF), which is skipped: nothing a user can act on.
+            warnings.simplefilter("ignore")
             image = Image.open(path)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
@@ -68,13 +72,19 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(f"{path}: image is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot read the image ({exc})") from None
-    _check_size(image.size, str(path))  # from the header, before the pixels are decoded
-    # A JPEG can decode straight to a reduced size: a phone photo then costs a fraction of the time and memory.
-    image.draft(None, (WORK_SIDE, WORK_SIDE))
     try:
-        image.load()
+        _check_size(image.size, str(path))  # from the header, before the pixels are decoded
+        # A JPEG can decode straight to a reduced size: a phone photo then costs a fraction of the time and memory.
+        image.draft(None, (WORK_SIDE, WORK_SIDE))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        image.close()
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    except ImageError:
+        image.close()
+        raise
     return image
 
 
@@ -97,16 +107,21 @@ def _grayscale(item: ImageInput) -> np.ndarray:
     """Any input -> uint8 (H, W) grayscale with the EXIF orientation applied and alpha resolved."""
     where = _where(item)
     if isinstance(item, (str, Path)):
-        image = load_image(item)
-    elif isinstance(item, Image.Image):
-        image = item
-        _check_size(image.size, where)
-    elif isinstance(item, np.ndarray):
-        image = _array_to_image(item)
-    else:
-        raise ImageError(f"cannot read a {type(item).__name__} as an image; pass a file path, a PIL image or a NumPy array")
+        with load_image(item) as image:
+            return _upright_gray(image, where)
+    if isinstance(item, Image.Image):
+        _check_size(item.size, where)
+        return _upright_gray(item, where)
+    if isinstance(item, np.ndarray):
+        return _upright_gray(_array_to_image(item), where)
+    raise ImageError(f"cannot read a {type(item).__name__} as an image; pass a file path, a PIL image or a NumPy array")
+
+
+def _upright_gray(image: Image.Image, where: str) -> np.ndarray:
     try:
-        image = ImageOps.exif_transpose(image) or image
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # malformed EXIF is skipped, with a warning no one can act on
+            image = ImageOps.exif_transpose(image) or image
         if max(image.size) > WORK_SIDE:
             image = image.copy()
             image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
