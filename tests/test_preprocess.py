@@ -108,6 +108,15 @@ def test_exif_orientation_is_applied(twins, tmp_path):
     assert np.corrcoef(to_mnist(stored).ravel(), digit.ravel())[0, 1] < 0.5  # without the tag: still turned
 
 
+def test_a_phone_sized_jpeg_is_decoded_reduced(twins, tmp_path):
+    page = large_dark_on_light(twins[5], scale=50, canvas=(2400, 1800), at=(500, 200))  # a 1,400-px digit
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(page).convert("RGB").save(path, quality=90)
+    with load_image(path) as image:
+        assert 512 <= max(image.size) < 2400  # JPEG's draft mode: decoded at a fraction of the size
+    assert_like_twin(to_mnist(path), twins[5])
+
+
 def test_coloured_ink_on_textured_paper(twins):
     rng = np.random.default_rng(0)
     for digit in twins[:4]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -23,12 +23,10 @@ from .augment import TTA_SHIFTS, shift
 from .data import Normalization
 from .errors import MnistkitError
 from .models import count_parameters
-from .preprocess import ImageError, to_mnist
+from .preprocess import ImageError, ImageInput, to_mnist
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 BATCH_SIZE = 256  # images per forward pass in predict_array: activations stay in cache (faster than 1024 on CPU)
-
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
 
 class InferenceModel(nn.Module):
