@@ -87,9 +87,18 @@ def test_failed_parity_writes_nothing(tmp_path, tiny_run, monkeypatch):
     out.write_text("the old file")
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no export can match that
     with pytest.raises(ExportError, match="nothing was written"):
-        export_checkpoint(tiny_run, "onnx", out)
+        export_checkpoint(tiny_run, "onnx", out, overwrite=True)
     assert out.read_text() == "the old file"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_an_existing_file_is_replaced_only_when_asked(tmp_path, tiny_run):
+    out = tmp_path / "model.onnx"
+    out.write_text("the old file")
+    with pytest.raises(ExportError, match="already exists; pass --overwrite"):
+        export_checkpoint(tiny_run, "onnx", out)
+    assert out.read_text() == "the old file"
+    assert export_checkpoint(tiny_run, "onnx", out, overwrite=True).max_abs_diff <= 1e-4
 
 
 def test_unknown_format_is_a_library_error(tiny_run):

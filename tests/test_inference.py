@@ -182,3 +182,10 @@ def test_find_images_walks_folders_expands_globs_and_reports_empty_ones(tmp_path
         "empty: no image files in this folder",
         "nope*.png: no file matches this pattern",
     ]
+
+
+def test_classifier_is_importable_from_the_package():
+    import mnistkit
+    from mnistkit.inference import Classifier
+
+    assert mnistkit.Classifier is Classifier

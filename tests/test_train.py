@@ -133,3 +133,10 @@ def test_tutorial_preset_falls_on_the_tutorials_curve():
     result = train_run(make_config("tutorial", epochs=3))
     for ours, theirs in zip([h.val_loss for h in result.history], TUTORIAL_CURVE):
         assert ours == pytest.approx(theirs, abs=0.03)
+
+
+@pytest.mark.parametrize("batches", [1, 2, 3, 4, 5, 8])
+def test_onecycle_copes_with_very_few_steps(tiny_splits, batches):
+    (splits, _) = tiny_splits
+    _, history = _fit(tiny_splits, epochs=1, batch_size=-(-len(splits.train) // batches))
+    assert len(history) == 1

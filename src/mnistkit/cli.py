@@ -13,7 +13,7 @@ from typing import Callable
 
 from . import __version__
 from .augment import AUGMENTATIONS
-from .config import DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
+from .config import AMP_MODES, DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from .errors import MnistkitError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -62,6 +62,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=None, help=f"[default: {defaults.seed}]")
     g.add_argument("--deterministic", action="store_const", const=True, default=None, help="bitwise-repeatable runs (deterministic kernels)")
     g.add_argument("--device", choices=DEVICES, default=None, help=f"[default: {defaults.device}]")
+    g.add_argument("--amp", choices=AMP_MODES, default=None,
+                   help="bf16 autocast while training: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX) [default: auto]")
     g.add_argument("--out", metavar="DIR", default=None, help="run folder [default: runs/<time>-<model>]")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar, only the result lines")
@@ -76,7 +78,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 CONFIG_OPTIONS = [
     "dataset", "data", "val_size", "normalize", "model", "width", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "nesterov", "weight_decay", "schedule", "step_size", "gamma", "label_smoothing", "grad_clip", "early_stopping",
-    "augment", "tta", "compile", "seed", "deterministic", "device",
+    "augment", "tta", "compile", "seed", "deterministic", "device", "amp",
 ]
 
 
@@ -413,13 +415,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", default=None, help="a run folder or checkpoint [default: the bundled pretrained model]")
     p.add_argument("--format", choices=list(FORMATS), default="onnx", help="[default: onnx]")
     p.add_argument("-o", "--out", metavar="FILE", default=None, help="where to write [default: beside the checkpoint, model.onnx / model.pt; for the bundled model, mnistkit-pretrained.* here]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(handler=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out)
+    result = export_checkpoint(args.checkpoint, args.format, args.out, overwrite=args.overwrite)
     sizes = ", ".join(map(str, result.batch_sizes))
     print(f"wrote {result.path} ({result.format}, {result.path.stat().st_size / 1e6:.2f} MB); its outputs match PyTorch on "
           f"{result.images:,} test images in batches of {sizes} (max abs difference {result.max_abs_diff:.1e})")

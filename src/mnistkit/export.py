@@ -49,12 +49,17 @@ def default_path(source: str | Path | None, fmt: str) -> Path:
     return checkpoint.resolve(source).with_suffix(FORMATS[fmt])
 
 
-def export_checkpoint(source: str | Path | None = None, fmt: str = "onnx", out: str | Path | None = None) -> ExportResult:
-    """Export a run folder or checkpoint (None: the bundled pretrained model) to ``out`` and verify it."""
+def export_checkpoint(
+    source: str | Path | None = None, fmt: str = "onnx", out: str | Path | None = None, overwrite: bool = False
+) -> ExportResult:
+    """Export a run folder or checkpoint (None: the bundled pretrained model) to ``out`` and verify it.
+    An existing ``out`` is replaced only with ``overwrite``."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     classifier = Classifier.load(source)
     out = Path(out).expanduser() if out is not None else default_path(source, fmt)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out}: already exists; pass --overwrite to replace it, or choose another -o")
     test = data.load_bundled_mnist().test
     x = pixels(test.images[:PARITY_IMAGES])
     with torch.no_grad():

@@ -72,6 +72,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(amp: str, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast. ``auto`` turns it on where the hardware computes bf16 natively:
+    CUDA, and CPUs with AVX512-BF16 or AMX, where oneDNN's bf16 kernels make the cnn and the mlp about 1.5x
+    faster; on other CPUs bf16 is emulated and would only be slower. Evaluation always runs in float32."""
+    if amp == "off" or device.type not in ("cpu", "cuda"):
+        return False
+    if amp == "bf16" or device.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
@@ -96,7 +110,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     """A learning-rate schedule stepped once per batch, or None."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        if total < 4:  # too few steps to warm up and anneal (PyTorch's OneCycleLR divides by zero): constant lr
+            return None
+        # The warm-up covers a quarter of the steps, and at least two, as OneCycleLR needs.
+        pct_start = max(0.25, 2.0 / total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct_start)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if cfg.schedule == "step":
@@ -207,9 +225,8 @@ def fit(
         raise ConfigError("--early-stopping needs a validation set; use --val-size > 0")
     distributed.check_batch_size(cfg.batch_size, ctx)
     device = train.images.device
-    # bf16 autocast where the hardware does it fast (CUDA); CPUs without AMX would only get slower.
     # bf16 has float32's range, so no loss scaler is needed (and none is saved).
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.amp, device))
     background = -norm.mean / norm.std  # a blank pixel after normalization
     steps_per_epoch = distributed.steps_per_epoch(len(train), cfg.batch_size, ctx)
     optimizer = build_optimizer(model, cfg)
