@@ -81,7 +81,7 @@ def test_nproc_launches_torchrun_and_only_rank_0_speaks(tiny_idx, tmp_path):
     done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == f"training mlp on {tiny_idx} for 1 epochs in 2 processes (gloo) -> {out}"
+    assert lines[0] == f"training mlp on {tiny_idx} for 1 epoch in 2 processes (gloo) -> {out}"
     assert [line.split()[0] for line in lines[1:]] == ["epoch", "test", "saved"]
     assert done.stderr == ""
     assert (out / "model.safetensors").is_file() and (out / "resume" / "state.json").is_file()
