@@ -51,38 +51,25 @@ def main() -> None:
     args = parser.parse_args()
 
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    log("the tutorial's loop, 25 epochs ...")
-    loop = bench.run_job("tutorial_loop")
-    log("mnistkit --preset tutorial, 3 epochs ...")
-    ours = bench.run_job("tutorial_preset")
-    log("time to the tutorial's final validation loss ...")
-    to_loss = bench.run_job("time_to_val_loss")
-    fast = []
-    for seed in range(args.seeds):
-        log(f"--preset fast, seed {seed} ...")
-        fast.append(bench.run_job("preset", preset="fast", seed=seed, device="cpu"))
+    # The tutorial's loop, --preset tutorial, the time to its final val loss and --preset fast: mnistkit bench's jobs.
+    report = bench.run_benchmark(["fast"], args.seeds, against_tutorial=True, device="cpu", log=log)
     log("mnistkit train (defaults) for its peak memory ...")
-    train = peak_rss_of_train()
-
-    loop_epoch = statistics.median(loop["epoch_seconds"])
-    ours_epoch = statistics.median(ours["epoch_seconds"])
-    fast_secs = statistics.median(r["train_seconds"] for r in fast)
-    accs = [r["test_accuracy"] for r in fast]
-    figures = {
-        "tutorial_loop": loop, "preset_tutorial": ours, "time_to_val_loss": to_loss, "preset_fast": fast,
-        "mnistkit_train": train, "machine": bench.machine(),
-    }
+    report["mnistkit_train"] = train = peak_rss_of_train()
     if args.json:
-        print(json.dumps(figures, indent=2))
+        print(json.dumps(report, indent=2))
         return
+    t, fast = report["tutorial"], report["presets"][0]
+    loop, ours, to_loss = t["loop"], t["preset_tutorial"], t["time_to_val_loss"]
     rows = [
-        ("mlp epoch at batch 64 (s)", f"{ours_epoch:.3f} vs tutorial {loop_epoch:.3f}", f"{ours_epoch / loop_epoch:.2f}x", "<= 0.5x"),
+        ("mlp epoch at batch 64 (s)",
+         f"{statistics.median(ours['epoch_seconds']):.3f} vs tutorial {statistics.median(loop['epoch_seconds']):.3f}",
+         f"{t['epoch_seconds_ratio']:.2f}x", "<= 0.5x"),
         ("time to val loss 0.379 (s)",
          f"{to_loss['seconds']:.2f} vs tutorial {loop['train_seconds']:.1f}" if to_loss["seconds"] else "not reached",
-         f"1/{loop['train_seconds'] / to_loss['seconds']:.0f}" if to_loss["seconds"] else "-", "<= 1/30"),
+         f"1/{1 / t['time_to_final_val_loss_ratio']:.0f}" if to_loss["seconds"] else "-", "<= 1/30"),
         (f"mlp >= 98.0% test ({args.seeds} seeds)",
-         f"{statistics.fmean(accs):.2%} ± {statistics.pstdev(accs):.2%}, {sum(a >= 0.98 for a in accs)}/{len(accs)} reach it",
-         f"{fast_secs:.2f} s", "<= 3 s"),
+         f"{fast['accuracy_mean']:.2%} ± {fast['accuracy_std']:.2%}, {fast['reached_target']}/{fast['seeds']} reach it",
+         f"{fast['train_seconds_median']:.2f} s", "<= 3 s"),
         ("peak RSS of mnistkit train (MB)", train["result"], f"{train['peak_rss_mb']:.0f}", "<= 1536"),
     ]
     width = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -90,7 +77,7 @@ def main() -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, width)))
     print(f"\ntutorial loop: val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f} over {loop['epochs']} epochs, "
           f"val accuracy {loop['val_accuracy']:.2%}; mnistkit --preset tutorial: val loss {ours['val_losses'][0]:.4f} after epoch 1")
-    m = figures["machine"]
+    m = report["machine"]
     print(f"machine: {m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}, {m['platform']}")
 
 
