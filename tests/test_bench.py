@@ -57,11 +57,15 @@ def test_tutorial_reference_jobs_report_what_the_table_shows():
     ours = bench.job_tutorial_preset(epochs=1)
     to_loss = bench.job_time_to_val_loss()
     assert to_loss["seconds"] is not None and to_loss["val_loss"] <= bench.TUTORIAL_FINAL_VAL_LOSS
+    floor = bench.job_gemm_floor(epochs=1)
+    assert len(floor["epoch_seconds"]) == 1 and floor["epoch_seconds"][0] > 0
     report = {
         "machine": bench.machine(), "presets": [],
-        "tutorial": {"loop": loop, "preset_tutorial": ours, "time_to_val_loss": to_loss,
+        "tutorial": {"loop": loop, "preset_tutorial": ours, "time_to_val_loss": to_loss, "gemm_floor": floor,
                      "epoch_seconds_ratio": ours["epoch_seconds"][0] / loop["epoch_seconds"][0],
+                     "gemm_floor_ratio": floor["epoch_seconds"][0] / loop["epoch_seconds"][0],
                      "time_to_final_val_loss_ratio": to_loss["seconds"] / loop["train_seconds"]},
     }
     text = bench.format_report(report)
     assert "tutorial loop: 1 epochs" in text and "time to the tutorial's final val loss" in text
+    assert "floor: the float32 matrix products alone" in text

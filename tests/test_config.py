@@ -45,12 +45,18 @@ def test_round_trip_through_a_dict():
         (dict(optimizer="lion"), "unknown optimizer 'lion'"),
         (dict(schedule="warm"), "unknown schedule 'warm'"),
         (dict(model="vit"), "unknown model 'vit'"),
+        (dict(stem_width=0), "--stem-width must be at least 1"),
         (dict(device="tpu"), "unknown device 'tpu'"),
     ],
 )
 def test_invalid_values_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_config(**overrides)
+
+
+def test_model_options_carry_only_what_was_set():
+    assert make_config(model="cnn").model_options() == {}
+    assert make_config(model="cnn", width=24, stem_width=16).model_options() == {"width": 24, "stem_width": 16}
 
 
 def test_unknown_preset_and_keys():

@@ -48,6 +48,15 @@ def test_cnn_width_scales_it_and_other_class_counts_work():
     assert create_model("cnn", num_classes=3, width=4)(torch.rand(2, 1, 28, 28)).shape == (2, 3)
 
 
+def test_cnn_stem_width_sets_only_the_first_block():
+    model = create_model("cnn", width=24, stem_width=16)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 16), (16, 48), (48, 96)]
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    default = create_model("cnn", width=24)
+    assert [m.out_channels for m in default.modules() if isinstance(m, torch.nn.Conv2d)] == [24, 48, 96]
+
+
 def test_channels_last_gives_the_same_answer():
     model = create_model("cnn", width=8).eval()
     x = torch.rand(4, 1, 28, 28)

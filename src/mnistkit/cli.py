@@ -40,6 +40,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"registered model: logreg, mlp, cnn [default: {defaults.model}]")
     g.add_argument("--width", type=int, default=None, help="channel width of the cnn [default: 16]")
+    g.add_argument("--stem-width", type=int, default=None, help="channels of the cnn's first, full-resolution block; 16 is fastest on CPU [default: --width]")
     g = p.add_argument_group("optimisation")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named set of options; 'tutorial' reproduces the tutorial exactly")
     g.add_argument("--epochs", type=int, default=None, help=f"[default: {defaults.epochs}]")
@@ -76,7 +77,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 CONFIG_OPTIONS = [
-    "dataset", "data", "val_size", "normalize", "model", "width", "epochs", "batch_size", "lr", "optimizer", "momentum",
+    "dataset", "data", "val_size", "normalize", "model", "width", "stem_width", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "nesterov", "weight_decay", "schedule", "step_size", "gamma", "label_smoothing", "grad_clip", "early_stopping",
     "augment", "tta", "compile", "seed", "deterministic", "device", "amp",
 ]
