@@ -112,7 +112,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": dict(model="mlp", epochs=4, batch_size=512, lr=0.015, label_smoothing=0.1, val_size=0),  # >= 98.0%
     "cnn": dict(model="cnn", width=16, epochs=1, batch_size=192, lr=0.04, label_smoothing=0.1, val_size=0),  # >= 99.0%
     "accurate": dict(model="cnn", width=24, stem_width=16, epochs=7, batch_size=256, lr=0.03, label_smoothing=0.1, augment="shift", val_size=0),  # >= 99.5%
-    "best": dict(model="cnn", width=48, epochs=20, batch_size=128, lr=0.02, label_smoothing=0.1, augment="affine", tta=True, val_size=0),  # >= 99.7%
+    "best": dict(model="cnn", width=48, stem_width=16, epochs=36, batch_size=128, lr=0.02, label_smoothing=0.1, augment="affine", tta=True, val_size=0),  # >= 99.7%
 }
 
 
