@@ -67,6 +67,8 @@ def test_pretrained_summary_records_the_command_that_made_it():
 def test_cli_inspect_prints_summary(capsys, tiny_run):
     code, out, _ = run_cli(capsys, "inspect", "--model", "cnn", "--width", "4")
     assert code == 0 and str(create_model("cnn", width=4)) in out
+    code, out, _ = run_cli(capsys, "inspect", "--model", "cnn", "--width", "8", "--stem-width", "4")
+    assert code == 0 and str(create_model("cnn", width=8, stem_width=4)) in out
     code, out, _ = run_cli(capsys, "inspect", str(tiny_run))
     assert code == 0 and "test loss / accuracy" in out
 
@@ -76,7 +78,8 @@ def test_cli_inspect_prints_summary(capsys, tiny_run):
     [
         (["inspect", "no/such/run"], "no checkpoint here"),
         (["inspect", "--model", "resnet"], "unknown model 'resnet'"),
-        (["inspect", "--width", "8"], "--width applies to --model"),
+        (["inspect", "--width", "8"], "--width and --stem-width apply to --model"),
+        (["inspect", "--stem-width", "8"], "--width and --stem-width apply to --model"),
         (["inspect", "somewhere", "--model", "cnn"], "not both"),
     ],
 )

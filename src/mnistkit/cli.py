@@ -385,6 +385,7 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", default=None, help="a run folder or checkpoint [default: the bundled pretrained model]")
     p.add_argument("--model", metavar="NAME", default=None, help="inspect a fresh (untrained) registry model instead: logreg, mlp, cnn")
     p.add_argument("--width", type=int, default=None, help="channel width for --model cnn")
+    p.add_argument("--stem-width", type=int, default=None, help="first block's channels for --model cnn [default: --width]")
     p.set_defaults(handler=cmd_inspect)
 
 
@@ -394,10 +395,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.model is not None and args.checkpoint is not None:
         raise ConfigError("give a checkpoint or --model NAME, not both")
-    if args.width is not None and args.model is None:
-        raise ConfigError("--width applies to --model NAME; a checkpoint records its own width")
+    options = {k: v for k, v in {"width": args.width, "stem_width": args.stem_width}.items() if v is not None}
+    if options and args.model is None:
+        raise ConfigError("--width and --stem-width apply to --model NAME; a checkpoint records its own widths")
     if args.model is not None:
-        print(inspect_model(args.model, **({"width": args.width} if args.width is not None else {})))
+        print(inspect_model(args.model, **options))
     else:
         print(inspect_checkpoint(args.checkpoint))
     return 0
