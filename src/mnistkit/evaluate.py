@@ -42,7 +42,8 @@ def loss_and_accuracy(model: nn.Module, split: Split, norm: Normalization, batch
     logits = predict_logits(model, split, norm, batch_size, tta)
     labels = split.labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
-    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    # A count over a Python int: float32's mean puts 9,970 of 10,000 just below 0.997 and misses a target.
+    accuracy = (logits.argmax(1) == labels).sum().item() / max(1, len(labels))
     return loss, accuracy
 
 
