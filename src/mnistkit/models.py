@@ -65,7 +65,7 @@ class CNN(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 16, stem_width: int | None = None):
         super().__init__()
         self.width = width
-        stem_width = stem_width or width
+        stem_width = width if stem_width is None else stem_width
         self.features = nn.Sequential(
             conv_block(1, stem_width, pool=True),
             conv_block(stem_width, 2 * width, pool=True),
