@@ -64,9 +64,17 @@ def _timed(call) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of the batch figures; the best counts [default: 3]")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of the batch figures; the best counts [default: 3]"
+    )
     parser.add_argument("--singles", type=int, default=500, help="single images timed [default: 500]")
-    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, torch.get_num_threads()}), help="PyTorch thread counts to measure with [default: 1 and all cores]")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=sorted({1, torch.get_num_threads()}),
+        help="PyTorch thread counts to measure with [default: 1 and all cores]",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
 
@@ -104,7 +112,9 @@ def main() -> None:
             figures["by_threads"][threads].update(batch_images_per_s=round(wall), batch_images_per_cpu_s=round(cpu))
             wall, _ = best_rate(lambda: classifier.predict(images), len(images), args.repeats)
             figures["by_threads"][threads]["batch_with_preprocessing_images_per_s"] = round(wall)
-            figures["by_threads"][threads]["onnxruntime_images_per_s"] = onnx_rate(images, threads, args.repeats, folder)
+            figures["by_threads"][threads]["onnxruntime_images_per_s"] = onnx_rate(
+                images, threads, args.repeats, folder
+            )
     figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(figures) if args.json else report(figures))
 
@@ -147,7 +157,9 @@ def report(figures: dict) -> str:
             f"  the same through predict (preprocessing and a result per image): {f['batch_with_preprocessing_images_per_s']:,} images/s",
         ]
         if f["onnxruntime_images_per_s"] is not None:
-            lines.append(f"  the model exported to ONNX, run by onnxruntime: {f['onnxruntime_images_per_s']:,} images/s")
+            lines.append(
+                f"  the model exported to ONNX, run by onnxruntime: {f['onnxruntime_images_per_s']:,} images/s"
+            )
     return "\n".join(lines)
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from mnistkit import bench
 
-
 # A fresh parent whose only child is `mnistkit train`: its children's peak RSS is exactly that command's.
 MEASURE = (
     "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
@@ -35,7 +34,18 @@ def peak_rss_of_train() -> dict:
     """Run `mnistkit train` (all defaults) and report its peak RSS, wall time and test accuracy line."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        cmd = [sys.executable, "-c", MEASURE, sys.executable, "-m", "mnistkit", "train", "--quiet", "--out", str(Path(tmp) / "run")]
+        cmd = [
+            sys.executable,
+            "-c",
+            MEASURE,
+            sys.executable,
+            "-m",
+            "mnistkit",
+            "train",
+            "--quiet",
+            "--out",
+            str(Path(tmp) / "run"),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - start
     if proc.returncode != 0:
@@ -62,24 +72,41 @@ def main() -> None:
     t, fast = report["tutorial"], report["presets"][0]
     loop, ours, to_loss = t["loop"], t["preset_tutorial"], t["time_to_val_loss"]
     rows = [
-        ("mlp epoch at batch 64 (s)",
-         f"{statistics.median(ours['epoch_seconds']):.3f} vs tutorial {statistics.median(loop['epoch_seconds']):.3f}",
-         f"{t['epoch_seconds_ratio']:.2f}x", "<= 0.5x"),
-        ("  floor: its float32 matmuls alone (s)", f"{statistics.median(t['gemm_floor']['epoch_seconds']):.3f}",
-         f"{t['gemm_floor_ratio']:.2f}x", ""),
-        ("time to val loss 0.379 (s)",
-         f"{to_loss['seconds']:.2f} vs tutorial {loop['train_seconds']:.1f}" if to_loss["seconds"] else "not reached",
-         f"1/{1 / t['time_to_final_val_loss_ratio']:.0f}" if to_loss["seconds"] else "-", "<= 1/30"),
-        (f"mlp >= 98.0% test ({args.seeds} seeds)",
-         f"{fast['accuracy_mean']:.2%} ± {fast['accuracy_std']:.2%}, {fast['reached_target']}/{fast['seeds']} reach it",
-         f"{fast['train_seconds_median']:.2f} s", "<= 3 s"),
+        (
+            "mlp epoch at batch 64 (s)",
+            f"{statistics.median(ours['epoch_seconds']):.3f} vs tutorial {statistics.median(loop['epoch_seconds']):.3f}",
+            f"{t['epoch_seconds_ratio']:.2f}x",
+            "<= 0.5x",
+        ),
+        (
+            "  floor: its float32 matmuls alone (s)",
+            f"{statistics.median(t['gemm_floor']['epoch_seconds']):.3f}",
+            f"{t['gemm_floor_ratio']:.2f}x",
+            "",
+        ),
+        (
+            "time to val loss 0.379 (s)",
+            f"{to_loss['seconds']:.2f} vs tutorial {loop['train_seconds']:.1f}"
+            if to_loss["seconds"]
+            else "not reached",
+            f"1/{1 / t['time_to_final_val_loss_ratio']:.0f}" if to_loss["seconds"] else "-",
+            "<= 1/30",
+        ),
+        (
+            f"mlp >= 98.0% test ({args.seeds} seeds)",
+            f"{fast['accuracy_mean']:.2%} ± {fast['accuracy_std']:.2%}, {fast['reached_target']}/{fast['seeds']} reach it",
+            f"{fast['train_seconds_median']:.2f} s",
+            "<= 3 s",
+        ),
         ("peak RSS of mnistkit train (MB)", train["result"], f"{train['peak_rss_mb']:.0f}", "<= 1536"),
     ]
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in [("figure", "measured", "value", "goal"), *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, width)))
-    print(f"\ntutorial loop: val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f} over {loop['epochs']} epochs, "
-          f"val accuracy {loop['val_accuracy']:.2%}; mnistkit --preset tutorial: val loss {ours['val_losses'][0]:.4f} after epoch 1")
+    print(
+        f"\ntutorial loop: val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f} over {loop['epochs']} epochs, "
+        f"val accuracy {loop['val_accuracy']:.2%}; mnistkit --preset tutorial: val loss {ours['val_losses'][0]:.4f} after epoch 1"
+    )
     m = report["machine"]
     print(f"machine: {m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}, {m['platform']}")
 

@@ -56,7 +56,9 @@ def drawing(image: np.ndarray) -> bytes:
 async def encode(payload: str, images: np.ndarray) -> list[Body]:
     """Each request's body, encoded once so that the clients spend their CPU on HTTP, not on encoding."""
     if payload == "json":
-        return [(json.dumps({"pixels": (image / 255.0).round(4).tolist()}).encode(), "application/json") for image in images]
+        return [
+            (json.dumps({"pixels": (image / 255.0).round(4).tolist()}).encode(), "application/json") for image in images
+        ]
     bodies = []
     for image in images:
         with aiohttp.MultipartWriter("form-data") as form:
@@ -79,7 +81,9 @@ def check_loopback(url: str) -> None:
     except ValueError:
         loopback = False
     if not loopback:
-        sys.exit(f"load_server: refusing to load-test {url}: only loopback addresses (127.0.0.1, localhost, ::1) are allowed")
+        sys.exit(
+            f"load_server: refusing to load-test {url}: only loopback addresses (127.0.0.1, localhost, ::1) are allowed"
+        )
 
 
 def start_server(port: int) -> subprocess.Popen:
@@ -98,7 +102,9 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def wait_until_up(session: aiohttp.ClientSession, url: str, server: subprocess.Popen | None, timeout: float = 60.0) -> None:
+async def wait_until_up(
+    session: aiohttp.ClientSession, url: str, server: subprocess.Popen | None, timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server is not None and server.poll() is not None:
@@ -131,7 +137,9 @@ class Tally:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
-async def client(session: aiohttp.ClientSession, url: str, bodies: list[Body], labels: np.ndarray, tally: Tally) -> None:
+async def client(
+    session: aiohttp.ClientSession, url: str, bodies: list[Body], labels: np.ndarray, tally: Tally
+) -> None:
     while (due := tally.next_send_time()) is not None:
         i = tally.sent % len(bodies)
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
@@ -144,12 +152,20 @@ async def client(session: aiohttp.ClientSession, url: str, bodies: list[Body], l
                 tally.error(f"HTTP {response.status}")
             elif answer["digit"] != labels[i]:
                 tally.wrong += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             tally.error(type(exc).__name__)
 
 
-async def load(url: str, payload: str, images: np.ndarray, labels: np.ndarray, clients: int, seconds: float,
-               rate: float | None, server: subprocess.Popen | None) -> dict:
+async def load(
+    url: str,
+    payload: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    clients: int,
+    seconds: float,
+    rate: float | None,
+    server: subprocess.Popen | None,
+) -> dict:
     bodies = await encode(payload, images)
     load_before = os.getloadavg()[0]  # other work on the machine, which the figures share the CPU with
     connector = aiohttp.TCPConnector(limit=clients)
@@ -157,7 +173,9 @@ async def load(url: str, payload: str, images: np.ndarray, labels: np.ndarray, c
         await wait_until_up(session, url, server)
         # Warm-up: open the connections and let the server's first inferences allocate what they need.
         now = time.perf_counter()
-        await asyncio.gather(*(client(session, url, bodies, labels, Tally(now, now + 1.0, None)) for _ in range(clients)))
+        await asyncio.gather(
+            *(client(session, url, bodies, labels, Tally(now, now + 1.0, None)) for _ in range(clients))
+        )
         server_cpu, own_cpu = (cpu_seconds(server.pid) if server else 0.0), own_cpu_seconds()
         start = time.perf_counter()
         tally = Tally(start, start + seconds, rate)
@@ -173,7 +191,10 @@ async def load(url: str, payload: str, images: np.ndarray, labels: np.ndarray, c
         "seconds": round(elapsed, 2),
         "answered": answered,
         "requests_per_s": round(answered / elapsed, 1),
-        "latency_ms": {name: round(float(np.percentile(ms, q)), 2) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+        "latency_ms": {
+            name: round(float(np.percentile(ms, q)), 2)
+            for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+        },
         "errors": tally.errors,
         "wrong_digits": tally.wrong,
         # CPU time per answered request: the server's (when this script started it) and this load generator's own.
@@ -188,29 +209,54 @@ def report(result: dict) -> str:
     lat = result["latency_ms"]
     errors = ", ".join(f"{kind}: {n}" for kind, n in result["errors"].items()) or "none"
     pace = f"{result['rate']:g} requests/s scheduled" if result["rate"] else "each as fast as answered"
-    server_cpu = f"server {result['server_cpu_ms_per_request']} ms, " if result["server_cpu_ms_per_request"] is not None else ""
-    return "\n".join([
-        f"{result['payload']} payload, {result['clients']} clients, {pace} for {result['seconds']} s: {result['answered']} answered, "
-        f"{result['requests_per_s']} requests/s",
-        f"latency p50 {lat['p50']} ms  p90 {lat['p90']} ms  p99 {lat['p99']} ms  max {lat['max']} ms",
-        f"errors: {errors}; wrong digits: {result['wrong_digits']} (of {SAMPLES} MNIST test images, cycled)",
-        f"CPU per request: {server_cpu}load generator {result['client_cpu_ms_per_request']} ms; "
-        f"{result['cpu_cores']} cores, load average {result['load_average_before']} before the run",
-    ])
+    server_cpu = (
+        f"server {result['server_cpu_ms_per_request']} ms, " if result["server_cpu_ms_per_request"] is not None else ""
+    )
+    return "\n".join(
+        [
+            f"{result['payload']} payload, {result['clients']} clients, {pace} for {result['seconds']} s: {result['answered']} answered, "
+            f"{result['requests_per_s']} requests/s",
+            f"latency p50 {lat['p50']} ms  p90 {lat['p90']} ms  p99 {lat['p99']} ms  max {lat['max']} ms",
+            f"errors: {errors}; wrong digits: {result['wrong_digits']} (of {SAMPLES} MNIST test images, cycled)",
+            f"CPU per request: {server_cpu}load generator {result['client_cpu_ms_per_request']} ms; "
+            f"{result['cpu_cores']} cores, load average {result['load_average_before']} before the run",
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=50, help=f"concurrent clients, at most {MAX_CLIENTS} [default: 50]")
-    parser.add_argument("--seconds", type=float, default=20.0, help=f"duration, at most {MAX_SECONDS:.0f} [default: 20]")
-    parser.add_argument("--payload", choices=["json", "png"], default="json",
-                        help="json: 28×28 pixels; png: 280×280 drawings as the page sends them, preprocessed by the server [default: json]")
-    parser.add_argument("--rate", type=float, default=None, help="send this many requests/s in all, on a schedule [default: as fast as answered]")
-    parser.add_argument("--url", default=None, help="an already running server on a loopback address [default: start one]")
+    parser.add_argument(
+        "--clients", type=int, default=50, help=f"concurrent clients, at most {MAX_CLIENTS} [default: 50]"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help=f"duration, at most {MAX_SECONDS:.0f} [default: 20]"
+    )
+    parser.add_argument(
+        "--payload",
+        choices=["json", "png"],
+        default="json",
+        help="json: 28×28 pixels; png: 280×280 drawings as the page sends them, preprocessed by the server [default: json]",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="send this many requests/s in all, on a schedule [default: as fast as answered]",
+    )
+    parser.add_argument(
+        "--url", default=None, help="an already running server on a loopback address [default: start one]"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
-    if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.seconds <= MAX_SECONDS or (args.rate is not None and args.rate <= 0):
-        sys.exit(f"load_server: --clients must be in 1..{MAX_CLIENTS}, --seconds in (0, {MAX_SECONDS:.0f}], --rate above 0")
+    if (
+        not 1 <= args.clients <= MAX_CLIENTS
+        or not 0 < args.seconds <= MAX_SECONDS
+        or (args.rate is not None and args.rate <= 0)
+    ):
+        sys.exit(
+            f"load_server: --clients must be in 1..{MAX_CLIENTS}, --seconds in (0, {MAX_SECONDS:.0f}], --rate above 0"
+        )
     if args.url:
         check_loopback(args.url)
 

@@ -14,9 +14,23 @@ from mnistkit.config import make_config
 from mnistkit.train import train_run
 
 PRESET_FIELDS = {
-    "preset", "model", "epochs", "seeds", "target_accuracy", "time_goal_seconds", "accuracy_mean", "accuracy_std",
-    "accuracy_min", "reached_target", "train_seconds_median", "train_seconds_max", "load_seconds_median",
-    "test_seconds_median", "peak_rss_mb", "speedup_vs_tutorial", "runs",
+    "preset",
+    "model",
+    "epochs",
+    "seeds",
+    "target_accuracy",
+    "time_goal_seconds",
+    "accuracy_mean",
+    "accuracy_std",
+    "accuracy_min",
+    "reached_target",
+    "train_seconds_median",
+    "train_seconds_max",
+    "load_seconds_median",
+    "test_seconds_median",
+    "peak_rss_mb",
+    "speedup_vs_tutorial",
+    "runs",
 }
 
 
@@ -29,7 +43,20 @@ def test_every_speed_preset_trains_on_a_small_slice(preset, tiny_idx_session):
 
 def test_bench_json_has_the_promised_fields(tiny_idx_session, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--preset", "fast", "--seeds", "2", "--against", "none", "--data", str(tiny_idx_session), "--json"])
+        main(
+            [
+                "bench",
+                "--preset",
+                "fast",
+                "--seeds",
+                "2",
+                "--against",
+                "none",
+                "--data",
+                str(tiny_idx_session),
+                "--json",
+            ]
+        )
     assert exit_info.value.code == 0
     report = json.loads(capsys.readouterr().out)
     assert {"machine", "device", "data", "presets", "tutorial"} <= set(report) and report["tutorial"] is None
@@ -52,7 +79,15 @@ def test_bench_refuses_bad_arguments(capsys):
 @pytest.mark.slow
 def test_tutorial_reference_jobs_report_what_the_table_shows():
     loop = bench.job_tutorial_loop(epochs=1)
-    assert {"epochs", "train_seconds", "epoch_seconds", "val_losses", "val_accuracy", "test_accuracy", "peak_rss_mb"} <= set(loop)
+    assert {
+        "epochs",
+        "train_seconds",
+        "epoch_seconds",
+        "val_losses",
+        "val_accuracy",
+        "test_accuracy",
+        "peak_rss_mb",
+    } <= set(loop)
     assert loop["val_losses"][0] == pytest.approx(2.28, abs=0.03)  # the tutorial's first epoch
     ours = bench.job_tutorial_preset(epochs=1)
     to_loss = bench.job_time_to_val_loss()
@@ -60,11 +95,17 @@ def test_tutorial_reference_jobs_report_what_the_table_shows():
     floor = bench.job_gemm_floor(epochs=1)
     assert len(floor["epoch_seconds"]) == 1 and floor["epoch_seconds"][0] > 0
     report = {
-        "machine": bench.machine(), "presets": [],
-        "tutorial": {"loop": loop, "preset_tutorial": ours, "time_to_val_loss": to_loss, "gemm_floor": floor,
-                     "epoch_seconds_ratio": ours["epoch_seconds"][0] / loop["epoch_seconds"][0],
-                     "gemm_floor_ratio": floor["epoch_seconds"][0] / loop["epoch_seconds"][0],
-                     "time_to_final_val_loss_ratio": to_loss["seconds"] / loop["train_seconds"]},
+        "machine": bench.machine(),
+        "presets": [],
+        "tutorial": {
+            "loop": loop,
+            "preset_tutorial": ours,
+            "time_to_val_loss": to_loss,
+            "gemm_floor": floor,
+            "epoch_seconds_ratio": ours["epoch_seconds"][0] / loop["epoch_seconds"][0],
+            "gemm_floor_ratio": floor["epoch_seconds"][0] / loop["epoch_seconds"][0],
+            "time_to_final_val_loss_ratio": to_loss["seconds"] / loop["train_seconds"],
+        },
     }
     text = bench.format_report(report)
     assert "tutorial loop: 1 epochs" in text and "time to the tutorial's final val loss" in text

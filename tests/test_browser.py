@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from test_server import running_server
 
 pytestmark = pytest.mark.browser
@@ -20,10 +19,18 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # Headless, and nothing that reaches out of the machine (updates, sync, first-run pages).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+)
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
@@ -71,7 +78,9 @@ def one() -> list[tuple[float, float]]:
 
 
 def zero() -> list[tuple[float, float]]:
-    return [(0.5 + 0.25 * math.sin(2 * math.pi * i / 24), 0.5 - 0.33 * math.cos(2 * math.pi * i / 24)) for i in range(25)]
+    return [
+        (0.5 + 0.25 * math.sin(2 * math.pi * i / 24), 0.5 - 0.33 * math.cos(2 * math.pi * i / 24)) for i in range(25)
+    ]
 
 
 def shown_probabilities(page) -> list[float]:
@@ -137,7 +146,9 @@ def test_prediction_updates_while_still_drawing(page):
 
 
 def test_phone_sized_screen(browser, server_url):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
     page = context.new_page()
     page.goto(server_url)
     sync_api.expect(page.locator("#model-info")).to_contain_text("parameters")

@@ -49,26 +49,48 @@ def state_files(run: Path) -> tuple[Path, Path]:
 
 def damage_weights_shape(run: Path) -> None:
     weights = run / "model.safetensors"
-    state = {k: torch.zeros(3, 3) if k == "head.weight" else torch.zeros(1) for k in checkpoint.load_checkpoint(run)[0].state_dict()}
+    state = {
+        k: torch.zeros(3, 3) if k == "head.weight" else torch.zeros(1)
+        for k in checkpoint.load_checkpoint(run)[0].state_dict()
+    }
     weights.write_bytes(save_safetensors(state))
     resign(run / "model.json", weights)
 
 
 FINAL_DAMAGE = {
     "a flipped byte in the weights": (lambda run: flip_byte(run / "model.safetensors"), "do not match the checksum"),
-    "truncated weights": (lambda run: (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes()[:100]),
-                          "do not match the checksum"),
+    "truncated weights": (
+        lambda run: (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes()[:100]),
+        "do not match the checksum",
+    ),
     "missing weights": (lambda run: (run / "model.safetensors").unlink(), "cannot read the weights"),
-    "garbage re-signed as weights": (lambda run: ((run / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage"),
-                                                 resign(run / "model.json", run / "model.safetensors")), "not a valid safetensors file"),
-    "truncated metadata": (lambda run: (run / "model.json").write_text((run / "model.json").read_text()[:40]),
-                           "not a readable checkpoint description"),
-    "metadata of something else": (lambda run: (run / "model.json").write_text('{"hello": 1}'), "not an mnistkit checkpoint"),
-    "another model named": (lambda run: edit_json(run / "model.json", lambda m: m.update(model="mlp", model_options={})),
-                            "weights do not fit the model"),
-    "another width": (lambda run: edit_json(run / "model.json", lambda m: m["model_options"].update(width=8)),
-                      "has shape (4, 1, 3, 3), the model needs (8, 1, 3, 3)"),
-    "an unknown model": (lambda run: edit_json(run / "model.json", lambda m: m.update(model="resnet9000")), "unknown model 'resnet9000'"),
+    "garbage re-signed as weights": (
+        lambda run: (
+            (run / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage"),
+            resign(run / "model.json", run / "model.safetensors"),
+        ),
+        "not a valid safetensors file",
+    ),
+    "truncated metadata": (
+        lambda run: (run / "model.json").write_text((run / "model.json").read_text()[:40]),
+        "not a readable checkpoint description",
+    ),
+    "metadata of something else": (
+        lambda run: (run / "model.json").write_text('{"hello": 1}'),
+        "not an mnistkit checkpoint",
+    ),
+    "another model named": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(model="mlp", model_options={})),
+        "weights do not fit the model",
+    ),
+    "another width": (
+        lambda run: edit_json(run / "model.json", lambda m: m["model_options"].update(width=8)),
+        "has shape (4, 1, 3, 3), the model needs (8, 1, 3, 3)",
+    ),
+    "an unknown model": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(model="resnet9000")),
+        "unknown model 'resnet9000'",
+    ),
     "wrong shapes, re-signed": (damage_weights_shape, "weights do not fit the model"),
 }
 
@@ -87,16 +109,27 @@ def test_a_damaged_final_checkpoint_is_one_clear_line(run, damage, capsys):
 
 
 RESUME_DAMAGE = {
-    "a flipped byte in the state tensors": (lambda run: flip_byte(state_files(run)[1]), "tensors do not match the checksum"),
-    "truncated state tensors": (lambda run: state_files(run)[1].write_bytes(state_files(run)[1].read_bytes()[:64]),
-                                "tensors do not match the checksum"),
+    "a flipped byte in the state tensors": (
+        lambda run: flip_byte(state_files(run)[1]),
+        "tensors do not match the checksum",
+    ),
+    "truncated state tensors": (
+        lambda run: state_files(run)[1].write_bytes(state_files(run)[1].read_bytes()[:64]),
+        "tensors do not match the checksum",
+    ),
     "missing state tensors": (lambda run: state_files(run)[1].unlink(), "cannot read the checkpoint's tensors"),
-    "truncated state.json": (lambda run: state_files(run)[0].write_text(state_files(run)[0].read_text()[:50]),
-                             "not a readable resume checkpoint"),
-    "state.json of another format": (lambda run: edit_json(state_files(run)[0], lambda m: m.update(format="other/9")),
-                                     "not an mnistkit resume checkpoint"),
-    "an epoch that is not a number": (lambda run: edit_json(state_files(run)[0], lambda m: m["progress"].update(epoch="two")),
-                                      "damaged resume checkpoint"),
+    "truncated state.json": (
+        lambda run: state_files(run)[0].write_text(state_files(run)[0].read_text()[:50]),
+        "not a readable resume checkpoint",
+    ),
+    "state.json of another format": (
+        lambda run: edit_json(state_files(run)[0], lambda m: m.update(format="other/9")),
+        "not an mnistkit resume checkpoint",
+    ),
+    "an epoch that is not a number": (
+        lambda run: edit_json(state_files(run)[0], lambda m: m["progress"].update(epoch="two")),
+        "damaged resume checkpoint",
+    ),
     "no resume folder": (lambda run: shutil.rmtree(run / resume.FOLDER), "no resumable checkpoint"),
 }
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import idx_bytes, write_idx_folder
 
 from mnistkit.cli import build_parser, main
-
-from conftest import idx_bytes, write_idx_folder
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -43,8 +42,23 @@ def test_help_lists_every_command(capsys):
 
 def test_train_then_evaluate_on_a_folder(tiny_idx, tmp_path, capsys):
     out_dir = tmp_path / "run"
-    code, out, err = run(["train", "--data", str(tiny_idx), "--model", "mlp", "--epochs", "2", "--val-size", "100",
-                          "--out", str(out_dir), "--quiet"], capsys)
+    code, out, err = run(
+        [
+            "train",
+            "--data",
+            str(tiny_idx),
+            "--model",
+            "mlp",
+            "--epochs",
+            "2",
+            "--val-size",
+            "100",
+            "--out",
+            str(out_dir),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("training mlp on ") and lines[1].startswith("epoch 1/2  train loss ")
@@ -72,12 +86,32 @@ def test_data_list_and_info(capsys):
 
 def test_console_script_runs_without_traceback(tiny_idx, tmp_path):
     env = {**os.environ, "MNISTKIT_DATA": str(tmp_path / "cache")}
-    bad = subprocess.run([sys.executable, "-m", "mnistkit", "train", "--lr", "0"], capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "mnistkit", "train", "--lr", "0"], capture_output=True, text=True, env=env
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "mnistkit: error: --lr must be a positive number, got 0.0"
-    good = subprocess.run([sys.executable, "-m", "mnistkit", "train", "--data", str(tiny_idx), "--model", "logreg",
-                           "--epochs", "1", "--val-size", "50", "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True, env=env)
+    good = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistkit",
+            "train",
+            "--data",
+            str(tiny_idx),
+            "--model",
+            "logreg",
+            "--epochs",
+            "1",
+            "--val-size",
+            "50",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert good.returncode == 0, good.stderr
     assert "\x1b" not in good.stdout and "\r" not in good.stdout  # not a terminal: plain lines only
 
@@ -93,16 +127,42 @@ def _corrupt(folder: Path, name: str, content: bytes) -> Path:
 
 BAD_DATA = {
     "missing": (lambda tmp: tmp / "nowhere", "no such file or folder"),
-    "wrong magic": (lambda tmp: _corrupt(write_idx_folder(tmp / "d", 20, 5), "train-images-idx3-ubyte.gz",
-                                         gzip.compress(b"\x01\x02\x03\x04" + b"\x00" * 20)), "not an IDX file"),
-    "truncated": (lambda tmp: _corrupt(write_idx_folder(tmp / "d", 20, 5), "train-images-idx3-ubyte.gz",
-                                       gzip.compress(idx_bytes(np.zeros((20, 28, 28), np.uint8))[:500])), "truncated IDX file"),
-    "corrupt gzip": (lambda tmp: _corrupt(write_idx_folder(tmp / "d", 20, 5), "train-labels-idx1-ubyte.gz",
-                                          b"\x1f\x8b\x08\x00garbage"), "corrupt gzip"),
-    "count mismatch": (lambda tmp: _corrupt(write_idx_folder(tmp / "d", 20, 5), "train-labels-idx1-ubyte.gz",
-                                            idx_bytes(np.zeros(7, np.uint8))), "20 images but 7 labels"),
-    "pickle layout": (lambda tmp: _corrupt(tmp, "x.pkl.gz", gzip.compress(pickle.dumps({"a": 1}))), "not the tutorial's layout"),
-    "pickle code": (lambda tmp: _corrupt(tmp, "y.pkl.gz", gzip.compress(pickle.dumps(((print, 1), (2, 3), (4, 5))))), "refusing to load builtins.print"),
+    "wrong magic": (
+        lambda tmp: _corrupt(
+            write_idx_folder(tmp / "d", 20, 5),
+            "train-images-idx3-ubyte.gz",
+            gzip.compress(b"\x01\x02\x03\x04" + b"\x00" * 20),
+        ),
+        "not an IDX file",
+    ),
+    "truncated": (
+        lambda tmp: _corrupt(
+            write_idx_folder(tmp / "d", 20, 5),
+            "train-images-idx3-ubyte.gz",
+            gzip.compress(idx_bytes(np.zeros((20, 28, 28), np.uint8))[:500]),
+        ),
+        "truncated IDX file",
+    ),
+    "corrupt gzip": (
+        lambda tmp: _corrupt(
+            write_idx_folder(tmp / "d", 20, 5), "train-labels-idx1-ubyte.gz", b"\x1f\x8b\x08\x00garbage"
+        ),
+        "corrupt gzip",
+    ),
+    "count mismatch": (
+        lambda tmp: _corrupt(
+            write_idx_folder(tmp / "d", 20, 5), "train-labels-idx1-ubyte.gz", idx_bytes(np.zeros(7, np.uint8))
+        ),
+        "20 images but 7 labels",
+    ),
+    "pickle layout": (
+        lambda tmp: _corrupt(tmp, "x.pkl.gz", gzip.compress(pickle.dumps({"a": 1}))),
+        "not the tutorial's layout",
+    ),
+    "pickle code": (
+        lambda tmp: _corrupt(tmp, "y.pkl.gz", gzip.compress(pickle.dumps(((print, 1), (2, 3), (4, 5))))),
+        "refusing to load builtins.print",
+    ),
     "unreadable": (lambda tmp: _corrupt(tmp, "z.npz", b"not a zip"), "not a readable .npz"),
 }
 
@@ -148,8 +208,24 @@ def test_existing_run_folder_is_never_overwritten_unasked(tiny_idx, tmp_path, ca
     code, _, err = run(["train", "--data", str(tiny_idx), "--epochs", "1", "--out", str(out_dir)], capsys)
     assert_one_line_error(code, err, "pass --overwrite")
     assert (out_dir / "model.json").read_text() == "precious"
-    code, _, err = run(["train", "--data", str(tiny_idx), "--model", "logreg", "--epochs", "1", "--val-size", "50",
-                        "--out", str(out_dir), "--overwrite", "--quiet"], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "--data",
+            str(tiny_idx),
+            "--model",
+            "logreg",
+            "--epochs",
+            "1",
+            "--val-size",
+            "50",
+            "--out",
+            str(out_dir),
+            "--overwrite",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads((out_dir / "model.json").read_text())["model"] == "logreg"
 
@@ -162,8 +238,27 @@ def test_unwritable_output_is_one_line(tiny_idx, tmp_path, capsys):
 
 
 def test_nan_loss_is_one_line_with_epoch_and_step(tiny_idx, tmp_path, capsys):
-    code, _, err = run(["train", "--data", str(tiny_idx), "--model", "mlp", "--optimizer", "sgd", "--lr", "1e12",
-                        "--schedule", "none", "--val-size", "100", "--out", str(tmp_path / "run"), "--quiet"], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "--data",
+            str(tiny_idx),
+            "--model",
+            "mlp",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e12",
+            "--schedule",
+            "none",
+            "--val-size",
+            "100",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, "at epoch 1, step")
 
 

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_plots import BLUE, ORANGE, pixels_of, read_png, run_cli
 
 from mnistkit import compare, runs
 from mnistkit.config import make_config
 from mnistkit.train import train_run
-from test_plots import BLUE, ORANGE, pixels_of, read_png, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,13 @@ def test_same_folder_names_are_told_apart(tiny_run, tmp_path):
 
 
 def test_format_duration():
-    assert [compare.format_duration(s) for s in (3.25, 59.9, 61, 3599, 3600 * 2 + 60 * 5)] == ["3.2s", "59.9s", "1m 01s", "59m 59s", "2h 05m"]
+    assert [compare.format_duration(s) for s in (3.25, 59.9, 61, 3599, 3600 * 2 + 60 * 5)] == [
+        "3.2s",
+        "59.9s",
+        "1m 01s",
+        "59m 59s",
+        "2h 05m",
+    ]
 
 
 def bad_runs(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:

@@ -16,7 +16,14 @@ def test_defaults_then_preset_then_overrides():
 
 def test_tutorial_preset_is_the_tutorial():
     cfg = make_config("tutorial")
-    assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs, cfg.schedule) == ("mlp", "sgd", 0.001, 64, 25, "none")
+    assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs, cfg.schedule) == (
+        "mlp",
+        "sgd",
+        0.001,
+        64,
+        25,
+        "none",
+    )
     assert cfg.val_size == 10_000 and cfg.weight_decay == 0.0
 
 

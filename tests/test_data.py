@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import idx_bytes, make_digits, write_idx_folder
 
 from mnistkit import data
 from mnistkit.errors import DataError
-
-from conftest import idx_bytes, make_digits, write_idx_folder
 
 SHARED_PICKLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"
 
@@ -238,7 +237,9 @@ def test_ranks_take_disjoint_shards_of_the_same_permutation():
     split = data.Split(torch.zeros(10, 28, 28, dtype=torch.uint8), torch.arange(10))
     norm = data.Normalization()
     shards = [
-        torch.cat([y for _, y in data.batches(split, 4, norm, True, torch.Generator().manual_seed(3), rank, 2)]).tolist()
+        torch.cat(
+            [y for _, y in data.batches(split, 4, norm, True, torch.Generator().manual_seed(3), rank, 2)]
+        ).tolist()
         for rank in (0, 1)
     ]
     assert not set(shards[0]) & set(shards[1]) and len(shards[0]) == len(shards[1]) == 5
@@ -268,4 +269,6 @@ def test_loading_from_a_folder_holding_one_npz(tmp_path):
 def test_a_copy_of_the_bundled_folder_loads_through_load_path(tmp_path):
     shutil.copytree(data.BUNDLED_DIR, tmp_path / "m")
     ds = data.load_path(tmp_path / "m" / "train-images-idx3-ubyte.gz")
-    assert len(ds.train) == 60_000 and ds.checksums["t10k-labels-idx1-ubyte"] == data.MNIST_MD5["t10k-labels-idx1-ubyte"]
+    assert (
+        len(ds.train) == 60_000 and ds.checksums["t10k-labels-idx1-ubyte"] == data.MNIST_MD5["t10k-labels-idx1-ubyte"]
+    )

@@ -40,21 +40,41 @@ RANK_SCRIPT = textwrap.dedent("""
 def digits(tmp_path_factory, mnist) -> Path:
     """12,000 real training digits and the full 10,000 test digits."""
     path = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(path, x_train=mnist.train.images[:12_000].numpy(), y_train=mnist.train.labels[:12_000].numpy(),
-             x_test=mnist.test.images.numpy(), y_test=mnist.test.labels.numpy())
+    np.savez(
+        path,
+        x_train=mnist.train.images[:12_000].numpy(),
+        y_train=mnist.train.labels[:12_000].numpy(),
+        x_test=mnist.test.images.numpy(),
+        y_test=mnist.test.labels.numpy(),
+    )
     return path
 
 
 def files(run_dir: Path) -> set[str]:
-    return {str(p.relative_to(run_dir).parent / (p.name if "state-" not in p.name else "state-*")) for p in run_dir.rglob("*")}
+    return {
+        str(p.relative_to(run_dir).parent / (p.name if "state-" not in p.name else "state-*"))
+        for p in run_dir.rglob("*")
+    }
 
 
 def test_two_gloo_processes_train_like_one_with_the_same_global_batch(digits, tmp_path):
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path), str(digits)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(tmp_path),
+            str(digits),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
 
@@ -64,7 +84,9 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(digits, tm
         assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"
 
     single_dir = runs.create_run_dir(tmp_path / "single", "mlp")
-    single = train_run(make_config(model="mlp", epochs=1, batch_size=128, val_size=0, device="cpu", data=str(digits)), single_dir)
+    single = train_run(
+        make_config(model="mlp", epochs=1, batch_size=128, val_size=0, device="cpu", data=str(digits)), single_dir
+    )
     multi_accuracy = float((tmp_path / "accuracy").read_text())
     assert abs(multi_accuracy - single.test_accuracy) <= 0.005, (multi_accuracy, single.test_accuracy)
     assert single.test_accuracy > 0.85
@@ -76,8 +98,25 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(digits, tm
 
 def test_nproc_launches_torchrun_and_only_rank_0_speaks(tiny_idx, tmp_path):
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "mnistkit", "train", "--nproc", "2", "--data", str(tiny_idx), "--model", "mlp",
-            "--epochs", "1", "--val-size", "100", "--batch-size", "64", "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "mnistkit",
+        "train",
+        "--nproc",
+        "2",
+        "--data",
+        str(tiny_idx),
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--val-size",
+        "100",
+        "--batch-size",
+        "64",
+        "--quiet",
+    ]
     done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -86,7 +125,9 @@ def test_nproc_launches_torchrun_and_only_rank_0_speaks(tiny_idx, tmp_path):
     assert done.stderr == ""
     assert (out / "model.safetensors").is_file() and (out / "resume" / "state.json").is_file()
 
-    refused = subprocess.run([*argv, "--batch-size", "63", "--out", str(tmp_path / "odd")], capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [*argv, "--batch-size", "63", "--out", str(tmp_path / "odd")], capture_output=True, text=True, timeout=300
+    )
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.splitlines() == [
         "mnistkit: error: --batch-size 63 is the global batch and must divide evenly among 2 processes; use a multiple of 2"
@@ -113,8 +154,15 @@ def test_shards_are_disjoint_and_together_make_the_single_process_batches():
     split.labels = torch.arange(1000)  # labels as indices, to see which examples each batch holds
     norm = data.Normalization()
     single = [y for _, y in data.batches(split, 128, norm, shuffle=True, generator=torch.Generator().manual_seed(0))]
-    shards = [[y for _, y in data.batches(split, 128, norm, shuffle=True, generator=torch.Generator().manual_seed(0), rank=r, world_size=2)]
-              for r in range(2)]
+    shards = [
+        [
+            y
+            for _, y in data.batches(
+                split, 128, norm, shuffle=True, generator=torch.Generator().manual_seed(0), rank=r, world_size=2
+            )
+        ]
+        for r in range(2)
+    ]
     ctx = distributed.Context(torch.device("cpu"), rank=0, world_size=2)
     assert len(shards[0]) == len(shards[1]) == distributed.steps_per_epoch(1000, 128, ctx)
     for step, (a, b) in enumerate(zip(*shards)):

@@ -116,7 +116,9 @@ def folder_contents(folder: Path) -> dict[str, bytes]:
 
 def test_good_files_download_and_verify(server, spec, tmp_path):
     calls = []
-    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")], progress=lambda *a: calls.append(a))
+    folder = download.ensure_dataset(
+        spec, cache=tmp_path, mirrors=[serve(server, "a")], progress=lambda *a: calls.append(a)
+    )
     assert folder == tmp_path / "fake"
     assert folder_contents(folder) == FILES  # no temporary files left beside them
     loaded = data.load_idx_folder(folder)
@@ -256,7 +258,9 @@ def test_describe_and_list(tmp_path, monkeypatch, spec):
     (tmp_path / "fake" / "t10k-images-idx3-ubyte.gz").write_bytes(b"junk")
     info = download.describe(spec)
     assert info["files"]["train-images-idx3-ubyte.gz"] == {
-        "present": True, "size": len(FILES["train-images-idx3-ubyte.gz"]), "verified": True,
+        "present": True,
+        "size": len(FILES["train-images-idx3-ubyte.gz"]),
+        "verified": True,
     }
     assert info["files"]["t10k-images-idx3-ubyte.gz"] == {"present": True, "size": 4, "verified": False}
     assert info["files"]["train-labels-idx1-ubyte.gz"] == {"present": False, "size": None, "verified": False}

@@ -70,10 +70,14 @@ def test_onnx_file_describes_its_contract(tmp_path, tiny_run):
 
 def test_test_time_augmentation_is_exported_too(tmp_path, pixels_of):
     torch.manual_seed(0)
-    save_checkpoint(tmp_path, create_model("cnn", width=4), {"model": "cnn", "model_options": {"width": 4}, "tta": True})
+    save_checkpoint(
+        tmp_path, create_model("cnn", width=4), {"model": "cnn", "model_options": {"width": 4}, "tta": True}
+    )
     out = export_checkpoint(tmp_path, "torchscript", tmp_path / "tta.pt").path
     x = pixels_of(4)
-    np.testing.assert_allclose(torch.jit.load(str(out))(torch.from_numpy(x)).numpy(), Classifier.load(tmp_path).predict_array(x), atol=1e-5)
+    np.testing.assert_allclose(
+        torch.jit.load(str(out))(torch.from_numpy(x)).numpy(), Classifier.load(tmp_path).predict_array(x), atol=1e-5
+    )
 
 
 def test_default_output_sits_beside_the_checkpoint(tiny_run):

@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 from mnistkit import data
 from mnistkit.errors import DataError
 
-FUZZ = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 def data_or_data_error(read, *args) -> object:
@@ -104,8 +106,14 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-VALID_NPZ = npz_bytes({"x_train": np.zeros((4, 28, 28), np.uint8), "y_train": np.arange(4), "x_test": np.zeros((2, 784), np.uint8),
-                       "y_test": np.arange(2)})
+VALID_NPZ = npz_bytes(
+    {
+        "x_train": np.zeros((4, 28, 28), np.uint8),
+        "y_train": np.arange(4),
+        "x_test": np.zeros((2, 784), np.uint8),
+        "y_test": np.arange(2),
+    }
+)
 
 
 @FUZZ
@@ -117,8 +125,10 @@ def test_any_bytes_load_as_npz_or_raise_data_error(tmp_path_factory, raw):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(VALID_NPZ) - 1), st.integers(0, 255)), min_size=1, max_size=8),
-       st.integers(0, len(VALID_NPZ)))
+@given(
+    st.lists(st.tuples(st.integers(0, len(VALID_NPZ) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+    st.integers(0, len(VALID_NPZ)),
+)
 def test_a_mutated_or_cut_npz_loads_or_raises_data_error(tmp_path_factory, flips, cut):
     raw = bytearray(VALID_NPZ)
     for offset, value in flips:
@@ -129,11 +139,26 @@ def test_a_mutated_or_cut_npz_loads_or_raises_data_error(tmp_path_factory, flips
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["x_train", "y_train", "x_test", "y_test", "other"]),
-                       st.sampled_from([np.zeros((3, 28, 28), np.uint8), np.full((3, 28, 28), 300, np.int32), np.zeros((3, 5)),
-                                        np.array([0, 1, 2]), np.array([1.5, 2, 3]), np.array([-1, 0, 99]), np.array(["a", "b", "c"]),
-                                        np.zeros((0, 28, 28), np.float32), np.full((3, 784), np.nan), np.array([[1], [2], [3]])]),
-                       max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(["x_train", "y_train", "x_test", "y_test", "other"]),
+        st.sampled_from(
+            [
+                np.zeros((3, 28, 28), np.uint8),
+                np.full((3, 28, 28), 300, np.int32),
+                np.zeros((3, 5)),
+                np.array([0, 1, 2]),
+                np.array([1.5, 2, 3]),
+                np.array([-1, 0, 99]),
+                np.array(["a", "b", "c"]),
+                np.zeros((0, 28, 28), np.float32),
+                np.full((3, 784), np.nan),
+                np.array([[1], [2], [3]]),
+            ]
+        ),
+        max_size=5,
+    )
+)
 def test_npz_with_any_arrays_loads_or_raises_data_error(tmp_path_factory, arrays):
     path = tmp_path_factory.mktemp("npz") / "d.npz"
     path.write_bytes(npz_bytes(arrays))
@@ -144,7 +169,9 @@ def test_an_npz_holding_a_pickled_object_array_is_refused_unopened(tmp_path):
     path = tmp_path / "d.npz"
     marker = tmp_path / "ran"
     with zipfile.ZipFile(path, "w") as archive:
-        header = b"\x93NUMPY\x01\x00" + b"v\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }".ljust(118) + b"\n"
+        header = (
+            b"\x93NUMPY\x01\x00" + b"v\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }".ljust(118) + b"\n"
+        )
         archive.writestr("x_train.npy", header + pickle.dumps([Payload(f"touch {marker}")]))
     with pytest.raises(DataError, match="not a readable .npz"):
         data.load_npz(path)
@@ -180,8 +207,11 @@ def test_any_file_loads_as_the_tutorial_pickle_or_data_error(tmp_path_factory, r
 
 
 @FUZZ
-@given(st.text("abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=20), st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=20),
-       st.integers(0, 5))
+@given(
+    st.text("abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=20),
+    st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=20),
+    st.integers(0, 5),
+)
 def test_a_pickle_naming_any_global_outside_the_allowlist_is_refused(module, name, protocol):
     raw = b"\x80" + bytes([max(protocol, 2)]) + b"c" + module.encode() + b"\n" + name.encode() + b"\n)R."
     if (module, name) in data.ArrayOnlyUnpickler.ALLOWED:
@@ -195,8 +225,10 @@ def test_a_tiny_pickle_cannot_make_the_reader_allocate_gigabytes(raw):
     """Run with the address space capped at 1 GiB, so a failure is a MemoryError here, not a machine out of memory."""
     import sys
 
-    probe = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); from mnistkit import data\n"
-             f"try:\n    print('loaded', data.safe_unpickle({raw!r}))\nexcept data.DataError as exc:\n    print(exc)")
+    probe = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); from mnistkit import data\n"
+        f"try:\n    print('loaded', data.safe_unpickle({raw!r}))\nexcept data.DataError as exc:\n    print(exc)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip(), done.stderr
     assert "MemoryError" not in done.stdout, done.stdout
@@ -213,10 +245,16 @@ def attacks(marker: Path) -> dict[str, bytes]:
     found["subprocess.call"] = pickle.dumps(Payload(command, subprocess.getoutput))
     found["INST opcode"] = f"(S'{command}'\nios\nsystem\n.".encode()
     found["OBJ opcode"] = b"(cos\nsystem\nS'" + command.encode() + b"'\no."
-    found["STACK_GLOBAL"] = (b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c"
-                             + bytes([len(command)]) + command.encode() + b"\x94\x85\x94R\x94.")
+    found["STACK_GLOBAL"] = (
+        b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c"
+        + bytes([len(command)])
+        + command.encode()
+        + b"\x94\x85\x94R\x94."
+    )
     # An attack hidden inside the tutorial's layout, next to real arrays.
-    found["inside the dataset tuple"] = pickle.dumps(((np.zeros((2, 784), np.float32), Payload(command)), (np.zeros(1), np.zeros(1))))
+    found["inside the dataset tuple"] = pickle.dumps(
+        ((np.zeros((2, 784), np.float32), Payload(command)), (np.zeros(1), np.zeros(1)))
+    )
     return found
 
 

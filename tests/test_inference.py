@@ -96,7 +96,13 @@ def test_probabilities_use_the_training_normalization(pretrained, mnist):
 def test_predict_takes_paths_pil_images_and_arrays(pretrained, mnist, tmp_path):
     seven = mnist.test.images[0].numpy()
     save_black_on_white(seven, tmp_path / "seven.png")
-    inputs = [tmp_path / "seven.png", str(tmp_path / "seven.png"), Image.open(tmp_path / "seven.png"), seven, 255 - seven]
+    inputs = [
+        tmp_path / "seven.png",
+        str(tmp_path / "seven.png"),
+        Image.open(tmp_path / "seven.png"),
+        seven,
+        255 - seven,
+    ]
     for item in inputs:
         result = pretrained.predict(item, top_k=3)
         assert isinstance(result, Prediction)
@@ -120,12 +126,18 @@ def test_predict_a_stacked_array_is_a_batch(pretrained, mnist):
 def test_one_bad_image_in_a_batch_does_not_stop_the_others(pretrained, mnist, tmp_path):
     save_black_on_white(mnist.test.images[1].numpy(), tmp_path / "two.png")
     (tmp_path / "junk.png").write_text("no picture here")
-    results = pretrained.predict([tmp_path / "two.png", tmp_path / "junk.png", tmp_path / "gone.png", np.zeros((40, 40), np.uint8)])
+    results = pretrained.predict(
+        [tmp_path / "two.png", tmp_path / "junk.png", tmp_path / "gone.png", np.zeros((40, 40), np.uint8)]
+    )
     assert [r.ok for r in results] == [True, False, False, False]
     assert results[0].digit == 2
     failures = results[1:]
     assert all(isinstance(r, FailedPrediction) and isinstance(r.error, ImageError) for r in failures)
-    assert [r.to_dict()["source"] for r in failures] == [str(tmp_path / "junk.png"), str(tmp_path / "gone.png"), "<array 3>"]
+    assert [r.to_dict()["source"] for r in failures] == [
+        str(tmp_path / "junk.png"),
+        str(tmp_path / "gone.png"),
+        "<array 3>",
+    ]
     assert "not an image" in failures[0].to_dict()["error"] and "file not found" in str(failures[1].error)
     assert "no ink found" in str(failures[2].error)
     json.dumps([r.to_dict() for r in results])  # all JSON-ready
@@ -140,8 +152,12 @@ def test_a_single_bad_image_raises(pretrained, tmp_path):
 
 def test_predict_array_checks_its_input(pretrained):
     assert pretrained.predict_array(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
-    for bad, message in [(np.zeros((3, 32, 32)), "expected 28×28"), (np.full((28, 28), 2.0), r"\[0, 1\]"),
-                         (np.full((28, 28), 256), "0..255"), (np.array([["a"] * 28] * 28), "must be numbers")]:
+    for bad, message in [
+        (np.zeros((3, 32, 32)), "expected 28×28"),
+        (np.full((28, 28), 2.0), r"\[0, 1\]"),
+        (np.full((28, 28), 256), "0..255"),
+        (np.array([["a"] * 28] * 28), "must be numbers"),
+    ]:
         with pytest.raises(ImageError, match=message):
             pretrained.predict_array(bad)
 
@@ -174,9 +190,20 @@ def test_find_images_walks_folders_expands_globs_and_reports_empty_ones(tmp_path
     (tmp_path / "digits" / "more").mkdir(parents=True)
     (tmp_path / "digits" / ".hidden").mkdir()
     (tmp_path / "empty").mkdir()
-    for name in ["digits/b.png", "digits/a.JPG", "digits/more/c.bmp", "digits/.d.png", "digits/.hidden/e.png", "digits/notes.txt", "x1.png", "x2.png"]:
+    for name in [
+        "digits/b.png",
+        "digits/a.JPG",
+        "digits/more/c.bmp",
+        "digits/.d.png",
+        "digits/.hidden/e.png",
+        "digits/notes.txt",
+        "x1.png",
+        "x2.png",
+    ]:
         (tmp_path / name).write_bytes(b"")
-    found, failures = find_images([tmp_path / "digits", str(tmp_path / "x*.png"), tmp_path / "empty", str(tmp_path / "nope*.png"), "missing.png"])
+    found, failures = find_images(
+        [tmp_path / "digits", str(tmp_path / "x*.png"), tmp_path / "empty", str(tmp_path / "nope*.png"), "missing.png"]
+    )
     names = [str(p).replace(str(tmp_path) + "/", "") for p in found]
     assert names == ["digits/a.JPG", "digits/b.png", "digits/more/c.bmp", "x1.png", "x2.png", "missing.png"]
     assert [str(f.error).replace(str(tmp_path) + "/", "") for f in failures] == [

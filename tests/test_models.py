@@ -22,9 +22,12 @@ def test_mlp_is_the_tutorials_network():
     model = create_model("mlp")
     shapes = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
     assert shapes == [
-        ("hidden1.weight", (128, 784)), ("hidden1.bias", (128,)),
-        ("hidden2.weight", (256, 128)), ("hidden2.bias", (256,)),
-        ("out.weight", (10, 256)), ("out.bias", (10,)),
+        ("hidden1.weight", (128, 784)),
+        ("hidden1.bias", (128,)),
+        ("hidden2.weight", (256, 128)),
+        ("hidden2.bias", (256,)),
+        ("out.weight", (10, 256)),
+        ("out.bias", (10,)),
     ]
     assert count_parameters(model) == 136_074
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
@@ -30,9 +29,24 @@ def test_notebook_is_committed_without_outputs():
 
 def test_notebook_walks_the_tutorial_in_order():
     source = "\n".join(cell.source for cell in read_notebook().cells if cell.cell_type == "code")
-    steps = ["load_mnist()", "pyplot.imshow", "F.cross_entropy", "Mnist_NN()", "named_parameters()", "TensorDataset(",
-             "get_data(", "get_model()", "fit(", "optim.AdamW", "train_run(", "CURVES_NAME",
-             "write_evaluation_plots", "compare_figure", "ImageDraw", "Classifier.load()"]
+    steps = [
+        "load_mnist()",
+        "pyplot.imshow",
+        "F.cross_entropy",
+        "Mnist_NN()",
+        "named_parameters()",
+        "TensorDataset(",
+        "get_data(",
+        "get_model()",
+        "fit(",
+        "optim.AdamW",
+        "train_run(",
+        "CURVES_NAME",
+        "write_evaluation_plots",
+        "compare_figure",
+        "ImageDraw",
+        "Classifier.load()",
+    ]
     positions = [source.find(step) for step in steps]
     assert all(p >= 0 for p in positions), [s for s, p in zip(steps, positions) if p < 0]
     assert positions == sorted(positions)
@@ -47,10 +61,16 @@ def kernel_manager(tmp_path: Path) -> KernelManager:
         "display_name": "mnistkit test",
         "language": "python",
         # One thread: the test machine's few cores are shared with the test process itself.
-        "env": {"MNISTKIT_NOTEBOOK_FAST": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline", "OMP_NUM_THREADS": "1"},
+        "env": {
+            "MNISTKIT_NOTEBOOK_FAST": "1",
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "OMP_NUM_THREADS": "1",
+        },
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+    return KernelManager(
+        kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    )
 
 
 def test_notebook_executes(tmp_path: Path):
@@ -71,5 +91,7 @@ def test_notebook_executes(tmp_path: Path):
     assert len(images) == 9
     # The notebook's runs went to the working folder given to the kernel, and are complete.
     for run in ("notebook-cnn", "notebook-tutorial"):
-        assert {"config.json", "metrics.csv", "model.json", "model.safetensors", "curves.png"} <= {p.name for p in (work / "runs" / run).iterdir()}
+        assert {"config.json", "metrics.csv", "model.json", "model.safetensors", "curves.png"} <= {
+            p.name for p in (work / "runs" / run).iterdir()
+        }
     assert (work / "runs" / "notebook-cnn" / "confusion.png").is_file()

@@ -19,7 +19,12 @@ from mnistkit import cli, plots
 from mnistkit.data import load_dataset
 from mnistkit.evaluate import evaluate_checkpoint
 
-BLUE, ORANGE, GREEN, RED = (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)  # matplotlib's C0, C1, C2, tab:red
+BLUE, ORANGE, GREEN, RED = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+)  # matplotlib's C0, C1, C2, tab:red
 
 
 def read_png(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -52,7 +57,9 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 def test_show_writes_a_labelled_grid(tiny_idx, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    code, stdout, _ = run_cli(["show", "--data", str(tiny_idx), "--val-size", "100", "--n", "16", "-o", str(out)], capsys)
+    code, stdout, _ = run_cli(
+        ["show", "--data", str(tiny_idx), "--val-size", "100", "--n", "16", "-o", str(out)], capsys
+    )
     assert code == 0 and str(out) in stdout
     rgb = read_png(out, (400, 520))  # 4 x 4 cells of 1 x 1.2 inches, plus 0.4 inch of title, at 100 dpi
     assert (rgb.max(axis=2) < 60).mean() > 0.3  # black image backgrounds fill most of it

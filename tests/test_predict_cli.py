@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_preprocess import png_header_claiming
 
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import main
 from mnistkit.models import create_model
 from mnistkit.preprocess import to_mnist
-from test_preprocess import png_header_claiming
 
 DIGITS = {"seven": 0, "two": 1, "one": 2, "zero": 3}  # name -> index in the MNIST test set
 
@@ -55,7 +55,9 @@ def test_predict_walks_a_folder(capsys, folder):
     code, out, err = run(capsys, "predict", folder)
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert [line.split(":")[0] for line in lines] == [str(folder / p) for p in ("more/zero.jpg", "one.png", "seven.png", "two.png")]
+    assert [line.split(":")[0] for line in lines] == [
+        str(folder / p) for p in ("more/zero.jpg", "one.png", "seven.png", "two.png")
+    ]
     assert [line.split(": ")[1].split()[0] for line in lines] == ["0", "1", "7", "2"]
     assert all("top 3: " in line and line.count("%") == 4 for line in lines)
 
@@ -86,7 +88,12 @@ def test_show_input_saves_what_the_model_saw(capsys, folder, tmp_path):
     # Several images: --show-input is a folder, one PNG per image, named after it.
     code, _, _ = run(capsys, "predict", folder, "--show-input", tmp_path / "inputs")
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "inputs").iterdir()) == ["0000-zero.png", "0001-one.png", "0002-seven.png", "0003-two.png"]
+    assert sorted(p.name for p in (tmp_path / "inputs").iterdir()) == [
+        "0000-zero.png",
+        "0001-one.png",
+        "0002-seven.png",
+        "0003-two.png",
+    ]
 
 
 def test_predict_with_a_trained_checkpoint(capsys, folder, tmp_path):
@@ -186,8 +193,12 @@ def test_bad_arguments_and_checkpoints(capsys, tmp_path, folder):
 
 def test_the_console_command_prints_no_traceback(folder, tmp_path):
     bad = not_an_image(tmp_path / "bad.png")
-    done = subprocess.run([sys.executable, "-m", "mnistkit", "predict", folder / "seven.png", bad, tmp_path / "gone.png"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnistkit", "predict", folder / "seven.png", bad, tmp_path / "gone.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stdout.startswith(f"{folder / 'seven.png'}: 7 (")
     assert done.stderr.splitlines() == [

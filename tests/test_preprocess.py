@@ -163,8 +163,10 @@ def test_save_input_writes_an_enlarged_png(twins, tmp_path):
 
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width×height but holds one tiny compressed row: a decompression bomb's shape."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -176,7 +178,10 @@ def png_header_claiming(width: int, height: int) -> bytes:
         (lambda: Image.new("RGB", (64, 48), (90, 120, 200)), "no ink found"),  # one flat colour
         (lambda: Image.new("RGBA", (64, 64), (0, 0, 0, 0)), "no ink found"),  # fully transparent
         (lambda: np.zeros((28, 28), np.uint8), "no ink found"),  # a black MNIST-sized frame
-        (lambda: np.random.default_rng(0).normal(200, 5, (300, 300)).clip(0, 255).astype(np.uint8), "no ink found"),  # paper grain only
+        (
+            lambda: np.random.default_rng(0).normal(200, 5, (300, 300)).clip(0, 255).astype(np.uint8),
+            "no ink found",
+        ),  # paper grain only
         (lambda: Image.new("L", (5, 40), 0), "too small"),
         (lambda: np.zeros((28, 28, 2), np.uint8), "expected (H, W)"),
         (lambda: np.full((28, 28), 1.5), "[0, 1]"),

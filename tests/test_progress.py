@@ -49,11 +49,14 @@ def test_rate():
     assert format_rate(5, 0.0, 128) == "…"
 
 
-@pytest.mark.parametrize("stream, quiet, term", [
-    (io.StringIO(), False, "xterm-256color"),  # a log file or a pipe
-    (FakeTerminal(), True, "xterm-256color"),  # --quiet on a terminal
-    (FakeTerminal(), False, "dumb"),  # a terminal that cannot move the cursor (Emacs shell, some CI)
-])
+@pytest.mark.parametrize(
+    "stream, quiet, term",
+    [
+        (io.StringIO(), False, "xterm-256color"),  # a log file or a pipe
+        (FakeTerminal(), True, "xterm-256color"),  # --quiet on a terminal
+        (FakeTerminal(), False, "dumb"),  # a terminal that cannot move the cursor (Emacs shell, some CI)
+    ],
+)
 def test_plain_lines_only(monkeypatch, stream, quiet, term):
     monkeypatch.setenv("TERM", term)
     monkeypatch.setenv("FORCE_COLOR", "1")  # CI services set it; it must not bring the bar back
@@ -99,7 +102,19 @@ def test_is_live_terminal(monkeypatch):
 
 
 def train_args(tiny_idx: Path, out: Path) -> list[str]:
-    return ["train", "--data", str(tiny_idx), "--model", "logreg", "--epochs", "2", "--val-size", "100", "--out", str(out)]
+    return [
+        "train",
+        "--data",
+        str(tiny_idx),
+        "--model",
+        "logreg",
+        "--epochs",
+        "2",
+        "--val-size",
+        "100",
+        "--out",
+        str(out),
+    ]
 
 
 def test_cli_train_on_a_terminal(tiny_idx, tmp_path, monkeypatch, capsys):
@@ -123,8 +138,14 @@ def test_cli_train_into_a_log_file(tiny_idx, tmp_path):
     log = tmp_path / "train.log"
     env = {**os.environ, "TERM": "xterm-256color", "FORCE_COLOR": "1"}
     with open(log, "w") as f:
-        subprocess.run([sys.executable, "-m", "mnistkit", *train_args(tiny_idx, tmp_path / "run")],
-                       stdout=f, stderr=subprocess.STDOUT, env=env, check=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "mnistkit", *train_args(tiny_idx, tmp_path / "run")],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=True,
+            timeout=120,
+        )
     text = log.read_text()
     assert "\x1b" not in text and "\r" not in text
     assert all(line.isprintable() for line in text.splitlines())

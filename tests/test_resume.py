@@ -24,15 +24,34 @@ from mnistkit.errors import CheckpointError
 from mnistkit.train import build_optimizer, build_scheduler, train_run
 
 # The mlp on 1,000 real MNIST digits (800 to train): 25 batches an epoch, a checkpoint every 5.
-TRAIN_ARGS = ["--model", "mlp", "--epochs", "2", "--batch-size", "32", "--val-size", "200",
-              "--deterministic", "--device", "cpu", "--quiet", "--checkpoint-every", "5"]
+TRAIN_ARGS = [
+    "--model",
+    "mlp",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--val-size",
+    "200",
+    "--deterministic",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--checkpoint-every",
+    "5",
+]
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory, mnist) -> Path:
     path = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(path, x_train=mnist.train.images[:1000].numpy(), y_train=mnist.train.labels[:1000].numpy(),
-             x_test=mnist.test.images[:200].numpy(), y_test=mnist.test.labels[:200].numpy())
+    np.savez(
+        path,
+        x_train=mnist.train.images[:1000].numpy(),
+        y_train=mnist.train.labels[:1000].numpy(),
+        x_test=mnist.test.images[:200].numpy(),
+        y_test=mnist.test.labels[:200].numpy(),
+    )
     return path
 
 
@@ -48,8 +67,12 @@ def left_alone(tmp_path_factory, digits) -> Path:
 
 
 def start(digits: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mnistkit", "train", "--data", str(digits), *TRAIN_ARGS, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistkit", "train", "--data", str(digits), *TRAIN_ARGS, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -62,8 +85,12 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float
 
 
 def resume_cli(run_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnistkit", "train", "--resume", str(run_dir), "--quiet"],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mnistkit", "train", "--resume", str(run_dir), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def metrics_without_time(run_dir: Path) -> list[dict]:
@@ -77,7 +104,10 @@ def assert_same_result(run_dir: Path, reference: Path) -> None:
     for name in ours:
         assert torch.equal(ours[name], theirs[name]), name
     assert metrics_without_time(run_dir) == metrics_without_time(reference)
-    meta, reference_meta = runs.json.loads((run_dir / "model.json").read_text()), runs.json.loads((reference / "model.json").read_text())
+    meta, reference_meta = (
+        runs.json.loads((run_dir / "model.json").read_text()),
+        runs.json.loads((reference / "model.json").read_text()),
+    )
     for key in ("test_loss", "test_accuracy", "val_loss", "val_accuracy", "train_loss", "epochs"):
         assert meta["metrics"][key] == reference_meta["metrics"][key], key
 
@@ -111,7 +141,9 @@ def test_ctrl_c_saves_a_checkpoint_prints_how_to_resume_and_exits_130(digits, le
     assert f"Resume with: mnistkit train --resume {run_dir}" in err.strip().splitlines()[-1]
     state = resume.load(run_dir)
     assert not state.done
-    assert (f"at epoch {state.epoch}, step {state.step} of 25" if state.step else f"after epoch {state.epoch - 1}") in err
+    assert (
+        f"at epoch {state.epoch}, step {state.step} of 25" if state.step else f"after epoch {state.epoch - 1}"
+    ) in err
 
     resumed = resume_cli(run_dir)
     assert resumed.returncode == 0, resumed.stderr
@@ -165,7 +197,9 @@ def test_the_second_ctrl_c_raises_at_once_and_leaves_the_checkpoint_as_it_was(tm
 # Saving fails
 
 
-def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_checkpoint(tiny_idx, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_checkpoint(
+    tiny_idx, tmp_path, monkeypatch, capsys
+):
     """ENOSPC from the file system while the third checkpoint is written (at fsync, where it surfaces)."""
     real_fsync, saves = os.fsync, []
 
@@ -179,8 +213,26 @@ def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_check
     monkeypatch.setattr(os, "fsync", fsync)
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--data", str(tiny_idx), "--model", "mlp", "--epochs", "2", "--val-size", "100", "--batch-size", "50",
-              "--checkpoint-every", "3", "--quiet", "--out", str(run_dir)])
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_idx),
+                "--model",
+                "mlp",
+                "--epochs",
+                "2",
+                "--val-size",
+                "100",
+                "--batch-size",
+                "50",
+                "--checkpoint-every",
+                "3",
+                "--quiet",
+                "--out",
+                str(run_dir),
+            ]
+        )
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("mnistkit: error: could not save the checkpoint")
@@ -197,9 +249,14 @@ def test_a_run_folder_that_vanishes_while_training_is_a_clear_error(tiny_idx, tm
     run_dir = runs.create_run_dir(tmp_path / "run", "mlp")
 
     class RemoveTheFolder:
-        def epoch_start(self, *args): pass
-        def batches_done(self, *args): pass
-        def epoch_end(self, stats): shutil.rmtree(run_dir)
+        def epoch_start(self, *args):
+            pass
+
+        def batches_done(self, *args):
+            pass
+
+        def epoch_end(self, stats):
+            shutil.rmtree(run_dir)
 
     cfg = make_config(model="mlp", epochs=2, val_size=100, data=str(tiny_idx))
     with pytest.raises(CheckpointError, match=f"the run folder {run_dir} no longer exists"):

@@ -10,9 +10,9 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Iterator
 
 import httpx
 import numpy as np
@@ -60,6 +60,7 @@ def pixels_body(digit: np.ndarray) -> dict:
 
 def png_header(width: int, height: int) -> bytes:
     """A PNG that declares ``width``×``height`` pixels but holds none: what a decompression bomb looks like up front."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -196,38 +197,97 @@ def test_docs_work_offline(client):
 
 def noise_png_over_limit() -> bytes:
     side = 1200  # 1200×1200 RGB noise does not compress: a real PNG just over 4 MiB
-    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)), compress_level=1)
+    data = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)), compress_level=1
+    )
     assert len(data) > MAX_IMAGE_BYTES
     return data
 
 
 BAD_REQUESTS = {
     "not an image": (400, "not an image", lambda c: upload(c, b"this is plain text, not a picture")),
-    "image format not accepted": (400, "PNG, JPEG or WebP", lambda c: upload(c, encode(Image.new("L", (64, 64)), "GIF"), "d.gif", "image/gif")),
+    "image format not accepted": (
+        400,
+        "PNG, JPEG or WebP",
+        lambda c: upload(c, encode(Image.new("L", (64, 64)), "GIF"), "d.gif", "image/gif"),
+    ),
     "truncated image": (422, "truncated", lambda c: upload(c, encode(Image.new("L", (64, 64), 255))[:60])),
     "empty upload": (400, "empty upload", lambda c: upload(c, b"")),
-    "empty raw body": (400, "empty upload", lambda c: c.post("/api/predict", content=b"", headers={"Content-Type": "image/png"})),
-    "empty JSON body": (400, "empty body", lambda c: c.post("/api/predict", content=b"", headers={"Content-Type": "application/json"})),
-    "form without a file": (400, "no file", lambda c: c.post("/api/predict", files={"note": (None, "a text field, no file")})),
-    "malformed JSON": (400, "malformed JSON", lambda c: c.post("/api/predict", content=b'{"pixels": [', headers={"Content-Type": "application/json"})),
+    "empty raw body": (
+        400,
+        "empty upload",
+        lambda c: c.post("/api/predict", content=b"", headers={"Content-Type": "image/png"}),
+    ),
+    "empty JSON body": (
+        400,
+        "empty body",
+        lambda c: c.post("/api/predict", content=b"", headers={"Content-Type": "application/json"}),
+    ),
+    "form without a file": (
+        400,
+        "no file",
+        lambda c: c.post("/api/predict", files={"note": (None, "a text field, no file")}),
+    ),
+    "malformed JSON": (
+        400,
+        "malformed JSON",
+        lambda c: c.post("/api/predict", content=b'{"pixels": [', headers={"Content-Type": "application/json"}),
+    ),
     "no pixels key": (422, "body.pixels: Field required", lambda c: c.post("/api/predict", json={"pixel": []})),
-    "JSON not an object": (422, "body: Input should be an object", lambda c: c.post("/api/predict", json=[[0.0] * 28] * 28)),
+    "JSON not an object": (
+        422,
+        "body: Input should be an object",
+        lambda c: c.post("/api/predict", json=[[0.0] * 28] * 28),
+    ),
     "pixels not a list": (422, "body.pixels", lambda c: c.post("/api/predict", json={"pixels": 0.5})),
     "27 rows": (422, "at least 28 items", lambda c: c.post("/api/predict", json={"pixels": [[0.0] * 28] * 27})),
     "29 columns": (422, "body.pixels[0]", lambda c: c.post("/api/predict", json={"pixels": [[0.0] * 29] * 28})),
-    "flat list of 784": (422, "body.pixels: List should have at most 28 items", lambda c: c.post("/api/predict", json={"pixels": [0.0] * 784})),
-    "value above 1": (422, "body.pixels[3][4]: Input should be less than or equal to 1",
-                      lambda c: c.post("/api/predict", json={"pixels": [[0.0] * 28] * 3 + [[0.0] * 4 + [1.5] + [0.0] * 23] + [[0.0] * 28] * 24})),
-    "negative value": (422, "greater than or equal to 0", lambda c: c.post("/api/predict", json={"pixels": [[-0.1] * 28] * 28})),
-    "NaN": (422, "finite number", lambda c: c.post("/api/predict", content=json.dumps({"pixels": [[float("nan")] * 28] * 28}), headers={"Content-Type": "application/json"})),
+    "flat list of 784": (
+        422,
+        "body.pixels: List should have at most 28 items",
+        lambda c: c.post("/api/predict", json={"pixels": [0.0] * 784}),
+    ),
+    "value above 1": (
+        422,
+        "body.pixels[3][4]: Input should be less than or equal to 1",
+        lambda c: c.post(
+            "/api/predict", json={"pixels": [[0.0] * 28] * 3 + [[0.0] * 4 + [1.5] + [0.0] * 23] + [[0.0] * 28] * 24}
+        ),
+    ),
+    "negative value": (
+        422,
+        "greater than or equal to 0",
+        lambda c: c.post("/api/predict", json={"pixels": [[-0.1] * 28] * 28}),
+    ),
+    "NaN": (
+        422,
+        "finite number",
+        lambda c: c.post(
+            "/api/predict",
+            content=json.dumps({"pixels": [[float("nan")] * 28] * 28}),
+            headers={"Content-Type": "application/json"},
+        ),
+    ),
     "strings": (422, "valid number", lambda c: c.post("/api/predict", json={"pixels": [["0.5"] * 28] * 28})),
     "booleans": (422, "valid number", lambda c: c.post("/api/predict", json={"pixels": [[True] * 28] * 28})),
     "blank drawing": (422, "no ink", lambda c: upload(c, encode(Image.new("L", (280, 280), 255)))),
     "image over 4 MB": (413, "too large: images up to 4 MiB", lambda c: upload(c, noise_png_over_limit())),
-    "streamed body over 4 MB": (413, "too large", lambda c: c.post("/api/predict", content=iter([b"\0" * 2**20] * 6), headers={"Content-Type": "image/png"})),
-    "over 25 megapixels": (413, "6000×5000 pixels is too large", lambda c: upload(c, encode(Image.new("1", (6000, 5000), 1)))),
+    "streamed body over 4 MB": (
+        413,
+        "too large",
+        lambda c: c.post("/api/predict", content=iter([b"\0" * 2**20] * 6), headers={"Content-Type": "image/png"}),
+    ),
+    "over 25 megapixels": (
+        413,
+        "6000×5000 pixels is too large",
+        lambda c: upload(c, encode(Image.new("1", (6000, 5000), 1))),
+    ),
     "decompression bomb": (413, "too large", lambda c: upload(c, png_header(40_000, 40_000))),
-    "text content type": (415, "unsupported Content-Type 'text/plain'", lambda c: c.post("/api/predict", content=b"7", headers={"Content-Type": "text/plain"})),
+    "text content type": (
+        415,
+        "unsupported Content-Type 'text/plain'",
+        lambda c: c.post("/api/predict", content=b"7", headers={"Content-Type": "text/plain"}),
+    ),
     "no content type": (415, "(none)", lambda c: c.post("/api/predict", content=b"7")),
     "unknown path": (404, "Not Found", lambda c: c.get("/api/nothing")),
     "wrong method": (405, "Method Not Allowed", lambda c: c.get("/api/predict")),
@@ -279,15 +339,20 @@ def test_serve_runs_a_real_server(digits):
     images, labels = digits
     with running_server() as url:
         assert httpx.get(f"{url}/api/health", timeout=30).json() == {"status": "ok"}
-        answer = httpx.post(f"{url}/api/predict", files={"image": ("d.png", drawing(images[3]), "image/png")}, timeout=30).json()
+        answer = httpx.post(
+            f"{url}/api/predict", files={"image": ("d.png", drawing(images[3]), "image/png")}, timeout=30
+        ).json()
         assert answer["digit"] == labels[3]
         assert "<canvas" in httpx.get(f"{url}/", timeout=30).text
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--port", "70000"], "--port must be in 0..65535"),
-    (["--model", "no/such/run"], "no/such/run"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--port", "70000"], "--port must be in 0..65535"),
+        (["--model", "no/such/run"], "no/such/run"),
+    ],
+)
 def test_serve_bad_options_are_one_line_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["serve", *argv])

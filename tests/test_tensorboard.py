@@ -49,7 +49,20 @@ class RecordingReporter:
 
 
 def train_args(data: Path, out: Path) -> list[str]:
-    return ["train", "--data", str(data), "--model", "logreg", "--epochs", "2", "--val-size", "100", "--out", str(out), "--tensorboard"]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        "logreg",
+        "--epochs",
+        "2",
+        "--val-size",
+        "100",
+        "--out",
+        str(out),
+        "--tensorboard",
+    ]
 
 
 @pytest.fixture
@@ -58,7 +71,9 @@ def without_tensorboard(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
 
 
-def test_missing_tensorboard_is_one_clear_line_before_anything_is_written(without_tensorboard, tiny_idx, tmp_path, capsys):
+def test_missing_tensorboard_is_one_clear_line_before_anything_is_written(
+    without_tensorboard, tiny_idx, tmp_path, capsys
+):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         cli.main(train_args(tiny_idx, out))
@@ -90,8 +105,14 @@ def test_reporter_logs_every_number_and_passes_events_on(tmp_path):
     assert running == [(1.0, 50), (0.5, 100), (0.5, 150), (0.25, 200)]  # global steps across epochs
     per_epoch = {(tag, step): value for tag, value, step in writer.scalars if tag != "train/running_loss"}
     assert per_epoch == {
-        ("loss/train", 1): 0.9, ("loss/val", 1): 0.5, ("accuracy/val", 1): 0.8, ("lr", 1): 0.01, ("seconds_per_epoch", 1): 1.5,
-        ("loss/train", 2): 0.4, ("lr", 2): 0.001, ("seconds_per_epoch", 2): 1.0,  # no validation in epoch 2: nothing made up
+        ("loss/train", 1): 0.9,
+        ("loss/val", 1): 0.5,
+        ("accuracy/val", 1): 0.8,
+        ("lr", 1): 0.01,
+        ("seconds_per_epoch", 1): 1.5,
+        ("loss/train", 2): 0.4,
+        ("lr", 2): 0.001,
+        ("seconds_per_epoch", 2): 1.0,  # no validation in epoch 2: nothing made up
     }
     assert writer.flushes == 2 and writer.closed
     assert [call[0] for call in inner.calls] == ["start", "batches", "batches", "end"] * 2

@@ -50,8 +50,16 @@ def test_every_optimizer_and_schedule_trains(tiny_splits, optimizer, schedule):
 
 
 def test_nesterov_clipping_smoothing_and_augmentation_train(tiny_splits):
-    _, history = _fit(tiny_splits, model="cnn", width=4, optimizer="sgd", nesterov=True, grad_clip=1.0,
-                      label_smoothing=0.1, augment="affine")
+    _, history = _fit(
+        tiny_splits,
+        model="cnn",
+        width=4,
+        optimizer="sgd",
+        nesterov=True,
+        grad_clip=1.0,
+        label_smoothing=0.1,
+        augment="affine",
+    )
     assert len(history) == 2
 
 
@@ -66,8 +74,17 @@ def test_same_seed_same_weights_bitwise(tiny_splits):
 
 def test_early_stopping_stops_and_keeps_the_best(tiny_splits):
     # lr far too high for plain SGD on the logreg: validation loss gets worse, so training stops early
-    net, history = _fit(tiny_splits, model="logreg", optimizer="sgd", momentum=0.0, lr=5.0, schedule="none",
-                        epochs=20, early_stopping=2, grad_clip=10.0)
+    net, history = _fit(
+        tiny_splits,
+        model="logreg",
+        optimizer="sgd",
+        momentum=0.0,
+        lr=5.0,
+        schedule="none",
+        epochs=20,
+        early_stopping=2,
+        grad_clip=10.0,
+    )
     assert len(history) < 20
     best = min(h.val_loss for h in history)
     (splits, norm) = tiny_splits
@@ -96,11 +113,17 @@ def test_train_run_writes_a_reproducible_run_folder(tiny_idx_session, tmp_path):
     assert {"config.json", "metrics.csv", "model.safetensors", "model.json"} <= names
     assert runs.read_config(run_dir) == cfg  # the run can be repeated from its folder
     rows = runs.read_metrics(run_dir)
-    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["val_accuracy"] == pytest.approx(result.history[-1].val_accuracy)
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["val_accuracy"] == pytest.approx(
+        result.history[-1].val_accuracy
+    )
     meta = json.loads((run_dir / "model.json").read_text())
     assert meta["model"] == "mlp" and meta["metrics"]["test_accuracy"] == pytest.approx(result.test_accuracy)
-    assert set(meta["dataset"]["checksums"]) == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+    assert set(meta["dataset"]["checksums"]) == {
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    }
     assert {"normalization", "classes", "mnistkit_version", "config", "command"} <= set(meta)
     again = train_run(runs.read_config(run_dir))
     assert again.test_accuracy == result.test_accuracy

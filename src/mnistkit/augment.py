@@ -15,7 +15,9 @@ import torch.nn.functional as F
 AUGMENTATIONS = ("none", "shift", "affine")
 
 
-def random_shift(x: torch.Tensor, background: float, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_shift(
+    x: torch.Tensor, background: float, max_shift: int = 2, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Translate each image by a random whole number of pixels in [-max_shift, max_shift] on both axes."""
     n, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, value=background)

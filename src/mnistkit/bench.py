@@ -51,9 +51,15 @@ def job_preset(preset: str, seed: int, device: str, data: str | None = None) -> 
     result = train_run(make_config(preset, seed=seed, device=device, data=data))
     m = result.meta["metrics"]
     return {
-        "preset": preset, "seed": seed, "model": result.meta["model"], "epochs": m["epochs"],
-        "test_accuracy": m["test_accuracy"], "train_seconds": m["train_seconds"],
-        "load_seconds": m["load_seconds"], "test_seconds": m["test_seconds"], "peak_rss_mb": peak_rss_mb(),
+        "preset": preset,
+        "seed": seed,
+        "model": result.meta["model"],
+        "epochs": m["epochs"],
+        "test_accuracy": m["test_accuracy"],
+        "train_seconds": m["train_seconds"],
+        "load_seconds": m["load_seconds"],
+        "test_seconds": m["test_seconds"],
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -63,8 +69,8 @@ def job_tutorial_loop(epochs: int = 25) -> dict[str, Any]:
     from torch.utils.data import TensorDataset
 
     from . import tutorial
-    from .evaluate import loss_and_accuracy
     from .data import Normalization, load_bundled_mnist
+    from .evaluate import loss_and_accuracy
 
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -83,9 +89,14 @@ def job_tutorial_loop(epochs: int = 25) -> dict[str, Any]:
     test = load_bundled_mnist().test
     _, test_accuracy = loss_and_accuracy(model, test, Normalization(0.0, 1.0, 256.0))
     return {
-        "epochs": epochs, "train_seconds": sum(epoch_seconds), "epoch_seconds": epoch_seconds,
-        "val_losses": val_losses, "val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
-        "load_seconds": load_seconds, "peak_rss_mb": peak_rss_mb(),
+        "epochs": epochs,
+        "train_seconds": sum(epoch_seconds),
+        "epoch_seconds": epoch_seconds,
+        "val_losses": val_losses,
+        "val_accuracy": val_accuracy,
+        "test_accuracy": test_accuracy,
+        "load_seconds": load_seconds,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -96,8 +107,10 @@ def job_tutorial_preset(epochs: int = 3) -> dict[str, Any]:
 
     result = train_run(make_config("tutorial", epochs=epochs))
     return {
-        "epochs": epochs, "epoch_seconds": [h.seconds for h in result.history],
-        "val_losses": [h.val_loss for h in result.history], "peak_rss_mb": peak_rss_mb(),
+        "epochs": epochs,
+        "epoch_seconds": [h.seconds for h in result.history],
+        "val_losses": [h.val_loss for h in result.history],
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -139,7 +152,9 @@ class _TargetReached(Exception):
     pass
 
 
-def job_time_to_val_loss(target: float = TUTORIAL_FINAL_VAL_LOSS, preset: str = "fast", **overrides: Any) -> dict[str, Any]:
+def job_time_to_val_loss(
+    target: float = TUTORIAL_FINAL_VAL_LOSS, preset: str = "fast", **overrides: Any
+) -> dict[str, Any]:
     """Training seconds until the validation loss (the tutorial's 10,000 held-out images) drops to
     ``target``, checked every few dozen steps; the checks themselves are not counted. ``overrides``
     change the preset's options (a constant learning rate, say)."""
@@ -212,11 +227,18 @@ def summarize(preset: str, rows: list[dict[str, Any]], reference_seconds: float 
     secs = [r["train_seconds"] for r in rows]
     median = statistics.median(secs)
     return {
-        "preset": preset, "model": rows[0]["model"], "epochs": rows[0]["epochs"], "seeds": len(rows),
-        "target_accuracy": target, "time_goal_seconds": goal,
-        "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-        "accuracy_min": min(accs), "reached_target": sum(a >= target for a in accs),
-        "train_seconds_median": median, "train_seconds_max": max(secs),
+        "preset": preset,
+        "model": rows[0]["model"],
+        "epochs": rows[0]["epochs"],
+        "seeds": len(rows),
+        "target_accuracy": target,
+        "time_goal_seconds": goal,
+        "accuracy_mean": statistics.fmean(accs),
+        "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "accuracy_min": min(accs),
+        "reached_target": sum(a >= target for a in accs),
+        "train_seconds_median": median,
+        "train_seconds_max": max(secs),
         "load_seconds_median": statistics.median(r["load_seconds"] for r in rows),
         "test_seconds_median": statistics.median(r["test_seconds"] for r in rows),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
@@ -227,8 +249,11 @@ def summarize(preset: str, rows: list[dict[str, Any]], reference_seconds: float 
 
 def machine() -> dict[str, Any]:
     return {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -246,7 +271,13 @@ def run_benchmark(
         raise MnistkitError(f"unknown benchmark preset '{unknown[0]}'; choose from: {', '.join(TARGETS)}")
     if seeds < 1:
         raise MnistkitError(f"--seeds must be at least 1, got {seeds}")
-    report: dict[str, Any] = {"machine": machine(), "device": device, "data": data or "mnist (bundled)", "presets": [], "tutorial": None}
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "device": device,
+        "data": data or "mnist (bundled)",
+        "presets": [],
+        "tutorial": None,
+    }
     reference_seconds = None
     if against_tutorial:
         log("tutorial loop (DataLoader, batch 64, SGD lr 0.001, 25 epochs) ...")
@@ -258,10 +289,15 @@ def run_benchmark(
         loop_epoch = statistics.median(loop["epoch_seconds"])
         ours_epoch = statistics.median(fast_path["epoch_seconds"])
         report["tutorial"] = {
-            "loop": loop, "preset_tutorial": fast_path, "time_to_val_loss": to_loss, "gemm_floor": floor,
+            "loop": loop,
+            "preset_tutorial": fast_path,
+            "time_to_val_loss": to_loss,
+            "gemm_floor": floor,
             "epoch_seconds_ratio": ours_epoch / loop_epoch,
             "gemm_floor_ratio": statistics.median(floor["epoch_seconds"]) / loop_epoch,
-            "time_to_final_val_loss_ratio": (to_loss["seconds"] / loop["train_seconds"]) if to_loss["seconds"] else None,
+            "time_to_final_val_loss_ratio": (to_loss["seconds"] / loop["train_seconds"])
+            if to_loss["seconds"]
+            else None,
         }
     for preset in presets:
         rows = []
@@ -303,7 +339,11 @@ def format_report(report: dict[str, Any]) -> str:
                 f"= 1/{1 / t['time_to_final_val_loss_ratio']:.0f} of the tutorial loop's {loop['train_seconds']:.1f} s"
             )
     m = report["machine"]
-    lines += ["", f"machine: {m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}, {m['platform']}" + (f", GPU {m['cuda']}" if m["cuda"] else "")]
+    lines += [
+        "",
+        f"machine: {m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}, {m['platform']}"
+        + (f", GPU {m['cuda']}" if m["cuda"] else ""),
+    ]
     return "\n".join(lines)
 
 

@@ -80,7 +80,9 @@ def read_tensors(path: Path, sha256: object, what: str, listed_in: str) -> dict[
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     if hashlib.sha256(blob).hexdigest() != sha256:
-        raise CheckpointError(f"{path}: {what} do not match the checksum in {listed_in}; the file was modified or truncated")
+        raise CheckpointError(
+            f"{path}: {what} do not match the checksum in {listed_in}; the file was modified or truncated"
+        )
     try:
         return load_safetensors(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:

@@ -8,9 +8,10 @@ the test accuracy); a run that was stopped before it finished has no model.json 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -37,7 +38,9 @@ class RunSummary:
     @property
     def best_val(self) -> tuple[float, int] | None:
         """The best validation accuracy and its epoch, or None without a validation set."""
-        scored = [(row["val_accuracy"], int(row["epoch"])) for row in self.metrics if row.get("val_accuracy") is not None]
+        scored = [
+            (row["val_accuracy"], int(row["epoch"])) for row in self.metrics if row.get("val_accuracy") is not None
+        ]
         return max(scored, key=lambda pair: pair[0]) if scored else None
 
 
@@ -47,7 +50,9 @@ def read_run(path: str | Path, name: str | None = None) -> RunSummary:
         problem = "a file, not a run folder" if path.exists() else "no such run folder"
         raise CheckpointError(f"{path}: {problem}; pass folders written by mnistkit train")
     if not (path / runs.CONFIG_NAME).is_file():
-        raise CheckpointError(f"{path}: not a run folder (no {runs.CONFIG_NAME}); pass folders written by mnistkit train")
+        raise CheckpointError(
+            f"{path}: not a run folder (no {runs.CONFIG_NAME}); pass folders written by mnistkit train"
+        )
     config = _read_config(path / runs.CONFIG_NAME)
     metrics = _read_metrics(path)
     test_accuracy = None
@@ -67,8 +72,10 @@ def _read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
     except (ValueError, TypeError):  # a cell that is not a number, or a row longer than the header
         rows = None
     if rows is None or not all(isinstance(row.get(key), float) for row in rows for key in ("epoch", "train_loss")):
-        raise CheckpointError(f"{path}: not the metrics mnistkit train writes (epoch, train_loss, ... as numbers); "
-                              "leave that run out or train it again")
+        raise CheckpointError(
+            f"{path}: not the metrics mnistkit train writes (epoch, train_loss, ... as numbers); "
+            "leave that run out or train it again"
+        )
     return rows
 
 
@@ -118,14 +125,16 @@ def table(summaries: Sequence[RunSummary]) -> list[list[str]]:
         planned = s.config.get("epochs")
         epochs = str(s.epochs) if planned in (None, s.epochs) else f"{s.epochs}/{planned}"
         best = s.best_val
-        rows.append([
-            s.name,
-            *(_value(s.config.get(k)) for k in differing),
-            epochs,
-            f"{best[0]:.2%} (epoch {best[1]})" if best else "-",
-            f"{s.test_accuracy:.2%}" if s.test_accuracy is not None else "-",
-            format_duration(s.seconds),
-        ])
+        rows.append(
+            [
+                s.name,
+                *(_value(s.config.get(k)) for k in differing),
+                epochs,
+                f"{best[0]:.2%} (epoch {best[1]})" if best else "-",
+                f"{s.test_accuracy:.2%}" if s.test_accuracy is not None else "-",
+                format_duration(s.seconds),
+            ]
+        )
     return rows
 
 
@@ -133,8 +142,10 @@ def format_table(summaries: Sequence[RunSummary]) -> str:
     rows = table(summaries)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     # The run names read best left-aligned, the numbers right-aligned.
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
     return "\n".join(lines)
 
 

@@ -60,14 +60,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown configuration keys: {', '.join(unknown)}")
         return cls(**values)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ConfigError with one line for the first invalid value; return self when all are valid."""
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
@@ -79,14 +79,26 @@ class TrainConfig:
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}"),
-            (self.early_stopping >= 0, f"--early-stopping must be 0 (off) or a patience in epochs, got {self.early_stopping}"),
+            (
+                self.early_stopping >= 0,
+                f"--early-stopping must be 0 (off) or a patience in epochs, got {self.early_stopping}",
+            ),
             (self.step_size >= 1, f"--step-size must be at least 1, got {self.step_size}"),
             (0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}"),
             (self.width is None or self.width >= 1, f"--width must be at least 1, got {self.width}"),
-            (self.stem_width is None or self.stem_width >= 1, f"--stem-width must be at least 1, got {self.stem_width}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}"),
+            (
+                self.stem_width is None or self.stem_width >= 1,
+                f"--stem-width must be at least 1, got {self.stem_width}",
+            ),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}",
+            ),
             (self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}"),
-            (self.augment in AUGMENTATIONS, f"unknown augmentation '{self.augment}'; choose one of: {', '.join(AUGMENTATIONS)}"),
+            (
+                self.augment in AUGMENTATIONS,
+                f"unknown augmentation '{self.augment}'; choose one of: {', '.join(AUGMENTATIONS)}",
+            ),
             (self.device in DEVICES, f"unknown device '{self.device}'; choose one of: {', '.join(DEVICES)}"),
             (self.amp in AMP_MODES, f"unknown --amp '{self.amp}'; choose one of: {', '.join(AMP_MODES)}"),
         ]
@@ -104,15 +116,44 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The tutorial exactly: its MLP, plain SGD at lr 0.001, batch 64, 25 epochs, pixels / 256, no schedule.
     "tutorial": dict(
-        model="mlp", optimizer="sgd", lr=0.001, momentum=0.0, weight_decay=0.0, batch_size=64, epochs=25,
-        schedule="none", normalize=False, amp="off",
+        model="mlp",
+        optimizer="sgd",
+        lr=0.001,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=64,
+        epochs=25,
+        schedule="none",
+        normalize=False,
+        amp="off",
     ),
     # Speed records (``mnistkit bench``): train on all 60,000 images (no validation pass to pay for) and
     # reach the target test accuracy in the least training time on a 2-core CPU.
     "fast": dict(model="mlp", epochs=4, batch_size=512, lr=0.015, label_smoothing=0.1, val_size=0),  # >= 98.0%
     "cnn": dict(model="cnn", width=16, epochs=1, batch_size=192, lr=0.04, label_smoothing=0.1, val_size=0),  # >= 99.0%
-    "accurate": dict(model="cnn", width=24, stem_width=16, epochs=7, batch_size=256, lr=0.03, label_smoothing=0.1, augment="shift", val_size=0),  # >= 99.5%
-    "best": dict(model="cnn", width=48, stem_width=16, epochs=36, batch_size=128, lr=0.02, label_smoothing=0.1, augment="affine", tta=True, val_size=0),  # >= 99.7%
+    "accurate": dict(
+        model="cnn",
+        width=24,
+        stem_width=16,
+        epochs=7,
+        batch_size=256,
+        lr=0.03,
+        label_smoothing=0.1,
+        augment="shift",
+        val_size=0,
+    ),  # >= 99.5%
+    "best": dict(
+        model="cnn",
+        width=48,
+        stem_width=16,
+        epochs=36,
+        batch_size=128,
+        lr=0.02,
+        label_smoothing=0.1,
+        augment="affine",
+        tta=True,
+        val_size=0,
+    ),  # >= 99.7%
 }
 
 

@@ -15,9 +15,9 @@ import pickle
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
@@ -166,7 +166,13 @@ def read_idx(path: str | Path) -> tuple[np.ndarray, str]:
 def _idx_role(name: str) -> tuple[str, str] | None:
     lower = name.lower()
     part = "train" if "train" in lower else "test" if ("t10k" in lower or "test" in lower) else None
-    kind = "images" if ("images" in lower or "idx3" in lower) else "labels" if ("labels" in lower or "idx1" in lower) else None
+    kind = (
+        "images"
+        if ("images" in lower or "idx3" in lower)
+        else "labels"
+        if ("labels" in lower or "idx1" in lower)
+        else None
+    )
     return (part, kind) if part and kind else None
 
 
@@ -176,7 +182,13 @@ def find_idx_files(folder: Path) -> dict[tuple[str, str], Path]:
     for path in sorted(folder.iterdir(), key=lambda p: (p.name.endswith(".gz"), p.name)):
         role = _idx_role(path.name)
         # Hidden files are skipped: an interrupted atomic write can leave a ".name.tmp" behind.
-        if role and not path.name.startswith(".") and path.is_file() and "ubyte" in path.name.lower() and role not in found:
+        if (
+            role
+            and not path.name.startswith(".")
+            and path.is_file()
+            and "ubyte" in path.name.lower()
+            and role not in found
+        ):
             found[role] = path
     return found
 
@@ -250,12 +262,16 @@ def load_idx_folder(folder: str | Path, verify: dict[str, str] | None = None, na
         array, md5 = read_idx(path)
         stem = path.name.removesuffix(".gz")
         if verify and stem in verify and verify[stem] != md5:
-            raise DataError(f"{path}: checksum mismatch (MD5 {md5}, expected {verify[stem]}); the file is corrupt, replace it")
+            raise DataError(
+                f"{path}: checksum mismatch (MD5 {md5}, expected {verify[stem]}); the file is corrupt, replace it"
+            )
         arrays[role], checksums[stem] = array, md5
     for part in ("train", "test"):
         if ((part, "images") in files) != ((part, "labels") in files):
             missing = "labels" if (part, "images") in files else "images"
-            raise DataError(f"{folder}: found {part} {'images' if missing == 'labels' else 'labels'} but no {part} {missing} file")
+            raise DataError(
+                f"{folder}: found {part} {'images' if missing == 'labels' else 'labels'} but no {part} {missing} file"
+            )
     train = _make_split(arrays["train", "images"], arrays["train", "labels"], f"{folder} (train)")
     test = (
         _make_split(arrays["test", "images"], arrays["test", "labels"], f"{folder} (test)")
@@ -339,7 +355,9 @@ def load_pickle(path: str | Path) -> Dataset:
         parts.append(_make_split(pair[0], pair[1], f"{path} (part {i})"))
     train = Split(torch.cat([parts[0].images, parts[1].images]), torch.cat([parts[0].labels, parts[1].labels]))
     test = parts[2] if len(parts) == 3 else None
-    return Dataset(path.name.split(".")[0], train, test, checksums={path.name: hashlib.md5(raw).hexdigest()}, source=str(path))
+    return Dataset(
+        path.name.split(".")[0], train, test, checksums={path.name: hashlib.md5(raw).hexdigest()}, source=str(path)
+    )
 
 
 def load_npz(path: str | Path) -> Dataset:
@@ -387,7 +405,9 @@ def load_path(path: str | Path) -> Dataset:
         return load_pickle(path)
     if _idx_role(path.name):
         return load_idx_folder(path.parent)
-    raise DataError(f"{path}: unknown data format; use IDX files (raw or .gz), a .pkl.gz in the tutorial's layout, or a .npz")
+    raise DataError(
+        f"{path}: unknown data format; use IDX files (raw or .gz), a .pkl.gz in the tutorial's layout, or a .npz"
+    )
 
 
 def load_bundled_mnist() -> Dataset:
@@ -416,7 +436,9 @@ def split_dataset(ds: Dataset, val_size: int = 10_000) -> Splits:
     """Hold out the last ``val_size`` training examples for validation (0 = no validation set)."""
     n = len(ds.train)
     if val_size < 0 or val_size >= n:
-        raise DataError(f"validation size must be between 0 and {n - 1} (the training set has {n} examples), got {val_size}")
+        raise DataError(
+            f"validation size must be between 0 and {n - 1} (the training set has {n} examples), got {val_size}"
+        )
     if val_size == 0:
         return Splits(ds.train, None, ds.test)
     cut = n - val_size

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -78,15 +79,19 @@ def process_group(device: torch.device) -> Iterator[Context]:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"process {local_rank} on this node has no GPU ({torch.cuda.device_count()} visible); "
-                              "start at most one process per GPU (--nproc-per-node)")
+            raise ConfigError(
+                f"process {local_rank} on this node has no GPU ({torch.cuda.device_count()} visible); "
+                "start at most one process per GPU (--nproc-per-node)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     elif device.type == "cpu":
         backend = "gloo"
     else:
-        raise ConfigError(f"multi-process training runs on CUDA (NCCL) or CPU (Gloo), not on {device.type}; use --device cpu or cuda")
+        raise ConfigError(
+            f"multi-process training runs on CUDA (NCCL) or CPU (Gloo), not on {device.type}; use --device cpu or cuda"
+        )
     dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
     control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
     try:
@@ -190,22 +195,32 @@ def check_in_sync(model: nn.Module, ctx: Context) -> None:
         if not torch.equal(reference, tensor):
             differ.append(name)
     if agree(ctx, bool(differ)):
-        raise TrainingError(f"the ranks' weights differ ({', '.join(differ[:3]) or 'on another rank'}); distributed training went out of step")
+        raise TrainingError(
+            f"the ranks' weights differ ({', '.join(differ[:3]) or 'on another rank'}); distributed training went out of step"
+        )
 
 
 @torch.no_grad()
-def sharded_loss_and_accuracy(model: nn.Module, split: data.Split, norm: data.Normalization, ctx: Context,
-                              batch_size: int = 1000, tta: bool = False) -> tuple[float, float]:
+def sharded_loss_and_accuracy(
+    model: nn.Module,
+    split: data.Split,
+    norm: data.Normalization,
+    ctx: Context,
+    batch_size: int = 1000,
+    tta: bool = False,
+) -> tuple[float, float]:
     """Loss and accuracy over the whole ``split``, each rank evaluating every world_size-th example."""
     from .evaluate import predict_logits
 
     shard = data.Split(split.images[ctx.rank :: ctx.world_size], split.labels[ctx.rank :: ctx.world_size])
     logits = predict_logits(model, shard, norm, batch_size, tta)
     labels = shard.labels.to(logits.device)
-    totals = torch.stack([
-        F.cross_entropy(logits.double(), labels, reduction="sum"),
-        (logits.argmax(1) == labels).sum().double(),
-    ])
+    totals = torch.stack(
+        [
+            F.cross_entropy(logits.double(), labels, reduction="sum"),
+            (logits.argmax(1) == labels).sum().double(),
+        ]
+    )
     loss, accuracy = (all_sum(ctx, totals) / len(split)).tolist()
     return loss, accuracy
 

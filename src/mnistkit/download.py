@@ -12,9 +12,9 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import platformdirs
 
@@ -76,7 +76,18 @@ CATALOG: dict[str, DatasetSpec] = {
                 "bef4ecab320f06d8554ea6380940ec79",
                 "bb300cfdad3c16e7a12a480ee83cd310",
             ),
-            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            classes=(
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ),
             citation="MIT License; H. Xiao, K. Rasul, R. Vollgraf: Fashion-MNIST: a Novel Image Dataset for "
             "Benchmarking Machine Learning Algorithms, arXiv:1708.07747, 2017",
         ),
@@ -279,7 +290,9 @@ def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create {folder}: {exc.strerror or exc}; set MNISTKIT_DATA to a writable folder") from None
+        raise DataError(
+            f"cannot create {folder}: {exc.strerror or exc}; set MNISTKIT_DATA to a writable folder"
+        ) from None
 
 
 def _failure_message(spec: DatasetSpec, folder: Path, missing: list[str], failures: dict[str, _MirrorFailed]) -> str:
@@ -378,7 +391,8 @@ def format_description(info: dict) -> str:
         width = max(map(len, files))
         return [
             f"  {name:<{width}}  {f['size']:>10,} bytes  {'verified' if f['verified'] else 'CHECKSUM MISMATCH'}"
-            if f["present"] else f"  {name:<{width}}  missing"
+            if f["present"]
+            else f"  {name:<{width}}  missing"
             for name, f in files.items()
         ]
 
@@ -386,7 +400,11 @@ def format_description(info: dict) -> str:
     if "bundled" in info:
         lines += [f"bundled copy in {info['bundled']['folder']}:", *file_lines(info["bundled"]["files"])]
     lines += [f"download cache {info['folder']}:", *file_lines(info["files"])]
-    lines += [f"mirrors: {', '.join(info['mirrors'])}", f"classes: {', '.join(info['classes'])}", f"citation: {info['citation']}"]
+    lines += [
+        f"mirrors: {', '.join(info['mirrors'])}",
+        f"classes: {', '.join(info['classes'])}",
+        f"citation: {info['citation']}",
+    ]
     return "\n".join(lines)
 
 

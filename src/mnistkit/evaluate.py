@@ -16,7 +16,9 @@ from .errors import DataError
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000, tta: bool = False) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000, tta: bool = False
+) -> torch.Tensor:
     """Logits for every image of ``split``, in order, computed in large batches in eval mode.
 
     With ``tta`` the result is the log of the mean softmax over the image and its four 1-pixel shifts.
@@ -38,7 +40,9 @@ def predict_logits(model: nn.Module, split: Split, norm: Normalization, batch_si
         model.train(was_training)
 
 
-def loss_and_accuracy(model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000, tta: bool = False) -> tuple[float, float]:
+def loss_and_accuracy(
+    model: nn.Module, split: Split, norm: Normalization, batch_size: int = 1000, tta: bool = False
+) -> tuple[float, float]:
     logits = predict_logits(model, split, norm, batch_size, tta)
     labels = split.labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
@@ -83,7 +87,9 @@ class Report:
         }
 
 
-def evaluate(model: nn.Module, split: Split, norm: Normalization, classes: list[str], batch_size: int = 1000, tta: bool = False) -> Report:
+def evaluate(
+    model: nn.Module, split: Split, norm: Normalization, classes: list[str], batch_size: int = 1000, tta: bool = False
+) -> Report:
     logits = predict_logits(model, split, norm, batch_size, tta)
     labels = split.labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
@@ -106,7 +112,9 @@ def format_report(report: Report) -> str:
     ]
     support = report.confusion.sum(1).tolist()
     for i in range(k):
-        lines.append(f"{names[i]:>{width}}  {report.precision[i].item():9.2%}  {report.recall[i].item():6.2%}  {support[i]:7d}")
+        lines.append(
+            f"{names[i]:>{width}}  {report.precision[i].item():9.2%}  {report.recall[i].item():6.2%}  {support[i]:7d}"
+        )
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     cell = max(5, len(str(int(report.confusion.max()))) + 1, *(len(n) + 1 for n in names))
     lines.append(" " * width + "".join(f"{n:>{cell}}" for n in names))
@@ -138,7 +146,9 @@ def evaluate_checkpoint(
     elif split == "val":
         val_size = int(cfg.get("val_size", 10_000))
         if val_size == 0:
-            raise DataError("this run trained on all training images (--val-size 0): it has no validation split; use --split test")
+            raise DataError(
+                "this run trained on all training images (--val-size 0): it has no validation split; use --split test"
+            )
         part = data.split_dataset(ds, val_size).val
     else:
         raise DataError(f"unknown split '{split}'; choose test or val")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -65,9 +65,13 @@ def export_checkpoint(
     with torch.no_grad():
         expected = classifier.model(x).numpy()
     model = classifier.model
-    info = {"model": classifier.meta["model"], "classes": classifier.classes,
-            "input": "float32 (N, 1, 28, 28) pixels in [0, 1], white ink on black",
-            "output": "float32 (N, classes) probabilities", "source": classifier.source}
+    info = {
+        "model": classifier.meta["model"],
+        "classes": classifier.classes,
+        "input": "float32 (N, 1, 28, 28) pixels in [0, 1], white ink on black",
+        "output": "float32 (N, classes) probabilities",
+        "source": classifier.source,
+    }
     example = torch.zeros(2, 1, 28, 28)
     with warnings.catch_warnings(), torch.no_grad(), fileio.atomic_path(out) as tmp:
         # Both exporters are the TorchScript-based ones (they need no extra packages); they warn that they are
@@ -78,12 +82,16 @@ def export_checkpoint(
         try:
             traced = torch.jit.trace(InferenceModel(torch.jit.script(model.net), model.norm, model.tta).eval(), example)
         except Exception as exc:  # TorchScript rejects unsupported Python in many ways
-            raise ExportError(f"cannot convert {classifier.meta['model']} to TorchScript: {str(exc).splitlines()[0]}") from None
+            raise ExportError(
+                f"cannot convert {classifier.meta['model']} to TorchScript: {str(exc).splitlines()[0]}"
+            ) from None
         run = (_export_onnx if fmt == "onnx" else _export_torchscript)(traced, example, tmp, info)
         got = np.concatenate([run(part) for part in torch.split(x, list(PARITY_BATCHES))])
         diff = float(np.abs(got - expected).max())
         if not diff <= TOLERANCE:  # also catches NaN
-            raise ExportError(f"the exported {fmt} model differs from PyTorch by up to {diff:.2e} (allowed {TOLERANCE:.0e}); nothing was written")
+            raise ExportError(
+                f"the exported {fmt} model differs from PyTorch by up to {diff:.2e} (allowed {TOLERANCE:.0e}); nothing was written"
+            )
     return ExportResult(out, fmt, len(x), PARITY_BATCHES, diff)
 
 
@@ -92,11 +100,17 @@ def _export_onnx(model: torch.jit.ScriptModule, example: torch.Tensor, path: Pat
         import onnx
         import onnxruntime
     except ImportError:
-        raise ExportError("ONNX export needs the onnx and onnxruntime packages: pip install 'mnistkit[export]'") from None
+        raise ExportError(
+            "ONNX export needs the onnx and onnxruntime packages: pip install 'mnistkit[export]'"
+        ) from None
     try:
         torch.onnx.export(
-            model, (example,), str(path), dynamo=False,  # the dynamo exporter would need onnxscript as well
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model,
+            (example,),
+            str(path),
+            dynamo=False,  # the dynamo exporter would need onnxscript as well
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
     except Exception as exc:  # an operator ONNX lacks, among others; the exporter has no single error type

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import MnistkitError
 
@@ -23,7 +24,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise MnistkitError(f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable") from exc
+        raise MnistkitError(
+            f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable"
+        ) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would

@@ -9,9 +9,10 @@ library, the web server and the exported ONNX / TorchScript files all compute ex
 from __future__ import annotations
 
 import glob
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,7 +106,7 @@ class Classifier:
         self.model.net.to(memory_format=torch.channels_last)
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Classifier":
+    def load(cls, path: str | Path | None = None) -> Classifier:
         """Load a run folder, a checkpoint's ``.safetensors`` or ``.json``; None loads the bundled pretrained model.
 
         Raises ``CheckpointError`` for anything that is not a valid mnistkit checkpoint.
@@ -123,7 +124,9 @@ class Classifier:
             "parameters": count_parameters(self.model.net),
             "test_accuracy": metrics.get("test_accuracy"),
             "classes": self.classes,
-            "input": self.meta.get("input", {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black"}),
+            "input": self.meta.get(
+                "input", {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black"}
+            ),
             "tta": self.model.tta,
             "command": self.meta.get("command"),
         }
@@ -141,7 +144,9 @@ class Classifier:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return torch.cat([self.model(x[i : i + BATCH_SIZE]) for i in range(0, len(x), BATCH_SIZE)]).numpy()
 
-    def predict(self, images: ImageInput | Sequence[ImageInput], top_k: int = 3) -> Prediction | list[Prediction | FailedPrediction]:
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], top_k: int = 3
+    ) -> Prediction | list[Prediction | FailedPrediction]:
         """Preprocess and classify one image or a list of them.
 
         Each image is a file path, a PIL image or a NumPy array (grayscale or RGB, any size, dark-on-light or
@@ -241,6 +246,9 @@ def _walk(folder: Path) -> list[str]:
     """The files under ``folder`` with an extension Pillow can open, sorted; hidden files and folders skipped."""
     readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
     return sorted(
-        str(p) for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in readable and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        str(p)
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in readable
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )

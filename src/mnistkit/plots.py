@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,8 +50,14 @@ def save(fig: Figure, path: str | Path) -> Path:
 # Images
 
 
-def image_grid(images: np.ndarray | torch.Tensor, titles: Sequence[str], cell: tuple[float, float] = (1.0, 1.2),
-               colors: Sequence[str] | None = None, title: str | None = None, cols: int | None = None) -> Figure:
+def image_grid(
+    images: np.ndarray | torch.Tensor,
+    titles: Sequence[str],
+    cell: tuple[float, float] = (1.0, 1.2),
+    colors: Sequence[str] | None = None,
+    title: str | None = None,
+    cols: int | None = None,
+) -> Figure:
     """A grid of uint8 28x28 images, each under its title. ``cell`` is one cell's (width, height) in inches;
     the figure is ``cols * width`` by ``rows * height`` inches, plus 0.4 inch for ``title``."""
     images = np.asarray(images)
@@ -82,15 +88,18 @@ def image_figure(image: np.ndarray | torch.Tensor, title: str) -> Figure:
     return fig
 
 
-def load_split(split: str = "train", data_path: str | Path | None = None, dataset: str = "mnist",
-               val_size: int = 10_000) -> tuple[data.Split, list[str]]:
+def load_split(
+    split: str = "train", data_path: str | Path | None = None, dataset: str = "mnist", val_size: int = 10_000
+) -> tuple[data.Split, list[str]]:
     """The train, val or test part of a dataset as ``mnistkit train`` splits it, and the class names."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
     ds = data.load_dataset(data_path, dataset)
     if split != "test" and not 0 <= val_size < len(ds.train):
-        raise ConfigError(f"--val-size {val_size}: {ds.source or ds.name} has {len(ds.train)} training images; "
-                          "pass a smaller --val-size (0 = no validation split)")
+        raise ConfigError(
+            f"--val-size {val_size}: {ds.source or ds.name} has {len(ds.train)} training images; "
+            "pass a smaller --val-size (0 = no validation split)"
+        )
     # The test images do not depend on the validation split.
     part = ds.test if split == "test" else getattr(data.split_dataset(ds, val_size), split)
     if part is None:
@@ -99,8 +108,15 @@ def load_split(split: str = "train", data_path: str | Path | None = None, datase
     return part, list(ds.classes)
 
 
-def show(split: str = "train", n: int = 64, digit: int | None = None, index: int | None = None,
-         data_path: str | Path | None = None, dataset: str = "mnist", val_size: int = 10_000) -> Figure:
+def show(
+    split: str = "train",
+    n: int = 64,
+    digit: int | None = None,
+    index: int | None = None,
+    data_path: str | Path | None = None,
+    dataset: str = "mnist",
+    val_size: int = 10_000,
+) -> Figure:
     """What ``mnistkit show`` draws: the first ``n`` images of a split (of class ``digit`` only, if given) in a
     labelled grid, or with ``index`` the image at that position (among that class's images) large."""
     part, classes = load_split(split, data_path, dataset, val_size)
@@ -122,7 +138,9 @@ def show(split: str = "train", n: int = 64, digit: int | None = None, index: int
         raise ConfigError(f"--n must be between 1 and {MAX_GRID} (a 20 x 20 grid), got {n}")
     available = len(labels)
     images, labels = images[:n], labels[:n]
-    return image_grid(images, [classes[k] for k in labels.tolist()], title=f"{where}: first {len(labels)} of {available} images")
+    return image_grid(
+        images, [classes[k] for k in labels.tolist()], title=f"{where}: first {len(labels)} of {available} images"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,8 +263,15 @@ def confusion_figure(confusion: np.ndarray | torch.Tensor, classes: Sequence[str
     for i in range(k):
         for j in range(k):
             if counts[i, j]:
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if fractions[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if fractions[i, j] > 0.5 else "black",
+                )
     long_names = max(map(len, classes)) > 2  # Fashion-MNIST's names need slanting to fit
     ax.set_xticks(range(k), list(classes), rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.set_yticks(range(k), list(classes))
@@ -259,7 +284,9 @@ def confusion_figure(confusion: np.ndarray | torch.Tensor, classes: Sequence[str
     return fig
 
 
-def top_losses(logits: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def top_losses(
+    logits: torch.Tensor, labels: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` examples with the highest loss: (indices, losses, predicted classes, predicted probabilities)."""
     logits, labels = logits.float().cpu(), labels.cpu()
     losses = F.cross_entropy(logits, labels, reduction="none")
@@ -268,18 +295,32 @@ def top_losses(logits: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torc
     return top, losses[top], predicted, probabilities
 
 
-def mistakes_figure(images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, classes: Sequence[str],
-                    k: int = 16, title: str | None = None) -> Figure:
+def mistakes_figure(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    classes: Sequence[str],
+    k: int = 16,
+    title: str | None = None,
+) -> Figure:
     """The ``k`` images with the highest loss, each titled true → predicted (probability), wrong ones in red,
     like fastai's ``plot_top_losses``. Four per row, 2 x 2.2 inches each (k=16: 800 x 920 pixels)."""
     top, losses, predicted, probabilities = top_losses(logits, labels, k)
     truth = labels.cpu()[top].tolist()
-    titles = [f"{classes[t]} → {classes[p]} ({q:.2f})\nloss {l:.2f}"
-              for t, p, q, l in zip(truth, predicted.tolist(), probabilities.tolist(), losses.tolist())]
+    titles = [
+        f"{classes[t]} → {classes[p]} ({q:.2f})\nloss {l:.2f}"
+        for t, p, q, l in zip(truth, predicted.tolist(), probabilities.tolist(), losses.tolist())
+    ]
     colors = ["tab:red" if t != p else "black" for t, p in zip(truth, predicted.tolist())]
     heading = "highest-loss images: true → predicted (probability)"
-    return image_grid(images.cpu()[top], titles, cell=(2.0, 2.2), colors=colors, cols=4,
-                      title=f"{title}: {heading}" if title else heading)
+    return image_grid(
+        images.cpu()[top],
+        titles,
+        cell=(2.0, 2.2),
+        colors=colors,
+        cols=4,
+        title=f"{title}: {heading}" if title else heading,
+    )
 
 
 def write_evaluation_plots(report, folder: str | Path, title: str | None = None, k: int = 16) -> list[Path]:
@@ -288,7 +329,9 @@ def write_evaluation_plots(report, folder: str | Path, title: str | None = None,
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{folder}: cannot create the plots folder ({exc.strerror or exc}); pass --plots DIR") from None
+        raise ConfigError(
+            f"{folder}: cannot create the plots folder ({exc.strerror or exc}); pass --plots DIR"
+        ) from None
     paths = [save(confusion_figure(report.confusion, report.classes, title), folder / CONFUSION_NAME)]
     if report.logits is not None and report.split is not None:
         figure = mistakes_figure(report.split.images, report.split.labels, report.logits, report.classes, k, title)

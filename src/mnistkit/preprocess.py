@@ -69,7 +69,9 @@ def load_image(path: str | Path) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP, …)") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: image is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down") from None
+        raise ImageError(
+            f"{path}: image is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down"
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot read the image ({exc})") from None
     try:
@@ -91,9 +93,13 @@ def load_image(path: str | Path) -> Image.Image:
 def _check_size(size: tuple[int, int], where: str) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
-        raise ImageError(f"{where}: image of {width}×{height} pixels is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down")
+        raise ImageError(
+            f"{where}: image of {width}×{height} pixels is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down"
+        )
     if min(width, height) < MIN_SIDE:
-        raise ImageError(f"{where}: image of {width}×{height} pixels is too small to hold a digit (at least {MIN_SIDE}×{MIN_SIDE})")
+        raise ImageError(
+            f"{where}: image of {width}×{height} pixels is too small to hold a digit (at least {MIN_SIDE}×{MIN_SIDE})"
+        )
 
 
 def _where(item: ImageInput) -> str:
@@ -266,7 +272,9 @@ def center_digit(ink: np.ndarray) -> np.ndarray:
 def save_input(array: np.ndarray, path: str | Path, scale: int = 10) -> Path:
     """Save the 28×28 image a model saw as a PNG enlarged ``scale`` times (sharp pixels), atomically."""
     path = Path(path)
-    image = Image.fromarray(np.asarray(array, dtype=np.uint8)).resize((CANVAS * scale, CANVAS * scale), Image.Resampling.NEAREST)
+    image = Image.fromarray(np.asarray(array, dtype=np.uint8)).resize(
+        (CANVAS * scale, CANVAS * scale), Image.Resampling.NEAREST
+    )
     with fileio.atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return path

@@ -65,9 +65,14 @@ class ConsoleReporter:
         self.started = time.perf_counter()
         if self.live:
             self.progress = Progress(
-                TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                console=Console(file=self.stream, force_terminal=True), transient=True,
+                TextColumn(f"epoch {epoch}/{epochs}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream, force_terminal=True),
+                transient=True,
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=steps, loss="…", rate="…")

@@ -163,8 +163,12 @@ def capture(
     body = _flatten(state, "state", tensors)
     info = {
         "progress": {
-            "epoch": progress.epoch, "step": progress.step, "done": progress.done, "history": progress.history,
-            "epoch_seconds": progress.epoch_seconds, "best_loss": progress.best_loss,
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "done": progress.done,
+            "history": progress.history,
+            "epoch_seconds": progress.epoch_seconds,
+            "best_loss": progress.best_loss,
             "epochs_without_gain": progress.epochs_without_gain,
         },
         "state": body,
@@ -217,13 +221,21 @@ def load(run_dir: str | Path) -> TrainingState:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable resume checkpoint ({exc}); it was modified or truncated") from None
+        raise CheckpointError(
+            f"{path}: not a readable resume checkpoint ({exc}); it was modified or truncated"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("tensors"), str):
         raise CheckpointError(f"{path}: not an mnistkit resume checkpoint (format {FORMAT} expected)")
-    tensors = read_tensors(path.parent / Path(meta["tensors"]).name, meta.get("sha256"), "checkpoint's tensors", STATE_NAME)
+    tensors = read_tensors(
+        path.parent / Path(meta["tensors"]).name, meta.get("sha256"), "checkpoint's tensors", STATE_NAME
+    )
     try:
         progress = meta["progress"]
-        if not (isinstance(progress["epoch"], int) and isinstance(progress["step"], int) and isinstance(progress["history"], list)):
+        if not (
+            isinstance(progress["epoch"], int)
+            and isinstance(progress["step"], int)
+            and isinstance(progress["history"], list)
+        ):
             raise TypeError("epoch, step or history has the wrong type")
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: damaged resume checkpoint ({exc})") from None
@@ -256,9 +268,14 @@ def restore(
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         info = state.meta["progress"]
         progress = Progress(
-            epoch=info["epoch"], step=info["step"], done=bool(info["done"]), history=list(info["history"]),
-            epoch_seconds=float(info["epoch_seconds"]), best_loss=float(info["best_loss"]),
-            epochs_without_gain=int(info["epochs_without_gain"]), best_state=saved["best_state"],
+            epoch=info["epoch"],
+            step=info["step"],
+            done=bool(info["done"]),
+            history=list(info["history"]),
+            epoch_seconds=float(info["epoch_seconds"]),
+            best_loss=float(info["best_loss"]),
+            epochs_without_gain=int(info["epochs_without_gain"]),
+            best_state=saved["best_state"],
         )
         if progress.step > 0:
             if not 0 < progress.step < steps_per_epoch or saved["losses"].shape[1] != progress.step:
@@ -272,11 +289,15 @@ def restore(
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-        raise CheckpointError(f"{state.where}: the checkpoint does not fit this run ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{state.where}: the checkpoint does not fit this run ({type(exc).__name__}: {exc})"
+        ) from None
     return progress
 
 
-def _losses_of_rank(losses: torch.Tensor, sizes: torch.Tensor, rank: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _losses_of_rank(
+    losses: torch.Tensor, sizes: torch.Tensor, rank: int, world_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's row of the saved per-rank losses. Resumed with another number of processes, rank 0
     carries the epoch's loss so far (sizes summed, losses size-weighted) and the others start empty."""
     if len(losses) == world_size:

@@ -34,7 +34,9 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path}: exists and is not a folder; choose another --out")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {path}: folder exists and is not empty; pass --overwrite to replace that run, or choose another --out")
+        raise ConfigError(
+            f"--out {path}: folder exists and is not empty; pass --overwrite to replace that run, or choose another --out"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".mnistkit-write-test"

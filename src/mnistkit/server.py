@@ -85,7 +85,9 @@ class RequestError(MnistkitError):
 
 class BodyTooLarge(RequestError):
     def __init__(self) -> None:
-        super().__init__(413, f"request body too large: images up to {MAX_IMAGE_BYTES // 2**20} MiB; scale the image down")
+        super().__init__(
+            413, f"request body too large: images up to {MAX_IMAGE_BYTES // 2**20} MiB; scale the image down"
+        )
 
 
 class TooManyPixels(RequestError):
@@ -149,7 +151,9 @@ class Batcher:
                 batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
                 futures = [future for _, future in batch]
                 try:
-                    probabilities = await anyio.to_thread.run_sync(self.classifier.predict_array, np.stack([image for image, _ in batch]))
+                    probabilities = await anyio.to_thread.run_sync(
+                        self.classifier.predict_array, np.stack([image for image, _ in batch])
+                    )
                 except Exception as exc:  # each request answers 500; the server goes on serving
                     for future in futures:
                         if not future.done():
@@ -182,7 +186,9 @@ PREDICT_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"image": {"type": "string", "format": "binary", "description": f"a {FORMAT_NAMES} image"}},
+                "properties": {
+                    "image": {"type": "string", "format": "binary", "description": f"a {FORMAT_NAMES} image"}
+                },
                 "required": ["image"],
             }
         },
@@ -217,7 +223,9 @@ def create_app(classifier: Classifier) -> FastAPI:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not the client's fault: say so in JSON (uvicorn logs the traceback) and keep serving.
-        return JSONResponse({"error": f"internal server error ({type(exc).__name__}); see the server's log"}, status_code=500)
+        return JSONResponse(
+            {"error": f"internal server error ({type(exc).__name__}); see the server's log"}, status_code=500
+        )
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -235,7 +243,7 @@ def create_app(classifier: Classifier) -> FastAPI:
         "/api/predict",
         summary="Classify an image or 28×28 pixels",
         description="Send an image upload (multipart field `image`, or the raw bytes with an image Content-Type) in any "
-        "size, or JSON `{\"pixels\": 28×28 numbers in [0, 1]}`. Images are turned into MNIST form exactly as "
+        'size, or JSON `{"pixels": 28×28 numbers in [0, 1]}`. Images are turned into MNIST form exactly as '
         "`mnistkit predict` does: white ink on black, the digit scaled to 20 px and centred by mass.",
         response_model=PredictResponse,
         responses=ERRORS,
@@ -277,8 +285,9 @@ async def read_input(request: Request) -> Image.Image | np.ndarray:
     if kind in IMAGE_TYPES:
         return open_image(await request.body())
     raise RequestError(
-        415, f"unsupported Content-Type {kind or '(none)'!r}: send multipart/form-data with an 'image' file, "
-        "an image/png, image/jpeg or image/webp body, or application/json {\"pixels\": ...}"
+        415,
+        f"unsupported Content-Type {kind or '(none)'!r}: send multipart/form-data with an 'image' file, "
+        'an image/png, image/jpeg or image/webp body, or application/json {"pixels": ...}',
     )
 
 
@@ -293,7 +302,9 @@ def parse_pixels(body: bytes) -> np.ndarray:
             raise RequestError(400, f"malformed JSON ({first['msg']})") from None
         where = "body" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise RequestError(422, f'{where}: {first["msg"]}{more}; send {{"pixels": 28 rows of 28 numbers in [0, 1]}}') from None
+        raise RequestError(
+            422, f'{where}: {first["msg"]}{more}; send {{"pixels": 28 rows of 28 numbers in [0, 1]}}'
+        ) from None
     return np.asarray(pixels, dtype=np.float32)
 
 
@@ -327,10 +338,15 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     # intra-op threads would only fight them for it.
     torch.set_num_threads(1)
     listener = listen(host, port)
-    config = uvicorn.Config(create_app(classifier), access_log=access_log, log_level="info" if access_log else "warning")
+    config = uvicorn.Config(
+        create_app(classifier), access_log=access_log, log_level="info" if access_log else "warning"
+    )
     shown = f"[{host}]" if ":" in host else host
     port = listener.getsockname()[1]  # the one the system chose for --port 0
-    print(f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)", flush=True)
+    print(
+        f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)",
+        flush=True,
+    )
     uvicorn.Server(config).run(sockets=[listener])
 
 
@@ -344,6 +360,8 @@ def listen(host: str, port: int) -> socket.socket:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host"
+        ) from None
     listener.listen(2048)
     return listener

@@ -44,8 +44,13 @@ def format_training(meta: dict[str, Any]) -> str:
     metrics = meta.get("metrics") or {}
     facts: list[tuple[str, Any]] = [("command", meta.get("command"))]
     if dataset := meta.get("dataset"):
-        facts.append(("dataset", f"{dataset.get('name')} ({dataset.get('source')}): {dataset.get('train', 0):,} train, "
-                                 f"{dataset.get('val', 0):,} validation, {dataset.get('test', 0):,} test images"))
+        facts.append(
+            (
+                "dataset",
+                f"{dataset.get('name')} ({dataset.get('source')}): {dataset.get('train', 0):,} train, "
+                f"{dataset.get('val', 0):,} validation, {dataset.get('test', 0):,} test images",
+            )
+        )
     if classes := meta.get("classes"):
         facts.append(("classes", " ".join(classes)))
     if norm := meta.get("normalization"):
@@ -64,8 +69,13 @@ def format_training(meta: dict[str, Any]) -> str:
         facts.append(("config", ", ".join(f"{k}={v}" for k, v in config.items() if v is not None)))
     facts.append(("created", meta.get("created")))
     if "mnistkit_version" in meta:
-        facts.append(("versions", f"mnistkit {meta['mnistkit_version']}, torch {meta.get('torch_version')}, "
-                                  f"python {meta.get('python_version')}"))
+        facts.append(
+            (
+                "versions",
+                f"mnistkit {meta['mnistkit_version']}, torch {meta.get('torch_version')}, "
+                f"python {meta.get('python_version')}",
+            )
+        )
     facts.append(("weights sha256", meta.get("sha256")))
     shown = [(key, value) for key, value in facts if value is not None]
     width = max((len(key) for key, _ in shown), default=0)

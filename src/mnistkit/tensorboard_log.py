@@ -15,7 +15,9 @@ from .errors import ConfigError
 from .train import EpochStats, Reporter
 
 LOG_DIR_NAME = "tensorboard"
-MISSING = "--tensorboard: the tensorboard package is not installed; install it with: pip install 'mnistkit[tensorboard]'"
+MISSING = (
+    "--tensorboard: the tensorboard package is not installed; install it with: pip install 'mnistkit[tensorboard]'"
+)
 
 
 def require_tensorboard() -> None:
@@ -29,7 +31,9 @@ def open_writer(run_dir: str | Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:  # an installed but unusable tensorboard
-        raise ConfigError(f"--tensorboard: cannot load TensorBoard ({exc}); reinstall it: pip install -U 'mnistkit[tensorboard]'") from None
+        raise ConfigError(
+            f"--tensorboard: cannot load TensorBoard ({exc}); reinstall it: pip install -U 'mnistkit[tensorboard]'"
+        ) from None
     return SummaryWriter(log_dir=str(Path(run_dir) / LOG_DIR_NAME))
 
 
@@ -55,8 +59,13 @@ class TensorBoardReporter:
         self.inner.batches_done(steps_done, running_loss)
 
     def epoch_end(self, stats: EpochStats) -> None:
-        scalars = {"loss/train": stats.train_loss, "loss/val": stats.val_loss, "accuracy/val": stats.val_accuracy,
-                   "lr": stats.lr, "seconds_per_epoch": stats.seconds}
+        scalars = {
+            "loss/train": stats.train_loss,
+            "loss/val": stats.val_loss,
+            "accuracy/val": stats.val_accuracy,
+            "lr": stats.lr,
+            "seconds_per_epoch": stats.seconds,
+        }
         for tag, value in scalars.items():
             if value is not None:
                 self.writer.add_scalar(tag, value, stats.epoch)

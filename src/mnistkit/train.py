@@ -12,9 +12,10 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -100,7 +101,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # foreach fuses the per-parameter updates into a few multi-tensor kernels, on CPU as on GPU.
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, foreach=True)
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, foreach=True
+        )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, foreach=True)
     return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
@@ -141,7 +144,7 @@ class Interrupt:
     def __init__(self, announce: bool = True):
         self.requested, self.announce, self.previous = False, announce, None
 
-    def __enter__(self) -> "Interrupt":
+    def __enter__(self) -> Interrupt:
         self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -153,7 +156,11 @@ class Interrupt:
             raise KeyboardInterrupt
         self.requested = True
         if self.announce:
-            print("\nstopping after this batch to save a checkpoint; press Ctrl-C again to quit at once", file=sys.stderr, flush=True)
+            print(
+                "\nstopping after this batch to save a checkpoint; press Ctrl-C again to quit at once",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 @dataclass
@@ -172,25 +179,43 @@ class Checkpoints:
     def due(self, global_step: int) -> bool:
         return self.every > 0 and global_step % self.every == 0
 
-    def save(self, progress: resume.Progress, model: nn.Module, optimizer, scheduler, generator: torch.Generator,
-             ctx: distributed.Context) -> None:
+    def save(
+        self,
+        progress: resume.Progress,
+        model: nn.Module,
+        optimizer,
+        scheduler,
+        generator: torch.Generator,
+        ctx: distributed.Context,
+    ) -> None:
         """Called on every rank (each holds the losses of its own shard); rank 0 writes."""
         losses_by_rank = None
         if progress.step:
-            losses_by_rank = (distributed.gather_rows(ctx, progress.losses[: progress.step]),
-                              distributed.gather_rows(ctx, progress.sizes[: progress.step]))
+            losses_by_rank = (
+                distributed.gather_rows(ctx, progress.losses[: progress.step]),
+                distributed.gather_rows(ctx, progress.sizes[: progress.step]),
+            )
         if self.run_dir is not None:
             resume.save(self.run_dir, *resume.capture(progress, model, optimizer, scheduler, generator, losses_by_rank))
 
-    def interrupted(self, progress: resume.Progress, steps_per_epoch: int, ctx: distributed.Context) -> TrainingInterrupted:
-        where = (f"at epoch {progress.epoch}, step {progress.step} of {steps_per_epoch}" if progress.step
-                 else f"after epoch {progress.epoch - 1}")
+    def interrupted(
+        self, progress: resume.Progress, steps_per_epoch: int, ctx: distributed.Context
+    ) -> TrainingInterrupted:
+        where = (
+            f"at epoch {progress.epoch}, step {progress.step} of {steps_per_epoch}"
+            if progress.step
+            else f"after epoch {progress.epoch - 1}"
+        )
         distributed.barrier(ctx)  # every rank stopped here; leave together once rank 0 has saved
         if self.run_dir is None:
             return TrainingInterrupted(f"interrupted {where}")
         command = f"mnistkit train --resume {self.run_dir}"
         if ctx.distributed:
-            command += f" --nproc {ctx.world_size}" if ctx.world_size == ctx.local_world_size else " (under the same torchrun command)"
+            command += (
+                f" --nproc {ctx.world_size}"
+                if ctx.world_size == ctx.local_world_size
+                else " (under the same torchrun command)"
+            )
         return TrainingInterrupted(f"interrupted {where}; checkpoint saved. Resume with: {command}")
 
 
@@ -233,7 +258,9 @@ def fit(
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     generator = torch.Generator().manual_seed(cfg.seed)  # draws the permutations and the augmentations
     if resume_from is not None:
-        progress = resume.restore(resume_from, model, optimizer, scheduler, generator, steps_per_epoch, ctx.rank, ctx.world_size)
+        progress = resume.restore(
+            resume_from, model, optimizer, scheduler, generator, steps_per_epoch, ctx.rank, ctx.world_size
+        )
     else:
         progress = resume.Progress()
     net = distributed.wrap(model, ctx)  # after restoring: DDP starts every rank from rank 0's weights
@@ -263,7 +290,9 @@ def fit(
             progress.step = step + 1
             if progress.step % SYNC_EVERY == 0 or progress.step == steps_per_epoch:
                 _check_finite(progress.losses[: progress.step], epoch, ctx)
-                reporter.batches_done(progress.step, _mean_loss(progress.losses[: progress.step], progress.sizes[: progress.step]))
+                reporter.batches_done(
+                    progress.step, _mean_loss(progress.losses[: progress.step], progress.sizes[: progress.step])
+                )
             if progress.step < steps_per_epoch:  # the epoch's last batch is saved after validation
                 stop = checkpoints.stop_requested(ctx)
                 if stop or checkpoints.due((epoch - 1) * steps_per_epoch + progress.step):
@@ -279,8 +308,12 @@ def fit(
         if val is not None and len(val):
             val_loss, val_accuracy = _score(evaluator, val, norm, ctx, cfg.eval_batch_size)
             if not math.isfinite(val_loss):
-                raise TrainingError(f"validation loss became {val_loss} at epoch {epoch}; lower the learning rate (--lr) or set --grad-clip")
-        stats = EpochStats(epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], time.perf_counter() - start)
+                raise TrainingError(
+                    f"validation loss became {val_loss} at epoch {epoch}; lower the learning rate (--lr) or set --grad-clip"
+                )
+        stats = EpochStats(
+            epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], time.perf_counter() - start
+        )
         progress.history.append(asdict(stats))
         reporter.epoch_end(stats)
 
@@ -301,8 +334,14 @@ def fit(
     return [EpochStats(**h) for h in progress.history]
 
 
-def _epoch_batches(train: data.Split, cfg: TrainConfig, norm: data.Normalization, generator: torch.Generator,
-                   ctx: distributed.Context, progress: resume.Progress) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _epoch_batches(
+    train: data.Split,
+    cfg: TrainConfig,
+    norm: data.Normalization,
+    generator: torch.Generator,
+    ctx: distributed.Context,
+    progress: resume.Progress,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's batches of the epoch, from a fresh permutation.
 
     Resumed in the middle of an epoch, the permutation is redrawn from the generator state the epoch
@@ -312,7 +351,9 @@ def _epoch_batches(train: data.Split, cfg: TrainConfig, norm: data.Normalization
     now = generator.get_state()
     if progress.step:
         generator.set_state(progress.epoch_rng)
-    batches = data.batches(train, cfg.batch_size, norm, shuffle=True, generator=generator, rank=ctx.rank, world_size=ctx.world_size)
+    batches = data.batches(
+        train, cfg.batch_size, norm, shuffle=True, generator=generator, rank=ctx.rank, world_size=ctx.world_size
+    )
     if progress.step:
         for _ in range(progress.step):
             next(batches)
@@ -320,8 +361,14 @@ def _epoch_batches(train: data.Split, cfg: TrainConfig, norm: data.Normalization
     return batches
 
 
-def _score(model: nn.Module, split: data.Split, norm: data.Normalization, ctx: distributed.Context,
-           batch_size: int, tta: bool = False) -> tuple[float, float]:
+def _score(
+    model: nn.Module,
+    split: data.Split,
+    norm: data.Normalization,
+    ctx: distributed.Context,
+    batch_size: int,
+    tta: bool = False,
+) -> tuple[float, float]:
     if ctx.distributed:
         return distributed.sharded_loss_and_accuracy(model, split, norm, ctx, batch_size, tta)
     return loss_and_accuracy(model, split, norm, batch_size, tta)
@@ -385,9 +432,15 @@ def train_run(
         runs.write_config(run_dir, cfg)
 
     history = fit(
-        model, train, val, cfg, norm,
+        model,
+        train,
+        val,
+        cfg,
+        norm,
         reporter=_saving(reporter, run_dir, resume_from.history if resume_from is not None else []),
-        ctx=ctx, resume_from=resume_from, checkpoints=Checkpoints(run_dir, checkpoint_every, interrupt),
+        ctx=ctx,
+        resume_from=resume_from,
+        checkpoints=Checkpoints(run_dir, checkpoint_every, interrupt),
     )
 
     test_start = time.perf_counter()
@@ -403,9 +456,14 @@ def train_run(
         "classes": dataset.classes,
         "input": {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black, as MNIST"},
         "tta": cfg.tta,
-        "dataset": {"name": dataset.name, "source": dataset.source, "checksums": dataset.checksums,
-                    "train": len(splits.train), "val": len(splits.val) if splits.val else 0,
-                    "test": len(splits.test) if splits.test else 0},
+        "dataset": {
+            "name": dataset.name,
+            "source": dataset.source,
+            "checksums": dataset.checksums,
+            "train": len(splits.train),
+            "val": len(splits.val) if splits.val else 0,
+            "test": len(splits.test) if splits.test else 0,
+        },
         "metrics": {
             "epochs": len(history),
             "train_loss": history[-1].train_loss,
