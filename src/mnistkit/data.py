@@ -432,6 +432,21 @@ def load_dataset(data: str | Path | None = None, dataset: str = "mnist") -> Data
     return ds
 
 
+def load_data(
+    dataset: str = "mnist", data: str | Path | None = None
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Keras' ``mnist.load_data()``: ``(x_train, y_train), (x_test, y_test)`` as NumPy arrays.
+
+    Images are uint8 of shape (N, 28, 28), labels uint8 of shape (N,), like Keras; the training part is all
+    of the official training set (no validation split). ``dataset`` and ``data`` are as in ``load_dataset``.
+    """
+    ds = load_dataset(data, dataset)
+    if ds.test is None:
+        raise DataError(f"{ds.source or ds.name}: has no test set; load_data returns training and test parts")
+    parts = (ds.train, ds.test)
+    return tuple((part.images.numpy(), part.labels.numpy().astype(np.uint8)) for part in parts)  # type: ignore[return-value]
+
+
 def split_dataset(ds: Dataset, val_size: int = 10_000) -> Splits:
     """Hold out the last ``val_size`` training examples for validation (0 = no validation set)."""
     n = len(ds.train)

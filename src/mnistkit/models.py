@@ -21,7 +21,7 @@ class LogReg(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(len(x), -1) @ self.weights + self.bias
+        return x.flatten(1) @ self.weights + self.bias
 
 
 class MLP(nn.Module):
@@ -34,7 +34,7 @@ class MLP(nn.Module):
         self.out = nn.Linear(256, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(len(x), -1)  # the tutorial feeds flat 784-vectors; a 1x28x28 batch flattens to the same
+        x = x.flatten(1)  # the tutorial feeds flat 784-vectors; a 1x28x28 batch flattens to the same
         x = F.relu(self.hidden1(x))
         x = F.relu(self.hidden2(x))
         return self.out(x)
@@ -83,6 +83,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "cnn": CNN,
 }
+
+
+def list_models() -> list[str]:
+    """The registered model names, as ``create_model`` and ``--model`` accept them."""
+    return sorted(MODELS)
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
