@@ -1,0 +1,75 @@
+"""Optional MLflow tracking for a run (``mnistkit train --mlflow``).
+
+The run's configuration becomes MLflow params, every epoch's numbers become metrics (step = epoch), and when
+training ends the run folder (config, metrics.csv, model, curves) is logged as the run's artifacts. The
+tracking store is MLflow's own choice: ``MLFLOW_TRACKING_URI`` when set, else its local default in the
+current directory, so nothing leaves the machine unless the user points it elsewhere. Needs the ``mlflow``
+extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .train import EpochStats, Reporter
+
+EXPERIMENT = "mnistkit"
+MISSING = "mlflow: the mlflow package is not installed; install it with: pip install 'mnistkit[mlflow]'"
+
+
+def require_mlflow() -> None:
+    """Raise a one-line ConfigError when MLflow is not installed (check before training starts)."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(MISSING)
+
+
+def flat_params(config: dict[str, Any]) -> dict[str, str]:
+    """MLflow params are strings; lists and None are written as they read in config.json."""
+    return {name: "null" if value is None else str(value) for name, value in config.items()}
+
+
+class MlflowReporter:
+    """Passes training events on to ``inner`` and records them in an MLflow run named after the run folder."""
+
+    def __init__(self, run_dir: str | Path, inner: Reporter, config: dict[str, Any], experiment: str = EXPERIMENT):
+        require_mlflow()
+        import mlflow
+
+        self.mlflow = mlflow
+        self.run_dir = Path(run_dir)
+        self.inner = inner
+        mlflow.set_experiment(experiment)
+        self.run = mlflow.start_run(run_name=self.run_dir.name)
+        mlflow.log_params(flat_params(config))
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.inner.epoch_start(epoch, epochs, steps)
+
+    def batches_done(self, steps_done: int, running_loss: float) -> None:
+        self.inner.batches_done(steps_done, running_loss)
+
+    def epoch_end(self, stats: EpochStats) -> None:
+        metrics = {
+            "train_loss": stats.train_loss,
+            "val_loss": stats.val_loss,
+            "val_accuracy": stats.val_accuracy,
+            "lr": stats.lr,
+            "seconds_per_epoch": stats.seconds,
+        }
+        self.mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None}, step=stats.epoch)
+        self.inner.epoch_end(stats)
+
+    def finish(self, test_accuracy: float | None) -> None:
+        """Record the test accuracy and the finished run folder, and end the MLflow run as finished."""
+        if test_accuracy is not None:
+            self.mlflow.log_metric("test_accuracy", test_accuracy)
+        self.mlflow.log_artifacts(str(self.run_dir))
+        self.mlflow.end_run()
+
+    def close(self) -> None:
+        # Still active here means training stopped early (an error or Ctrl-C): keep what was logged, marked so.
+        if self.mlflow.active_run() is not None:
+            self.mlflow.end_run(status="KILLED")
