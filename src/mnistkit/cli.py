@@ -453,6 +453,98 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# feedback
+
+
+def add_feedback(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("feedback", help="the corrections people gave on the drawing page: stats, list, show, export")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help: str, handler) -> argparse.ArgumentParser:
+        a = actions.add_parser(name, help=help)
+        a.add_argument(
+            "--db",
+            metavar="PATH",
+            default=None,
+            help="the corrections database [default: feedback.sqlite in mnistkit's user data folder, as serve]",
+        )
+        a.set_defaults(handler=handler)
+        return a
+
+    stats = action("stats", "corrections per digit and how often the model was right", cmd_feedback_stats)
+    stats.add_argument("--json", action="store_true", help="print the counts as JSON")
+    latest = action("list", "the latest corrections", cmd_feedback_list)
+    latest.add_argument("-n", type=int, default=20, help="how many [default: %(default)s]")
+    show = action("show", "draw stored corrections as a PNG grid", cmd_feedback_show)
+    show.add_argument("ids", nargs="*", type=int, metavar="ID", help="which (default: the latest 64)")
+    show.add_argument("-o", "--output", metavar="FILE", default="feedback.png", help="[default: %(default)s]")
+    export = action("export", "write the corrections as a training set that --data reads", cmd_feedback_export)
+    export.add_argument("--format", choices=["idx", "npz"], default="idx", help="[default: %(default)s]")
+    export.add_argument("-o", "--output", metavar="PATH", required=True, help="a new folder (idx) or .npz file")
+    delete = action("delete", "delete corrections by id", cmd_feedback_delete)
+    delete.add_argument("ids", nargs="+", type=int, metavar="ID")
+
+
+def _open_feedback(args: argparse.Namespace):
+    from .feedback import FeedbackStore, default_path
+
+    return FeedbackStore(args.db or default_path(), create=False)
+
+
+def cmd_feedback_stats(args: argparse.Namespace) -> int:
+    store = _open_feedback(args)
+    stats = store.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"{stats['corrections']} corrections in {store.path}")
+    for label, entry in stats["per_label"].items():
+        print(f"  {label}: {entry['count']:>5}   the model agreed {entry['model_agreed']}")
+    if stats["model_agreement"] is not None:
+        print(f"the model's answer matched the given label in {stats['model_agreement']:.1%} of them")
+    return 0
+
+
+def cmd_feedback_list(args: argparse.Namespace) -> int:
+    for c in _open_feedback(args).latest(args.n):
+        said = "-" if c.predicted is None else str(c.predicted)
+        if c.confidence is not None:
+            said += f" ({c.confidence:.0%})"
+        print(f"{c.id:>6}  {c.created_utc}  label {c.label}  model said {said}")
+    return 0
+
+
+def cmd_feedback_show(args: argparse.Namespace) -> int:
+    from .plots import image_grid, save
+
+    store = _open_feedback(args)
+    ids = args.ids or [c.id for c in store.latest(64)]
+    images, labels, found = store.images(ids)
+    if not found:
+        raise MnistkitError(f"{store.path}: no corrections to show" + (f" with ids {args.ids}" if args.ids else ""))
+    titles = [f"#{i}: {label}" for i, label in zip(found, labels)]
+    print(f"wrote {save(image_grid(images, titles, title=f'corrections in {store.path.name}'), args.output)}")
+    return 0
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from .data import save_training_set
+
+    images, labels, _ = _open_feedback(args).images()
+    if not len(labels):
+        raise MnistkitError("no corrections stored yet; nothing to export")
+    out = save_training_set(args.output, images, labels, args.format)
+    print(f"wrote {len(labels)} corrections to {out}")
+    return 0
+
+
+def cmd_feedback_delete(args: argparse.Namespace) -> int:
+    deleted = _open_feedback(args).delete(args.ids)
+    print(f"deleted {deleted} of {len(set(args.ids))} corrections")
+    return 0 if deleted == len(set(args.ids)) else 1
+
+
+# --------------------------------------------------------------------------------------------------
 # bench
 
 
@@ -705,6 +797,7 @@ COMMANDS = [
     add_show,
     add_compare,
     add_data,
+    add_feedback,
     add_bench,
     add_predict,
     add_inspect,

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import feedback, fileio
 from .errors import DataError
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -127,6 +128,12 @@ def _read_file(path: Path) -> bytes:
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path}: corrupt gzip file ({exc}); download it again") from None
     return raw
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """A uint8 array as an IDX file (the inverse of ``parse_idx``)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
 def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
@@ -383,6 +390,57 @@ def load_npz(path: str | Path) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------------------
+# Corrections from the drawing page
+
+MIN_TRAINING_CORRECTIONS = 10
+
+
+def load_corrections(path: str | Path) -> Dataset:
+    """The corrections database the server writes, as a training set (no test part)."""
+    path = Path(path)
+    try:
+        store = feedback.FeedbackStore(path, create=False)
+        try:
+            images, labels, _ = store.images()
+            digest = store.checksum()
+        finally:
+            store.close()
+    except feedback.FeedbackError as exc:
+        raise DataError(str(exc)) from None
+    if len(labels) < MIN_TRAINING_CORRECTIONS:
+        raise DataError(
+            f"{path}: holds {len(labels)} correction{'s' if len(labels) != 1 else ''}; training needs at least "
+            f"{MIN_TRAINING_CORRECTIONS}: correct more drawings on the page first"
+        )
+    train = _make_split(images, labels, f"{path} (corrections)")
+    return Dataset(path.stem, train, None, checksums={path.name: digest}, source=str(path))
+
+
+EXPORT_FORMATS = ("idx", "npz")
+
+
+def save_training_set(out: str | Path, images: np.ndarray, labels: np.ndarray, fmt: str) -> Path:
+    """Write images and labels in a format ``--data`` reads: a folder of gzipped IDX training files, or a
+    Keras-style ``.npz`` with ``x_train``/``y_train``. Files are written atomically; nothing is replaced."""
+    out = Path(out).expanduser()
+    if fmt not in EXPORT_FORMATS:
+        raise DataError(f"unknown export format '{fmt}'; choose one of: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "npz":
+        if out.exists():
+            raise DataError(f"{out}: already exists; choose another output file")
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, x_train=images, y_train=labels)
+        fileio.write_bytes(out, buffer.getvalue())
+        return out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, array in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
+        fileio.write_bytes(out / name, gzip.compress(encode_idx(array), mtime=0))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # Entry points
 
 
@@ -399,6 +457,8 @@ def load_path(path: str | Path) -> Dataset:
             return load_path(candidates[0])
         raise DataError(f"{path}: found no IDX files and no single .npz / .pkl.gz file in this folder")
     name = path.name.lower()
+    if feedback.is_feedback_file(path):
+        return load_corrections(path)
     if name.endswith(".npz"):
         return load_npz(path)
     if name.endswith((".pkl", ".pkl.gz", ".pickle", ".pickle.gz")):

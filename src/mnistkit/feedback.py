@@ -1,0 +1,278 @@
+"""Corrections people give on the drawing page ("that was a 4"), kept in one SQLite file.
+
+Each correction stores the 28×28 image the model saw, the original drawing as PNG (when there is one), the
+true label, the model's answer and confidence, the model's SHA-256 and a UTC timestamp. The same drawing is
+stored once: sending it again replaces its label (the latest correction wins). The file is in WAL mode, so
+the server's worker threads write while ``mnistkit feedback`` and ``train --data`` read; every write is one
+transaction, so a killed server loses no committed correction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MnistkitError
+
+SCHEMA_VERSION = 1
+FILE_NAME = "feedback.sqlite"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for another writer before reporting the file as locked
+MAX_DRAWING_BYTES = 2 * 1024 * 1024
+
+
+class FeedbackError(MnistkitError):
+    """The corrections database cannot be opened, read or written."""
+
+
+def default_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("mnistkit", appauthor=False)) / FILE_NAME
+
+
+def is_feedback_file(path: Path) -> bool:
+    """True for an SQLite file (by its header, whatever the name)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _create_v1(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE corrections (
+            id INTEGER PRIMARY KEY,
+            created_utc TEXT NOT NULL,
+            label INTEGER NOT NULL CHECK (label BETWEEN 0 AND 9),
+            predicted INTEGER CHECK (predicted BETWEEN 0 AND 9),
+            confidence REAL CHECK (confidence BETWEEN 0 AND 1),
+            model_sha256 TEXT,
+            pixels BLOB NOT NULL CHECK (length(pixels) = 784),
+            drawing_png BLOB,
+            drawing_sha256 TEXT NOT NULL UNIQUE
+        )"""
+    )
+    db.execute("CREATE INDEX corrections_label ON corrections (label)")
+
+
+# MIGRATIONS[v] brings a database at schema version v to v + 1; version 0 is a new, empty file.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1]
+
+
+@dataclass(frozen=True)
+class Correction:
+    id: int
+    created_utc: str
+    label: int
+    predicted: int | None
+    confidence: float | None
+    model_sha256: str | None
+
+
+class FeedbackStore:
+    """One SQLite file of corrections. Safe to share between threads: each thread gets its own connection."""
+
+    def __init__(self, path: str | Path, create: bool = True):
+        self.path = Path(path).expanduser()
+        if not create and not self.path.is_file():
+            raise FeedbackError(f"{self.path}: no corrections database here; pass the file the server wrote")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FeedbackError(f"{self.path.parent}: cannot create the folder ({exc.strerror or exc})") from None
+        self._run(self._check_version)
+        if self._version < SCHEMA_VERSION:
+            self._run(self._migrate, write=True)
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # WAL lets readers (stats, training) work while the server writes. It is kept in the file, so a
+            # read-only file that is already in WAL mode (or not yet) is left as it is.
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and os.access(self.path, os.W_OK):
+                db.execute("PRAGMA journal_mode = WAL")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def _run(self, work: Callable[[sqlite3.Connection], object], write: bool = False) -> object:
+        """Run ``work`` in one transaction; any SQLite failure is one FeedbackError line."""
+        try:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
+
+    def _check_version(self, db: sqlite3.Connection) -> None:
+        self._version = db.execute("PRAGMA user_version").fetchone()[0]
+        if self._version > SCHEMA_VERSION:
+            raise FeedbackError(
+                f"{self.path}: written by a newer mnistkit (schema {self._version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade mnistkit or choose another file"
+            )
+        if self._version == SCHEMA_VERSION:
+            db.execute("SELECT count(*) FROM corrections").fetchone()  # a damaged file fails here, not later
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]  # again: another process may have migrated
+        for step in MIGRATIONS[version:]:
+            step(db)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def add(
+        self,
+        pixels: np.ndarray,
+        label: int,
+        predicted: int | None = None,
+        confidence: float | None = None,
+        model_sha256: str | None = None,
+        drawing_png: bytes | None = None,
+    ) -> tuple[int, bool]:
+        """Store a correction; returns (its id, whether it is new). ``pixels`` is the 28×28 uint8 the model saw."""
+        image = np.asarray(pixels)
+        if image.shape != (28, 28) or image.dtype != np.uint8:
+            raise FeedbackError(
+                f"a correction needs the 28×28 uint8 image the model saw, got {image.dtype} {image.shape}"
+            )
+        if not 0 <= int(label) <= 9:
+            raise FeedbackError(f"label must be a digit 0-9, got {label}")
+        if drawing_png is not None and len(drawing_png) > MAX_DRAWING_BYTES:
+            raise FeedbackError(f"the drawing is {len(drawing_png):,} bytes; at most {MAX_DRAWING_BYTES:,} are kept")
+        blob = image.tobytes()
+        key = hashlib.sha256(drawing_png if drawing_png is not None else blob).hexdigest()
+        row = (
+            datetime.now(UTC).isoformat(timespec="milliseconds"),
+            int(label),
+            predicted,
+            confidence,
+            model_sha256,
+            blob,
+            drawing_png,
+            key,
+        )
+
+        def insert(db: sqlite3.Connection) -> tuple[int, bool]:
+            found = db.execute("SELECT id FROM corrections WHERE drawing_sha256 = ?", (key,)).fetchone()
+            if found is not None:
+                db.execute("UPDATE corrections SET label = ?, created_utc = ? WHERE id = ?", (row[1], row[0], found[0]))
+                return found[0], False
+            cursor = db.execute(
+                "INSERT INTO corrections (created_utc, label, predicted, confidence, model_sha256, pixels, "
+                "drawing_png, drawing_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return int(cursor.lastrowid), True
+
+        return self._run(insert, write=True)  # type: ignore[return-value]
+
+    def count(self) -> int:
+        return self._run(lambda db: db.execute("SELECT count(*) FROM corrections").fetchone()[0])  # type: ignore[return-value]
+
+    def stats(self) -> dict[str, object]:
+        """Counts per true label, and how often the model's answer agreed with it."""
+
+        def query(db: sqlite3.Connection) -> dict[str, object]:
+            rows = db.execute(
+                "SELECT label, count(*), sum(predicted = label), sum(predicted IS NOT NULL) FROM corrections "
+                "GROUP BY label ORDER BY label"
+            ).fetchall()
+            per_label = {str(label): {"count": n, "model_agreed": agreed or 0} for label, n, agreed, _ in rows}
+            total = sum(n for _, n, _, _ in rows)
+            judged = sum(j or 0 for *_, j in rows)
+            agreed = sum(a or 0 for _, _, a, _ in rows)
+            return {
+                "corrections": total,
+                "per_label": per_label,
+                "model_agreement": agreed / judged if judged else None,
+            }
+
+        return self._run(query)  # type: ignore[return-value]
+
+    def latest(self, limit: int = 20) -> list[Correction]:
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT id, created_utc, label, predicted, confidence, model_sha256 FROM corrections "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [Correction(*row) for row in rows]  # type: ignore[union-attr]
+
+    def images(self, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(uint8 images N×28×28, uint8 labels N, ids) in id order: all corrections, or those in ``ids``."""
+        wanted = None if ids is None else sorted(set(ids))
+
+        def query(db: sqlite3.Connection) -> list[tuple]:
+            if wanted is None:
+                return db.execute("SELECT id, pixels, label FROM corrections ORDER BY id").fetchall()
+            marks = ",".join("?" * len(wanted))
+            return db.execute(
+                f"SELECT id, pixels, label FROM corrections WHERE id IN ({marks}) ORDER BY id", wanted
+            ).fetchall()
+
+        rows: list[tuple] = self._run(query)  # type: ignore[assignment]
+        images = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), 28, 28).copy()
+        labels = np.array([r[2] for r in rows], dtype=np.uint8)
+        return images, labels, [r[0] for r in rows]
+
+    def delete(self, ids: Iterable[int]) -> int:
+        """Delete corrections by id; returns how many existed."""
+        wanted = sorted(set(int(i) for i in ids))
+        if not wanted:
+            return 0
+        marks = ",".join("?" * len(wanted))
+        return self._run(
+            lambda db: db.execute(f"DELETE FROM corrections WHERE id IN ({marks})", wanted).rowcount, write=True
+        )  # type: ignore[return-value]
+
+    def checksum(self) -> str:
+        """SHA-256 over the stored corrections (ids, labels, images): what a training run records as its data."""
+        images, labels, ids = self.images()
+        digest = hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes())
+        digest.update(labels.tobytes())
+        digest.update(images.tobytes())
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"the database is locked by another program ({text}); close it or try again"
+    if "readonly" in text or "read-only" in text:
+        return "the database is read-only; make the file and its folder writable, or choose another file"
+    if "not a database" in text or "malformed" in text or "file is encrypted" in text:
+        return f"not a valid corrections database ({text}); move it aside to start a new one"
+    if "unable to open" in text:
+        return "cannot open the database file; check the folder exists and is writable"
+    return f"database error ({text})"

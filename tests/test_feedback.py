@@ -1,0 +1,202 @@
+"""The corrections database: SQLite in WAL mode, one transaction per write, safe across threads and kills."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from mnistkit import data
+from mnistkit.cli import main
+from mnistkit.errors import DataError
+from mnistkit.feedback import SCHEMA_VERSION, FeedbackError, FeedbackStore, is_feedback_file
+
+
+def drawing(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+
+
+def filled(path, n: int = 12) -> FeedbackStore:
+    store = FeedbackStore(path)
+    for i in range(n):
+        store.add(drawing(i), label=i % 10, predicted=(i + 1) % 10 if i % 3 else i % 10, confidence=0.5)
+    return store
+
+
+def test_a_new_file_has_the_schema_wal_mode_and_a_label_index(tmp_path):
+    store = FeedbackStore(tmp_path / "sub" / "fb.sqlite")
+    db = sqlite3.connect(store.path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    indexes = [row[1] for row in db.execute("PRAGMA index_list(corrections)")]
+    assert "corrections_label" in indexes
+    assert is_feedback_file(store.path)
+
+
+def test_corrections_round_trip_and_the_same_drawing_is_stored_once(tmp_path):
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    image = drawing(1)
+    first, new = store.add(image, label=4, predicted=9, confidence=0.8, model_sha256="ab" * 32, drawing_png=b"png")
+    again, new_again = store.add(image, label=7, predicted=9, confidence=0.8, drawing_png=b"png")
+    assert (new, new_again, again) == (True, False, first)
+    images, labels, ids = store.images()
+    assert ids == [first] and labels.tolist() == [7]  # the latest correction of a drawing wins
+    assert np.array_equal(images[0], image)
+    latest = store.latest(5)
+    assert [(c.label, c.predicted, c.model_sha256) for c in latest] == [(7, 9, "ab" * 32)]
+    assert latest[0].created_utc.endswith("+00:00")
+
+
+def test_stats_count_per_label_and_agreement(tmp_path):
+    stats = filled(tmp_path / "fb.sqlite").stats()
+    assert stats["corrections"] == 12
+    assert stats["per_label"]["0"] == {"count": 2, "model_agreed": 1}  # drawings 0 and 10: only 0 agreed
+    assert stats["model_agreement"] == pytest.approx(4 / 12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"label": 10}, "label must be a digit"),
+        ({"label": -1}, "label must be a digit"),
+        ({"pixels": np.zeros((28, 27), np.uint8)}, "28×28 uint8"),
+        ({"pixels": np.zeros((28, 28), np.float32)}, "28×28 uint8"),
+        ({"drawing_png": b"x" * (3 * 1024 * 1024)}, "at most"),
+    ],
+)
+def test_bad_corrections_are_refused_and_nothing_is_stored(tmp_path, kwargs, message):
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    with pytest.raises(FeedbackError, match=message):
+        store.add(**{"pixels": drawing(0), "label": 3, **kwargs})
+    assert store.count() == 0
+
+
+def test_concurrent_writers_from_threads_lose_nothing(tmp_path):
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+
+    def write(offset: int) -> None:
+        for i in range(25):
+            store.add(drawing(offset * 100 + i), label=i % 10)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count() == 100
+    assert store.delete([1, 2, 99999]) == 2 and store.count() == 98
+
+
+def test_a_database_from_a_newer_mnistkit_is_one_clear_line(tmp_path):
+    path = tmp_path / "fb.sqlite"
+    FeedbackStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(FeedbackError, match="newer mnistkit"):
+        FeedbackStore(path)
+
+
+def test_a_corrupt_file_is_one_clear_line(tmp_path):
+    path = tmp_path / "fb.sqlite"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 5000)
+    with pytest.raises(FeedbackError, match="not a valid corrections database"):
+        FeedbackStore(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")
+def test_a_read_only_file_reads_but_refuses_writes(tmp_path):
+    path = tmp_path / "fb.sqlite"
+    filled(path).close()
+    path.chmod(0o444)
+    store = FeedbackStore(path)
+    assert store.count() == 12
+    with pytest.raises(FeedbackError, match="read-only"):
+        store.add(drawing(99), label=1)
+
+
+def test_a_locked_database_is_reported_not_waited_on_forever(tmp_path, monkeypatch):
+    monkeypatch.setattr("mnistkit.feedback.BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "fb.sqlite"
+    store = FeedbackStore(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(FeedbackError, match="locked"):
+            store.add(drawing(1), label=1)
+    finally:
+        blocker.execute("ROLLBACK")
+    assert store.add(drawing(1), label=1)[1]
+
+
+def test_a_writer_killed_mid_stream_loses_no_committed_correction(tmp_path):
+    path = tmp_path / "fb.sqlite"
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        from mnistkit.feedback import FeedbackStore
+        store = FeedbackStore({str(path)!r})
+        for i in range(100000):
+            image = np.full((28, 28), i % 256, np.uint8); image[0, :4] = np.frombuffer(i.to_bytes(4, "big"), np.uint8)
+            cid, _ = store.add(image, label=i % 10, drawing_png=i.to_bytes(8, "big") * 100)
+            print(cid, flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    committed = [int(proc.stdout.readline()) for _ in range(200)]
+    proc.kill()
+    proc.wait()
+    committed += [int(line) for line in proc.stdout.read().split()]
+    store = FeedbackStore(path)
+    _, _, ids = store.images()
+    assert set(committed) <= set(ids)
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_training_reads_the_database_and_refuses_a_tiny_one(tmp_path):
+    filled(tmp_path / "fb.sqlite").close()
+    ds = data.load_path(tmp_path / "fb.sqlite")
+    assert len(ds.train) == 12 and ds.test is None
+    assert ds.checksums["fb.sqlite"] == FeedbackStore(tmp_path / "fb.sqlite").checksum()
+    filled(tmp_path / "small.db", n=3).close()
+    with pytest.raises(DataError, match="holds 3 corrections; training needs at least 10"):
+        data.load_path(tmp_path / "small.db")
+
+
+def run_cli(*argv: str) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    return exit_info.value.code
+
+
+def test_cli_stats_list_show_export_delete(tmp_path, capsys):
+    db = str(tmp_path / "fb.sqlite")
+    filled(db).close()
+    assert run_cli("feedback", "stats", "--db", db, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["corrections"] == 12
+    assert run_cli("feedback", "list", "--db", db, "-n", "3") == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert run_cli("feedback", "show", "--db", db, "-o", str(tmp_path / "fb.png")) == 0
+    assert (tmp_path / "fb.png").read_bytes()[:4] == b"\x89PNG"
+    for fmt, out in (("idx", tmp_path / "idx"), ("npz", tmp_path / "fb.npz")):
+        capsys.readouterr()
+        assert run_cli("feedback", "export", "--db", db, "--format", fmt, "-o", str(out)) == 0
+        exported = data.load_path(out)
+        images, labels, _ = FeedbackStore(db).images()
+        assert np.array_equal(exported.train.images.numpy(), images)
+        assert np.array_equal(exported.train.labels.numpy(), labels)
+    assert run_cli("feedback", "export", "--db", db, "-o", str(tmp_path / "fb.npz"), "--format", "npz") == 2
+    assert "already exists" in capsys.readouterr().err
+    assert run_cli("feedback", "delete", "--db", db, "1", "2") == 0
+    assert FeedbackStore(db).count() == 10
+
+
+def test_cli_on_a_missing_database_is_one_line(tmp_path, capsys):
+    assert run_cli("feedback", "stats", "--db", str(tmp_path / "none.sqlite")) == 2
+    err = capsys.readouterr().err
+    assert "no corrections database here" in err and "Traceback" not in err
