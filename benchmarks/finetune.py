@@ -51,7 +51,7 @@ STYLE: dict[int, list[list[tuple]]] = {
 
 def draw(digit: int, writer: np.random.Generator, rng: np.random.Generator) -> np.ndarray:
     """One drawing of ``digit`` by a writer (whose habits ``writer`` fixes) with this drawing's own wobble."""
-    slant, width, height, pen = writer.uniform(-0.3, 0.25), writer.uniform(0.6, 1.0), writer.uniform(0.8, 1.0), 0.0
+    slant, width, height = writer.uniform(-0.3, 0.25), writer.uniform(0.6, 1.0), writer.uniform(0.8, 1.0)
     pen = float(writer.uniform(10, 26)) + rng.uniform(-2, 2)
     angle = math.radians(rng.uniform(-8, 8))
     image = Image.new("L", (CANVAS, CANVAS), 255)
