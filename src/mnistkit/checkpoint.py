@@ -80,9 +80,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def is_hub_folder(path: str | Path) -> bool:
-    """A folder in the Hugging Face Hub's layout: config.json but no mnistkit model.json."""
+    """A folder in the Hugging Face Hub's layout: config.json or model.safetensors, but no mnistkit model.json."""
     path = Path(path).expanduser()
-    return path.is_dir() and (path / "config.json").is_file() and not (path / META_NAME).exists()
+    hub_files = (path / "config.json").is_file() or (path / WEIGHTS_NAME).is_file()
+    return path.is_dir() and hub_files and not (path / META_NAME).exists()
 
 
 def read_tensors(path: Path, sha256: object, what: str, listed_in: str) -> dict[str, torch.Tensor]:

@@ -197,7 +197,7 @@ def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path
 
 
 def _export_hf(classifier: Classifier, folder: Path) -> Runner:
-    hub.write_folder(classifier.model.net, classifier.meta, folder)
+    hub.write_folder(classifier, folder)
     net, meta = hub.load_folder(folder)
     return Classifier(net, meta, str(folder)).predict_array
 

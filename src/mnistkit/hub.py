@@ -15,7 +15,7 @@ import inspect
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -28,6 +28,9 @@ from .checkpoint import META_NAME, load_checkpoint, load_state
 from .data import DIGITS, Normalization
 from .errors import CheckpointError, MnistkitError
 from .models import MODELS, count_parameters, create_model
+
+if TYPE_CHECKING:
+    from .inference import Classifier
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -42,6 +45,8 @@ DATASETS = {
     "fashion-mnist": ("Fashion-MNIST", "MIT, by Zalando Research", "zalando-datasets/fashion_mnist"),
     "kmnist": ("Kuzushiji-MNIST", "CC BY-SA 4.0, by the ROIS-DS Center for Open Data in the Humanities", None),
 }
+# Building a model from options in a file can fail in these ways besides mnistkit's own (negative widths, ...).
+BUILD_ERRORS = (MnistkitError, ValueError, RuntimeError)
 REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
@@ -49,8 +54,8 @@ REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 # Writing
 
 
-def save_pretrained(net: nn.Module, meta: dict[str, Any], folder: str | Path, overwrite: bool = False) -> Path:
-    """Write ``net`` and its checkpoint metadata as a Hub model folder, atomically. An existing folder is replaced
+def save_pretrained(classifier: Classifier, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write a classifier's network and metadata as a Hub model folder, atomically. An existing folder is replaced
     only with ``overwrite`` (an empty one is filled)."""
     folder = Path(folder).expanduser()
     if folder.exists() and not overwrite and not (folder.is_dir() and not any(folder.iterdir())):
@@ -60,13 +65,21 @@ def save_pretrained(net: nn.Module, meta: dict[str, Any], folder: str | Path, ov
     except OSError as exc:
         raise MnistkitError(f"cannot make {folder.parent}: {exc.strerror or exc}") from None
     with fileio.atomic_folder(folder) as tmp:
-        write_folder(net, meta, tmp)
+        write_folder(classifier, tmp)
     return folder
 
 
-def write_folder(net: nn.Module, meta: dict[str, Any], folder: Path) -> None:
+def write_folder(classifier: Classifier, folder: Path) -> None:
     """Write config.json, model.safetensors and README.md into ``folder`` (which exists)."""
+    net = classifier.model.net
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    # What the classifier really uses, also where the checkpoint left it to the defaults.
+    meta = {
+        **classifier.meta,
+        "classes": classifier.classes,
+        "normalization": classifier.model.norm.to_dict(),
+        "tta": classifier.model.tta,
+    }
     config = hub_config(meta)
     fileio.write_bytes(folder / WEIGHTS_NAME, save_safetensors(state, metadata={"format": "pt"}))
     fileio.write_json(folder / CONFIG_NAME, config)
@@ -211,6 +224,11 @@ credit its authors when you share them.
 """
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _number(value: object) -> str | None:
     return f"{value:.4f}" if isinstance(value, (int, float)) else None
 
@@ -254,9 +272,8 @@ def download(repo_id: str, revision: str | None, cache_dir: str | Path | None, l
             )
         )
     except (HFValidationError, OSError, ValueError) as exc:  # the Hub's errors derive from these
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{repo_id}: no such folder, and the Hugging Face Hub could not provide it ({reason})"
+            f"{repo_id}: no such folder, and the Hugging Face Hub could not provide it ({_first_line(exc)})"
         ) from None
 
 
@@ -271,8 +288,10 @@ def load_folder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     options = {k: v for k, v in config.items() if k in accepted}
     try:
         model = create_model(name, **options)
-    except MnistkitError as exc:
-        raise CheckpointError(f"{folder / CONFIG_NAME}: {exc}") from None
+    except BUILD_ERRORS as exc:
+        raise CheckpointError(
+            f"{folder / CONFIG_NAME}: invalid options for model '{name}' ({_first_line(exc)})"
+        ) from None
     load_state(model, state, str(folder / WEIGHTS_NAME))
     info = config.get("mnistkit")
     meta = {k: v for k, v in (info if isinstance(info, dict) else {}).items() if k != "format"}
@@ -293,6 +312,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable model configuration ({exc})") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object of model options")
+    if "epochs" in config and "model" in config:  # a training run's config.json, never a model's
+        raise CheckpointError(f"{folder}: an mnistkit run folder without its model.json; did the run finish?")
     return config
 
 
@@ -326,7 +347,7 @@ def _architecture(config: dict[str, Any], state: dict[str, torch.Tensor], folder
         accepted = inspect.signature(constructor).parameters
         try:
             model = create_model(name, **{k: v for k, v in config.items() if k in accepted})
-        except MnistkitError:
+        except BUILD_ERRORS:
             continue
         if set(model.state_dict()) == set(state):
             return name

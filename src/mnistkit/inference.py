@@ -185,7 +185,7 @@ class Classifier:
         ``overwrite``."""
         from . import hub
 
-        return hub.save_pretrained(self.model.net, self.meta, folder, overwrite)
+        return hub.save_pretrained(self, folder, overwrite)
 
     @classmethod
     def from_pretrained(cls, dir_or_repo_id: str | Path, revision: str | None = None) -> Classifier:
