@@ -42,7 +42,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--data",
         metavar="PATH",
         default=None,
-        help="a folder of IDX files (raw or .gz), the tutorial's mnist.pkl.gz, or a Keras-style .npz",
+        help="a folder of IDX files (raw or .gz; torchvision's root with MNIST/raw, FashionMNIST/raw or KMNIST/raw "
+        "too), the tutorial's mnist.pkl.gz, or a Keras-style .npz",
     )
     g.add_argument(
         "--val-size",
