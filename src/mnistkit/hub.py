@@ -25,7 +25,7 @@ from torch import nn
 
 from . import __version__, fileio
 from .checkpoint import META_NAME, load_checkpoint, load_state
-from .data import DIGITS, Normalization
+from .data import Normalization
 from .errors import CheckpointError, MnistkitError
 from .models import MODELS, count_parameters, create_model
 
@@ -91,7 +91,7 @@ def hub_config(meta: dict[str, Any]) -> dict[str, Any]:
     name = meta["model"]
     defaults = {
         p.name: p.default
-        for p in list(inspect.signature(MODELS[name]).parameters.values())
+        for p in inspect.signature(MODELS[name]).parameters.values()
         if p.default is not inspect.Parameter.empty
     }
     extra = {k: v for k, v in meta.items() if k not in NOT_COPIED}
@@ -115,8 +115,8 @@ def model_card(config: dict[str, Any], parameters: int) -> str:
     )
     metrics = info.get("metrics") or {}
     accuracy = metrics.get("test_accuracy")
-    classes = info.get("classes") or DIGITS[: options.get("num_classes", 10)]
-    norm = Normalization(**info.get("normalization", {}))
+    classes = info["classes"]
+    norm = Normalization(**info["normalization"])
     front: dict[str, Any] = {
         "license": "mit",
         "library_name": "mnistkit",
@@ -246,7 +246,7 @@ def from_pretrained(
     """Load a Hub model folder, or a Hub repo id through ``huggingface_hub`` (downloaded once, then cached).
     A local mnistkit run folder or checkpoint is loaded too."""
     path = Path(dir_or_repo_id).expanduser()
-    if path.exists() and not (path.is_dir() and not (path / META_NAME).exists()):
+    if path.is_file() or (path / META_NAME).is_file():  # an mnistkit checkpoint file or run folder
         return load_checkpoint(path)
     if path.exists() or not REPO_ID.match(str(dir_or_repo_id)):
         return load_folder(path)
