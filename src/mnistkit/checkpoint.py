@@ -62,7 +62,7 @@ def read_meta(path: str | Path) -> tuple[dict[str, Any], Path]:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model named in the metadata and load its verified weights. Returns (model in eval mode, meta).
-    A Hugging Face Hub model folder (config.json and model.safetensors, no model.json) is read as well."""
+    A Hugging Face Hub model folder (config.json, model.safetensors and no model.json) is read as well."""
     if is_hub_folder(path):
         from .hub import load_folder  # imported here: hub builds on this module
 
