@@ -631,7 +631,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "(N, 1, 28, 28) in [0, 1], white ink on black, normalizes them itself and returns class probabilities: "
         "onnx (the dynamo exporter; needs mnistkit[export]), exported-program (a torch.export .pt2 file, for "
         "torch.export.load), torchscript (deprecated by PyTorch) or hf (a Hugging Face Hub model folder: config.json, "
-        "model.safetensors and a README.md model card, readable by huggingface_hub's PyTorchModelHubMixin). Nothing "
+        "model.safetensors and a README.md model card, readable by huggingface_hub's PyTorchModelHubMixin; it holds "
+        "the bare network, its normalization in config.json). Nothing "
         "is written unless its outputs match PyTorch's on 1,000 MNIST test images (max abs difference <= 1e-4; ONNX "
         "is run through onnxruntime).",
     )
