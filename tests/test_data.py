@@ -272,3 +272,69 @@ def test_a_copy_of_the_bundled_folder_loads_through_load_path(tmp_path):
     assert (
         len(ds.train) == 60_000 and ds.checksums["t10k-labels-idx1-ubyte"] == data.MNIST_MD5["t10k-labels-idx1-ubyte"]
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# torchvision's folders: root/MNIST/raw, root/FashionMNIST/raw, root/KMNIST/raw
+
+
+def torchvision_root(root: Path, *folders: str) -> Path:
+    """torchvision's layout after a download: each raw folder holds the .gz files and their extracted copies."""
+    for i, folder in enumerate(folders):
+        raw = write_idx_folder(root / folder / "raw", n_train=30, n_test=10, gz=False, seed=i)
+        write_idx_folder(raw, n_train=30, n_test=10, gz=True, seed=i)
+    return root
+
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+KMNIST = ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
+
+
+@pytest.mark.parametrize(
+    "folder, name, classes",
+    [
+        ("MNIST", "mnist", [str(d) for d in range(10)]),
+        ("FashionMNIST", "fashion-mnist", FASHION),
+        ("KMNIST", "kmnist", KMNIST),
+    ],
+)
+def test_torchvision_root_loads_with_the_datasets_class_names(tmp_path, folder, name, classes):
+    root = torchvision_root(tmp_path / "root", folder)
+    raw = root / folder / "raw"
+    for given in (root, root / folder, raw, raw / "train-images-idx3-ubyte"):
+        ds = data.load_path(given)
+        assert (ds.name, ds.classes, len(ds.train), len(ds.test)) == (name, classes, 30, 10), given
+        assert ds.source == str(raw)
+    assert data.load_dataset(str(root)).classes == classes  # what --data ROOT reaches
+
+
+def test_a_root_with_several_torchvision_datasets_asks_for_one(tmp_path):
+    root = torchvision_root(tmp_path / "root", "MNIST", "FashionMNIST")
+    with pytest.raises(
+        DataError, match=r"holds several torchvision datasets; pass one of them: .*MNIST/raw or .*"
+    ) as info:
+        data.load_path(root)
+    assert "\n" not in str(info.value)
+    assert data.load_path(root / "FashionMNIST" / "raw").classes == FASHION
+
+
+def test_a_folder_with_idx_files_of_its_own_is_not_taken_for_a_torchvision_root(tmp_path):
+    folder = write_idx_folder(tmp_path / "mine", n_train=20, n_test=5)
+    torchvision_root(folder, "FashionMNIST")
+    ds = data.load_path(folder)
+    assert len(ds.train) == 20 and ds.classes == [str(d) for d in range(10)]
+
+
+def test_training_on_a_torchvision_fashion_folder_records_the_clothing_names(tmp_path):
+    import json
+
+    from mnistkit import runs
+    from mnistkit.config import make_config
+    from mnistkit.train import train_run
+
+    root = torchvision_root(tmp_path / "root", "FashionMNIST")
+    cfg = make_config(model="logreg", epochs=1, val_size=10, data=str(root / "FashionMNIST" / "raw"), batch_size=10)
+    run = runs.create_run_dir(tmp_path / "run", cfg.model)
+    train_run(cfg, run)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["classes"] == FASHION and meta["dataset"]["name"] == "fashion-mnist"

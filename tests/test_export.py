@@ -1,8 +1,12 @@
-"""mnistkit export: ONNX (through onnxruntime) and TorchScript, verified parity, dynamic batch, atomic output."""
+"""mnistkit export: ONNX (dynamo exporter, run through onnxruntime), torch.export programs and TorchScript:
+verified parity, normalization inside, dynamic batch, no deprecation warnings, atomic output."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import onnx
@@ -25,37 +29,97 @@ def onnx_probabilities(path, x: np.ndarray) -> np.ndarray:
     return session.run(["probabilities"], {"pixels": x})[0]
 
 
+def run_export(path, fmt: str, x: np.ndarray) -> np.ndarray:
+    """Run an exported file by its format's own runtime, without mnistkit."""
+    if fmt == "onnx":
+        return onnx_probabilities(path, x)
+    if fmt == "exported-program":
+        return torch.export.load(str(path)).module()(torch.from_numpy(x)).numpy()
+    return torch.jit.load(str(path))(torch.from_numpy(x)).numpy()
+
+
+def export_recording_warnings(*args, **kwargs) -> tuple[export.ExportResult, list[warnings.WarningMessage]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export_checkpoint(*args, **kwargs)
+    return result, [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+
+
 @pytest.fixture(scope="module")
 def pixels_of(mnist):
     """Real test digits as the exported graphs take them: float32 (N, 1, 28, 28) in [0, 1]."""
     return lambda n: mnist.test.images[:n].numpy().astype(np.float32)[:, None] / 255.0
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
 def test_export_matches_pytorch_at_any_batch_size(tmp_path, tiny_run, pixels_of, fmt):
     out = tmp_path / f"model.{fmt}"
     result = export_checkpoint(tiny_run, fmt, out)
     assert result.path == out and out.is_file()
     assert result.images == 1000 and result.max_abs_diff <= 1e-4
-    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary or external-data file left behind
 
     # Batch sizes the export never saw, against the library's own predictions.
     expected = Classifier.load(tiny_run).predict_array(pixels_of(13))
     for n in (1, 5, 13):
-        x = pixels_of(n)
-        got = onnx_probabilities(out, x) if fmt == "onnx" else torch.jit.load(str(out))(torch.from_numpy(x)).numpy()
+        got = run_export(out, fmt, pixels_of(n))
         assert got.shape == (n, 10)
         np.testing.assert_allclose(got, expected[:n], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["logreg", "mlp"])
-def test_flat_models_keep_a_dynamic_batch(tmp_path, pixels_of, name):
-    # Their forward flattens with len(x): a plain trace would freeze the batch size into the graph.
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_every_model_exports_to_onnx_with_a_dynamic_batch_and_no_deprecation_warning(tmp_path, pixels_of, name):
     torch.manual_seed(0)
-    save_checkpoint(tmp_path, create_model(name), {"model": name, "model_options": {}})
-    out = tmp_path / "flat.onnx"
-    assert export_checkpoint(tmp_path, "onnx", out).max_abs_diff <= 1e-4
+    options = {"width": 4} if name == "cnn" else {}
+    save_checkpoint(tmp_path, create_model(name, **options), {"model": name, "model_options": options})
+    out = tmp_path / f"{name}.onnx"
+    result, deprecations = export_recording_warnings(tmp_path, "onnx", out)
+    assert result.max_abs_diff <= 1e-4
+    assert deprecations == []  # the legacy TorchScript-based exporter would warn here
     assert onnx_probabilities(out, pixels_of(3)).shape == (3, 10)
+    assert onnx.load(str(out)).opset_import[0].version >= 18  # written by the dynamo exporter
+
+
+def test_exported_program_carries_the_normalization_and_warns_of_nothing(tmp_path, pixels_of):
+    torch.manual_seed(0)
+    net = create_model("mlp")
+    norm = {"mean": 0.5, "std": 0.25, "divisor": 255.0}
+    save_checkpoint(tmp_path, net, {"model": "mlp", "model_options": {}, "normalization": norm})
+    out = tmp_path / "mlp.pt2"
+    result, deprecations = export_recording_warnings(tmp_path, "exported-program", out)
+    assert result.max_abs_diff <= 1e-4 and deprecations == []
+    x = torch.from_numpy(pixels_of(6))
+    with torch.no_grad():
+        by_hand = net.eval()((x - 0.5) / 0.25).softmax(1)
+    np.testing.assert_allclose(torch.export.load(str(out)).module()(x).numpy(), by_hand.numpy(), atol=1e-5)
+
+
+def test_the_exported_program_runs_without_mnistkit(tmp_path, tiny_run, pixels_of):
+    out = export_checkpoint(tiny_run, "exported-program", tmp_path / "model.pt2").path
+    x = pixels_of(4)
+    np.save(tmp_path / "x.npy", x)
+    # The three lines of docs/export.md, in a process where importing mnistkit fails.
+    script = f"""
+import sys; sys.modules["mnistkit"] = None
+import numpy as np, torch, json
+model = torch.export.load({str(out)!r}).module()
+probabilities = model(torch.from_numpy(np.load({str(tmp_path / "x.npy")!r})))
+extra = {{"mnistkit.json": ""}}
+torch.export.load({str(out)!r}, extra_files=extra)
+np.save({str(tmp_path / "p.npy")!r}, probabilities.numpy())
+print(json.loads(extra["mnistkit.json"])["classes"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().replace("'", '"')) == [str(d) for d in range(10)]
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), Classifier.load(tiny_run).predict_array(x), atol=1e-5)
+
+
+def test_a_missing_onnx_package_is_named_before_anything_is_written(tmp_path, tiny_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript now raises ImportError
+    with pytest.raises(ExportError, match=r"needs the onnxscript package.*pip install 'mnistkit\[export\]'"):
+        export_checkpoint(tiny_run, "onnx", tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_onnx_file_describes_its_contract(tmp_path, tiny_run):
@@ -68,22 +132,24 @@ def test_onnx_file_describes_its_contract(tmp_path, tiny_run):
     assert batch.dim_param == "batch"  # symbolic, not a fixed number
 
 
-def test_test_time_augmentation_is_exported_too(tmp_path, pixels_of):
+@pytest.mark.parametrize("fmt", ["exported-program", "torchscript"])
+def test_test_time_augmentation_is_exported_too(tmp_path, pixels_of, fmt):
     torch.manual_seed(0)
     save_checkpoint(
         tmp_path, create_model("cnn", width=4), {"model": "cnn", "model_options": {"width": 4}, "tta": True}
     )
-    out = export_checkpoint(tmp_path, "torchscript", tmp_path / "tta.pt").path
+    out = export_checkpoint(tmp_path, fmt, tmp_path / "tta.export").path
     x = pixels_of(4)
-    np.testing.assert_allclose(
-        torch.jit.load(str(out))(torch.from_numpy(x)).numpy(), Classifier.load(tmp_path).predict_array(x), atol=1e-5
-    )
+    np.testing.assert_allclose(run_export(out, fmt, x), Classifier.load(tmp_path).predict_array(x), atol=1e-5)
 
 
 def test_default_output_sits_beside_the_checkpoint(tiny_run):
     assert export.default_path(tiny_run, "onnx") == tiny_run / "model.onnx"
     assert export.default_path(tiny_run / "model.safetensors", "torchscript") == tiny_run / "model.pt"
+    assert export.default_path(tiny_run / "model.json", "exported-program") == tiny_run / "model.pt2"
+    assert export.default_path(tiny_run, "hf") == tiny_run / "model-hf"
     assert export.default_path(None, "onnx").name == "mnistkit-pretrained.onnx"
+    assert export.default_path(None, "hf").name == "mnistkit-pretrained-hf"
 
 
 def test_failed_parity_writes_nothing(tmp_path, tiny_run, monkeypatch):
@@ -110,7 +176,7 @@ def test_unknown_format_is_a_library_error(tiny_run):
         export_checkpoint(tiny_run, "tflite")
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
 def test_cli_export_of_the_pretrained_model(tmp_path, capsys, pixels_of, fmt):
     out = tmp_path / f"pretrained.{fmt}"
     with pytest.raises(SystemExit) as exit_info:
@@ -121,8 +187,7 @@ def test_cli_export_of_the_pretrained_model(tmp_path, capsys, pixels_of, fmt):
     assert out.stat().st_size <= 2_000_000
     # Checked here too, not only by the exporter: the file alone, on 1,000 test images in one batch.
     x = pixels_of(1000)
-    got = onnx_probabilities(out, x) if fmt == "onnx" else torch.jit.load(str(out))(torch.from_numpy(x)).numpy()
-    assert np.abs(got - Classifier.load().predict_array(x)).max() <= 1e-4
+    assert np.abs(run_export(out, fmt, x) - Classifier.load().predict_array(x)).max() <= 1e-4
 
 
 def test_cli_export_errors_are_one_line(tmp_path, capsys):

@@ -61,7 +61,13 @@ def read_meta(path: str | Path) -> tuple[dict[str, Any], Path]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model named in the metadata and load its verified weights. Returns (model in eval mode, meta)."""
+    """Rebuild the model named in the metadata and load its verified weights. Returns (model in eval mode, meta).
+    A Hugging Face Hub model folder (config.json, model.safetensors and no model.json) is read as well."""
+    if is_hub_folder(path):
+        from .hub import load_folder  # imported here: hub builds on this module
+
+        model, meta = load_folder(path)
+        return model.to(device).eval(), meta
     meta, meta_path = read_meta(path)
     weights_path = meta_path.parent / str(meta.get("weights", WEIGHTS_NAME))
     state = read_tensors(weights_path, meta["sha256"], "weights", meta_path.name)
@@ -71,6 +77,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"{meta_path}: {exc}") from None
     load_state(model, state, str(weights_path))
     return model.to(device).eval(), meta
+
+
+def is_hub_folder(path: str | Path) -> bool:
+    """A folder in the Hugging Face Hub's layout: config.json or model.safetensors, but no mnistkit model.json."""
+    path = Path(path).expanduser()
+    hub_files = (path / "config.json").is_file() or (path / WEIGHTS_NAME).is_file()
+    return path.is_dir() and hub_files and not (path / META_NAME).exists()
 
 
 def read_tensors(path: Path, sha256: object, what: str, listed_in: str) -> dict[str, torch.Tensor]:

@@ -42,7 +42,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--data",
         metavar="PATH",
         default=None,
-        help="a folder of IDX files (raw or .gz), the tutorial's mnist.pkl.gz, or a Keras-style .npz",
+        help="a folder of IDX files (raw or .gz; torchvision's root with MNIST/raw, FashionMNIST/raw or KMNIST/raw "
+        "too), the tutorial's mnist.pkl.gz, or a Keras-style .npz",
     )
     g.add_argument(
         "--val-size",
@@ -717,27 +718,33 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "export",
-        help="export a model to ONNX or TorchScript, verified against PyTorch",
-        description="Export a checkpoint with a dynamic batch size. The graph takes float32 pixels (N, 1, 28, 28) in "
-        "[0, 1], white ink on black, and returns class probabilities; the file is written only once its outputs match "
-        "PyTorch's on 1,000 MNIST test images (max abs difference <= 1e-4; ONNX is run through onnxruntime).",
+        help="export a model to ONNX, torch.export, TorchScript or a Hugging Face Hub folder, verified against PyTorch",
+        description="Export a checkpoint with a dynamic batch size. The exported model takes float32 pixels "
+        "(N, 1, 28, 28) in [0, 1], white ink on black, normalizes them itself and returns class probabilities: "
+        "onnx (the dynamo exporter; needs mnistkit[export]), exported-program (a torch.export .pt2 file, for "
+        "torch.export.load), torchscript (deprecated by PyTorch) or hf (a Hugging Face Hub model folder: config.json, "
+        "model.safetensors and a README.md model card, readable by huggingface_hub's PyTorchModelHubMixin; it holds "
+        "the bare network, its normalization in config.json). Nothing "
+        "is written unless its outputs match PyTorch's on 1,000 MNIST test images (max abs difference <= 1e-4; ONNX "
+        "is run through onnxruntime).",
     )
     p.add_argument(
         "checkpoint",
         nargs="?",
         metavar="RUN_OR_CHECKPOINT",
         default=None,
-        help="a run folder or checkpoint [default: the bundled pretrained model]",
+        help="a run folder, checkpoint or Hugging Face model folder [default: the bundled pretrained model]",
     )
     p.add_argument("--format", choices=list(FORMATS), default="onnx", help="[default: onnx]")
     p.add_argument(
         "-o",
         "--out",
-        metavar="FILE",
+        metavar="PATH",
         default=None,
-        help="where to write [default: beside the checkpoint, model.onnx / model.pt; for the bundled model, mnistkit-pretrained.* here]",
+        help="where to write [default: beside the checkpoint, model.onnx / model.pt2 / model.pt / the folder model-hf; "
+        "for the bundled model, mnistkit-pretrained.* (mnistkit-pretrained-hf) here]",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file or folder")
     p.set_defaults(handler=cmd_export)
 
 
@@ -746,8 +753,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     result = export_checkpoint(args.checkpoint, args.format, args.out, overwrite=args.overwrite)
     sizes = ", ".join(map(str, result.batch_sizes))
+    files = [p for p in result.path.rglob("*") if p.is_file()] if result.path.is_dir() else [result.path]
+    size = sum(p.stat().st_size for p in files)
     print(
-        f"wrote {result.path} ({result.format}, {result.path.stat().st_size / 1e6:.2f} MB); its outputs match PyTorch on "
+        f"wrote {result.path} ({result.format}, {size / 1e6:.2f} MB); its outputs match PyTorch on "
         f"{result.images:,} test images in batches of {sizes} (max abs difference {result.max_abs_diff:.1e})"
     )
     return 0

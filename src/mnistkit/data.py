@@ -445,11 +445,15 @@ def save_training_set(out: str | Path, images: np.ndarray, labels: np.ndarray, f
 
 
 def load_path(path: str | Path) -> Dataset:
-    """Load whatever ``path`` is: a folder of IDX files, an IDX images file, a pickle or an npz."""
+    """Load whatever ``path`` is: a folder of IDX files (torchvision's ``root`` too), an IDX images file, a pickle or
+    an npz."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; pass a folder of IDX files, a .pkl.gz or a .npz")
     if path.is_dir():
+        torchvision = torchvision_folder(path)
+        if torchvision is not None:
+            return load_torchvision_folder(*torchvision)
         if find_idx_files(path):
             return load_idx_folder(path)
         candidates = sorted(p for p in path.iterdir() if p.name.endswith((".npz", ".pkl", ".pkl.gz")))
@@ -464,10 +468,42 @@ def load_path(path: str | Path) -> Dataset:
     if name.endswith((".pkl", ".pkl.gz", ".pickle", ".pickle.gz")):
         return load_pickle(path)
     if _idx_role(path.name):
-        return load_idx_folder(path.parent)
+        return load_path(path.parent)
     raise DataError(
         f"{path}: unknown data format; use IDX files (raw or .gz), a .pkl.gz in the tutorial's layout, or a .npz"
     )
+
+
+# torchvision's datasets keep their IDX files in ``root/<folder>/raw``; the catalog names of those folders.
+TORCHVISION_FOLDERS = {"MNIST": "mnist", "FashionMNIST": "fashion-mnist", "KMNIST": "kmnist"}
+
+
+def torchvision_folder(path: Path) -> tuple[Path, str] | None:
+    """(raw folder, dataset name) if ``path`` is torchvision's ``root``, ``root/<folder>`` or ``root/<folder>/raw``."""
+    if path.name == "raw" and path.parent.name in TORCHVISION_FOLDERS:
+        return path, TORCHVISION_FOLDERS[path.parent.name]
+    if path.name in TORCHVISION_FOLDERS and (path / "raw").is_dir():
+        return path / "raw", TORCHVISION_FOLDERS[path.name]
+    if find_idx_files(path):  # IDX files of its own: a plain folder, whatever lies below it
+        return None
+    found = [
+        (path / folder / "raw", name)
+        for folder, name in TORCHVISION_FOLDERS.items()
+        if (path / folder / "raw").is_dir()
+    ]
+    if len(found) > 1:
+        choices = " or ".join(str(raw) for raw, _ in found)
+        raise DataError(f"{path}: holds several torchvision datasets; pass one of them: {choices}")
+    return found[0] if found else None
+
+
+def load_torchvision_folder(raw: Path, name: str) -> Dataset:
+    """A torchvision ``raw`` folder, with its dataset's class names (Fashion-MNIST's clothes, KMNIST's hiragana)."""
+    from .download import get_spec  # the catalog holds each dataset's class names
+
+    ds = load_idx_folder(raw, name=name)
+    ds.classes = list(get_spec(name).classes)
+    return ds
 
 
 def load_bundled_mnist() -> Dataset:

@@ -1,30 +1,41 @@
-"""Export a checkpoint to ONNX or TorchScript, verified against PyTorch before the file is written.
+"""Export a checkpoint to ONNX, a ``torch.export`` program, TorchScript or a Hugging Face Hub folder, verified
+against PyTorch before it is written.
 
-The exported graph is the ``InferenceModel``: float32 pixels (N, 1, 28, 28) in [0, 1], white ink on black,
-in; class probabilities (N, classes) out; the batch size is free. Its outputs are compared with PyTorch's
-on 1,000 real MNIST test images in batches of several sizes; only a file that matches is written (atomically).
+The exported model is the ``InferenceModel``, normalization included: float32 pixels (N, 1, 28, 28) in [0, 1],
+white ink on black, in; class probabilities (N, classes) out; the batch size is free. (The Hub folder holds the
+network alone, as ``PyTorchModelHubMixin`` expects, and its normalization in config.json.) The export's outputs
+are compared with PyTorch's on 1,000 real MNIST test images in batches of several sizes; only an export that
+matches is written (atomically).
 """
 
 from __future__ import annotations
 
+import copy
+import io
 import json
+import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from . import checkpoint, data, fileio
+from . import checkpoint, data, fileio, hub
 from .errors import MnistkitError
 from .inference import Classifier, InferenceModel, pixels
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+# Output suffix per format; "hf" is a folder (run/model-hf).
+FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt", "hf": "-hf"}
 PARITY_IMAGES = 1000
 PARITY_BATCHES = (1, 7, 992)  # sizes the 1,000 images are run in: none equals the traced example's batch of 2
 TOLERANCE = 1e-4  # max abs difference of probabilities allowed between the export and PyTorch
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
+METADATA_NAME = "mnistkit.json"  # the contract, stored inside .pt2 and .pt files
+ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 
 Runner = Callable[[torch.Tensor], np.ndarray]
 
@@ -43,10 +54,14 @@ class ExportResult:
 
 
 def default_path(source: str | Path | None, fmt: str) -> Path:
-    """Beside the checkpoint (``run/model.onnx``); for the bundled pretrained model, in the current folder."""
+    """Beside the checkpoint (``run/model.onnx``, ``run/model-hf``); for the bundled model, in the current folder."""
     if source is None:
         return Path("mnistkit-pretrained" + FORMATS[fmt])
-    return checkpoint.resolve(source).with_suffix(FORMATS[fmt])
+    if checkpoint.is_hub_folder(source):
+        stem = Path(source).expanduser() / "model"
+    else:
+        stem = checkpoint.resolve(source).with_suffix("")
+    return stem.with_name(stem.name + FORMATS[fmt])
 
 
 def export_checkpoint(
@@ -56,6 +71,8 @@ def export_checkpoint(
     An existing ``out`` is replaced only with ``overwrite``."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        _require_onnx_packages()
     classifier = Classifier.load(source)
     out = Path(out).expanduser() if out is not None else default_path(source, fmt)
     if out.exists() and not overwrite:
@@ -64,7 +81,10 @@ def export_checkpoint(
     x = pixels(test.images[:PARITY_IMAGES])
     with torch.no_grad():
         expected = classifier.model(x).numpy()
-    model = classifier.model
+    # A copy in the default memory layout: the Classifier keeps its convolutions channels-last for speed, which
+    # torch.export would have to record as partial views of storage.
+    net = copy.deepcopy(classifier.model.net).to(memory_format=torch.contiguous_format)
+    model = InferenceModel(net, classifier.model.norm, classifier.model.tta).eval()
     info = {
         "model": classifier.meta["model"],
         "classes": classifier.classes,
@@ -72,49 +92,59 @@ def export_checkpoint(
         "output": "float32 (N, classes) probabilities",
         "source": classifier.source,
     }
-    example = torch.zeros(2, 1, 28, 28)
-    with warnings.catch_warnings(), torch.no_grad(), fileio.atomic_path(out) as tmp:
-        # Both exporters are the TorchScript-based ones (they need no extra packages); they warn that they are
-        # deprecated and about internal steps. The parity check below is what says whether the file is right.
-        warnings.simplefilter("ignore")
-        # The network is scripted, not traced, so Python-level shape logic (``len(x)`` in the flat models)
-        # stays dynamic; the traced wrapper around it then accepts any batch size.
-        try:
-            traced = torch.jit.trace(InferenceModel(torch.jit.script(model.net), model.norm, model.tta).eval(), example)
-        except Exception as exc:  # TorchScript rejects unsupported Python in many ways
-            raise ExportError(
-                f"cannot convert {classifier.meta['model']} to TorchScript: {str(exc).splitlines()[0]}"
-            ) from None
-        run = (_export_onnx if fmt == "onnx" else _export_torchscript)(traced, example, tmp, info)
+    writer = fileio.atomic_folder if fmt == "hf" else fileio.atomic_path
+    with torch.no_grad(), writer(out) as tmp:
+        if fmt == "hf":
+            run = _export_hf(classifier, tmp)
+        else:
+            run = EXPORTERS[fmt](model, torch.zeros(2, 1, 28, 28), tmp, info)
         got = np.concatenate([run(part) for part in torch.split(x, list(PARITY_BATCHES))])
         diff = float(np.abs(got - expected).max())
         if not diff <= TOLERANCE:  # also catches NaN
             raise ExportError(
-                f"the exported {fmt} model differs from PyTorch by up to {diff:.2e} (allowed {TOLERANCE:.0e}); nothing was written"
+                f"the exported {fmt} model differs from PyTorch by up to {diff:.2e} (allowed {TOLERANCE:.0e}); "
+                "nothing was written"
             )
     return ExportResult(out, fmt, len(x), PARITY_BATCHES, diff)
 
 
-def _export_onnx(model: torch.jit.ScriptModule, example: torch.Tensor, path: Path, info: dict) -> Runner:
+def _require_onnx_packages() -> None:
+    """Check before anything is written: the exporter itself would fail only halfway through."""
+    for name in ONNX_PACKAGES:
+        try:
+            __import__(name)
+        except ImportError:
+            raise ExportError(
+                f"ONNX export needs the {name} package ({', '.join(ONNX_PACKAGES)}): pip install 'mnistkit[export]'"
+            ) from None
+
+
+def _dynamic_batch() -> dict[str, Any]:
+    return {"x": {0: torch.export.Dim("batch")}}  # "x": InferenceModel.forward's argument
+
+
+def _export_onnx(model: InferenceModel, example: torch.Tensor, path: Path, info: dict) -> Runner:
+    import onnx
+    import onnxruntime
+
     try:
-        import onnx
-        import onnxruntime
-    except ImportError:
-        raise ExportError(
-            "ONNX export needs the onnx and onnxruntime packages: pip install 'mnistkit[export]'"
-        ) from None
-    try:
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,  # the dynamo exporter would need onnxscript as well
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
+        with _quiet_onnx_registry(), warnings.catch_warnings():
+            # torch 2.13's own deepcopy of its export graph trips this FutureWarning inside torch.export (the
+            # deprecated LeafSpec class is re-created by copy.deepcopy, not by any call of ours; pytorch#169421).
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=_dynamic_batch(),
+                external_data=False,  # one self-contained file: the weights are far below ONNX's 2 GB limit
+                verbose=False,
+            )
     except Exception as exc:  # an operator ONNX lacks, among others; the exporter has no single error type
-        raise ExportError(f"cannot convert {info['model']} to ONNX: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"cannot convert {info['model']} to ONNX: {_first_line(exc)}") from None
     proto = onnx.load(str(path))
     for key, value in info.items():
         proto.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
@@ -123,7 +153,58 @@ def _export_onnx(model: torch.jit.ScriptModule, example: torch.Tensor, path: Pat
     return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
 
 
-def _export_torchscript(model: torch.jit.ScriptModule, example: torch.Tensor, path: Path, info: dict) -> Runner:
-    torch.jit.save(model, str(path), _extra_files={"mnistkit.json": json.dumps(info)})
-    loaded = torch.jit.load(str(path))
+@contextmanager
+def _quiet_onnx_registry() -> Iterator[None]:
+    """The dynamo exporter logs a warning per torchvision operator it cannot register when torchvision is not
+    installed; mnistkit's models use none of them."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export_program(model: InferenceModel, example: torch.Tensor, path: Path, info: dict) -> Runner:
+    try:
+        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
+    except Exception as exc:  # torch.export rejects unsupported Python in many ways
+        raise ExportError(f"cannot export {info['model']} with torch.export: {_first_line(exc)}") from None
+    # Through a buffer: torch.export.save and load insist on a name ending in .pt2, and the temporary file has none.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={METADATA_NAME: json.dumps(info)})
+    path.write_bytes(buffer.getvalue())
+    buffer.seek(0)
+    loaded = torch.export.load(buffer).module()
     return lambda x: loaded(x).numpy()
+
+
+def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path, info: dict) -> Runner:
+    with warnings.catch_warnings():
+        # TorchScript is deprecated as a whole in torch 2.13 (every torch.jit call warns so); the format stays for
+        # runtimes that only read it. exported-program is its replacement.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        # The network is scripted, not traced, so any Python-level shape logic in it stays dynamic; the traced
+        # wrapper around it then accepts any batch size.
+        try:
+            traced = torch.jit.trace(InferenceModel(torch.jit.script(model.net), model.norm, model.tta).eval(), example)
+        except Exception as exc:  # TorchScript rejects unsupported Python in many ways
+            raise ExportError(f"cannot convert {info['model']} to TorchScript: {_first_line(exc)}") from None
+        torch.jit.save(traced, str(path), _extra_files={METADATA_NAME: json.dumps(info)})
+        loaded = torch.jit.load(str(path))
+    return lambda x: loaded(x).numpy()
+
+
+def _export_hf(classifier: Classifier, folder: Path) -> Runner:
+    hub.write_folder(classifier, folder)
+    net, meta = hub.load_folder(folder)
+    return Classifier(net, meta, str(folder)).predict_array
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+EXPORTERS = {"onnx": _export_onnx, "exported-program": _export_program, "torchscript": _export_torchscript}

@@ -1,9 +1,10 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file."""
+"""Atomic file and folder writes: a reader (or a crash) never sees a half-written file or folder."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,3 +61,38 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it takes ``path``'s place, replacing what was there.
+
+    An existing ``path`` is first renamed aside and removed only once the new folder is in place, so a crash
+    leaves the old or the new folder complete (under its own or a hidden name), never a mix of the two.
+    """
+    path = Path(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise MnistkitError(
+            f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable"
+        ) from exc
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the permissions mkdir would
+    try:
+        yield tmp
+        if path.exists() or path.is_symlink():
+            old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MnistkitError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -179,6 +179,23 @@ class Classifier:
         top = [(self.classes[k], float(probs[k])) for k in order]
         return Prediction(source, best, self.classes[best], float(probs[best]), top, probs, array)
 
+    def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Save in the Hugging Face Hub's layout (config.json, model.safetensors, README.md model card), which
+        ``huggingface_hub``'s ``PyTorchModelHubMixin`` also reads. An existing folder is replaced only with
+        ``overwrite``."""
+        from . import hub
+
+        return hub.save_pretrained(self, folder, overwrite)
+
+    @classmethod
+    def from_pretrained(cls, dir_or_repo_id: str | Path, revision: str | None = None) -> Classifier:
+        """Load a Hub model folder, or a Hub repo id through ``huggingface_hub`` (``pip install 'mnistkit[hub]'``),
+        downloaded once into its cache. Raises ``CheckpointError`` for anything mnistkit cannot use."""
+        from . import hub
+
+        net, meta = hub.from_pretrained(dir_or_repo_id, revision)
+        return cls(net, meta, str(dir_or_repo_id))
+
 
 def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Validate MNIST-form images and return float32 (N, 1, 28, 28) in [0, 1] (a new tensor, never the input)."""
