@@ -90,8 +90,8 @@ class SecurityHeaders:
             body.extend(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            hashes = " ".join(f"'sha256-{_sha256(script)}'" for script in INLINE_SCRIPT.findall(bytes(body)))
-            await send(_with_headers(start, f"{DOCS_POLICY}; script-src 'self' {hashes}".encode()))
+            sources = ["'self'", *(f"'sha256-{_sha256(script)}'" for script in INLINE_SCRIPT.findall(bytes(body)))]
+            await send(_with_headers(start, f"{DOCS_POLICY}; script-src {' '.join(sources)}".encode()))
             await send({"type": "http.response.body", "body": bytes(body)})
 
         return sender
