@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from load_server import free_port, start_server
 from PIL import Image, ImageDraw
 
 SIDE = 5000  # 25 megapixels: the largest image the server accepts
@@ -36,12 +36,6 @@ def big_digit(format: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=format)
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -80,8 +74,7 @@ def main() -> None:
     canvas.save(small, format="PNG")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "mnistkit", "serve", "--port", str(port), "--no-access-log"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = start_server(port)
     try:
         wait_until_up(url, server)
 
