@@ -503,9 +503,11 @@ def test_allowed_host_names_are_answered(classifier):
 
 
 @pytest.mark.parametrize("name", ["http://digits.example", "digits.example:8000", "digits.example/api", "a b", ""])
-def test_an_allowed_host_must_be_a_plain_name(name):
+def test_an_allowed_host_must_be_a_plain_name(classifier, name):
     with pytest.raises(ConfigError, match="is not a host name"):
         allowed_host(name)
+    with pytest.raises(ConfigError, match="is not a host name"):
+        create_app(classifier, [name])
 
 
 @pytest.mark.parametrize("path,kind", [("/api/health", "json"), ("/", "text/html"), ("/static/app.js", "javascript")])

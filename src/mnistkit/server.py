@@ -229,7 +229,7 @@ def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> Fas
     # server_guards.guard goes outside the middleware Starlette builds, so that it sees every response, those of
     # Starlette's outermost error handler (500) included; add_middleware would put it inside that handler.
     build_middleware_stack = app.build_middleware_stack
-    hosts = list(allowed_hosts)
+    hosts = [allowed_host(name) for name in allowed_hosts]  # checked now, not at the first request
     app.build_middleware_stack = lambda: guard(build_middleware_stack(), hosts)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     batcher = Batcher(classifier)
