@@ -56,6 +56,11 @@ def page(browser, server_url):
     page = context.new_page()
     page.requested = []
     page.on("request", lambda request: page.requested.append(request.url))
+    page.blocked = []  # what the Content-Security-Policy stopped: Chromium reports it on the console
+    page.on(
+        "console",
+        lambda message: "Content Security Policy" in message.text and page.blocked.append(message.text),
+    )
     page.goto(server_url)
     sync_api.expect(page.locator("#model-info")).to_contain_text("parameters")
     yield page
@@ -126,8 +131,9 @@ def test_draw_one_then_clear_then_zero(page, server_url):
     assert shown_probabilities(page)[0] > 50
     page.screenshot(path=ARTIFACTS / "serve-drew-0.png", full_page=True)
 
-    # Everything came from this server: no CDN, no outside request.
+    # Everything came from this server: no CDN, no outside request; and nothing the page does breaks its CSP.
     assert page.requested and all(url.startswith(server_url) for url in page.requested), page.requested
+    assert page.blocked == []
 
 
 def test_prediction_updates_while_still_drawing(page):
@@ -168,3 +174,19 @@ def test_api_docs_render_offline(page, server_url):
     sync_api.expect(page.locator(".swagger-ui .opblock-summary-path").first).to_be_visible()
     assert "/api/predict" in page.locator(".swagger-ui").inner_text()
     assert all(url.startswith(server_url) for url in page.requested), page.requested
+    assert page.blocked == []  # Swagger UI works under its Content-Security-Policy
+    page.goto(f"{server_url}/redoc")
+    sync_api.expect(page.get_by_text("Classify an image or 28×28 pixels").first).to_be_visible()
+    # ReDoc's bundle shows its maker's logo from their CDN: the policy stops it, and nothing else.
+    outside = [url for url in page.requested if not url.startswith((server_url, f"blob:{server_url}"))]
+    assert len(page.blocked) == len(outside) and all(url in message for url, message in zip(outside, page.blocked))
+
+
+def test_the_page_cannot_be_framed_by_another_site(browser, server_url):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_content(f'<iframe id="frame" src="{server_url}/"></iframe>')  # a page of another origin
+    page.wait_for_timeout(1000)
+    framed = page.frames[1] if len(page.frames) > 1 else None
+    assert framed is None or 'id="pad"' not in framed.content()  # Chromium shows its error page instead
+    context.close()

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import http.client
 import io
 import json
 import re
+import select
+import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,9 +29,19 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from mnistkit import cli
+from mnistkit.errors import ConfigError
 from mnistkit.inference import Classifier
 from mnistkit.preprocess import to_mnist
-from mnistkit.server import MAX_IMAGE_BYTES, STATIC_DIR, Batcher, create_app
+from mnistkit.server import (
+    MAX_IMAGE_BYTES,
+    MAX_JSON_BYTES,
+    STATIC_DIR,
+    Batcher,
+    create_app,
+    listen,
+    uvicorn_config,
+)
+from mnistkit.server_guards import allowed_host
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +49,14 @@ def classifier() -> Classifier:
     return Classifier.load()
 
 
+def local_client(app, **options) -> TestClient:
+    """A test client whose requests name localhost as their Host (the server refuses names it was not given)."""
+    return TestClient(app, base_url="http://localhost", **options)
+
+
 @pytest.fixture(scope="module")
 def client(classifier) -> Iterator[TestClient]:
-    with TestClient(create_app(classifier)) as test_client:
+    with local_client(create_app(classifier)) as test_client:
         yield test_client
 
 
@@ -102,7 +125,7 @@ def test_model_describes_the_bundled_convnet(client, classifier):
 
 def test_serves_a_trained_run_given_as_model(tiny_run, digits):
     served = Classifier.load(tiny_run)
-    with TestClient(create_app(served)) as test_client:
+    with local_client(create_app(served)) as test_client:
         info = test_client.get("/api/model").json()
         assert info["source"] == str(tiny_run) and info["parameters"] == served.describe()["parameters"]
         answer = test_client.post("/api/predict", json=pixels_body(digits[0][0])).json()
@@ -272,6 +295,18 @@ BAD_REQUESTS = {
     "booleans": (422, "valid number", lambda c: c.post("/api/predict", json={"pixels": [[True] * 28] * 28})),
     "blank drawing": (422, "no ink", lambda c: upload(c, encode(Image.new("L", (280, 280), 255)))),
     "image over 4 MB": (413, "too large: images up to 4 MiB", lambda c: upload(c, noise_png_over_limit())),
+    "JSON over 64 KiB": (
+        413,
+        "JSON body too large (limit 64 KiB)",
+        lambda c: c.post("/api/predict", json={"pixels": [[0.5] * 28] * 28, "padding": " " * MAX_JSON_BYTES}),
+    ),
+    "streamed JSON over 64 KiB": (
+        413,
+        "JSON body too large",
+        lambda c: c.post(
+            "/api/predict", content=iter([b"[" * 2**14] * 5), headers={"Content-Type": "application/json"}
+        ),
+    ),
     "streamed body over 4 MB": (
         413,
         "too large",
@@ -308,7 +343,7 @@ def test_bad_request_gets_a_json_error_and_the_server_keeps_serving(client, digi
 
 def test_a_bug_answers_500_in_json_and_the_server_keeps_serving(classifier, digits, monkeypatch):
     images, labels = digits
-    with TestClient(create_app(classifier), raise_server_exceptions=False) as test_client:
+    with local_client(create_app(classifier), raise_server_exceptions=False) as test_client:
         with monkeypatch.context() as patch:
             patch.setattr(classifier, "predict_array", lambda batch: 1 / 0)
             response = test_client.post("/api/predict", json=pixels_body(images[0]))
@@ -351,6 +386,7 @@ def test_serve_runs_a_real_server(digits):
     [
         (["--port", "70000"], "--port must be in 0..65535"),
         (["--model", "no/such/run"], "no/such/run"),
+        (["--allow-host", "http://digits.example"], "allowed host 'http://digits.example' is not a host name"),
     ],
 )
 def test_serve_bad_options_are_one_line_errors(argv, message, capsys):
@@ -377,5 +413,252 @@ def test_serve_help_lists_its_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["serve", "--help"])
     out = capsys.readouterr().out
-    for option in ["--model", "--host", "--port", "--no-access-log"]:
+    for option in ["--model", "--host", "--port", "--allow-host", "--no-access-log"]:
         assert option in out
+
+
+# --------------------------------------------------------------------------------------------------
+# hardening: body sizes, security headers, allowed hosts, HEAD, request deadlines, memory
+
+
+def test_the_largest_real_json_body_fits_the_json_limit(client, digits):
+    images, labels = digits
+    precise = (images[4] / 255.0 + 1e-9).clip(0, 1).tolist()  # full float precision: 17 significant digits
+    body = json.dumps({"pixels": precise}, indent=4).encode()
+    assert MAX_JSON_BYTES / 4 < len(body) < MAX_JSON_BYTES
+    response = client.post("/api/predict", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200 and response.json()["digit"] == labels[4]
+
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/", 200),
+        ("GET", "/static/app.js", 200),
+        ("GET", "/api/health", 200),
+        ("GET", "/api/model", 200),
+        ("GET", "/openapi.json", 200),
+        ("GET", "/api/nothing", 404),
+        ("GET", "/api/predict", 405),
+        ("POST", "/api/predict", 415),
+        ("HEAD", "/api/health", 200),
+    ],
+)
+def test_every_response_carries_the_security_headers(client, method, path, status):
+    response = client.request(method, path)
+    assert response.status_code == status
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+
+
+def test_a_crash_answer_carries_the_security_headers_too(classifier, digits, monkeypatch):
+    with local_client(create_app(classifier), raise_server_exceptions=False) as test_client:
+        monkeypatch.setattr(classifier, "predict_array", lambda batch: 1 / 0)
+        response = test_client.post("/api/predict", json=pixels_body(digits[0][0]))
+    assert response.status_code == 500 and response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_the_docs_pages_may_run_only_their_own_inline_script(client, path):
+    response = client.get(path)
+    policy = response.headers["content-security-policy"]
+    scripts = re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL)
+    hashes = re.findall(r"'sha256-([^']+)'", policy)
+    assert sorted(hashes) == sorted(base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() for s in scripts)
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "localhost:8000", "LOCALHOST.", "app.localhost:80", "127.0.0.1:8000", "[::1]:8000", "192.168.1.7"],
+)
+def test_localhost_names_and_ip_addresses_are_allowed(client, host):
+    assert client.get("/api/health", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "localhost.evil.example", "testserver"])
+def test_other_host_names_are_refused(client, host):
+    response = client.get("/api/model", headers={"Host": host})
+    assert response.status_code == 400 and response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert f"host {host!r} is not allowed" in error and "--allow-host" in error and "\n" not in error
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_allowed_host_names_are_answered(classifier):
+    with local_client(create_app(classifier, ["digits.example", "Lab-PC"])) as test_client:
+        for host in ["digits.example", "DIGITS.example:8080", "lab-pc"]:
+            assert test_client.get("/api/health", headers={"Host": host}).status_code == 200, host
+        assert test_client.get("/api/health", headers={"Host": "other.example"}).status_code == 400
+
+
+@pytest.mark.parametrize("name", ["http://digits.example", "digits.example:8000", "digits.example/api", "a b", ""])
+def test_an_allowed_host_must_be_a_plain_name(classifier, name):
+    with pytest.raises(ConfigError, match="is not a host name"):
+        allowed_host(name)
+    with pytest.raises(ConfigError, match="is not a host name"):
+        create_app(classifier, [name])
+
+
+@pytest.mark.parametrize("path,kind", [("/api/health", "json"), ("/", "text/html"), ("/static/app.js", "javascript")])
+def test_head_answers_like_get_without_a_body(client, path, kind):
+    head, get = client.head(path), client.get(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b"" and kind in head.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"]
+
+
+def test_head_where_get_is_not_allowed_is_not_allowed_either(client):
+    assert client.head("/api/predict").status_code == 405
+
+
+@contextmanager
+def real_server(classifier: Classifier, **timeouts: float) -> Iterator[tuple[str, int]]:
+    """The app on uvicorn with the protocol `mnistkit serve` uses, in a thread; yields its (host, port)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(create_app(classifier), access_log=False, **timeouts))
+    listener = listen("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.01)
+    try:
+        yield listener.getsockname()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def trickle(connection: socket.socket, data: bytes, every: float = 0.1) -> None:
+    """Send ``data`` a byte at a time, one every ``every`` seconds, until the server answers or closes."""
+    for byte in data:
+        if select.select([connection], [], [], every)[0]:
+            return
+        connection.sendall(bytes([byte]))
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection; socket.timeout if it keeps it open."""
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.fixture(scope="module")
+def deadlines(classifier) -> Iterator[tuple[str, int]]:
+    with real_server(classifier, header_timeout=0.5, body_timeout=1.0) as address:
+        yield address
+
+
+def test_a_silent_connection_is_closed_with_408(deadlines):
+    with socket.create_connection(deadlines, timeout=10) as connection:
+        reply = read_until_closed(connection)
+    assert reply.startswith(b"HTTP/1.1 408 ") and b"nosniff" in reply
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1]) == {
+        "error": "request headers not received within 0.5 s: send the whole request without pausing"
+    }
+
+
+def test_trickled_headers_are_cut_off(deadlines):
+    # Each byte resets uvicorn's own idle timeout: only a deadline for the whole head ends this.
+    with socket.create_connection(deadlines, timeout=10) as connection:
+        connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")
+        trickle(connection, b"X-Padding: " + b"a" * 200)
+        reply = read_until_closed(connection)
+    assert reply.startswith(b"HTTP/1.1 408 ") and b"headers not received within 0.5 s" in reply
+
+
+def test_a_trickled_body_is_cut_off(deadlines):
+    head = (
+        b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 900\r\n\r\n"
+    )
+    with socket.create_connection(deadlines, timeout=10) as connection:
+        connection.sendall(head)
+        trickle(connection, b'{"pixels": [' + b" " * 400)
+        reply = read_until_closed(connection)
+    assert reply.startswith(b"HTTP/1.1 408 ") and b"body not received within 1 s" in reply
+
+
+def test_the_deadline_is_per_request_on_a_kept_alive_connection(deadlines):
+    connection = http.client.HTTPConnection(*deadlines, timeout=10)
+    sockets = []
+    try:
+        for _ in range(4):  # 4 × 0.3 s: longer than one header deadline in all, each request well within it
+            time.sleep(0.3)
+            connection.request("GET", "/api/health")
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}
+            sockets.append(connection.sock)
+        assert all(sock is sockets[0] for sock in sockets)  # one connection throughout
+    finally:
+        connection.close()
+
+
+def test_decoding_a_huge_upload_returns_its_memory(tmp_path):
+    """25-megapixel PNGs decoded as the server does, two at a time: resident memory ends near where it began."""
+    script = """
+import io, sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from PIL import Image, ImageDraw
+from mnistkit.server import decode_to_mnist, open_image
+
+image = Image.new("RGB", (5000, 5000), "white")
+ImageDraw.Draw(image).line([(1500, 1200), (3600, 1200), (2200, 4000)], fill="black", width=380)
+buffer = io.BytesIO()
+image.save(buffer, format="PNG")
+data = buffer.getvalue()
+del image
+
+def rss_mb():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+before = rss_mb()
+with ThreadPoolExecutor(2) as pool:
+    digits = list(pool.map(lambda _: decode_to_mnist(open_image(data)).sum() > 0, range(6)))
+print(all(digits), round(rss_mb() - before))
+"""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux /proc")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    decoded, growth_mb = result.stdout.split()
+    assert decoded == "True"
+    assert int(growth_mb) < 100, f"resident memory grew {growth_mb} MB after the decodes (each needs 75+ MB)"
+
+
+def test_served_connections_send_without_nagle_delay():
+    """asyncio turns Nagle's algorithm off only on sockets from a listener that says it is TCP: otherwise each
+    response's body would wait for the client's delayed ACK of its headers (40 ms on a kept-alive connection)."""
+
+    async def accepted_nodelay() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(
+                    transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                )
+
+        listener = listen("127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+        with socket.create_connection(listener.getsockname()):
+            result = await asyncio.wait_for(accepted, 10)
+        server.close()
+        return result
+
+    assert asyncio.run(accepted_nodelay()) == 1

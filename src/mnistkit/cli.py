@@ -770,9 +770,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="a web page to draw a digit and see what the model thinks, with an HTTP API",
-        description="Serve the drawing page at / and the HTTP API under /api (POST /api/predict takes an image upload or "
-        "JSON pixels; GET /api/model, /api/health), with its OpenAPI docs at /docs. Everything is served locally; "
-        "nothing is fetched from the internet.",
+        description="Serve the drawing page at / and the HTTP API under /api (POST /api/predict takes an image upload "
+        "or JSON pixels; GET /api/model, /api/health), with its OpenAPI docs at /docs. Everything is served locally; "
+        "nothing is fetched from the internet. Requests must name an allowed host and arrive without pausing "
+        "(headers within 10 s, the body within 60 s more); see docs/serve-security.md.",
     )
     p.add_argument(
         "--model",
@@ -786,6 +787,15 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         help="address to listen on; 0.0.0.0 makes it reachable from other machines [default: 127.0.0.1]",
     )
     p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
+    p.add_argument(
+        "--allow-host",
+        dest="allowed_hosts",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also answer requests addressed to this host name (repeatable); requests for other names get 400, "
+        "a guard against DNS rebinding [default: localhost names, IP addresses and --host]",
+    )
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
     p.set_defaults(handler=cmd_serve)
 
@@ -793,7 +803,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    serve(args.model, args.host, args.port, access_log=args.access_log)
+    serve(args.model, args.host, args.port, access_log=args.access_log, allowed_hosts=args.allowed_hosts)
     return 0
 
 

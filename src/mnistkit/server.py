@@ -10,8 +10,12 @@ server. The page (``static/``) and the API docs' scripts are served from the pac
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import io
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,16 +29,22 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .errors import ConfigError, MnistkitError
 from .inference import Classifier
-from .preprocess import MAX_PIXELS, ImageError, to_mnist
+from .preprocess import MAX_PIXELS, WORK_SIDE, ImageError, to_mnist
+from .server_guards import BODY_TIMEOUT, HEADER_TIMEOUT, RequestDeadlines, allowed_host, guard
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024  # room for the multipart envelope around a 4 MiB image
+# 28×28 numbers take 6 KiB as the page sends them and 21 KiB at full float precision, pretty-printed: a JSON body
+# is parsed on the event loop, so it is refused beyond what any real one needs.
+MAX_JSON_BYTES = 64 * 1024
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")  # what browsers and phones produce; Pillow's other decoders stay off
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 FORMAT_NAMES = "PNG, JPEG or WebP"
@@ -50,7 +60,8 @@ Row = Annotated[list[Pixel], Field(min_length=28, max_length=28)]
 
 
 class PixelsRequest(BaseModel):
-    """A 28×28 image as numbers in [0, 1]; white ink on black passes to the model as is, dark-on-light is inverted and centred."""
+    """A 28×28 image as numbers in [0, 1]; white ink on black passes to the model as is, dark-on-light is inverted
+    and centred."""
 
     pixels: Annotated[list[Row], Field(min_length=28, max_length=28, description="28 rows of 28 numbers in [0, 1]")]
 
@@ -84,10 +95,12 @@ class RequestError(MnistkitError):
 
 
 class BodyTooLarge(RequestError):
-    def __init__(self) -> None:
-        super().__init__(
-            413, f"request body too large: images up to {MAX_IMAGE_BYTES // 2**20} MiB; scale the image down"
-        )
+    def __init__(self, json: bool = False) -> None:
+        if json:
+            message = f"JSON body too large (limit {MAX_JSON_BYTES // 1024} KiB): send 28 rows of 28 numbers in [0, 1]"
+        else:
+            message = f"request body too large: images up to {MAX_IMAGE_BYTES // 2**20} MiB; scale the image down"
+        super().__init__(413, message)
 
 
 class TooManyPixels(RequestError):
@@ -96,28 +109,31 @@ class TooManyPixels(RequestError):
 
 
 class LimitBody:
-    """ASGI middleware: refuse request bodies over ``limit`` bytes, by Content-Length up front or while they stream in,
-    so an endless or huge upload costs at most ``limit`` bytes of memory. (FastAPI's own ``max_body_size`` answers a
-    too-large Content-Length in plain text, whatever the app's error handlers say; the API promises JSON.)"""
+    """ASGI middleware: refuse request bodies over ``MAX_JSON_BYTES`` (JSON) or ``MAX_BODY_BYTES`` (anything else),
+    by Content-Length up front or while they stream in, so an endless or huge upload costs at most that much memory.
+    (FastAPI's own ``max_body_size`` answers a too-large Content-Length in plain text, whatever the app's error
+    handlers say; the API promises JSON.)"""
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await error_response(BodyTooLarge())(scope, receive, send)
+        headers = dict(scope["headers"])
+        json = media_type(headers.get(b"content-type", b"").decode("latin-1")) == "application/json"
+        limit = MAX_JSON_BYTES if json else MAX_BODY_BYTES
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await error_response(BodyTooLarge(json))(scope, receive, send)
         received = 0
 
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise BodyTooLarge()  # raised inside the endpoint's read; the app's handler answers 413
+            if received > limit:
+                raise BodyTooLarge(json)  # raised inside the endpoint's read; the app's handler answers 413
             return message
 
         await self.app(scope, limited_receive, send)
@@ -198,14 +214,23 @@ PREDICT_BODY = {
 }
 
 
-def create_app(classifier: Classifier) -> FastAPI:
-    """The FastAPI app serving ``classifier``: the drawing page at ``/``, the API under ``/api``, docs at ``/docs``."""
+def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> FastAPI:
+    """The FastAPI app serving ``classifier``: the drawing page at ``/``, the API under ``/api``, docs at ``/docs``.
+
+    It answers requests for localhost, IP addresses and the host names in ``allowed_hosts`` (``server_guards``).
+    """
     app = FastAPIOffline(
         title="mnistkit",
         version=__version__,
-        description="Draw a digit and see what the model thinks: [the drawing page](/). The same docs as [ReDoc](/redoc).",
+        description="Draw a digit and see what the model thinks: [the drawing page](/). "
+        "The same docs as [ReDoc](/redoc).",
     )
-    app.add_middleware(LimitBody, limit=MAX_BODY_BYTES)
+    app.add_middleware(LimitBody)
+    # server_guards.guard goes outside the middleware Starlette builds, so that it sees every response, those of
+    # Starlette's outermost error handler (500) included; add_middleware would put it inside that handler.
+    build_middleware_stack = app.build_middleware_stack
+    hosts = [allowed_host(name) for name in allowed_hosts]  # checked now, not at the first request
+    app.build_middleware_stack = lambda: guard(build_middleware_stack(), hosts)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     batcher = Batcher(classifier)
     preprocess_threads = anyio.CapacityLimiter(PREPROCESS_THREADS)
@@ -219,6 +244,10 @@ def create_app(classifier: Classifier) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # Starlette's own errors (404, 405, malformed multipart) in the same shape as ours.
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # no one is there to read it: uvicorn drops it
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
@@ -242,8 +271,8 @@ def create_app(classifier: Classifier) -> FastAPI:
     @app.post(
         "/api/predict",
         summary="Classify an image or 28×28 pixels",
-        description="Send an image upload (multipart field `image`, or the raw bytes with an image Content-Type) in any "
-        'size, or JSON `{"pixels": 28×28 numbers in [0, 1]}`. Images are turned into MNIST form exactly as '
+        description="Send an image upload (multipart field `image`, or the raw bytes with an image Content-Type) "
+        'in any size, or JSON `{"pixels": 28×28 numbers in [0, 1]}`. Images are turned into MNIST form exactly as '
         "`mnistkit predict` does: white ink on black, the digit scaled to 20 px and centred by mass.",
         response_model=PredictResponse,
         responses=ERRORS,
@@ -256,7 +285,7 @@ def create_app(classifier: Classifier) -> FastAPI:
             if isinstance(item, np.ndarray):
                 image = to_mnist(item)  # 28×28: microseconds
             else:
-                image = await anyio.to_thread.run_sync(to_mnist, item, limiter=preprocess_threads)
+                image = await anyio.to_thread.run_sync(decode_to_mnist, item, limiter=preprocess_threads)
         except ImageError as exc:
             raise RequestError(422, str(exc)) from None
         probabilities = await batcher.probabilities(image)
@@ -273,7 +302,7 @@ def create_app(classifier: Classifier) -> FastAPI:
 
 async def read_input(request: Request) -> Image.Image | np.ndarray:
     """The request's image (opened, not yet decoded) or pixel array; RequestError for anything else."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = media_type(request.headers.get("content-type", ""))
     if kind == "application/json":
         return parse_pixels(await request.body())
     if kind == "multipart/form-data":
@@ -289,6 +318,11 @@ async def read_input(request: Request) -> Image.Image | np.ndarray:
         f"unsupported Content-Type {kind or '(none)'!r}: send multipart/form-data with an 'image' file, "
         'an image/png, image/jpeg or image/webp body, or application/json {"pixels": ...}',
     )
+
+
+def media_type(content_type: str) -> str:
+    """``image/png`` from ``Image/PNG; charset=...``."""
+    return content_type.split(";")[0].strip().lower()
 
 
 def parse_pixels(body: bytes) -> np.ndarray:
@@ -325,29 +359,85 @@ def open_image(data: bytes) -> Image.Image:
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise TooManyPixels(f"image of {width}×{height} pixels")
+    image.draft(None, (WORK_SIDE, WORK_SIDE))  # a JPEG decodes straight to a reduced size, as in `mnistkit predict`
     return image
 
 
-def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
-    """Load ``model`` (None: the bundled pretrained convnet) and serve the page and API until interrupted."""
+# Decoding an image this large frees tens of MB that glibc keeps in its heaps (the arenas of the threads that decoded
+# it) rather than handing back: after a few hundred such uploads the server would hold about 1 GB it does not use.
+TRIM_AFTER_PIXELS = 4_000_000
+
+
+def decode_to_mnist(image: Image.Image) -> np.ndarray:
+    """``to_mnist`` of an uploaded image, then its decoded pixels' memory returned to the system if they were many."""
+    width, height = image.size
+    try:
+        return to_mnist(image)
+    finally:
+        image.close()
+        if width * height >= TRIM_AFTER_PIXELS:
+            return_free_memory()
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
+def return_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing)."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
+
+
+def serve(
+    model: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = True,
+    allowed_hosts: Iterable[str] = (),
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+) -> None:
+    """Load ``model`` (None: the bundled pretrained convnet) and serve the page and API until interrupted.
+
+    Requests are answered for localhost, IP addresses, ``host`` and the names in ``allowed_hosts``; a request's headers
+    must arrive within ``header_timeout`` seconds and its body within ``body_timeout`` more (``server_guards``).
+    """
     import torch
     import uvicorn
 
+    allowed_hosts = [allowed_host(name) for name in allowed_hosts]  # a bad name fails before the model loads
     classifier = Classifier.load(model)
     # One torch thread: the forward passes (batched) take one core, leaving the other to HTTP and preprocessing;
     # intra-op threads would only fight them for it.
     torch.set_num_threads(1)
     listener = listen(host, port)
-    config = uvicorn.Config(
-        create_app(classifier), access_log=access_log, log_level="info" if access_log else "warning"
-    )
+    app = create_app(classifier, [*allowed_hosts, host])
+    config = uvicorn_config(app, access_log, header_timeout, body_timeout)
     shown = f"[{host}]" if ":" in host else host
     port = listener.getsockname()[1]  # the one the system chose for --port 0
     print(
-        f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)",
+        f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  "
+        "(API docs: /docs; Ctrl-C stops)",
         flush=True,
     )
     uvicorn.Server(config).run(sockets=[listener])
+
+
+def uvicorn_config(
+    app: ASGIApp, access_log: bool = True, header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT
+) -> Any:
+    """uvicorn's settings for ``app``: HTTP/1.1 with request deadlines (``RequestDeadlines``)."""
+    import uvicorn
+
+    protocol = functools.partial(RequestDeadlines, header_timeout=header_timeout, body_timeout=body_timeout)
+    return uvicorn.Config(app, http=protocol, access_log=access_log, log_level="info" if access_log else "warning")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -356,7 +446,9 @@ def listen(host: str, port: int) -> socket.socket:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        listener = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP spelled out: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets that say so, and
+        # with it on, a kept-alive client waits 40 ms for the second half of each response (headers, then body).
+        listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
     except OSError as exc:

@@ -1,0 +1,248 @@
+"""What protects `mnistkit serve` from hostile clients and pages, below the API itself.
+
+``guard(app, allowed_hosts)`` wraps the whole ASGI app (its error pages included) in, outermost first:
+
+- ``SecurityHeaders``: every response says ``nosniff``, may not be framed, sends no referrer, and carries a
+  Content-Security-Policy that lets a page run only this server's own scripts and reach only this server.
+- ``AllowedHosts``: a request whose Host header is a name this server was not told about gets 400. A page on
+  another site that re-points its own name at this machine (DNS rebinding) sends its own name, so it cannot
+  read the API. Localhost names and IP addresses are always allowed: neither can be rebound.
+- ``HeadAsGet``: HEAD works wherever GET does, with the GET response's headers and no body.
+
+``RequestDeadlines`` is uvicorn's HTTP/1.1 protocol with deadlines for receiving each request (uvicorn has only
+an idle timeout between requests, which every byte received resets): a client that trickles its headers or body
+(slowloris) is answered 408 and disconnected instead of holding its socket for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable
+
+import h11
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .errors import ConfigError
+
+HEADER_TIMEOUT = 10.0  # seconds from a connection's opening (or its last response) to a request's last header
+BODY_TIMEOUT = 60.0  # seconds from the headers to the end of the body: a 4 MiB upload needs 70 KB/s
+
+# The policy every response carries: this server's own scripts, styles, images and API only; no plugins, no
+# <base> rewriting, forms post only here, and no other site may frame a page (clickjacking).
+POLICY = "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'none'"
+# The API docs (Swagger UI, ReDoc) start from an inline script, allowed by its hash, inject <style> elements and
+# use data: images and a blob: worker.
+DOCS_POLICY = POLICY + "; style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:"
+DOCS_PATHS = ("/docs", "/redoc")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),  # frame-ancestors for browsers that predate CSP 2
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+HOST_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def guard(app: ASGIApp, allowed_hosts: Iterable[str] = ()) -> ASGIApp:
+    """``app`` behind every guard above; ``allowed_hosts``: host names to answer besides localhost and IPs."""
+    return SecurityHeaders(AllowedHosts(HeadAsGet(app), allowed_hosts))
+
+
+class SecurityHeaders:
+    """ASGI middleware: the security headers and Content-Security-Policy on every HTTP response."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["path"] in DOCS_PATHS:
+            return await self.app(scope, receive, self._docs_sender(send))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = _with_headers(message, POLICY.encode())
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+    @staticmethod
+    def _docs_sender(send: Send) -> Send:
+        """A ``send`` that holds a docs page (a few KB of HTML) until its end, to allow its inline scripts by hash."""
+        start: Message = {}
+        body = bytearray()
+
+        async def sender(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body" or not start:
+                return await send(message)
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            sources = ["'self'", *(f"'sha256-{_sha256(script)}'" for script in INLINE_SCRIPT.findall(bytes(body)))]
+            await send(_with_headers(start, f"{DOCS_POLICY}; script-src {' '.join(sources)}".encode()))
+            await send({"type": "http.response.body", "body": bytes(body)})
+
+        return sender
+
+
+def _sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _with_headers(start: Message, policy: bytes) -> Message:
+    headers = [(name, value) for name, value in start.get("headers", []) if name.lower() != b"content-security-policy"]
+    return {**start, "headers": [*headers, *SECURITY_HEADERS, (b"content-security-policy", policy)]}
+
+
+class AllowedHosts:
+    """ASGI middleware: 400 for a Host header naming neither localhost, an IP address, nor an allowed name.
+
+    (Starlette's TrustedHostMiddleware answers in plain text and cannot tell IP addresses from names.)
+    """
+
+    def __init__(self, app: ASGIApp, names: Iterable[str] = ()):
+        self.app = app
+        self.names = {allowed_host(name) for name in names}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope["headers"]).get(b"host")
+            if host is not None and not self.allows(host_name(host.decode("latin-1"))):
+                shown = host.decode("latin-1")[:100]
+                error = (
+                    f"host {shown!r} is not allowed: this server answers to localhost, IP addresses and the names "
+                    "it was started with (mnistkit serve --allow-host NAME), which guards it against DNS rebinding"
+                )
+                return await JSONResponse({"error": error}, status_code=400)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def allows(self, name: str) -> bool:
+        return name in self.names or name == "localhost" or name.endswith(".localhost") or _is_ip(name)
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header: lower case, without the port, the brackets around an IPv6 address, a final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def allowed_host(name: str) -> str:
+    """``name`` checked and normalised as an allowed host: a DNS name or an IP address, nothing more."""
+    normal = name.strip().lower().rstrip(".")
+    if normal.startswith("[") and normal.endswith("]"):
+        normal = normal[1:-1]
+    if not (_is_ip(normal) or HOST_NAME.fullmatch(normal)):
+        raise ConfigError(
+            f"allowed host {name!r} is not a host name: give a name such as example.com or an IP address, "
+            "with no scheme, port or path"
+        )
+    return normal
+
+
+class HeadAsGet:
+    """ASGI middleware: answer HEAD as GET, sending the headers only (FastAPI routes answer GET alone)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class RequestDeadlines(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with deadlines: a request's headers must arrive within ``header_timeout`` seconds
+    of the connection opening (or of the previous response), and its body within ``body_timeout`` of them.
+    A late request is answered 408 (unless its response has begun) and its connection closed. The state it follows
+    is h11's (``their_state``): IDLE until a request's head is in, SEND_BODY until its body is."""
+
+    def __init__(
+        self, *args, header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT, **kwargs
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeouts = {"headers": header_timeout, "body": body_timeout}
+        self.awaiting: str | None = None  # the part of a request being waited for: "headers", "body" or None
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._follow()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._follow()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._wait_for(None)
+        super().connection_lost(exc)
+
+    def _follow(self) -> None:
+        """Start the deadline of the part of a request now awaited, if it changed."""
+        if self.transport.is_closing():
+            return self._wait_for(None)
+        state = self.conn.their_state
+        self._wait_for("headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None)
+
+    def _wait_for(self, part: str | None) -> None:
+        if part == self.awaiting:
+            return
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.awaiting = part
+        self.deadline = None if part is None else self.loop.call_later(self.timeouts[part], self._expired)
+
+    def _expired(self) -> None:
+        part = self.awaiting or "headers"
+        seconds = self.timeouts[part]
+        self.deadline = self.awaiting = None
+        if self.transport.is_closing():
+            return
+        who = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+        self.logger.warning("%srequest %s not received within %g s: connection closed", who, part, seconds)
+        answered = part == "body" and self.cycle is not None and self.cycle.response_started
+        if not answered:
+            body = b'{"error":"request %s not received within %g s: send the whole request without pausing"}' % (
+                part.encode(),
+                seconds,
+            )
+            head = [b"HTTP/1.1 408 Request Timeout", b"content-type: application/json", b"connection: close"]
+            head += [name + b": " + value for name, value in SECURITY_HEADERS]
+            head += [b"content-security-policy: " + POLICY.encode()]
+            head += [b"content-length: %d" % len(body)]
+            self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
