@@ -134,14 +134,20 @@ def onnx_rate(images: np.ndarray, threads: int, repeats: int, folder: str) -> in
     options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     x = images.astype(np.float32)[:, None] / 255
-    run = lambda: [session.run(None, {"pixels": x[i : i + BATCH_SIZE]}) for i in range(0, len(x), BATCH_SIZE)]
+
+    def run() -> list:
+        return [session.run(None, {"pixels": x[i : i + BATCH_SIZE]}) for i in range(0, len(x), BATCH_SIZE)]
+
     return round(best_rate(run, len(x), repeats)[0])
 
 
 def report(figures: dict) -> str:
-    mark = lambda ok: "meets the goal" if ok else "MISSES the goal"
+    def mark(ok: bool) -> str:
+        return "meets the goal" if ok else "MISSES the goal"
+
     lines = [
-        f"pretrained {figures['model']}: test accuracy {figures['test_accuracy']:.2%}, loaded in {figures['model_load_ms']:.0f} ms",
+        f"pretrained {figures['model']}: test accuracy {figures['test_accuracy']:.2%}, "
+        f"loaded in {figures['model_load_ms']:.0f} ms",
         f"CPU: {figures['cpu_count']} cores; load average {figures['load_average_before'][0]} before, "
         f"{figures['load_average_after'][0]} after (other work on the machine slows every figure)",
     ]
@@ -149,12 +155,15 @@ def report(figures: dict) -> str:
         lines += [
             f"with {threads} PyTorch thread{'s' if threads > 1 else ''}:",
             f"  single 28×28 image, preprocessing included: median {f['single_28x28_ms_median']:.2f} ms, p90 "
-            f"{f['single_28x28_ms_p90']:.2f} ms  (goal ≤ {LATENCY_GOAL_MS:g} ms: {mark(f['single_28x28_ms_median'] <= LATENCY_GOAL_MS)})",
+            f"{f['single_28x28_ms_p90']:.2f} ms  "
+            f"(goal ≤ {LATENCY_GOAL_MS:g} ms: {mark(f['single_28x28_ms_median'] <= LATENCY_GOAL_MS)})",
             f"  single 200×200 PNG file, decoded and preprocessed: median {f['single_200x200_png_ms_median']:.2f} ms",
-            f"  batch throughput, 10,000 test images in batches of {figures['batch_size']}: {f['batch_images_per_s']:,} images/s  "
+            f"  batch throughput, 10,000 test images in batches of {figures['batch_size']}: "
+            f"{f['batch_images_per_s']:,} images/s  "
             f"(goal ≥ {THROUGHPUT_GOAL:,.0f}: {mark(f['batch_images_per_s'] >= THROUGHPUT_GOAL)}); "
             f"{f['batch_images_per_cpu_s']:,} images per second of CPU time",
-            f"  the same through predict (preprocessing and a result per image): {f['batch_with_preprocessing_images_per_s']:,} images/s",
+            "  the same through predict (preprocessing and a result per image): "
+            f"{f['batch_with_preprocessing_images_per_s']:,} images/s",
         ]
         if f["onnxruntime_images_per_s"] is not None:
             lines.append(

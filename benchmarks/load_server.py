@@ -214,8 +214,8 @@ def report(result: dict) -> str:
     )
     return "\n".join(
         [
-            f"{result['payload']} payload, {result['clients']} clients, {pace} for {result['seconds']} s: {result['answered']} answered, "
-            f"{result['requests_per_s']} requests/s",
+            f"{result['payload']} payload, {result['clients']} clients, {pace} for {result['seconds']} s: "
+            f"{result['answered']} answered, {result['requests_per_s']} requests/s",
             f"latency p50 {lat['p50']} ms  p90 {lat['p90']} ms  p99 {lat['p99']} ms  max {lat['max']} ms",
             f"errors: {errors}; wrong digits: {result['wrong_digits']} (of {SAMPLES} MNIST test images, cycled)",
             f"CPU per request: {server_cpu}load generator {result['client_cpu_ms_per_request']} ms; "
@@ -236,7 +236,8 @@ def main() -> None:
         "--payload",
         choices=["json", "png"],
         default="json",
-        help="json: 28×28 pixels; png: 280×280 drawings as the page sends them, preprocessed by the server [default: json]",
+        help="json: 28×28 pixels; png: 280×280 drawings as the page sends them, preprocessed by the server "
+        "[default: json]",
     )
     parser.add_argument(
         "--rate",

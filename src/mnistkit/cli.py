@@ -134,7 +134,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--amp",
         choices=AMP_MODES,
         default=None,
-        help="bf16 autocast while training: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX) [default: auto]",
+        help="bf16 autocast while training: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX) "
+        "[default: auto]",
     )
     g.add_argument("--out", metavar="DIR", default=None, help="run folder [default: runs/<time>-<model>]")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -149,7 +150,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--resume",
         metavar="RUN",
         default=None,
-        help="continue the run in folder RUN from its last checkpoint, with its saved options (Ctrl-C saves one and prints this command)",
+        help="continue the run in folder RUN from its last checkpoint, with its saved options "
+        "(Ctrl-C saves one and prints this command)",
     )
     g.add_argument(
         "--checkpoint-every",
@@ -163,7 +165,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="train with N processes on this machine (torchrun; one per GPU on CUDA, Gloo on CPU); --batch-size stays the global batch",
+        help="train with N processes on this machine (torchrun; one per GPU on CUDA, Gloo on CPU); "
+        "--batch-size stays the global batch",
     )
     p.set_defaults(handler=cmd_train)
 
@@ -233,7 +236,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             processes = f" in {ctx.world_size} processes ({ctx.backend})" if ctx.distributed else ""
             if state is None:
                 print(
-                    f"training {cfg.model} on {cfg.data or cfg.dataset} for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}{processes} -> {run_dir}",
+                    f"training {cfg.model} on {cfg.data or cfg.dataset} "
+                    f"for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}{processes} -> {run_dir}",
                     flush=True,
                 )
             else:
@@ -490,7 +494,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_report, run_benchmark
 
-    log = lambda message: print(message, file=sys.stderr, flush=True)
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     report = run_benchmark(args.preset, args.seeds, args.against == "tutorial", args.device, log=log, data=args.data)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -581,8 +587,8 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "inspect",
         help="a model's architecture, named parameters with shapes and counts, and training metadata",
-        description="Show what print(net) and net.named_parameters() show, readably, plus how a checkpoint was trained. "
-        "With no argument: the bundled pretrained model.",
+        description="Show what print(net) and net.named_parameters() show, readably, plus how a checkpoint was "
+        "trained. With no argument: the bundled pretrained model.",
     )
     p.add_argument(
         "checkpoint",
@@ -643,7 +649,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "--out",
         metavar="FILE",
         default=None,
-        help="where to write [default: beside the checkpoint, model.onnx / model.pt; for the bundled model, mnistkit-pretrained.* here]",
+        help="where to write [default: beside the checkpoint, model.onnx / model.pt; "
+        "for the bundled model, mnistkit-pretrained.* here]",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(handler=cmd_export)
@@ -655,8 +662,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_checkpoint(args.checkpoint, args.format, args.out, overwrite=args.overwrite)
     sizes = ", ".join(map(str, result.batch_sizes))
     print(
-        f"wrote {result.path} ({result.format}, {result.path.stat().st_size / 1e6:.2f} MB); its outputs match PyTorch on "
-        f"{result.images:,} test images in batches of {sizes} (max abs difference {result.max_abs_diff:.1e})"
+        f"wrote {result.path} ({result.format}, {result.path.stat().st_size / 1e6:.2f} MB); "
+        f"its outputs match PyTorch on {result.images:,} test images in batches of {sizes} "
+        f"(max abs difference {result.max_abs_diff:.1e})"
     )
     return 0
 
@@ -669,9 +677,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="a web page to draw a digit and see what the model thinks, with an HTTP API",
-        description="Serve the drawing page at / and the HTTP API under /api (POST /api/predict takes an image upload or "
-        "JSON pixels; GET /api/model, /api/health), with its OpenAPI docs at /docs. Everything is served locally; "
-        "nothing is fetched from the internet.",
+        description="Serve the drawing page at / and the HTTP API under /api (POST /api/predict takes an image "
+        "upload or JSON pixels; GET /api/model, /api/health), with its OpenAPI docs at /docs. Everything is served "
+        "locally; nothing is fetched from the internet.",
     )
     p.add_argument(
         "--model",

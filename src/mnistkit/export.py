@@ -90,7 +90,8 @@ def export_checkpoint(
         diff = float(np.abs(got - expected).max())
         if not diff <= TOLERANCE:  # also catches NaN
             raise ExportError(
-                f"the exported {fmt} model differs from PyTorch by up to {diff:.2e} (allowed {TOLERANCE:.0e}); nothing was written"
+                f"the exported {fmt} model differs from PyTorch by up to {diff:.2e} (allowed {TOLERANCE:.0e}); "
+                "nothing was written"
             )
     return ExportResult(out, fmt, len(x), PARITY_BATCHES, diff)
 

@@ -50,7 +50,8 @@ Row = Annotated[list[Pixel], Field(min_length=28, max_length=28)]
 
 
 class PixelsRequest(BaseModel):
-    """A 28×28 image as numbers in [0, 1]; white ink on black passes to the model as is, dark-on-light is inverted and centred."""
+    """A 28×28 image as numbers in [0, 1]; white ink on black passes to the model as is, dark-on-light is inverted
+    and centred."""
 
     pixels: Annotated[list[Row], Field(min_length=28, max_length=28, description="28 rows of 28 numbers in [0, 1]")]
 
@@ -203,7 +204,8 @@ def create_app(classifier: Classifier) -> FastAPI:
     app = FastAPIOffline(
         title="mnistkit",
         version=__version__,
-        description="Draw a digit and see what the model thinks: [the drawing page](/). The same docs as [ReDoc](/redoc).",
+        description="Draw a digit and see what the model thinks: [the drawing page](/). "
+        "The same docs as [ReDoc](/redoc).",
     )
     app.add_middleware(LimitBody, limit=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -242,8 +244,8 @@ def create_app(classifier: Classifier) -> FastAPI:
     @app.post(
         "/api/predict",
         summary="Classify an image or 28×28 pixels",
-        description="Send an image upload (multipart field `image`, or the raw bytes with an image Content-Type) in any "
-        'size, or JSON `{"pixels": 28×28 numbers in [0, 1]}`. Images are turned into MNIST form exactly as '
+        description="Send an image upload (multipart field `image`, or the raw bytes with an image Content-Type) "
+        'in any size, or JSON `{"pixels": 28×28 numbers in [0, 1]}`. Images are turned into MNIST form exactly as '
         "`mnistkit predict` does: white ink on black, the digit scaled to 20 px and centred by mass.",
         response_model=PredictResponse,
         responses=ERRORS,
@@ -344,7 +346,8 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     shown = f"[{host}]" if ":" in host else host
     port = listener.getsockname()[1]  # the one the system chose for --port 0
     print(
-        f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)",
+        f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  "
+        "(API docs: /docs; Ctrl-C stops)",
         flush=True,
     )
     uvicorn.Server(config).run(sockets=[listener])

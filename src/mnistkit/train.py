@@ -309,7 +309,8 @@ def fit(
             val_loss, val_accuracy = _score(evaluator, val, norm, ctx, cfg.eval_batch_size)
             if not math.isfinite(val_loss):
                 raise TrainingError(
-                    f"validation loss became {val_loss} at epoch {epoch}; lower the learning rate (--lr) or set --grad-clip"
+                    f"validation loss became {val_loss} at epoch {epoch}; "
+                    "lower the learning rate (--lr) or set --grad-clip"
                 )
         stats = EpochStats(
             epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], time.perf_counter() - start
