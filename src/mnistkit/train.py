@@ -89,9 +89,10 @@ def use_bf16(amp: str, device: torch.device) -> bool:
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
+    # cuDNN then times its convolution algorithms per shape and keeps the fastest; which one wins can vary by run.
+    torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
