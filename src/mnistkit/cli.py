@@ -485,6 +485,11 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", choices=DEVICES, default="auto", help="[default: auto]")
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the presets' models, as mnistkit train --compile (compiling counts in the training time)",
+    )
+    p.add_argument(
         "--data", metavar="PATH", default=None, help="train the presets on this data instead of the bundled MNIST"
     )
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -497,7 +502,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    report = run_benchmark(args.preset, args.seeds, args.against == "tutorial", args.device, log=log, data=args.data)
+    report = run_benchmark(
+        args.preset, args.seeds, args.against == "tutorial", args.device, log=log, data=args.data, compile=args.compile
+    )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -694,13 +701,15 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="where the model runs [default: cpu]")
     p.set_defaults(handler=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
+    from .train import resolve_device
 
-    serve(args.model, args.host, args.port, access_log=args.access_log)
+    serve(args.model, args.host, args.port, access_log=args.access_log, device=resolve_device(args.device).type)
     return 0
 
 

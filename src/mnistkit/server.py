@@ -330,12 +330,19 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
-def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
-    """Load ``model`` (None: the bundled pretrained convnet) and serve the page and API until interrupted."""
+def serve(
+    model: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = True,
+    device: str = "cpu",
+) -> None:
+    """Load ``model`` (None: the bundled pretrained convnet) onto ``device`` and serve the page and API until
+    interrupted."""
     import torch
     import uvicorn
 
-    classifier = Classifier.load(model)
+    classifier = Classifier.load(model, device)
     # One torch thread: the forward passes (batched) take one core, leaving the other to HTTP and preprocessing;
     # intra-op threads would only fight them for it.
     torch.set_num_threads(1)
