@@ -75,8 +75,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def use_bf16(amp: str, device: torch.device) -> bool:
     """Whether training runs under bf16 autocast. ``auto`` turns it on where the hardware computes bf16 natively:
-    CUDA, and CPUs with AVX512-BF16 or AMX, where oneDNN's bf16 kernels make the cnn and the mlp about 1.5x
-    faster; on other CPUs bf16 is emulated and would only be slower. Evaluation always runs in float32."""
+    CUDA, and CPUs with AVX512-BF16 or AMX, where oneDNN's bf16 kernels make the cnn and the mlp faster
+    (docs/benchmarks.md); on other CPUs bf16 is emulated and would only be slower. Evaluation always runs in
+    float32."""
     if amp == "off" or device.type not in ("cpu", "cuda"):
         return False
     if amp == "bf16" or device.type == "cuda":
