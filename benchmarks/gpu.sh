@@ -55,9 +55,8 @@ install() {
 }
 
 device_info() {
-  command -v nvidia-smi >/dev/null && nvidia-smi -L >&2
   "$PY" - "$DEVICE" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
-import json, os, platform, sys
+import json, os, platform, shutil, subprocess, sys
 
 import torch
 
@@ -65,7 +64,9 @@ import mnistkit
 
 device, commit = sys.argv[1:]
 cuda = torch.cuda.is_available()
+smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout if shutil.which("nvidia-smi") else ""
 info = {
+    "nvidia_smi": smi.strip() or None,
     "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine(),
     "capability": torch.cuda.get_device_capability(0) if cuda else None,
     "torch": torch.__version__,
@@ -76,6 +77,7 @@ info = {
     "mnistkit": mnistkit.__version__,
     "commit": commit,
 }
+print(smi.strip() or "no nvidia-smi", file=sys.stderr)
 print(f"device: {info['device']}; torch {info['torch']}, CUDA {info['cuda']}, cuDNN {info['cudnn']}", file=sys.stderr)
 print(json.dumps(info))
 sys.exit(1 if device == "cuda" and not cuda else 0)
@@ -108,7 +110,7 @@ run() {
     five="fast" one="cnn" seeds=1 predict=(--repeats 1 --singles 20 --threads 1) serve=(--seconds 3 --clients 8) rate=50
   fi
   local bench=("$PY" -m mnistkit bench --device "$DEVICE" --against none --json)
-  step device 60 bash -c device_info || exit 1
+  step device 60 bash -c device_info || { echo "gpu.sh: no $DEVICE device to measure on; see $LOG" >&2 && exit 1; }
   for preset in $five; do step "bench-$preset" 150 "${bench[@]}" --preset "$preset" --seeds "$seeds"; done
   for preset in $one; do step "bench-$preset" 240 "${bench[@]}" --preset "$preset" --seeds 1; done
   step gpu-test 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_inference.py -k gpu
