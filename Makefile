@@ -12,6 +12,8 @@ setup:
 	$(BIN)/pip install --quiet -e ".[dev]"
 
 test:
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-fast:

@@ -1,4 +1,4 @@
-"""Prediction speed of the bundled pretrained convnet on this machine's CPU.
+"""Prediction speed of the bundled pretrained convnet on this machine's CPU (or GPU, with --device).
 
 Prints, after the model is loaded:
   - single-image latency: one 28×28 MNIST test digit (a uint8 array) through ``Classifier.predict``, which
@@ -6,10 +6,11 @@ Prints, after the model is loaded:
     (goal: ≤ 3 ms); also one 200×200 black-on-white PNG file, decoded and fully preprocessed, for context;
   - batch throughput: the 10,000 MNIST test images through ``Classifier.predict_array`` (goal: ≥ 5,000
     images/s), and through ``Classifier.predict`` with preprocessing, for context; and, where onnxruntime
-    is installed, the same model exported to ONNX (``mnistkit export``) run by onnxruntime.
+    is installed and the device is the CPU, the same model exported to ONNX (``mnistkit export``) run by
+    onnxruntime.
 
 Each figure is taken with every PyTorch thread count given by --threads (default: 1 and all cores).
-Usage: .venv/bin/python benchmarks/bench_predict.py [--threads 1 2] [--repeats N] [--json]
+Usage: .venv/bin/python benchmarks/bench_predict.py [--threads 1 2] [--repeats N] [--device cuda] [--json]
 Other programs sharing the CPU slow every figure down (several threads suffer most, as they wait for each
 other); the load average is printed with them.
 """
@@ -30,7 +31,9 @@ import torch
 from PIL import Image
 
 from mnistkit import data
+from mnistkit.config import DEVICES
 from mnistkit.inference import BATCH_SIZE, Classifier
+from mnistkit.train import resolve_device
 
 LATENCY_GOAL_MS = 3.0
 THROUGHPUT_GOAL = 5000.0
@@ -75,11 +78,13 @@ def main() -> None:
         default=sorted({1, torch.get_num_threads()}),
         help="PyTorch thread counts to measure with [default: 1 and all cores]",
     )
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="where the model runs [default: cpu]")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
+    device = resolve_device(args.device)
 
     load_start = time.perf_counter()
-    classifier = Classifier.load()
+    classifier = Classifier.load(device=device)
     load_ms = (time.perf_counter() - load_start) * 1000
     test = data.load_bundled_mnist().test
     images = test.images.numpy()
@@ -89,9 +94,10 @@ def main() -> None:
         "test_accuracy": accuracy,
         "cpu_count": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "model_load_ms": round(load_ms, 1),
-        "batch_size": BATCH_SIZE,
+        "batch_size": classifier.batch_size,
         "by_threads": {},
     }
     with tempfile.TemporaryDirectory() as folder:
@@ -112,8 +118,8 @@ def main() -> None:
             figures["by_threads"][threads].update(batch_images_per_s=round(wall), batch_images_per_cpu_s=round(cpu))
             wall, _ = best_rate(lambda: classifier.predict(images), len(images), args.repeats)
             figures["by_threads"][threads]["batch_with_preprocessing_images_per_s"] = round(wall)
-            figures["by_threads"][threads]["onnxruntime_images_per_s"] = onnx_rate(
-                images, threads, args.repeats, folder
+            figures["by_threads"][threads]["onnxruntime_images_per_s"] = (
+                onnx_rate(images, threads, args.repeats, folder) if device.type == "cpu" else None
             )
     figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(figures) if args.json else report(figures))
@@ -134,14 +140,20 @@ def onnx_rate(images: np.ndarray, threads: int, repeats: int, folder: str) -> in
     options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     x = images.astype(np.float32)[:, None] / 255
-    run = lambda: [session.run(None, {"pixels": x[i : i + BATCH_SIZE]}) for i in range(0, len(x), BATCH_SIZE)]
+
+    def run() -> list:
+        return [session.run(None, {"pixels": x[i : i + BATCH_SIZE]}) for i in range(0, len(x), BATCH_SIZE)]
+
     return round(best_rate(run, len(x), repeats)[0])
 
 
 def report(figures: dict) -> str:
-    mark = lambda ok: "meets the goal" if ok else "MISSES the goal"
+    def mark(ok: bool) -> str:
+        return "meets the goal" if ok else "MISSES the goal"
+
     lines = [
-        f"pretrained {figures['model']}: test accuracy {figures['test_accuracy']:.2%}, loaded in {figures['model_load_ms']:.0f} ms",
+        f"pretrained {figures['model']}: test accuracy {figures['test_accuracy']:.2%}, "
+        f"loaded in {figures['model_load_ms']:.0f} ms, running on {figures['device']}",
         f"CPU: {figures['cpu_count']} cores; load average {figures['load_average_before'][0]} before, "
         f"{figures['load_average_after'][0]} after (other work on the machine slows every figure)",
     ]
@@ -149,12 +161,15 @@ def report(figures: dict) -> str:
         lines += [
             f"with {threads} PyTorch thread{'s' if threads > 1 else ''}:",
             f"  single 28×28 image, preprocessing included: median {f['single_28x28_ms_median']:.2f} ms, p90 "
-            f"{f['single_28x28_ms_p90']:.2f} ms  (goal ≤ {LATENCY_GOAL_MS:g} ms: {mark(f['single_28x28_ms_median'] <= LATENCY_GOAL_MS)})",
+            f"{f['single_28x28_ms_p90']:.2f} ms  "
+            f"(goal ≤ {LATENCY_GOAL_MS:g} ms: {mark(f['single_28x28_ms_median'] <= LATENCY_GOAL_MS)})",
             f"  single 200×200 PNG file, decoded and preprocessed: median {f['single_200x200_png_ms_median']:.2f} ms",
-            f"  batch throughput, 10,000 test images in batches of {figures['batch_size']}: {f['batch_images_per_s']:,} images/s  "
+            f"  batch throughput, 10,000 test images in batches of {figures['batch_size']}: "
+            f"{f['batch_images_per_s']:,} images/s  "
             f"(goal ≥ {THROUGHPUT_GOAL:,.0f}: {mark(f['batch_images_per_s'] >= THROUGHPUT_GOAL)}); "
             f"{f['batch_images_per_cpu_s']:,} images per second of CPU time",
-            f"  the same through predict (preprocessing and a result per image): {f['batch_with_preprocessing_images_per_s']:,} images/s",
+            "  the same through predict (preprocessing and a result per image): "
+            f"{f['batch_with_preprocessing_images_per_s']:,} images/s",
         ]
         if f["onnxruntime_images_per_s"] is not None:
             lines.append(

@@ -74,7 +74,8 @@ def main() -> None:
     rows = [
         (
             "mlp epoch at batch 64 (s)",
-            f"{statistics.median(ours['epoch_seconds']):.3f} vs tutorial {statistics.median(loop['epoch_seconds']):.3f}",
+            f"{statistics.median(ours['epoch_seconds']):.3f} "
+            f"vs tutorial {statistics.median(loop['epoch_seconds']):.3f}",
             f"{t['epoch_seconds_ratio']:.2f}x",
             "<= 0.5x",
         ),
@@ -94,7 +95,8 @@ def main() -> None:
         ),
         (
             f"mlp >= 98.0% test ({args.seeds} seeds)",
-            f"{fast['accuracy_mean']:.2%} ± {fast['accuracy_std']:.2%}, {fast['reached_target']}/{fast['seeds']} reach it",
+            f"{fast['accuracy_mean']:.2%} ± {fast['accuracy_std']:.2%}, "
+            f"{fast['reached_target']}/{fast['seeds']} reach it",
             f"{fast['train_seconds_median']:.2f} s",
             "<= 3 s",
         ),
@@ -104,8 +106,9 @@ def main() -> None:
     for row in [("figure", "measured", "value", "goal"), *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, width)))
     print(
-        f"\ntutorial loop: val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f} over {loop['epochs']} epochs, "
-        f"val accuracy {loop['val_accuracy']:.2%}; mnistkit --preset tutorial: val loss {ours['val_losses'][0]:.4f} after epoch 1"
+        f"\ntutorial loop: val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f} "
+        f"over {loop['epochs']} epochs, val accuracy {loop['val_accuracy']:.2%}; "
+        f"mnistkit --preset tutorial: val loss {ours['val_losses'][0]:.4f} after epoch 1"
     )
     m = report["machine"]
     print(f"machine: {m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}, {m['platform']}")

@@ -10,6 +10,7 @@ percentiles, errors, and the CPU time per request of the server and of this load
     .venv/bin/python benchmarks/load_server.py                   # 50 clients, 20 s, as fast as answered
     .venv/bin/python benchmarks/load_server.py --rate 300        # latency at 300 requests/s
     .venv/bin/python benchmarks/load_server.py --payload png     # 280×280 PNG drawings, as the page sends
+    .venv/bin/python benchmarks/load_server.py --device cuda     # the server's model on the GPU
 
 Bounded by design: at most 200 clients and 120 s, only to loopback addresses. The clients run on the same
 machine as the server and take part of its CPU, so the client is aiohttp with bodies encoded once: about
@@ -36,6 +37,7 @@ import aiohttp
 import numpy as np
 from PIL import Image
 
+from mnistkit.config import DEVICES
 from mnistkit.data import load_bundled_mnist
 
 MAX_CLIENTS = 200
@@ -86,8 +88,9 @@ def check_loopback(url: str) -> None:
         )
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, device: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "mnistkit", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    command += ["--device", device]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -214,8 +217,8 @@ def report(result: dict) -> str:
     )
     return "\n".join(
         [
-            f"{result['payload']} payload, {result['clients']} clients, {pace} for {result['seconds']} s: {result['answered']} answered, "
-            f"{result['requests_per_s']} requests/s",
+            f"{result['payload']} payload, {result['clients']} clients, {pace} for {result['seconds']} s: "
+            f"{result['answered']} answered, {result['requests_per_s']} requests/s",
             f"latency p50 {lat['p50']} ms  p90 {lat['p90']} ms  p99 {lat['p99']} ms  max {lat['max']} ms",
             f"errors: {errors}; wrong digits: {result['wrong_digits']} (of {SAMPLES} MNIST test images, cycled)",
             f"CPU per request: {server_cpu}load generator {result['client_cpu_ms_per_request']} ms; "
@@ -236,7 +239,8 @@ def main() -> None:
         "--payload",
         choices=["json", "png"],
         default="json",
-        help="json: 28×28 pixels; png: 280×280 drawings as the page sends them, preprocessed by the server [default: json]",
+        help="json: 28×28 pixels; png: 280×280 drawings as the page sends them, preprocessed by the server "
+        "[default: json]",
     )
     parser.add_argument(
         "--rate",
@@ -246,6 +250,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--url", default=None, help="an already running server on a loopback address [default: start one]"
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="where the server it starts runs the model (mnistkit serve --device) [default: cpu]",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
@@ -267,13 +277,14 @@ def main() -> None:
     if url is None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = start_server(port)
+        server = start_server(port, args.device)
     try:
         result = asyncio.run(load(url, args.payload, images, labels, args.clients, args.seconds, args.rate, server))
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+    result["server_device"] = args.device if server is not None else None
     print(json.dumps(result, indent=2) if args.json else report(result))
     sys.exit(1 if result["errors"] else 0)
 

@@ -69,6 +69,22 @@ def test_bench_json_has_the_promised_fields(tiny_idx_session, capsys):
     assert "preset" in bench.format_report(report)
 
 
+def test_bench_compile_trains_every_seed_compiled(monkeypatch, capsys):
+    jobs = []
+
+    def run_job(kind, **kwargs):  # records what each fresh process would be asked to do
+        jobs.append(kwargs)
+        row = {"model": "mlp", "epochs": 4, "test_accuracy": 0.98, "train_seconds": 1.0, "load_seconds": 0.1}
+        return {**kwargs, **row, "test_seconds": 0.1, "peak_rss_mb": 100.0}
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "fast", "--seeds", "2", "--against", "none", "--compile", "--json"])
+    assert exit_info.value.code == 0
+    assert [job["compile"] for job in jobs] == [True, True]
+    assert json.loads(capsys.readouterr().out)["compile"] is True
+
+
 def test_bench_refuses_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--seeds", "0", "--against", "none"])

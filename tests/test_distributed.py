@@ -130,7 +130,8 @@ def test_nproc_launches_torchrun_and_only_rank_0_speaks(tiny_idx, tmp_path):
     )
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.splitlines() == [
-        "mnistkit: error: --batch-size 63 is the global batch and must divide evenly among 2 processes; use a multiple of 2"
+        "mnistkit: error: --batch-size 63 is the global batch and must divide evenly among 2 processes; "
+        "use a multiple of 2"
     ]
     assert not (tmp_path / "odd").exists()
 

@@ -89,6 +89,14 @@ def test_probabilities_use_the_training_normalization(pretrained, mnist):
     np.testing.assert_allclose(pretrained.predict_array(x[:, None]), expected, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_predictions_on_a_gpu_match_the_cpu(pretrained, mnist):
+    on_gpu = Classifier.load(device="cuda")
+    assert on_gpu.device.type == "cuda" and on_gpu.batch_size > pretrained.batch_size
+    images = mnist.test.images[:3000].numpy()
+    np.testing.assert_allclose(on_gpu.predict_array(images), pretrained.predict_array(images), atol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------------
 # predict
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -397,6 +398,14 @@ def test_serve_bad_options_are_one_line_errors(argv, message, capsys):
     assert err.startswith("mnistkit: error:") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_serve_on_a_missing_gpu_says_so(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["serve", "--device", "cuda"])
+    assert exit.value.code == 2
+    assert "no CUDA GPU is available here" in capsys.readouterr().err
+
+
 def test_serve_on_a_busy_port_says_so(capsys):
     import socket
 
@@ -413,7 +422,7 @@ def test_serve_help_lists_its_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["serve", "--help"])
     out = capsys.readouterr().out
-    for option in ["--model", "--host", "--port", "--allow-host", "--no-access-log"]:
+    for option in ["--model", "--host", "--port", "--allow-host", "--no-access-log", "--device"]:
         assert option in out
 
 

@@ -196,7 +196,8 @@ def check_in_sync(model: nn.Module, ctx: Context) -> None:
             differ.append(name)
     if agree(ctx, bool(differ)):
         raise TrainingError(
-            f"the ranks' weights differ ({', '.join(differ[:3]) or 'on another rank'}); distributed training went out of step"
+            f"the ranks' weights differ ({', '.join(differ[:3]) or 'on another rank'}); "
+            "distributed training went out of step"
         )
 
 

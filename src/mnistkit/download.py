@@ -41,7 +41,8 @@ class DatasetSpec:
 
 
 def _gz_files(*md5s: str) -> dict[str, str]:
-    """Pair the .gz MD5s, given in the order of ``data.IDX_FILES`` (train images, train labels, test ...), with the names."""
+    """Pair the .gz MD5s, given in the order of ``data.IDX_FILES`` (train images, train labels, test ...),
+    with the names."""
     return dict(zip(data.IDX_FILES.values(), md5s, strict=True))
 
 

@@ -44,7 +44,7 @@ def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     """3x3 convolution, optional 2x2 max-pool, BatchNorm, ReLU.
 
     Pooling before BatchNorm (as in Keller Jordan's airbench) makes BN and ReLU run on a quarter of the
-    pixels: the network is about twice as fast on CPU as conv-BN-ReLU-pool, at the same accuracy.
+    pixels: the network is much faster on CPU than conv-BN-ReLU-pool, at the same accuracy.
     """
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)]
     if pool:
@@ -59,8 +59,8 @@ class CNN(nn.Module):
     (s) is the first block's, w unless given.
 
     The first block is the only one at full resolution, and on CPU it is bound by memory traffic, not
-    arithmetic: with s = 16 instead of 24 a width-24 network trains about 1.5x faster (bf16), because the
-    stem's pooling, its backward and the zeroing of its gradient shrink with it."""
+    arithmetic: a narrower stem makes a width-24 network train faster, because the stem's pooling, its
+    backward and the zeroing of its gradient shrink with it (docs/benchmarks.md)."""
 
     def __init__(self, num_classes: int = 10, width: int = 16, stem_width: int | None = None):
         super().__init__()

@@ -308,8 +308,8 @@ def mistakes_figure(
     top, losses, predicted, probabilities = top_losses(logits, labels, k)
     truth = labels.cpu()[top].tolist()
     titles = [
-        f"{classes[t]} → {classes[p]} ({q:.2f})\nloss {l:.2f}"
-        for t, p, q, l in zip(truth, predicted.tolist(), probabilities.tolist(), losses.tolist())
+        f"{classes[t]} → {classes[p]} ({q:.2f})\nloss {loss:.2f}"
+        for t, p, q, loss in zip(truth, predicted.tolist(), probabilities.tolist(), losses.tolist())
     ]
     colors = ["tab:red" if t != p else "black" for t, p in zip(truth, predicted.tolist())]
     heading = "highest-loss images: true → predicted (probability)"

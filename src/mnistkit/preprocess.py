@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,7 +26,7 @@ CANVAS = 28
 MIN_CONTRAST = 24  # gray levels between paper and ink below which an image is taken as blank
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16-bit and float grayscale
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+ImageInput = str | Path | Image.Image | np.ndarray
 
 
 class ImageError(MnistkitError):
@@ -94,7 +93,8 @@ def _check_size(size: tuple[int, int], where: str) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
         raise ImageError(
-            f"{where}: image of {width}×{height} pixels is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down"
+            f"{where}: image of {width}×{height} pixels is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); "
+            "scale it down"
         )
     if min(width, height) < MIN_SIDE:
         raise ImageError(

@@ -35,7 +35,8 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
         raise ConfigError(f"--out {path}: exists and is not a folder; choose another --out")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise ConfigError(
-            f"--out {path}: folder exists and is not empty; pass --overwrite to replace that run, or choose another --out"
+            f"--out {path}: folder exists and is not empty; "
+            "pass --overwrite to replace that run, or choose another --out"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -403,8 +403,10 @@ def serve(
     allowed_hosts: Iterable[str] = (),
     header_timeout: float = HEADER_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
+    device: str = "cpu",
 ) -> None:
-    """Load ``model`` (None: the bundled pretrained convnet) and serve the page and API until interrupted.
+    """Load ``model`` (None: the bundled pretrained convnet) onto ``device`` and serve the page and API until
+    interrupted.
 
     Requests are answered for localhost, IP addresses, ``host`` and the names in ``allowed_hosts``; a request's headers
     must arrive within ``header_timeout`` seconds and its body within ``body_timeout`` more (``server_guards``).
@@ -413,7 +415,7 @@ def serve(
     import uvicorn
 
     allowed_hosts = [allowed_host(name) for name in allowed_hosts]  # a bad name fails before the model loads
-    classifier = Classifier.load(model)
+    classifier = Classifier.load(model, device)
     # One torch thread: the forward passes (batched) take one core, leaving the other to HTTP and preprocessing;
     # intra-op threads would only fight them for it.
     torch.set_num_threads(1)

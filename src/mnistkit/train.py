@@ -75,8 +75,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def use_bf16(amp: str, device: torch.device) -> bool:
     """Whether training runs under bf16 autocast. ``auto`` turns it on where the hardware computes bf16 natively:
-    CUDA, and CPUs with AVX512-BF16 or AMX, where oneDNN's bf16 kernels make the cnn and the mlp about 1.5x
-    faster; on other CPUs bf16 is emulated and would only be slower. Evaluation always runs in float32."""
+    CUDA, and CPUs with AVX512-BF16 or AMX, where oneDNN's bf16 kernels make the cnn and the mlp faster
+    (docs/benchmarks.md); on other CPUs bf16 is emulated and would only be slower. Evaluation always runs in
+    float32."""
     if amp == "off" or device.type not in ("cpu", "cuda"):
         return False
     if amp == "bf16" or device.type == "cuda":
@@ -89,9 +90,10 @@ def use_bf16(amp: str, device: torch.device) -> bool:
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
+    # cuDNN then times its convolution algorithms per shape and keeps the fastest; which one wins can vary by run.
+    torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -309,7 +311,8 @@ def fit(
             val_loss, val_accuracy = _score(evaluator, val, norm, ctx, cfg.eval_batch_size)
             if not math.isfinite(val_loss):
                 raise TrainingError(
-                    f"validation loss became {val_loss} at epoch {epoch}; lower the learning rate (--lr) or set --grad-clip"
+                    f"validation loss became {val_loss} at epoch {epoch}; "
+                    "lower the learning rate (--lr) or set --grad-clip"
                 )
         stats = EpochStats(
             epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], time.perf_counter() - start
