@@ -85,10 +85,17 @@ def read_tensors(path: Path, sha256: object, what: str, listed_in: str) -> dict[
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """``load_state_dict`` with one clear line for missing, unexpected, mis-shaped or mistyped tensors, and for
-    weights that are not finite (a checksum only says the file is the one that was saved, not that it is sound).
+    """``load_state_dict`` after ``check_state``."""
+    check_state(model.state_dict(), state, where)
+    model.load_state_dict(state)
+
+
+def check_state(expected: dict[str, torch.Tensor], state: object, where: str) -> None:
+    """One clear line unless ``state`` holds exactly ``expected``'s tensors: the same names and shapes, floating
+    point where the model's are, and finite (a checksum only says the file is the one saved, not that it is sound).
     """
-    expected = model.state_dict()
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{where}: weights do not fit the model (not a mapping of names to tensors)")
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     common = sorted(set(expected) & set(state))
@@ -115,4 +122,3 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> 
             k = wrong[0]
             parts.append(f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(expected[k].shape)}")
         raise CheckpointError(f"{where}: weights do not fit the model ({'; '.join(parts)})")
-    model.load_state_dict(state)

@@ -68,7 +68,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown configuration keys: {', '.join(unknown)}")
+            raise ConfigError(f"unknown configuration keys: {', '.join(map(schema.printable, unknown))}")
         return cls(**schema.typed_fields(cls, values))
 
     def validate(self) -> TrainConfig:
@@ -109,16 +109,25 @@ class TrainConfig:
             ),
             (
                 self.optimizer in OPTIMIZERS,
-                f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}",
+                f"unknown optimizer {schema.short(self.optimizer)}; choose one of: {', '.join(OPTIMIZERS)}",
             ),
-            (self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}"),
+            (
+                self.schedule in SCHEDULES,
+                f"unknown schedule {schema.short(self.schedule)}; choose one of: {', '.join(SCHEDULES)}",
+            ),
             (
                 self.augment in AUGMENTATIONS,
-                f"unknown augmentation '{self.augment}'; choose one of: {', '.join(AUGMENTATIONS)}",
+                f"unknown augmentation {schema.short(self.augment)}; choose one of: {', '.join(AUGMENTATIONS)}",
             ),
-            (self.device in DEVICES, f"unknown device '{self.device}'; choose one of: {', '.join(DEVICES)}"),
-            (self.amp in AMP_MODES, f"unknown amp mode '{self.amp}'; choose one of: {', '.join(AMP_MODES)}"),
-            (self.model in MODELS, f"unknown model '{self.model}'; choose one of: {', '.join(MODELS)}"),
+            (
+                self.device in DEVICES,
+                f"unknown device {schema.short(self.device)}; choose one of: {', '.join(DEVICES)}",
+            ),
+            (
+                self.amp in AMP_MODES,
+                f"unknown amp mode {schema.short(self.amp)}; choose one of: {', '.join(AMP_MODES)}",
+            ),
+            (self.model in MODELS, f"unknown model {schema.short(self.model)}; choose one of: {', '.join(MODELS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -177,7 +186,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {schema.short(preset)}; choose one of: {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
         values["preset"] = preset
     values.update({k: v for k, v in overrides.items() if v is not None})

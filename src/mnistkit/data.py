@@ -27,6 +27,7 @@ from . import fileio
 from .errors import DataError
 
 MAX_FILE_BYTES = 1 << 30  # a data file, and what it decompresses to: 1.3 million 28×28 images as uint8
+GUNZIP_CHUNK = 1 << 22
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 IDX_FILES = {
@@ -142,10 +143,15 @@ def _gunzip(raw: bytes, name: str, idx: bool) -> bytes:
                     f"{name}: its IDX header declares {limit:,} bytes, "
                     f"more than the {MAX_FILE_BYTES:,} a data file may hold"
                 )
-            body = f.read(max(0, limit - len(head)) + 1)  # one byte past the limit tells a longer stream
+            # In chunks, so memory follows the data rather than the declaration; one byte past the limit
+            # tells a longer stream.
+            chunks, size = [head], len(head)
+            while size <= limit and (chunk := f.read(min(GUNZIP_CHUNK, limit + 1 - size))):
+                chunks.append(chunk)
+                size += len(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: corrupt gzip file ({exc}); download it again") from None
-    data = head + body
+    data = b"".join(chunks)
     if len(data) > limit:
         declared = "its IDX header declares" if idx else "a data file may hold"
         raise DataError(f"{name}: decompresses to more than the {limit:,} bytes {declared}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .schema import short
 
 
 class LogReg(nn.Module):
@@ -95,11 +97,18 @@ def create_model(name: str, **kwargs) -> nn.Module:
     try:
         constructor = MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}") from None
+        raise ConfigError(f"unknown model {short(name)}; choose one of: {', '.join(MODELS)}") from None
+    accepted = inspect.signature(constructor).parameters
+    unknown = [key for key in kwargs if key not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"invalid options for model '{name}': it takes no option {short(unknown[0])} "
+            f"(its options: {', '.join(accepted)})"
+        )
     check_options(kwargs)
     try:
         return constructor(**kwargs)
-    except TypeError as exc:
+    except TypeError as exc:  # a value of the wrong type
         raise ConfigError(f"invalid options for model '{name}': {exc}") from None
 
 

@@ -23,8 +23,8 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from . import fileio, schema
+from .checkpoint import check_state, read_tensors
 from .checkpoint import load_state as load_model_state
-from .checkpoint import read_tensors
 from .errors import CheckpointError, MnistkitError
 
 FOLDER = "resume"
@@ -240,6 +240,8 @@ def restore(
     try:
         saved = _unflatten(state.meta["state"], state.tensors)
         load_model_state(model, saved["model"], state.where)
+        if saved["best_state"] is not None:  # early stopping's best weights, loaded into the model at the end
+            check_state(model.state_dict(), saved["best_state"], state.where)
         _load_optimizer(optimizer, saved["optimizer"])
         if scheduler is not None:
             if saved["scheduler"] is None:

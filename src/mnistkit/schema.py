@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from . import fileio
 from .errors import CheckpointError, ConfigError
@@ -113,11 +113,16 @@ def _read(path: str | Path, doc: Document, model: type[BaseModel], fmt: str | No
 def first_problem(exc: ValidationError) -> str:
     """pydantic's first error as 'field: what is wrong (got value)', on one line."""
     error = exc.errors(include_url=False)[0]
-    field = ".".join(map(str, error["loc"]))
+    field = ".".join(printable(str(part)) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] not in ("missing", "value_error"):  # a value error (a check across fields) says what it saw
         message += f" (got {short(error['input'])})"
     return f"{field}: {message}" if field else message
+
+
+def printable(name: str) -> str:
+    """A key as a message shows it: as it is if it reads plainly, else quoted with its escapes, shortened."""
+    return name if name.isprintable() and 0 < len(name) <= 40 and name.strip() == name else short(name)
 
 
 def short(value: Any) -> str:
@@ -182,7 +187,15 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Count = Annotated[int, Field(ge=0, le=10**12)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-Scalar = str | bool | int | float | None
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"a string, number, true, false or null, not {short(value)}")
+    return value
+
+
+Scalar = Annotated[Any, AfterValidator(_scalar)]  # one check, where a union would report one error per member
 
 
 class Normalization(_Closed):
@@ -220,13 +233,15 @@ class Metrics(_Open):
 
 
 class ConfigRecord(_Open):
-    """The options a run was trained with, as recorded; TrainConfig checks them fully where a run is resumed."""
+    """The options a run was trained with, as recorded: the types its readers rely on (evaluate: the data;
+    compare: the epochs). ``TrainConfig.validate`` checks the ranges where a run is resumed, with the messages
+    the command line gives."""
 
     __pydantic_extra__: dict[str, Scalar]
     dataset: Name = "mnist"
     data: Text | None = None
-    val_size: Annotated[int, Field(ge=0)] = 0
-    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 1
+    val_size: int = 0
+    epochs: int = 1
 
 
 class ModelMeta(_Open):
@@ -241,7 +256,7 @@ class ModelMeta(_Open):
     sha256: Sha256
     tta: bool = False
     parameters: Count | None = None
-    input: Annotated[dict[Name, int | Name], Field(max_length=16)] = None
+    input: Annotated[dict[Name, Scalar], Field(max_length=16)] = None
     dataset: DatasetRecord = None
     metrics: Metrics = None
     config: ConfigRecord = None
