@@ -91,7 +91,7 @@ def test_console_script_runs_without_traceback(tiny_idx, tmp_path):
         [sys.executable, "-m", "mnistkit", "train", "--lr", "0"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "mnistkit: error: lr must be a positive number up to 1000, got 0.0"
+    assert bad.stderr.strip() == "mnistkit: error: lr must be a positive number up to 1e+30, got 0.0"
     good = subprocess.run(
         [
             sys.executable,
@@ -245,7 +245,7 @@ def test_checksum_mismatch_of_a_cached_download_is_one_line(tmp_path, capsys, mo
         (["--model", "resnet"], "unknown model 'resnet'"),
         (["--dataset", "cifar"], "unknown dataset 'cifar'"),
         (["--lr", "-1"], "lr must be a positive number"),
-        (["--lr", "1e308"], "lr must be a positive number up to 1000"),
+        (["--lr", "1e308"], "lr must be a positive number up to 1e+30"),
         (["--epochs", "0"], "epochs must be from 1"),
         (["--epochs", str(2**70)], "epochs must be from 1 to 100,000"),
         (["--batch-size", "0"], "batch_size must be from 1"),

@@ -45,7 +45,7 @@ def test_round_trip_through_a_dict():
         (dict(lr=0), "lr must be a positive number"),
         (dict(lr=-1.0), "lr must be a positive number"),
         (dict(lr=float("nan")), "lr must be a positive number"),
-        (dict(lr=1e308), "lr must be a positive number up to 1000"),
+        (dict(lr=1e308), "lr must be a positive number up to 1e+30"),
         (dict(epochs=0), "epochs must be from 1 to 100,000"),
         (dict(epochs=2**70), "epochs must be from 1 to 100,000"),
         (dict(batch_size=0), "batch_size must be from 1"),

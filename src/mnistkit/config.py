@@ -16,7 +16,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("auto", "bf16", "off")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts (a negative seed stands for 2**64 + seed)
 MAX_BATCH_SIZE = 1 << 24
-MAX_LR = 1000.0  # far above any useful rate; larger ones overflow float32 in the optimizer's update
+# Far above any useful value, where the optimizer's float32 arithmetic still holds (Adam's first step is 10 lr,
+# AdamW multiplies by lr × weight_decay): larger ones crash inside PyTorch rather than giving a NaN loss.
+MAX_LR = 1e30
+MAX_WEIGHT_DECAY = 1000.0
 
 
 @dataclass
@@ -90,7 +93,10 @@ class TrainConfig:
             ),
             (0 < self.lr <= MAX_LR, f"lr must be a positive number up to {MAX_LR:g}, got {self.lr}"),
             (self.val_size >= 0, f"val_size must be 0 or more, got {self.val_size}"),
-            (0 <= self.weight_decay <= MAX_LR, f"weight_decay must be from 0 to {MAX_LR:g}, got {self.weight_decay}"),
+            (
+                0 <= self.weight_decay <= MAX_WEIGHT_DECAY,
+                f"weight_decay must be from 0 to {MAX_WEIGHT_DECAY:g}, got {self.weight_decay}",
+            ),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (
