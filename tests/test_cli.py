@@ -268,6 +268,7 @@ def test_bad_options_are_one_line(argv, message, tiny_idx, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
+        (["--width", "0"], "--width and --stem-width apply to --model NAME"),
         (["--model", "cnn", "--width", "0"], "width must be a whole number from 1 to 1024, got 0"),
         (["--model", "cnn", "--width", "100000"], "width must be a whole number from 1 to 1024, got 100000"),
         (["--model", "cnn", "--stem-width", str(2**70)], "stem_width must be a whole number from 1 to 1024"),
