@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_console_script_runs_without_traceback(tiny_idx, tmp_path):
         [sys.executable, "-m", "mnistkit", "train", "--lr", "0"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "mnistkit: error: --lr must be a positive number, got 0.0"
+    assert bad.stderr.strip() == "mnistkit: error: lr must be a positive number up to 1e+30, got 0.0"
     good = subprocess.run(
         [
             sys.executable,
@@ -164,7 +165,61 @@ BAD_DATA = {
         "refusing to load builtins.print",
     ),
     "unreadable": (lambda tmp: _corrupt(tmp, "z.npz", b"not a zip"), "not a readable .npz"),
+    "npz claiming terabytes": (lambda tmp: _npz_claiming(tmp / "huge.npz", (10**7, 28, 28 * 10**4)), "claims shape"),
+    "gzip bomb": (lambda tmp: _gzip_bomb(write_idx_folder(tmp / "d", 20, 5)), "decompresses to more than"),
+    "gzip header claiming terabytes": (
+        lambda tmp: _corrupt(
+            write_idx_folder(tmp / "d", 20, 5),
+            "train-images-idx3-ubyte.gz",
+            gzip.compress(struct.pack(">BBBBIII", 0, 0, 8, 3, 2**31, 28, 28)),
+        ),
+        "its IDX header declares 1,683,627,180,048 bytes",
+    ),
+    "constant images": (lambda tmp: _constant_images(tmp / "c"), "pixel standard deviation 0"),
+    "a symlink to /dev/zero": (lambda tmp: _symlink(tmp / "zero.npz", "/dev/zero"), "not a regular file"),
+    "a FIFO": (lambda tmp: _fifo(tmp / "pipe.pkl.gz"), "not a regular file but a FIFO"),
 }
+
+
+def _npz_claiming(path: Path, shape: tuple[int, ...]) -> Path:
+    """An .npz whose x_train header claims ``shape`` (terabytes) over a few bytes of data."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", header.getvalue() + bytes(100))
+        archive.writestr("y_train.npy", header.getvalue() + bytes(100))
+    return path
+
+
+def _gzip_bomb(folder: Path) -> Path:
+    """Training images whose header declares 20 images but whose gzip stream inflates to 64 MiB."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [packer.compress(idx_bytes(np.zeros((20, 28, 28), np.uint8)))]
+    parts += [packer.compress(bytes(1 << 20)) for _ in range(64)]
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(b"".join([*parts, packer.flush()]))
+    return folder
+
+
+def _constant_images(folder: Path) -> Path:
+    """Every pixel 7, in more images than the default validation split takes."""
+    n = 10_050
+    write_idx_folder(folder, n, 5)
+    return _corrupt(folder, "train-images-idx3-ubyte.gz", gzip.compress(idx_bytes(np.full((n, 28, 28), 7, np.uint8))))
+
+
+def _symlink(path: Path, target: str) -> Path:
+    path.symlink_to(target)
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
 
 
 @pytest.mark.parametrize("case", sorted(BAD_DATA))
@@ -189,15 +244,40 @@ def test_checksum_mismatch_of_a_cached_download_is_one_line(tmp_path, capsys, mo
     [
         (["--model", "resnet"], "unknown model 'resnet'"),
         (["--dataset", "cifar"], "unknown dataset 'cifar'"),
-        (["--lr", "-1"], "--lr must be a positive number"),
-        (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--lr", "-1"], "lr must be a positive number"),
+        (["--lr", "1e308"], "lr must be a positive number up to 1e+30"),
+        (["--epochs", "0"], "epochs must be from 1"),
+        (["--epochs", str(2**70)], "epochs must be from 1 to 100,000"),
+        (["--batch-size", "0"], "batch_size must be from 1"),
         (["--val-size", "600"], "validation size must be between 0 and 599"),
+        (["--seed", str(2**70)], "seed must be from -2**63 to 2**64 - 1, got 1180591620717411303424"),
+        (["--width", "100000"], "width must be a whole number from 1 to 1024, got 100000"),
+        (["--width", "0"], "width must be a whole number from 1 to 1024, got 0"),
+        (["--stem-width", "-3"], "stem_width must be a whole number from 1 to 1024, got -3"),
+        (["--weight-decay", "inf"], "weight_decay must be from 0 to 1000"),
+        (["--grad-clip", "nan"], "grad_clip must be a positive number"),
     ],
 )
 def test_bad_options_are_one_line(argv, message, tiny_idx, tmp_path, capsys):
     data_args = [] if "--dataset" in argv else ["--data", str(tiny_idx)]
     code, _, err = run(["train", *data_args, *argv, "--out", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--width", "0"], "--width and --stem-width apply to --model NAME"),
+        (["--model", "cnn", "--width", "0"], "width must be a whole number from 1 to 1024, got 0"),
+        (["--model", "cnn", "--width", "100000"], "width must be a whole number from 1 to 1024, got 100000"),
+        (["--model", "cnn", "--stem-width", str(2**70)], "stem_width must be a whole number from 1 to 1024"),
+        (["--model", "mlp", "--width", "8"], "invalid options for model 'mlp'"),
+    ],
+)
+def test_inspect_with_out_of_range_widths_is_one_line(argv, message, capsys):
+    code, out, err = run(["inspect", *argv], capsys)
+    assert code == 2 and out == ""
     assert_one_line_error(code, err, message)
 
 

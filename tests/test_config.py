@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mnistkit.config import PRESETS, TrainConfig, make_config
@@ -40,25 +42,52 @@ def test_round_trip_through_a_dict():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(lr=0), "--lr must be a positive number"),
-        (dict(lr=-1.0), "--lr must be a positive number"),
-        (dict(lr=float("nan")), "--lr must be a positive number"),
-        (dict(epochs=0), "--epochs must be at least 1"),
-        (dict(batch_size=0), "--batch-size must be at least 1"),
-        (dict(val_size=-1), "--val-size must be 0 or more"),
-        (dict(momentum=1.0), "--momentum must be in"),
-        (dict(label_smoothing=1.0), "--label-smoothing must be in"),
-        (dict(grad_clip=0.0), "--grad-clip must be positive"),
+        (dict(lr=0), "lr must be a positive number"),
+        (dict(lr=-1.0), "lr must be a positive number"),
+        (dict(lr=float("nan")), "lr must be a positive number"),
+        (dict(lr=1e308), "lr must be a positive number up to 1e+30"),
+        (dict(epochs=0), "epochs must be from 1 to 100,000"),
+        (dict(epochs=2**70), "epochs must be from 1 to 100,000"),
+        (dict(batch_size=0), "batch_size must be from 1"),
+        (dict(batch_size=2**70), "batch_size must be from 1 to 16,777,216"),
+        (dict(val_size=-1), "val_size must be 0 or more"),
+        (dict(momentum=1.0), "momentum must be in"),
+        (dict(label_smoothing=1.0), "label_smoothing must be in"),
+        (dict(grad_clip=0.0), "grad_clip must be a positive number"),
+        (dict(grad_clip=float("inf")), "grad_clip must be a positive number"),
+        (dict(weight_decay=float("inf")), "weight_decay must be from 0 to 1000"),
+        (dict(early_stopping=2**70), "early_stopping must be 0 (off) or a patience"),
+        (dict(step_size=2**70), "step_size must be from 1 to 100,000"),
+        (dict(seed=2**70), "seed must be from -2**63 to 2**64 - 1, got 1180591620717411303424"),
+        (dict(seed=-(2**70)), "seed must be from -2**63 to 2**64 - 1"),
         (dict(optimizer="lion"), "unknown optimizer 'lion'"),
         (dict(schedule="warm"), "unknown schedule 'warm'"),
         (dict(model="vit"), "unknown model 'vit'"),
-        (dict(stem_width=0), "--stem-width must be at least 1"),
+        (dict(width=0), "width must be a whole number from 1 to 1024, got 0"),
+        (dict(width=100_000), "width must be a whole number from 1 to 1024, got 100000"),
+        (dict(stem_width=0), "stem_width must be a whole number from 1 to 1024"),
         (dict(device="tpu"), "unknown device 'tpu'"),
+        (dict(lr="fast"), "lr: Input should be a valid number"),
+        (dict(epochs=2.5), "epochs: Input should be a valid integer"),
+        (dict(epochs=True), "epochs: Input should be a valid integer"),
+        (dict(normalize=1), "normalize: Input should be a valid boolean"),
+        (dict(data=["a"]), "data: Input should be a valid string"),
     ],
 )
 def test_invalid_values_are_one_line_errors(overrides, message):
-    with pytest.raises(ConfigError, match=message):
+    """The library names the option (``lr``), not the command line's flag (``--lr``)."""
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
         make_config(**overrides)
+    assert "\n" not in str(error.value) and not str(error.value).startswith("-")
+
+
+def test_a_config_built_directly_is_type_checked_by_validate():
+    with pytest.raises(ConfigError, match="lr: Input should be a valid number"):
+        TrainConfig(lr="0.1").validate()
+
+
+def test_an_int_is_taken_as_a_float_option():
+    assert make_config(lr=1).lr == 1.0 and isinstance(make_config(lr=1).lr, float)
 
 
 def test_model_options_carry_only_what_was_set():

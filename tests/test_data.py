@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import os
 import pickle
 import shutil
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -338,3 +341,63 @@ def test_training_on_a_torchvision_fashion_folder_records_the_clothing_names(tmp
     train_run(cfg, run)
     meta = json.loads((run / "model.json").read_text())
     assert meta["classes"] == FASHION and meta["dataset"]["name"] == "fashion-mnist"
+
+
+# Sizes declared before memory is allocated; data with nothing to learn
+
+
+def test_constant_images_are_one_data_error_not_a_division_by_zero():
+    split = data.Split(torch.full((5, 28, 28), 9, dtype=torch.uint8), torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(DataError, match="pixel standard deviation 0"):
+        data.standardization(split)
+
+
+def test_a_gzip_bomb_is_inflated_only_as_far_as_its_idx_header_declares(tmp_path, monkeypatch):
+    import zlib
+
+    images = np.zeros((20, 28, 28), np.uint8)
+    declared = len(idx_bytes(images))
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    stream = packer.compress(idx_bytes(images)) + packer.compress(bytes(32 << 20)) + packer.flush()
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(stream)
+    inflated = []
+    read = gzip.GzipFile.read
+
+    def counting_read(self, size=-1):
+        chunk = read(self, size)
+        inflated.append(len(chunk))
+        return chunk
+
+    monkeypatch.setattr(gzip.GzipFile, "read", counting_read)
+    with pytest.raises(DataError, match=f"decompresses to more than the {declared:,} bytes its IDX header declares"):
+        data.read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    assert 0 < sum(inflated) <= declared + 1  # not the 32 MiB that follow
+
+
+def test_a_gzipped_idx_header_declaring_more_than_the_limit_is_refused_before_inflating(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(struct.pack(">BBBBIII", 0, 0, 8, 3, 60000, 28 * 1000, 28)))
+    with pytest.raises(DataError, match="its IDX header declares 47,040,000,016 bytes, more than the 1,073,741,824"):
+        data.read_idx(path)
+
+
+def test_an_npz_array_claiming_more_than_its_entry_holds_is_refused_before_numpy_allocates(tmp_path, monkeypatch):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 784)})
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as archive:
+        archive.writestr("x_train.npy", header.getvalue() + bytes(64))
+        archive.writestr("y_train.npy", header.getvalue() + bytes(64))
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load must not be reached"))
+    with pytest.raises(DataError, match=r"array 'x_train' claims shape \(1000000000, 784\)"):
+        data.load_npz(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_data_path_that_is_not_a_regular_file_is_refused_without_reading(tmp_path, kind):
+    path = tmp_path / "d.npz"
+    if kind == "fifo":
+        os.mkfifo(path)  # nothing writes to it: a blocking read would hang here
+    else:
+        path.symlink_to("/dev/zero")  # endless: reading it would exhaust memory
+    with pytest.raises(DataError, match="not a regular file"):
+        data.load_path(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -91,7 +92,7 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(digits, tm
     assert abs(multi_accuracy - single.test_accuracy) <= 0.005, (multi_accuracy, single.test_accuracy)
     assert single.test_accuracy > 0.85
     assert files(tmp_path / "run") == files(single_dir)
-    meta = runs.json.loads((tmp_path / "run" / "model.json").read_text())
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["processes"] == {"world_size": 2, "backend": "gloo"}
     assert len(runs.read_metrics(tmp_path / "run")) == 1
 

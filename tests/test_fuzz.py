@@ -96,6 +96,22 @@ def test_a_gzip_of_any_bytes_is_read_as_idx_or_data_error(tmp_path_factory, raw)
     data_or_data_error(data.read_idx, path)
 
 
+@FUZZ
+@given(
+    dims=st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 40), min_size=1, max_size=4),
+    extra=st.integers(0, 1 << 16),
+    cut=st.integers(0, 64),
+)
+def test_a_gzipped_idx_of_any_declared_size_inflates_no_further_than_declared(tmp_path_factory, dims, extra, cut):
+    """Headers declaring any size, then a stream shorter or longer than declared: the data or one DataError,
+    never a MemoryError (the reader inflates no further than the header declares, at most 1 GiB)."""
+    declared = 4 + 4 * len(dims) + np.prod(dims, dtype=object)
+    body = bytes(max(0, min(declared, 1 << 16) - 4 - 4 * len(dims) - cut) + extra)
+    path = tmp_path_factory.mktemp("idx") / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_header(0x08, dims) + body, compresslevel=1))
+    data_or_data_error(data.read_idx, path)
+
+
 # --------------------------------------------------------------------------------------------------
 # .npz
 
@@ -163,6 +179,28 @@ def test_npz_with_any_arrays_loads_or_raises_data_error(tmp_path_factory, arrays
     path = tmp_path_factory.mktemp("npz") / "d.npz"
     path.write_bytes(npz_bytes(arrays))
     data_or_data_error(data.load_npz, path)
+
+
+@FUZZ
+@given(
+    shape=st.lists(st.integers(0, 2**40) | st.integers(0, 30), max_size=4),
+    dtype=st.sampled_from(["|u1", "<f4", "<f8", ">i8"]),
+    stored=st.integers(0, 4096),
+)
+def test_npz_headers_claiming_any_shape_never_make_numpy_allocate_it(tmp_path_factory, shape, dtype, stored):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+    path = tmp_path_factory.mktemp("npz") / "d.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", header.getvalue() + bytes(stored))
+        archive.writestr("y_train.npy", npz_member(np.arange(4)))
+    data_or_data_error(data.load_npz, path)
+
+
+def npz_member(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def test_an_npz_holding_a_pickled_object_array_is_refused_unopened(tmp_path):

@@ -136,6 +136,19 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(twins, tmp_path):
     assert np.array_equal(to_mnist(path), to_mnist(page))
 
 
+@pytest.mark.parametrize("canvas", [(2048, 2048), (3000, 2200)])
+def test_a_large_sixteen_bit_scan_works_like_its_eight_bit_twin(twins, tmp_path, canvas):
+    """I;16 images wider than the working size are reduced after their 8-bit conversion (Pillow's reduce step
+    refuses 16-bit modes)."""
+    page = large_dark_on_light(twins[2], scale=40, canvas=canvas, at=(400, 300))
+    path = tmp_path / "scan16.png"
+    Image.fromarray(page.astype(np.uint16) * 257).save(path)
+    assert Image.open(path).mode == "I;16"
+    got = to_mnist(path)
+    assert np.array_equal(got, to_mnist(page))
+    assert_like_twin(got, twins[2])
+
+
 def test_otsu_threshold_splits_two_populations():
     rng = np.random.default_rng(1)
     gray = np.concatenate([rng.normal(40, 8, 5000), rng.normal(200, 8, 500)]).clip(0, 255).astype(np.uint8)

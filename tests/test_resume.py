@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -105,8 +106,8 @@ def assert_same_result(run_dir: Path, reference: Path) -> None:
         assert torch.equal(ours[name], theirs[name]), name
     assert metrics_without_time(run_dir) == metrics_without_time(reference)
     meta, reference_meta = (
-        runs.json.loads((run_dir / "model.json").read_text()),
-        runs.json.loads((reference / "model.json").read_text()),
+        json.loads((run_dir / "model.json").read_text()),
+        json.loads((reference / "model.json").read_text()),
     )
     for key in ("test_loss", "test_accuracy", "val_loss", "val_accuracy", "train_loss", "epochs"):
         assert meta["metrics"][key] == reference_meta["metrics"][key], key
@@ -241,6 +242,27 @@ def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_check
     state = resume.load(run_dir)  # the second save, whole
     assert (state.epoch, state.step) == (1, 6)
     assert not [p for p in (run_dir / resume.FOLDER).iterdir() if p.name.startswith(".")]
+
+
+def test_a_full_disk_at_the_first_checkpoint_does_not_claim_an_earlier_one(tiny_idx, tmp_path, monkeypatch, capsys):
+    """ENOSPC while the very first checkpoint is written: there is nothing to resume, and the message says so."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if "/resume/.state-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    run_dir = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_idx), "--model", "logreg", "--epochs", "1", "--val-size", "100"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--batch-size", "50", "--checkpoint-every", "2", "--quiet", "--out", str(run_dir)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "No space left on device" in err and "there is no earlier checkpoint to resume from" in err
+    assert "intact" not in err
+    assert not (run_dir / resume.FOLDER / resume.STATE_NAME).exists()
 
 
 def test_a_run_folder_that_vanishes_while_training_is_a_clear_error(tiny_idx, tmp_path):

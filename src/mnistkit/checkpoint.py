@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from . import fileio
+from . import fileio, schema
 from .errors import CheckpointError, MnistkitError
 from .models import create_model
 
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
-FORMAT = "mnistkit-checkpoint/1"
+FORMAT = schema.CHECKPOINT_FORMAT
+MAX_TENSOR_BYTES = 4 << 30  # a resume state of the widest cnn (weights, two Adam moments, best weights): 1.2 GB
 
 
 def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any], stem: str = "model") -> Path:
@@ -50,14 +50,9 @@ def resolve(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The checked metadata JSON (see ``schema.ModelMeta``) and where it is."""
     meta_path = resolve(path)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: not a readable checkpoint description ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta or "sha256" not in meta:
-        raise CheckpointError(f"{meta_path}: not an mnistkit checkpoint (missing format, model or sha256)")
-    return meta, meta_path
+    return schema.read_model_meta(meta_path), meta_path
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -69,12 +64,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         model, meta = load_folder(path)
         return model.to(device).eval(), meta
     meta, meta_path = read_meta(path)
-    weights_path = meta_path.parent / str(meta.get("weights", WEIGHTS_NAME))
-    state = read_tensors(weights_path, meta["sha256"], "weights", meta_path.name)
     try:
         model = create_model(meta["model"], **meta.get("model_options", {}))
     except MnistkitError as exc:
         raise CheckpointError(f"{meta_path}: {exc}") from None
+    weights_path = meta_path.parent / meta.get("weights", WEIGHTS_NAME)  # a plain file name: the schema says so
+    state = read_tensors(weights_path, meta["sha256"], "weights", meta_path.name)
     load_state(model, state, str(weights_path))
     return model.to(device).eval(), meta
 
@@ -89,7 +84,7 @@ def is_hub_folder(path: str | Path) -> bool:
 def read_tensors(path: Path, sha256: object, what: str, listed_in: str) -> dict[str, torch.Tensor]:
     """Read a safetensors file whose SHA-256 a JSON file (``listed_in``) records; one clear line for any damage."""
     try:
-        blob = path.read_bytes()
+        blob = fileio.read_regular(path, MAX_TENSOR_BYTES)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     if hashlib.sha256(blob).hexdigest() != sha256:
@@ -103,11 +98,33 @@ def read_tensors(path: Path, sha256: object, what: str, listed_in: str) -> dict[
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """``load_state_dict`` with one clear line for missing, unexpected or mis-shaped tensors."""
-    expected = model.state_dict()
+    """``load_state_dict`` after ``check_state``."""
+    check_state(model.state_dict(), state, where)
+    model.load_state_dict(state)
+
+
+def check_state(expected: dict[str, torch.Tensor], state: object, where: str) -> None:
+    """One clear line unless ``state`` holds exactly ``expected``'s tensors: the same names and shapes, floating
+    point where the model's are, and finite (a checksum only says the file is the one saved, not that it is sound).
+    """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{where}: weights do not fit the model (not a mapping of names to tensors)")
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    common = sorted(set(expected) & set(state))
+    wrong = [k for k in common if expected[k].shape != state[k].shape]
+    mistyped = [k for k in common if expected[k].is_floating_point() != state[k].is_floating_point()]
+    if mistyped:
+        k = mistyped[0]
+        kind = "floating-point numbers" if expected[k].is_floating_point() else "integers"
+        raise CheckpointError(
+            f"{where}: weights do not fit the model ({k} holds {state[k].dtype}, the model needs {kind})"
+        )
+    not_finite = [k for k in common if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    if not_finite:
+        raise CheckpointError(
+            f"{where}: the weights hold NaN or infinite values (in {not_finite[0]}); they cannot be used"
+        )
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -118,4 +135,3 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> 
             k = wrong[0]
             parts.append(f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(expected[k].shape)}")
         raise CheckpointError(f"{where}: weights do not fit the model ({'; '.join(parts)})")
-    model.load_state_dict(state)

@@ -61,12 +61,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"registered model: logreg, mlp, cnn [default: {defaults.model}]")
-    g.add_argument("--width", type=int, default=None, help="channel width of the cnn [default: 16]")
+    g.add_argument("--width", type=int, default=None, help="channel width of the cnn, 1 to 1024 [default: 16]")
     g.add_argument(
         "--stem-width",
         type=int,
         default=None,
-        help="channels of the cnn's first, full-resolution block; 16 is fastest on CPU [default: --width]",
+        help="channels of the cnn's first, full-resolution block, 1 to 1024; 16 is fastest on CPU [default: --width]",
     )
     g = p.add_argument_group("optimisation")
     g.add_argument(
@@ -122,7 +122,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="stop after PATIENCE epochs without a lower validation loss; restore the best weights [default: off]",
     )
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=None, help=f"[default: {defaults.seed}]")
+    g.add_argument("--seed", type=int, default=None, help=f"-2**63 to 2**64 - 1 [default: {defaults.seed}]")
     g.add_argument(
         "--deterministic",
         action="store_const",
@@ -703,7 +703,7 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="inspect a fresh (untrained) registry model instead: logreg, mlp, cnn",
     )
-    p.add_argument("--width", type=int, default=None, help="channel width for --model cnn")
+    p.add_argument("--width", type=int, default=None, help="channel width for --model cnn, 1 to 1024")
     p.add_argument(
         "--stem-width", type=int, default=None, help="first block's channels for --model cnn [default: --width]"
     )

@@ -1,13 +1,13 @@
 """Runs side by side (``mnistkit compare``): what differs in their configs and how they did, as a table, and
 one figure with their curves overlaid.
 
-A run folder is read through ``runs`` (config.json, metrics.csv) and ``checkpoint.read_meta`` (model.json, for
-the test accuracy); a run that was stopped before it finished has no model.json and is shown without one.
+A run folder is read through ``schema`` (config.json as recorded, so runs of other mnistkit versions still
+compare), ``runs`` (metrics.csv) and ``checkpoint.read_meta`` (model.json, for the test accuracy); a run that
+was stopped before it finished has no model.json and is shown without one.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from . import checkpoint, plots, runs
+from . import checkpoint, plots, runs, schema
 from .errors import CheckpointError
 
 
@@ -53,7 +53,7 @@ def read_run(path: str | Path, name: str | None = None) -> RunSummary:
         raise CheckpointError(
             f"{path}: not a run folder (no {runs.CONFIG_NAME}); pass folders written by mnistkit train"
         )
-    config = _read_config(path / runs.CONFIG_NAME)
+    config = schema.read_config_record(path / runs.CONFIG_NAME)
     metrics = _read_metrics(path)
     test_accuracy = None
     if (path / checkpoint.META_NAME).is_file():
@@ -77,17 +77,6 @@ def _read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
             "leave that run out or train it again"
         )
     return rows
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    """The config as recorded, as a plain dict: runs from other mnistkit versions (other keys) still compare."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the run's config ({exc})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: not a run config (expected a JSON object)")
-    return config
 
 
 def read_runs(paths: Sequence[str | Path]) -> list[RunSummary]:

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from . import schema
 from .augment import AUGMENTATIONS
 from .errors import ConfigError
 
@@ -13,6 +14,12 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("auto", "bf16", "off")
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts (a negative seed stands for 2**64 + seed)
+MAX_BATCH_SIZE = 1 << 24
+# Far above any useful value, where the optimizer's float32 arithmetic still holds (Adam's first step is 10 lr,
+# AdamW multiplies by lr × weight_decay): larger ones crash inside PyTorch rather than giving a NaN loss.
+MAX_LR = 1e30
+MAX_WEIGHT_DECAY = 1000.0
 
 
 @dataclass
@@ -64,51 +71,74 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown configuration keys: {', '.join(unknown)}")
-        return cls(**values)
+            raise ConfigError(f"unknown configuration keys: {', '.join(map(schema.printable, unknown))}")
+        return cls(**schema.typed_fields(cls, values))
 
     def validate(self) -> TrainConfig:
-        """Raise ConfigError with one line for the first invalid value; return self when all are valid."""
+        """Raise ConfigError with one line, naming the option, for the first invalid value; return self when all
+        are valid. Types are checked by ``from_dict``; these are the ranges."""
+        from .models import MODELS, check_options  # late import: config stays importable without torch models
+
+        schema.typed_fields(type(self), self.to_dict())  # a TrainConfig built directly skips from_dict
+        epochs = schema.MAX_EPOCHS
         checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.eval_batch_size >= 1, f"eval batch size must be at least 1, got {self.eval_batch_size}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
-            (self.val_size >= 0, f"--val-size must be 0 or more, got {self.val_size}"),
-            (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
-            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
-            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}"),
+            (1 <= self.epochs <= epochs, f"epochs must be from 1 to {epochs:,}, got {self.epochs}"),
             (
-                self.early_stopping >= 0,
-                f"--early-stopping must be 0 (off) or a patience in epochs, got {self.early_stopping}",
+                1 <= self.batch_size <= MAX_BATCH_SIZE,
+                f"batch_size must be from 1 to {MAX_BATCH_SIZE:,}, got {self.batch_size}",
             ),
-            (self.step_size >= 1, f"--step-size must be at least 1, got {self.step_size}"),
-            (0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}"),
-            (self.width is None or self.width >= 1, f"--width must be at least 1, got {self.width}"),
             (
-                self.stem_width is None or self.stem_width >= 1,
-                f"--stem-width must be at least 1, got {self.stem_width}",
+                1 <= self.eval_batch_size <= MAX_BATCH_SIZE,
+                f"eval_batch_size must be from 1 to {MAX_BATCH_SIZE:,}, got {self.eval_batch_size}",
+            ),
+            (0 < self.lr <= MAX_LR, f"lr must be a positive number up to {MAX_LR:g}, got {self.lr}"),
+            (self.val_size >= 0, f"val_size must be 0 or more, got {self.val_size}"),
+            (
+                0 <= self.weight_decay <= MAX_WEIGHT_DECAY,
+                f"weight_decay must be from 0 to {MAX_WEIGHT_DECAY:g}, got {self.weight_decay}",
+            ),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (
+                self.grad_clip is None or 0 < self.grad_clip < math.inf,
+                f"grad_clip must be a positive number, got {self.grad_clip}",
+            ),
+            (
+                0 <= self.early_stopping <= epochs,
+                f"early_stopping must be 0 (off) or a patience in epochs up to {epochs:,}, got {self.early_stopping}",
+            ),
+            (1 <= self.step_size <= epochs, f"step_size must be from 1 to {epochs:,}, got {self.step_size}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (
+                SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
+                f"seed must be from -2**63 to 2**64 - 1, got {schema.short(self.seed)}",
             ),
             (
                 self.optimizer in OPTIMIZERS,
-                f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}",
+                f"unknown optimizer {schema.short(self.optimizer)}; choose one of: {', '.join(OPTIMIZERS)}",
             ),
-            (self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}"),
+            (
+                self.schedule in SCHEDULES,
+                f"unknown schedule {schema.short(self.schedule)}; choose one of: {', '.join(SCHEDULES)}",
+            ),
             (
                 self.augment in AUGMENTATIONS,
-                f"unknown augmentation '{self.augment}'; choose one of: {', '.join(AUGMENTATIONS)}",
+                f"unknown augmentation {schema.short(self.augment)}; choose one of: {', '.join(AUGMENTATIONS)}",
             ),
-            (self.device in DEVICES, f"unknown device '{self.device}'; choose one of: {', '.join(DEVICES)}"),
-            (self.amp in AMP_MODES, f"unknown --amp '{self.amp}'; choose one of: {', '.join(AMP_MODES)}"),
+            (
+                self.device in DEVICES,
+                f"unknown device {schema.short(self.device)}; choose one of: {', '.join(DEVICES)}",
+            ),
+            (
+                self.amp in AMP_MODES,
+                f"unknown amp mode {schema.short(self.amp)}; choose one of: {', '.join(AMP_MODES)}",
+            ),
+            (self.model in MODELS, f"unknown model {schema.short(self.model)}; choose one of: {', '.join(MODELS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        from .models import MODELS  # late import: config stays importable without torch models
-
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model '{self.model}'; choose one of: {', '.join(MODELS)}")
+        check_options(self.model_options())
         return self
 
 
@@ -162,7 +192,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {schema.short(preset)}; choose one of: {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
         values["preset"] = preset
     values.update({k: v for k, v in overrides.items() if v is not None})

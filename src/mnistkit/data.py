@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import importlib
 import io
+import lzma
 import math
 import pickle
 import struct
@@ -25,6 +26,8 @@ import torch
 from . import feedback, fileio
 from .errors import DataError
 
+MAX_FILE_BYTES = 1 << 30  # a data file, and what it decompresses to: 1.3 million 28×28 images as uint8
+GUNZIP_CHUNK = 1 << 22
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 IDX_FILES = {
@@ -113,21 +116,21 @@ class Normalization:
 # IDX files
 
 
-def _read_file(path: Path) -> bytes:
+def _read_file(path: Path, idx: bool = True) -> bytes:
+    """The bytes of a data file (an IDX file unless ``idx`` is False), gunzipped if it is gzipped.
+
+    Only a regular file of at most ``MAX_FILE_BYTES`` is read. Decompression stops one byte past the size an IDX
+    header declares (``MAX_FILE_BYTES`` for other files), so a gzip bomb costs no more than the file it claims to be.
+    """
     try:
-        raw = path.read_bytes()
+        raw = fileio.read_regular(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected a file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt gzip file ({exc}); download it again") from None
-    return raw
+    return _gunzip(raw, str(path), idx) if raw[:2] == b"\x1f\x8b" else raw
 
 
 def encode_idx(array: np.ndarray) -> bytes:
@@ -136,8 +139,33 @@ def encode_idx(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
-def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
-    """Decode the bytes of one IDX file, checking its magic number, dimensions and length."""
+def _gunzip(raw: bytes, name: str, idx: bool) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            head = f.read(4 + 4 * 255) if idx else b""  # the longest IDX header: 255 dimensions
+            limit = sum(_idx_header(head, name)[2:]) if idx else MAX_FILE_BYTES
+            if limit > MAX_FILE_BYTES:
+                raise DataError(
+                    f"{name}: its IDX header declares {limit:,} bytes, "
+                    f"more than the {MAX_FILE_BYTES:,} a data file may hold"
+                )
+            # In chunks, so memory follows the data rather than the declaration; one byte past the limit
+            # tells a longer stream.
+            chunks, size = [head], len(head)
+            while size <= limit and (chunk := f.read(min(GUNZIP_CHUNK, limit + 1 - size))):
+                chunks.append(chunk)
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{name}: corrupt gzip file ({exc}); download it again") from None
+    data = b"".join(chunks)
+    if len(data) > limit:
+        declared = "its IDX header declares" if idx else "a data file may hold"
+        raise DataError(f"{name}: decompresses to more than the {limit:,} bytes {declared}")
+    return data
+
+
+def _idx_header(raw: bytes, name: str) -> tuple[tuple[int, ...], np.dtype, int, int]:
+    """The dimensions, element type, header length and data length of IDX bytes, as their header declares."""
     if len(raw) < 4:
         raise DataError(f"{name}: truncated IDX file ({len(raw)} bytes, no header)")
     zero1, zero2, code, ndim = raw[0], raw[1], raw[2], raw[3]
@@ -151,7 +179,12 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
         raise DataError(f"{name}: truncated IDX file (header cut short)")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = IDX_DTYPES[code]
-    expected = math.prod(dims) * dtype.itemsize  # Python ints: huge dimensions must not wrap around
+    return dims, dtype, header, math.prod(dims) * dtype.itemsize  # Python ints: huge dimensions must not wrap around
+
+
+def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
+    """Decode the bytes of one IDX file, checking its magic number, dimensions and length."""
+    dims, dtype, header, expected = _idx_header(raw, name)
     body = len(raw) - header
     if body < expected:
         raise DataError(f"{name}: truncated IDX file ({body} data bytes, dimensions {dims} need {expected})")
@@ -347,7 +380,7 @@ def load_pickle(path: str | Path) -> Dataset:
     validation split (the last 10,000) gives exactly the tutorial's split again.
     """
     path = Path(path)
-    raw = _read_file(path)
+    raw = _read_file(path, idx=False)
     try:
         obj = safe_unpickle(raw)
     except DataError as exc:
@@ -371,13 +404,27 @@ def load_npz(path: str | Path) -> Dataset:
     """Load a Keras-style ``.npz`` with ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = fileio.read_regular(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            names = [key for key in NPZ_KEYS if f"{key}.npy" in archive.namelist()]
+            _check_npz_sizes(archive, names, path)
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError) as exc:
+            arrays = {key: npz[key] for key in names}
+    except DataError:
+        raise
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        KeyError,
+        RuntimeError,
+        lzma.LZMAError,
+    ) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     for key in ("x_train", "y_train"):
         if key not in arrays:
@@ -387,6 +434,35 @@ def load_npz(path: str | Path) -> Dataset:
     train = _make_split(arrays["x_train"], arrays["y_train"], f"{path} (train)")
     test = _make_split(arrays["x_test"], arrays["y_test"], f"{path} (test)") if "x_test" in arrays else None
     return Dataset(path.stem, train, test, checksums={path.name: hashlib.md5(raw).hexdigest()}, source=str(path))
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _check_npz_sizes(archive: zipfile.ZipFile, names: list[str], path: Path) -> None:
+    """Refuse an array whose header claims more bytes than its zip entry holds, before NumPy allocates them.
+
+    The zip directory's uncompressed size bounds what reading an entry yields (zipfile stops there and checks
+    the CRC), so arrays that fit their entries, and entries that fit ``MAX_FILE_BYTES``, bound the memory used.
+    """
+    total = 0
+    for name in names:
+        entry = archive.getinfo(f"{name}.npy")
+        total += entry.file_size
+        if total > MAX_FILE_BYTES:
+            raise DataError(f"{path}: its arrays hold more than the {MAX_FILE_BYTES:,} bytes a data file may hold")
+        with archive.open(entry) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(f)
+            declared = math.prod(shape) * dtype.itemsize + f.tell()
+        if declared > entry.file_size:
+            raise DataError(
+                f"{path}: array '{name}' claims shape {shape} ({declared:,} bytes) but its entry holds "
+                f"{entry.file_size:,} bytes; the file is damaged or forged"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -595,4 +671,10 @@ def md5_of(path: str | Path) -> str:
 def standardization(split: Split) -> Normalization:
     """Mean and standard deviation of the training pixels (in [0, 1]), for standardizing model input."""
     x = split.images.float().div_(255.0)
-    return Normalization(round(x.mean().item(), 6), round(x.std().item(), 6))
+    mean, std = round(x.mean().item(), 6), round(x.std().item(), 6)
+    if not std > 0:  # rounded: a spread too small to keep would divide by zero all the same
+        raise DataError(
+            "the training images are all one gray level (pixel standard deviation 0): nothing to learn from; "
+            "check the data"
+        )
+    return Normalization(mean, std)

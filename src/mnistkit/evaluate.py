@@ -155,4 +155,6 @@ def evaluate_checkpoint(
     classes = list(meta.get("classes", ds.classes))
     if len(classes) != len(ds.classes):
         raise DataError(f"the model predicts {len(classes)} classes but the data has {len(ds.classes)}")
-    return evaluate(model, part, Normalization(**meta["normalization"]), classes, batch_size, tta=bool(meta.get("tta")))
+    return evaluate(
+        model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
+    )

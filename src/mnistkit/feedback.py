@@ -40,7 +40,10 @@ def default_path() -> Path:
 
 
 def is_feedback_file(path: Path) -> bool:
-    """True for an SQLite file (by its header, whatever the name)."""
+    """True for an SQLite file (by its header, whatever the name). Only regular files are opened: a FIFO would
+    block the read."""
+    if not path.is_file():
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC

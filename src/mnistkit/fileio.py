@@ -1,10 +1,13 @@
-"""Atomic file and folder writes: a reader (or a crash) never sees a half-written file or folder."""
+"""Files on disk: atomic writes of files and folders (a reader, or a crash, never sees a half-written one) and
+bounded reads (a file from elsewhere is read only if it is a regular file of a size we expect)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,3 +99,31 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_regular(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; anything else raises OSError before it is read.
+
+    A symlink is followed and the file it ends at is what is checked: a FIFO or a device (``/dev/zero``) is
+    refused without blocking or reading, and so is a file larger than ``limit`` (or one growing past it
+    while read). The OSError's ``strerror`` says which, for a one-line message.
+    """
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; it changes nothing for regular files.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)  # the opened file itself: no gap between checking a path and reading it
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file but {_file_kind(info.st_mode)}")
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"file of {info.st_size:,} bytes, more than the {limit:,} allowed")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"file grew past the {limit:,} bytes allowed while it was read")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO")]
+    return next((name for test, name in kinds if test(mode)), "a socket or other special file")

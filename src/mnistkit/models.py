@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .schema import short
 
 
 class LogReg(nn.Module):
@@ -78,6 +80,11 @@ class CNN(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+MAX_WIDTH = 1024  # a cnn this wide has 75 million parameters (300 MB); wider is a typo, not a model
+MAX_CLASSES = 1000
+# The range of each integer option a model may take.
+OPTION_RANGES = {"num_classes": (1, MAX_CLASSES), "width": (1, MAX_WIDTH), "stem_width": (1, MAX_WIDTH)}
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "logreg": LogReg,
     "mlp": MLP,
@@ -95,11 +102,28 @@ def create_model(name: str, **kwargs) -> nn.Module:
     try:
         constructor = MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}") from None
+        raise ConfigError(f"unknown model {short(name)}; choose one of: {', '.join(MODELS)}") from None
+    accepted = inspect.signature(constructor).parameters
+    unknown = [key for key in kwargs if key not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"invalid options for model '{name}': it takes no option {short(unknown[0])} "
+            f"(its options: {', '.join(accepted)})"
+        )
+    check_options(kwargs)
     try:
         return constructor(**kwargs)
-    except TypeError as exc:
+    except TypeError as exc:  # a value of the wrong type
         raise ConfigError(f"invalid options for model '{name}': {exc}") from None
+
+
+def check_options(options: dict[str, object]) -> None:
+    """ConfigError naming the first option that is not a whole number in its range (``OPTION_RANGES``)."""
+    for key, value in options.items():
+        if key in OPTION_RANGES and value is not None:
+            low, high = OPTION_RANGES[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{key} must be a whole number from {low} to {high}, got {value!r}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -128,6 +128,8 @@ def _upright_gray(image: Image.Image, where: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # malformed EXIF is skipped, with a warning no one can act on
             image = ImageOps.exif_transpose(image) or image
+        if image.mode in HIGH_DEPTH_MODES:  # to 8 bits first: Pillow's reduce step refuses 16-bit and float modes
+            image = Image.fromarray(_eight_bit(image))
         if max(image.size) > WORK_SIDE:
             image = image.copy()
             image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
@@ -164,8 +166,6 @@ def _flatten_alpha(image: Image.Image) -> np.ndarray:
         if np.ptp(gray) < MIN_CONTRAST and np.ptp(alpha) >= MIN_CONTRAST:
             return 255 - alpha  # dark-on-light, as a drawing on paper would be
         return gray
-    if image.mode in HIGH_DEPTH_MODES:
-        return _eight_bit(image)
     return np.asarray(image.convert("L"))
 
 

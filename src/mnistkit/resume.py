@@ -13,7 +13,6 @@ moment leaves ``state.json`` naming a complete tensors file: the previous checkp
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +22,14 @@ import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from . import fileio
+from . import fileio, schema
+from .checkpoint import check_state, read_tensors
 from .checkpoint import load_state as load_model_state
-from .checkpoint import read_tensors
 from .errors import CheckpointError, MnistkitError
 
 FOLDER = "resume"
 STATE_NAME = "state.json"
-FORMAT = "mnistkit-resume/1"
+FORMAT = schema.RESUME_FORMAT
 
 
 @dataclass
@@ -187,6 +186,7 @@ def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Ten
     blob = save_safetensors(tensors)
     digest = hashlib.sha256(blob).hexdigest()
     name = f"state-{progress['epoch']:04d}-{progress['step']:06d}-{digest[:12]}.safetensors"
+    previous = (folder / STATE_NAME).is_file()
     try:
         folder.mkdir(exist_ok=True)  # not parents: a run folder that vanished is an error, not recreated
         fileio.write_bytes(folder / name, blob)
@@ -195,10 +195,12 @@ def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Ten
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         if not Path(run_dir).is_dir():
             reason = f"the run folder {run_dir} no longer exists"
-        raise CheckpointError(
-            f"could not save the checkpoint in {folder} ({reason}); the previous checkpoint there is intact. "
-            "Free some space or restore the folder, then resume"
-        ) from None
+        then = (
+            "the previous checkpoint there is intact. Free some space or restore the folder, then resume"
+            if previous
+            else "there is no earlier checkpoint to resume from. Free some space, then train again"
+        )
+        raise CheckpointError(f"could not save the checkpoint in {folder} ({reason}); {then}") from None
     for old in folder.glob("state-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
@@ -218,27 +220,8 @@ def load(run_dir: str | Path) -> TrainingState:
             f"{run_dir}: no resumable checkpoint ({FOLDER}/{STATE_NAME} is missing); "
             "pass a run folder written by mnistkit train that finished at least one checkpoint"
         )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable resume checkpoint ({exc}); it was modified or truncated"
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("tensors"), str):
-        raise CheckpointError(f"{path}: not an mnistkit resume checkpoint (format {FORMAT} expected)")
-    tensors = read_tensors(
-        path.parent / Path(meta["tensors"]).name, meta.get("sha256"), "checkpoint's tensors", STATE_NAME
-    )
-    try:
-        progress = meta["progress"]
-        if not (
-            isinstance(progress["epoch"], int)
-            and isinstance(progress["step"], int)
-            and isinstance(progress["history"], list)
-        ):
-            raise TypeError("epoch, step or history has the wrong type")
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: damaged resume checkpoint ({exc})") from None
+    meta = schema.read_resume_state(path)
+    tensors = read_tensors(path.parent / meta["tensors"], meta["sha256"], "checkpoint's tensors", STATE_NAME)
     return TrainingState(tensors, meta, str(path))
 
 
@@ -257,6 +240,8 @@ def restore(
     try:
         saved = _unflatten(state.meta["state"], state.tensors)
         load_model_state(model, saved["model"], state.where)
+        if saved["best_state"] is not None:  # early stopping's best weights, loaded into the model at the end
+            check_state(model.state_dict(), saved["best_state"], state.where)
         _load_optimizer(optimizer, saved["optimizer"])
         if scheduler is not None:
             if saved["scheduler"] is None:

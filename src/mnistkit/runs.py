@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from . import fileio
+from . import fileio, schema
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
 
@@ -61,12 +60,13 @@ def write_config(run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
+    """The run's config.json as a TrainConfig, checked with the same rules as options given to train."""
     path = Path(run_dir) / CONFIG_NAME
+    values = schema.read_config_record(path)
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the run's config ({exc})") from None
-    return TrainConfig.from_dict(values)
+        return TrainConfig.from_dict(values).validate()
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {schema.RUN_CONFIG.damaged}: {exc}") from None
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,314 @@
+"""What mnistkit accepts in the JSON files it reads: a model's ``model.json``, a run's ``config.json`` and a
+resume checkpoint's ``state.json``. A file is read only if it is a regular file (a symlink is followed and the
+file it ends at is checked) of at most ``MAX_JSON_BYTES``, UTF-8 JSON nested at most ``MAX_DEPTH`` deep;
+its content is then checked field by field with pydantic, strictly (no coercion), numbers in range.
+
+Any violation is one ``CheckpointError`` line naming the file and the field. A checked document is returned
+as it was read (a dict), so its readers keep working on plain JSON; keys added by other mnistkit versions
+are kept where they cannot hurt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_type_hints
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from . import fileio
+from .errors import CheckpointError, ConfigError
+
+CHECKPOINT_FORMAT = "mnistkit-checkpoint/1"
+RESUME_FORMAT = "mnistkit-resume/1"
+MAX_JSON_BYTES = 8 << 20  # the largest real one, a resume state after 10,000 epochs, is about 2 MB
+MAX_DEPTH = 32  # mnistkit writes at most 8 levels (an optimizer's state inside a resume state)
+MAX_EPOCHS = 100_000
+
+
+@dataclass(frozen=True)
+class Document:
+    """How messages about one kind of file begin, after its path."""
+
+    unreadable: str  # the file cannot be read or is not JSON
+    foreign: str  # JSON, but not this kind of file
+    damaged: str  # this kind of file, with a field that is wrong
+
+
+MODEL_META = Document("not a readable checkpoint description", "not an mnistkit checkpoint", "damaged checkpoint")
+RUN_CONFIG = Document("cannot read the run's config", "not a run config", "invalid run config")
+RESUME_STATE = Document(
+    "not a readable resume checkpoint", "not an mnistkit resume checkpoint", "damaged resume checkpoint"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_json(path: str | Path, doc: Document) -> Any:
+    """The JSON value in ``path``, read with the limits above; one CheckpointError line for anything else."""
+    try:
+        value = json.loads(fileio.read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    except RecursionError:
+        reason = f"nested more than {MAX_DEPTH} levels deep"
+    except ValueError as exc:  # not JSON, or an integer of more digits than Python converts
+        reason = str(exc)
+    else:
+        if depth(value) <= MAX_DEPTH:
+            return value
+        reason = f"nested more than {MAX_DEPTH} levels deep"
+    raise CheckpointError(f"{path}: {doc.unreadable} ({reason})")
+
+
+def depth(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays: 0 for a number or string, 1 for a flat list or object.
+    Iterative, and stops counting past ``MAX_DEPTH``."""
+    deepest, pending = 0, [(value, 1)]
+    while pending and deepest <= MAX_DEPTH:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def read_model_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``model.json``, checked."""
+    return _read(path, MODEL_META, ModelMeta, CHECKPOINT_FORMAT)
+
+
+def read_resume_state(path: str | Path) -> dict[str, Any]:
+    """A resume checkpoint's ``state.json``, checked."""
+    return _read(path, RESUME_STATE, ResumeState, RESUME_FORMAT)
+
+
+def read_config_record(path: str | Path) -> dict[str, Any]:
+    """A run's ``config.json`` as a record of scalar options, checked loosely: runs saved by other mnistkit
+    versions (other keys) still read. ``runs.read_config`` turns it into a validated ``TrainConfig``."""
+    return _read(path, RUN_CONFIG, ConfigRecord, None)
+
+
+def _read(path: str | Path, doc: Document, model: type[BaseModel], fmt: str | None) -> dict[str, Any]:
+    value = load_json(path, doc)
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: {doc.foreign} (expected a JSON object)")
+    if fmt is not None and value.get("format") != fmt:
+        raise CheckpointError(f"{path}: {doc.foreign} (format {fmt} expected)")
+    try:
+        model.model_validate(value)
+    except ValidationError as exc:
+        raise CheckpointError(f"{path}: {doc.damaged}: {first_problem(exc)}") from None
+    return value
+
+
+def first_problem(exc: ValidationError) -> str:
+    """pydantic's first error as 'field: what is wrong (got value)', on one line."""
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(printable(str(part)) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] not in ("missing", "value_error"):  # a value error (a check across fields) says what it saw
+        message += f" (got {short(error['input'])})"
+    return f"{field}: {message}" if field else message
+
+
+def printable(name: str) -> str:
+    """A key as a message shows it: as it is if it reads plainly, else quoted with its escapes, shortened."""
+    return name if name.isprintable() and 0 < len(name) <= 40 and name.strip() == name else short(name)
+
+
+def short(value: Any) -> str:
+    """A value as a message shows it: never longer than a few dozen characters, never more than one line."""
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
+# Options of a dataclass (TrainConfig), by their annotations
+
+
+def typed_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` checked against the field types of dataclass ``cls``, strictly (an int is a float, nothing
+    else converts): ConfigError naming the option for the first value of the wrong type."""
+    adapters = _adapters(cls)
+    checked = {}
+    for name, value in values.items():
+        try:
+            checked[name] = adapters[name].validate_python(value, strict=True)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            raise ConfigError(f"{name}: {error['msg']} (got {short(value)})") from None
+    return checked
+
+
+@cache
+def _adapters(cls: type) -> dict[str, TypeAdapter]:
+    hints = get_type_hints(cls)
+    return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+# --------------------------------------------------------------------------------------------------
+# The documents
+
+
+class _Closed(BaseModel):
+    """A part whose keys mnistkit fixes: an unknown key is an error."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Open(BaseModel):
+    """A part other mnistkit versions may add keys to (JSON values, bounded by the file's size and depth).
+
+    A key whose default is None but whose type is not optional may be left out, but is never null: its readers
+    take it with ``meta.get(key, default)``.
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+Name = Annotated[str, Field(max_length=200)]
+Text = Annotated[str, Field(max_length=10_000)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Count = Annotated[int, Field(ge=0, le=10**12)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"a string, number, true, false or null, not {short(value)}")
+    return value
+
+
+Scalar = Annotated[Any, AfterValidator(_scalar)]  # one check, where a union would report one error per member
+
+
+class Normalization(_Closed):
+    mean: Finite
+    std: Positive
+    divisor: Positive = 255.0  # as data.Normalization: files that leave it out mean 0-255 pixels
+
+
+class DatasetRecord(_Open):
+    name: Name | None = None
+    source: Text | None = None
+    checksums: Annotated[dict[Name, Name], Field(max_length=100)] = {}
+    train: Count = 0
+    val: Count = 0
+    test: Count = 0
+
+
+class Metrics(_Open):
+    epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] | None = None
+    train_loss: Finite | None = None
+    val_loss: Finite | None = None
+    test_loss: Finite | None = None
+    val_accuracy: Fraction | None = None
+    test_accuracy: Fraction | None = None
+    train_seconds: NonNegative | None = None
+    load_seconds: NonNegative | None = None
+    test_seconds: NonNegative | None = None
+
+    @model_validator(mode="after")
+    def _losses_with_accuracies(self) -> Metrics:
+        for split in ("val", "test"):
+            if getattr(self, f"{split}_loss") is not None and getattr(self, f"{split}_accuracy") is None:
+                raise ValueError(f"{split}_accuracy: missing beside {split}_loss")
+        return self
+
+
+class ConfigRecord(_Open):
+    """The options a run was trained with, as recorded: the types its readers rely on (evaluate: the data;
+    compare: the epochs). ``TrainConfig.validate`` checks the ranges where a run is resumed, with the messages
+    the command line gives."""
+
+    __pydantic_extra__: dict[str, Scalar]
+    dataset: Name = "mnist"
+    data: Text | None = None
+    val_size: int = 0
+    epochs: int = 1
+
+
+class ModelMeta(_Open):
+    """``model.json``: how to rebuild the network, how its input is scaled, what its outputs are called."""
+
+    format: Literal[CHECKPOINT_FORMAT]
+    model: Name
+    model_options: Annotated[dict[Name, int], Field(max_length=16)] = {}  # models.create_model checks the values
+    normalization: Normalization = None  # absent: data.Normalization's defaults, MNIST's
+    classes: list[Annotated[str, Field(min_length=1, max_length=100)]] = None  # one per output; absent: the digits
+    weights: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")] = "model.safetensors"
+    sha256: Sha256
+    tta: bool = False
+    parameters: Count | None = None
+    input: Annotated[dict[Name, Scalar], Field(max_length=16)] = None
+    dataset: DatasetRecord = None
+    metrics: Metrics = None
+    config: ConfigRecord = None
+    command: Text | None = None
+    created: Name | None = None
+    mnistkit_version: Name | None = None
+    torch_version: Name | None = None
+    python_version: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_name_per_output(self) -> ModelMeta:
+        outputs = self.model_options.get("num_classes", 10)  # every model's default
+        if self.classes is not None and len(self.classes) != outputs:
+            raise ValueError(f"classes: {len(self.classes)} names for a model with {outputs} outputs")
+        return self
+
+
+class EpochRecord(_Closed):
+    """One entry of a run's history: ``train.EpochStats`` as saved (a test keeps the two in step)."""
+
+    epoch: Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+    train_loss: Finite
+    val_loss: Finite | None
+    val_accuracy: Fraction | None
+    lr: NonNegative
+    seconds: NonNegative
+
+
+class ProgressRecord(_Open):
+    epoch: Annotated[int, Field(ge=1, le=MAX_EPOCHS + 1)]
+    step: Annotated[int, Field(ge=0, le=10**9)]
+    done: bool
+    history: Annotated[list[EpochRecord], Field(max_length=MAX_EPOCHS)]
+    epoch_seconds: NonNegative
+    best_loss: Annotated[float, Field(ge=0)]  # infinite until a validation loss is seen
+    epochs_without_gain: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+
+    @model_validator(mode="after")
+    def _history_fits_epoch(self) -> ProgressRecord:
+        if [h.epoch for h in self.history] != list(range(1, self.epoch)):
+            raise ValueError(f"history: its epochs are not 1 to {self.epoch - 1}, as epoch {self.epoch} needs")
+        if self.done and self.step:
+            raise ValueError(f"step: a finished run is at an epoch's start, not at step {self.step}")
+        return self
+
+
+class ResumeState(_Open):
+    """``state.json``: where the run is, and the nested optimizer/scheduler/RNG state whose tensors live in the
+    safetensors file it names (``resume.restore`` checks that they fit the run)."""
+
+    format: Literal[RESUME_FORMAT]
+    tensors: Annotated[str, Field(pattern=r"^state-\d+-\d+-[0-9a-f]{12}\.safetensors$")]
+    sha256: Sha256
+    progress: ProgressRecord
+    state: dict[str, Any]
