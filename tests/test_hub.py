@@ -212,7 +212,10 @@ def set_keys(**values):
         ),
         (lambda folder, config: config["mnistkit"].update(classes=["a", "b"]), r"must list 10 class names"),
         (lambda folder, config: config["mnistkit"].update(normalization={"mean": "x"}), r"must hold numbers"),
-        (set_keys(width=-1), r"config.json: invalid options for model 'cnn' \(width must be a whole number from 1 to 1024"),
+        (
+            set_keys(width=-1),
+            r"config.json: invalid options for model 'cnn' \(width must be a whole number from 1 to 1024",
+        ),
         (set_keys(model="cnn", epochs=3), r"hf: an mnistkit run folder without its model.json"),
     ],
 )
