@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Callable
 
-from . import __version__
+from . import __version__, torchrun
 from .augment import AUGMENTATIONS
 from .config import AMP_MODES, DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from .errors import MnistkitError
@@ -210,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import Interrupt, check_checkpoint_every, command_line, resolve_device, train_run
 
     check_checkpoint_every(args.checkpoint_every)
-    if args.nproc is not None and not distributed.launched_by_torchrun():
+    if args.nproc is not None and not torchrun.launched_by_torchrun():
         return distributed.launch(args.nproc, args.argv)  # runs this same command line in each process
     state = None
     if args.resume is not None:
@@ -731,12 +732,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.handler(args)
     except MnistkitError as exc:
-        from .distributed import prints_errors
-
-        if prints_errors():  # under torchrun, one line rather than one per process
+        if torchrun.prints_errors():  # under torchrun, one line rather than one per process
             print(f"mnistkit: error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)
         code = 130
+    except BaseException:
+        if not torchrun.launched_by_torchrun():
+            raise
+        traceback.print_exc()  # a bug: say where, then leave as every worker does
+        code = 1
+    if torchrun.launched_by_torchrun():
+        torchrun.exit_worker(code)  # skips interpreter finalization, where Gloo's threads can abort the process
     sys.exit(code)
