@@ -6,13 +6,13 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .augment import AUGMENTATIONS
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("auto", "bf16", "off")
+AUGMENTATIONS = ("none", "shift", "affine")  # implemented in augment.py
 
 
 @dataclass
