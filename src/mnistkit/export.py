@@ -12,13 +12,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from . import checkpoint, data, fileio
+from . import fileio
 from .errors import MnistkitError
-from .inference import Classifier, InferenceModel, pixels
+
+if TYPE_CHECKING:  # torch loads on first export, so that the command line starts without it
+    import numpy as np
+    import torch
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 PARITY_IMAGES = 1000
@@ -26,7 +27,7 @@ PARITY_BATCHES = (1, 7, 992)  # sizes the 1,000 images are run in: none equals t
 TOLERANCE = 1e-4  # max abs difference of probabilities allowed between the export and PyTorch
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
 
-Runner = Callable[[torch.Tensor], np.ndarray]
+Runner = Callable[["torch.Tensor"], "np.ndarray"]
 
 
 class ExportError(MnistkitError):
@@ -44,9 +45,11 @@ class ExportResult:
 
 def default_path(source: str | Path | None, fmt: str) -> Path:
     """Beside the checkpoint (``run/model.onnx``); for the bundled pretrained model, in the current folder."""
+    from .checkpoint import resolve
+
     if source is None:
         return Path("mnistkit-pretrained" + FORMATS[fmt])
-    return checkpoint.resolve(source).with_suffix(FORMATS[fmt])
+    return resolve(source).with_suffix(FORMATS[fmt])
 
 
 def export_checkpoint(
@@ -54,13 +57,19 @@ def export_checkpoint(
 ) -> ExportResult:
     """Export a run folder or checkpoint (None: the bundled pretrained model) to ``out`` and verify it.
     An existing ``out`` is replaced only with ``overwrite``."""
+    import numpy as np
+    import torch
+
+    from .data import load_bundled_mnist
+    from .inference import Classifier, InferenceModel, pixels
+
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     classifier = Classifier.load(source)
     out = Path(out).expanduser() if out is not None else default_path(source, fmt)
     if out.exists() and not overwrite:
         raise ExportError(f"{out}: already exists; pass --overwrite to replace it, or choose another -o")
-    test = data.load_bundled_mnist().test
+    test = load_bundled_mnist().test
     x = pixels(test.images[:PARITY_IMAGES])
     with torch.no_grad():
         expected = classifier.model(x).numpy()
@@ -90,12 +99,15 @@ def export_checkpoint(
         diff = float(np.abs(got - expected).max())
         if not diff <= TOLERANCE:  # also catches NaN
             raise ExportError(
-                f"the exported {fmt} model differs from PyTorch by up to {diff:.2e} (allowed {TOLERANCE:.0e}); nothing was written"
+                f"the exported {fmt} model differs from PyTorch by up to {diff:.2e} (allowed {TOLERANCE:.0e}); "
+                "nothing was written"
             )
     return ExportResult(out, fmt, len(x), PARITY_BATCHES, diff)
 
 
 def _export_onnx(model: torch.jit.ScriptModule, example: torch.Tensor, path: Path, info: dict) -> Runner:
+    import torch
+
     try:
         import onnx
         import onnxruntime
@@ -124,6 +136,8 @@ def _export_onnx(model: torch.jit.ScriptModule, example: torch.Tensor, path: Pat
 
 
 def _export_torchscript(model: torch.jit.ScriptModule, example: torch.Tensor, path: Path, info: dict) -> Runner:
+    import torch
+
     torch.jit.save(model, str(path), _extra_files={"mnistkit.json": json.dumps(info)})
     loaded = torch.jit.load(str(path))
     return lambda x: loaded(x).numpy()
