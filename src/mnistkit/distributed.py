@@ -24,7 +24,7 @@ from torch import nn
 
 from . import data
 from .errors import ConfigError, MnistkitError, TrainingError
-from .torchrun import die_with_launcher, launched_by_torchrun
+from .torchrun import die_with_launcher, launched_by_torchrun, restart_count
 
 T = TypeVar("T")
 
@@ -175,7 +175,7 @@ def process_group(device: torch.device) -> Iterator[Context]:
     die_with_launcher()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device, backend = _device_and_backend(device, local_rank)
-    dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
+    _init_group(backend, device if backend == "nccl" else None, rank, world_size)
     control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     try:
@@ -201,6 +201,22 @@ def _device_and_backend(device: torch.device, local_rank: int) -> tuple[torch.de
     raise ConfigError(
         f"multi-process training runs on CUDA (NCCL) or CPU (Gloo), not on {device.type}; use --device cpu or cuda"
     )
+
+
+def _init_group(backend: str, device_id: torch.device | None, rank: int, world_size: int) -> None:
+    """``init_process_group`` from torchrun's environment. A group that torchrun restarted after a failure
+    (``--max-restarts``) meets in the same store as the failed one, whose keys still name the dead workers'
+    addresses (Gloo would connect to them and fail): it meets under a prefix of its own attempt instead."""
+    attempt = restart_count()
+    if attempt == 0:
+        dist.init_process_group(backend, device_id=device_id)
+        return
+    hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and rank == 0  # else the agent hosts it
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=hosts, multi_tenant=True
+    )
+    prefixed = dist.PrefixStore(f"mnistkit/attempt-{attempt}", store)
+    dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size, device_id=device_id)
 
 
 LEAVE_AFTER_ERROR = timedelta(seconds=10)  # how long a failing rank waits for the others before leaving alone
