@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnistkit.augment import AUGMENTATIONS, augment, random_affine, random_shift, shift
+from mnistkit.augment import augment, random_affine, random_shift, shift
+from mnistkit.config import AUGMENTATIONS
 
 BACKGROUND = -0.4242  # a blank pixel after normalization
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,7 @@ RANK_SCRIPT = textwrap.dedent("""
     out, digits = Path(sys.argv[1]), sys.argv[2]
     cfg = make_config(model="mlp", epochs=1, batch_size=128, val_size=0, device="cpu", data=digits)
     with distributed.process_group(resolve_device(cfg.device)) as ctx:
-        run_dir = distributed.on_main(ctx, lambda: runs.create_run_dir(out / "run", cfg.model))
+        run_dir = ctx.on_main(lambda: runs.create_run_dir(out / "run", cfg.model))
         result = train_run(cfg, run_dir, ctx=ctx)
         save_file(result.model.state_dict(), out / f"rank{ctx.rank}.safetensors")
         if ctx.is_main:
@@ -146,9 +149,9 @@ def test_outside_torchrun_the_context_is_one_process(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with distributed.process_group(torch.device("cpu")) as ctx:
         assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
-        assert distributed.on_main(ctx, lambda: 42) == 42
-        assert distributed.agree(ctx, True) and not distributed.agree(ctx, False)
-        assert distributed.steps_per_epoch(1000, 128, ctx) == 8
+        assert ctx.on_main(lambda: 42) == 42
+        assert ctx.agree(True) and not ctx.agree(False)
+        assert ctx.steps_per_epoch(1000, 128) == 8
 
 
 def test_shards_are_disjoint_and_together_make_the_single_process_batches():
@@ -166,7 +169,90 @@ def test_shards_are_disjoint_and_together_make_the_single_process_batches():
         for r in range(2)
     ]
     ctx = distributed.Context(torch.device("cpu"), rank=0, world_size=2)
-    assert len(shards[0]) == len(shards[1]) == distributed.steps_per_epoch(1000, 128, ctx)
+    assert len(shards[0]) == len(shards[1]) == ctx.steps_per_epoch(1000, 128)
     for step, (a, b) in enumerate(zip(*shards)):
         assert not set(a.tolist()) & set(b.tolist())
         assert set(a.tolist()) | set(b.tolist()) == set(single[step].tolist())
+
+
+# --------------------------------------------------------------------------------------------------
+# Faults: a launcher killed, a worker killed under --max-restarts
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (from any of its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in ("Z", "X")  # a zombie has ended
+    except FileNotFoundError:
+        return True
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{what} did not happen"
+        time.sleep(0.01)
+
+
+def resume_state_of(run_dir: Path) -> Path:
+    return run_dir / "resume" / "state.json"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_their_launcher(digits, tmp_path):
+    out = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "mnistkit", "train", "--nproc", "2", "--data", str(digits), "--model", "mlp"]
+        + ["--epochs", "50", "--val-size", "0", "--quiet", "--checkpoint-every", "5", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_for(lambda: resume_state_of(out).exists(), "a first resume state", launcher)
+    workers = children(launcher.pid)
+    assert len(workers) == 2
+    launcher.kill()  # SIGKILL: it can pass nothing on to its workers
+    launcher.communicate()
+    deadline = time.monotonic() + 60
+    while not all(gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the workers outlived their launcher"
+        time.sleep(0.05)
+    assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_under_max_restarts_resumes_and_ends_as_a_run_left_alone(digits, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    train = ["--max-restarts", "1", "-m", "mnistkit", "train", "--data", str(digits), "--model", "mlp"]
+    train += ["--epochs", "2", "--batch-size", "64", "--val-size", "2000", "--deterministic", "--device", "cpu"]
+    train += ["--quiet", "--checkpoint-every", "20"]
+    alone = subprocess.run([*torchrun, *train, "--out", str(tmp_path / "alone")], capture_output=True, text=True)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    job = subprocess.Popen(
+        [*torchrun, *train, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: resume_state_of(out).exists(), "a first resume state", job)
+    os.kill(children(job.pid)[-1], signal.SIGKILL)
+    stdout, stderr = job.communicate(timeout=600)
+    assert job.returncode == 0, stderr[-3000:]
+    assert f"resuming {out} at epoch" in stdout  # the restarted group went on from the resume state
+
+    ours, theirs = load_file(out / "model.safetensors"), load_file(tmp_path / "alone" / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+    without_time = [
+        [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(run)]
+        for run in (out, tmp_path / "alone")
+    ]
+    assert without_time[0] == without_time[1]
+    assert not (out / runs.CLAIM_NAME).exists()

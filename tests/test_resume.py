@@ -22,7 +22,7 @@ from mnistkit import resume, runs
 from mnistkit.cli import main
 from mnistkit.config import make_config
 from mnistkit.errors import CheckpointError
-from mnistkit.train import build_optimizer, build_scheduler, train_run
+from mnistkit.train import build_optimizer, build_scheduler, fit_schedule, train_run
 
 # The mlp on 1,000 real MNIST digits (800 to train): 25 batches an epoch, a checkpoint every 5.
 TRAIN_ARGS = [
@@ -173,7 +173,7 @@ def test_the_second_ctrl_c_raises_at_once_and_leaves_the_checkpoint_as_it_was(tm
     cfg = make_config(model="mlp")
     model = create_model("mlp")
     optimizer, generator = build_optimizer(model, cfg), torch.Generator()
-    progress = resume.Progress()
+    progress = resume.LoopState()
     progress.start_epoch(10, torch.device("cpu"), generator)
     resume.save(tmp_path, *resume.capture(progress, model, optimizer, None, generator))
     before = (tmp_path / resume.FOLDER / resume.STATE_NAME).read_bytes()
@@ -301,7 +301,7 @@ def test_optimizer_and_scheduler_state_round_trips_exactly_through_json_and_safe
         model(torch.randn(4, 1, 28, 28, generator=generator)).sum().backward()
         optimizer.step()
         scheduler.step()
-    progress = resume.Progress(epoch=1, step=3, history=[])
+    progress = resume.LoopState(epoch=1, step=3, history=[])
     progress.start_epoch(10, torch.device("cpu"), generator)
     progress.step = 3
     resume.save(tmp_path, *resume.capture(progress, model, optimizer, scheduler, generator))
@@ -319,6 +319,34 @@ def test_optimizer_and_scheduler_state_round_trips_exactly_through_json_and_safe
             assert torch.equal(ours["state"][index][key], value)
     assert torch.equal(fresh_generator.get_state(), generator.get_state())
     assert not list(tmp_path.glob("*.pkl")) and "pickle" not in (tmp_path / "resume" / "state.json").read_text()
+
+
+@pytest.mark.parametrize("steps_now", [8, 10, 12])
+def test_a_resume_with_another_number_of_processes_ends_the_schedule_with_the_run(steps_now):
+    """Another process count gives an epoch another number of steps: the restored OneCycleLR is stretched or
+    shrunk to the steps left, instead of refusing to step past its old end in the last epoch."""
+    from mnistkit.models import create_model
+
+    cfg = make_config(model="mlp", epochs=3, schedule="onecycle")
+    optimizer = build_optimizer(create_model("mlp"), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=10)
+    for _ in range(10):  # the first epoch, at 10 steps an epoch
+        optimizer.step()
+        scheduler.step()
+    saved = scheduler.state_dict()
+
+    resumed = build_scheduler(optimizer, cfg, steps_per_epoch=steps_now)
+    resumed.load_state_dict(saved)
+    fit_schedule(resumed, cfg, steps_now, resume.LoopState(epoch=2, step=0))
+    if steps_now == 10:
+        assert resumed.state_dict() == saved  # the same process count: the schedule is left exactly as it was
+    lrs = []
+    for _ in range(2 * steps_now):  # the two epochs left: no step past the schedule's end
+        optimizer.step()
+        resumed.step()
+        lrs.append(resumed.get_last_lr()[0])
+    assert resumed.total_steps == 10 + 2 * steps_now
+    assert lrs[-2] == pytest.approx(cfg.lr / 25 / 1e4)  # annealed to its floor on the run's last step
 
 
 def test_resume_keeps_the_runs_options_and_refuses_a_finished_run(tiny_run, tmp_path, capsys):

@@ -8,11 +8,10 @@ untouched: small shifts, rotations and scalings do not change which digit an ima
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
-AUGMENTATIONS = ("none", "shift", "affine")
 
 
 def random_shift(
@@ -64,6 +63,17 @@ def shift(x: torch.Tensor, dy: int, dx: int, background: float) -> torch.Tensor:
 
 
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def tta_probabilities(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, background: float
+) -> torch.Tensor:
+    """Test-time augmentation: the mean softmax of ``model`` over each image and its four 1-pixel shifts.
+
+    All shifts go through the model as one batch: one pass (which also keeps the graph traceable for export).
+    """
+    probs = model(torch.cat([shift(x, dy, dx, background) for dy, dx in TTA_SHIFTS])).float().softmax(1)
+    return probs.reshape(len(TTA_SHIFTS), -1, probs.shape[1]).mean(0)
 
 
 def augment(x: torch.Tensor, kind: str, background: float, generator: torch.Generator | None = None) -> torch.Tensor:

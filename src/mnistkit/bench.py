@@ -19,8 +19,6 @@ import sys
 import time
 from typing import Any
 
-import torch
-
 from .errors import MnistkitError
 
 # preset -> (target test accuracy, training-time goal in seconds on a 2-core CPU)
@@ -67,6 +65,7 @@ def job_preset(preset: str, seed: int, device: str, data: str | None = None, com
 def job_tutorial_loop(epochs: int = 25) -> dict[str, Any]:
     """The tutorial's own loop: its MLP, TensorDataset + DataLoader at batch 64, SGD lr 0.001, one
     ``fit`` call per epoch so each epoch is timed (its validation pass included, as in the tutorial)."""
+    import torch
     from torch.utils.data import TensorDataset
 
     from . import tutorial
@@ -119,6 +118,8 @@ def job_gemm_floor(batch_size: int = 64, epochs: int = 3) -> dict[str, Any]:
     """The floor under any mlp epoch at ``batch_size``: only the eight float32 matrix products of every
     step (three forward, three weight gradients, two input gradients), into preallocated outputs, with no
     autograd, optimizer, data or Python bookkeeping around them. Seconds per epoch of 50,000 images."""
+    import torch
+
     from .models import MLP
 
     torch.manual_seed(0)
@@ -249,6 +250,8 @@ def summarize(preset: str, rows: list[dict[str, Any]], reference_seconds: float 
 
 
 def machine() -> dict[str, Any]:
+    import torch
+
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Callable
 
-from . import __version__
-from .augment import AUGMENTATIONS
-from .config import AMP_MODES, DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
+from . import __version__, torchrun
+from .config import AMP_MODES, AUGMENTATIONS, DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from .errors import MnistkitError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -204,67 +204,32 @@ CONFIG_OPTIONS = [
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from contextlib import ExitStack, closing
-    from pathlib import Path
+    from .session import TrainRequest, train
 
-    from . import distributed, resume, runs
-    from .config import make_config
-    from .progress import ConsoleReporter
-    from .tensorboard_log import TensorBoardReporter, require_tensorboard
-    from .train import Interrupt, check_checkpoint_every, command_line, resolve_device, train_run
+    if args.nproc is not None and not torchrun.launched_by_torchrun():
+        from .distributed import launch
 
-    check_checkpoint_every(args.checkpoint_every)
-    if args.nproc is not None and not distributed.launched_by_torchrun():
-        return distributed.launch(args.nproc, args.argv)  # runs this same command line in each process
-    state = None
+        return launch(args.nproc, args.argv)  # runs this same command line in each process
+    request = TrainRequest(
+        out=args.out,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        tensorboard=args.tensorboard,
+        resume_every=args.checkpoint_every,
+        command=" ".join(["mnistkit", *args.argv]),
+    )
     if args.resume is not None:
         _refuse_options_with_resume(args)
-        cfg, state = resume.open_run(args.resume, device=args.device)
+        request.resume, request.device = args.resume, args.device
     else:
-        cfg = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
-    if args.tensorboard:
-        require_tensorboard()  # before the run folder exists, so a missing extra leaves nothing behind
-    with ExitStack() as stack:
-        ctx = stack.enter_context(distributed.process_group(resolve_device(cfg.device)))
-        interrupt = stack.enter_context(Interrupt(announce=ctx.is_main))
-        distributed.check_batch_size(cfg.batch_size, ctx)
-        if state is None:
-            run_dir = distributed.on_main(ctx, lambda: runs.create_run_dir(args.out, cfg.model, args.overwrite))
-        else:
-            run_dir = Path(args.resume) if ctx.is_main else None
-        reporter = None
-        if ctx.is_main:
-            processes = f" in {ctx.world_size} processes ({ctx.backend})" if ctx.distributed else ""
-            if state is None:
-                print(
-                    f"training {cfg.model} on {cfg.data or cfg.dataset} "
-                    f"for {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}{processes} -> {run_dir}",
-                    flush=True,
-                )
-            else:
-                print(f"resuming {run_dir} at {resume.describe(state)}{processes}", flush=True)
-            reporter = stack.enter_context(closing(ConsoleReporter(quiet=args.quiet, batch_size=cfg.batch_size)))
-            if args.tensorboard:
-                reporter = stack.enter_context(closing(TensorBoardReporter(run_dir, reporter, config=cfg.to_dict())))
-        try:
-            result = train_run(
-                cfg,
-                run_dir,
-                reporter,
-                command=command_line(),
-                ctx=ctx,
-                resume_from=state,
-                checkpoint_every=args.checkpoint_every,
-                interrupt=interrupt,
-            )
-        except BaseException:
-            if state is None and run_dir is not None:
-                runs.remove_if_empty(run_dir)
-            raise
-    if run_dir is not None:
+        from .config import make_config
+
+        request.config = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
+    result = train(request, announce=lambda line: print(line, flush=True))
+    if result.run_dir is not None:
         if result.test_accuracy is not None:
             print(f"test accuracy {result.test_accuracy:.2%}  test loss {result.test_loss:.4f}")
-        print(f"saved {run_dir}  (evaluate: mnistkit evaluate {run_dir})")
+        print(f"saved {result.run_dir}  (evaluate: mnistkit evaluate {result.run_dir})")
     return 0
 
 
@@ -865,12 +830,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.handler(args)
     except MnistkitError as exc:
-        from .distributed import prints_errors
-
-        if prints_errors():  # under torchrun, one line rather than one per process
+        if torchrun.prints_errors():  # under torchrun, one line rather than one per process
             print(f"mnistkit: error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)
         code = 130
+    except BaseException:
+        if not torchrun.launched_by_torchrun():
+            raise
+        traceback.print_exc()  # a bug: say where, then leave as every worker does
+        code = 1
+    if torchrun.launched_by_torchrun():
+        torchrun.exit_worker(code)  # skips interpreter finalization, where Gloo's threads can abort the process
     sys.exit(code)

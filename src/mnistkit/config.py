@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from . import schema
-from .augment import AUGMENTATIONS
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -20,6 +19,7 @@ MAX_BATCH_SIZE = 1 << 24
 # AdamW multiplies by lr × weight_decay): larger ones crash inside PyTorch rather than giving a NaN loss.
 MAX_LR = 1e30
 MAX_WEIGHT_DECAY = 1000.0
+AUGMENTATIONS = ("none", "shift", "affine")  # implemented in augment.py
 
 
 @dataclass

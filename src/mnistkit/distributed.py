@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from . import data
 from .errors import ConfigError, MnistkitError, TrainingError
+from .torchrun import die_with_launcher, launched_by_torchrun, restart_count
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Context:
-    """This process's place in the job: rank 0 of 1 unless torchrun started it."""
+    """This process's place in the job (rank 0 of 1 unless torchrun started it), and the collective calls
+    the training loop makes through it. For one process every call is a no-op, so the loop has one path."""
 
     device: torch.device
     rank: int = 0
@@ -47,36 +50,143 @@ class Context:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def describe(self) -> dict:
+    def to_dict(self) -> dict:
         return {"world_size": self.world_size, "backend": self.backend}
+
+    # ----------------------------------------------------------------------------------------------
+    # Collectives
+
+    def on_main(self, work: Callable[[], T]) -> T | None:
+        """Run ``work`` on rank 0 only (creating the run folder, say); every rank learns whether it failed, so
+        none waits forever for a rank that has already given up. Returns its result on rank 0, None elsewhere."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except MnistkitError as exc:
+                error = exc
+        if self.agree(error is not None) and error is None:
+            raise PeerFailed("rank 0 failed; see its message")
+        if error is not None:
+            raise error
+        return result
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank (a blocking vote on the CPU)."""
+        if not self.distributed:
+            return flag
+        vote = torch.tensor([int(flag)])
+        dist.all_reduce(vote, op=dist.ReduceOp.MAX, group=self.control_group)
+        return bool(vote.item())
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier(group=self.control_group)
+
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over all ranks, in place; returns it."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor`` (same shape on all), stacked: row r is rank r's."""
+        if not self.distributed:
+            return tensor[None]
+        rows = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(rows, tensor.contiguous())
+        return torch.stack(rows)
+
+    # ----------------------------------------------------------------------------------------------
+    # The model and the data
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size % self.world_size:
+            raise ConfigError(
+                f"--batch-size {batch_size} is the global batch and must divide evenly among {self.world_size} "
+                f"processes; use a multiple of {self.world_size}"
+            )
+
+    def steps_per_epoch(self, examples: int, batch_size: int) -> int:
+        """Batches per epoch on every rank, as ``data.batches`` cuts this rank's shard."""
+        shard = examples // self.world_size
+        local_batch = max(1, batch_size // self.world_size)
+        return -(-shard // local_batch)
+
+    def shard(self, split: data.Split) -> data.Split:
+        """Every world_size-th example of ``split``, from this rank's: what it evaluates."""
+        if not self.distributed:
+            return split
+        return data.Split(split.images[self.rank :: self.world_size], split.labels[self.rank :: self.world_size])
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DistributedDataParallel around ``model`` (rank 0's weights are broadcast to all); the model itself
+        for one process."""
+        if not self.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def evaluation_model(self, model: nn.Module, net: nn.Module) -> nn.Module:
+        """What scores a shard: the bare ``model`` when distributed (each rank its own shard, outside DDP),
+        else ``net``, the model as trained (compiled, say)."""
+        return model if self.distributed else net
+
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics): each rank updated its own on its last batch."""
+        if self.distributed:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def check_in_sync(self, model: nn.Module) -> None:
+        """Raise TrainingError unless every rank holds bitwise the same weights and buffers as rank 0."""
+        if not self.distributed:
+            return
+        differ = []
+        for name, tensor in model.state_dict().items():
+            reference = tensor.detach().clone()
+            dist.broadcast(reference, src=0)
+            if not torch.equal(reference, tensor):
+                differ.append(name)
+        if self.agree(bool(differ)):
+            raise TrainingError(
+                f"the ranks' weights differ ({', '.join(differ[:3]) or 'on another rank'}); "
+                "distributed training went out of step"
+            )
 
 
 class PeerFailed(MnistkitError):
     """Another rank failed; it printed why."""
 
 
-def launched_by_torchrun() -> bool:
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
-
-
-def prints_errors() -> bool:
-    """Whether this process prints a user error: rank 0, and the first process of each other node (an
-    error there, such as a data path missing on that machine, is otherwise invisible). On one machine that
-    is one line, not one per process."""
-    return os.environ.get("RANK", "0") == "0" or os.environ.get("LOCAL_RANK", "0") == "0"
-
-
 @contextmanager
 def process_group(device: torch.device) -> Iterator[Context]:
     """Join torchrun's process group for the lifetime of the block; a single-process Context otherwise.
 
-    ``device`` is the resolved device of the run; on CUDA each process takes GPU ``LOCAL_RANK``.
+    ``device`` is the resolved device of the run; on CUDA each process takes GPU ``LOCAL_RANK``. Leaving
+    the block waits for every rank, then takes the group down safely (see ``_leave``).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or not launched_by_torchrun():
         yield Context(device)
         return
+    die_with_launcher()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device, backend = _device_and_backend(device, local_rank)
+    _init_group(backend, device if backend == "nccl" else None, rank, world_size)
+    control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    try:
+        yield Context(device, rank, world_size, local_rank, local_world_size, backend, control)
+    except BaseException:
+        _leave(control, LEAVE_AFTER_ERROR)
+        raise
+    _leave(control, None)
+
+
+def _device_and_backend(device: torch.device, local_rank: int) -> tuple[torch.device, str]:
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(
@@ -85,145 +195,50 @@ def process_group(device: torch.device) -> Iterator[Context]:
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-        backend = "nccl"
-    elif device.type == "cpu":
-        backend = "gloo"
-    else:
-        raise ConfigError(
-            f"multi-process training runs on CUDA (NCCL) or CPU (Gloo), not on {device.type}; use --device cpu or cuda"
-        )
-    dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
-    control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
-    try:
-        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-        yield Context(device, rank, world_size, local_rank, local_world_size, backend, control)
-    finally:
-        dist.destroy_process_group()
-
-
-def on_main(ctx: Context, work: Callable[[], T]) -> T | None:
-    """Run ``work`` on rank 0 only (creating the run folder, say); every rank learns whether it failed, so
-    none waits forever for a rank that has already given up. Returns its result on rank 0, None elsewhere."""
-    result, error = None, None
-    if ctx.is_main:
-        try:
-            result = work()
-        except MnistkitError as exc:
-            error = exc
-    if ctx.distributed and agree(ctx, error is not None):
-        raise error if error is not None else PeerFailed("rank 0 failed; see its message")
-    if error is not None:
-        raise error
-    return result
-
-
-def agree(ctx: Context, flag: bool) -> bool:
-    """True on every rank when ``flag`` is true on any rank (a blocking vote on the CPU)."""
-    if not ctx.distributed:
-        return flag
-    vote = torch.tensor([int(flag)])
-    dist.all_reduce(vote, op=dist.ReduceOp.MAX, group=ctx.control_group)
-    return bool(vote.item())
-
-
-def barrier(ctx: Context) -> None:
-    if ctx.distributed:
-        dist.barrier(group=ctx.control_group)
-
-
-def all_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks, in place; returns it."""
-    if ctx.distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def gather_rows(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``tensor`` (same shape on all), stacked: row r is rank r's."""
-    if not ctx.distributed:
-        return tensor[None]
-    rows = [torch.empty_like(tensor) for _ in range(ctx.world_size)]
-    dist.all_gather(rows, tensor.contiguous())
-    return torch.stack(rows)
-
-
-# --------------------------------------------------------------------------------------------------
-# The model and the data
-
-
-def check_batch_size(batch_size: int, ctx: Context) -> None:
-    if batch_size % ctx.world_size:
-        raise ConfigError(
-            f"--batch-size {batch_size} is the global batch and must divide evenly among {ctx.world_size} processes; "
-            f"use a multiple of {ctx.world_size}"
-        )
-
-
-def steps_per_epoch(examples: int, batch_size: int, ctx: Context) -> int:
-    """Batches per epoch on every rank, as ``data.batches`` cuts this rank's shard."""
-    shard = examples // ctx.world_size if ctx.distributed else examples
-    local_batch = max(1, batch_size // ctx.world_size)
-    return -(-shard // local_batch)
-
-
-def wrap(model: nn.Module, ctx: Context) -> nn.Module:
-    """DistributedDataParallel around ``model`` (rank 0's weights are broadcast to all); the model itself
-    for one process."""
-    if not ctx.distributed:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
-
-
-def broadcast_buffers(model: nn.Module, ctx: Context) -> None:
-    """Give every rank rank 0's buffers (BatchNorm statistics): each rank updated its own on its last batch."""
-    if ctx.distributed:
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
-
-
-def check_in_sync(model: nn.Module, ctx: Context) -> None:
-    """Raise TrainingError unless every rank holds bitwise the same weights and buffers as rank 0."""
-    if not ctx.distributed:
-        return
-    differ = []
-    for name, tensor in model.state_dict().items():
-        reference = tensor.detach().clone()
-        dist.broadcast(reference, src=0)
-        if not torch.equal(reference, tensor):
-            differ.append(name)
-    if agree(ctx, bool(differ)):
-        raise TrainingError(
-            f"the ranks' weights differ ({', '.join(differ[:3]) or 'on another rank'}); "
-            "distributed training went out of step"
-        )
-
-
-@torch.no_grad()
-def sharded_loss_and_accuracy(
-    model: nn.Module,
-    split: data.Split,
-    norm: data.Normalization,
-    ctx: Context,
-    batch_size: int = 1000,
-    tta: bool = False,
-) -> tuple[float, float]:
-    """Loss and accuracy over the whole ``split``, each rank evaluating every world_size-th example."""
-    from .evaluate import predict_logits
-
-    shard = data.Split(split.images[ctx.rank :: ctx.world_size], split.labels[ctx.rank :: ctx.world_size])
-    logits = predict_logits(model, shard, norm, batch_size, tta)
-    labels = shard.labels.to(logits.device)
-    totals = torch.stack(
-        [
-            F.cross_entropy(logits.double(), labels, reduction="sum"),
-            (logits.argmax(1) == labels).sum().double(),
-        ]
+        return device, "nccl"
+    if device.type == "cpu":
+        return device, "gloo"
+    raise ConfigError(
+        f"multi-process training runs on CUDA (NCCL) or CPU (Gloo), not on {device.type}; use --device cpu or cuda"
     )
-    loss, accuracy = (all_sum(ctx, totals) / len(split)).tolist()
-    return loss, accuracy
+
+
+def _init_group(backend: str, device_id: torch.device | None, rank: int, world_size: int) -> None:
+    """``init_process_group`` from torchrun's environment. A group that torchrun restarted after a failure
+    (``--max-restarts``) meets in the same store as the failed one, whose keys still name the dead workers'
+    addresses (Gloo would connect to them and fail): it meets under a prefix of its own attempt instead."""
+    attempt = restart_count()
+    if attempt == 0:
+        dist.init_process_group(backend, device_id=device_id)
+        return
+    hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and rank == 0  # else the agent hosts it
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=hosts, multi_tenant=True
+    )
+    prefixed = dist.PrefixStore(f"mnistkit/attempt-{attempt}", store)
+    dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size, device_id=device_id)
+
+
+LEAVE_AFTER_ERROR = timedelta(seconds=10)  # how long a failing rank waits for the others before leaving alone
+DRAIN_SECONDS = 0.2  # for Gloo's threads to let go of their last work objects
+
+
+def _leave(control_group: object, timeout: timedelta | None) -> None:
+    """Take the process group down so that the process can exit cleanly.
+
+    After the last collective, Gloo's threads release work objects that hold Python objects; that needs
+    the GIL. Should the main thread already be finalizing the interpreter, CPython (before 3.14) ends such a
+    thread with a forced unwind through a noexcept C++ destructor, and the process aborts ("terminate
+    called without an active exception"). So: a barrier (every rank's collectives are complete), destroying
+    the group (its threads stop), and a short sleep that releases the GIL while they finish. A rank that
+    failed alone waits ``timeout`` at most for the others (None: the group's own timeout).
+    """
+    try:
+        dist.monitored_barrier(group=control_group, timeout=timeout, wait_all_ranks=True)
+    except RuntimeError:  # another rank did not come: it failed too, or is stuck; torchrun ends it
+        pass
+    dist.destroy_process_group()
+    time.sleep(DRAIN_SECONDS)
 
 
 # --------------------------------------------------------------------------------------------------

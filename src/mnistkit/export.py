@@ -19,14 +19,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from . import checkpoint, data, fileio, hub
+from . import fileio
 from .errors import MnistkitError
-from .inference import Classifier, InferenceModel, pixels
+
+if TYPE_CHECKING:  # torch loads on first export, so that the command line starts without it
+    import numpy as np
+    import torch
+
+    from .inference import Classifier, InferenceModel
 
 # Output suffix per format; "hf" is a folder (run/model-hf).
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt", "hf": "-hf"}
@@ -37,7 +39,7 @@ INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
 METADATA_NAME = "mnistkit.json"  # the contract, stored inside .pt2 and .pt files
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 
-Runner = Callable[[torch.Tensor], np.ndarray]
+Runner = Callable[["torch.Tensor"], "np.ndarray"]
 
 
 class ExportError(MnistkitError):
@@ -55,6 +57,8 @@ class ExportResult:
 
 def default_path(source: str | Path | None, fmt: str) -> Path:
     """Beside the checkpoint (``run/model.onnx``, ``run/model-hf``); for the bundled model, in the current folder."""
+    from . import checkpoint
+
     if source is None:
         return Path("mnistkit-pretrained" + FORMATS[fmt])
     if checkpoint.is_hub_folder(source):
@@ -69,6 +73,12 @@ def export_checkpoint(
 ) -> ExportResult:
     """Export a run folder or checkpoint (None: the bundled pretrained model) to ``out`` and verify it.
     An existing ``out`` is replaced only with ``overwrite``."""
+    import numpy as np
+    import torch
+
+    from .data import load_bundled_mnist
+    from .inference import Classifier, InferenceModel, pixels
+
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     if fmt == "onnx":
@@ -77,7 +87,7 @@ def export_checkpoint(
     out = Path(out).expanduser() if out is not None else default_path(source, fmt)
     if out.exists() and not overwrite:
         raise ExportError(f"{out}: already exists; pass --overwrite to replace it, or choose another -o")
-    test = data.load_bundled_mnist().test
+    test = load_bundled_mnist().test
     x = pixels(test.images[:PARITY_IMAGES])
     with torch.no_grad():
         expected = classifier.model(x).numpy()
@@ -120,12 +130,15 @@ def _require_onnx_packages() -> None:
 
 
 def _dynamic_batch() -> dict[str, Any]:
+    import torch
+
     return {"x": {0: torch.export.Dim("batch")}}  # "x": InferenceModel.forward's argument
 
 
 def _export_onnx(model: InferenceModel, example: torch.Tensor, path: Path, info: dict) -> Runner:
     import onnx
     import onnxruntime
+    import torch
 
     try:
         with _quiet_onnx_registry(), warnings.catch_warnings():
@@ -167,6 +180,8 @@ def _quiet_onnx_registry() -> Iterator[None]:
 
 
 def _export_program(model: InferenceModel, example: torch.Tensor, path: Path, info: dict) -> Runner:
+    import torch
+
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
     except Exception as exc:  # torch.export rejects unsupported Python in many ways
@@ -181,6 +196,10 @@ def _export_program(model: InferenceModel, example: torch.Tensor, path: Path, in
 
 
 def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path, info: dict) -> Runner:
+    import torch
+
+    from .inference import InferenceModel
+
     with warnings.catch_warnings():
         # TorchScript is deprecated as a whole in torch 2.13 (every torch.jit call warns so); the format stays for
         # runtimes that only read it. exported-program is its replacement.
@@ -197,6 +216,9 @@ def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path
 
 
 def _export_hf(classifier: Classifier, folder: Path) -> Runner:
+    from . import hub
+    from .inference import Classifier
+
     hub.write_folder(classifier, folder)
     net, meta = hub.load_folder(folder)
     return Classifier(net, meta, str(folder)).predict_array

@@ -33,7 +33,7 @@ FORMAT = schema.RESUME_FORMAT
 
 
 @dataclass
-class Progress:
+class LoopState:
     """Where a run is: the loop's own bookkeeping, saved and restored with the weights.
 
     ``epoch`` is the 1-based epoch in progress (or the next one), ``step`` the batches of it already
@@ -61,8 +61,8 @@ class Progress:
 
 
 @dataclass
-class TrainingState:
-    """A loaded checkpoint, not yet applied to a model: the tensors by name and the JSON part."""
+class ResumeState:
+    """A loaded resume state, not yet applied to a model: the tensors by name and the JSON part."""
 
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
@@ -83,6 +83,11 @@ class TrainingState:
     @property
     def history(self) -> list[dict[str, Any]]:
         return list(self.meta["progress"]["history"])
+
+    @property
+    def position(self) -> str:
+        """Where training goes on from, in words."""
+        return f"epoch {self.epoch}, step {self.step}" if self.step else f"the start of epoch {self.epoch}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,7 +135,7 @@ def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def capture(
-    progress: Progress,
+    progress: LoopState,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -179,6 +184,10 @@ def state_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / FOLDER
 
 
+def has_state(run_dir: str | Path) -> bool:
+    return (state_dir(run_dir) / STATE_NAME).is_file()
+
+
 def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write the checkpoint into ``<run_dir>/resume`` as a two-file commit (see the module docstring)."""
     folder = state_dir(run_dir)
@@ -211,7 +220,7 @@ def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Ten
 # Load and apply
 
 
-def load(run_dir: str | Path) -> TrainingState:
+def load(run_dir: str | Path) -> ResumeState:
     """Read and verify ``<run_dir>/resume``: one clear CheckpointError for anything missing or damaged."""
     run_dir = Path(run_dir).expanduser()
     path = state_dir(run_dir) / STATE_NAME
@@ -222,11 +231,11 @@ def load(run_dir: str | Path) -> TrainingState:
         )
     meta = schema.read_resume_state(path)
     tensors = read_tensors(path.parent / meta["tensors"], meta["sha256"], "checkpoint's tensors", STATE_NAME)
-    return TrainingState(tensors, meta, str(path))
+    return ResumeState(tensors, meta, str(path))
 
 
 def restore(
-    state: TrainingState,
+    state: ResumeState,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -234,7 +243,7 @@ def restore(
     steps_per_epoch: int,
     rank: int = 0,
     world_size: int = 1,
-) -> Progress:
+) -> LoopState:
     """Put the saved weights, optimizer, scheduler and RNG states back; return the loop's bookkeeping."""
     device = next(model.parameters()).device
     try:
@@ -252,7 +261,7 @@ def restore(
         if "cuda" in saved["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         info = state.meta["progress"]
-        progress = Progress(
+        progress = LoopState(
             epoch=info["epoch"],
             step=info["step"],
             done=bool(info["done"]),
@@ -324,7 +333,3 @@ def open_run(run_dir: str | Path, device: str | None = None):
     if state.done and (run_dir / "model.json").is_file():
         raise CheckpointError(f"{run_dir}: this run already finished ({len(state.history)} epochs); nothing to resume")
     return cfg, state
-
-
-def describe(state: TrainingState) -> str:
-    return f"epoch {state.epoch}, step {state.step}" if state.step else f"the start of epoch {state.epoch}"

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import fileio, schema
+from . import __version__, fileio, schema
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from .data import Dataset, Normalization, Splits
+    from .train import EpochStats
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
@@ -34,8 +40,8 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
         raise ConfigError(f"--out {path}: exists and is not a folder; choose another --out")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise ConfigError(
-            f"--out {path}: folder exists and is not empty; "
-            "pass --overwrite to replace that run, or choose another --out"
+            f"--out {path}: folder exists and is not empty; pass --overwrite to replace that run, "
+            "or choose another --out"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -50,9 +56,37 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
 def remove_if_empty(path: Path) -> None:
     """Take back a run folder that a failed start left empty (bad data, say), so no empty run litters runs/."""
     try:
+        if [p.name for p in path.iterdir()] == [CLAIM_NAME]:
+            (path / CLAIM_NAME).unlink()
         path.rmdir()  # only ever removes an empty folder
     except OSError:
         pass
+
+
+# A torchrun job that may restart its workers (--max-restarts) marks the run folder it created, so that
+# the restarted workers find it again, also under a default name, and no other job's folder.
+CLAIM_NAME = ".torchrun-job"
+
+
+def claim(run_dir: Path, job: str) -> None:
+    fileio.write_text(run_dir / CLAIM_NAME, job)
+
+
+def claimed_by(job: str, out: str | Path | None, root: str | Path = "runs") -> Path | None:
+    """The run folder that torchrun job ``job`` created: ``out``, or one under ``root`` without --out."""
+    candidates = [Path(out).expanduser()] if out is not None else sorted(Path(root).glob("*"))
+    for folder in candidates:
+        try:
+            if (folder / CLAIM_NAME).read_text(encoding="utf-8") == job:
+                return folder
+        except (OSError, UnicodeDecodeError):
+            continue
+    return None
+
+
+def release(run_dir: Path) -> None:
+    """The run finished: nothing will restart into its folder."""
+    (run_dir / CLAIM_NAME).unlink(missing_ok=True)
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -86,3 +120,63 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float | None]]:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the run's metrics ({exc.strerror or exc})") from None
     return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows]
+
+
+def model_metadata(
+    cfg: TrainConfig,
+    dataset: Dataset,
+    splits: Splits,
+    norm: Normalization,
+    *,
+    parameters: int,
+    history: Sequence[EpochStats],
+    test_loss: float | None,
+    test_accuracy: float | None,
+    seconds: dict[str, float],
+    processes: dict[str, Any],
+    command: str | None,
+) -> dict[str, Any]:
+    """What model.json records beside the weights: how to use the model, what it was trained on and how,
+    its scores, and the versions that made it. ``seconds`` holds the load and test times."""
+    import torch
+
+    last = history[-1]
+    return {
+        "model": cfg.model,
+        "model_options": {"num_classes": len(dataset.classes), **cfg.model_options()},
+        "parameters": parameters,
+        "normalization": norm.to_dict(),
+        "classes": dataset.classes,
+        "input": {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black, as MNIST"},
+        "tta": cfg.tta,
+        "dataset": _dataset_metadata(dataset, splits),
+        "metrics": {
+            "epochs": len(history),
+            "train_loss": last.train_loss,
+            "val_loss": last.val_loss,
+            "val_accuracy": last.val_accuracy,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "train_seconds": sum(h.seconds for h in history),
+            "load_seconds": seconds["load"],
+            "test_seconds": seconds["test"],
+        },
+        "config": cfg.to_dict(),
+        "processes": processes,
+        "command": command,
+        "mnistkit_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _dataset_metadata(dataset: Dataset, splits: Splits) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "source": dataset.source,
+        "checksums": dataset.checksums,
+        "train": len(splits.train),
+        "val": len(splits.val) if splits.val else 0,
+        "test": len(splits.test) if splits.test else 0,
+    }

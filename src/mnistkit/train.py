@@ -8,20 +8,19 @@ every step (losses are collected on the device and read a few times per epoch).
 from __future__ import annotations
 
 import math
-import platform
 import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, data, distributed, resume, runs
+from . import data, distributed, resume, runs
 from .augment import augment
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
@@ -111,9 +110,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """A learning-rate schedule stepped once per batch, or None."""
-    total = cfg.epochs * steps_per_epoch
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int | None = None
+):
+    """A learning-rate schedule stepped once per batch, or None. It ends after ``total_steps`` (by default
+    the run's epochs of ``steps_per_epoch``)."""
+    total = cfg.epochs * steps_per_epoch if total_steps is None else total_steps
     if cfg.schedule == "onecycle":
         if total < 4:  # too few steps to warm up and anneal (PyTorch's OneCycleLR divides by zero): constant lr
             return None
@@ -127,21 +129,43 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     return None
 
 
+SCHEDULE_LENGTHS = ("total_steps", "_schedule_phases", "T_max", "step_size")  # what build_scheduler derives
+
+
+def fit_schedule(scheduler: Any, cfg: TrainConfig, steps_per_epoch: int, progress: resume.LoopState) -> None:
+    """Make a restored schedule end with the run. Resumed with another number of processes, an epoch has
+    another number of steps: the schedule's length is derived again from the steps taken so far and the
+    steps left, so it neither ends early (OneCycleLR refuses to step past its end) nor late."""
+    if scheduler is None:
+        return
+    left = (cfg.epochs - progress.epoch + 1) * steps_per_epoch - progress.step
+    total = scheduler.last_epoch + max(0, left)
+    throwaway = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    fresh = build_scheduler(throwaway, cfg, steps_per_epoch, total)
+    if fresh is None:
+        return
+    state, lengths = scheduler.state_dict(), fresh.state_dict()
+    if all(state.get(key) == lengths.get(key) for key in SCHEDULE_LENGTHS):
+        return
+    scheduler.load_state_dict({**state, **{key: lengths[key] for key in SCHEDULE_LENGTHS if key in state}})
+
+
 def _first_bad_step(losses: torch.Tensor) -> int | None:
     bad = (~torch.isfinite(losses)).nonzero()
     return int(bad[0]) if len(bad) else None
 
 
 class TrainingInterrupted(TrainingError):
-    """Ctrl-C stopped training between two batches; the checkpoint is saved."""
+    """Ctrl-C stopped training between two batches; the resume state is saved."""
 
     exit_code = 130
 
 
 class Interrupt:
-    """Ctrl-C while training: the first SIGINT asks the loop to stop after the current batch and save a
-    checkpoint; a second raises KeyboardInterrupt at once. Checkpoints are written atomically, so quitting
-    mid-write leaves the last good one as it was. A context manager: the old handler comes back on exit."""
+    """Ctrl-C while training: the first SIGINT asks the loop to stop after the current batch and save its
+    resume state; a second raises KeyboardInterrupt at once. Resume states are written atomically, so
+    quitting mid-write leaves the last good one as it was. A context manager: the old handler comes back
+    on exit."""
 
     def __init__(self, announce: bool = True):
         self.requested, self.announce, self.previous = False, announce, None
@@ -166,9 +190,9 @@ class Interrupt:
 
 
 @dataclass
-class Checkpoints:
-    """Resumable checkpoints during fit: into ``run_dir`` (None: this process does not write, as any rank
-    but 0) at every epoch's end, every ``every`` batches, and when ``interrupt`` asks to stop."""
+class ResumeSaver:
+    """When and where fit saves its resume state: into ``run_dir`` (None: this process does not write, as
+    any rank but 0) at every epoch's end, every ``every`` batches, and when ``interrupt`` asks to stop."""
 
     run_dir: Path | None = None
     every: int = 0
@@ -176,52 +200,24 @@ class Checkpoints:
 
     def stop_requested(self, ctx: distributed.Context) -> bool:
         # A vote: torchrun passes Ctrl-C to every process, and all must stop after the same batch.
-        return self.interrupt is not None and distributed.agree(ctx, self.interrupt.requested)
+        return self.interrupt is not None and ctx.agree(self.interrupt.requested)
 
     def due(self, global_step: int) -> bool:
         return self.every > 0 and global_step % self.every == 0
 
-    def save(
-        self,
-        progress: resume.Progress,
-        model: nn.Module,
-        optimizer,
-        scheduler,
-        generator: torch.Generator,
-        ctx: distributed.Context,
-    ) -> None:
+    def save(self, progress: resume.LoopState, model: nn.Module, optimizer, scheduler, generator, ctx) -> None:
         """Called on every rank (each holds the losses of its own shard); rank 0 writes."""
         losses_by_rank = None
         if progress.step:
             losses_by_rank = (
-                distributed.gather_rows(ctx, progress.losses[: progress.step]),
-                distributed.gather_rows(ctx, progress.sizes[: progress.step]),
+                ctx.gather_rows(progress.losses[: progress.step]),
+                ctx.gather_rows(progress.sizes[: progress.step]),
             )
         if self.run_dir is not None:
             resume.save(self.run_dir, *resume.capture(progress, model, optimizer, scheduler, generator, losses_by_rank))
 
-    def interrupted(
-        self, progress: resume.Progress, steps_per_epoch: int, ctx: distributed.Context
-    ) -> TrainingInterrupted:
-        where = (
-            f"at epoch {progress.epoch}, step {progress.step} of {steps_per_epoch}"
-            if progress.step
-            else f"after epoch {progress.epoch - 1}"
-        )
-        distributed.barrier(ctx)  # every rank stopped here; leave together once rank 0 has saved
-        if self.run_dir is None:
-            return TrainingInterrupted(f"interrupted {where}")
-        command = f"mnistkit train --resume {self.run_dir}"
-        if ctx.distributed:
-            command += (
-                f" --nproc {ctx.world_size}"
-                if ctx.world_size == ctx.local_world_size
-                else " (under the same torchrun command)"
-            )
-        return TrainingInterrupted(f"interrupted {where}; checkpoint saved. Resume with: {command}")
 
-
-def check_checkpoint_every(every: int) -> None:
+def check_resume_every(every: int) -> None:
     if every < 0:
         raise ConfigError(f"--checkpoint-every must be 0 (epoch ends only) or a number of batches, got {every}")
 
@@ -235,106 +231,191 @@ def fit(
     reporter: Reporter | None = None,
     *,
     ctx: distributed.Context | None = None,
-    resume_from: resume.TrainingState | None = None,
-    checkpoints: Checkpoints | None = None,
+    resume_from: resume.ResumeState | None = None,
+    saver: ResumeSaver | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` on ``train`` (already on the model's device) and validate after every epoch.
 
     Returns the history, one ``EpochStats`` per epoch. With early stopping the best weights (lowest
     validation loss) are restored at the end. Under torchrun (``ctx``) the model is wrapped in
     DistributedDataParallel and each rank trains on its shard of every epoch's permutation. ``resume_from``
-    continues a saved run exactly where it stopped; ``checkpoints`` says where and when to save one.
+    continues a saved run exactly where it stopped; ``saver`` says where and when to save its resume state.
     """
-    reporter = reporter or SilentReporter()
-    ctx = ctx or distributed.Context(train.images.device)
-    checkpoints = checkpoints or Checkpoints()
     if cfg.early_stopping and val is None:
         raise ConfigError("--early-stopping needs a validation set; use --val-size > 0")
-    distributed.check_batch_size(cfg.batch_size, ctx)
-    device = train.images.device
-    # bf16 has float32's range, so no loss scaler is needed (and none is saved).
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.amp, device))
-    background = -norm.mean / norm.std  # a blank pixel after normalization
-    steps_per_epoch = distributed.steps_per_epoch(len(train), cfg.batch_size, ctx)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    generator = torch.Generator().manual_seed(cfg.seed)  # draws the permutations and the augmentations
-    if resume_from is not None:
-        progress = resume.restore(
-            resume_from, model, optimizer, scheduler, generator, steps_per_epoch, ctx.rank, ctx.world_size
-        )
-    else:
-        progress = resume.Progress()
-    net = distributed.wrap(model, ctx)  # after restoring: DDP starts every rank from rank 0's weights
-    net = torch.compile(net) if cfg.compile else net
-    evaluator = model if ctx.distributed else net  # each rank evaluates its own shard, outside DDP
+    loop = _Loop.start(
+        model,
+        train,
+        val,
+        cfg,
+        norm,
+        reporter or SilentReporter(),
+        ctx or distributed.Context(train.images.device),
+        saver or ResumeSaver(),
+        resume_from,
+    )
+    while not loop.progress.done and loop.progress.epoch <= cfg.epochs:
+        loop.train_epoch()
+        stats = loop.end_epoch()
+        loop.close_epoch(stats)
+    return loop.finish()
 
-    while not progress.done and progress.epoch <= cfg.epochs:
-        epoch = progress.epoch
+
+@dataclass
+class _Loop:
+    """One fit in progress: the model, its optimisation and the loop's state, for the steps of ``fit``."""
+
+    model: nn.Module
+    net: nn.Module  # the model as trained: in DistributedDataParallel, compiled
+    train: data.Split
+    val: data.Split | None
+    cfg: TrainConfig
+    norm: data.Normalization
+    reporter: Reporter
+    ctx: distributed.Context
+    saver: ResumeSaver
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator  # draws the permutations and the augmentations
+    progress: resume.LoopState
+    steps_per_epoch: int
+    started: float = 0.0  # when the epoch in progress started, less the time it ran before a resume
+    autocast: torch.autocast = field(init=False)
+    background: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        device = self.train.images.device
+        # bf16 has float32's range, so no loss scaler is needed (and none is saved).
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(self.cfg.amp, device))
+        self.background = -self.norm.mean / self.norm.std  # a blank pixel after normalization
+
+    @classmethod
+    def start(cls, model, train, val, cfg, norm, reporter, ctx, saver, resume_from) -> _Loop:
+        ctx.check_batch_size(cfg.batch_size)
+        steps_per_epoch = ctx.steps_per_epoch(len(train), cfg.batch_size)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        progress = resume.LoopState()
+        if resume_from is not None:
+            progress = resume.restore(
+                resume_from, model, optimizer, scheduler, generator, steps_per_epoch, ctx.rank, ctx.world_size
+            )
+            fit_schedule(scheduler, cfg, steps_per_epoch, progress)
+        net = ctx.wrap(model)  # after restoring: DDP starts every rank from rank 0's weights
+        net = torch.compile(net) if cfg.compile else net
+        return cls(
+            model, net, train, val, cfg, norm, reporter, ctx, saver, optimizer, scheduler, generator, progress,
+            steps_per_epoch,
+        )  # fmt: skip
+
+    def train_epoch(self) -> None:
+        """Train the epoch in progress to its end (from where a resumed run stopped)."""
+        progress = self.progress
         if progress.step == 0:
-            progress.start_epoch(steps_per_epoch, device, generator)
-        start = time.perf_counter() - progress.epoch_seconds
-        reporter.epoch_start(epoch, cfg.epochs, steps_per_epoch)
-        net.train()
-        for step, (x, y) in enumerate(_epoch_batches(train, cfg, norm, generator, ctx, progress), start=progress.step):
-            x = augment(x, cfg.augment, background, generator).contiguous(memory_format=torch.channels_last)
-            with autocast:
-                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            progress.losses[step] = loss.detach()
+            progress.start_epoch(self.steps_per_epoch, self.train.images.device, self.generator)
+        self.started = time.perf_counter() - progress.epoch_seconds
+        self.reporter.epoch_start(progress.epoch, self.cfg.epochs, self.steps_per_epoch)
+        self.net.train()
+        batches = _epoch_batches(self.train, self.cfg, self.norm, self.generator, self.ctx, progress)
+        for step, (x, y) in enumerate(batches, start=progress.step):
+            progress.losses[step] = self.train_step(x, y)
             progress.sizes[step] = len(y)
             progress.step = step + 1
-            if progress.step % SYNC_EVERY == 0 or progress.step == steps_per_epoch:
-                _check_finite(progress.losses[: progress.step], epoch, ctx)
-                reporter.batches_done(
-                    progress.step, _mean_loss(progress.losses[: progress.step], progress.sizes[: progress.step])
-                )
-            if progress.step < steps_per_epoch:  # the epoch's last batch is saved after validation
-                stop = checkpoints.stop_requested(ctx)
-                if stop or checkpoints.due((epoch - 1) * steps_per_epoch + progress.step):
-                    progress.epoch_seconds = time.perf_counter() - start
-                    checkpoints.save(progress, model, optimizer, scheduler, generator, ctx)
-                if stop:
-                    raise checkpoints.interrupted(progress, steps_per_epoch, ctx)
-        losses = distributed.all_sum(ctx, torch.stack([(progress.losses * progress.sizes).sum(), progress.sizes.sum()]))
-        train_loss = (losses[0] / losses[1]).item()
-        distributed.broadcast_buffers(model, ctx)
+            if progress.step % SYNC_EVERY == 0 or progress.step == self.steps_per_epoch:
+                self.report_losses()
+            if progress.step < self.steps_per_epoch:  # the epoch's last batch is saved after validation
+                self.between_batches()
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on the batch (x, y); returns its loss, left on the device."""
+        cfg = self.cfg
+        x = augment(x, cfg.augment, self.background, self.generator).contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            loss = F.cross_entropy(self.net(x), y, label_smoothing=cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+    def report_losses(self) -> None:
+        """Read the losses so far from the device: stop on a non-finite one, and show their mean."""
+        losses, sizes = self.progress.losses[: self.progress.step], self.progress.sizes[: self.progress.step]
+        _check_finite(losses, self.progress.epoch, self.ctx)
+        self.reporter.batches_done(self.progress.step, _mean_loss(losses, sizes))
+
+    def between_batches(self) -> None:
+        """Save the resume state when it is due or Ctrl-C asked for it; then stop if asked."""
+        progress = self.progress
+        stop = self.saver.stop_requested(self.ctx)
+        if stop or self.saver.due((progress.epoch - 1) * self.steps_per_epoch + progress.step):
+            progress.epoch_seconds = time.perf_counter() - self.started
+            self.save()
+        if stop:
+            raise self.interrupted()
+
+    def end_epoch(self) -> EpochStats:
+        """The epoch's training loss over all ranks, its validation score, reported and added to the history."""
+        progress, cfg = self.progress, self.cfg
+        totals = self.ctx.all_sum(torch.stack([(progress.losses * progress.sizes).sum(), progress.sizes.sum()]))
+        train_loss = (totals[0] / totals[1]).item()
+        self.ctx.broadcast_buffers(self.model)
         val_loss = val_accuracy = None
-        if val is not None and len(val):
-            val_loss, val_accuracy = _score(evaluator, val, norm, ctx, cfg.eval_batch_size)
+        if self.val is not None and len(self.val):
+            evaluator = self.ctx.evaluation_model(self.model, self.net)
+            val_loss, val_accuracy = loss_and_accuracy(
+                evaluator, self.val, self.norm, cfg.eval_batch_size, ctx=self.ctx
+            )
             if not math.isfinite(val_loss):
                 raise TrainingError(
-                    f"validation loss became {val_loss} at epoch {epoch}; "
+                    f"validation loss became {val_loss} at epoch {progress.epoch}; "
                     "lower the learning rate (--lr) or set --grad-clip"
                 )
+        lr = self.optimizer.param_groups[0]["lr"]
         stats = EpochStats(
-            epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], time.perf_counter() - start
-        )
+            progress.epoch, train_loss, val_loss, val_accuracy, lr, time.perf_counter() - self.started
+        )  # fmt: skip
         progress.history.append(asdict(stats))
-        reporter.epoch_end(stats)
+        self.reporter.epoch_end(stats)
+        return stats
 
-        if cfg.early_stopping and val_loss is not None:
-            if val_loss < progress.best_loss:
-                progress.best_loss, progress.epochs_without_gain = val_loss, 0
-                progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def close_epoch(self, stats: EpochStats) -> None:
+        """Keep the best weights, decide whether training is done, save the resume state, stop if asked."""
+        progress, cfg = self.progress, self.cfg
+        if cfg.early_stopping and stats.val_loss is not None:
+            if stats.val_loss < progress.best_loss:
+                progress.best_loss, progress.epochs_without_gain = stats.val_loss, 0
+                progress.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             else:
                 progress.epochs_without_gain += 1
-        progress.done = epoch == cfg.epochs or 0 < cfg.early_stopping <= progress.epochs_without_gain
-        progress.epoch, progress.step = epoch + 1, 0
-        checkpoints.save(progress, model, optimizer, scheduler, generator, ctx)
-        if not progress.done and checkpoints.stop_requested(ctx):
-            raise checkpoints.interrupted(progress, steps_per_epoch, ctx)
-    if progress.best_state is not None:
-        model.load_state_dict(progress.best_state)
-    distributed.check_in_sync(model, ctx)
-    return [EpochStats(**h) for h in progress.history]
+        progress.done = stats.epoch == cfg.epochs or 0 < cfg.early_stopping <= progress.epochs_without_gain
+        progress.epoch, progress.step = stats.epoch + 1, 0
+        self.save()
+        if not progress.done and self.saver.stop_requested(self.ctx):
+            raise self.interrupted()
+
+    def finish(self) -> list[EpochStats]:
+        if self.progress.best_state is not None:
+            self.model.load_state_dict(self.progress.best_state)
+        self.ctx.check_in_sync(self.model)
+        return [EpochStats(**h) for h in self.progress.history]
+
+    def save(self) -> None:
+        self.saver.save(self.progress, self.model, self.optimizer, self.scheduler, self.generator, self.ctx)
+
+    def interrupted(self) -> TrainingInterrupted:
+        progress = self.progress
+        where = (
+            f"at epoch {progress.epoch}, step {progress.step} of {self.steps_per_epoch}"
+            if progress.step
+            else f"after epoch {progress.epoch - 1}"
+        )
+        self.ctx.barrier()  # every rank stopped here; leave together once rank 0 has saved
+        return TrainingInterrupted(f"interrupted {where}")
 
 
 def _epoch_batches(
@@ -343,7 +424,7 @@ def _epoch_batches(
     norm: data.Normalization,
     generator: torch.Generator,
     ctx: distributed.Context,
-    progress: resume.Progress,
+    progress: resume.LoopState,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's batches of the epoch, from a fresh permutation.
 
@@ -364,19 +445,6 @@ def _epoch_batches(
     return batches
 
 
-def _score(
-    model: nn.Module,
-    split: data.Split,
-    norm: data.Normalization,
-    ctx: distributed.Context,
-    batch_size: int,
-    tta: bool = False,
-) -> tuple[float, float]:
-    if ctx.distributed:
-        return distributed.sharded_loss_and_accuracy(model, split, norm, ctx, batch_size, tta)
-    return loss_and_accuracy(model, split, norm, batch_size, tta)
-
-
 def _mean_loss(losses: torch.Tensor, sizes: torch.Tensor) -> float:
     return (losses * sizes).sum().item() / sizes.sum().item()
 
@@ -384,7 +452,7 @@ def _mean_loss(losses: torch.Tensor, sizes: torch.Tensor) -> float:
 def _check_finite(losses: torch.Tensor, epoch: int, ctx: distributed.Context) -> None:
     bad = _first_bad_step(losses)
     # A vote, so that every rank stops together rather than one waiting forever for the others.
-    if distributed.agree(ctx, bad is not None):
+    if ctx.agree(bad is not None):
         where = f"at epoch {epoch}, step {bad + 1}" if bad is not None else f"on another process at epoch {epoch}"
         value = f"{losses[bad].item()} " if bad is not None else "non-finite "
         raise TrainingError(f"loss became {value}{where}; lower the learning rate (--lr) or set --grad-clip")
@@ -407,92 +475,83 @@ def train_run(
     command: str | None = None,
     *,
     ctx: distributed.Context | None = None,
-    resume_from: resume.TrainingState | None = None,
-    checkpoint_every: int = 0,
+    resume_from: resume.ResumeState | None = None,
+    resume_every: int = 0,
     interrupt: Interrupt | None = None,
 ) -> RunResult:
-    """Everything ``mnistkit train`` does: load and split the data, build the model, fit, test, save.
+    """Load and split the data, build the model, fit, test, save: one training run.
 
-    ``run_dir`` (created beforehand by ``runs.create_run_dir``) receives config.json, metrics.csv,
-    resumable checkpoints in resume/, the final checkpoint and curves.png; with None nothing is written
-    (as on every rank but 0 under torchrun). ``resume_from`` (``resume.load(run_dir)``) continues that run.
+    ``run_dir`` (created beforehand by ``runs.create_run_dir``) receives config.json, metrics.csv, the
+    resume state in resume/ (at each epoch's end and every ``resume_every`` batches), the final model and
+    curves.png; with None nothing is written (as on every rank but 0 under torchrun). ``resume_from``
+    (``resume.load(run_dir)``) continues that run. ``command`` is recorded as how the run was started.
     """
     cfg.validate()
-    check_checkpoint_every(checkpoint_every)
+    check_resume_every(resume_every)
     ctx = ctx or distributed.Context(resolve_device(cfg.device))
-    device = ctx.device
     seed_everything(cfg.seed, cfg.deterministic)
-    load_start = time.perf_counter()
-    dataset = data.load_dataset(cfg.data, cfg.dataset)
-    splits = data.split_dataset(dataset, cfg.val_size)
-    norm = data.standardization(splits.train) if cfg.normalize else data.Normalization(0.0, 1.0, 256.0)
-    train, val, test = (s.to(device) if s is not None else None for s in (splits.train, splits.val, splits.test))
-    load_seconds = time.perf_counter() - load_start
+    loaded = _load_data(cfg, ctx.device)
     # channels_last makes convolutions about twice as fast on CPU (oneDNN) and uses tensor cores on GPU.
-    model = create_model(cfg.model, num_classes=len(dataset.classes), **cfg.model_options())
-    model = model.to(device, memory_format=torch.channels_last)
+    model = create_model(cfg.model, num_classes=len(loaded.dataset.classes), **cfg.model_options())
+    model = model.to(ctx.device, memory_format=torch.channels_last)
     if run_dir is not None and resume_from is None:
         runs.write_config(run_dir, cfg)
-
+    reporter = _saving(reporter, run_dir, resume_from.history if resume_from is not None else [])
+    saver = ResumeSaver(run_dir, resume_every, interrupt)
     history = fit(
-        model,
-        train,
-        val,
-        cfg,
-        norm,
-        reporter=_saving(reporter, run_dir, resume_from.history if resume_from is not None else []),
-        ctx=ctx,
-        resume_from=resume_from,
-        checkpoints=Checkpoints(run_dir, checkpoint_every, interrupt),
+        model, loaded.train, loaded.val, cfg, loaded.norm, reporter, ctx=ctx, resume_from=resume_from, saver=saver
     )
 
     test_start = time.perf_counter()
     test_loss = test_accuracy = None
-    if test is not None and len(test):
-        test_loss, test_accuracy = _score(model, test, norm, ctx, cfg.eval_batch_size, tta=cfg.tta)
-    test_seconds = time.perf_counter() - test_start
-    meta = {
-        "model": cfg.model,
-        "model_options": {"num_classes": len(dataset.classes), **cfg.model_options()},
-        "parameters": count_parameters(model),
-        "normalization": norm.to_dict(),
-        "classes": dataset.classes,
-        "input": {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black, as MNIST"},
-        "tta": cfg.tta,
-        "dataset": {
-            "name": dataset.name,
-            "source": dataset.source,
-            "checksums": dataset.checksums,
-            "train": len(splits.train),
-            "val": len(splits.val) if splits.val else 0,
-            "test": len(splits.test) if splits.test else 0,
-        },
-        "metrics": {
-            "epochs": len(history),
-            "train_loss": history[-1].train_loss,
-            "val_loss": history[-1].val_loss,
-            "val_accuracy": history[-1].val_accuracy,
-            "test_loss": test_loss,
-            "test_accuracy": test_accuracy,
-            "train_seconds": sum(h.seconds for h in history),
-            "load_seconds": load_seconds,
-            "test_seconds": test_seconds,
-        },
-        "config": cfg.to_dict(),
-        "processes": ctx.describe(),
-        "command": command,
-        "mnistkit_version": __version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    if loaded.test is not None and len(loaded.test):
+        test_loss, test_accuracy = loss_and_accuracy(model, loaded.test, loaded.norm, cfg.eval_batch_size, cfg.tta, ctx)
+    meta = runs.model_metadata(
+        cfg,
+        loaded.dataset,
+        loaded.splits,
+        loaded.norm,
+        parameters=count_parameters(model),
+        history=history,
+        test_loss=test_loss,
+        test_accuracy=test_accuracy,
+        seconds={"load": loaded.seconds, "test": time.perf_counter() - test_start},
+        processes=ctx.to_dict(),
+        command=command,
+    )
     if run_dir is not None:
-        save_checkpoint(run_dir, model.cpu(), meta)
-        model.to(device)
-        from .plots import write_curves  # matplotlib loads only for runs that write a folder
-
-        write_curves(run_dir)
+        _save_model(run_dir, model, meta)
     return RunResult(run_dir, model, history, test_loss, test_accuracy, meta)
+
+
+@dataclass
+class _Data:
+    dataset: data.Dataset
+    splits: data.Splits
+    norm: data.Normalization
+    train: data.Split  # the splits on the device
+    val: data.Split | None
+    test: data.Split | None
+    seconds: float  # to load them
+
+
+def _load_data(cfg: TrainConfig, device: torch.device) -> _Data:
+    start = time.perf_counter()
+    dataset = data.load_dataset(cfg.data, cfg.dataset)
+    splits = data.split_dataset(dataset, cfg.val_size)
+    norm = data.standardization(splits.train) if cfg.normalize else data.Normalization(0.0, 1.0, 256.0)
+    train, val, test = (s.to(device) if s is not None else None for s in (splits.train, splits.val, splits.test))
+    return _Data(dataset, splits, norm, train, val, test, time.perf_counter() - start)
+
+
+def _save_model(run_dir: Path, model: nn.Module, meta: dict) -> None:
+    """The final model and its metadata, and the curves of the run, into ``run_dir``."""
+    device = next(model.parameters()).device
+    save_checkpoint(run_dir, model.cpu(), meta)
+    model.to(device)
+    from .plots import write_curves  # matplotlib loads only for runs that write a folder
+
+    write_curves(run_dir)
 
 
 class _SavingReporter:
@@ -516,7 +575,3 @@ class _SavingReporter:
 def _saving(reporter: Reporter | None, run_dir: Path | None, history: list[dict]) -> Reporter:
     reporter = reporter or SilentReporter()
     return _SavingReporter(reporter, run_dir, history) if run_dir is not None else reporter
-
-
-def command_line() -> str:
-    return " ".join(["mnistkit", *sys.argv[1:]])

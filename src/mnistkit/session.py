@@ -1,0 +1,145 @@
+"""One ``mnistkit train`` from start to end: a new or a resumed run, in one process or under torchrun.
+
+The command line parses its options into a ``TrainRequest`` and prints what comes back; this does the
+rest: the config (given, or the run's own when resuming), the process group, Ctrl-C, the run folder, the
+reporters, the clean-up after a failed start, the command that resumes an interrupted run, and going on
+from the last resume state when torchrun restarts the worker group after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import distributed, resume, runs, torchrun
+from .config import TrainConfig
+from .errors import ConfigError
+from .train import Interrupt, Reporter, RunResult, TrainingInterrupted, check_resume_every, resolve_device, train_run
+
+
+@dataclass
+class TrainRequest:
+    """What to train and how to report it: a new run's ``config``, or the run folder to ``resume``."""
+
+    config: TrainConfig | None = None
+    resume: str | Path | None = None  # a run folder: go on with its saved options from its resume state
+    device: str | None = None  # where a resumed run runs now [default: where it ran]
+    out: str | Path | None = None  # a new run's folder [default: runs/<time>-<model>]
+    overwrite: bool = False  # replace an existing run folder
+    quiet: bool = False
+    tensorboard: bool = False
+    resume_every: int = 0  # save the resume state every N batches too, not only at each epoch's end
+    command: str | None = None  # the command line that started the run, recorded in model.json
+
+
+def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: None) -> RunResult:
+    """Run the request to its end; ``announce`` receives the line saying what starts (on rank 0 only).
+
+    Returns the run's result on every rank; its ``run_dir`` is None on every rank but 0.
+    """
+    check_resume_every(request.resume_every)
+    request = _after_restart(request)
+    cfg, state = _config_and_state(request)
+    if request.tensorboard:
+        from .tensorboard_log import require_tensorboard
+
+        require_tensorboard()  # before the run folder exists, so a missing extra leaves nothing behind
+    with ExitStack() as stack:
+        ctx = stack.enter_context(distributed.process_group(resolve_device(cfg.device)))
+        interrupt = stack.enter_context(Interrupt(announce=ctx.is_main))
+        ctx.check_batch_size(cfg.batch_size)
+        run_dir = _run_folder(request, cfg, state, ctx)
+        reporter = None
+        if ctx.is_main:
+            announce(_start_line(cfg, state, run_dir, ctx))
+            reporter = _reporter(stack, request, cfg, run_dir)
+        try:
+            result = train_run(
+                cfg,
+                run_dir,
+                reporter,
+                request.command,
+                ctx=ctx,
+                resume_from=state,
+                resume_every=request.resume_every,
+                interrupt=interrupt,
+            )
+        except TrainingInterrupted as exc:
+            if run_dir is None:
+                raise
+            raise TrainingInterrupted(f"{exc}; checkpoint saved. Resume with: {resume_command(run_dir, ctx)}") from None
+        except BaseException:
+            if state is None and run_dir is not None:
+                runs.remove_if_empty(run_dir)
+            raise
+        if run_dir is not None:
+            runs.release(run_dir)
+    return result
+
+
+def resume_command(run_dir: Path, ctx: distributed.Context) -> str:
+    """The command that continues ``run_dir`` where it stopped, with the same number of processes."""
+    command = f"mnistkit train --resume {run_dir}"
+    if not ctx.distributed:
+        return command
+    if ctx.world_size == ctx.local_world_size:
+        return f"{command} --nproc {ctx.world_size}"
+    return f"{command} (under the same torchrun command)"
+
+
+def _after_restart(request: TrainRequest) -> TrainRequest:
+    """Started again by torchrun after a failure (``--max-restarts``), a new run goes on from the resume
+    state of the folder this torchrun job claimed, rather than starting over or refusing its own folder."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    if torchrun.restart_count() == 0 or request.resume is not None or job is None:
+        return request
+    folder = runs.claimed_by(job, request.out)
+    if folder is None:
+        return request
+    if resume.has_state(folder):
+        return replace(request, config=None, resume=folder, device=request.config.device)
+    return replace(request, out=folder, overwrite=True)  # it failed before its first resume state
+
+
+def _config_and_state(request: TrainRequest) -> tuple[TrainConfig, resume.ResumeState | None]:
+    if request.resume is not None:
+        return resume.open_run(request.resume, device=request.device)
+    if request.config is None:
+        raise ConfigError("give a config for a new run, or a run folder to resume")
+    return request.config, None
+
+
+def _run_folder(
+    request: TrainRequest, cfg: TrainConfig, state: resume.ResumeState | None, ctx: distributed.Context
+) -> Path | None:
+    """The run folder on rank 0 (a new one is created and claimed by this torchrun job); None elsewhere."""
+    if state is not None:
+        return Path(request.resume).expanduser() if ctx.is_main else None
+    run_dir = ctx.on_main(lambda: runs.create_run_dir(request.out, cfg.model, request.overwrite))
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_dir is not None and job is not None:
+        runs.claim(run_dir, job)
+    return run_dir
+
+
+def _start_line(cfg: TrainConfig, state: resume.ResumeState | None, run_dir: Path, ctx: distributed.Context) -> str:
+    processes = f" in {ctx.world_size} processes ({ctx.backend})" if ctx.distributed else ""
+    if state is not None:
+        return f"resuming {run_dir} at {state.position}{processes}"
+    epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
+    return f"training {cfg.model} on {cfg.data or cfg.dataset} for {epochs}{processes} -> {run_dir}"
+
+
+def _reporter(stack: ExitStack, request: TrainRequest, cfg: TrainConfig, run_dir: Path) -> Reporter:
+    """The progress display, and TensorBoard's event files when asked for; closed when the stack closes."""
+    from .progress import ConsoleReporter
+
+    reporter = stack.enter_context(closing(ConsoleReporter(quiet=request.quiet, batch_size=cfg.batch_size)))
+    if request.tensorboard:
+        from .tensorboard_log import TensorBoardReporter
+
+        reporter = stack.enter_context(closing(TensorBoardReporter(run_dir, reporter, config=cfg.to_dict())))
+    return reporter
