@@ -252,6 +252,9 @@ def test_a_run_folder_that_vanishes_while_training_is_a_clear_error(tiny_idx, tm
         def epoch_start(self, *args):
             pass
 
+        def step_done(self, *args):
+            pass
+
         def batches_done(self, *args):
             pass
 

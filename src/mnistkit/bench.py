@@ -179,6 +179,9 @@ def job_time_to_val_loss(
             if start is None:  # the clock starts at the first training step, as for the presets
                 start = time.perf_counter()
 
+        def step_done(self, steps_done: int) -> None:
+            pass
+
         def batches_done(self, steps_done: int, running_loss: float) -> None:
             nonlocal excluded
             paused = time.perf_counter()
@@ -310,7 +313,10 @@ def run_benchmark(
 
 def format_report(report: dict[str, Any]) -> str:
     lines = []
-    header = f"{'preset':<9}{'model':<6}{'target':>8}{'accuracy mean ± std':>22}{'min':>8}{'reached':>9}{'train s':>9}{'goal s':>8}{'load s':>8}{'test s':>8}{'RSS MB':>8}{'speed-up':>10}"
+    header = (
+        f"{'preset':<9}{'model':<6}{'target':>8}{'accuracy mean ± std':>22}{'min':>8}{'reached':>9}{'train s':>9}"
+        f"{'goal s':>8}{'load s':>8}{'test s':>8}{'RSS MB':>8}{'speed-up':>10}"
+    )
     lines += [header, "-" * len(header)]
     for p in report["presets"]:
         speedup = f"{p['speedup_vs_tutorial']:.1f}x" if p["speedup_vs_tutorial"] else "-"
@@ -326,16 +332,21 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"tutorial loop: {loop['epochs']} epochs in {loop['train_seconds']:.1f} s "
-            f"({statistics.median(loop['epoch_seconds']):.3f} s/epoch), val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f}, "
-            f"val accuracy {loop['val_accuracy']:.2%}, test accuracy {loop['test_accuracy']:.2%}, peak RSS {loop['peak_rss_mb']:.0f} MB",
+            f"({statistics.median(loop['epoch_seconds']):.3f} s/epoch), "
+            f"val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f}, "
+            f"val accuracy {loop['val_accuracy']:.2%}, test accuracy {loop['test_accuracy']:.2%}, "
+            f"peak RSS {loop['peak_rss_mb']:.0f} MB",
             f"mnistkit --preset tutorial: {statistics.median(ours['epoch_seconds']):.3f} s/epoch "
-            f"= {t['epoch_seconds_ratio']:.2f}x the tutorial loop's epoch; val loss after epoch 1: {ours['val_losses'][0]:.4f}",
-            f"floor: the float32 matrix products alone of an mlp epoch at batch 64 take {statistics.median(t['gemm_floor']['epoch_seconds']):.3f} s "
+            f"= {t['epoch_seconds_ratio']:.2f}x the tutorial loop's epoch; "
+            f"val loss after epoch 1: {ours['val_losses'][0]:.4f}",
+            "floor: the float32 matrix products alone of an mlp epoch at batch 64 take "
+            f"{statistics.median(t['gemm_floor']['epoch_seconds']):.3f} s "
             f"= {t['gemm_floor_ratio']:.2f}x the tutorial loop's epoch",
         ]
         if to_loss["seconds"] is not None:
             lines.append(
-                f"time to the tutorial's final val loss {to_loss['target']}: {to_loss['seconds']:.2f} s with --preset {to_loss['preset']} "
+                f"time to the tutorial's final val loss {to_loss['target']}: {to_loss['seconds']:.2f} s "
+                f"with --preset {to_loss['preset']} "
                 f"= 1/{1 / t['time_to_final_val_loss_ratio']:.0f} of the tutorial loop's {loop['train_seconds']:.1f} s"
             )
     m = report["machine"]

@@ -29,7 +29,7 @@ from .errors import ConfigError, TrainingError
 from .evaluate import loss_and_accuracy
 from .models import count_parameters, create_model
 
-SYNC_EVERY = 50  # steps between reads of the loss from the device (progress display and NaN check)
+SYNC_EVERY = 50  # steps between reads of the loss from the device (running loss display and NaN check)
 
 
 @dataclass
@@ -43,13 +43,21 @@ class EpochStats:
 
 
 class Reporter(Protocol):
+    """What fit tells the outside world: ``step_done`` after every batch (the step count only, which costs no
+    device sync), ``batches_done`` every ``SYNC_EVERY`` batches with the running loss, ``epoch_end`` with
+    the epoch's numbers."""
+
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step_done(self, steps_done: int) -> None: ...
     def batches_done(self, steps_done: int, running_loss: float) -> None: ...
     def epoch_end(self, stats: EpochStats) -> None: ...
 
 
 class SilentReporter:
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step_done(self, steps_done: int) -> None:
         pass
 
     def batches_done(self, steps_done: int, running_loss: float) -> None:
@@ -288,6 +296,7 @@ def fit(
             progress.losses[step] = loss.detach()
             progress.sizes[step] = len(y)
             progress.step = step + 1
+            reporter.step_done(progress.step)
             if progress.step % SYNC_EVERY == 0 or progress.step == steps_per_epoch:
                 _check_finite(progress.losses[: progress.step], epoch, ctx)
                 reporter.batches_done(
@@ -309,7 +318,8 @@ def fit(
             val_loss, val_accuracy = _score(evaluator, val, norm, ctx, cfg.eval_batch_size)
             if not math.isfinite(val_loss):
                 raise TrainingError(
-                    f"validation loss became {val_loss} at epoch {epoch}; lower the learning rate (--lr) or set --grad-clip"
+                    f"validation loss became {val_loss} at epoch {epoch}; "
+                    "lower the learning rate (--lr) or set --grad-clip"
                 )
         stats = EpochStats(
             epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], time.perf_counter() - start
@@ -500,6 +510,9 @@ class _SavingReporter:
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.inner.epoch_start(epoch, epochs, steps)
+
+    def step_done(self, steps_done: int) -> None:
+        self.inner.step_done(steps_done)
 
     def batches_done(self, steps_done: int, running_loss: float) -> None:
         self.inner.batches_done(steps_done, running_loss)
