@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .augment import AUGMENTATIONS
-from .errors import ConfigError
+from .errors import ConfigError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -92,15 +92,15 @@ class TrainConfig:
             ),
             (
                 self.optimizer in OPTIMIZERS,
-                f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}",
+                unknown_choice("optimizer", self.optimizer, OPTIMIZERS),
             ),
-            (self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}"),
+            (self.schedule in SCHEDULES, unknown_choice("schedule", self.schedule, SCHEDULES)),
             (
                 self.augment in AUGMENTATIONS,
-                f"unknown augmentation '{self.augment}'; choose one of: {', '.join(AUGMENTATIONS)}",
+                unknown_choice("augmentation", self.augment, AUGMENTATIONS),
             ),
-            (self.device in DEVICES, f"unknown device '{self.device}'; choose one of: {', '.join(DEVICES)}"),
-            (self.amp in AMP_MODES, f"unknown --amp '{self.amp}'; choose one of: {', '.join(AMP_MODES)}"),
+            (self.device in DEVICES, unknown_choice("device", self.device, DEVICES)),
+            (self.amp in AMP_MODES, unknown_choice("--amp", self.amp, AMP_MODES)),
         ]
         for ok, message in checks:
             if not ok:
@@ -108,7 +108,7 @@ class TrainConfig:
         from .models import MODELS  # late import: config stays importable without torch models
 
         if self.model not in MODELS:
-            raise ConfigError(f"unknown model '{self.model}'; choose one of: {', '.join(MODELS)}")
+            raise ConfigError(unknown_choice("model", self.model, MODELS))
         return self
 
 
@@ -156,13 +156,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),  # >= 99.7%
 }
 
+# What each preset is for, in a line: ``mnistkit presets`` and ``train --help`` show it beside the options.
+PRESET_PURPOSES: dict[str, str] = {
+    "tutorial": "the tutorial's recipe exactly: its MLP, plain SGD, 25 epochs, pixels / 256",
+    "fast": "an MLP to 98% test accuracy in the least time, trained on all 60,000 images",
+    "cnn": "the convnet to 99.0% in one epoch, trained on all 60,000 images",
+    "accurate": "a wider convnet to 99.5% with shifted images, 7 epochs",
+    "best": "a wide convnet to 99.7% with affine augmentation and test-time augmentation, 36 epochs",
+}
+
 
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then the preset, then explicit overrides (``None`` values are ignored), validated."""
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+            raise ConfigError(unknown_choice("preset", preset, PRESETS))
         values.update(PRESETS[preset])
         values["preset"] = preset
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -19,7 +19,7 @@ from pathlib import Path
 import platformdirs
 
 from . import data
-from .errors import DataError, DownloadError
+from .errors import DataError, DownloadError, did_you_mean
 from .fileio import atomic_path
 
 # urllib applies this to the connection and to every read, so a dead or stalled mirror costs at most this long.
@@ -41,7 +41,8 @@ class DatasetSpec:
 
 
 def _gz_files(*md5s: str) -> dict[str, str]:
-    """Pair the .gz MD5s, given in the order of ``data.IDX_FILES`` (train images, train labels, test ...), with the names."""
+    """Pair the .gz MD5s, given in the order of ``data.IDX_FILES`` (train images, train labels, test ...), with
+    the names."""
     return dict(zip(data.IDX_FILES.values(), md5s, strict=True))
 
 
@@ -122,7 +123,7 @@ def get_spec(name: str) -> DatasetSpec:
     for spec in CATALOG.values():
         if _key(spec.name) == _key(name):
             return spec
-    raise DataError(f"unknown dataset '{name}'; known datasets: {', '.join(CATALOG)}")
+    raise DataError(f"unknown dataset '{name}';{did_you_mean(name, CATALOG)} known datasets: {', '.join(CATALOG)}")
 
 
 def _resolve(dataset: str | DatasetSpec) -> DatasetSpec:

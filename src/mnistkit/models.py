@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, unknown_choice
 
 
 class LogReg(nn.Module):
@@ -92,7 +92,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     try:
         constructor = MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}") from None
+        raise ConfigError(unknown_choice("model", name, MODELS)) from None
     try:
         return constructor(**kwargs)
     except TypeError as exc:
