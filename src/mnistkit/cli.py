@@ -424,8 +424,6 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .checkpoint import resolve
     from .evaluate import evaluate_checkpoint, format_report
     from .plots import write_evaluation_plots
@@ -433,9 +431,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.dataset)
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
     if not args.no_plots:
-        folder = args.plots or resolve(args.checkpoint).parent
-        title = f"{Path(args.checkpoint).name}, {args.split} split of {args.data or args.dataset or 'its own data'}"
-        paths = write_evaluation_plots(report, folder, title=title)
+        run_dir = resolve(args.checkpoint).parent
+        # titled with the run's name and what the report says it evaluated: model, data, split
+        paths = write_evaluation_plots(report, args.plots or run_dir, title=run_dir.name)
         if not args.json:
             print("plots: " + "  ".join(str(path) for path in paths))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from .augment import AUGMENTATIONS
@@ -164,6 +165,41 @@ PRESET_PURPOSES: dict[str, str] = {
     "accurate": "a wider convnet to 99.5% with shifted images, 7 epochs",
     "best": "a wide convnet to 99.7% with affine augmentation and test-time augmentation, 36 epochs",
 }
+
+
+# Options that matter only for one value of another option; elsewhere they are not shown (``applicable``).
+APPLIES_ONLY_WITH: dict[str, tuple[str, Any]] = {
+    "width": ("model", "cnn"),
+    "stem_width": ("model", "cnn"),
+    "momentum": ("optimizer", "sgd"),
+    "nesterov": ("optimizer", "sgd"),
+    "step_size": ("schedule", "step"),
+    "gamma": ("schedule", "step"),
+}
+
+DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
+
+
+def applicable(values: dict[str, Any]) -> dict[str, Any]:
+    """A config's values without the options that its other choices make irrelevant (momentum for adamw)."""
+    return {
+        key: value
+        for key, value in values.items()
+        if key not in APPLIES_ONLY_WITH or values.get(APPLIES_ONLY_WITH[key][0]) == APPLIES_ONLY_WITH[key][1]
+    }
+
+
+def describe_model(values: dict[str, Any]) -> str:
+    """A config's model in words for titles: ``cnn``, ``cnn (width 24, stem width 16)``."""
+    options = [f"{key.replace('_', ' ')} {values[key]}" for key in ("width", "stem_width") if values.get(key)]
+    return f"{values.get('model', 'model')} ({', '.join(options)})" if options else str(values.get("model", "model"))
+
+
+def describe_data(data: str | None, dataset: str | None = "mnist") -> str:
+    """The data in words for titles: a named dataset's proper name, or the file or folder name of a path."""
+    if data:
+        return Path(data).name or str(data)
+    return DATASET_TITLES.get((dataset or "mnist").lower(), dataset or "mnist")
 
 
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:

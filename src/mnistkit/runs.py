@@ -16,6 +16,7 @@ from .errors import CheckpointError, ConfigError
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
 METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
+BATCH_LOSSES_NAME = "batch_losses.csv"  # the training loss of every batch, for curves.png
 
 
 def default_run_dir(model: str, root: str | Path = "runs") -> Path:
@@ -35,7 +36,8 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
         raise ConfigError(f"--out {path}: exists and is not a folder; choose another --out")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise ConfigError(
-            f"--out {path}: folder exists and is not empty; pass --overwrite to replace that run, or choose another --out"
+            f"--out {path}: folder exists and is not empty; "
+            "pass --overwrite to replace that run, or choose another --out"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -85,3 +87,26 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float | None]]:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the run's metrics ({exc.strerror or exc})") from None
     return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows]
+
+
+def write_batch_losses(run_dir: Path, losses: dict[int, list[float]]) -> None:
+    """Every batch's training loss, by epoch: one row per batch (epoch, batch, train_loss), both 1-based."""
+    lines = ["epoch,batch,train_loss"]
+    for epoch in sorted(losses):
+        lines += [f"{epoch},{batch},{loss!r}" for batch, loss in enumerate(losses[epoch], start=1)]
+    fileio.write_text(run_dir / BATCH_LOSSES_NAME, "\n".join(lines) + "\n")
+
+
+def read_batch_losses(run_dir: str | Path) -> dict[int, list[float]]:
+    """The per-batch losses by epoch; empty for a run without them (written by an older mnistkit)."""
+    path = Path(run_dir) / BATCH_LOSSES_NAME
+    if not path.is_file():
+        return {}
+    losses: dict[int, list[float]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                losses.setdefault(int(row["epoch"]), []).append(float(row["train_loss"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not the per-batch losses mnistkit train writes ({exc})") from None
+    return losses

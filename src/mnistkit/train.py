@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +40,11 @@ class EpochStats:
     val_accuracy: float | None
     lr: float
     seconds: float
+    batch_losses: list[float] | None = field(default=None, repr=False)  # this process's batches, in order
+
+    def row(self) -> dict:
+        """The epoch's numbers as the history keeps them: all but the per-batch losses."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "batch_losses"}
 
 
 class Reporter(Protocol):
@@ -311,6 +316,7 @@ def fit(
                     raise checkpoints.interrupted(progress, steps_per_epoch, ctx)
         losses = distributed.all_sum(ctx, torch.stack([(progress.losses * progress.sizes).sum(), progress.sizes.sum()]))
         train_loss = (losses[0] / losses[1]).item()
+        batch_losses = progress.losses.tolist()  # no extra wait: train_loss has just synced
         distributed.broadcast_buffers(model, ctx)
 
         val_loss = val_accuracy = None
@@ -321,10 +327,11 @@ def fit(
                     f"validation loss became {val_loss} at epoch {epoch}; "
                     "lower the learning rate (--lr) or set --grad-clip"
                 )
+        seconds = time.perf_counter() - start
         stats = EpochStats(
-            epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], time.perf_counter() - start
+            epoch, train_loss, val_loss, val_accuracy, optimizer.param_groups[0]["lr"], seconds, batch_losses
         )
-        progress.history.append(asdict(stats))
+        progress.history.append(stats.row())
         reporter.epoch_end(stats)
 
         if cfg.early_stopping and val_loss is not None:
@@ -503,10 +510,13 @@ def train_run(
 
 
 class _SavingReporter:
-    """Passes events on, and rewrites metrics.csv after every epoch so a killed run keeps its history."""
+    """Passes events on, and rewrites metrics.csv and batch_losses.csv after every epoch so a killed run keeps
+    its history."""
 
     def __init__(self, inner: Reporter, run_dir: Path, history: list[dict]):
         self.inner, self.run_dir, self.history = inner, run_dir, list(history)
+        done = len(self.history)  # a resumed run keeps the batch losses of the epochs it has finished
+        self.batch_losses = {e: b for e, b in runs.read_batch_losses(run_dir).items() if e <= done} if done else {}
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.inner.epoch_start(epoch, epochs, steps)
@@ -518,8 +528,11 @@ class _SavingReporter:
         self.inner.batches_done(steps_done, running_loss)
 
     def epoch_end(self, stats: EpochStats) -> None:
-        self.history.append(asdict(stats))
+        self.history.append(stats.row())
         runs.write_metrics(self.run_dir, self.history)
+        if stats.batch_losses is not None:
+            self.batch_losses[stats.epoch] = stats.batch_losses
+            runs.write_batch_losses(self.run_dir, self.batch_losses)
         self.inner.epoch_end(stats)
 
 
