@@ -449,13 +449,20 @@ def add_show(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--n", type=int, default=64, help="images in the grid: the first N of the split, 1 to 400 [default: 64]"
     )
-    p.add_argument("--digit", type=int, default=None, metavar="D", help="only images of class D")
+    p.add_argument(
+        "--digit",
+        type=int,
+        default=None,
+        metavar="D",
+        help="only images of class D, titled by their index in the split",
+    )
     p.add_argument(
         "--index",
         type=int,
         default=None,
         metavar="I",
-        help="draw the I-th image of the split (of class D with --digit) large instead of a grid",
+        help="draw image I of the split large instead of a grid: the index that --digit grids and mistakes.png "
+        "give each image",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
