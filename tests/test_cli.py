@@ -3,10 +3,12 @@ traceback."""
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 from conftest import idx_bytes, write_idx_folder
 
 from mnistkit.cli import build_parser, main
+from mnistkit.config import PRESET_PURPOSES, PRESETS
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -345,3 +348,64 @@ def test_nan_loss_is_one_line_with_epoch_and_step(tiny_idx, tmp_path, capsys):
 def test_evaluate_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     code, _, err = run(["evaluate", str(tmp_path / "nothing")], capsys)
     assert_one_line_error(code, err, "no checkpoint here")
+
+
+# --------------------------------------------------------------------------------------------------
+# Help that helps
+
+
+def train_parser() -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["train"]
+
+
+def test_every_train_option_says_what_it_does():
+    for action in train_parser()._actions:
+        if action.dest == "help":
+            continue
+        words = re.sub(r"\[default: [^]]*\]", "", action.help or "").strip()
+        assert len(words.split()) >= 3, f"{action.option_strings}: {action.help!r}"
+
+
+def test_presets_are_listed_with_what_they_set(capsys):
+    code, out, _ = run(["presets"], capsys)
+    assert code == 0
+    for name in PRESETS:
+        assert re.search(rf"^{name} +{re.escape(PRESET_PURPOSES[name])}$", out, re.MULTILINE)
+    flags = " ".join(out.split())  # the option lists wrap
+    assert "--model mlp --optimizer sgd --lr 0.001 --momentum 0.0" in flags and "--no-normalize" in flags
+    assert "--augment affine --tta --val-size 0" in flags
+    code, help_text, _ = run(["train", "--help"], capsys)
+    assert code == 0 and out in help_text.replace("\n  ", "\n")  # the same list ends train --help
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["trian"], "invalid choice: 'trian'; did you mean 'train'? choose from train, presets,"),
+        (
+            ["train", "--optimizer", "adamm"],
+            "invalid choice: 'adamm'; did you mean 'adam'? choose from sgd, adam, adamw",
+        ),
+        (["train", "--preset", "fats"], "did you mean 'fast'?"),
+        (["data", "lsit"], "did you mean 'list'?"),
+    ],
+)
+def test_mistyped_commands_and_choices_get_a_suggestion(argv, message, capsys):
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == "" and message in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "mpl"], "unknown model 'mpl'; did you mean 'mlp'? choose one of: logreg, mlp, cnn"),
+        (["--dataset", "fashion"], "unknown dataset 'fashion'; did you mean 'fashion-mnist'?"),
+        (["--data", "nowhere"], "nowhere: no such file or folder"),
+    ],
+)
+def test_a_mistake_stops_train_before_it_announces_anything(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["train", *argv, "--out", "run"], capsys)
+    assert_one_line_error(code, err, message)
+    assert out == "" and not (tmp_path / "run").exists()

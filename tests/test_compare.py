@@ -23,13 +23,16 @@ def mlp_run(tmp_path_factory, tiny_idx_session) -> Path:
     return out
 
 
-def test_table_of_runs_with_different_epochs(tiny_run, mlp_run, tmp_path, capsys):
+def test_table_of_runs_with_different_epochs(tiny_run, mlp_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the terminal's width
     out = tmp_path / "compare.png"
     code, stdout, stderr = run_cli(["compare", str(tiny_run), str(mlp_run), "-o", str(out)], capsys)
     assert code == 0 and stderr == ""
     header, cnn_row, mlp_row, curves = stdout.splitlines()
-    assert header.split()[:4] == ["run", "model", "width", "epochs"]
-    assert cnn_row.split()[:4] == ["run", "cnn", "4", "2"] and mlp_row.split()[:4] == ["mlp-run", "mlp", "-", "3"]
+    # how the runs did first, then the options that differ; the mlp has no width
+    assert header.split() == ["run", "epochs", "best", "val", "acc", "test", "acc", "time", "model", "width"]
+    assert cnn_row.split()[:2] == ["run", "2"] and cnn_row.split()[-2:] == ["cnn", "4"]
+    assert mlp_row.split()[:2] == ["mlp-run", "3"] and mlp_row.split()[-2:] == ["mlp", "-"]
     for row, run in ((cnn_row, tiny_run), (mlp_row, mlp_run)):
         meta = json.loads((run / "model.json").read_text())
         assert f"{meta['metrics']['test_accuracy']:.2%}" in row
@@ -42,11 +45,29 @@ def test_table_of_runs_with_different_epochs(tiny_run, mlp_run, tmp_path, capsys
 
 def test_figure_overlays_every_epoch_of_every_run(tiny_run, mlp_run):
     summaries = compare.read_runs([tiny_run, mlp_run])
-    loss_ax, acc_ax = compare.compare_figure(summaries).axes
+    fig = compare.compare_figure(summaries)
+    fig.canvas.draw()
+    loss_ax, acc_ax = fig.axes
     # per run: a dashed train line and a solid validation line, each as long as that run
     assert [len(line.get_xdata()) for line in loss_ax.lines] == [2, 2, 3, 3]
+    assert [line.get_linestyle() for line in loss_ax.lines] == ["--", "-", "--", "-"]
     assert [len(line.get_xdata()) for line in acc_ax.lines] == [2, 3]
-    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["run", "mlp-run"]
+    # the runs are named on the accuracy panel, with solid lines like their validation curves
+    legend = acc_ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        f"run: cnn (width 4), test {summaries[0].test_accuracy:.2%}",
+        f"mlp-run: mlp, test {summaries[1].test_accuracy:.2%}",
+    ]
+    assert [line.get_linestyle() for line in legend.get_lines()] == ["-", "-"]
+    # the loss panel's legend says which line style is which
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["train", "validation"]
+    assert [line.get_linestyle() for line in loss_ax.get_legend().get_lines()] == ["--", "-"]
+    assert (
+        fig.get_suptitle()
+        == f"2 runs on {Path(summaries[0].config['data']).name}: loss and validation accuracy by epoch"
+    )
+    labels = [t.get_text() for t in acc_ax.get_xticklabels() if 0.5 <= t.get_position()[0] <= 3.5]
+    assert labels == ["1", "2", "3"]  # whole epochs only
 
 
 def test_json_and_differences(tiny_run, mlp_run, capsys):
@@ -74,8 +95,38 @@ def test_stopped_run_and_run_without_validation(tiny_run, tmp_path):
     assert rows[2][1:] == ["1/2", "-", "-", "1m 15s"]
     fig = compare.compare_figure(summaries)
     assert len(fig.axes[1].lines) == 2 and len(fig.axes[1].lines[1].get_xdata()) == 0
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [
+        "stopped: cnn (width 4), not tested",
+        "no-val: cnn (width 4), not tested (no validation set)",
+    ]
     fig = compare.compare_figure(summaries[1:])
     assert [t.get_text() for t in fig.axes[1].texts] == ["no run has a validation set"]
+
+
+def test_only_options_that_apply_and_a_narrow_table(tiny_run, tmp_path):
+    """An SGD run with a step schedule beside an AdamW run with onecycle: momentum, nesterov, step_size and
+    gamma apply to the SGD run only; and a table wider than the screen turns to a run per column."""
+    sgd = tmp_path / "sgd"
+    shutil.copytree(tiny_run, sgd)
+    config = json.loads((sgd / runs.CONFIG_NAME).read_text())
+    config.update(optimizer="sgd", momentum=0.5, nesterov=True, lr=0.1, schedule="step")
+    (sgd / runs.CONFIG_NAME).write_text(json.dumps(config))
+    adamw = tmp_path / "adamw"
+    shutil.copytree(tiny_run, adamw)
+    config.update(optimizer="adamw", momentum=0.9, nesterov=False, lr=0.01, schedule="onecycle")
+    (adamw / runs.CONFIG_NAME).write_text(json.dumps(config))
+    summaries = compare.read_runs([sgd, adamw])
+    options = ["lr", "optimizer", "momentum", "nesterov", "schedule", "step_size", "gamma"]
+    assert compare.config_differences(summaries) == options
+    rows = compare.table(summaries)
+    assert rows[0][5:] == options
+    assert rows[1][5:] == ["0.1", "sgd", "0.5", "True", "step", "10", "0.1"]
+    assert rows[2][5:] == ["0.01", "adamw", "-", "-", "onecycle", "-", "-"]
+    assert len(compare.format_table(summaries, width=200).splitlines()) == 3
+    narrow = compare.format_table(summaries, width=60).splitlines()
+    assert max(map(len, narrow)) <= 60
+    assert [line.split()[0] for line in narrow] == ["run", "epochs", "best", "test", "time", *options]
+    assert narrow[0].split() == ["run", "sgd", "adamw"] and narrow[7].split() == ["momentum", "0.5", "-"]
 
 
 def test_same_folder_names_are_told_apart(tiny_run, tmp_path):
@@ -131,4 +182,4 @@ def test_compare_runs_from_another_version(tiny_run, tmp_path):
     config["retired_option"] = 1
     (other / runs.CONFIG_NAME).write_text(json.dumps(config))
     rows = compare.table(compare.read_runs([tiny_run, other]))
-    assert rows[0][1] == "retired_option" and rows[2][1] == "1"
+    assert rows[0][-1] == "retired_option" and rows[2][-1] == "1"

@@ -86,7 +86,12 @@ def test_a_round_trip_keeps_classes_normalization_and_tta(tmp_path, pixels):
     fashion = list(CATALOG["fashion-mnist"].classes)
     dataset = {"name": "fashion-mnist", "train": 50_000, "val": 10_000, "test": 10_000}
     source = make_checkpoint(
-        tmp_path / "run", "cnn", classes=fashion, tta=True, dataset=dataset, normalization={"mean": 0.3, "std": 0.35}
+        tmp_path / "run",
+        "cnn",
+        classes=fashion,
+        tta=True,
+        dataset=dataset,
+        normalization={"mean": 0.3, "std": 0.35, "divisor": 255.0},
     )
     original = Classifier.load(source)
     again = Classifier.from_pretrained(original.save_pretrained(tmp_path / "hf"))

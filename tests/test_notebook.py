@@ -52,6 +52,27 @@ def test_notebook_walks_the_tutorial_in_order():
     assert positions == sorted(positions)
 
 
+def test_the_tutorials_own_code_is_shown_beside_what_replaces_it():
+    """Its pickle loading, Mnist_NN, loss_batch, get_model and fit, each in a table beside the mnistkit call."""
+    tables = [
+        cell.source for cell in read_notebook().cells if cell.cell_type == "markdown" and "<table>" in cell.source
+    ]
+    pairs = [
+        ('pickle.load(f, encoding="latin-1")', "load_mnist()"),
+        ("class Mnist_NN(nn.Module):", "from mnistkit.tutorial import Mnist_NN"),
+        (
+            "def loss_batch(model, loss_func, xb, yb, opt=None):",
+            "from mnistkit.tutorial import fit, get_model, loss_batch",
+        ),
+        ("def fit(steps, model, loss_func, opt, train_dl, valid_dl):", "mnistkit train --preset tutorial"),
+    ]
+    for tutorial, mnistkit in pairs:
+        table = next((t for t in tables if tutorial in t), None)
+        assert table is not None, tutorial
+        left, right = table.split("</td><td")
+        assert tutorial in left and mnistkit in right
+
+
 def kernel_manager(tmp_path: Path) -> KernelManager:
     """A kernel that runs this very interpreter (the project's venv), in fast mode, whatever kernels are installed."""
     spec_dir = tmp_path / "kernels" / KERNEL
@@ -95,3 +116,10 @@ def test_notebook_executes(tmp_path: Path):
             p.name for p in (work / "runs" / run).iterdir()
         }
     assert (work / "runs" / "notebook-cnn" / "confusion.png").is_file()
+
+    # the comparison table fits a notebook's width and shows only what applies: no momentum for AdamW
+    compare_cell = next(cell for cell in nb.cells if "compare.format_table" in cell.source)
+    table = "".join(out.get("text", "") for out in compare_cell.outputs if out.output_type == "stream")
+    assert 0 < max(len(line) for line in table.splitlines()) <= 80
+    momentum = next(line.split() for line in table.splitlines() if line.startswith("momentum"))
+    assert momentum == ["momentum", "0.0", "-"]  # the tutorial's SGD, then the convnet's AdamW

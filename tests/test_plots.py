@@ -66,16 +66,30 @@ def test_show_writes_a_labelled_grid(tiny_idx, tmp_path, capsys):
     assert pixels_of(rgb, (250, 250, 250), 5) > 16 * 30  # and every image has its bright block
 
 
-def test_show_titles_are_the_labels(tiny_idx):
+def titles_of(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+
+def test_show_titles_are_the_labels_or_with_a_digit_the_indices(tiny_idx):
     ds = load_dataset(tiny_idx)
     fig = plots.show("test", n=12, data_path=tiny_idx)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == [str(k) for k in ds.test.labels[:12].tolist()]
+    assert titles_of(fig) == [str(k) for k in ds.test.labels[:12].tolist()]
+    assert fig.get_suptitle() == "test split: images #0 to #11 of 200, titled by their label"
     fig = plots.show("train", n=400, digit=3, data_path=tiny_idx, val_size=100)
-    threes = int((ds.train.labels[:500] == 3).sum())
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["3"] * threes
-    assert fig.get_suptitle() == f"train, class 3: first {threes} of {threes} images"
+    threes = (ds.train.labels[:500] == 3).nonzero().flatten().tolist()
+    assert titles_of(fig) == [f"#{i}" for i in threes]  # each image's index in the split, as --index takes it
+    assert fig.get_suptitle() == (
+        f"train split, class 3: first {len(threes)} of {len(threes)}, titled by their index "
+        "(show --index I draws one large)"
+    )
+    fig = plots.show("train", index=threes[1], digit=3, data_path=tiny_idx, val_size=100)
+    assert fig.axes[0].get_title() == f"train image #{threes[1]}, label 3"
+
+
+def test_grids_have_full_rows_where_they_can():
+    assert [plots.grid_columns(n) for n in (1, 12, 16, 20, 32, 64, 100, 13)] == [1, 4, 4, 5, 8, 8, 10, 4]
+    fig = plots.image_grid(np.zeros((32, 28, 28), np.uint8), ["x"] * 32)
+    assert fig.get_size_inches() == pytest.approx((8.0, 4.8))  # 8 columns of 4 rows
 
 
 def test_show_index_draws_one_image_large(tiny_idx, tmp_path, capsys):
@@ -86,7 +100,7 @@ def test_show_index_draws_one_image_large(tiny_idx, tmp_path, capsys):
     assert pixels_of(rgb, (250, 250, 250), 5) > 2000  # the class block, 10 x 4 pixels drawn about 15 px each
     label = int(load_dataset(tiny_idx).test.labels[5])
     fig = plots.show("test", index=5, data_path=tiny_idx)
-    assert fig.axes[0].get_title() == f"test image 5, label {label}"
+    assert fig.axes[0].get_title() == f"test image #5, label {label}"
 
 
 def test_show_on_the_bundled_mnist(tmp_path, capsys):
@@ -101,6 +115,7 @@ def test_show_on_the_bundled_mnist(tmp_path, capsys):
     [
         (["--val-size", "100", "--digit", "10"], "--digit 10: classes are numbered 0..9"),
         (["--split", "test", "--index", "200"], "--index 200: the test images are numbered 0..199"),
+        (["--split", "test", "--index", "0", "--digit", "9"], "--index 0: that test image is a "),
         (["--split", "test", "--n", "0"], "--n must be between 1 and 400"),
         (["--split", "test", "--n", "401"], "--n must be between 1 and 400"),
         ([], "--val-size 10000: "),
@@ -133,23 +148,78 @@ def test_every_run_writes_curves(tiny_run):
     assert pixels_of(rgb, BLUE) > 200 and pixels_of(rgb, ORANGE) > 200 and pixels_of(rgb, GREEN) > 200
 
 
-def test_curves_follow_metrics_csv(tiny_run):
+def tick_labels(axis) -> list[str]:
+    """The labels of an axis's ticks within its view, as drawn."""
+    low, high = sorted(axis.get_view_interval())
+    return [t.get_text() for t in axis.get_ticklabels() if low <= t.get_position()[axis is axis.axes.yaxis] <= high]
+
+
+def test_curves_follow_metrics_and_batch_losses(tiny_run):
     from mnistkit import runs
 
     rows = runs.read_metrics(tiny_run)
-    fig = plots.curves_figure(rows)
+    batches = runs.read_batch_losses(tiny_run)
+    assert sorted(batches) == [1, 2] and len(batches[1]) == len(batches[2]) == 8  # 500 images in batches of 64
+    fig = plots.curves_figure(rows, batch_losses=batches)
+    fig.canvas.draw()
     loss_ax, acc_ax = fig.axes
-    train, val = loss_ax.lines
+    per_batch, train, val = loss_ax.lines
+    assert list(per_batch.get_ydata()) == batches[1] + batches[2]
+    assert list(per_batch.get_xdata()) == pytest.approx([b / 8 for b in range(1, 17)])  # across each epoch
     assert list(train.get_ydata()) == [r["train_loss"] for r in rows]
     assert list(val.get_ydata()) == [r["val_loss"] for r in rows]
     assert list(acc_ax.lines[0].get_ydata()) == pytest.approx([100 * r["val_accuracy"] for r in rows])
     assert acc_ax.get_ylim()[1] <= 100.5
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == [
+        "train, each batch",
+        "train, epoch mean",
+        "validation",
+    ]
+    assert tick_labels(loss_ax.xaxis) == ["0", "1", "2"] and tick_labels(acc_ax.xaxis) == ["0", "1", "2"]
+    best = max(r["val_accuracy"] for r in rows)
+    assert acc_ax.get_title().startswith(f"validation accuracy: best {best:.2%} at epoch ")
+
+
+def test_curves_title_says_model_data_and_test_accuracy(tiny_run):
+    import json
+
+    from PIL import Image
+
+    meta = json.loads((tiny_run / "model.json").read_text())
+    config = json.loads((tiny_run / "config.json").read_text())
+    title = plots.run_title(config, meta, "run")
+    data_name = Path(config["data"]).name
+    assert title == f"run: cnn (width 4) trained on {data_name}, 2 epochs\n" + (
+        f"test accuracy {meta['metrics']['test_accuracy']:.2%} on 200 test images"
+    )
+    assert plots.run_title({"model": "mlp", "dataset": "fashion-mnist", "epochs": 1}, None, "x") == (
+        "x: mlp trained on Fashion-MNIST, 1 epoch (not tested: training stopped before the end)"
+    )
+    with Image.open(tiny_run / plots.CURVES_NAME) as image:
+        assert image.size == (1000, 400)
+
+
+def test_a_single_epoch_is_points_on_whole_epoch_ticks():
+    one = [{"epoch": 1.0, "train_loss": 0.3, "val_loss": 0.2, "val_accuracy": 0.95}]
+    fig = plots.curves_figure(one)
+    fig.canvas.draw()
+    loss_ax, acc_ax = fig.axes
+    assert tick_labels(loss_ax.xaxis) == ["1"] and tick_labels(acc_ax.xaxis) == ["1"]  # not 0.945 ... 1.050
+    assert all(line.get_marker() == "o" for line in loss_ax.lines)
+    fig = plots.curves_figure(one, batch_losses={1: [2.3, 1.0, 0.5, 0.3]})
+    fig.canvas.draw()
+    assert tick_labels(fig.axes[0].xaxis) == ["0", "1"]
+    many = [{"epoch": float(e), "train_loss": 1 / e, "val_loss": None, "val_accuracy": None} for e in range(1, 37)]
+    fig = plots.curves_figure(many)
+    fig.canvas.draw()
+    labels = tick_labels(fig.axes[0].xaxis)
+    assert labels and all(label.isdigit() for label in labels)
 
 
 def test_curves_without_validation_and_at_100_percent():
     no_val = [{"epoch": e, "train_loss": 1 / e, "val_loss": None, "val_accuracy": None} for e in (1, 2, 3)]
     fig = plots.curves_figure(no_val)
-    assert "no validation set" in [t.get_text() for t in fig.axes[1].texts]
+    assert [t.get_text() for t in fig.axes[1].texts] == ["no validation set:\ntrained on every training image"]
     perfect = [{"epoch": e, "train_loss": 0.1, "val_loss": 0.0, "val_accuracy": 1.0} for e in (1, 2)]
     fig = plots.curves_figure(perfect)
     assert fig.axes[1].get_ylim()[1] == 100.5  # a flat line at 100 % is not padded up to 105 %
@@ -164,13 +234,14 @@ def test_evaluate_writes_confusion_and_mistakes(tiny_run, tmp_path, capsys):
     folder = tmp_path / "plots"
     code, stdout, _ = run_cli(["evaluate", str(tiny_run), "--plots", str(folder)], capsys)
     assert code == 0 and "plots: " in stdout
-    confusion = read_png(folder / plots.CONFUSION_NAME, (800, 700))
-    matrix = confusion[:, :650]  # left of the colour bar
-    assert (matrix[..., 2] - matrix[..., 0] > 60).sum() > 10_000  # cells tinted by the Blues colour map
+    confusion = read_png(folder / plots.CONFUSION_NAME, (900, 700))
+    matrix = confusion[:, :650]  # left of the colour bars
+    assert (matrix[..., 2] - matrix[..., 0] > 60).sum() > 10_000  # right answers tinted by the Blues colour map
     mistakes = read_png(folder / plots.MISTAKES_NAME, (800, 920))  # 16 images, 4 per row, 2 x 2.2 inches each
     assert (mistakes.max(axis=2) < 60).mean() > 0.3
     if "accuracy: 100.00%" not in stdout:
         assert pixels_of(mistakes, RED, 20) > 100  # the titles of wrong predictions are red
+        assert (matrix[..., 0] - matrix[..., 2] > 60).sum() > 1_000  # and mistakes tinted red in the matrix
 
 
 def test_evaluate_plots_default_to_the_run_folder_and_can_be_skipped(tiny_run, capsys):
@@ -197,11 +268,49 @@ def test_confusion_numbers_agree_with_the_accuracy(tiny_run):
     assert np.trace(drawn) / drawn.sum() == pytest.approx(report.accuracy)
     # the same accuracy as the run measured on its test set when it finished
     assert report.accuracy == pytest.approx(meta["metrics"]["test_accuracy"], abs=0.1 / report.count)
-    assert f"accuracy {report.accuracy:.2%} ({np.trace(drawn)} of 200)" in ax.get_title()
-    # colours are fractions of each true class
-    fractions = ax.images[0].get_array()
+    right = np.trace(drawn)
+    assert ax.get_title() == f"accuracy {report.accuracy:.2%}: {right} of 200 images right, {200 - right} wrong"
+    # colours are shares of each true class: right answers in one image, mistakes in another
+    diagonal, mistakes = (np.ma.filled(image.get_array(), 0.0) for image in ax.images)
     rows_with_images = drawn.sum(axis=1) > 0
-    assert np.asarray(fractions).sum(axis=1)[rows_with_images] == pytest.approx(1.0)
+    assert (diagonal + mistakes).sum(axis=1)[rows_with_images] == pytest.approx(1.0)
+    assert (np.diag(diagonal) > 0).sum() > 0 and np.diag(mistakes).sum() == 0
+
+
+def test_confusion_gives_mistakes_their_own_scale():
+    confusion = np.array([[980, 1, 0], [2, 990, 30], [0, 0, 1000]])
+    fig = plots.confusion_figure(confusion, ["a", "b", "c"], title="run: cnn on the MNIST test split")
+    ax, mistakes_bar, right_bar = fig.axes
+    assert ax.get_title() == "run: cnn on the MNIST test split\naccuracy 98.90%: 2,970 of 3,003 images right, 33 wrong"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
+    assert mistakes_bar.get_ylabel() == "mistakes: share of the true class (log scale)"
+    assert right_bar.get_ylabel() == "right answers: share of the true class"
+    right, wrong = ax.images
+    assert (right.norm.vmin, right.norm.vmax) == (0, 1)
+    # the scale of the mistakes runs from the smallest share to the largest, not from 0 to 100%
+    assert wrong.norm.vmax == pytest.approx(30 / 1022) and wrong.norm.vmin == pytest.approx(1 / 981)
+    smallest = wrong.cmap(wrong.norm(1 / 981))
+    assert smallest[1] < 0.9  # even one mistake is a visible pink, not the white of an empty cell
+
+
+def test_evaluation_plots_are_titled_with_what_was_evaluated(tiny_run, tmp_path, monkeypatch):
+    report = evaluate_checkpoint(tiny_run)
+    assert report.about == f"cnn (width 4) on the {report.data_name} test split (200 images)"
+    assert report.data_name == Path(json.loads((tiny_run / "config.json").read_text())["data"]).name
+    figures = {}
+    save = plots.save
+
+    def keep_and_save(fig, path):
+        figures[Path(path).name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save", keep_and_save)
+    plots.write_evaluation_plots(report, tmp_path, title="run")
+    assert figures["confusion.png"].axes[0].get_title().startswith(f"run: {report.about}\naccuracy ")
+    assert figures["mistakes.png"].get_suptitle() == (
+        f"run: {report.about}\nthe 16 highest-loss images: #index in the split, true → predicted (probability)"
+    )
 
 
 def test_top_losses_and_their_titles():
@@ -214,8 +323,8 @@ def test_top_losses_and_their_titles():
     assert probabilities[0].item() == pytest.approx(logits[3].softmax(0)[0].item())
     images = torch.zeros(4, 28, 28, dtype=torch.uint8)
     fig = plots.mistakes_figure(images, labels, logits, ["a", "b", "c"], k=3)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles[0].startswith("c → a (0.99)") and titles[1].startswith("a → b (0.91)")
-    assert re.match(r"c → c \(0\.\d\d\)", titles[2])
+    titles = titles_of(fig)
+    assert titles[0] == f"#3: c → a (0.99)\nloss {losses[0]:.2f}" and titles[1].startswith("#1: a → b (0.91)")
+    assert re.match(r"#2: c → c \(0\.\d\d\)", titles[2])
     colours = [ax.title.get_color() for ax in fig.axes if ax.get_title()]
     assert colours == ["tab:red", "tab:red", "black"]

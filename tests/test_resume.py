@@ -274,6 +274,9 @@ def test_a_run_folder_that_vanishes_while_training_is_a_clear_error(tiny_idx, tm
         def epoch_start(self, *args):
             pass
 
+        def step_done(self, *args):
+            pass
+
         def batches_done(self, *args):
             pass
 
@@ -360,3 +363,20 @@ def test_resume_keeps_the_runs_options_and_refuses_a_finished_run(tiny_run, tmp_
             main(argv)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_resumed_run_keeps_the_batch_losses_of_its_finished_epochs(tmp_path):
+    from mnistkit.train import EpochStats, SilentReporter, _SavingReporter
+
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp")
+    runs.write_batch_losses(run_dir, {1: [2.0, 1.0], 2: [0.5, 0.25], 3: [9.0, 9.0]})  # epoch 3 was cut short
+    done = [EpochStats(e, 1.0 / e, None, None, 0.01, 1.0).row() for e in (1, 2)]
+    reporter = _SavingReporter(SilentReporter(), run_dir, done)
+    reporter.epoch_end(EpochStats(3, 0.2, None, None, 0.01, 1.0, batch_losses=[0.2, 0.125]))
+    assert runs.read_batch_losses(run_dir) == {1: [2.0, 1.0], 2: [0.5, 0.25], 3: [0.2, 0.125]}
+    assert [row["epoch"] for row in runs.read_metrics(run_dir)] == [1.0, 2.0, 3.0]
+    fresh = _SavingReporter(SilentReporter(), run_dir, [])  # a new run in that folder (--overwrite) starts empty
+    assert fresh.batch_losses == {}
+    (run_dir / runs.BATCH_LOSSES_NAME).write_text("epoch,batch,train_loss\n1,1,lots\n")
+    with pytest.raises(CheckpointError, match="not the per-batch losses mnistkit train writes"):
+        runs.read_batch_losses(run_dir)

@@ -41,6 +41,9 @@ class RecordingReporter:
     def epoch_start(self, epoch, epochs, steps):
         self.calls.append(("start", epoch, epochs, steps))
 
+    def step_done(self, steps_done):
+        self.calls.append(("step", steps_done))
+
     def batches_done(self, steps_done, running_loss):
         self.calls.append(("batches", steps_done, running_loss))
 
@@ -95,6 +98,7 @@ def test_reporter_logs_every_number_and_passes_events_on(tmp_path):
     history = [EpochStats(1, 0.9, 0.5, 0.8, 0.01, 1.5), EpochStats(2, 0.4, None, None, 0.001, 1.0)]
     for stats in history:
         reporter.epoch_start(stats.epoch, 2, 100)
+        reporter.step_done(50)
         reporter.batches_done(50, 1.0 / stats.epoch)
         reporter.batches_done(100, 0.5 / stats.epoch)
         reporter.epoch_end(stats)
@@ -115,7 +119,7 @@ def test_reporter_logs_every_number_and_passes_events_on(tmp_path):
         ("seconds_per_epoch", 2): 1.0,  # no validation in epoch 2: nothing made up
     }
     assert writer.flushes == 2 and writer.closed
-    assert [call[0] for call in inner.calls] == ["start", "batches", "batches", "end"] * 2
+    assert [call[0] for call in inner.calls] == ["start", "step", "batches", "batches", "end"] * 2
 
 
 def test_event_files_match_metrics_csv(tiny_idx, tmp_path, capsys):

@@ -181,6 +181,9 @@ def job_time_to_val_loss(
             if start is None:  # the clock starts at the first training step, as for the presets
                 start = time.perf_counter()
 
+        def step_done(self, steps_done: int) -> None:
+            pass
+
         def batches_done(self, steps_done: int, running_loss: float) -> None:
             nonlocal excluded
             paused = time.perf_counter()

@@ -9,14 +9,51 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable
 
 from . import __version__, torchrun
-from .config import AMP_MODES, AUGMENTATIONS, DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
-from .errors import MnistkitError
+from .config import AMP_MODES, AUGMENTATIONS, DEVICES, OPTIMIZERS, PRESET_PURPOSES, PRESETS, SCHEDULES, TrainConfig
+from .errors import MnistkitError, did_you_mean
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with "did you mean" for a mistyped command or choice (``trian``, ``--optimizer adamm``)."""
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = [str(choice) for choice in action.choices]
+            raise argparse.ArgumentError(
+                action, f"invalid choice: '{value}';{did_you_mean(value, choices)} choose from {', '.join(choices)}"
+            )
+
+
+def preset_flags(name: str) -> str:
+    """A preset as the command-line options it stands for: ``--model mlp --optimizer sgd ...``."""
+    flags = []
+    for option, value in PRESETS[name].items():
+        flag = "--" + option.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{option.replace('_', '-')}")
+        else:
+            flags.append(f"{flag} {value}")
+    return " ".join(flags)
+
+
+def format_presets(width: int = 96) -> str:
+    """Each preset: what it is for, and the options it sets, indented under its name, in lines of ``width``."""
+    indent = " " * 10
+    lines = []
+    for name in PRESETS:
+        lines.append(f"{name:<10}{PRESET_PURPOSES[name]}")
+        # A no-break space keeps each flag with its value when wrapping (textwrap breaks at ASCII spaces only).
+        flags = preset_flags(name).replace(" ", "\xa0").replace("\xa0--", " --")
+        wrapped = textwrap.wrap(flags, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+        lines += [line.replace("\xa0", " ") for line in wrapped]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -28,8 +65,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model and save a run folder",
-        description="Train a model. With no options: the cnn on the bundled MNIST for 3 epochs. "
-        "Options override the --preset, which overrides the defaults.",
+        description=textwrap.fill(
+            "Train a model. With no options: the cnn on the bundled MNIST for 3 epochs. "
+            "Options override the --preset, which overrides the defaults.",
+            100,
+        ),
+        epilog="presets (--preset NAME sets these options; options given beside it override them):\n"
+        + textwrap.indent(format_presets(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group()
@@ -60,7 +103,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="feed pixels / 256 as the tutorial does instead of standardizing",
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, help=f"registered model: logreg, mlp, cnn [default: {defaults.model}]")
+    g.add_argument(
+        "--model",
+        default=None,
+        help="logreg (logistic regression), mlp (the tutorial's network) or cnn (a small convnet) "
+        f"[default: {defaults.model}]",
+    )
     g.add_argument("--width", type=int, default=None, help="channel width of the cnn, 1 to 1024 [default: 16]")
     g.add_argument(
         "--stem-width",
@@ -73,19 +121,48 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default=None,
-        help="a named set of options; 'tutorial' reproduces the tutorial exactly",
+        help="a named set of options: 'tutorial' reproduces the tutorial exactly, the others are the speed "
+        "records of mnistkit bench; what each sets is listed at the end (and by mnistkit presets)",
     )
-    g.add_argument("--epochs", type=int, default=None, help=f"[default: {defaults.epochs}]")
-    g.add_argument("--batch-size", type=int, default=None, help=f"[default: {defaults.batch_size}]")
+    g.add_argument(
+        "--epochs", type=int, default=None, help=f"passes over the training images [default: {defaults.epochs}]"
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"images per training step (with --nproc, over all processes) [default: {defaults.batch_size}]",
+    )
     g.add_argument(
         "--lr", type=float, default=None, help=f"learning rate (the peak for onecycle) [default: {defaults.lr}]"
     )
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"[default: {defaults.optimizer}]")
-    g.add_argument("--momentum", type=float, default=None, help=f"SGD momentum [default: {defaults.momentum}]")
-    g.add_argument("--nesterov", action="store_const", const=True, default=None, help="Nesterov momentum for SGD")
-    g.add_argument("--weight-decay", type=float, default=None, help=f"[default: {defaults.weight_decay}]")
     g.add_argument(
-        "--schedule", choices=SCHEDULES, default=None, help=f"learning-rate schedule [default: {defaults.schedule}]"
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=None,
+        help="sgd (uses --momentum, --nesterov), adam or adamw (decoupled weight decay) "
+        f"[default: {defaults.optimizer}]",
+    )
+    g.add_argument(
+        "--momentum",
+        type=float,
+        default=None,
+        help=f"SGD momentum; adam and adamw ignore it [default: {defaults.momentum}]",
+    )
+    g.add_argument("--nesterov", action="store_const", const=True, default=None, help="Nesterov momentum for SGD")
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="shrink the weights (not biases or BatchNorm scales) toward 0 each step "
+        f"[default: {defaults.weight_decay}]",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=None,
+        help="how the learning rate changes over the run: onecycle (up to --lr, then down), cosine, "
+        f"step (see --step-size, --gamma) or none [default: {defaults.schedule}]",
     )
     g.add_argument(
         "--step-size",
@@ -96,7 +173,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--gamma", type=float, default=None, help=f"decay factor for --schedule step [default: {defaults.gamma}]"
     )
-    g.add_argument("--label-smoothing", type=float, default=None, help=f"[default: {defaults.label_smoothing}]")
+    g.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=None,
+        help="train toward targets that give this share of probability to the other classes "
+        f"[default: {defaults.label_smoothing}]",
+    )
     g.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this value [default: off]")
     g.add_argument(
         "--augment",
@@ -122,7 +205,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="stop after PATIENCE epochs without a lower validation loss; restore the best weights [default: off]",
     )
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=None, help=f"-2**63 to 2**64 - 1 [default: {defaults.seed}]")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seeds the initial weights, the shuffling and the augmentation; -2**63 to 2**64 - 1 "
+        f"[default: {defaults.seed}]",
+    )
     g.add_argument(
         "--deterministic",
         action="store_const",
@@ -130,7 +219,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="bitwise-repeatable runs (deterministic kernels)",
     )
-    g.add_argument("--device", choices=DEVICES, default=None, help=f"[default: {defaults.device}]")
+    g.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=None,
+        help=f"where to train: auto = a CUDA GPU, else Apple's MPS, else the CPU [default: {defaults.device}]",
+    )
     g.add_argument(
         "--amp",
         choices=AMP_MODES,
@@ -138,7 +232,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="bf16 autocast while training: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX) "
         "[default: auto]",
     )
-    g.add_argument("--out", metavar="DIR", default=None, help="run folder [default: runs/<time>-<model>]")
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="the run folder to write (config, metrics, checkpoint, curves) [default: runs/<time>-<model>]",
+    )
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar, only the result lines")
     g.add_argument(
@@ -223,8 +322,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         request.resume, request.device = args.resume, args.device
     else:
         from .config import make_config
+        from .data import check_source
 
         request.config = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
+        check_source(request.config.data, request.config.dataset)  # a wrong --data stops here, before any output
     result = train(request, announce=lambda line: print(line, flush=True))
     if result.run_dir is not None:
         if result.test_accuracy is not None:
@@ -248,6 +349,20 @@ def _refuse_options_with_resume(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"--resume continues the run with the options saved in its config.json; drop {flag} (or start a new run)"
         )
+
+
+def add_presets(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "presets",
+        help="the named option sets of train --preset: what each is for and what it sets",
+        description="The presets of mnistkit train --preset NAME. Options given beside --preset override its values.",
+    )
+    p.set_defaults(handler=cmd_presets)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    print(format_presets())
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,8 +393,6 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .checkpoint import resolve
     from .evaluate import evaluate_checkpoint, format_report
     from .plots import write_evaluation_plots
@@ -287,9 +400,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.dataset)
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
     if not args.no_plots:
-        folder = args.plots or resolve(args.checkpoint).parent
-        title = f"{Path(args.checkpoint).name}, {args.split} split of {args.data or args.dataset or 'its own data'}"
-        paths = write_evaluation_plots(report, folder, title=title)
+        run_dir = resolve(args.checkpoint).parent
+        # titled with the run's name and what the report says it evaluated: model, data, split
+        paths = write_evaluation_plots(report, args.plots or run_dir, title=run_dir.name)
         if not args.json:
             print("plots: " + "  ".join(str(path) for path in paths))
     return 0
@@ -305,13 +418,20 @@ def add_show(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--n", type=int, default=64, help="images in the grid: the first N of the split, 1 to 400 [default: 64]"
     )
-    p.add_argument("--digit", type=int, default=None, metavar="D", help="only images of class D")
+    p.add_argument(
+        "--digit",
+        type=int,
+        default=None,
+        metavar="D",
+        help="only images of class D, titled by their index in the split",
+    )
     p.add_argument(
         "--index",
         type=int,
         default=None,
         metavar="I",
-        help="draw the I-th image of the split (of class D with --digit) large instead of a grid",
+        help="draw image I of the split large instead of a grid: the index that --digit grids and mistakes.png "
+        "give each image",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
@@ -799,6 +919,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 COMMANDS = [
     add_train,
+    add_presets,
     add_evaluate,
     add_show,
     add_compare,
@@ -813,7 +934,7 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mnistkit",
         description="Train, evaluate and use handwritten-digit classifiers (MNIST and its family) with PyTorch.",
     )

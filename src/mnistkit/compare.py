@@ -8,6 +8,7 @@ was stopped before it finished has no model.json and is shown without one.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from . import checkpoint, plots, runs, schema
+from .config import applicable, describe_data, describe_model
 from .errors import CheckpointError
 
 
@@ -87,9 +89,11 @@ def read_runs(paths: Sequence[str | Path]) -> list[RunSummary]:
 
 
 def config_differences(summaries: Sequence[RunSummary]) -> list[str]:
-    """Config keys whose values are not the same in every run (epochs excepted: the table always shows them)."""
-    keys = list(dict.fromkeys(k for s in summaries for k in s.config))
-    return [k for k in keys if k != "epochs" and len({repr(s.config.get(k)) for s in summaries}) > 1]
+    """Config keys whose values are not the same in every run (epochs excepted: the table always shows them),
+    among the options that apply to each run (no momentum for adamw: ``config.applicable``)."""
+    configs = [applicable(s.config) for s in summaries]
+    keys = list(dict.fromkeys(k for config in configs for k in config))
+    return [k for k in keys if k != "epochs" and len({repr(config.get(k)) for config in configs}) > 1]
 
 
 def format_duration(seconds: float) -> str:
@@ -107,35 +111,47 @@ def _value(value: Any) -> str:
 
 
 def table(summaries: Sequence[RunSummary]) -> list[list[str]]:
-    """The table's rows as strings, the header first."""
+    """The table's rows as strings, the header first: how each run did, then the options that differ ("-"
+    where an option does not apply to a run, or it has no value)."""
     differing = config_differences(summaries)
-    rows = [["run", *differing, "epochs", "best val acc", "test acc", "time"]]
+    rows = [["run", "epochs", "best val acc", "test acc", "time", *differing]]
     for s in summaries:
         planned = s.config.get("epochs")
         epochs = str(s.epochs) if planned in (None, s.epochs) else f"{s.epochs}/{planned}"
         best = s.best_val
+        config = applicable(s.config)
         rows.append(
             [
                 s.name,
-                *(_value(s.config.get(k)) for k in differing),
                 epochs,
                 f"{best[0]:.2%} (epoch {best[1]})" if best else "-",
                 f"{s.test_accuracy:.2%}" if s.test_accuracy is not None else "-",
                 format_duration(s.seconds),
+                *(_value(config.get(k)) for k in differing),
             ]
         )
     return rows
 
 
-def format_table(summaries: Sequence[RunSummary]) -> str:
+def format_table(summaries: Sequence[RunSummary], width: int | None = None) -> str:
+    """The table as text, a run per row; turned to a run per column when a row would be wider than ``width``
+    characters (the terminal's width by default), so that nothing runs off the screen."""
     rows = table(summaries)
+    text = _align(rows)
+    width = width or shutil.get_terminal_size().columns
+    if max(map(len, text.splitlines())) > width:
+        text = _align([list(column) for column in zip(*rows)])
+    return text
+
+
+def _align(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    # The run names read best left-aligned, the numbers right-aligned.
+    # Names (the first column) read best left-aligned, the values right-aligned.
     lines = [
         "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
         for row in rows
     ]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
@@ -146,7 +162,7 @@ def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
             {
                 "name": s.name,
                 "path": str(s.path),
-                "config": {k: s.config.get(k) for k in differing},
+                "config": {k: applicable(s.config).get(k) for k in differing},
                 "epochs": s.epochs,
                 "planned_epochs": s.config.get("epochs"),
                 "best_val_accuracy": s.best_val[0] if s.best_val else None,
@@ -160,6 +176,13 @@ def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
 
 
 def compare_figure(summaries: Sequence[RunSummary]) -> Figure:
-    """The runs' loss and validation-accuracy curves overlaid, one colour per run."""
-    title = "  vs  ".join(s.name for s in summaries) if len(summaries) <= 4 else f"{len(summaries)} runs"
-    return plots.compare_figure({s.name: s.metrics for s in summaries}, title=title)
+    """The runs' loss and validation-accuracy curves overlaid, one colour per run, each named in the legend
+    with its model and test accuracy; the title says what data they trained on."""
+    data = dict.fromkeys(describe_data(s.config.get("data"), s.config.get("dataset")) for s in summaries)
+    title = f"{len(summaries)} runs on {' and '.join(data)}: loss and validation accuracy by epoch"
+    return plots.compare_figure({legend_label(s): s.metrics for s in summaries}, title=title)
+
+
+def legend_label(summary: RunSummary) -> str:
+    tested = f"test {summary.test_accuracy:.2%}" if summary.test_accuracy is not None else "not tested"
+    return f"{summary.name}: {describe_model(summary.config)}, {tested}"

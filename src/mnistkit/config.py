@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from . import schema
-from .errors import ConfigError
+from .errors import ConfigError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -115,25 +116,13 @@ class TrainConfig:
             ),
             (
                 self.optimizer in OPTIMIZERS,
-                f"unknown optimizer {schema.short(self.optimizer)}; choose one of: {', '.join(OPTIMIZERS)}",
+                unknown_choice("optimizer", self.optimizer, OPTIMIZERS),
             ),
-            (
-                self.schedule in SCHEDULES,
-                f"unknown schedule {schema.short(self.schedule)}; choose one of: {', '.join(SCHEDULES)}",
-            ),
-            (
-                self.augment in AUGMENTATIONS,
-                f"unknown augmentation {schema.short(self.augment)}; choose one of: {', '.join(AUGMENTATIONS)}",
-            ),
-            (
-                self.device in DEVICES,
-                f"unknown device {schema.short(self.device)}; choose one of: {', '.join(DEVICES)}",
-            ),
-            (
-                self.amp in AMP_MODES,
-                f"unknown amp mode {schema.short(self.amp)}; choose one of: {', '.join(AMP_MODES)}",
-            ),
-            (self.model in MODELS, f"unknown model {schema.short(self.model)}; choose one of: {', '.join(MODELS)}"),
+            (self.schedule in SCHEDULES, unknown_choice("schedule", self.schedule, SCHEDULES)),
+            (self.augment in AUGMENTATIONS, unknown_choice("augmentation", self.augment, AUGMENTATIONS)),
+            (self.device in DEVICES, unknown_choice("device", self.device, DEVICES)),
+            (self.amp in AMP_MODES, unknown_choice("amp mode", self.amp, AMP_MODES)),
+            (self.model in MODELS, unknown_choice("model", self.model, MODELS)),
         ]
         for ok, message in checks:
             if not ok:
@@ -186,13 +175,57 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),  # >= 99.7%
 }
 
+# What each preset is for, in a line: ``mnistkit presets`` and ``train --help`` show it beside the options.
+PRESET_PURPOSES: dict[str, str] = {
+    "tutorial": "the tutorial's recipe exactly: its MLP, plain SGD, 25 epochs, pixels / 256",
+    "fast": "an MLP to 98% test accuracy in the least time, trained on all 60,000 images",
+    "cnn": "the convnet to 99.0% in one epoch, trained on all 60,000 images",
+    "accurate": "a wider convnet to 99.5% with shifted images, 7 epochs",
+    "best": "a wide convnet to 99.7% with affine augmentation and test-time augmentation, 36 epochs",
+}
+
+
+# Options that matter only for one value of another option; elsewhere they are not shown (``applicable``).
+APPLIES_ONLY_WITH: dict[str, tuple[str, Any]] = {
+    "width": ("model", "cnn"),
+    "stem_width": ("model", "cnn"),
+    "momentum": ("optimizer", "sgd"),
+    "nesterov": ("optimizer", "sgd"),
+    "step_size": ("schedule", "step"),
+    "gamma": ("schedule", "step"),
+}
+
+DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
+
+
+def applicable(values: dict[str, Any]) -> dict[str, Any]:
+    """A config's values without the options that its other choices make irrelevant (momentum for adamw)."""
+    return {
+        key: value
+        for key, value in values.items()
+        if key not in APPLIES_ONLY_WITH or values.get(APPLIES_ONLY_WITH[key][0]) == APPLIES_ONLY_WITH[key][1]
+    }
+
+
+def describe_model(values: dict[str, Any]) -> str:
+    """A config's model in words for titles: ``cnn``, ``cnn (width 24, stem width 16)``."""
+    options = [f"{key.replace('_', ' ')} {values[key]}" for key in ("width", "stem_width") if values.get(key)]
+    return f"{values.get('model', 'model')} ({', '.join(options)})" if options else str(values.get("model", "model"))
+
+
+def describe_data(data: str | None, dataset: str | None = "mnist") -> str:
+    """The data in words for titles: a named dataset's proper name, or the file or folder name of a path."""
+    if data:
+        return Path(data).name or str(data)
+    return DATASET_TITLES.get((dataset or "mnist").lower(), dataset or "mnist")
+
 
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then the preset, then explicit overrides (``None`` values are ignored), validated."""
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {schema.short(preset)}; choose one of: {', '.join(PRESETS)}")
+            raise ConfigError(unknown_choice("preset", preset, PRESETS))
         values.update(PRESETS[preset])
         values["preset"] = preset
     values.update({k: v for k, v in overrides.items() if v is not None})

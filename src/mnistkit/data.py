@@ -520,31 +520,31 @@ def save_training_set(out: str | Path, images: np.ndarray, labels: np.ndarray, f
 # Entry points
 
 
-def load_path(path: str | Path) -> Dataset:
-    """Load whatever ``path`` is: a folder of IDX files (torchvision's ``root`` too), an IDX images file, a pickle or
-    an npz."""
+PICKLE_SUFFIXES = (".pkl", ".pkl.gz", ".pickle", ".pickle.gz")
+
+
+def locate(path: str | Path) -> Path:
+    """What ``path`` names for ``load_path``, found without reading any data: a folder of IDX files (also for
+    one IDX file in it), a .npz, or a pickle. Raises DataError when there is no such path or no data format."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; pass a folder of IDX files, a .pkl.gz or a .npz")
     if path.is_dir():
         torchvision = torchvision_folder(path)
         if torchvision is not None:
-            return load_torchvision_folder(*torchvision)
+            return torchvision[0]
         if find_idx_files(path):
-            return load_idx_folder(path)
+            return path
         candidates = sorted(p for p in path.iterdir() if p.name.endswith((".npz", ".pkl", ".pkl.gz")))
         if len(candidates) == 1:
-            return load_path(candidates[0])
+            return locate(candidates[0])
         raise DataError(f"{path}: found no IDX files and no single .npz / .pkl.gz file in this folder")
-    name = path.name.lower()
     if feedback.is_feedback_file(path):
-        return load_corrections(path)
-    if name.endswith(".npz"):
-        return load_npz(path)
-    if name.endswith((".pkl", ".pkl.gz", ".pickle", ".pickle.gz")):
-        return load_pickle(path)
+        return path
+    if path.name.lower().endswith((".npz", *PICKLE_SUFFIXES)):
+        return path
     if _idx_role(path.name):
-        return load_path(path.parent)
+        return locate(path.parent)
     raise DataError(
         f"{path}: unknown data format; use IDX files (raw or .gz), a .pkl.gz in the tutorial's layout, or a .npz"
     )
@@ -580,6 +580,31 @@ def load_torchvision_folder(raw: Path, name: str) -> Dataset:
     ds = load_idx_folder(raw, name=name)
     ds.classes = list(get_spec(name).classes)
     return ds
+
+
+def load_path(path: str | Path) -> Dataset:
+    """Load whatever ``path`` is: a folder of IDX files (torchvision's ``root`` too), an IDX images file, a pickle,
+    an npz, or the drawing page's corrections database."""
+    path = locate(path)
+    if path.is_dir():
+        torchvision = torchvision_folder(path)
+        return load_idx_folder(path) if torchvision is None else load_torchvision_folder(*torchvision)
+    if feedback.is_feedback_file(path):
+        return load_corrections(path)
+    if path.name.lower().endswith(".npz"):
+        return load_npz(path)
+    return load_pickle(path)
+
+
+def check_source(data: str | Path | None, dataset: str = "mnist") -> None:
+    """Fail now, with load_dataset's message, for a ``data`` path that holds no data mnistkit reads or an unknown
+    ``dataset`` name; reads nothing (the contents are checked when loading)."""
+    if data is not None:
+        locate(data)
+    elif dataset.lower() != "mnist":
+        from . import download
+
+        download.get_spec(dataset)
 
 
 def load_bundled_mnist() -> Dataset:

@@ -19,7 +19,7 @@ from pathlib import Path
 import platformdirs
 
 from . import data
-from .errors import DataError, DownloadError
+from .errors import DataError, DownloadError, did_you_mean
 from .fileio import atomic_path
 
 # urllib applies this to the connection and to every read, so a dead or stalled mirror costs at most this long.
@@ -123,7 +123,7 @@ def get_spec(name: str) -> DatasetSpec:
     for spec in CATALOG.values():
         if _key(spec.name) == _key(name):
             return spec
-    raise DataError(f"unknown dataset '{name}'; known datasets: {', '.join(CATALOG)}")
+    raise DataError(f"unknown dataset '{name}';{did_you_mean(name, CATALOG)} known datasets: {', '.join(CATALOG)}")
 
 
 def _resolve(dataset: str | DatasetSpec) -> DatasetSpec:

@@ -4,6 +4,12 @@ Every error a user can cause by what they pass in (a bad file, an unknown name, 
 ``MnistkitError``: the CLI prints its message as one line and exits non-zero, with no traceback.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
 
 class MnistkitError(Exception):
     """Base class: a problem with the user's input or environment, with a message that says what to do."""
@@ -29,3 +35,25 @@ class CheckpointError(MnistkitError):
 
 class TrainingError(MnistkitError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``" did you mean 'mlp'?"`` when ``name`` is a likely typo of one of ``choices``, else ``""``."""
+    close = difflib.get_close_matches(str(name).lower(), list(choices), n=1, cutoff=0.6)
+    return f" did you mean '{close[0]}'?" if close else ""
+
+
+def short(value: Any) -> str:
+    """A value as a message shows it: never longer than a few dozen characters, never more than one line."""
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def unknown_choice(what: str, name: str, choices: Iterable[str]) -> str:
+    """The one-line message for a name that is not one of ``choices``, with a suggestion for a likely typo."""
+    choices = list(choices)
+    return f"unknown {what} {short(name)};{did_you_mean(name, choices)} choose one of: {', '.join(choices)}"

@@ -12,6 +12,7 @@ from torch import nn
 
 from . import checkpoint, data
 from .augment import TTA_SHIFTS, tta_probabilities
+from .config import describe_data, describe_model
 from .data import Normalization, Split, batches
 from .errors import DataError
 
@@ -73,6 +74,17 @@ class Report:
     # What was evaluated, for per-image views such as the top-loss plot; not part of to_dict().
     logits: torch.Tensor | None = field(default=None, repr=False, compare=False)
     split: Split | None = field(default=None, repr=False, compare=False)
+    # ... and in words, for the figures' titles: "cnn", "MNIST", "test"
+    model_name: str | None = field(default=None, compare=False)
+    data_name: str | None = field(default=None, compare=False)
+    split_name: str | None = field(default=None, compare=False)
+
+    @property
+    def about(self) -> str:
+        """What was evaluated, in words: "cnn on the MNIST test split (10,000 images)"."""
+        model = self.model_name or "the model"
+        where = " ".join(word for word in (self.data_name, self.split_name) if word)
+        return f"{model} on the {where or 'given'} split ({self.count:,} images)"
 
     @property
     def count(self) -> int:
@@ -168,6 +180,9 @@ def evaluate_checkpoint(
     classes = list(meta.get("classes", ds.classes))
     if len(classes) != len(ds.classes):
         raise DataError(f"the model predicts {len(classes)} classes but the data has {len(ds.classes)}")
-    return evaluate(
+    report = evaluate(
         model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
     )
+    report.model_name = describe_model({"model": meta.get("model"), **meta.get("model_options", {})})
+    report.data_name, report.split_name = describe_data(data_path, dataset), split
+    return report

@@ -3,6 +3,11 @@
 The bar (rich) appears only when the stream is an interactive terminal that understands cursor movement and
 ``quiet`` is off; it is transient, so what stays on screen is exactly what a log file or CI gets: the epoch
 lines, with no escape codes and no carriage returns.
+
+The bar moves with every batch: training reports its step count after each one (a Python int, no device
+sync), the reporter passes it on at most ``REFRESH_PER_SECOND`` times a second, and rich redraws the bar
+that often from its own thread. The loss shown is the running loss of the last sync (every ``SYNC_EVERY``
+batches), and "…" before the first.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .train import EpochStats
+
+REFRESH_PER_SECOND = 8  # redraws of the bar; the step count is passed on as often
 
 
 def format_epoch(stats: EpochStats, epochs: int) -> str:
@@ -57,6 +64,7 @@ class ConsoleReporter:
         self.batch_size = batch_size
         self.epochs = 0
         self.started = 0.0
+        self.next_update = 0.0
         self.progress: Progress | None = None
         self.task = None
 
@@ -73,9 +81,20 @@ class ConsoleReporter:
                 TimeRemainingColumn(),
                 console=Console(file=self.stream, force_terminal=True),
                 transient=True,
+                refresh_per_second=REFRESH_PER_SECOND,
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=steps, loss="…", rate="…")
+            self.next_update = self.started
+
+    def step_done(self, steps_done: int) -> None:
+        """Called after every batch: cheap, and only every 1/REFRESH_PER_SECOND s does it touch the bar."""
+        if self.progress is not None:
+            now = time.perf_counter()
+            if now >= self.next_update:
+                self.next_update = now + 1.0 / REFRESH_PER_SECOND
+                rate = format_rate(steps_done, now - self.started, self.batch_size)
+                self.progress.update(self.task, completed=steps_done, rate=rate)
 
     def batches_done(self, steps_done: int, running_loss: float) -> None:
         if self.progress is not None:

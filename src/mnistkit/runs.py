@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
 METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
+BATCH_LOSSES_NAME = "batch_losses.csv"  # the training loss of every batch, for curves.png
 
 
 def default_run_dir(model: str, root: str | Path = "runs") -> Path:
@@ -180,3 +181,26 @@ def _dataset_metadata(dataset: Dataset, splits: Splits) -> dict[str, Any]:
         "val": len(splits.val) if splits.val else 0,
         "test": len(splits.test) if splits.test else 0,
     }
+
+
+def write_batch_losses(run_dir: Path, losses: dict[int, list[float]]) -> None:
+    """Every batch's training loss, by epoch: one row per batch (epoch, batch, train_loss), both 1-based."""
+    lines = ["epoch,batch,train_loss"]
+    for epoch in sorted(losses):
+        lines += [f"{epoch},{batch},{loss!r}" for batch, loss in enumerate(losses[epoch], start=1)]
+    fileio.write_text(run_dir / BATCH_LOSSES_NAME, "\n".join(lines) + "\n")
+
+
+def read_batch_losses(run_dir: str | Path) -> dict[int, list[float]]:
+    """The per-batch losses by epoch; empty for a run without them (written by an older mnistkit)."""
+    path = Path(run_dir) / BATCH_LOSSES_NAME
+    if not path.is_file():
+        return {}
+    losses: dict[int, list[float]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                losses.setdefault(int(row["epoch"]), []).append(float(row["train_loss"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not the per-batch losses mnistkit train writes ({exc})") from None
+    return losses

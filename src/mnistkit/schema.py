@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from . import fileio
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, short
 
 CHECKPOINT_FORMAT = "mnistkit-checkpoint/1"
 RESUME_FORMAT = "mnistkit-resume/1"
@@ -125,16 +125,6 @@ def printable(name: str) -> str:
     return name if name.isprintable() and 0 < len(name) <= 40 and name.strip() == name else short(name)
 
 
-def short(value: Any) -> str:
-    """A value as a message shows it: never longer than a few dozen characters, never more than one line."""
-    if isinstance(value, dict):
-        return f"an object of {len(value)} keys"
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 # --------------------------------------------------------------------------------------------------
 # Options of a dataclass (TrainConfig), by their annotations
 
@@ -201,7 +191,7 @@ Scalar = Annotated[Any, AfterValidator(_scalar)]  # one check, where a union wou
 class Normalization(_Closed):
     mean: Finite
     std: Positive
-    divisor: Positive = 255.0  # as data.Normalization: files that leave it out mean 0-255 pixels
+    divisor: Positive
 
 
 class DatasetRecord(_Open):

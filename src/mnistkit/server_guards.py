@@ -181,6 +181,9 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
+LINGER_SECONDS = 2.0
+
+
 class RequestDeadlines(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with deadlines: a request's headers must arrive within ``header_timeout`` seconds
     of the connection opening (or of the previous response), and its body within ``body_timeout`` of them.
@@ -194,12 +197,15 @@ class RequestDeadlines(H11Protocol):
         self.timeouts = {"headers": header_timeout, "body": body_timeout}
         self.awaiting: str | None = None  # the part of a request being waited for: "headers", "body" or None
         self.deadline: asyncio.TimerHandle | None = None
+        self.lingering = False  # answered 408 and half-closed: what the client still sends is dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[arg-type]
         self._follow()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         super().data_received(data)
         self._follow()
 
@@ -245,4 +251,12 @@ class RequestDeadlines(H11Protocol):
             head += [b"content-security-policy: " + POLICY.encode()]
             head += [b"content-length: %d" % len(body)]
             self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        self.transport.close()
+        # A lingering close: closing at once while the client is still sending makes the kernel answer its next
+        # bytes with a reset, which can discard the 408 before the client reads it. Half-close (FIN after the
+        # answer) and drop what still arrives for a moment, then close.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.lingering = True
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()

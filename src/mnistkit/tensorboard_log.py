@@ -53,6 +53,9 @@ class TensorBoardReporter:
         self.epoch, self.steps_per_epoch = epoch, steps
         self.inner.epoch_start(epoch, epochs, steps)
 
+    def step_done(self, steps_done: int) -> None:
+        self.inner.step_done(steps_done)
+
     def batches_done(self, steps_done: int, running_loss: float) -> None:
         step = (self.epoch - 1) * self.steps_per_epoch + steps_done
         self.writer.add_scalar("train/running_loss", running_loss, step)

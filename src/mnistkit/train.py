@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ from .errors import ConfigError, TrainingError
 from .evaluate import loss_and_accuracy
 from .models import count_parameters, create_model
 
-SYNC_EVERY = 50  # steps between reads of the loss from the device (progress display and NaN check)
+SYNC_EVERY = 50  # steps between reads of the loss from the device (running loss display and NaN check)
 
 
 @dataclass
@@ -39,16 +39,29 @@ class EpochStats:
     val_accuracy: float | None
     lr: float
     seconds: float
+    batch_losses: list[float] | None = field(default=None, repr=False)  # this process's batches, in order
+
+    def row(self) -> dict:
+        """The epoch's numbers as the history keeps them: all but the per-batch losses."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "batch_losses"}
 
 
 class Reporter(Protocol):
+    """What fit tells the outside world: ``step_done`` after every batch (the step count only, which costs no
+    device sync), ``batches_done`` every ``SYNC_EVERY`` batches with the running loss, ``epoch_end`` with
+    the epoch's numbers."""
+
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step_done(self, steps_done: int) -> None: ...
     def batches_done(self, steps_done: int, running_loss: float) -> None: ...
     def epoch_end(self, stats: EpochStats) -> None: ...
 
 
 class SilentReporter:
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step_done(self, steps_done: int) -> None:
         pass
 
     def batches_done(self, steps_done: int, running_loss: float) -> None:
@@ -322,6 +335,7 @@ class _Loop:
             progress.losses[step] = self.train_step(x, y)
             progress.sizes[step] = len(y)
             progress.step = step + 1
+            self.reporter.step_done(progress.step)
             if progress.step % SYNC_EVERY == 0 or progress.step == self.steps_per_epoch:
                 self.report_losses()
             if progress.step < self.steps_per_epoch:  # the epoch's last batch is saved after validation
@@ -363,6 +377,7 @@ class _Loop:
         progress, cfg = self.progress, self.cfg
         totals = self.ctx.all_sum(torch.stack([(progress.losses * progress.sizes).sum(), progress.sizes.sum()]))
         train_loss = (totals[0] / totals[1]).item()
+        batch_losses = progress.losses.tolist()  # no extra wait: train_loss has just synced
         self.ctx.broadcast_buffers(self.model)
         val_loss = val_accuracy = None
         if self.val is not None and len(self.val):
@@ -376,10 +391,9 @@ class _Loop:
                     "lower the learning rate (--lr) or set --grad-clip"
                 )
         lr = self.optimizer.param_groups[0]["lr"]
-        stats = EpochStats(
-            progress.epoch, train_loss, val_loss, val_accuracy, lr, time.perf_counter() - self.started
-        )  # fmt: skip
-        progress.history.append(asdict(stats))
+        seconds = time.perf_counter() - self.started
+        stats = EpochStats(progress.epoch, train_loss, val_loss, val_accuracy, lr, seconds, batch_losses)
+        progress.history.append(stats.row())
         self.reporter.epoch_end(stats)
         return stats
 
@@ -555,20 +569,29 @@ def _save_model(run_dir: Path, model: nn.Module, meta: dict) -> None:
 
 
 class _SavingReporter:
-    """Passes events on, and rewrites metrics.csv after every epoch so a killed run keeps its history."""
+    """Passes events on, and rewrites metrics.csv and batch_losses.csv after every epoch so a killed run keeps
+    its history."""
 
     def __init__(self, inner: Reporter, run_dir: Path, history: list[dict]):
         self.inner, self.run_dir, self.history = inner, run_dir, list(history)
+        done = len(self.history)  # a resumed run keeps the batch losses of the epochs it has finished
+        self.batch_losses = {e: b for e, b in runs.read_batch_losses(run_dir).items() if e <= done} if done else {}
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.inner.epoch_start(epoch, epochs, steps)
+
+    def step_done(self, steps_done: int) -> None:
+        self.inner.step_done(steps_done)
 
     def batches_done(self, steps_done: int, running_loss: float) -> None:
         self.inner.batches_done(steps_done, running_loss)
 
     def epoch_end(self, stats: EpochStats) -> None:
-        self.history.append(asdict(stats))
+        self.history.append(stats.row())
         runs.write_metrics(self.run_dir, self.history)
+        if stats.batch_losses is not None:
+            self.batch_losses[stats.epoch] = stats.batch_losses
+            runs.write_batch_losses(self.run_dir, self.batch_losses)
         self.inner.epoch_end(stats)
 
 
