@@ -16,6 +16,7 @@ as a PNG upload, and prints the accuracy of each: the page's own downsampling mu
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import os
 import platform
@@ -90,14 +91,14 @@ def parity(page, url: str, count: int) -> tuple[int, int, int]:
             grey.save(buffer, format="PNG")
             png = client.post("/api/predict", files={"image": ("d.png", buffer.getvalue(), "image/png")}).json()
             pixels = page.evaluate(
-                """async (grey) => {
-                    const picture = new ImageData(280, 280);
-                    grey.forEach((v, i) => picture.data.set([v, v, v, 255], 4 * i));
-                    items = [{ kind: 'image', source: await createImageBitmap(picture), smooth: true }];
+                """async (png) => {
+                    const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+                    const picture = await createImageBitmap(new Blob([bytes], { type: 'image/png' }));
+                    items = [{ kind: 'image', source: picture, smooth: true }];
                     redraw();
                     return padPixels();
                 }""",
-                np.asarray(grey).ravel().tolist(),
+                base64.b64encode(buffer.getvalue()).decode(),
             )
             drawn = client.post("/api/predict", json={"pixels": pixels}).json()
             by_page += drawn["digit"] == label
