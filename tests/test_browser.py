@@ -479,7 +479,7 @@ def test_bars_and_outlines_contrast_at_least_3_to_1(open_page, scheme):
             best: contrast(style('.bar-row.best .bar').backgroundColor, style('.track').backgroundColor),
             outline: contrast(style('.track').borderTopColor, page),
             outlineInside: contrast(style('.track').borderTopColor, style('.track').backgroundColor),
-            canvas: contrast(style('#pad').borderTopColor, page),
+            canvas: contrast(style('#drop').borderTopColor, page),
         };
     }""")
     assert all(ratio >= 3 for ratio in ratios.values()), ratios
