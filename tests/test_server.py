@@ -104,12 +104,16 @@ def test_page_and_its_files_are_served_locally(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text
-    for name, kind in [("app.js", "javascript"), ("style.css", "text/css")]:
+    for name, kind in [("app.js", "javascript"), ("style.css", "text/css"), ("favicon.svg", "image/svg+xml")]:
         response = client.get(f"/static/{name}")
         assert response.status_code == 200 and kind in response.headers["content-type"]
-    # Nothing from a CDN: no absolute URL in the page or what it loads.
+    assert 'rel="icon" href="/static/favicon.svg"' in page.text
+    # Nothing from a CDN: no absolute URL in the page or what it loads (SVG's namespace name is not fetched).
     for path in STATIC_DIR.iterdir():
-        assert not re.search(r"https?://", path.read_text()), f"{path.name} refers to an outside URL"
+        text = path.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert not re.search(r"https?://", text), f"{path.name} refers to an outside URL"
+    # No inline script or style: the page works under a Content-Security-Policy of 'self' only.
+    assert "<style" not in page.text and "style=" not in page.text and "<script>" not in page.text
 
 
 def test_health(client):
@@ -206,13 +210,70 @@ def test_docs_work_offline(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json", "image/png"} <= set(body)
-    assert {"/api/health", "/api/model"} <= set(spec["paths"])
+    assert {"/api/health", "/api/model", "/api/explain", "/api/examples"} <= set(spec["paths"])
+    explained = spec["components"]["schemas"]["ExplainResponse"]["properties"]
+    assert {"digit", "label", "saliency", "feature_maps"} <= set(explained)
     for page in ["/docs", "/redoc"]:
         html = client.get(page).text
         assets = re.findall(r'(?:src|href)="([^"]+)"', html)
         assert assets and all(url.startswith("/") for url in assets), assets
         for url in assets:
             assert client.get(url).status_code == 200, url
+
+
+def test_explain_gives_saliency_and_first_convolution_maps(client, classifier, digits):
+    images, labels = digits
+    for image, label in zip(images[:4], labels[:4]):
+        answer = client.post("/api/explain", json=pixels_body(image)).json()
+        assert answer["digit"] == label and answer["label"] == str(label)
+        saliency = np.array(answer["saliency"])
+        assert saliency.shape == (28, 28) and saliency.min() >= 0 and saliency.max() == 1
+        maps = np.array(answer["feature_maps"])
+        first_conv = classifier.model.net.features[0][0]
+        assert maps.shape == (first_conv.out_channels, 28, 28) and maps.min() == 0 and maps.max() == 255
+        assert client.post("/api/explain", json=pixels_body(image)).json() == answer  # the same map every time
+    # An upload is explained on its MNIST form, as /api/predict saw it.
+    upload_answer = client.post("/api/explain", files={"image": ("d.png", drawing(images[0]), "image/png")}).json()
+    seen = upload(client, drawing(images[0])).json()["input"]
+    assert upload_answer == client.post("/api/explain", json={"pixels": seen}).json()
+
+
+def test_explained_gradient_is_largest_where_ink_matters(classifier, digits):
+    from mnistkit.explain import explain
+
+    images, _ = digits
+    found = explain(classifier, images[0])
+    near_ink = np.zeros((28, 28), bool)
+    rows, cols = np.nonzero(images[0] > 0)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near_ink[np.clip(rows + dy, 0, 27), np.clip(cols + dx, 0, 27)] = True
+    assert found.saliency[near_ink].mean() > 2 * found.saliency[~near_ink].mean()
+
+
+def test_explain_a_model_without_convolutions(digits):
+    from mnistkit.explain import explain
+    from mnistkit.models import create_model
+
+    found = explain(Classifier(create_model("mlp"), {}, "untrained"), digits[0][0])
+    assert found.feature_maps.shape == (0, 28, 28) and found.saliency.shape == (28, 28)
+
+
+def test_explain_refuses_what_predict_refuses(client):
+    assert client.post("/api/explain", content=b"", headers={"Content-Type": "application/json"}).status_code == 400
+    response = client.post("/api/explain", json={"pixels": [[0.5] * 28] * 27})
+    assert response.status_code == 422 and "pixels" in response.json()["error"]
+
+
+def test_examples_are_the_first_test_digits_of_each_class(client, mnist):
+    examples = client.get("/api/examples").json()["examples"]
+    labels = mnist.test.labels.numpy()
+    assert [example["label"] for example in examples] == [str(d) for d in range(10)] * 2
+    for example in examples:
+        index = example["index"]
+        assert labels[index] == int(example["label"])
+        np.testing.assert_array_equal(np.array(example["pixels"]), mnist.test.images[index].numpy())
+    assert [example["index"] for example in examples[:10]] == [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
 
 
 # --------------------------------------------------------------------------------------------------

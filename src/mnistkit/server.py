@@ -35,6 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .errors import ConfigError, MnistkitError
+from .examples import test_examples
+from .explain import explain
 from .inference import Classifier
 from .preprocess import MAX_PIXELS, WORK_SIDE, ImageError, to_mnist
 from .server_guards import BODY_TIMEOUT, HEADER_TIMEOUT, RequestDeadlines, allowed_host, guard
@@ -54,6 +56,9 @@ MAX_BATCH = 32
 # Images decoded and preprocessed at once, in threads beside the event loop: one per core of the 2-core target
 # machine. More only adds thread switching under load, since much of that work holds the GIL.
 PREPROCESS_THREADS = 2
+# Explanations (a forward and a backward pass) one at a time, so that they never hold both cores.
+EXPLAIN_THREADS = 1
+EXAMPLES_PER_CLASS = 2
 
 Pixel = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
 Row = Annotated[list[Pixel], Field(min_length=28, max_length=28)]
@@ -71,6 +76,29 @@ class PredictResponse(BaseModel):
     label: str = Field(description="that class's name")
     probabilities: list[float] = Field(description="every class's probability, in class order")
     input: list[list[float]] = Field(description="the 28×28 image the model saw, white ink on black, in [0, 1]")
+
+
+class ExplainResponse(BaseModel):
+    digit: int = Field(description="the class explained: the most likely one")
+    label: str = Field(description="that class's name")
+    saliency: list[list[float]] = Field(
+        description="28×28 in [0, 1]: how much each input pixel moves that class's log-probability (|gradient|, "
+        "scaled so the largest is 1)"
+    )
+    feature_maps: list[list[list[int]]] = Field(
+        description="the first convolution's output maps (channels × height × width), each scaled to 0..255 on its "
+        "own; empty for a model without convolutions"
+    )
+
+
+class Example(BaseModel):
+    index: int = Field(description="position in the MNIST test set")
+    label: str = Field(description="its true class")
+    pixels: list[list[int]] = Field(description="28×28 in 0..255, white ink on black")
+
+
+class ExamplesResponse(BaseModel):
+    examples: list[Example]
 
 
 class ModelInfo(BaseModel):
@@ -234,6 +262,7 @@ def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> Fas
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     batcher = Batcher(classifier)
     preprocess_threads = anyio.CapacityLimiter(PREPROCESS_THREADS)
+    explain_threads = anyio.CapacityLimiter(EXPLAIN_THREADS)
     info = classifier.describe()
 
     @app.exception_handler(RequestError)
@@ -279,15 +308,7 @@ def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> Fas
         openapi_extra={"requestBody": PREDICT_BODY},
     )
     async def predict(request: Request) -> dict[str, Any]:
-        item = await read_input(request)
-        try:
-            # The same preprocessing as Classifier.predict; an image's decoding and scaling run beside the event loop.
-            if isinstance(item, np.ndarray):
-                image = to_mnist(item)  # 28×28: microseconds
-            else:
-                image = await anyio.to_thread.run_sync(decode_to_mnist, item, limiter=preprocess_threads)
-        except ImageError as exc:
-            raise RequestError(422, str(exc)) from None
+        image = await mnist_image(request)
         probabilities = await batcher.probabilities(image)
         digit = int(np.argmax(probabilities))
         return {
@@ -296,6 +317,52 @@ def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> Fas
             "probabilities": [round(float(p), 6) for p in probabilities],
             "input": (image / 255.0).round(4).tolist(),
         }
+
+    @app.post(
+        "/api/explain",
+        summary="What the model looks at in an image",
+        description="The same inputs as `/api/predict` (the drawing page sends the `input` that `/api/predict` "
+        "answered, as JSON pixels). Answers a saliency map for the most likely class and the first convolution's "
+        "feature maps, computed on the image in MNIST form.",
+        response_model=ExplainResponse,
+        responses=ERRORS,
+        openapi_extra={"requestBody": PREDICT_BODY},
+    )
+    async def explain_image(request: Request) -> dict[str, Any]:
+        image = await mnist_image(request)
+        found = await anyio.to_thread.run_sync(explain, classifier, image, limiter=explain_threads)
+        return {
+            "digit": found.digit,
+            "label": classifier.classes[found.digit],
+            "saliency": found.saliency.round(3).tolist(),
+            "feature_maps": found.feature_maps.tolist(),
+        }
+
+    @app.get(
+        "/api/examples",
+        summary="Example digits from the MNIST test set",
+        description=f"The first {EXAMPLES_PER_CLASS} test images of each digit from the bundled MNIST, for the "
+        "drawing page's strip of examples.",
+        response_model=ExamplesResponse,
+    )
+    def examples() -> dict[str, Any]:
+        return {
+            "examples": [
+                {"index": example.index, "label": str(example.label), "pixels": example.image.tolist()}
+                for example in test_examples(EXAMPLES_PER_CLASS)
+            ]
+        }
+
+    async def mnist_image(request: Request) -> np.ndarray:
+        """The request's image in MNIST form, by the same preprocessing as ``Classifier.predict``."""
+        item = await read_input(request)
+        try:
+            if isinstance(item, np.ndarray):
+                return to_mnist(item)  # 28×28: microseconds
+            # An image's decoding and scaling run beside the event loop.
+            return await anyio.to_thread.run_sync(decode_to_mnist, item, limiter=preprocess_threads)
+        except ImageError as exc:
+            raise RequestError(422, str(exc)) from None
 
     return app
 
