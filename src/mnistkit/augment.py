@@ -1,8 +1,10 @@
 """Data augmentation on whole batches, on the device, with tensor ops (no per-image PIL work).
 
-Both transforms act on normalized batches (N, 1, 28, 28) and fill uncovered pixels with the background
+The transforms act on normalized batches (N, 1, 28, 28) and fill uncovered pixels with the background
 value (a blank pixel after normalization), so the digit moves while the canvas stays blank. Labels are
-untouched: small shifts, rotations and scalings do not change which digit an image shows.
+untouched: small shifts, rotations and scalings do not change which digit an image shows. ``handwriting``
+(in ``handwriting.py``) adds what real writing shows and MNIST lacks: pen widths, slant, elastic distortion and
+writing styles.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "shift", "affine")
+from .handwriting import augment_handwriting
+
+AUGMENTATIONS = ("none", "shift", "affine", "handwriting")
 
 
 def random_shift(
@@ -66,7 +70,16 @@ def shift(x: torch.Tensor, dy: int, dx: int, background: float) -> torch.Tensor:
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
-def augment(x: torch.Tensor, kind: str, background: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    kind: str,
+    background: float,
+    generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x`` augmented by ``kind``; ``labels`` let the handwriting kind draw class-specific styles."""
+    if kind == "handwriting":
+        return augment_handwriting(x, background, generator, labels)
     if kind == "shift":
         return random_shift(x, background, generator=generator)
     if kind == "affine":

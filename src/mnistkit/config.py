@@ -40,7 +40,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max gradient norm
     early_stopping: int = 0  # patience in epochs on validation loss; 0 = off
-    augment: str = "none"  # none | shift (±2 px) | affine (rotate, scale, shear, shift), on whole batches
+    augment: str = "none"  # none | shift (±2 px) | affine (rotate, scale, shear, shift) | handwriting, on whole batches
+    outliers: float = 0.0  # synthesized non-digits per training image, trained towards "no class" (outlier exposure)
     tta: bool = False  # test-time augmentation: average predictions over the image and its 1-px shifts
     compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
     eval_batch_size: int = 1000
@@ -82,6 +83,10 @@ class TrainConfig:
             (
                 self.early_stopping >= 0,
                 f"--early-stopping must be 0 (off) or a patience in epochs, got {self.early_stopping}",
+            ),
+            (
+                math.isfinite(self.outliers) and 0 <= self.outliers <= 1,
+                f"--outliers must be in [0, 1] (non-digits per training image), got {self.outliers}",
             ),
             (self.step_size >= 1, f"--step-size must be at least 1, got {self.step_size}"),
             (0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}"),

@@ -58,6 +58,7 @@ class PixelsRequest(BaseModel):
 class PredictResponse(BaseModel):
     digit: int = Field(description="index of the most likely class (the digit itself for MNIST)")
     label: str = Field(description="that class's name")
+    not_a_digit: bool = Field(description="the top probability is below the model's threshold: no digit here")
     probabilities: list[float] = Field(description="every class's probability, in class order")
     input: list[list[float]] = Field(description="the 28×28 image the model saw, white ink on black, in [0, 1]")
 
@@ -264,6 +265,7 @@ def create_app(classifier: Classifier) -> FastAPI:
         return {
             "digit": digit,
             "label": classifier.classes[digit],
+            "not_a_digit": bool(classifier.flags(probabilities[None])[0]),
             "probabilities": [round(float(p), 6) for p in probabilities],
             "input": (image / 255.0).round(4).tolist(),
         }

@@ -23,11 +23,13 @@ from torch import nn
 
 from . import __version__, data, distributed, resume, runs
 from .augment import augment
+from .calibrate import calibrate
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .errors import ConfigError, TrainingError
 from .evaluate import loss_and_accuracy
 from .models import count_parameters, create_model
+from .nondigits import OutlierExposure
 
 SYNC_EVERY = 50  # steps between reads of the loss from the device (progress display and NaN check)
 
@@ -266,6 +268,7 @@ def fit(
     net = distributed.wrap(model, ctx)  # after restoring: DDP starts every rank from rank 0's weights
     net = torch.compile(net) if cfg.compile else net
     evaluator = model if ctx.distributed else net  # each rank evaluates its own shard, outside DDP
+    exposure = OutlierExposure(train.images, cfg.outliers, norm, cfg.augment, cfg.seed) if cfg.outliers else None
 
     while not progress.done and progress.epoch <= cfg.epochs:
         epoch = progress.epoch
@@ -275,9 +278,16 @@ def fit(
         reporter.epoch_start(epoch, cfg.epochs, steps_per_epoch)
         net.train()
         for step, (x, y) in enumerate(_epoch_batches(train, cfg, norm, generator, ctx, progress), start=progress.step):
-            x = augment(x, cfg.augment, background, generator).contiguous(memory_format=torch.channels_last)
+            x = augment(x, cfg.augment, background, generator, labels=y)
+            if exposure is not None:
+                x = exposure.extend(x, generator)
+            x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
-                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
+                logits = net(x)
+                if exposure is not None:
+                    loss = exposure.loss(logits, y, cfg.label_smoothing)
+                else:
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -448,6 +458,9 @@ def train_run(
     if test is not None and len(test):
         test_loss, test_accuracy = _score(model, test, norm, ctx, cfg.eval_batch_size, tta=cfg.tta)
     test_seconds = time.perf_counter() - test_start
+    calibration = None
+    if val is not None and len(val):
+        calibration = calibrate(model, val, norm, splits.train.images, cfg.eval_batch_size)
     meta = {
         "model": cfg.model,
         "model_options": {"num_classes": len(dataset.classes), **cfg.model_options()},
@@ -456,6 +469,7 @@ def train_run(
         "classes": dataset.classes,
         "input": {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black, as MNIST"},
         "tta": cfg.tta,
+        "calibration": calibration,
         "dataset": {
             "name": dataset.name,
             "source": dataset.source,
