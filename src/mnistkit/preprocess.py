@@ -26,6 +26,7 @@ DIGIT_BOX = 20
 CANVAS = 28
 MIN_CONTRAST = 24  # gray levels between paper and ink below which an image is taken as blank
 NOISE_MARGIN = 4  # ink must also stand this many of the paper's noise standard deviations above it
+EXTREME_PIXELS = 10  # the darkest and brightest pixels but this many: the ink's extremes, past a stray one
 ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the ink, and
 ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
@@ -287,7 +288,10 @@ def _dark_ink(gray: np.ndarray) -> bool:
     """
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     border_low, border_high = np.quantile(border, [0.01, 0.99])
-    low, paper, high = np.quantile(gray, [0.002, 0.5, 0.998])
+    values = gray.ravel()
+    k = min(EXTREME_PIXELS, len(values) - 1)  # a small dot on a large page still has this many pixels
+    low, high = np.partition(values, k)[k], np.partition(values, len(values) - 1 - k)[len(values) - 1 - k]
+    paper = np.median(values)
     darker, brighter = border_low - low, high - border_high
     if max(darker, brighter) >= MIN_CONTRAST:
         return bool(darker > brighter)
