@@ -65,12 +65,16 @@ def random_pen_width(ink: torch.Tensor, generator: torch.Generator | None = None
 
 
 def random_warp(ink: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One bilinear resampling per image: rotation, slant, scale, aspect and shift, plus elastic distortion."""
+    """One bilinear resampling per image: rotation, slant, scale, aspect and shift, plus elastic distortion.
+
+    Each image's distortion has a random strength from none to the full ranges above, so that digits as MNIST
+    has them stay as common in training as the unusual ones."""
     n, _, h, w = ink.shape
-    angle = _uniform(n, -1, 1, generator) * math.radians(ROTATION)
-    slant = _uniform(n, -SLANT, SLANT, generator)
-    scale = _uniform(n, *SCALE, generator)
-    aspect = 1 + _uniform(n, -ASPECT, ASPECT, generator)
+    strength = torch.rand(n, generator=generator)
+    angle = _uniform(n, -1, 1, generator) * math.radians(ROTATION) * strength
+    slant = _uniform(n, -SLANT, SLANT, generator) * strength
+    scale = 1 + (_uniform(n, *SCALE, generator) - 1) * strength
+    aspect = 1 + _uniform(n, -ASPECT, ASPECT, generator) * strength
     shift = _uniform(2 * n, -SHIFT, SHIFT, generator).view(2, n) * 2 / w
     cos, sin = torch.cos(angle), torch.sin(angle)
     sx, sy = 1 / (scale * aspect), 1 / scale  # theta maps output to input coordinates: the inverse scale
@@ -82,7 +86,8 @@ def random_warp(ink: torch.Tensor, generator: torch.Generator | None = None) -> 
         1,
     ).to(ink.device, ink.dtype)
     grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
-    field = torch.randn(n, 2, 4, 4, generator=generator).to(ink.device, ink.dtype) * (ELASTIC * 2 / w)
+    field = torch.randn(n, 2, 4, 4, generator=generator) * (strength.view(n, 1, 1, 1) * ELASTIC * 2 / w)
+    field = field.to(ink.device, ink.dtype)
     grid = grid + F.interpolate(field, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
     return F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
 
