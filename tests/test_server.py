@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnistkit import cli
 from mnistkit.inference import Classifier
@@ -117,9 +117,17 @@ def test_predict_drawing_upload_matches_mnistkit_predict(client, classifier, dig
         expected = classifier.predict(Image.open(io.BytesIO(data)))  # what `mnistkit predict` computes
         assert answer["digit"] == expected.digit == label
         assert answer["label"] == str(label)
+        assert answer["not_a_digit"] is expected.not_a_digit is False
         assert len(answer["probabilities"]) == 10 and sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
         np.testing.assert_allclose(answer["probabilities"], expected.probabilities, atol=1e-5)
         np.testing.assert_allclose(np.array(answer["input"]) * 255, expected.input, atol=0.02)
+
+
+def test_predict_says_when_it_sees_no_digit(client):
+    dot = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(dot).ellipse((110, 110, 160, 160), fill=0)
+    answer = upload(client, encode(dot, "PNG")).json()
+    assert answer["not_a_digit"] is True and 0 <= answer["digit"] <= 9  # the best guess is still there
 
 
 @pytest.mark.parametrize("format,kind", [("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
