@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from mnistkit.errors import MnistkitError
-from mnistkit.errors import DataError
+from mnistkit.errors import DataError, MnistkitError
 from mnistkit.preprocess import (
     DIGIT_BOX,
     MAX_PIXELS,
