@@ -49,6 +49,8 @@ def test_round_trip_through_a_dict():
         (dict(momentum=1.0), "--momentum must be in"),
         (dict(label_smoothing=1.0), "--label-smoothing must be in"),
         (dict(grad_clip=0.0), "--grad-clip must be positive"),
+        (dict(outliers=1.5), "--outliers must be in \\[0, 1\\]"),
+        (dict(outliers=float("nan")), "--outliers must be in"),
         (dict(optimizer="lion"), "unknown optimizer 'lion'"),
         (dict(schedule="warm"), "unknown schedule 'warm'"),
         (dict(model="vit"), "unknown model 'vit'"),

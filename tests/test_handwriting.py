@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import torch
+from conftest import write_idx_folder
 
 from mnistkit import calibrate, handwriting, nondigits, strokes
 from mnistkit.augment import augment
+from mnistkit.config import make_config
 from mnistkit.data import Normalization
+from mnistkit.inference import Classifier
+from mnistkit.train import train_run
 
 NORM = Normalization(0.1307, 0.3081)
 BACKGROUND = -NORM.mean / NORM.std
@@ -84,3 +88,18 @@ def test_flag_threshold_flags_the_requested_share():
     scores = torch.linspace(0, 1, 1001)  # 0, 0.001, …, 1
     threshold = calibrate.flag_threshold(scores, 0.01)
     assert threshold == 0.01 and (scores < threshold).sum() == 10
+
+
+def test_a_run_with_outliers_and_validation_data_is_calibrated(tmp_path):
+    folder = write_idx_folder(tmp_path / "data", n_train=600, n_test=100)
+    cfg = make_config(
+        data=str(folder), model="cnn", width=4, epochs=1, val_size=100, augment="handwriting", outliers=0.25
+    )
+    (tmp_path / "run").mkdir()
+    result = train_run(cfg, tmp_path / "run")
+    calibration = result.meta["calibration"]
+    assert calibration["temperature"] > 0 and 0 < calibration["not_a_digit_below"] <= 1
+    assert calibration["validation_digits"] == 100 and 0 <= calibration["held_out_nondigits_flagged"] <= 1
+    classifier = Classifier.load(tmp_path / "run")
+    assert classifier.model.temperature == calibration["temperature"]
+    assert classifier.threshold == calibration["not_a_digit_below"]

@@ -20,7 +20,7 @@ from .data import Normalization
 BOX = 20  # MNIST's digit box
 CENTRE = 14.0  # where MNIST's centre of mass lies (pixel indices)
 KINDS = ("letter", "scribble", "symbol", "blobs", "specks", "digits")
-POOL_SIZE = 10_000
+POOL_SIZE = 10_000  # non-digits drawn for a training run (fewer for a smaller training set)
 OUTLIER_WEIGHT = 0.5  # of the uniform-target loss, beside the digits' own
 
 # Stroke letters in a unit box (x right, y down), one list of polylines each. Letters that are also digits in
@@ -188,7 +188,7 @@ class OutlierExposure:
 
     def __init__(self, digits: torch.Tensor, share: float, norm: Normalization, augment_kind: str, seed: int):
         self.share, self.norm, self.augment_kind = share, norm, augment_kind
-        self.pool = generate(POOL_SIZE, digits.cpu(), seed).to(digits.device)
+        self.pool = generate(min(POOL_SIZE, len(digits)), digits.cpu(), seed).to(digits.device)
 
     def extend(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The batch followed by ``share × len(x)`` non-digits, normalized and augmented like it."""
