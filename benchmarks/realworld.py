@@ -350,9 +350,9 @@ def run(args: argparse.Namespace) -> dict:
     if uci is not None:
         report["digits"]["UCI digits (scikit-learn)"] = score(classifier, uci[0], uci[1], args.reject == "on")
     start = time.perf_counter()
-    probabilities = classifier.predict_array(test.images.numpy())
+    probabilities, flagged = classifier.probabilities_and_flags(test.images.numpy())
     seconds = time.perf_counter() - start
-    flagged = classifier.flags(probabilities) if args.reject == "on" else np.zeros(len(probabilities), bool)
+    flagged &= args.reject == "on"
     report["mnist_test"] = {
         "images": len(test),
         "accuracy": float((probabilities.argmax(1) == test.labels.numpy()).mean()),

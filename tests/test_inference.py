@@ -103,14 +103,15 @@ def dot_and_letter() -> list[np.ndarray]:
 
 def test_not_a_digit_flags_what_is_no_digit_and_keeps_the_best_guess(pretrained, mnist):
     calibration = pretrained.meta["calibration"]
-    assert 0 < calibration["not_a_digit_below"] < 1 and calibration["temperature"] > 0
+    assert calibration["temperature"] > 0 and calibration["held_out_nondigits_flagged"] >= 0.9
     nondigits = pretrained.predict(dot_and_letter())
     assert [r.not_a_digit for r in nondigits] == [True, True]
     assert all(0 <= r.digit <= 9 and r.to_dict()["not_a_digit"] is True for r in nondigits)
     assert not any(r.not_a_digit for r in pretrained.predict(dot_and_letter(), reject=False))
     digits = pretrained.predict(mnist.test.images[:200].numpy())
     assert sum(r.not_a_digit for r in digits) <= 2 and digits[0].to_dict()["not_a_digit"] is False
-    flagged = pretrained.flags(pretrained.predict_array(mnist.test.images))
+    probabilities, flagged = pretrained.probabilities_and_flags(mnist.test.images)
+    np.testing.assert_array_equal(probabilities, pretrained.predict_array(mnist.test.images))
     assert flagged.mean() <= 0.005  # of the MNIST test digits
 
 

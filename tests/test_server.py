@@ -173,9 +173,9 @@ def test_batcher_classifies_waiting_images_in_one_pass(classifier, digits):
     passes = []
 
     class Counting:
-        def predict_array(self, batch):
+        def probabilities_and_flags(self, batch):
             passes.append(len(batch))
-            return classifier.predict_array(batch)
+            return classifier.probabilities_and_flags(batch)
 
     async def many():
         batcher = Batcher(Counting())
@@ -183,7 +183,8 @@ def test_batcher_classifies_waiting_images_in_one_pass(classifier, digits):
 
     results = asyncio.run(many())
     assert sum(passes) == len(images) and len(passes) < len(images)  # the first alone, the rest together
-    np.testing.assert_allclose(np.stack(results), classifier.predict_array(images), atol=1e-5)
+    np.testing.assert_allclose(np.stack([p for p, _ in results]), classifier.predict_array(images), atol=1e-5)
+    assert [flag for _, flag in results] == list(classifier.probabilities_and_flags(images)[1])
 
 
 def test_docs_work_offline(client):
@@ -318,7 +319,7 @@ def test_a_bug_answers_500_in_json_and_the_server_keeps_serving(classifier, digi
     images, labels = digits
     with TestClient(create_app(classifier), raise_server_exceptions=False) as test_client:
         with monkeypatch.context() as patch:
-            patch.setattr(classifier, "predict_array", lambda batch: 1 / 0)
+            patch.setattr(classifier, "probabilities_and_flags", lambda batch: 1 / 0)
             response = test_client.post("/api/predict", json=pixels_body(images[0]))
         assert response.status_code == 500 and "ZeroDivisionError" in response.json()["error"]
         assert test_client.post("/api/predict", json=pixels_body(images[0])).json()["digit"] == labels[0]

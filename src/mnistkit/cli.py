@@ -530,7 +530,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "--reject",
         choices=["on", "off"],
         default="on",
-        help="say '? not a digit' when the model's calibrated top probability is below the threshold chosen on "
+        help="say '? not a digit' when no class fits: the model's not-a-digit score is below the threshold chosen on "
         "held-out data (letters, dots, scribbles, several digits); off: always name a digit [default: on]",
     )
     p.add_argument(

@@ -48,14 +48,17 @@ class InferenceModel(nn.Module):
         self.tta = tta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).softmax(-1).mean(0)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated logits, (views, N, classes): one view, or one per test-time shift."""
         x = x * self.scale - self.offset
-        if not self.tta:
-            return (self.net(x) / self.temperature).softmax(1)
-        background = -self.offset  # a blank pixel after normalization
-        # All shifts in one batch: one pass through the network (which also keeps it traceable).
-        logits = self.net(torch.cat([shift(x, dy, dx, background) for dy, dx in TTA_SHIFTS]))
-        probs = (logits / self.temperature).softmax(1)
-        return probs.reshape(len(TTA_SHIFTS), -1, probs.shape[1]).mean(0)
+        if self.tta:
+            background = -self.offset  # a blank pixel after normalization
+            # All shifts in one batch: one pass through the network (which also keeps it traceable).
+            x = torch.cat([shift(x, dy, dx, background) for dy, dx in TTA_SHIFTS])
+        logits = self.net(x) / self.temperature
+        return logits.reshape(len(TTA_SHIFTS) if self.tta else 1, -1, logits.shape[1])
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Prediction:
     top: list[tuple[str, float]]  # the k most likely (label, probability), best first
     probabilities: np.ndarray  # float32 (classes,): every class's probability
     input: np.ndarray  # uint8 (28, 28): the image the model saw, white ink on black
-    not_a_digit: bool = False  # the model's top probability is below its calibrated threshold: no digit here
+    not_a_digit: bool = False  # no class fits: the model's not-a-digit score is below its calibrated threshold
     ok = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +109,7 @@ class Classifier:
         self.classes: list[str] = list(meta.get("classes") or [str(i) for i in range(10)])
         norm = Normalization(**meta["normalization"]) if "normalization" in meta else Normalization()
         calibration = meta.get("calibration") or {}
-        # Below this top probability an image is "not a digit"; None for models fitted without validation data.
+        # Below this energy an image is "not a digit"; None for models fitted without validation data.
         self.threshold: float | None = calibration.get("not_a_digit_below")
         temperature = float(calibration.get("temperature", 1.0))
         # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
@@ -143,7 +146,6 @@ class Classifier:
             "command": self.meta.get("command"),
         }
 
-    @torch.inference_mode()
     def predict_array(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities, float32 (N, classes), for images already in MNIST form.
 
@@ -151,16 +153,27 @@ class Classifier:
         type) in 0..255 or float in [0, 1]. No preprocessing is done; raises ``ImageError`` for other shapes
         or ranges.
         """
-        x = pixels(images)
-        if len(x) == 0:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return torch.cat([self.model(x[i : i + BATCH_SIZE]) for i in range(0, len(x), BATCH_SIZE)]).numpy()
+        return self.probabilities_and_flags(images)[0]
 
-    def flags(self, probabilities: np.ndarray) -> np.ndarray:
-        """bool (N,): which rows of ``probabilities`` (N, classes) say "not a digit" (all False without a threshold)."""
-        if self.threshold is None:
-            return np.zeros(len(probabilities), dtype=bool)
-        return probabilities.max(1) < self.threshold
+    @torch.inference_mode()
+    def probabilities_and_flags(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_array``'s probabilities, and bool (N,): which images are "not a digit".
+
+        The not-a-digit score is the energy of the calibrated logits (their log-sum-exp, averaged over the
+        test-time shifts): low where no class fits. An image is flagged when it is below the threshold chosen
+        on held-out data (``calibrate.py``); a model without one flags nothing.
+        """
+        x = pixels(images)
+        probabilities, energies = [], []
+        for i in range(0, len(x), BATCH_SIZE):
+            logits = self.model.logits(x[i : i + BATCH_SIZE])
+            probabilities.append(logits.softmax(-1).mean(0))
+            energies.append(logits.logsumexp(-1).mean(0))
+        if not probabilities:
+            return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros(0, dtype=bool)
+        energy = torch.cat(energies).numpy()
+        flags = energy < self.threshold if self.threshold is not None else np.zeros(len(energy), dtype=bool)
+        return torch.cat(probabilities).numpy(), flags
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], top_k: int = 3, reject: bool = True
@@ -172,8 +185,8 @@ class Classifier:
         ``Prediction`` or raises the ``ImageError`` that stopped it. A list (or a stacked array of grayscale
         images, (N, H, W) or (N, H, W, C)) gives one result per image, in order: a ``Prediction``, or a
         ``FailedPrediction`` for an image that could not be used, so one bad file does not stop the others.
-        With ``reject`` (and a calibrated model), a prediction whose top probability is below the model's
-        threshold is marked ``not_a_digit``; its ``digit`` is still the best guess.
+        With ``reject`` (and a calibrated model), a prediction the model finds no class for is marked
+        ``not_a_digit`` (see ``probabilities_and_flags``); its ``digit`` is still the best guess.
         """
         single = not (isinstance(images, (list, tuple)) or is_stack(images))
         items = [images] if single else list(images)
@@ -188,8 +201,8 @@ class Classifier:
                     raise
                 results[i] = FailedPrediction(source, exc)
         if ready:
-            probabilities = self.predict_array(np.stack([array for _, _, array in ready]))
-            flagged = self.flags(probabilities) & reject
+            probabilities, flagged = self.probabilities_and_flags(np.stack([array for _, _, array in ready]))
+            flagged &= reject
             for (i, source, array), probs, flag in zip(ready, probabilities, flagged):
                 results[i] = self._prediction(source, array, probs, top_k, bool(flag))
         return results[0] if single else results

@@ -4,7 +4,7 @@ What people draw or photograph that is no digit, in MNIST form as ``preprocess.t
 (the marks scaled to a 20-px box, centred by mass): letters, scribbles, symbols, dots and blobs, specks,
 and several digits side by side. Trained on with a uniform target (Hendrycks et al., "Deep Anomaly
 Detection with Outlier Exposure", 2019), they teach the model to spread its probability over the classes
-when it sees no digit, so that a low top probability flags them.
+when it sees no digit, so that a low score (``calibrate.py``) flags them.
 """
 
 from __future__ import annotations
