@@ -80,7 +80,8 @@ def export_checkpoint(
         # The network is scripted, not traced, so Python-level shape logic (``len(x)`` in the flat models)
         # stays dynamic; the traced wrapper around it then accepts any batch size.
         try:
-            traced = torch.jit.trace(InferenceModel(torch.jit.script(model.net), model.norm, model.tta).eval(), example)
+            scripted = InferenceModel(torch.jit.script(model.net), model.norm, model.tta, model.temperature)
+            traced = torch.jit.trace(scripted.eval(), example)
         except Exception as exc:  # TorchScript rejects unsupported Python in many ways
             raise ExportError(
                 f"cannot convert {classifier.meta['model']} to TorchScript: {str(exc).splitlines()[0]}"

@@ -48,17 +48,23 @@ class InferenceModel(nn.Module):
         self.tta = tta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x).softmax(-1).mean(0)
+        probs = self._calibrated_logits(x).softmax(1)
+        if not self.tta:
+            return probs
+        return probs.reshape(len(TTA_SHIFTS), -1, probs.shape[1]).mean(0)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated logits, (views, N, classes): one view, or one per test-time shift."""
+        logits = self._calibrated_logits(x)
+        return logits.reshape(len(TTA_SHIFTS) if self.tta else 1, -1, logits.shape[1])
+
+    def _calibrated_logits(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.scale - self.offset
         if self.tta:
             background = -self.offset  # a blank pixel after normalization
             # All shifts in one batch: one pass through the network (which also keeps it traceable).
             x = torch.cat([shift(x, dy, dx, background) for dy, dx in TTA_SHIFTS])
-        logits = self.net(x) / self.temperature
-        return logits.reshape(len(TTA_SHIFTS) if self.tta else 1, -1, logits.shape[1])
+        return self.net(x) / self.temperature
 
 
 @dataclass
