@@ -231,11 +231,11 @@ def test_inspect_the_pretrained_model_and_a_registry_model(capsys):
     code, out, _ = run(capsys, "inspect")
     assert code == 0
     assert "bundled pretrained model" in out.splitlines()[0]
-    assert any(line.split()[:3] == ["features.0.0.weight", "32×1×3×3", "288"] for line in out.splitlines())
-    assert next(line for line in out.splitlines() if line.startswith("total")).split()[-1] == "94,186"
-    assert "command" in out and "mnistkit train --model cnn --width 32" in out and "99.49%" in out
-    code, fresh, _ = run(capsys, "inspect", "--model", "cnn", "--width", "32")
-    assert code == 0 and "total" in fresh and "94,186" in fresh and "training" not in fresh.splitlines()
+    assert any(line.split()[:3] == ["features.0.0.weight", "16×1×3×3", "144"] for line in out.splitlines())
+    assert next(line for line in out.splitlines() if line.startswith("total")).split()[-1] == "128,986"
+    assert "command" in out and "mnistkit train --model cnn --width 40 --stem-width 16" in out and "99.53%" in out
+    code, fresh, _ = run(capsys, "inspect", "--model", "cnn", "--width", "40", "--stem-width", "16")
+    assert code == 0 and "total" in fresh and "128,986" in fresh and "training" not in fresh.splitlines()
 
 
 def test_export_writes_where_asked_and_reports_bad_input(capsys, tmp_path):

@@ -20,7 +20,7 @@ from . import nondigits
 from .data import Normalization, Split
 from .evaluate import predict_logits
 
-DIGIT_FLAG_RATE = 0.003  # of the validation digits flagged "not a digit"
+DIGIT_FLAG_RATE = 0.001  # of the validation digits flagged "not a digit"
 HELD_OUT_NONDIGITS = 4000
 HELD_OUT_SEED = 1_000_003  # not a seed a training run's pool is drawn from by default
 
