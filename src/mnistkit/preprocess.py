@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,7 +34,7 @@ STROKE_BOX = 80  # pen widths are measured and changed with the digit's longest 
 MNIST_STROKE = (1.97, 2.88)
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16-bit and float grayscale
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+ImageInput = str | Path | Image.Image | np.ndarray
 
 
 class ImageError(MnistkitError):
@@ -102,7 +101,8 @@ def _check_size(size: tuple[int, int], where: str) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
         raise ImageError(
-            f"{where}: image of {width}×{height} pixels is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down"
+            f"{where}: image of {width}×{height} pixels is too large "
+            f"(limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down"
         )
     if min(width, height) < MIN_SIDE:
         raise ImageError(
@@ -318,13 +318,13 @@ def _running(a: np.ndarray, k: int, reduce: np.ufunc) -> np.ndarray:
     holds there. Van Herk / Gil-Werman: two running reductions per axis, whatever k is."""
     fill = np.inf if reduce is np.minimum else -np.inf
     for axis in (0, 1):
-        x = np.moveaxis(a, axis, -1)
-        n = x.shape[-1]
-        padded = np.pad(x, [(0, 0), (k // 2, k // 2 + (-(n + k - 1)) % k)], constant_values=fill)
-        blocks = padded.reshape(x.shape[0], -1, k)
-        forward = reduce.accumulate(blocks, axis=-1).reshape(x.shape[0], -1)
-        backward = reduce.accumulate(blocks[..., ::-1], axis=-1)[..., ::-1].reshape(x.shape[0], -1)
-        a = np.moveaxis(reduce(backward[:, :n], forward[:, k - 1 : k - 1 + n]), -1, axis)
+        x = np.moveaxis(a, axis, 0)  # the running reductions go along the first axis, a whole row at a time
+        n = x.shape[0]
+        padded = np.pad(x, [(k // 2, k // 2 + (-(n + k - 1)) % k), (0, 0)], constant_values=fill)
+        blocks = padded.reshape(-1, k, x.shape[1])
+        forward = reduce.accumulate(blocks, axis=1).reshape(-1, x.shape[1])
+        backward = reduce.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(-1, x.shape[1])
+        a = np.moveaxis(reduce(backward[:n], forward[k - 1 : k - 1 + n]), 0, axis)
     return a
 
 
