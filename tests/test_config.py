@@ -60,6 +60,8 @@ def test_round_trip_through_a_dict():
         (dict(step_size=2**70), "step_size must be from 1 to 100,000"),
         (dict(seed=2**70), "seed must be from -2**63 to 2**64 - 1, got 1180591620717411303424"),
         (dict(seed=-(2**70)), "seed must be from -2**63 to 2**64 - 1"),
+        (dict(outliers=1.5), "outliers must be in [0, 1]"),
+        (dict(outliers=float("nan")), "outliers must be in"),
         (dict(optimizer="lion"), "unknown optimizer 'lion'"),
         (dict(schedule="warm"), "unknown schedule 'warm'"),
         (dict(model="vit"), "unknown model 'vit'"),

@@ -9,7 +9,7 @@ import shlex
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnistkit import cli
 from mnistkit.checkpoint import save_checkpoint
@@ -48,10 +48,10 @@ def save_black_on_white(digit: np.ndarray, path, size: int = 200) -> None:
 
 def test_pretrained_model_is_small_and_accurate(pretrained, mnist):
     size = sum(p.stat().st_size for p in PRETRAINED_DIR.iterdir())
-    assert size <= 2_000_000
+    assert size <= 2_000_000 and pretrained.describe()["parameters"] <= 200_000
     probabilities = pretrained.predict_array(mnist.test.images)
     accuracy = float((probabilities.argmax(1) == mnist.test.labels.numpy()).mean())
-    assert accuracy >= 0.993
+    assert accuracy >= 0.995
     assert accuracy == pytest.approx(pretrained.meta["metrics"]["test_accuracy"], abs=1e-4)  # what its metadata claims
 
 
@@ -82,8 +82,9 @@ def test_real_digits_drawn_black_on_white_at_200px_round_trip(pretrained, mnist,
 def test_probabilities_use_the_training_normalization(pretrained, mnist):
     x = mnist.test.images[:16]
     norm = Normalization(**pretrained.meta["normalization"])
+    temperature = pretrained.meta["calibration"]["temperature"]  # fitted on validation data, in the metadata
     with torch.no_grad():
-        expected = pretrained.model.net(norm.apply(x)).softmax(1).numpy()
+        expected = (pretrained.model.net(norm.apply(x)) / temperature).softmax(1).numpy()
     np.testing.assert_allclose(pretrained.predict_array(x), expected, atol=1e-5)
     np.testing.assert_allclose(pretrained.predict_array(x.numpy().astype(np.float32) / 255), expected, atol=1e-5)
     np.testing.assert_allclose(pretrained.predict_array(x[:, None]), expected, atol=1e-5)
@@ -95,6 +96,37 @@ def test_predictions_on_a_gpu_match_the_cpu(pretrained, mnist):
     assert on_gpu.device.type == "cuda" and on_gpu.batch_size > pretrained.batch_size
     images = mnist.test.images[:3000].numpy()
     np.testing.assert_allclose(on_gpu.predict_array(images), pretrained.predict_array(images), atol=1e-4)
+
+
+def dot_and_letter() -> list[np.ndarray]:
+    """Two things that are no digit, drawn dark on white: a filled dot, and an H."""
+    dot = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(dot).ellipse((80, 80, 110, 110), fill=0)
+    letter = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(letter).line([(50, 30), (50, 170)], fill=0, width=12)
+    ImageDraw.Draw(letter).line([(150, 30), (150, 170)], fill=0, width=12)
+    ImageDraw.Draw(letter).line([(50, 100), (150, 100)], fill=0, width=12)
+    return [np.asarray(dot), np.asarray(letter)]
+
+
+def test_not_a_digit_flags_what_is_no_digit_and_keeps_the_best_guess(pretrained, mnist):
+    calibration = pretrained.meta["calibration"]
+    assert calibration["temperature"] > 0 and calibration["held_out_nondigits_flagged"] >= 0.9
+    nondigits = pretrained.predict(dot_and_letter())
+    assert [r.not_a_digit for r in nondigits] == [True, True]
+    assert all(0 <= r.digit <= 9 and r.to_dict()["not_a_digit"] is True for r in nondigits)
+    assert not any(r.not_a_digit for r in pretrained.predict(dot_and_letter(), reject=False))
+    digits = pretrained.predict(mnist.test.images[:200].numpy())
+    assert sum(r.not_a_digit for r in digits) <= 2 and digits[0].to_dict()["not_a_digit"] is False
+    probabilities, flagged = pretrained.probabilities_and_flags(mnist.test.images)
+    np.testing.assert_array_equal(probabilities, pretrained.predict_array(mnist.test.images))
+    assert flagged.mean() <= 0.005  # of the MNIST test digits
+
+
+def test_a_model_without_calibration_never_flags(saved):
+    classifier = Classifier.load(saved)
+    assert classifier.threshold is None and classifier.model.temperature == 1.0
+    assert not classifier.predict(dot_and_letter()[0]).not_a_digit
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from test_preprocess import png_header_claiming
 
 from mnistkit.checkpoint import save_checkpoint
@@ -71,6 +71,22 @@ def test_predict_json_one_object_per_image_with_top_k(capsys, folder):
     for o in objects:
         assert len(o["top"]) == 5 and o["top"][0] == {"label": o["label"], "probability": o["probability"]}
         assert [t["probability"] for t in o["top"]] == sorted((t["probability"] for t in o["top"]), reverse=True)
+
+
+def test_predict_says_not_a_digit_and_reject_off_names_one(capsys, folder, tmp_path):
+    dot = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(dot).ellipse((80, 80, 110, 110), fill=0)
+    dot.save(tmp_path / "dot.png")
+    code, out, _ = run(capsys, "predict", tmp_path / "dot.png", folder / "seven.png")
+    assert code == 0
+    flagged, seven = out.splitlines()
+    assert flagged.startswith(f"{tmp_path / 'dot.png'}: ? not a digit (looks most like ") and "top 3: " in flagged
+    assert seven.startswith(f"{folder / 'seven.png'}: 7 (")
+    code, out, _ = run(capsys, "predict", "--json", tmp_path / "dot.png", folder / "seven.png")
+    assert [json.loads(line)["not_a_digit"] for line in out.splitlines()] == [True, False]
+    assert all(isinstance(json.loads(line)["digit"], int) for line in out.splitlines())  # the best guess, kept
+    code, out, _ = run(capsys, "predict", "--reject", "off", "--json", tmp_path / "dot.png")
+    assert code == 0 and json.loads(out)["not_a_digit"] is False
 
 
 def test_predict_expands_glob_patterns(capsys, folder):
@@ -215,11 +231,11 @@ def test_inspect_the_pretrained_model_and_a_registry_model(capsys):
     code, out, _ = run(capsys, "inspect")
     assert code == 0
     assert "bundled pretrained model" in out.splitlines()[0]
-    assert any(line.split()[:3] == ["features.0.0.weight", "32×1×3×3", "288"] for line in out.splitlines())
-    assert next(line for line in out.splitlines() if line.startswith("total")).split()[-1] == "94,186"
-    assert "command" in out and "mnistkit train --model cnn --width 32" in out and "99.49%" in out
-    code, fresh, _ = run(capsys, "inspect", "--model", "cnn", "--width", "32")
-    assert code == 0 and "total" in fresh and "94,186" in fresh and "training" not in fresh.splitlines()
+    assert any(line.split()[:3] == ["features.0.0.weight", "16×1×3×3", "144"] for line in out.splitlines())
+    assert next(line for line in out.splitlines() if line.startswith("total")).split()[-1] == "128,986"
+    assert "command" in out and "mnistkit train --model cnn --width 40 --stem-width 16" in out and "99.53%" in out
+    code, fresh, _ = run(capsys, "inspect", "--model", "cnn", "--width", "40", "--stem-width", "16")
+    assert code == 0 and "total" in fresh and "128,986" in fresh and "training" not in fresh.splitlines()
 
 
 def test_export_writes_where_asked_and_reports_bad_input(capsys, tmp_path):

@@ -10,10 +10,24 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from mnistkit.errors import MnistkitError
-from mnistkit.preprocess import MAX_PIXELS, ImageError, center_digit, load_image, otsu_threshold, save_input, to_mnist
+from mnistkit.errors import DataError, MnistkitError
+from mnistkit.preprocess import (
+    DIGIT_BOX,
+    MAX_PIXELS,
+    MNIST_STROKE,
+    STROKE_BOX,
+    ImageError,
+    center_digit,
+    check_pixels,
+    load_image,
+    normalize_stroke,
+    otsu_threshold,
+    save_input,
+    stroke_width,
+    to_mnist,
+)
 
 TWINS = (0, 1, 2, 3, 4, 7, 11, 18)  # MNIST test images used as ground truth: digits 7 2 1 0 4 9 6 3
 
@@ -126,6 +140,70 @@ def test_coloured_ink_on_textured_paper(twins):
         pen = np.array([20, 40, 150])  # blue ballpoint
         photo = paper * (1 - ink[..., None]) + pen * ink[..., None]
         assert_like_twin(to_mnist(np.clip(photo, 0, 255).astype(np.uint8)), digit)
+
+
+def lit(page: np.ndarray, light: np.ndarray) -> np.ndarray:
+    """A dark-on-light page photographed under ``light`` (1 = full light): reflectance times light."""
+    return np.clip(page.astype(np.float64) * light, 0, 255).astype(np.uint8)
+
+
+def test_a_shadow_across_the_page_is_paper_not_ink(twins):
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=8, canvas=(300, 260), at=(40, 20))
+        xs = np.arange(300)[None, :] + 0.6 * np.arange(260)[:, None]
+        light = 0.35 + 0.65 / (1 + np.exp(-(xs - 200) / 8))  # a shadow with a soft edge over most of the page
+        assert_like_twin(to_mnist(lit(page, light)), digit)
+
+
+def test_dim_paper_and_strong_gradients(twins):
+    for digit in twins[:4]:
+        page = large_dark_on_light(digit, scale=6, canvas=(240, 200), at=(30, 10))
+        assert_like_twin(to_mnist(lit(page, np.full(page.shape, 0.3))), digit)  # paper at 77, darker than mid-gray
+        ramp = np.linspace(1.0, 0.25, 240)[None, :]
+        assert_like_twin(to_mnist(lit(page, ramp)), digit)
+
+
+def stroke_at_20px(ink: np.ndarray) -> float:
+    return stroke_width(normalize_stroke(ink)) / (STROKE_BOX / DIGIT_BOX)
+
+
+def test_thin_and_fat_pens_are_brought_to_mnist_width():
+    for pen in (2, 4, 30, 45):  # 1/110 to 1/5.5 of the digit's 250-px height
+        page = Image.new("L", (300, 300), 0)
+        ImageDraw.Draw(page).line([(60, 30), (240, 30), (120, 280)], fill=255, width=pen)  # a 7
+        width = stroke_at_20px(np.asarray(page))
+        assert MNIST_STROKE[0] - 0.35 <= width <= MNIST_STROKE[1] + 0.35, pen
+
+
+def test_mnist_widths_are_left_as_they_are(twins):
+    for digit in twins:
+        before = stroke_width(np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.LANCZOS))) / 4
+        if MNIST_STROKE[0] + 0.2 < before < MNIST_STROKE[1] - 0.2:
+            assert stroke_at_20px(digit) == pytest.approx(before, abs=0.25)
+
+
+def test_a_small_visible_dot_is_ink_not_a_blank_page():
+    page = Image.new("L", (240, 200), 235)
+    ImageDraw.Draw(page).ellipse((100, 90, 106, 96), fill=30)
+    out = to_mnist(np.asarray(page))
+    assert out.max() >= 250 and max(ink_box(out)) in (20, 21)
+
+
+def test_one_pixel_rule_for_every_array_of_pixels():
+    check_pixels(np.array([0, 255]), "x")
+    check_pixels(np.array([0.0, 1.0]), "x")
+    check_pixels(np.array([0.0, 255.0]), "x", DataError, float_max=255)
+    for bad, message in [
+        (np.array([1.5]), r"x: float pixels must lie in \[0, 1\]"),
+        (np.array([np.nan]), r"\[0, 1\]"),
+        (np.array([256]), "x: integer pixels must lie in 0..255, found 256..256"),
+        (np.array([-1]), "0..255"),
+        (np.array(["a"]), "must be numbers"),
+    ]:
+        with pytest.raises(ImageError, match=message):
+            check_pixels(bad, "x")
+    with pytest.raises(DataError, match=r"\[0, 1\] or \[0, 255\]"):
+        check_pixels(np.array([300.0]), "x", DataError, float_max=255)
 
 
 def test_sixteen_bit_grayscale_is_scaled_not_clipped(twins, tmp_path):

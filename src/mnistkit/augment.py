@@ -1,8 +1,10 @@
 """Data augmentation on whole batches, on the device, with tensor ops (no per-image PIL work).
 
-Both transforms act on normalized batches (N, 1, 28, 28) and fill uncovered pixels with the background
+The transforms act on normalized batches (N, 1, 28, 28) and fill uncovered pixels with the background
 value (a blank pixel after normalization), so the digit moves while the canvas stays blank. Labels are
-untouched: small shifts, rotations and scalings do not change which digit an image shows.
+untouched: small shifts, rotations and scalings do not change which digit an image shows. ``handwriting``
+(in ``handwriting.py``) adds what real writing shows and MNIST lacks: pen widths, slant, elastic distortion and
+writing styles.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .handwriting import augment_handwriting
 
 
 def random_shift(
@@ -76,7 +80,16 @@ def tta_probabilities(
     return probs.reshape(len(TTA_SHIFTS), -1, probs.shape[1]).mean(0)
 
 
-def augment(x: torch.Tensor, kind: str, background: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    kind: str,
+    background: float,
+    generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x`` augmented by ``kind``; ``labels`` let the handwriting kind draw class-specific styles."""
+    if kind == "handwriting":
+        return augment_handwriting(x, background, generator, labels)
     if kind == "shift":
         return random_shift(x, background, generator=generator)
     if kind == "affine":

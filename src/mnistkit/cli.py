@@ -188,6 +188,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help=f"augment training batches on the device [default: {defaults.augment}]",
     )
     g.add_argument(
+        "--outliers",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="add SHARE synthesized non-digits per training image (letters, scribbles, dots, several digits), "
+        "trained towards no class, so that predict can say 'not a digit' [default: 0]",
+    )
+    g.add_argument(
         "--tta",
         action="store_const",
         const=True,
@@ -293,6 +301,7 @@ CONFIG_OPTIONS = [
     "grad_clip",
     "early_stopping",
     "augment",
+    "outliers",
     "tta",
     "compile",
     "seed",
@@ -709,6 +718,13 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=3, help="how many of the most likely classes to show [default: 3]")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument(
+        "--reject",
+        choices=["on", "off"],
+        default="on",
+        help="say '? not a digit' when no class fits: the model's not-a-digit score is below the threshold chosen on "
+        "held-out data (letters, dots, scribbles, several digits); off: always name a digit [default: on]",
+    )
+    p.add_argument(
         "--show-input",
         metavar="PNG",
         default=None,
@@ -744,7 +760,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     def results():  # folders and patterns without images first, then the images, a chunk at a time
         yield from missing
         for start in range(0, len(sources), PREDICT_CHUNK):
-            yield from classifier.predict(sources[start : start + PREDICT_CHUNK], top_k=args.top_k)
+            yield from classifier.predict(
+                sources[start : start + PREDICT_CHUNK], top_k=args.top_k, reject=args.reject == "on"
+            )
 
     failed = 0
     for i, result in enumerate(results()):
@@ -755,10 +773,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"mnistkit: error: {result.error}", file=sys.stderr, flush=True)
             continue
         if not args.json:
-            top = ", ".join(f"{label} {p:.1%}" for label, p in result.top)
-            print(
-                f"{result.source}: {result.label} ({result.probability:.1%})  top {len(result.top)}: {top}", flush=True
-            )
+            print(f"{result.source}: {_verdict(result)}", flush=True)
         if show is not None:
             try:
                 save_input(result.input, show / f"{i:04d}-{Path(result.source).stem}.png" if folder else show)
@@ -766,6 +781,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"mnistkit: error: {exc}", file=sys.stderr, flush=True)
     return 2 if failed else 0
+
+
+def _verdict(result) -> str:
+    """``7 (98.1%)  top 3: …`` or ``? not a digit (looks most like 4, 31.0%)  top 3: …``."""
+    top = f"top {len(result.top)}: " + ", ".join(f"{label} {p:.1%}" for label, p in result.top)
+    if result.not_a_digit:
+        return f"? not a digit (looks most like {result.label}, {result.probability:.1%})  {top}"
+    return f"{result.label} ({result.probability:.1%})  {top}"
 
 
 def add_inspect(sub: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ MAX_BATCH_SIZE = 1 << 24
 # AdamW multiplies by lr × weight_decay): larger ones crash inside PyTorch rather than giving a NaN loss.
 MAX_LR = 1e30
 MAX_WEIGHT_DECAY = 1000.0
-AUGMENTATIONS = ("none", "shift", "affine")  # implemented in augment.py
+AUGMENTATIONS = ("none", "shift", "affine", "handwriting")  # implemented in augment.py
 
 
 @dataclass
@@ -48,7 +48,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max gradient norm
     early_stopping: int = 0  # patience in epochs on validation loss; 0 = off
-    augment: str = "none"  # none | shift (±2 px) | affine (rotate, scale, shear, shift), on whole batches
+    augment: str = "none"  # none | shift (±2 px) | affine (rotate, scale, shear, shift) | handwriting, on whole batches
+    outliers: float = 0.0  # synthesized non-digits per training image, trained towards "no class" (outlier exposure)
     tta: bool = False  # test-time augmentation: average predictions over the image and its 1-px shifts
     compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
     eval_batch_size: int = 1000
@@ -87,6 +88,10 @@ class TrainConfig:
             (
                 1 <= self.batch_size <= MAX_BATCH_SIZE,
                 f"batch_size must be from 1 to {MAX_BATCH_SIZE:,}, got {self.batch_size}",
+            ),
+            (
+                math.isfinite(self.outliers) and 0 <= self.outliers <= 1,
+                f"outliers must be in [0, 1] (non-digits per training image), got {self.outliers}",
             ),
             (
                 1 <= self.eval_batch_size <= MAX_BATCH_SIZE,

@@ -48,9 +48,11 @@ def explain(classifier: Classifier, image: np.ndarray) -> Explanation:
     hook = conv.register_forward_hook(record) if conv is not None else None
     try:
         with torch.enable_grad():
-            log_probabilities = classifier.model(x).clamp_min(1e-12).log()
-            digit = int(log_probabilities[0].argmax())
-            (gradient,) = torch.autograd.grad(log_probabilities[:, digit].sum(), x)
+            # The class score before the softmax (averaged over any test-time shifts): a calibrated model's
+            # confident softmax saturates, and its gradient would be mostly noise.
+            scores = classifier.model.logits(x).mean(0)
+            digit = int(scores[0].argmax())
+            (gradient,) = torch.autograd.grad(scores[:, digit].sum(), x)
     finally:
         if hook is not None:
             hook.remove()

@@ -94,7 +94,7 @@ def export_checkpoint(
     # A copy in the default memory layout: the Classifier keeps its convolutions channels-last for speed, which
     # torch.export would have to record as partial views of storage.
     net = copy.deepcopy(classifier.model.net).to(memory_format=torch.contiguous_format)
-    model = InferenceModel(net, classifier.model.norm, classifier.model.tta).eval()
+    model = InferenceModel(net, classifier.model.norm, classifier.model.tta, classifier.model.temperature).eval()
     info = {
         "model": classifier.meta["model"],
         "classes": classifier.classes,
@@ -207,7 +207,9 @@ def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path
         # The network is scripted, not traced, so any Python-level shape logic in it stays dynamic; the traced
         # wrapper around it then accepts any batch size.
         try:
-            traced = torch.jit.trace(InferenceModel(torch.jit.script(model.net), model.norm, model.tta).eval(), example)
+            traced = torch.jit.trace(
+                InferenceModel(torch.jit.script(model.net), model.norm, model.tta, model.temperature).eval(), example
+            )
         except Exception as exc:  # TorchScript rejects unsupported Python in many ways
             raise ExportError(f"cannot convert {info['model']} to TorchScript: {_first_line(exc)}") from None
         torch.jit.save(traced, str(path), _extra_files={METADATA_NAME: json.dumps(info)})

@@ -24,7 +24,7 @@ from .augment import TTA_SHIFTS, shift
 from .data import Normalization
 from .errors import MnistkitError
 from .models import count_parameters
-from .preprocess import ImageError, ImageInput, to_mnist
+from .preprocess import ImageError, ImageInput, check_pixels, to_mnist
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 BATCH_SIZE = 256  # images per forward pass in predict_array: activations stay in cache (faster than 1024 on CPU)
@@ -35,26 +35,37 @@ class InferenceModel(nn.Module):
     """A trained network with its input normalization, and its test-time augmentation if it was tested with it.
 
     Input: float32 (N, 1, 28, 28) pixels in [0, 1], white ink on black (MNIST's polarity).
-    Output: float32 (N, classes) probabilities.
+    Output: float32 (N, classes) probabilities, calibrated where the checkpoint records a temperature.
     """
 
-    def __init__(self, net: nn.Module, norm: Normalization, tta: bool = False):
+    def __init__(self, net: nn.Module, norm: Normalization, tta: bool = False, temperature: float = 1.0):
         super().__init__()
         self.net = net
         self.norm = norm
+        self.temperature = temperature  # calibration: the logits are divided by it before the softmax
         # (pixel * 255 / divisor - mean) / std, folded into one multiply and one subtract
         self.scale = 255.0 / (norm.divisor * norm.std)
         self.offset = norm.mean / norm.std
         self.tta = tta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.scale - self.offset
+        probs = self._calibrated_logits(x).softmax(1)
         if not self.tta:
-            return self.net(x).softmax(1)
-        background = -self.offset  # a blank pixel after normalization
-        # All shifts in one batch: one pass through the network (which also keeps it traceable).
-        probs = self.net(torch.cat([shift(x, dy, dx, background) for dy, dx in TTA_SHIFTS])).softmax(1)
+            return probs
         return probs.reshape(len(TTA_SHIFTS), -1, probs.shape[1]).mean(0)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated logits, (views, N, classes): one view, or one per test-time shift."""
+        logits = self._calibrated_logits(x)
+        return logits.reshape(len(TTA_SHIFTS) if self.tta else 1, -1, logits.shape[1])
+
+    def _calibrated_logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.scale - self.offset
+        if self.tta:
+            background = -self.offset  # a blank pixel after normalization
+            # All shifts in one batch: one pass through the network (which also keeps it traceable).
+            x = torch.cat([shift(x, dy, dx, background) for dy, dx in TTA_SHIFTS])
+        return self.net(x) / self.temperature
 
 
 @dataclass
@@ -68,15 +79,18 @@ class Prediction:
     top: list[tuple[str, float]]  # the k most likely (label, probability), best first
     probabilities: np.ndarray  # float32 (classes,): every class's probability
     input: np.ndarray  # uint8 (28, 28): the image the model saw, white ink on black
+    not_a_digit: bool = False  # no class fits: the model's not-a-digit score is below its calibrated threshold
     ok = True
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: source, digit, label, probability and top (without the arrays)."""
+        """JSON-ready: source, digit (the best guess even when not_a_digit), label, probability, not_a_digit and
+        top (without the arrays)."""
         return {
             "source": self.source,
             "digit": self.digit,
             "label": self.label,
             "probability": round(self.probability, 6),
+            "not_a_digit": self.not_a_digit,
             "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
         }
 
@@ -103,8 +117,13 @@ class Classifier:
         self.source = source
         self.classes: list[str] = list(meta.get("classes") or [str(i) for i in range(10)])
         norm = Normalization(**meta["normalization"]) if "normalization" in meta else Normalization()
+        calibration = meta.get("calibration") or {}
+        # Below this energy an image is "not a digit"; None for models fitted without validation data.
+        self.threshold: float | None = calibration.get("not_a_digit_below")
+        temperature = float(calibration.get("temperature", 1.0))
         # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
-        self.model = InferenceModel(net.eval().requires_grad_(False), norm, bool(meta.get("tta"))).eval()
+        net = net.eval().requires_grad_(False)
+        self.model = InferenceModel(net, norm, bool(meta.get("tta")), temperature).eval()
         self.model.to(self.device)
         # Convolutions run about twice as fast on CPU with channels-last (NHWC) weights; other layers ignore it.
         self.model.net.to(memory_format=torch.channels_last)
@@ -133,10 +152,11 @@ class Classifier:
                 "input", {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black"}
             ),
             "tta": self.model.tta,
+            "temperature": self.model.temperature,
+            "not_a_digit_below": self.threshold,
             "command": self.meta.get("command"),
         }
 
-    @torch.inference_mode()
     def predict_array(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities, float32 (N, classes), for images already in MNIST form.
 
@@ -144,14 +164,31 @@ class Classifier:
         type) in 0..255 or float in [0, 1]. No preprocessing is done; raises ``ImageError`` for other shapes
         or ranges.
         """
+        return self.probabilities_and_flags(images)[0]
+
+    @torch.inference_mode()
+    def probabilities_and_flags(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_array``'s probabilities, and bool (N,): which images are "not a digit".
+
+        The not-a-digit score is the energy of the calibrated logits (their log-sum-exp, averaged over the
+        test-time shifts): low where no class fits. An image is flagged when it is below the threshold chosen
+        on held-out data (``calibrate.py``); a model without one flags nothing.
+        """
         x = pixels(images)
-        if len(x) == 0:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        probabilities, energies = [], []
         n = self.batch_size
-        return torch.cat([self.model(x[i : i + n].to(self.device)) for i in range(0, len(x), n)]).cpu().numpy()
+        for i in range(0, len(x), n):
+            logits = self.model.logits(x[i : i + n].to(self.device))
+            probabilities.append(logits.softmax(-1).mean(0).cpu())
+            energies.append(logits.logsumexp(-1).mean(0).cpu())
+        if not probabilities:
+            return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros(0, dtype=bool)
+        energy = torch.cat(energies).numpy()
+        flags = energy < self.threshold if self.threshold is not None else np.zeros(len(energy), dtype=bool)
+        return torch.cat(probabilities).numpy(), flags
 
     def predict(
-        self, images: ImageInput | Sequence[ImageInput], top_k: int = 3
+        self, images: ImageInput | Sequence[ImageInput], top_k: int = 3, reject: bool = True
     ) -> Prediction | list[Prediction | FailedPrediction]:
         """Preprocess and classify one image or a list of them.
 
@@ -160,6 +197,8 @@ class Classifier:
         ``Prediction`` or raises the ``ImageError`` that stopped it. A list (or a stacked array of grayscale
         images, (N, H, W) or (N, H, W, C)) gives one result per image, in order: a ``Prediction``, or a
         ``FailedPrediction`` for an image that could not be used, so one bad file does not stop the others.
+        With ``reject`` (and a calibrated model), a prediction the model finds no class for is marked
+        ``not_a_digit`` (see ``probabilities_and_flags``); its ``digit`` is still the best guess.
         """
         single = not (isinstance(images, (list, tuple)) or is_stack(images))
         items = [images] if single else list(images)
@@ -174,16 +213,17 @@ class Classifier:
                     raise
                 results[i] = FailedPrediction(source, exc)
         if ready:
-            probabilities = self.predict_array(np.stack([array for _, _, array in ready]))
-            for (i, source, array), probs in zip(ready, probabilities):
-                results[i] = self._prediction(source, array, probs, top_k)
+            probabilities, flagged = self.probabilities_and_flags(np.stack([array for _, _, array in ready]))
+            flagged &= reject
+            for (i, source, array), probs, flag in zip(ready, probabilities, flagged):
+                results[i] = self._prediction(source, array, probs, top_k, bool(flag))
         return results[0] if single else results
 
-    def _prediction(self, source: str, array: np.ndarray, probs: np.ndarray, top_k: int) -> Prediction:
+    def _prediction(self, source: str, array: np.ndarray, probs: np.ndarray, top_k: int, flag: bool) -> Prediction:
         order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
         best = int(order[0])
         top = [(self.classes[k], float(probs[k])) for k in order]
-        return Prediction(source, best, self.classes[best], float(probs[best]), top, probs, array)
+        return Prediction(source, best, self.classes[best], float(probs[best]), top, probs, array, flag)
 
     def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Save in the Hugging Face Hub's layout (config.json, model.safetensors, README.md model card), which
@@ -212,15 +252,10 @@ def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         a = a[:, 0]
     if a.ndim != 3 or a.shape[1:] != (28, 28):
         raise ImageError(f"expected 28×28 images shaped (28, 28), (N, 28, 28) or (N, 1, 28, 28), got shape {a.shape}")
+    check_pixels(a, "images")
     if a.dtype.kind == "f":
-        if a.size and not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
-            raise ImageError("float pixels must lie in [0, 1]; pass uint8 for values in 0..255")
         return torch.tensor(a, dtype=torch.float32).unsqueeze(1)
-    if a.dtype.kind in "iu":
-        if a.size and (a.min() < 0 or a.max() > 255):
-            raise ImageError(f"integer pixels must lie in 0..255, found {a.min()}..{a.max()}")
-        return torch.from_numpy(a.astype(np.float32)).div_(255.0).unsqueeze(1)
-    raise ImageError(f"pixels must be numbers, got dtype {a.dtype}")
+    return torch.from_numpy(a.astype(np.float32)).div_(255.0).unsqueeze(1)
 
 
 def is_stack(images: object) -> bool:

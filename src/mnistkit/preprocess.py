@@ -24,6 +24,14 @@ WORK_SIDE = 512  # larger images are reduced to this first: 20 px of output need
 DIGIT_BOX = 20
 CANVAS = 28
 MIN_CONTRAST = 24  # gray levels between paper and ink below which an image is taken as blank
+NOISE_MARGIN = 4  # ink must also stand this many of the paper's noise standard deviations above it
+EXTREME_PIXELS = 10  # the darkest and brightest pixels but this many: the ink's extremes, past a stray one
+ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the ink, and
+ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
+BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
+STROKE_BOX = 80  # pen widths are measured and changed with the digit's longest side at this many pixels
+# MNIST's pen widths at the 20-px scale (``stroke_width``): the 20th and 80th percentiles of its training digits.
+MNIST_STROKE = (1.97, 2.88)
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16-bit and float grayscale
 
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -44,7 +52,7 @@ def to_mnist(item: ImageInput) -> np.ndarray:
             if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
                 raise ImageError("no ink found: the image is blank or has too little contrast")
             return gray  # already MNIST-like: the model sees exactly what it was given
-        return center_digit(_ink(gray))
+        return center_digit(normalize_stroke(_ink(gray)))
     except ImageError as exc:
         raise ImageError(f"{_where(item)}: {exc}") from None
 
@@ -145,14 +153,25 @@ def _array_to_image(a: np.ndarray) -> Image.Image:
         a = a.astype(np.uint8) * 255  # a mask: True is ink (or paper; the polarity is detected later)
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
         raise ImageError(f"array: expected (H, W) grayscale or (H, W, 3|4) colour, got shape {a.shape}")
+    check_pixels(a, "array")
     if a.dtype.kind == "f":
-        if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
-            raise ImageError("array: float pixels must lie in [0, 1]")
         a = np.round(a * 255)
-    elif a.dtype.kind not in "iub" or (a.size and (a.min() < 0 or a.max() > 255)):
-        raise ImageError("array: pixels must be integers in 0..255 or floats in [0, 1]")
     _check_size((a.shape[1], a.shape[0]), "array")
     return Image.fromarray(a.astype(np.uint8))
+
+
+def check_pixels(a: np.ndarray, where: str, error: type[MnistkitError] = ImageError, float_max: float = 1.0) -> None:
+    """The one rule for arrays of pixels, wherever they come from: integers in 0..255, or finite floats in
+    [0, ``float_max``] (1, or 255 for data files that store bytes as floats). Raises ``error`` naming ``where``."""
+    if a.dtype.kind == "f":
+        if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= float_max):
+            ranges = "[0, 1]" if float_max == 1 else f"[0, 1] or [0, {float_max:g}]"
+            raise error(f"{where}: float pixels must lie in {ranges}; pass uint8 for values in 0..255")
+    elif a.dtype.kind in "iu":
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise error(f"{where}: integer pixels must lie in 0..255, found {a.min()}..{a.max()}")
+    else:
+        raise error(f"{where}: pixels must be numbers (integers in 0..255 or floats in [0, 1]), got dtype {a.dtype}")
 
 
 def _flatten_alpha(image: Image.Image) -> np.ndarray:
@@ -208,27 +227,105 @@ def _quantile(hist: np.ndarray, q: float) -> int:
 
 
 def _ink(gray: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) with ink bright on a zero background: inverted if dark-on-light, noise and texture removed.
+    """uint8 (H, W) with ink bright on a zero background: polarity decided, paper's light removed, noise dropped.
 
-    Otsu's threshold splits ink from paper. Paper (texture, shadows, JPEG noise) becomes zero; the ink mask,
-    grown by one pixel to keep the anti-aliased edge of each stroke, keeps its gray levels above the paper's,
-    stretched so that solid strokes are white as in MNIST. Raises ``ImageError`` when the two classes' medians
-    differ by less than ``MIN_CONTRAST`` gray levels: a blank page, or only noise.
+    The paper's brightness is estimated and divided out first (``remove_background``), so that a shadow or a
+    gradient across the page is paper, not ink; then Otsu's threshold splits ink from what remains of the paper.
+    Paper (texture, JPEG noise) becomes zero; the ink mask, grown by one pixel to keep the anti-aliased edge of
+    each stroke, keeps its gray levels, stretched so that solid strokes are white as in MNIST. Raises
+    ``ImageError`` when no ink stands ``MIN_CONTRAST`` gray levels above the paper around it: a blank page, or
+    only noise.
     """
-    if _border_level(gray) >= 128:
-        gray = 255 - gray
-    hist = np.bincount(gray.ravel(), minlength=256)
+    bright = 255.0 - gray if _dark_ink(gray) else gray.astype(np.float64)
+    background = estimate_background(bright)
+    lift = bright - background  # how far each pixel stands above the paper around it, in gray levels
+    share = np.clip(lift / np.maximum(255.0 - background, 1.0), 0, 1)  # the share of the way to full ink
+    levels = np.round(share * 255).astype(np.uint8)
+    hist = np.bincount(levels.ravel(), minlength=256)
     threshold = _otsu(hist)
-    paper_hist, ink_hist = hist[: threshold + 1], hist[threshold + 1 :]
-    if not paper_hist.any() or not ink_hist.any():
+    ink_mask = levels > threshold
+    if not ink_mask.any() or ink_mask.all():
         raise ImageError("no ink found: the image is blank")
-    paper = _quantile(paper_hist, 0.5)
-    if threshold + 1 + _quantile(ink_hist, 0.5) - paper < MIN_CONTRAST:
+    paper_lift, ink_lift = np.median(lift[~ink_mask]), np.median(lift[ink_mask])
+    spread = 1.4826 * np.median(np.abs(lift[~ink_mask] - paper_lift))  # the paper's noise, as a standard deviation
+    if ink_lift - paper_lift < max(MIN_CONTRAST, NOISE_MARGIN * spread):
         raise ImageError("no ink found: the image is blank or has too little contrast")
-    solid = threshold + 1 + _quantile(ink_hist, 0.99)  # not the maximum: one hot pixel must not dim every stroke
-    mask = _grow(gray > threshold)
-    ink = np.where(mask, (gray - np.float32(paper)) * np.float32(255.0 / max(1, solid - paper)), np.float32(0))
+    ink_mask = _drop_islands(ink_mask)
+    paper = _quantile(hist[: threshold + 1], 0.5)
+    solid = (
+        threshold + 1 + _quantile(hist[threshold + 1 :], 0.99)
+    )  # not the maximum: one hot pixel must not dim every stroke
+    mask = _grow(ink_mask)
+    ink = np.where(mask, (levels - np.float32(paper)) * np.float32(255.0 / max(1, solid - paper)), np.float32(0))
     return np.clip(np.round(ink), 0, 255).astype(np.uint8)
+
+
+def _drop_islands(mask: np.ndarray) -> np.ndarray:
+    """The mask without small marks set apart from the rest (a speck of dirt, a shadow's corner): along each axis,
+    a run of marks separated from the others by a gap of ``ISLAND_GAP`` of the image's side and holding less than
+    ``ISLAND_MASS`` of the ink is cleared, so that it cannot stretch the crop."""
+    gap = max(2, round(ISLAND_GAP * max(mask.shape)))
+    for axis in (1, 0, 1):
+        profile = mask.sum(axis=axis)
+        occupied = np.flatnonzero(profile)
+        breaks = np.flatnonzero(np.diff(occupied) > gap)
+        for run in np.split(occupied, breaks + 1):
+            if len(breaks) and profile[run].sum() < ISLAND_MASS * profile.sum():
+                index = [slice(None), slice(None)]
+                index[1 - axis] = slice(run[0], run[-1] + 1)
+                mask = mask.copy()
+                mask[tuple(index)] = False
+    return mask
+
+
+def _dark_ink(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper.
+
+    The border is paper, however the light falls on it (dim, shadowed, a gradient): the ink is what lies beyond
+    the border's range of gray levels, darker than its darkest or brighter than its brightest. Where neither
+    stands out (ink touching the border all round), the paper is taken as most of the image, its median, and the
+    ink as the extreme that lies further from it.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    border_low, border_high = np.quantile(border, [0.01, 0.99])
+    values = gray.ravel()
+    k = min(EXTREME_PIXELS, len(values) - 1)  # a small dot on a large page still has this many pixels
+    low, high = np.partition(values, k)[k], np.partition(values, len(values) - 1 - k)[len(values) - 1 - k]
+    paper = np.median(values)
+    darker, brighter = border_low - low, high - border_high
+    if max(darker, brighter) >= MIN_CONTRAST:
+        return bool(darker > brighter)
+    return bool(paper - low > high - paper)
+
+
+def estimate_background(bright: np.ndarray) -> np.ndarray:
+    """The paper's brightness under every pixel of ``bright`` (ink bright on darker paper), float (H, W).
+
+    A grey-level opening (minimum, then maximum filter) with a square a quarter of the image wide removes every
+    bright mark narrower than that, strokes included, and keeps the rest exactly: gradients, and shadows with
+    their edges, sharp or soft. The image is mirrored at its borders first, so that a shadow's corner cut by
+    the border stays wide enough to be kept as paper.
+    """
+    k = max(3, round(max(bright.shape) * BACKGROUND_WINDOW)) | 1
+    half = k // 2
+    mirrored = np.pad(bright.astype(np.float32), half, mode="symmetric")
+    opened = _running(_running(mirrored, k, np.minimum), k, np.maximum)
+    return opened[half:-half, half:-half]
+
+
+def _running(a: np.ndarray, k: int, reduce: np.ufunc) -> np.ndarray:
+    """``reduce`` (minimum or maximum) over the k×k window centred on every pixel; the edges take what the window
+    holds there. Van Herk / Gil-Werman: two running reductions per axis, whatever k is."""
+    fill = np.inf if reduce is np.minimum else -np.inf
+    for axis in (0, 1):
+        x = np.moveaxis(a, axis, 0)  # the running reductions go along the first axis, a whole row at a time
+        n = x.shape[0]
+        padded = np.pad(x, [(k // 2, k // 2 + (-(n + k - 1)) % k), (0, 0)], constant_values=fill)
+        blocks = padded.reshape(-1, k, x.shape[1])
+        forward = reduce.accumulate(blocks, axis=1).reshape(-1, x.shape[1])
+        backward = reduce.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(-1, x.shape[1])
+        a = np.moveaxis(reduce(backward[:n], forward[k - 1 : k - 1 + n]), 0, axis)
+    return a
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:
@@ -240,6 +337,64 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     grown[:, 1:] |= rows[:, :-1]
     grown[:, :-1] |= rows[:, 1:]
     return grown
+
+
+def _crop(ink: np.ndarray) -> np.ndarray:
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if len(rows) == 0:
+        raise ImageError("no ink found: the image is blank")
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def stroke_width(ink: np.ndarray) -> float:
+    """The mean width of the strokes in ``ink`` (bright on zero), in pixels: twice the ink's area over its outline's
+    length, both measured on the gray levels (the outline as the total gradient), so that blur and soft edges
+    leave it unchanged."""
+    a = ink.astype(np.float64) / 255.0
+    gy, gx = np.gradient(a)
+    outline = np.sqrt(gx * gx + gy * gy).sum()
+    return float(2 * a.sum() / max(outline, 1e-9))
+
+
+def normalize_stroke(ink: np.ndarray) -> np.ndarray:
+    """The ink cropped and scaled so its longest side is ``STROKE_BOX`` px, its pen width brought into the range
+    MNIST's digits have at the 20-px scale (``MNIST_STROKE``): fine pens thickened, markers thinned."""
+    crop = _crop(ink)
+    h, w = crop.shape
+    scale = STROKE_BOX / max(h, w)
+    margin = STROKE_BOX // 8  # room for the strokes to grow
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    big = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    big = np.pad(big, margin)
+    per_box = STROKE_BOX / DIGIT_BOX  # pixels here per pixel of the 20-px box
+    width = stroke_width(big) / per_box
+    target = float(np.clip(width, *MNIST_STROKE))
+    radius = (target - width) / 2 * per_box  # a dilation by r widens every stroke by 2r
+    if abs(radius) >= 0.5:
+        big = _dilate(big, radius) if radius > 0 else 255 - _dilate(255 - big, -radius)
+    return np.clip(np.round(big), 0, 255).astype(np.uint8)
+
+
+def _dilate(a: np.ndarray, radius: float) -> np.ndarray:
+    """Gray-level dilation by a disc of ``radius`` pixels (approximated by alternating 3×3 crosses and squares;
+    a fractional radius blends the two nearest whole ones)."""
+    steps = [a]
+    for i in range(int(np.ceil(radius))):
+        steps.append(_max3(steps[-1], square=i % 2 == 1))
+    low = int(np.floor(radius))
+    if low == len(steps) - 1:
+        return steps[low]
+    frac = radius - low
+    return steps[low] * (1 - frac) + steps[low + 1] * frac
+
+
+def _max3(a: np.ndarray, square: bool) -> np.ndarray:
+    p = np.pad(a, 1, mode="edge")
+    out = np.maximum.reduce([a, p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
+    if square:
+        out = np.maximum.reduce([out, p[:-2, :-2], p[:-2, 2:], p[2:, :-2], p[2:, 2:]])
+    return out
 
 
 def center_digit(ink: np.ndarray) -> np.ndarray:

@@ -134,6 +134,7 @@ def model_metadata(
     test_loss: float | None,
     test_accuracy: float | None,
     seconds: dict[str, float],
+    calibration: dict[str, Any] | None,
     processes: dict[str, Any],
     command: str | None,
 ) -> dict[str, Any]:
@@ -150,6 +151,7 @@ def model_metadata(
         "classes": dataset.classes,
         "input": {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black, as MNIST"},
         "tta": cfg.tta,
+        "calibration": calibration,
         "dataset": _dataset_metadata(dataset, splits),
         "metrics": {
             "epochs": len(history),

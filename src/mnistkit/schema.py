@@ -234,6 +234,13 @@ class ConfigRecord(_Open):
     epochs: int = 1
 
 
+class Calibration(_Open):
+    """How far to trust the outputs: a softmax temperature and the energy below which an input is no digit."""
+
+    temperature: Positive
+    not_a_digit_below: Finite | None = None
+
+
 class ModelMeta(_Open):
     """``model.json``: how to rebuild the network, how its input is scaled, what its outputs are called."""
 
@@ -245,6 +252,7 @@ class ModelMeta(_Open):
     weights: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")] = "model.safetensors"
     sha256: Sha256
     tta: bool = False
+    calibration: Calibration | None = None  # absent or null: temperature 1 and nothing flagged
     parameters: Count | None = None
     input: Annotated[dict[Name, Scalar], Field(max_length=16)] = None
     dataset: DatasetRecord = None

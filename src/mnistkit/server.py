@@ -74,6 +74,7 @@ class PixelsRequest(BaseModel):
 class PredictResponse(BaseModel):
     digit: int = Field(description="index of the most likely class (the digit itself for MNIST)")
     label: str = Field(description="that class's name")
+    not_a_digit: bool = Field(description="no class fits: the model's not-a-digit score is below its threshold")
     probabilities: list[float] = Field(description="every class's probability, in class order")
     input: list[list[float]] = Field(description="the 28×28 image the model saw, white ink on black, in [0, 1]")
 
@@ -178,12 +179,12 @@ class Batcher:
     def __init__(self, classifier: Classifier, max_batch: int = MAX_BATCH):
         self.classifier = classifier
         self.max_batch = max_batch
-        self.waiting: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
+        self.waiting: list[tuple[np.ndarray, asyncio.Future[tuple[np.ndarray, bool]]]] = []
         self.worker: asyncio.Task[None] | None = None
 
-    async def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """Class probabilities for one uint8 (28, 28) image in MNIST form."""
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+    async def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Class probabilities for one uint8 (28, 28) image in MNIST form, and whether it is not a digit."""
+        future: asyncio.Future[tuple[np.ndarray, bool]] = asyncio.get_running_loop().create_future()
         self.waiting.append((image, future))
         if self.worker is None:
             self.worker = asyncio.create_task(self._drain())
@@ -196,14 +197,14 @@ class Batcher:
                 futures = [future for _, future in batch]
                 try:
                     probabilities = await anyio.to_thread.run_sync(
-                        self.classifier.predict_array, np.stack([image for image, _ in batch])
+                        self.classifier.probabilities_and_flags, np.stack([image for image, _ in batch])
                     )
                 except Exception as exc:  # each request answers 500; the server goes on serving
                     for future in futures:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for future, result in zip(futures, probabilities):
+                for future, result in zip(futures, zip(*probabilities)):
                     if not future.done():  # done: cancelled, its client went away
                         future.set_result(result)
         finally:
@@ -309,11 +310,12 @@ def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> Fas
     )
     async def predict(request: Request) -> dict[str, Any]:
         image = await mnist_image(request)
-        probabilities = await batcher.probabilities(image)
+        probabilities, not_a_digit = await batcher.probabilities(image)
         digit = int(np.argmax(probabilities))
         return {
             "digit": digit,
             "label": classifier.classes[digit],
+            "not_a_digit": bool(not_a_digit),
             "probabilities": [round(float(p), 6) for p in probabilities],
             "input": (image / 255.0).round(4).tolist(),
         }

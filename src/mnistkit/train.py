@@ -22,11 +22,13 @@ from torch import nn
 
 from . import data, distributed, resume, runs
 from .augment import augment
+from .calibrate import calibrate
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .errors import ConfigError, TrainingError
 from .evaluate import loss_and_accuracy
 from .models import count_parameters, create_model
+from .nondigits import OutlierExposure
 
 SYNC_EVERY = 50  # steps between reads of the loss from the device (running loss display and NaN check)
 
@@ -295,12 +297,17 @@ class _Loop:
     started: float = 0.0  # when the epoch in progress started, less the time it ran before a resume
     autocast: torch.autocast = field(init=False)
     background: float = field(init=False)
+    exposure: OutlierExposure | None = field(init=False)  # synthesized non-digits mixed into each batch
 
     def __post_init__(self) -> None:
         device = self.train.images.device
         # bf16 has float32's range, so no loss scaler is needed (and none is saved).
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(self.cfg.amp, device))
         self.background = -self.norm.mean / self.norm.std  # a blank pixel after normalization
+        cfg = self.cfg
+        self.exposure = (
+            OutlierExposure(self.train.images, cfg.outliers, self.norm, cfg.augment, cfg.seed) if cfg.outliers else None
+        )
 
     @classmethod
     def start(cls, model, train, val, cfg, norm, reporter, ctx, saver, resume_from) -> _Loop:
@@ -343,10 +350,17 @@ class _Loop:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimisation step on the batch (x, y); returns its loss, left on the device."""
-        cfg = self.cfg
-        x = augment(x, cfg.augment, self.background, self.generator).contiguous(memory_format=torch.channels_last)
+        cfg, exposure = self.cfg, self.exposure
+        x = augment(x, cfg.augment, self.background, self.generator, labels=y)
+        if exposure is not None:
+            x = exposure.extend(x, self.generator)
+        x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
-            loss = F.cross_entropy(self.net(x), y, label_smoothing=cfg.label_smoothing)
+            logits = self.net(x)
+            if exposure is not None:
+                loss = exposure.loss(logits, y, cfg.label_smoothing)
+            else:
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -520,6 +534,10 @@ def train_run(
     test_loss = test_accuracy = None
     if loaded.test is not None and len(loaded.test):
         test_loss, test_accuracy = loss_and_accuracy(model, loaded.test, loaded.norm, cfg.eval_batch_size, cfg.tta, ctx)
+    test_seconds = time.perf_counter() - test_start
+    calibration = None  # a temperature and a not-a-digit threshold, fitted on validation data when there is some
+    if loaded.val is not None and len(loaded.val):
+        calibration = calibrate(model, loaded.val, loaded.norm, loaded.splits.train.images, cfg.eval_batch_size)
     meta = runs.model_metadata(
         cfg,
         loaded.dataset,
@@ -529,7 +547,8 @@ def train_run(
         history=history,
         test_loss=test_loss,
         test_accuracy=test_accuracy,
-        seconds={"load": loaded.seconds, "test": time.perf_counter() - test_start},
+        seconds={"load": loaded.seconds, "test": test_seconds},
+        calibration=calibration,
         processes=ctx.to_dict(),
         command=command,
     )
