@@ -807,6 +807,7 @@ def test_serve_with_a_bad_corrections_database_is_one_line(tmp_path, capsys, mak
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("mnistkit: error:") and message in err and err.count("\n") == 1
+    assert str(path) in err and "--no-feedback" in err
 
 
 def test_serve_takes_either_a_feedback_db_or_none(capsys):

@@ -938,19 +938,22 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .feedback import default_path
+    from .feedback import FeedbackError, default_path
     from .server import serve
     from .train import resolve_device
 
-    serve(
-        args.model,
-        args.host,
-        args.port,
-        access_log=args.access_log,
-        allowed_hosts=args.allowed_hosts,
-        device=resolve_device(args.device).type,
-        feedback_db=(args.feedback_db or default_path()) if args.feedback else None,
-    )
+    try:
+        serve(
+            args.model,
+            args.host,
+            args.port,
+            access_log=args.access_log,
+            allowed_hosts=args.allowed_hosts,
+            device=resolve_device(args.device).type,
+            feedback_db=(args.feedback_db or default_path()) if args.feedback else None,
+        )
+    except FeedbackError as exc:  # only at start-up: a write that fails while serving is that request's 503
+        raise FeedbackError(f"{exc}; or serve without corrections: --no-feedback") from None
     return 0
 
 
