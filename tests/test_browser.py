@@ -12,6 +12,7 @@ import base64
 import io
 import re
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,8 +56,14 @@ expect = sync_api.expect
 
 
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    with running_server() as url:
+def feedback_db(tmp_path_factory) -> Path:
+    """Where the module's server stores corrections."""
+    return tmp_path_factory.mktemp("corrections") / "feedback.sqlite"
+
+
+@pytest.fixture(scope="module")
+def server_url(feedback_db) -> Iterator[str]:
+    with running_server(feedback_db) as url:
         yield url
 
 
@@ -379,6 +386,92 @@ def test_server_gone_is_one_clear_message(page):
 
 
 # --------------------------------------------------------------------------------------------------
+# corrections
+
+
+def stored(feedback_db: Path) -> list[tuple]:
+    with sqlite3.connect(feedback_db) as db:
+        return db.execute("SELECT id, label, predicted, confidence, pixels, drawing_png FROM corrections").fetchall()
+
+
+def test_correct_a_drawing_with_the_buttons(page, feedback_db):
+    before = len(stored(feedback_db))
+    box = page.locator("#feedback")
+    assert box.is_hidden()  # nothing to correct yet
+    draw_with_mouse(page, DIGITS[1])
+    assert_final_at_pen_up(page, "1")
+    expect(box).to_be_visible()
+    seen = page.evaluate("""() => Array.from(document.getElementById('seen').getContext('2d')
+        .getImageData(0, 0, 28, 28).data.filter((v, i) => i % 4 === 0))""")
+    page.get_by_role("button", name="It was 7").click()  # the person says it was a 7
+    expect(page.locator("#feedback-status")).to_have_text("Saved: it was 7. Thank you.")
+    expect(page.locator("#announce")).to_have_text("Saved: it was 7. Thank you.")
+    rows = stored(feedback_db)
+    assert len(rows) == before + 1
+    _, label, predicted, confidence, pixels, png = rows[-1]
+    assert (label, predicted) == (7, 1) and 0.5 < confidence <= 1
+    np.testing.assert_allclose(np.frombuffer(pixels, np.uint8), seen, atol=1)  # the pixels the model saw
+    assert len(png) <= 32 * 1024 and Image.open(io.BytesIO(png)).size == (280, 280)
+
+    # "Right" corrects the correction: the same drawing is stored once, with the latest label.
+    page.locator("#right").click()
+    expect(page.locator("#feedback-status")).to_have_text("Updated: the model was right, it was 1.")
+    assert len(stored(feedback_db)) == before + 1 and stored(feedback_db)[-1][1] == 1
+
+    # By keyboard: focus a digit's button, Enter.
+    page.get_by_role("button", name="It was 4").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#feedback-status")).to_have_text("Updated: it was 4.")
+    assert stored(feedback_db)[-1][1] == 4
+
+    mouse_stroke(page, [(0.2, 0.2), (0.25, 0.25)], release=False)
+    expect(box).to_be_hidden()  # the drawing changed: the buttons wait for the next answer
+    page.mouse.up()
+
+
+def test_a_correction_the_server_cannot_store_says_so_and_predicting_goes_on(page):
+    error = "the correction was not stored: feedback.sqlite: the database is read-only; make the file writable"
+    page.route("**/api/feedback", lambda route: route.fulfill(status=503, json={"error": error}))
+    draw_with_mouse(page, DIGITS[2])
+    assert_final_at_pen_up(page, "2")
+    page.get_by_role("button", name="It was 3").click()
+    expect(page.locator("#feedback-status")).to_have_text(f"Not saved: {error}")
+    expect(page.locator("#announce")).to_have_text(f"Not saved: {error}")
+    assert page.locator("#digit").inner_text() == "2" and state(page) == "final"  # the answer stays
+    assert all("status of 503" in e for e in page.errors), page.errors  # Chromium logs the refused request
+    page.errors.clear()
+    page.keyboard.press("Escape")
+    draw_with_mouse(page, DIGITS[5])
+    assert_final_at_pen_up(page, "5")
+
+
+def test_no_correction_buttons_when_the_server_stores_none(page):
+    def feedback_off(route):
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "feedback": False})
+
+    page.route("**/api/model", feedback_off)
+    page.reload()
+    expect(page.locator("#model-info")).to_contain_text("parameters")
+    expect(page.locator(".example")).to_have_count(20)
+    draw_with_mouse(page, DIGITS[0])
+    assert_final_at_pen_up(page, "0")
+    assert page.locator("#feedback").is_hidden()
+
+
+def test_not_a_digit_offers_only_the_digits(page):
+    def add_not_a_digit(route):
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "not_a_digit": True})
+
+    page.route("**/api/predict", add_not_a_digit)
+    draw_with_mouse(page, DIGITS[1])
+    expect(page.locator("#confidence")).to_have_text("This does not look like a digit.")
+    expect(page.locator("#feedback")).to_be_visible()
+    assert page.locator("#right").is_hidden() and page.locator("#feedback-digits button").count() == 10
+
+
+# --------------------------------------------------------------------------------------------------
 # screens
 
 
@@ -514,7 +607,7 @@ def test_api_docs_render_offline(page, server_url):
     page.goto(f"{server_url}/docs")
     expect(page.locator(".swagger-ui .opblock-summary-path").first).to_be_visible()
     text = page.locator(".swagger-ui").inner_text()
-    assert "/api/predict" in text and "/api/explain" in text and "/api/examples" in text
+    assert "/api/predict" in text and "/api/explain" in text and "/api/examples" in text and "/api/feedback" in text
 
 
 def test_redoc_renders_and_the_policy_blocks_only_its_outside_logo(browser, server_url):

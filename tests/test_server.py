@@ -10,7 +10,9 @@ import io
 import json
 import re
 import select
+import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -29,11 +32,13 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from mnistkit import cli
+from mnistkit import cli, feedback
 from mnistkit.errors import ConfigError
+from mnistkit.feedback import FeedbackError, FeedbackStore
 from mnistkit.inference import Classifier
 from mnistkit.preprocess import to_mnist
 from mnistkit.server import (
+    MAX_DRAWING_PNG_BYTES,
     MAX_IMAGE_BYTES,
     MAX_JSON_BYTES,
     STATIC_DIR,
@@ -90,6 +95,10 @@ def png_header(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def upload(client: TestClient, data: bytes, name: str = "digit.png", kind: str = "image/png") -> httpx.Response:
@@ -288,6 +297,222 @@ def test_examples_are_the_first_test_digits_of_each_class(client, mnist):
 
 
 # --------------------------------------------------------------------------------------------------
+# corrections: POST /api/feedback
+
+
+@pytest.fixture
+def corrections(classifier, tmp_path) -> Iterator[tuple[TestClient, FeedbackStore]]:
+    """A client of an app that stores corrections in a new database, and that database."""
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    with local_client(create_app(classifier, feedback=store), raise_server_exceptions=False) as test_client:
+        yield test_client, store
+    store.close()
+
+
+def correction(client: TestClient, image: np.ndarray, label: int) -> dict:
+    """What the page sends after /api/predict answered about ``image`` drawn on the canvas: that answer's ``input``,
+    the true label, the answer and its confidence, and the drawing as PNG."""
+    data = drawing(image)
+    answer = upload(client, data).json()
+    return {
+        "pixels": answer["input"],
+        "label": label,
+        "predicted": answer["digit"],
+        "confidence": answer["probabilities"][answer["digit"]],
+        "drawing_png": b64(data),
+    }
+
+
+def stored_rows(store: FeedbackStore) -> list[tuple]:
+    with sqlite3.connect(store.path) as db:
+        return db.execute(
+            "SELECT id, created_utc, label, predicted, confidence, model_sha256, pixels, drawing_png FROM corrections"
+        ).fetchall()
+
+
+def test_feedback_stores_what_the_model_saw(corrections, classifier, digits):
+    client, store = corrections
+    images, labels = digits
+    assert client.get("/api/model").json()["feedback"] is True
+    body = correction(client, images[5], 3)  # whatever the model said, the person says it was a 3
+    before = time.time()
+    response = client.post("/api/feedback", json=body)
+    assert response.status_code == 200 and response.json() == {"id": 1, "new": True}
+    [(_, created, label, predicted, confidence, sha256, pixels, png)] = stored_rows(store)
+    seen = np.frombuffer(pixels, np.uint8).reshape(28, 28)
+    np.testing.assert_array_equal(seen, np.rint(np.array(body["pixels"]) * 255))  # exactly the model's input
+    np.testing.assert_array_equal(seen, classifier_input(classifier, base64.b64decode(body["drawing_png"])))
+    assert (label, predicted, confidence) == (3, labels[5], pytest.approx(body["confidence"]))
+    assert sha256 == classifier.meta["sha256"] and len(sha256) == 64
+    assert png == base64.b64decode(body["drawing_png"]) and png.startswith(b"\x89PNG")
+    when = datetime.fromisoformat(created)
+    assert when.utcoffset() == timedelta(0) and abs(when.timestamp() - before) < 60
+
+
+def classifier_input(classifier: Classifier, png: bytes) -> np.ndarray:
+    return classifier.predict(Image.open(io.BytesIO(png))).input
+
+
+def test_the_same_drawing_is_stored_once_with_the_latest_label(corrections, digits):
+    client, store = corrections
+    body = correction(client, digits[0][0], 4)
+    assert client.post("/api/feedback", json=body).json() == {"id": 1, "new": True}
+    assert client.post("/api/feedback", json={**body, "label": 9}).json() == {"id": 1, "new": False}
+    assert [row[2] for row in stored_rows(store)] == [9]
+    other = correction(client, digits[0][1], 2)
+    assert client.post("/api/feedback", json=other).json() == {"id": 2, "new": True}
+    # Without a drawing, the same pixels are the same correction.
+    bare = {"pixels": other["pixels"], "label": 2}
+    assert client.post("/api/feedback", json=bare).json() == {"id": 3, "new": True}
+    assert client.post("/api/feedback", json=bare).json() == {"id": 3, "new": False}
+    assert store.count() == 3
+
+
+def test_concurrent_corrections_are_each_stored(corrections, digits):
+    client, store = corrections
+    rng = np.random.default_rng(1)
+    bodies = [{"pixels": rng.random((28, 28)).round(4).tolist(), "label": i % 10} for i in range(40)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda body: client.post("/api/feedback", json=body).json(), bodies))
+    assert sorted(answer["id"] for answer in answers) == list(range(1, 41))
+    assert all(answer["new"] for answer in answers)
+    labels = {answer["id"]: body["label"] for answer, body in zip(answers, bodies)}
+    assert {row[0]: row[2] for row in stored_rows(store)} == labels
+
+
+BLANK = [[0.0] * 28] * 28
+TINY_PNG = encode(Image.new("L", (8, 8), 255))
+BAD_CORRECTIONS = {
+    "label 10": (422, "body.label: Input should be less than or equal to 9", {"pixels": BLANK, "label": 10}),
+    "label -1": (422, "body.label: Input should be greater than or equal to 0", {"pixels": BLANK, "label": -1}),
+    "label as text": (422, "body.label: Input should be a valid integer", {"pixels": BLANK, "label": "4"}),
+    "label 4.5": (422, "body.label", {"pixels": BLANK, "label": 4.5}),
+    "label true": (422, "body.label", {"pixels": BLANK, "label": True}),
+    "no label": (422, "body.label: Field required", {"pixels": BLANK}),
+    "no drawing": (422, "body.pixels: Field required", {"label": 4, "drawing_png": b64(TINY_PNG)}),
+    "27 rows": (422, "body.pixels: List should have at least 28 items", {"pixels": BLANK[:27], "label": 4}),
+    "value above 1": (422, "body.pixels[0][0]", {"pixels": [[2.0] * 28] * 28, "label": 4}),
+    "predicted 12": (422, "body.predicted", {"pixels": BLANK, "label": 4, "predicted": 12}),
+    "confidence 1.5": (422, "body.confidence", {"pixels": BLANK, "label": 4, "confidence": 1.5}),
+    "drawing not base64": (422, "not base64", {"pixels": BLANK, "label": 4, "drawing_png": "data:image/png;base64,"}),
+    "drawing not a PNG": (422, "not a PNG", {"pixels": BLANK, "label": 4, "drawing_png": b64(b"GIF89a" * 10)}),
+    "drawing over 32 KiB": (
+        413,
+        "body.drawing_png is 33,000 bytes (limit 32 KiB)",
+        {"pixels": BLANK, "label": 4, "drawing_png": b64(b"\x89PNG\r\n\x1a\n" + bytes(33_000 - 8))},
+    ),
+    "body over 64 KiB": (
+        413,
+        "JSON body too large (limit 64 KiB): send the 28×28 pixels, the label and at most a 32 KiB PNG",
+        {"pixels": BLANK, "label": 4, "drawing_png": b64(bytes(60_000))},
+    ),
+    "malformed JSON": (400, "malformed JSON", b'{"pixels": [[0.0'),
+    "empty body": (400, "empty body", b""),
+    "not JSON": (415, "unsupported Content-Type 'text/plain'", "4"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CORRECTIONS))
+def test_a_bad_correction_is_one_clear_4xx_and_nothing_is_stored(corrections, digits, case):
+    client, store = corrections
+    status, message, body = BAD_CORRECTIONS[case]
+    if isinstance(body, dict):
+        response = client.post("/api/feedback", json=body)
+    else:
+        kind = "text/plain" if isinstance(body, str) else "application/json"
+        response = client.post("/api/feedback", content=body, headers={"Content-Type": kind})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message in error and "\n" not in error
+    assert store.count() == 0
+    assert client.post("/api/feedback", json=correction(client, digits[0][2], 1)).status_code == 200
+
+
+def test_the_largest_real_correction_fits_the_json_limit(corrections):
+    client, store = corrections
+    # Every pixel as the predict answer gives it at worst (4 decimals), and a drawing at the PNG limit.
+    body = {
+        "pixels": [[0.1235] * 28] * 28,
+        "label": 8,
+        "predicted": 3,
+        "confidence": 0.123456789,
+        "drawing_png": b64(b"\x89PNG\r\n\x1a\n" + bytes(MAX_DRAWING_PNG_BYTES - 8)),
+    }
+    assert len(json.dumps(body, indent=2)) < MAX_JSON_BYTES
+    assert client.post("/api/feedback", json=body).status_code == 200 and store.count() == 1
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "the database is read-only; make the file and its folder writable, or choose another file",
+        "the database is locked by another program (database is locked); close it or try again",
+        "not a valid corrections database (database disk image is malformed); move it aside to start a new one",
+    ],
+)
+def test_a_correction_that_cannot_be_stored_is_503_and_predicting_goes_on(corrections, digits, monkeypatch, problem):
+    client, store = corrections
+    images, labels = digits
+
+    def fail(*args, **kwargs):
+        raise FeedbackError(f"{store.path}: {problem}")
+
+    monkeypatch.setattr(store, "add", fail)
+    response = client.post("/api/feedback", json=correction(client, images[0], 7))
+    assert response.status_code == 503 and response.json() == {
+        "error": f"the correction was not stored: {store.path}: {problem}"
+    }
+    assert client.post("/api/predict", json=pixels_body(images[1])).json()["digit"] == labels[1]
+
+
+def test_a_really_locked_database_is_503(classifier, digits, tmp_path, monkeypatch):
+    monkeypatch.setattr(feedback, "BUSY_TIMEOUT_MS", 100)  # wait a tenth of a second for the lock, not 5 s
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another program in the middle of a write
+    try:
+        with local_client(create_app(classifier, feedback=store)) as test_client:
+            response = test_client.post("/api/feedback", json=correction(test_client, digits[0][3], 0))
+            assert response.status_code == 503 and "locked by another program" in response.json()["error"]
+            holder.execute("ROLLBACK")
+            response = test_client.post("/api/feedback", json=correction(test_client, digits[0][3], 0))
+            assert response.json() == {"id": 1, "new": True}  # once the other program is done, it works again
+    finally:
+        holder.close()
+        store.close()
+
+
+def test_a_database_damaged_while_serving_is_503(classifier, digits, tmp_path):
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    with local_client(create_app(classifier, feedback=store)) as test_client:
+        assert test_client.post("/api/feedback", json=correction(test_client, digits[0][4], 4)).status_code == 200
+        store.close()  # no connection keeps the old pages cached
+        store.path.write_bytes(b"\0" * 4096 * 4)
+        response = test_client.post("/api/feedback", json=correction(test_client, digits[0][5], 1))
+        assert response.status_code == 503 and "not stored" in response.json()["error"]
+        assert test_client.post("/api/predict", json=pixels_body(digits[0][5])).json()["digit"] == digits[1][5]
+
+
+def test_corrections_are_off_without_a_store(client, digits):
+    assert client.get("/api/model").json()["feedback"] is False
+    response = client.post("/api/feedback", json={"pixels": BLANK, "label": 1})
+    assert response.status_code == 404 and response.json()["error"] == (
+        "corrections are turned off on this server; nothing was stored"
+    )
+
+
+def test_feedback_is_in_the_api_docs(client):
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/api/feedback"]["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert {"pixels", "label", "predicted", "confidence", "drawing_png"} <= set(schema["properties"])
+    assert schema["required"] == ["pixels", "label"]
+    assert {"200", "400", "404", "413", "415", "422", "503"} <= set(post["responses"])
+    assert {"id", "new"} <= set(spec["components"]["schemas"]["FeedbackResponse"]["properties"])
+    assert "feedback" in spec["components"]["schemas"]["ModelInfo"]["properties"]
+
+
+# --------------------------------------------------------------------------------------------------
 # bad requests: a 4xx with a JSON error, and the server keeps serving
 
 
@@ -429,29 +654,86 @@ def test_a_bug_answers_500_in_json_and_the_server_keeps_serving(classifier, digi
 
 
 @contextmanager
-def running_server() -> Iterator[str]:
-    """`mnistkit serve` in a subprocess on a free 127.0.0.1 port (the system picks it); yields its URL."""
-    command = [sys.executable, "-m", "mnistkit", "serve", "--port", "0", "--no-access-log"]
+def server_process(feedback_db: Path | None = None) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """`mnistkit serve` in a subprocess on a free 127.0.0.1 port (the system picks it), storing corrections in
+    ``feedback_db`` (None: none at all); yields the process, its URL and its start-up line."""
+    corrections = ["--no-feedback"] if feedback_db is None else ["--feedback-db", str(feedback_db)]
+    command = [sys.executable, "-m", "mnistkit", "serve", "--port", "0", "--no-access-log", *corrections]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()  # "serving ... at http://127.0.0.1:PORT/ ..." once it listens
         found = re.search(r"http://127\.0\.0\.1:\d+", line)
         assert found, f"no URL in {line!r}; stderr: {process.stderr.read() if process.poll() is not None else ''}"
-        yield found.group(0)
+        yield process, found.group(0), line
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         process.wait(timeout=30)
 
 
-def test_serve_runs_a_real_server(digits):
+@contextmanager
+def running_server(feedback_db: Path | None = None) -> Iterator[str]:
+    """`mnistkit serve` as ``server_process`` starts it; yields its URL."""
+    with server_process(feedback_db) as (_, url, _):
+        yield url
+
+
+def test_serve_runs_a_real_server(digits, tmp_path):
     images, labels = digits
-    with running_server() as url:
+    db = tmp_path / "corrections" / "feedback.sqlite"
+    with server_process(db) as (_, url, line):
+        assert f"corrections stored in {db}" in line
         assert httpx.get(f"{url}/api/health", timeout=30).json() == {"status": "ok"}
         answer = httpx.post(
             f"{url}/api/predict", files={"image": ("d.png", drawing(images[3]), "image/png")}, timeout=30
         ).json()
         assert answer["digit"] == labels[3]
         assert "<canvas" in httpx.get(f"{url}/", timeout=30).text
+        assert httpx.get(f"{url}/api/model", timeout=30).json()["feedback"] is True
+        body = {"pixels": answer["input"], "label": int(labels[3]), "drawing_png": b64(drawing(images[3]))}
+        assert httpx.post(f"{url}/api/feedback", json=body, timeout=30).json() == {"id": 1, "new": True}
+    stored, stored_labels, _ = FeedbackStore(db, create=False).images()
+    np.testing.assert_array_equal(stored[0], np.rint(np.array(answer["input"]) * 255))
+    assert stored_labels.tolist() == [labels[3]]
+
+
+def test_serve_without_feedback_says_so(digits):
+    with server_process() as (_, url, line):
+        assert "corrections off" in line
+        assert httpx.get(f"{url}/api/model", timeout=30).json()["feedback"] is False
+        body = {"pixels": (digits[0][0] / 255).tolist(), "label": 7}
+        response = httpx.post(f"{url}/api/feedback", json=body, timeout=30)
+        assert response.status_code == 404 and "corrections are turned off" in response.json()["error"]
+
+
+def test_a_killed_server_loses_no_acknowledged_correction(tmp_path):
+    # Corrections go in from 8 threads at once; the server is killed (SIGKILL: no clean-up at all) while they still
+    # arrive. Every one it answered 200 must be in the file, with its label, and the file must be sound.
+    db = tmp_path / "feedback.sqlite"
+    rng = np.random.default_rng(0)
+    bodies = [{"pixels": rng.random((28, 28)).round(4).tolist(), "label": i % 10} for i in range(400)]
+    acknowledged: dict[int, int] = {}
+    with server_process(db) as (process, url, _):
+
+        def send(body: dict) -> None:
+            try:
+                response = httpx.post(f"{url}/api/feedback", json=body, timeout=30)
+            except httpx.HTTPError:
+                return  # the server is gone
+            if response.status_code == 200:
+                acknowledged[response.json()["id"]] = body["label"]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for body in bodies:
+                pool.submit(send, body)
+            while len(acknowledged) < 40 and process.poll() is None:
+                time.sleep(0.01)
+            process.send_signal(signal.SIGKILL)
+    assert 40 <= len(acknowledged) < len(bodies)
+    with sqlite3.connect(db) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = dict(check.execute("SELECT id, label FROM corrections").fetchall())
+    assert {i: stored.get(i) for i in acknowledged} == acknowledged
 
 
 @pytest.mark.parametrize(
@@ -494,8 +776,44 @@ def test_serve_help_lists_its_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["serve", "--help"])
     out = capsys.readouterr().out
-    for option in ["--model", "--host", "--port", "--allow-host", "--no-access-log", "--device"]:
+    for option in ["--model", "--host", "--port", "--allow-host", "--no-access-log", "--device", "--feedback-db"]:
         assert option in out
+    assert "--no-feedback" in out
+
+
+def corrupt_file(path: Path) -> Path:
+    path.write_bytes(b"not a database at all" * 100)
+    return path
+
+
+def newer_schema_file(path: Path) -> Path:
+    FeedbackStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {feedback.SCHEMA_VERSION + 1}")
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (corrupt_file, "not a valid corrections database"),
+        (newer_schema_file, "written by a newer mnistkit"),
+    ],
+)
+def test_serve_with_a_bad_corrections_database_is_one_line(tmp_path, capsys, make, message):
+    path = make(tmp_path / "feedback.sqlite")
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["serve", "--port", "0", "--feedback-db", str(path)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mnistkit: error:") and message in err and err.count("\n") == 1
+    assert str(path) in err and "--no-feedback" in err
+
+
+def test_serve_takes_either_a_feedback_db_or_none(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["serve", "--no-feedback", "--feedback-db", "x.sqlite"])
+    assert exit.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------

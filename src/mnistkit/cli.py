@@ -892,7 +892,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="a web page to draw a digit and see what the model thinks, with an HTTP API",
         description="Serve the drawing page at / and the HTTP API under /api (POST /api/predict takes an image upload "
-        "or JSON pixels; GET /api/model, /api/health), with its OpenAPI docs at /docs. Everything is served locally; "
+        "or JSON pixels; POST /api/feedback stores a correction; GET /api/model, /api/health), with its OpenAPI docs "
+        "at /docs. Everything is served locally; "
         "nothing is fetched from the internet. Requests must name an allowed host and arrive without pausing "
         "(headers within 10 s, the body within 60 s more); see docs/serve-security.md.",
     )
@@ -919,21 +920,40 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where the model runs [default: cpu]")
+    corrections = p.add_mutually_exclusive_group()
+    corrections.add_argument(
+        "--feedback-db",
+        metavar="PATH",
+        default=None,
+        help='the SQLite file where corrections from the page ("Wrong? It was: 4") are stored, created if missing; '
+        "mnistkit feedback reads it [default: feedback.sqlite in mnistkit's user data folder]",
+    )
+    corrections.add_argument(
+        "--no-feedback",
+        dest="feedback",
+        action="store_false",
+        help="store no corrections: the page offers none and POST /api/feedback answers 404",
+    )
     p.set_defaults(handler=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .feedback import FeedbackError, default_path
     from .server import serve
     from .train import resolve_device
 
-    serve(
-        args.model,
-        args.host,
-        args.port,
-        access_log=args.access_log,
-        allowed_hosts=args.allowed_hosts,
-        device=resolve_device(args.device).type,
-    )
+    try:
+        serve(
+            args.model,
+            args.host,
+            args.port,
+            access_log=args.access_log,
+            allowed_hosts=args.allowed_hosts,
+            device=resolve_device(args.device).type,
+            feedback_db=(args.feedback_db or default_path()) if args.feedback else None,
+        )
+    except FeedbackError as exc:  # only at start-up: a write that fails while serving is that request's 503
+        raise FeedbackError(f"{exc}; or serve without corrections: --no-feedback") from None
     return 0
 
 

@@ -104,7 +104,10 @@ class FeedbackStore:
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            # Used only by this thread; check_same_thread=False lets close() end it from another one.
+            db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             # WAL lets readers (stats, training) work while the server writes. It is kept in the file, so a
             # read-only file that is already in WAL mode (or not yet) is left as it is.

@@ -2,7 +2,8 @@
 
 ``create_app(classifier)`` builds the FastAPI app; ``serve`` runs it on uvicorn. Images are prepared by the same
 ``preprocess.to_mnist`` as ``mnistkit predict``, then classified together with those of concurrent requests
-(``Batcher``). Every bad request gets a 4xx
+(``Batcher``). ``POST /api/feedback`` stores a correction ("that was a 4") in a
+``feedback.FeedbackStore``, from a worker thread. Every bad request gets a 4xx
 with a JSON body ``{"error": "<one line: what is wrong and what to do>"}``; nothing a client sends can stop the
 server. The page (``static/``) and the API docs' scripts are served from the package: nothing from a CDN.
 """
@@ -10,6 +11,8 @@ server. The page (``static/``) and the API docs' scripts are served from the pac
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import ctypes
 import ctypes.util
 import functools
@@ -17,7 +20,7 @@ import io
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import numpy as np
@@ -37,6 +40,7 @@ from . import __version__
 from .errors import ConfigError, MnistkitError
 from .examples import test_examples
 from .explain import explain
+from .feedback import FeedbackError, FeedbackStore
 from .inference import Classifier
 from .preprocess import MAX_PIXELS, WORK_SIDE, ImageError, to_mnist
 from .server_guards import BODY_TIMEOUT, HEADER_TIMEOUT, RequestDeadlines, allowed_host, guard
@@ -58,8 +62,16 @@ MAX_BATCH = 32
 PREPROCESS_THREADS = 2
 # Explanations (a forward and a backward pass) one at a time, so that they never hold both cores.
 EXPLAIN_THREADS = 1
+# SQLite lets one writer at a time; more threads would only wait on its lock.
+FEEDBACK_THREADS = 1
+# The drawing sent with a correction, as PNG: 32 KiB, 43 KiB in base64, so that it and the 28×28 pixels (6 KiB as
+# the page sends them) fit the JSON limit. A 280×280 drawing of a digit is a few KiB; the page scales a larger one
+# down, or leaves it out.
+MAX_DRAWING_PNG_BYTES = 32 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXAMPLES_PER_CLASS = 2
 
+JsonBody = TypeVar("JsonBody", bound=BaseModel)
 Pixel = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
 Row = Annotated[list[Pixel], Field(min_length=28, max_length=28)]
 
@@ -69,6 +81,40 @@ class PixelsRequest(BaseModel):
     and centred."""
 
     pixels: Annotated[list[Row], Field(min_length=28, max_length=28, description="28 rows of 28 numbers in [0, 1]")]
+
+
+Digit = Annotated[int, Field(ge=0, le=9, strict=True)]
+
+
+class FeedbackRequest(BaseModel):
+    """A correction: the image the model saw, what it really is, and what the model said."""
+
+    pixels: Annotated[
+        list[Row],
+        Field(
+            min_length=28,
+            max_length=28,
+            description="the 28×28 image the model saw, white ink on black, in [0, 1]: the `input` of "
+            "/api/predict's answer; stored as 0..255",
+        ),
+    ]
+    label: Digit = Field(description="the true digit, 0-9")
+    predicted: Digit | None = Field(default=None, description="the model's answer, 0-9")
+    confidence: Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)] | None = Field(
+        default=None, description="the model's probability for its answer"
+    )
+    drawing_png: str | None = Field(
+        default=None,
+        description=f"the original drawing as a PNG file in base64 (no data: prefix), at most "
+        f"{MAX_DRAWING_PNG_BYTES // 1024} KiB decoded; the same drawing sent again is stored once",
+    )
+
+
+class FeedbackResponse(BaseModel):
+    id: int = Field(description="the correction's id in the database (`mnistkit feedback list` shows it)")
+    new: bool = Field(
+        description="false when this drawing was stored before: its label is now the one just sent, nothing added"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -109,6 +155,7 @@ class ModelInfo(BaseModel):
     classes: list[str]
     source: str
     tta: bool
+    feedback: bool = Field(description="whether POST /api/feedback stores corrections on this server")
 
 
 class ErrorBody(BaseModel):
@@ -123,10 +170,16 @@ class RequestError(MnistkitError):
         self.status = status
 
 
+PIXELS_HINT = "send 28 rows of 28 numbers in [0, 1]"
+FEEDBACK_HINT = f"send the 28×28 pixels, the label and at most a {MAX_DRAWING_PNG_BYTES // 1024} KiB PNG of the drawing"
+JSON_HINTS = {"/api/feedback": FEEDBACK_HINT}
+
+
 class BodyTooLarge(RequestError):
-    def __init__(self, json: bool = False) -> None:
+    def __init__(self, json: bool = False, path: str = "") -> None:
         if json:
-            message = f"JSON body too large (limit {MAX_JSON_BYTES // 1024} KiB): send 28 rows of 28 numbers in [0, 1]"
+            hint = JSON_HINTS.get(path, PIXELS_HINT)
+            message = f"JSON body too large (limit {MAX_JSON_BYTES // 1024} KiB): {hint}"
         else:
             message = f"request body too large: images up to {MAX_IMAGE_BYTES // 2**20} MiB; scale the image down"
         super().__init__(413, message)
@@ -154,7 +207,7 @@ class LimitBody:
         limit = MAX_JSON_BYTES if json else MAX_BODY_BYTES
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            return await error_response(BodyTooLarge(json))(scope, receive, send)
+            return await error_response(BodyTooLarge(json, scope["path"]))(scope, receive, send)
         received = 0
 
         async def limited_receive() -> Message:
@@ -162,7 +215,9 @@ class LimitBody:
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
-                raise BodyTooLarge(json)  # raised inside the endpoint's read; the app's handler answers 413
+                raise BodyTooLarge(
+                    json, scope["path"]
+                )  # raised inside the endpoint's read; the app's handler answers 413
             return message
 
         await self.app(scope, limited_receive, send)
@@ -225,6 +280,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
+FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": why}
+    for code, why in {
+        400: "empty body or malformed JSON",
+        404: "corrections are turned off on this server",
+        413: f"a body over {MAX_JSON_BYTES // 1024} KiB, or a drawing over {MAX_DRAWING_PNG_BYTES // 1024} KiB",
+        415: "a Content-Type other than JSON",
+        422: "wrong JSON shape, pixels outside [0, 1], a label outside 0-9, a drawing that is not a base64 PNG",
+        503: "the database cannot be written (read-only, locked by another program, damaged); nothing was stored",
+    }.items()
+}
+
+FEEDBACK_BODY = {"required": True, "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}}}
+
 PREDICT_BODY = {
     "required": True,
     "content": {
@@ -243,10 +312,13 @@ PREDICT_BODY = {
 }
 
 
-def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> FastAPI:
+def create_app(
+    classifier: Classifier, allowed_hosts: Iterable[str] = (), feedback: FeedbackStore | None = None
+) -> FastAPI:
     """The FastAPI app serving ``classifier``: the drawing page at ``/``, the API under ``/api``, docs at ``/docs``.
 
     It answers requests for localhost, IP addresses and the host names in ``allowed_hosts`` (``server_guards``).
+    Corrections sent to ``/api/feedback`` go to ``feedback``; None turns them off.
     """
     app = FastAPIOffline(
         title="mnistkit",
@@ -264,7 +336,8 @@ def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> Fas
     batcher = Batcher(classifier)
     preprocess_threads = anyio.CapacityLimiter(PREPROCESS_THREADS)
     explain_threads = anyio.CapacityLimiter(EXPLAIN_THREADS)
-    info = classifier.describe()
+    feedback_threads = anyio.CapacityLimiter(FEEDBACK_THREADS)
+    info = {**classifier.describe(), "feedback": feedback is not None}
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
@@ -340,6 +413,43 @@ def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> Fas
             "feature_maps": found.feature_maps.tolist(),
         }
 
+    @app.post(
+        "/api/feedback",
+        summary="Store a correction: what a drawing really was",
+        description="Send the 28×28 image the model saw (the `input` of /api/predict's answer), the true digit, "
+        "and optionally the model's answer, its confidence and the original drawing as a base64 PNG. Stored with "
+        "the served model's SHA-256 and a UTC timestamp in the server's corrections database (`mnistkit feedback` "
+        "reads it); the same drawing sent again is stored once, with the latest label.",
+        response_model=FeedbackResponse,
+        responses=FEEDBACK_ERRORS,
+        openapi_extra={"requestBody": FEEDBACK_BODY},
+    )
+    async def store_feedback(request: Request) -> dict[str, Any]:
+        if feedback is None:
+            raise RequestError(404, "corrections are turned off on this server; nothing was stored")
+        kind = media_type(request.headers.get("content-type", ""))
+        if kind != "application/json":
+            raise RequestError(
+                415, f"unsupported Content-Type {kind or '(none)'!r}: send application/json {FEEDBACK_JSON}"
+            )
+        correction = parse_json(await request.body(), FeedbackRequest, FEEDBACK_JSON)
+        drawing = decode_drawing(correction.drawing_png)
+        pixels = np.rint(np.asarray(correction.pixels, dtype=np.float32) * 255).astype(np.uint8)
+        store = functools.partial(
+            feedback.add,
+            pixels,
+            correction.label,
+            predicted=correction.predicted,
+            confidence=correction.confidence,
+            model_sha256=classifier.meta.get("sha256"),
+            drawing_png=drawing,
+        )
+        try:
+            stored, new = await anyio.to_thread.run_sync(store, limiter=feedback_threads)
+        except FeedbackError as exc:
+            raise RequestError(503, f"the correction was not stored: {exc}") from None
+        return {"id": stored, "new": new}
+
     @app.get(
         "/api/examples",
         summary="Example digits from the MNIST test set",
@@ -394,21 +504,51 @@ def media_type(content_type: str) -> str:
     return content_type.split(";")[0].strip().lower()
 
 
+PIXELS_JSON = '{"pixels": 28 rows of 28 numbers in [0, 1]}'
+FEEDBACK_JSON = (
+    '{"pixels": the 28×28 input that /api/predict answered, "label": the true digit 0-9, and optionally '
+    '"predicted", "confidence", "drawing_png"}'
+)
+
+
 def parse_pixels(body: bytes) -> np.ndarray:
+    return np.asarray(parse_json(body, PixelsRequest, PIXELS_JSON).pixels, dtype=np.float32)
+
+
+def parse_json(body: bytes, schema: type[JsonBody], expected: str) -> JsonBody:
+    """``body`` validated as ``schema``; a RequestError naming the first problem and what to send (``expected``)."""
     if not body.strip():
-        raise RequestError(400, 'empty body: send JSON {"pixels": 28 rows of 28 numbers in [0, 1]}')
+        raise RequestError(400, f"empty body: send JSON {expected}")
     try:
-        pixels = PixelsRequest.model_validate_json(body).pixels
+        return schema.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
             raise RequestError(400, f"malformed JSON ({first['msg']})") from None
         where = "body" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise RequestError(422, f"{where}: {first['msg']}{more}; send {expected}") from None
+
+
+def decode_drawing(text: str | None) -> bytes | None:
+    """The PNG file a correction's ``drawing_png`` holds in base64; RequestError for anything else."""
+    if text is None:
+        return None
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
         raise RequestError(
-            422, f'{where}: {first["msg"]}{more}; send {{"pixels": 28 rows of 28 numbers in [0, 1]}}'
+            422, "body.drawing_png is not base64: send the PNG file's bytes in base64, without a data: prefix"
         ) from None
-    return np.asarray(pixels, dtype=np.float32)
+    if len(data) > MAX_DRAWING_PNG_BYTES:
+        raise RequestError(
+            413,
+            f"body.drawing_png is {len(data):,} bytes (limit {MAX_DRAWING_PNG_BYTES // 1024} KiB): scale the drawing "
+            "down or leave it out",
+        )
+    if not data.startswith(PNG_SIGNATURE):
+        raise RequestError(422, "body.drawing_png is not a PNG file: send the drawing as PNG, or leave it out")
+    return data
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -473,32 +613,41 @@ def serve(
     header_timeout: float = HEADER_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
     device: str = "cpu",
+    feedback_db: str | Path | None = None,
 ) -> None:
     """Load ``model`` (None: the bundled pretrained convnet) onto ``device`` and serve the page and API until
     interrupted.
 
     Requests are answered for localhost, IP addresses, ``host`` and the names in ``allowed_hosts``; a request's headers
     must arrive within ``header_timeout`` seconds and its body within ``body_timeout`` more (``server_guards``).
+    Corrections from the page are stored in the SQLite file ``feedback_db`` (created if missing); None turns them off.
+    A file that is not a corrections database, or one from a newer mnistkit, raises ``FeedbackError`` before serving.
     """
     import torch
     import uvicorn
 
     allowed_hosts = [allowed_host(name) for name in allowed_hosts]  # a bad name fails before the model loads
+    store = None if feedback_db is None else FeedbackStore(feedback_db)
     classifier = Classifier.load(model, device)
     # One torch thread: the forward passes (batched) take one core, leaving the other to HTTP and preprocessing;
     # intra-op threads would only fight them for it.
     torch.set_num_threads(1)
     listener = listen(host, port)
-    app = create_app(classifier, [*allowed_hosts, host])
+    app = create_app(classifier, [*allowed_hosts, host], store)
     config = uvicorn_config(app, access_log, header_timeout, body_timeout)
     shown = f"[{host}]" if ":" in host else host
     port = listener.getsockname()[1]  # the one the system chose for --port 0
+    corrections = "corrections off" if store is None else f"corrections stored in {store.path}"
     print(
         f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  "
-        "(API docs: /docs; Ctrl-C stops)",
+        f"(API docs: /docs; {corrections}; Ctrl-C stops)",
         flush=True,
     )
-    uvicorn.Server(config).run(sockets=[listener])
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    finally:
+        if store is not None:
+            store.close()
 
 
 def uvicorn_config(

@@ -2,7 +2,9 @@
 // to /api/predict as JSON pixels: the ink's square, area-averaged to 28×28 in the page, dark ink on white, which the
 // server preprocesses like an uploaded image (crop, scale to 20 px, centre). No canvas encoding: toBlob waits for an
 // idle moment, up to a second. While drawing, answers come at most every LIVE_MS; at pen-up the finished drawing is
-// sent at once, and any answer but the one to the latest request is dropped.
+// sent at once, and any answer but the one to the latest request is dropped. After a final answer the page offers
+// "Right" and "Wrong? It was: 0 … 9"; a choice is sent to /api/feedback with the pixels the model saw and the
+// drawing as PNG.
 "use strict";
 
 const LIVE_MS = 150; // while drawing, ask at most this often
@@ -13,6 +15,8 @@ const MARGIN = 3; // paper cells around the ink in the 28×28 sent: the server s
 const PEN_WIDTHS = [1 / 28, 1 / 20, 1 / 14, 1 / 10, 1 / 7]; // of the canvas side; 1/14 has MNIST's stroke-to-size ratio
 const MAX_FILE_BYTES = 4 * 1024 * 1024; // the server's limit
 const FILE_TYPES = ["image/png", "image/jpeg", "image/webp"];
+const MAX_DRAWING_BYTES = 32 * 1024; // the server's limit for the drawing sent with a correction
+const DRAWING_SIDES = [280, 140, 70]; // the drawing is sent at the first of these sizes whose PNG is small enough
 
 const $ = (id) => document.getElementById(id);
 const pad = $("pad");
@@ -28,6 +32,9 @@ const seen = $("seen");
 const saliency = $("saliency");
 const maps = $("maps");
 const undoButton = $("undo");
+const feedbackBox = $("feedback");
+const feedbackStatus = $("feedback-status");
+const rightButton = $("right");
 
 let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 let items = []; // the drawing: {kind: "stroke", width, points: [{x, y}] in 0..1} or {kind: "image", source, smooth}
@@ -38,6 +45,8 @@ let inFlight = null; // {seq, controller} of the request awaiting its answer
 let liveTimer = null;
 let lastLiveAt = 0; // when a live request was last sent, or the stroke began (performance.now())
 let liveWanted = false; // the drawing changed while a live request was in flight
+let feedbackOn = false; // the server stores corrections (/api/model says)
+let offered = null; // the final answer the correction buttons are about, while they are shown
 
 // --- the canvas ----------------------------------------------------------------------------------
 
@@ -148,6 +157,7 @@ pad.addEventListener("pointerdown", (event) => {
   redraw();
   lastLiveAt = Math.max(lastLiveAt, performance.now()); // no answer about a single dot
   markStale();
+  offerFeedback(null);
 });
 
 pad.addEventListener("pointermove", (event) => {
@@ -199,6 +209,7 @@ document.addEventListener("keydown", (event) => {
 
 // Drops every answer still to come: the drawing they were about is gone.
 function forget() {
+  offerFeedback(null);
   seq += 1;
   clearTimeout(liveTimer);
   liveWanted = false;
@@ -307,10 +318,12 @@ function showAnswer(answer, final) {
   setState(final ? "final" : "live");
   if (final) {
     announce(answer.not_a_digit ? "Not a digit: this does not look like a digit." : `Prediction: ${answer.label}, ${percent(p)} sure.`);
+    offerFeedback(answer);
   }
 }
 
 function showProblem(text) {
+  offerFeedback(null);
   resetResult();
   confidenceOut.hidden = top3Out.hidden = true;
   messageOut.textContent = text;
@@ -425,6 +438,89 @@ function showMaps(featureMaps) {
   });
   maps.classList.remove("stale");
   maps.setAttribute("aria-label", `The ${featureMaps.length} feature maps of the first convolution, one tile each`);
+}
+
+// --- corrections ---------------------------------------------------------------------------------
+
+// Shows the correction buttons for a final answer, or hides them (null). "Right" makes no sense for "not a digit".
+function offerFeedback(answer) {
+  offered = feedbackOn ? answer : null;
+  feedbackBox.hidden = offered === null;
+  rightButton.hidden = offered === null || offered.not_a_digit;
+  tellFeedback("");
+}
+
+function buildFeedbackButtons() {
+  $("feedback-digits").replaceChildren(...classes.map((name, label) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = name;
+    button.setAttribute("aria-label", `It was ${name}`);
+    button.addEventListener("click", () => sendCorrection(label));
+    return button;
+  }));
+}
+
+rightButton.addEventListener("click", () => {
+  if (offered) sendCorrection(offered.digit);
+});
+
+// The drawing as base64 PNG (what canvas.toDataURL gives, without its data: prefix), scaled down until it is within
+// the server's limit; null if even the smallest is not.
+function drawingPng() {
+  for (const side of DRAWING_SIDES) {
+    const copy = document.createElement("canvas");
+    copy.width = copy.height = side;
+    copy.getContext("2d").drawImage(pad, 0, 0, side, side);
+    const data = copy.toDataURL("image/png").split(",")[1];
+    if (data.length / 4 * 3 <= MAX_DRAWING_BYTES) return data;
+  }
+  return null;
+}
+
+async function sendCorrection(label) {
+  const answer = offered;
+  if (!answer) return;
+  const correction = {
+    pixels: answer.input,
+    label,
+    predicted: answer.digit,
+    confidence: answer.probabilities[answer.digit],
+  };
+  const png = drawingPng();
+  if (png) correction.drawing_png = png;
+  tellFeedback("Saving…");
+  let response, result;
+  try {
+    response = await fetch("/api/feedback", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(correction),
+      signal: AbortSignal.timeout(TIMEOUT_MS),
+    });
+    result = await response.json();
+  } catch (error) {
+    if (answer === offered) reportFeedback(`Not saved: no answer from the server (${error.message}).`, true);
+    return;
+  }
+  if (answer !== offered) return; // the drawing changed meanwhile; the correction is stored all the same
+  if (!response.ok) {
+    reportFeedback(`Not saved: ${result.error}`, true);
+    return;
+  }
+  const what = label === answer.digit && !answer.not_a_digit ? `the model was right, it was ${classes[label]}` : `it was ${classes[label]}`;
+  reportFeedback(result.new ? `Saved: ${what}. Thank you.` : `Updated: ${what}.`, false);
+}
+
+function tellFeedback(text, problem = false) {
+  feedbackStatus.textContent = text;
+  feedbackStatus.classList.toggle("problem", problem);
+}
+
+// A correction's outcome: shown under its buttons and said by the live region.
+function reportFeedback(text, problem) {
+  tellFeedback(text, problem);
+  announce(text);
 }
 
 // --- examples and image files --------------------------------------------------------------------
@@ -555,6 +651,8 @@ async function loadModelInfo() {
     const model = await (await fetch("/api/model")).json();
     classes = model.classes;
     buildBars();
+    feedbackOn = model.feedback === true && classes.length <= 10; // corrections are labelled 0-9
+    buildFeedbackButtons();
     const accuracy = model.test_accuracy == null ? "test accuracy unknown" : `${(model.test_accuracy * 100).toFixed(2)}% test accuracy`;
     info.textContent = `Model: ${model.model} (${model.source}), ${model.parameters.toLocaleString("en")} parameters, ${accuracy}`;
   } catch (error) {
