@@ -185,9 +185,9 @@ import sys, time
 from mnistkit import cli, train
 
 augment = train.augment
-def slow_augment(*args):
+def slow_augment(*args, **kwargs):
     time.sleep(0.08)
-    return augment(*args)
+    return augment(*args, **kwargs)
 
 train.augment = slow_augment
 cli.main(sys.argv[1:])
