@@ -361,8 +361,9 @@ def test_saliency_and_feature_maps(page):
         8 * 29 - 1,  # 8 tiles of 28 px a row, 1 px apart
         -(-n // 8) * 29 - 1,
     ]
-    mouse_stroke(page, [(0.2, 0.2), (0.25, 0.25)])
-    assert "stale" in saliency.get_attribute("class")  # dimmed while the drawing changes
+    mouse_stroke(page, [(0.2, 0.2), (0.25, 0.25)], release=False)
+    assert "stale" in saliency.get_attribute("class")  # dimmed while the drawing changes (the pen is still down)
+    page.mouse.up()
 
 
 def test_not_a_digit_is_said_plainly(page):
