@@ -167,12 +167,16 @@ def evaluate_checkpoint(
     if split == "test":
         part = ds.test
         if part is None:
-            raise DataError(f"{ds.source or ds.name}: has no test set; use --split val or --data with test files")
+            raise DataError(
+                f"{ds.source or ds.name}: has no test set; use split val or data with test files",
+                options=("split", "data"),
+            )
     elif split == "val":
         val_size = int(cfg.get("val_size", 10_000))
         if val_size == 0:
             raise DataError(
-                "this run trained on all training images (--val-size 0): it has no validation split; use --split test"
+                "this run trained on all training images (val_size 0): it has no validation split; use split test",
+                options=("val_size", "split"),
             )
         part = data.split_dataset(ds, val_size).val
     else:

@@ -86,7 +86,9 @@ def export_checkpoint(
     classifier = Classifier.load(source)
     out = Path(out).expanduser() if out is not None else default_path(source, fmt)
     if out.exists() and not overwrite:
-        raise ExportError(f"{out}: already exists; pass --overwrite to replace it, or choose another -o")
+        raise ExportError(
+            f"{out}: already exists; pass overwrite to replace it, or choose another out", options=("overwrite", "out")
+        )
     test = load_bundled_mnist().test
     x = pixels(test.images[:PARITY_IMAGES])
     with torch.no_grad():

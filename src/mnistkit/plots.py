@@ -110,14 +110,18 @@ def load_split(
     ds = data.load_dataset(data_path, dataset)
     if split != "test" and not 0 <= val_size < len(ds.train):
         raise ConfigError(
-            f"--val-size {val_size}: {ds.source or ds.name} has {len(ds.train)} training images; "
-            "pass a smaller --val-size (0 = no validation split)"
+            f"val_size {val_size}: {ds.source or ds.name} has {len(ds.train)} training images; "
+            "pass a smaller val_size (0 = no validation split)",
+            options=("val_size",),
         )
     # The test images do not depend on the validation split.
     part = ds.test if split == "test" else getattr(data.split_dataset(ds, val_size), split)
     if part is None:
-        hint = "use --val-size > 0" if split == "val" else "use --split train or data with test files"
-        raise DataError(f"{ds.source or ds.name}: has no {split} split; {hint}")
+        if split == "val":
+            hint, options = "use val_size > 0", ("val_size",)
+        else:
+            hint, options = "use split train or data with test files", ("split", "data")
+        raise DataError(f"{ds.source or ds.name}: has no {split} split; {hint}", options=options)
     return part, list(ds.classes)
 
 
@@ -137,16 +141,21 @@ def show(
     part, classes = load_split(split, data_path, dataset, val_size)
     labels = part.labels
     if digit is not None and not 0 <= digit < len(classes):
-        raise ConfigError(f"--digit {digit}: classes are numbered 0..{len(classes) - 1}")
+        raise ConfigError(f"digit {digit}: classes are numbered 0..{len(classes) - 1}", options=("digit",))
     if index is not None:
         if not 0 <= index < len(labels):
-            raise ConfigError(f"--index {index}: the {split} images are numbered 0..{len(labels) - 1}")
+            raise ConfigError(
+                f"index {index}: the {split} images are numbered 0..{len(labels) - 1}", options=("index",)
+            )
         label = classes[labels[index]]
         if digit is not None and labels[index] != digit:
-            raise ConfigError(f"--index {index}: that {split} image is a {label}, not a {classes[digit]}; drop --digit")
+            raise ConfigError(
+                f"index {index}: that {split} image is a {label}, not a {classes[digit]}; drop digit",
+                options=("index", "digit"),
+            )
         return image_figure(part.images[index], f"{split} image #{index}, label {label}")
     if not 1 <= n <= MAX_GRID:
-        raise ConfigError(f"--n must be between 1 and {MAX_GRID} (a 20 x 20 grid), got {n}")
+        raise ConfigError(f"n must be between 1 and {MAX_GRID} (a 20 x 20 grid), got {n}", options=("n",))
     if digit is None:
         shown = torch.arange(min(n, len(labels)))
         titles = [classes[k] for k in labels[shown].tolist()]
@@ -430,7 +439,8 @@ def write_evaluation_plots(report, folder: str | Path, title: str | None = None,
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
-            f"{folder}: cannot create the plots folder ({exc.strerror or exc}); pass --plots DIR"
+            f"{folder}: cannot create the plots folder ({exc.strerror or exc}); pass plots DIR",
+            options=("plots",),
         ) from None
     paths = [save(confusion_figure(report.confusion, report.classes, title), folder / CONFUSION_NAME)]
     if report.logits is not None and report.split is not None:

@@ -81,9 +81,11 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available here; use --device auto or cpu")
+        raise ConfigError("device cuda: no CUDA GPU is available here; use device auto or cpu", options=("device",))
     if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: Apple's MPS backend is not available here; use --device auto or cpu")
+        raise ConfigError(
+            "device mps: Apple's MPS backend is not available here; use device auto or cpu", options=("device",)
+        )
     return torch.device(name)
 
 
@@ -234,7 +236,9 @@ class ResumeSaver:
 
 def check_resume_every(every: int) -> None:
     if every < 0:
-        raise ConfigError(f"--checkpoint-every must be 0 (epoch ends only) or a number of batches, got {every}")
+        raise ConfigError(
+            f"resume_every must be 0 (epoch ends only) or a number of batches, got {every}", options=("resume_every",)
+        )
 
 
 def fit(
@@ -257,7 +261,9 @@ def fit(
     continues a saved run exactly where it stopped; ``saver`` says where and when to save its resume state.
     """
     if cfg.early_stopping and val is None:
-        raise ConfigError("--early-stopping needs a validation set; use --val-size > 0")
+        raise ConfigError(
+            "early_stopping needs a validation set; use val_size > 0", options=("early_stopping", "val_size")
+        )
     loop = _Loop.start(
         model,
         train,
@@ -402,7 +408,8 @@ class _Loop:
             if not math.isfinite(val_loss):
                 raise TrainingError(
                     f"validation loss became {val_loss} at epoch {progress.epoch}; "
-                    "lower the learning rate (--lr) or set --grad-clip"
+                    "lower the learning rate (lr) or set grad_clip",
+                    options=("lr", "grad_clip"),
                 )
         lr = self.optimizer.param_groups[0]["lr"]
         seconds = time.perf_counter() - self.started
@@ -483,7 +490,9 @@ def _check_finite(losses: torch.Tensor, epoch: int, ctx: distributed.Context) ->
     if ctx.agree(bad is not None):
         where = f"at epoch {epoch}, step {bad + 1}" if bad is not None else f"on another process at epoch {epoch}"
         value = f"{losses[bad].item()} " if bad is not None else "non-finite "
-        raise TrainingError(f"loss became {value}{where}; lower the learning rate (--lr) or set --grad-clip")
+        raise TrainingError(
+            f"loss became {value}{where}; lower the learning rate (lr) or set grad_clip", options=("lr", "grad_clip")
+        )
 
 
 @dataclass
