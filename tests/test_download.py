@@ -206,7 +206,7 @@ def test_recompressed_copy_verifies_by_its_uncompressed_md5(tmp_path):
     folder = tmp_path / "mnist"
     shutil.copytree(data.BUNDLED_DIR, folder)
     assert download.ensure_dataset("mnist", cache=tmp_path, mirrors=[]) == folder
-    assert download.describe("mnist", cache=tmp_path)["status"] == "bundled, downloaded"
+    assert download.dataset_info("mnist", cache=tmp_path)["status"] == "bundled, downloaded"
 
 
 def test_environment_variables_are_honoured(server, spec, tmp_path, monkeypatch, closed_port):
@@ -245,7 +245,7 @@ def test_unknown_dataset_lists_the_known_ones():
     assert "\n" not in str(info.value)
 
 
-def test_describe_and_list(tmp_path, monkeypatch, spec):
+def test_dataset_info_and_list(tmp_path, monkeypatch, spec):
     monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path))
     entries = {entry["name"]: entry for entry in download.list_datasets()}
     assert list(entries) == ["mnist", "fashion-mnist", "kmnist"]
@@ -256,7 +256,7 @@ def test_describe_and_list(tmp_path, monkeypatch, spec):
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "train-images-idx3-ubyte.gz").write_bytes(FILES["train-images-idx3-ubyte.gz"])
     (tmp_path / "fake" / "t10k-images-idx3-ubyte.gz").write_bytes(b"junk")
-    info = download.describe(spec)
+    info = download.dataset_info(spec)
     assert info["files"]["train-images-idx3-ubyte.gz"] == {
         "present": True,
         "size": len(FILES["train-images-idx3-ubyte.gz"]),

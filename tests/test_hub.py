@@ -120,7 +120,7 @@ def test_the_model_card_has_the_hubs_front_matter_and_what_users_need(tmp_path):
     }
     for needed in ("## Model", "## Data", "## Metrics", "## Intended use and limits", "## Licence"):
         assert needed in text
-    parameters = Classifier.load().describe()["parameters"]
+    parameters = Classifier.load().model_info()["parameters"]
     assert meta["command"] in text and "CC BY-SA 3.0" in text and f"{parameters:,} parameters" in text
     assert "class Net(CNN, PyTorchModelHubMixin)" in text
 

@@ -48,7 +48,7 @@ def save_black_on_white(digit: np.ndarray, path, size: int = 200) -> None:
 
 def test_pretrained_model_is_small_and_accurate(pretrained, mnist):
     size = sum(p.stat().st_size for p in PRETRAINED_DIR.iterdir())
-    assert size <= 2_000_000 and pretrained.describe()["parameters"] <= 200_000
+    assert size <= 2_000_000 and pretrained.model_info()["parameters"] <= 200_000
     probabilities = pretrained.predict_array(mnist.test.images)
     accuracy = float((probabilities.argmax(1) == mnist.test.labels.numpy()).mean())
     assert accuracy >= 0.995
@@ -64,7 +64,7 @@ def test_pretrained_metadata_records_the_command_that_reproduces_its_config(pret
     config = make_config(args.preset, **{name: getattr(args, name) for name in cli.CONFIG_OPTIONS})
     # Read back as mnistkit reads any saved config: options added since it was saved take their defaults.
     assert config == TrainConfig.from_dict(pretrained.meta["config"])
-    assert pretrained.describe()["command"] == command
+    assert pretrained.model_info()["command"] == command
 
 
 def test_real_digits_drawn_black_on_white_at_200px_round_trip(pretrained, mnist, tmp_path):
@@ -204,7 +204,7 @@ def test_predict_array_checks_its_input(pretrained):
 
 def test_a_saved_checkpoint_loads_and_predicts(saved):
     classifier = Classifier.load(saved / "model.safetensors")
-    assert classifier.describe()["model"] == "cnn" and classifier.describe()["model_options"] == {"width": 4}
+    assert classifier.model_info()["model"] == "cnn" and classifier.model_info()["model_options"] == {"width": 4}
     probabilities = classifier.predict_array(np.zeros((2, 28, 28), np.uint8))
     assert probabilities.shape == (2, 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
 

@@ -538,10 +538,10 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from .download import describe, format_description
+    from .download import dataset_info, format_dataset_info
 
-    info = describe(args.name)
-    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    info = dataset_info(args.name)
+    print(json.dumps(info, indent=2) if args.json else format_dataset_info(info))
     return 0
 
 

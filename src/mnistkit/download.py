@@ -360,7 +360,7 @@ def _status(files: dict[str, dict], bundled: bool) -> str:
     return "bundled" if cached == "not downloaded" else f"bundled, {cached}"
 
 
-def describe(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None) -> dict:
+def dataset_info(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None) -> dict:
     """Everything ``mnistkit data info`` shows: the catalog entry, the cache folder, and each file's state."""
     spec = _resolve(dataset)
     folder = dataset_dir(spec, cache)
@@ -385,8 +385,8 @@ def describe(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None)
     return info
 
 
-def format_description(info: dict) -> str:
-    """``describe``'s report as text: where the files are, their sizes, and whether their checksums verify."""
+def format_dataset_info(info: dict) -> str:
+    """``dataset_info``'s report as text: where the files are, their sizes, and whether their checksums verify."""
 
     def file_lines(files: dict[str, dict]) -> list[str]:
         width = max(map(len, files))
@@ -410,5 +410,5 @@ def format_description(info: dict) -> str:
 
 
 def list_datasets(cache: str | os.PathLike | None = None) -> list[dict]:
-    """``describe`` for every catalog entry, in catalog order."""
-    return [describe(spec, cache) for spec in CATALOG.values()]
+    """``dataset_info`` for every catalog entry, in catalog order."""
+    return [dataset_info(spec, cache) for spec in CATALOG.values()]

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import checkpoint, data
 from .augment import TTA_SHIFTS, tta_probabilities
-from .config import describe_data, describe_model
+from .config import data_title, model_title
 from .data import Normalization, Split, batches
 from .errors import DataError
 
@@ -187,6 +187,6 @@ def evaluate_checkpoint(
     report = evaluate(
         model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
     )
-    report.model_name = describe_model({"model": meta.get("model"), **meta.get("model_options", {})})
-    report.data_name, report.split_name = describe_data(data_path, dataset), split
+    report.model_name = model_title({"model": meta.get("model"), **meta.get("model_options", {})})
+    report.data_name, report.split_name = data_title(data_path, dataset), split
     return report

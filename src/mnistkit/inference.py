@@ -138,7 +138,7 @@ class Classifier:
         net, meta = checkpoint.load_checkpoint(PRETRAINED_DIR if path is None else path)
         return cls(net, meta, "pretrained" if path is None else str(path), device)
 
-    def describe(self) -> dict[str, Any]:
+    def model_info(self) -> dict[str, Any]:
         """Model name, parameter count, test accuracy, classes and input contract, for reports and servers."""
         metrics = self.meta.get("metrics") or {}
         return {

@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import data, fileio, runs
 from .checkpoint import META_NAME
-from .config import describe_data, describe_model
+from .config import data_title, model_title
 from .errors import ConfigError, DataError
 
 DPI = 100
@@ -282,7 +282,7 @@ def _per_batch(batch_losses: dict[int, list[float]]) -> tuple[list[float], list[
 def run_title(config: dict, meta: dict | None, name: str) -> str:
     """A run in words: its folder, model, data and length, and its test accuracy once it has one."""
     epochs = (meta or {}).get("metrics", {}).get("epochs", config.get("epochs"))
-    line = f"{name}: {describe_model(config)} trained on {describe_data(config.get('data'), config.get('dataset'))}"
+    line = f"{name}: {model_title(config)} trained on {data_title(config.get('data'), config.get('dataset'))}"
     line += f", {epochs} epoch{'s' if epochs != 1 else ''}"
     accuracy = (meta or {}).get("metrics", {}).get("test_accuracy")
     if accuracy is None:

@@ -264,7 +264,7 @@ def create_app(classifier: Classifier, allowed_hosts: Iterable[str] = ()) -> Fas
     batcher = Batcher(classifier)
     preprocess_threads = anyio.CapacityLimiter(PREPROCESS_THREADS)
     explain_threads = anyio.CapacityLimiter(EXPLAIN_THREADS)
-    info = classifier.describe()
+    info = classifier.model_info()
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
