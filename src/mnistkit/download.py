@@ -26,7 +26,7 @@ from .fileio import atomic_path
 TIMEOUT = 10.0
 CHUNK = 1 << 16
 
-Progress = Callable[[str, int, int | None], None]  # (file name, bytes done, total bytes or None if unknown)
+BytesCallback = Callable[[str, int, int | None], None]  # (file name, bytes done, total bytes or None if unknown)
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def _chunks(response) -> Iterator[bytes]:
         yield chunk
 
 
-def _copy(response, dest: Path, filename: str, progress: Progress | None) -> None:
+def _copy(response, dest: Path, filename: str, progress: BytesCallback | None) -> None:
     total = _content_length(response)
     done = 0
     with open(dest, "wb") as out:
@@ -258,7 +258,7 @@ def _copy(response, dest: Path, filename: str, progress: Progress | None) -> Non
         raise _MirrorFailed(f"transfer cut short ({done} of {total} bytes)")
 
 
-def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress: Progress | None) -> None:
+def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress: BytesCallback | None) -> None:
     """Fetch ``url`` into ``folder / filename``, which only ever receives a complete, verified file."""
     response = _open(url)
     with response, atomic_path(folder / filename) as tmp:
@@ -273,7 +273,7 @@ def _fetch(
     folder: Path,
     mirrors: list[str],
     failures: dict[str, _MirrorFailed],
-    progress: Progress | None,
+    progress: BytesCallback | None,
 ) -> bool:
     """Try each mirror in turn for one file; record in ``failures`` why each one failed."""
     for base in mirrors:
@@ -308,7 +308,7 @@ def ensure_dataset(
     dataset: str | DatasetSpec,
     cache: str | os.PathLike | None = None,
     mirrors: list[str] | None = None,
-    progress: Progress | None = None,
+    progress: BytesCallback | None = None,
 ) -> Path:
     """The folder holding ``dataset``'s four verified IDX files, downloading those missing or corrupt.
 
