@@ -95,7 +95,7 @@ def test_a_round_trip_keeps_classes_normalization_and_tta(tmp_path, pixels):
     )
     original = Classifier.load(source)
     again = Classifier.from_pretrained(original.save_pretrained(tmp_path / "hf"))
-    assert again.classes == fashion and again.model.tta is True
+    assert again.classes == fashion and again.inference.tta is True
     assert again.meta["normalization"] == {"mean": 0.3, "std": 0.35, "divisor": 255.0}
     assert again.meta["model_options"] == {"width": 4, "stem_width": 3, "num_classes": 10}
     np.testing.assert_allclose(again.predict_array(pixels), original.predict_array(pixels), atol=1e-6)

@@ -84,7 +84,7 @@ def test_probabilities_use_the_training_normalization(pretrained, mnist):
     norm = Normalization(**pretrained.meta["normalization"])
     temperature = pretrained.meta["calibration"]["temperature"]  # fitted on validation data, in the metadata
     with torch.no_grad():
-        expected = (pretrained.model.net(norm.apply(x)) / temperature).softmax(1).numpy()
+        expected = (pretrained.inference.net(norm.apply(x)) / temperature).softmax(1).numpy()
     np.testing.assert_allclose(pretrained.predict_array(x), expected, atol=1e-5)
     np.testing.assert_allclose(pretrained.predict_array(x.numpy().astype(np.float32) / 255), expected, atol=1e-5)
     np.testing.assert_allclose(pretrained.predict_array(x[:, None]), expected, atol=1e-5)
@@ -125,7 +125,7 @@ def test_not_a_digit_flags_what_is_no_digit_and_keeps_the_best_guess(pretrained,
 
 def test_a_model_without_calibration_never_flags(saved):
     classifier = Classifier.load(saved)
-    assert classifier.threshold is None and classifier.model.temperature == 1.0
+    assert classifier.threshold is None and classifier.inference.temperature == 1.0
     assert not classifier.predict(dot_and_letter()[0]).not_a_digit
 
 

@@ -238,7 +238,7 @@ def test_explain_gives_saliency_and_first_convolution_maps(client, classifier, d
         saliency = np.array(answer["saliency"])
         assert saliency.shape == (28, 28) and saliency.min() >= 0 and saliency.max() == 1
         maps = np.array(answer["feature_maps"])
-        first_conv = classifier.model.net.features[0][0]
+        first_conv = classifier.inference.net.features[0][0]
         assert maps.shape == (first_conv.out_channels, 28, 28) and maps.min() == 0 and maps.max() == 255
         assert client.post("/api/explain", json=pixels_body(image)).json() == answer  # the same map every time
     # An upload is explained on its MNIST form, as /api/predict saw it.

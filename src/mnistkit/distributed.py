@@ -130,10 +130,10 @@ class Context:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def evaluation_model(self, model: nn.Module, net: nn.Module) -> nn.Module:
+    def evaluation_model(self, model: nn.Module, trained: nn.Module) -> nn.Module:
         """What scores a shard: the bare ``model`` when distributed (each rank its own shard, outside DDP),
-        else ``net``, the model as trained (compiled, say)."""
-        return model if self.distributed else net
+        else ``trained``, the model as the loop calls it (compiled, say)."""
+        return model if self.distributed else trained
 
     def broadcast_buffers(self, model: nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics): each rank updated its own on its last batch."""

@@ -92,11 +92,13 @@ def export_checkpoint(
     test = load_bundled_mnist().test
     x = pixels(test.images[:PARITY_IMAGES])
     with torch.no_grad():
-        expected = classifier.model(x).numpy()
+        expected = classifier.inference(x).numpy()
     # A copy in the default memory layout: the Classifier keeps its convolutions channels-last for speed, which
     # torch.export would have to record as partial views of storage.
-    net = copy.deepcopy(classifier.model.net).to(memory_format=torch.contiguous_format)
-    model = InferenceModel(net, classifier.model.norm, classifier.model.tta, classifier.model.temperature).eval()
+    net = copy.deepcopy(classifier.inference.net).to(memory_format=torch.contiguous_format)
+    model = InferenceModel(
+        net, classifier.inference.norm, classifier.inference.tta, classifier.inference.temperature
+    ).eval()
     info = {
         "model": classifier.meta["model"],
         "classes": classifier.classes,
