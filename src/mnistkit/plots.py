@@ -22,9 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from . import data, fileio, runs
+from . import fileio, runs
 from .checkpoint import META_NAME
 from .config import data_title, model_title
+from .data import Split, load_dataset, split_dataset
 from .errors import ConfigError, DataError
 
 DPI = 100
@@ -102,12 +103,12 @@ def image_figure(image: np.ndarray | torch.Tensor, title: str) -> Figure:
 
 
 def load_split(
-    split: str = "train", data_path: str | Path | None = None, dataset: str = "mnist", val_size: int = 10_000
-) -> tuple[data.Split, list[str]]:
+    split: str = "train", data: str | Path | None = None, dataset: str = "mnist", val_size: int = 10_000
+) -> tuple[Split, list[str]]:
     """The train, val or test part of a dataset as ``mnistkit train`` splits it, and the class names."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
-    ds = data.load_dataset(data_path, dataset)
+    ds = load_dataset(data, dataset)
     if split != "test" and not 0 <= val_size < len(ds.train):
         raise ConfigError(
             f"val_size {val_size}: {ds.source or ds.name} has {len(ds.train)} training images; "
@@ -115,7 +116,7 @@ def load_split(
             options=("val_size",),
         )
     # The test images do not depend on the validation split.
-    part = ds.test if split == "test" else getattr(data.split_dataset(ds, val_size), split)
+    part = ds.test if split == "test" else getattr(split_dataset(ds, val_size), split)
     if part is None:
         if split == "val":
             hint, options = "use val_size > 0", ("val_size",)
@@ -130,7 +131,7 @@ def show(
     n: int = 64,
     digit: int | None = None,
     index: int | None = None,
-    data_path: str | Path | None = None,
+    data: str | Path | None = None,
     dataset: str = "mnist",
     val_size: int = 10_000,
 ) -> Figure:
@@ -138,7 +139,7 @@ def show(
     class ``digit`` only, titled by their indices in the split; or with ``index`` the image at that index in the
     split large (``digit`` then only checks its class). An index is the same everywhere: here, in
     ``mistakes.png`` and in ``show --index``."""
-    part, classes = load_split(split, data_path, dataset, val_size)
+    part, classes = load_split(split, data, dataset, val_size)
     labels = part.labels
     if digit is not None and not 0 <= digit < len(classes):
         raise ConfigError(f"digit {digit}: classes are numbered 0..{len(classes) - 1}", options=("digit",))
