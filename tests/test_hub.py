@@ -15,9 +15,9 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from safetensors.torch import save_file
 
 from mnistkit import hub
+from mnistkit.catalog import CATALOG
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import main
-from mnistkit.download import CATALOG
 from mnistkit.errors import CheckpointError
 from mnistkit.inference import Classifier
 from mnistkit.models import CNN, MLP, LogReg, create_model
