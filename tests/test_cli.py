@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import idx_bytes, write_idx_folder
+from helpers import idx_bytes, write_idx_folder
 
 from mnistkit.cli import build_parser, main
 from mnistkit.config import PRESET_PURPOSES, PRESETS

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import idx_bytes, make_digits, write_idx_folder
+from helpers import idx_bytes, make_digits, write_idx_folder
 
 from mnistkit import catalog, data
 from mnistkit.errors import DataError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import write_idx_folder
+from helpers import write_idx_folder
 
 from mnistkit import calibrate, handwriting, nondigits, strokes
 from mnistkit.augment import augment
