@@ -24,7 +24,7 @@ def test_create_model_builds_fresh_and_pretrained_networks():
     fresh = mnistkit.create_model("cnn", width=8)
     assert fresh(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     pretrained = mnistkit.create_model("cnn", pretrained=True)
-    weights = mnistkit.Classifier.load().model.net.state_dict()
+    weights = mnistkit.Classifier.load().inference.net.state_dict()
     assert all(torch.equal(v, weights[k]) for k, v in pretrained.state_dict().items())
     assert all(p.requires_grad for p in pretrained.parameters())  # ready to fine-tune
 

@@ -354,13 +354,14 @@ def test_saliency_and_feature_maps(page):
     page.locator("#maps-box summary").click()
     maps = page.locator("#maps")
     expect(maps).to_be_visible()
-    convolution = next(m for m in Classifier.load().model.net.modules() if isinstance(m, torch.nn.Conv2d))
+    convolution = next(m for m in Classifier.load().inference.net.modules() if isinstance(m, torch.nn.Conv2d))
     n = convolution.out_channels  # the served (bundled) model's first convolution
     expect(maps).to_have_attribute("aria-label", f"The {n} feature maps of the first convolution, one tile each")
     assert page.evaluate("[document.getElementById('maps').width, document.getElementById('maps').height]") == [
         8 * 29 - 1,  # 8 tiles of 28 px a row, 1 px apart
         -(-n // 8) * 29 - 1,
     ]
+    page.locator("#pad").scroll_into_view_if_needed()  # opening the maps scrolled the page down
     mouse_stroke(page, [(0.2, 0.2), (0.25, 0.25)], release=False)
     assert "stale" in saliency.get_attribute("class")  # dimmed while the drawing changes (the pen is still down)
     page.mouse.up()
@@ -425,6 +426,7 @@ def test_correct_a_drawing_with_the_buttons(page, feedback_db):
     expect(page.locator("#feedback-status")).to_have_text("Updated: it was 4.")
     assert stored(feedback_db)[-1][1] == 4
 
+    page.locator("#pad").scroll_into_view_if_needed()  # opening the maps scrolled the page down
     mouse_stroke(page, [(0.2, 0.2), (0.25, 0.25)], release=False)
     expect(box).to_be_hidden()  # the drawing changed: the buttons wait for the next answer
     page.mouse.up()

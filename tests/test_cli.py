@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import idx_bytes, write_idx_folder
+from helpers import idx_bytes, write_idx_folder
 
 from mnistkit.cli import build_parser, main
 from mnistkit.config import PRESET_PURPOSES, PRESETS
@@ -266,6 +266,49 @@ def test_bad_options_are_one_line(argv, message, tiny_idx, tmp_path, capsys):
     code, _, err = run(["train", *data_args, *argv, "--out", str(tmp_path / "run")], capsys)
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint-every", "-1"], "mnistkit: error: --checkpoint-every must be 0 (epoch ends only) or a number"),
+        (
+            ["--early-stopping", "2", "--val-size", "0"],
+            "mnistkit: error: --early-stopping needs a validation set; use --val-size > 0",
+        ),
+    ],
+)
+def test_library_errors_are_shown_with_their_flags(argv, message, tiny_idx, tmp_path, capsys):
+    code, _, err = run(["train", "--data", str(tiny_idx), "--epochs", "1", *argv, "--out", str(tmp_path / "r")], capsys)
+    assert_one_line_error(code, err, message)
+
+
+def test_a_value_that_spells_an_option_stays_a_value(tiny_idx, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("out").mkdir()
+    Path("out", "model.json").write_text("precious")
+    code, _, err = run(["train", "--data", str(tiny_idx), "--out", "out"], capsys)
+    assert err.strip() == (
+        "mnistkit: error: --out out: folder exists and is not empty; pass --overwrite to replace that run, "
+        "or choose another --out"
+    )
+
+
+def test_with_flags_names_the_flag_of_the_command_that_ran():
+    from mnistkit.cli import command_flags, with_flags
+    from mnistkit.errors import ConfigError, MnistkitError
+
+    parser = build_parser()
+    train_flags = command_flags(parser, parser.parse_args(["train"]))
+    assert train_flags["resume_every"] == "--checkpoint-every" and train_flags["batch_size"] == "--batch-size"
+    assert command_flags(parser, parser.parse_args(["export"]))["out"] == "--out"  # -o/--out: the long one
+    named = ConfigError("loss became nan; lower the learning rate (lr) or set grad_clip", options=("lr", "grad_clip"))
+    assert with_flags(named, train_flags) == "loss became nan; lower the learning rate (--lr) or set --grad-clip"
+    in_a_path = ConfigError("out /runs/out: cannot write there; choose another out", options=("out",))
+    assert with_flags(in_a_path, train_flags) == "--out /runs/out: cannot write there; choose another --out"
+    not_a_word = ConfigError("data: has no test split; use split val", options=("split", "data"))
+    assert with_flags(not_a_word, train_flags) == "data: has no test split; use --split val"
+    assert with_flags(MnistkitError("lr must be positive"), train_flags) == "lr must be positive"  # names no option
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import idx_bytes, make_digits, write_idx_folder
+from helpers import idx_bytes, make_digits, write_idx_folder
 
-from mnistkit import data
+from mnistkit import catalog, data
 from mnistkit.errors import DataError
 
 SHARED_PICKLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"
@@ -196,7 +196,7 @@ def test_float_images_in_0_1_become_the_original_bytes(tmp_path):
 
 def test_bundled_mnist_is_the_official_set(mnist):
     assert (len(mnist.train), len(mnist.test)) == (60_000, 10_000)
-    assert mnist.checksums == {stem.removesuffix(".gz"): md5 for stem, md5 in data.MNIST_MD5.items()}
+    assert mnist.checksums == {stem.removesuffix(".gz"): md5 for stem, md5 in catalog.MNIST_MD5.items()}
     assert mnist.train.labels[:8].tolist() == [5, 0, 4, 1, 9, 2, 1, 3]
 
 
@@ -270,10 +270,11 @@ def test_loading_from_a_folder_holding_one_npz(tmp_path):
 
 
 def test_a_copy_of_the_bundled_folder_loads_through_load_path(tmp_path):
-    shutil.copytree(data.BUNDLED_DIR, tmp_path / "m")
+    shutil.copytree(catalog.BUNDLED_DIR, tmp_path / "m")
     ds = data.load_path(tmp_path / "m" / "train-images-idx3-ubyte.gz")
     assert (
-        len(ds.train) == 60_000 and ds.checksums["t10k-labels-idx1-ubyte"] == data.MNIST_MD5["t10k-labels-idx1-ubyte"]
+        len(ds.train) == 60_000
+        and ds.checksums["t10k-labels-idx1-ubyte"] == catalog.MNIST_MD5["t10k-labels-idx1-ubyte"]
     )
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import platformdirs
 import pytest
 
-from mnistkit import data, download
-from mnistkit.download import DatasetSpec
+from mnistkit import catalog, data, download
+from mnistkit.catalog import DatasetSpec
 from mnistkit.errors import DataError, DownloadError
 
 
@@ -98,7 +98,7 @@ def spec() -> DatasetSpec:
         description="generated test data",
         mirrors=(),
         files={name: hashlib.md5(body).hexdigest() for name, body in FILES.items()},
-        classes=tuple(data.DIGITS),
+        classes=tuple(catalog.DIGITS),
         citation="none",
     )
 
@@ -204,9 +204,9 @@ def test_verified_files_are_not_fetched_again(server, spec, tmp_path):
 def test_recompressed_copy_verifies_by_its_uncompressed_md5(tmp_path):
     """A user who copies the bundled MNIST into the cache needs no download: its content matches."""
     folder = tmp_path / "mnist"
-    shutil.copytree(data.BUNDLED_DIR, folder)
+    shutil.copytree(catalog.BUNDLED_DIR, folder)
     assert download.ensure_dataset("mnist", cache=tmp_path, mirrors=[]) == folder
-    assert download.describe("mnist", cache=tmp_path)["status"] == "bundled, downloaded"
+    assert download.dataset_info("mnist", cache=tmp_path)["status"] == "bundled, downloaded"
 
 
 def test_environment_variables_are_honoured(server, spec, tmp_path, monkeypatch, closed_port):
@@ -227,25 +227,25 @@ def test_cache_dir_defaults_to_the_user_cache(monkeypatch):
 
 
 def test_catalog_entries_are_complete():
-    for spec in download.CATALOG.values():
-        assert list(spec.files) == list(data.IDX_FILES.values())
+    for spec in catalog.CATALOG.values():
+        assert list(spec.files) == list(catalog.IDX_FILES.values())
         assert all(len(md5) == 32 for md5 in spec.files.values())
         assert len(spec.classes) == 10 and spec.mirrors
-    assert download.get_spec("mnist").md5_uncompressed == data.MNIST_MD5
+    assert catalog.get_spec("mnist").md5_uncompressed == catalog.MNIST_MD5
 
 
 @pytest.mark.parametrize("name", ["fashion-mnist", "Fashion-MNIST", "fashion_mnist", "fashionmnist"])
 def test_get_spec_accepts_aliases(name):
-    assert download.get_spec(name).name == "fashion-mnist"
+    assert catalog.get_spec(name).name == "fashion-mnist"
 
 
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(DataError, match="mnist, fashion-mnist, kmnist") as info:
-        download.get_spec("emnist")
+        catalog.get_spec("emnist")
     assert "\n" not in str(info.value)
 
 
-def test_describe_and_list(tmp_path, monkeypatch, spec):
+def test_dataset_info_and_list(tmp_path, monkeypatch, spec):
     monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path))
     entries = {entry["name"]: entry for entry in download.list_datasets()}
     assert list(entries) == ["mnist", "fashion-mnist", "kmnist"]
@@ -256,7 +256,7 @@ def test_describe_and_list(tmp_path, monkeypatch, spec):
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "train-images-idx3-ubyte.gz").write_bytes(FILES["train-images-idx3-ubyte.gz"])
     (tmp_path / "fake" / "t10k-images-idx3-ubyte.gz").write_bytes(b"junk")
-    info = download.describe(spec)
+    info = download.dataset_info(spec)
     assert info["files"]["train-images-idx3-ubyte.gz"] == {
         "present": True,
         "size": len(FILES["train-images-idx3-ubyte.gz"]),

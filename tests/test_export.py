@@ -165,7 +165,7 @@ def test_failed_parity_writes_nothing(tmp_path, tiny_run, monkeypatch):
 def test_an_existing_file_is_replaced_only_when_asked(tmp_path, tiny_run):
     out = tmp_path / "model.onnx"
     out.write_text("the old file")
-    with pytest.raises(ExportError, match="already exists; pass --overwrite"):
+    with pytest.raises(ExportError, match="already exists; pass overwrite"):
         export_checkpoint(tiny_run, "onnx", out)
     assert out.read_text() == "the old file"
     assert export_checkpoint(tiny_run, "onnx", out, overwrite=True).max_abs_diff <= 1e-4

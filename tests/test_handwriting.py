@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import write_idx_folder
+from helpers import write_idx_folder
 
 from mnistkit import calibrate, handwriting, nondigits, strokes
 from mnistkit.augment import augment
@@ -101,5 +101,5 @@ def test_a_run_with_outliers_and_validation_data_is_calibrated(tmp_path):
     assert calibration["temperature"] > 0 and calibration["validation_digits_flagged"] <= 0.01
     assert calibration["validation_digits"] == 100 and 0 <= calibration["held_out_nondigits_flagged"] <= 1
     classifier = Classifier.load(tmp_path / "run")
-    assert classifier.model.temperature == calibration["temperature"]
+    assert classifier.inference.temperature == calibration["temperature"]
     assert classifier.threshold == calibration["not_a_digit_below"]

@@ -15,9 +15,9 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from safetensors.torch import save_file
 
 from mnistkit import hub
+from mnistkit.catalog import CATALOG
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import main
-from mnistkit.download import CATALOG
 from mnistkit.errors import CheckpointError
 from mnistkit.inference import Classifier
 from mnistkit.models import CNN, MLP, LogReg, create_model
@@ -95,7 +95,7 @@ def test_a_round_trip_keeps_classes_normalization_and_tta(tmp_path, pixels):
     )
     original = Classifier.load(source)
     again = Classifier.from_pretrained(original.save_pretrained(tmp_path / "hf"))
-    assert again.classes == fashion and again.model.tta is True
+    assert again.classes == fashion and again.inference.tta is True
     assert again.meta["normalization"] == {"mean": 0.3, "std": 0.35, "divisor": 255.0}
     assert again.meta["model_options"] == {"width": 4, "stem_width": 3, "num_classes": 10}
     np.testing.assert_allclose(again.predict_array(pixels), original.predict_array(pixels), atol=1e-6)
@@ -120,7 +120,7 @@ def test_the_model_card_has_the_hubs_front_matter_and_what_users_need(tmp_path):
     }
     for needed in ("## Model", "## Data", "## Metrics", "## Intended use and limits", "## Licence"):
         assert needed in text
-    parameters = Classifier.load().describe()["parameters"]
+    parameters = Classifier.load().model_info()["parameters"]
     assert meta["command"] in text and "CC BY-SA 3.0" in text and f"{parameters:,} parameters" in text
     assert "class Net(CNN, PyTorchModelHubMixin)" in text
 

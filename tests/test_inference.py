@@ -48,7 +48,7 @@ def save_black_on_white(digit: np.ndarray, path, size: int = 200) -> None:
 
 def test_pretrained_model_is_small_and_accurate(pretrained, mnist):
     size = sum(p.stat().st_size for p in PRETRAINED_DIR.iterdir())
-    assert size <= 2_000_000 and pretrained.describe()["parameters"] <= 200_000
+    assert size <= 2_000_000 and pretrained.model_info()["parameters"] <= 200_000
     probabilities = pretrained.predict_array(mnist.test.images)
     accuracy = float((probabilities.argmax(1) == mnist.test.labels.numpy()).mean())
     assert accuracy >= 0.995
@@ -64,7 +64,7 @@ def test_pretrained_metadata_records_the_command_that_reproduces_its_config(pret
     config = make_config(args.preset, **{name: getattr(args, name) for name in cli.CONFIG_OPTIONS})
     # Read back as mnistkit reads any saved config: options added since it was saved take their defaults.
     assert config == TrainConfig.from_dict(pretrained.meta["config"])
-    assert pretrained.describe()["command"] == command
+    assert pretrained.model_info()["command"] == command
 
 
 def test_real_digits_drawn_black_on_white_at_200px_round_trip(pretrained, mnist, tmp_path):
@@ -84,7 +84,7 @@ def test_probabilities_use_the_training_normalization(pretrained, mnist):
     norm = Normalization(**pretrained.meta["normalization"])
     temperature = pretrained.meta["calibration"]["temperature"]  # fitted on validation data, in the metadata
     with torch.no_grad():
-        expected = (pretrained.model.net(norm.apply(x)) / temperature).softmax(1).numpy()
+        expected = (pretrained.inference.net(norm.apply(x)) / temperature).softmax(1).numpy()
     np.testing.assert_allclose(pretrained.predict_array(x), expected, atol=1e-5)
     np.testing.assert_allclose(pretrained.predict_array(x.numpy().astype(np.float32) / 255), expected, atol=1e-5)
     np.testing.assert_allclose(pretrained.predict_array(x[:, None]), expected, atol=1e-5)
@@ -125,7 +125,7 @@ def test_not_a_digit_flags_what_is_no_digit_and_keeps_the_best_guess(pretrained,
 
 def test_a_model_without_calibration_never_flags(saved):
     classifier = Classifier.load(saved)
-    assert classifier.threshold is None and classifier.model.temperature == 1.0
+    assert classifier.threshold is None and classifier.inference.temperature == 1.0
     assert not classifier.predict(dot_and_letter()[0]).not_a_digit
 
 
@@ -204,7 +204,7 @@ def test_predict_array_checks_its_input(pretrained):
 
 def test_a_saved_checkpoint_loads_and_predicts(saved):
     classifier = Classifier.load(saved / "model.safetensors")
-    assert classifier.describe()["model"] == "cnn" and classifier.describe()["model_options"] == {"width": 4}
+    assert classifier.model_info()["model"] == "cnn" and classifier.model_info()["model_options"] == {"width": 4}
     probabilities = classifier.predict_array(np.zeros((2, 28, 28), np.uint8))
     assert probabilities.shape == (2, 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
 

@@ -72,17 +72,17 @@ def titles_of(fig) -> list[str]:
 
 def test_show_titles_are_the_labels_or_with_a_digit_the_indices(tiny_idx):
     ds = load_dataset(tiny_idx)
-    fig = plots.show("test", n=12, data_path=tiny_idx)
+    fig = plots.show("test", n=12, data=tiny_idx)
     assert titles_of(fig) == [str(k) for k in ds.test.labels[:12].tolist()]
     assert fig.get_suptitle() == "test split: images #0 to #11 of 200, titled by their label"
-    fig = plots.show("train", n=400, digit=3, data_path=tiny_idx, val_size=100)
+    fig = plots.show("train", n=400, digit=3, data=tiny_idx, val_size=100)
     threes = (ds.train.labels[:500] == 3).nonzero().flatten().tolist()
     assert titles_of(fig) == [f"#{i}" for i in threes]  # each image's index in the split, as --index takes it
     assert fig.get_suptitle() == (
         f"train split, class 3: first {len(threes)} of {len(threes)}, titled by their index "
         "(show --index I draws one large)"
     )
-    fig = plots.show("train", index=threes[1], digit=3, data_path=tiny_idx, val_size=100)
+    fig = plots.show("train", index=threes[1], digit=3, data=tiny_idx, val_size=100)
     assert fig.axes[0].get_title() == f"train image #{threes[1]}, label 3"
 
 
@@ -99,7 +99,7 @@ def test_show_index_draws_one_image_large(tiny_idx, tmp_path, capsys):
     rgb = read_png(out, (500, 540))
     assert pixels_of(rgb, (250, 250, 250), 5) > 2000  # the class block, 10 x 4 pixels drawn about 15 px each
     label = int(load_dataset(tiny_idx).test.labels[5])
-    fig = plots.show("test", index=5, data_path=tiny_idx)
+    fig = plots.show("test", index=5, data=tiny_idx)
     assert fig.axes[0].get_title() == f"test image #5, label {label}"
 
 

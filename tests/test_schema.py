@@ -476,13 +476,13 @@ def test_random_damage_to_model_json_loads_or_is_one_line(tiny_run, tiny_idx_ses
 
         def read_every_way():
             classifier = Classifier.load(run)
-            classifier.describe()
+            classifier.model_info()
             classifier.predict_array(np.zeros((1, 28, 28), np.uint8))
             summary.inspect_checkpoint(run)
             compare.format_table([compare.read_run(run)])
             from mnistkit.evaluate import evaluate_checkpoint
 
-            evaluate_checkpoint(run, "test", data_path=tiny_idx_session)
+            evaluate_checkpoint(run, "test", data=tiny_idx_session)
 
         refused_in_one_line(read_every_way)
 

@@ -132,7 +132,7 @@ def test_health(client):
 def test_model_describes_the_bundled_convnet(client, classifier):
     info = client.get("/api/model").json()
     assert info["model"] == "cnn"
-    assert info["parameters"] == classifier.describe()["parameters"] > 10_000
+    assert info["parameters"] == classifier.model_info()["parameters"] > 10_000
     assert 0.98 < info["test_accuracy"] <= 1
     assert info["classes"] == [str(d) for d in range(10)]
 
@@ -141,7 +141,7 @@ def test_serves_a_trained_run_given_as_model(tiny_run, digits):
     served = Classifier.load(tiny_run)
     with local_client(create_app(served)) as test_client:
         info = test_client.get("/api/model").json()
-        assert info["source"] == str(tiny_run) and info["parameters"] == served.describe()["parameters"]
+        assert info["source"] == str(tiny_run) and info["parameters"] == served.model_info()["parameters"]
         answer = test_client.post("/api/predict", json=pixels_body(digits[0][0])).json()
         np.testing.assert_allclose(answer["probabilities"], served.predict_array(digits[0][0])[0], atol=1e-5)
 
@@ -247,7 +247,7 @@ def test_explain_gives_saliency_and_first_convolution_maps(client, classifier, d
         saliency = np.array(answer["saliency"])
         assert saliency.shape == (28, 28) and saliency.min() >= 0 and saliency.max() == 1
         maps = np.array(answer["feature_maps"])
-        first_conv = classifier.model.net.features[0][0]
+        first_conv = classifier.inference.net.features[0][0]
         assert maps.shape == (first_conv.out_channels, 28, 28) and maps.min() == 0 and maps.max() == 255
         assert client.post("/api/explain", json=pixels_body(image)).json() == answer  # the same map every time
     # An upload is explained on its MNIST form, as /api/predict saw it.

@@ -284,7 +284,7 @@ def run_benchmark(
     if unknown:
         raise MnistkitError(f"unknown benchmark preset '{unknown[0]}'; choose from: {', '.join(TARGETS)}")
     if seeds < 1:
-        raise MnistkitError(f"--seeds must be at least 1, got {seeds}")
+        raise MnistkitError(f"seeds must be at least 1, got {seeds}", options=("seeds",))
     report: dict[str, Any] = {
         "machine": machine(),
         "device": device,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import textwrap
 import traceback
@@ -263,6 +264,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--checkpoint-every",
+        dest="resume_every",
         type=int,
         default=0,
         metavar="N",
@@ -323,7 +325,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
         tensorboard=args.tensorboard,
-        resume_every=args.checkpoint_every,
+        resume_every=args.resume_every,
         command=" ".join(["mnistkit", *args.argv]),
     )
     if args.resume is not None:
@@ -536,10 +538,10 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from .download import describe, format_description
+    from .download import dataset_info, format_dataset_info
 
-    info = describe(args.name)
-    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    info = dataset_info(args.name)
+    print(json.dumps(info, indent=2) if args.json else format_dataset_info(info))
     return 0
 
 
@@ -988,14 +990,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """Each option of the command that ran (``batch_size``) with the flag that sets it (``--batch-size``)."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None))
+            if chosen is not None:
+                flags.update(command_flags(chosen, args))
+        elif action.option_strings:
+            flags.setdefault(action.dest, max(action.option_strings, key=len))
+    return flags
+
+
+def with_flags(exc: MnistkitError, flags: dict[str, str]) -> str:
+    """The error's message with each option it names shown as its flag: ``lr must be …`` -> ``--lr must be …``.
+    A name counts as a word between spaces and brackets, and not right after an option: there it is the
+    option's value (``out out: folder exists`` -> ``--out out: …``); so a path that holds the name is kept."""
+    message = str(exc)
+    if not exc.options:
+        return message
+    names = "|".join(re.escape(option) for option in exc.options)
+    after_option = re.compile(rf"(?:^|[\s(])(?:{names}) $")
+
+    def flag(match: re.Match) -> str:
+        option = match.group()
+        if after_option.search(message, 0, match.start()):
+            return option
+        return flags.get(option, "--" + option.replace("_", "-"))
+
+    return re.sub(rf"(?<![^\s(])(?:{names})(?=$|[\s)])", flag, message)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc, which re-runs it per process
     try:
         code = args.handler(args)
     except MnistkitError as exc:
         if torchrun.prints_errors():  # under torchrun, one line rather than one per process
-            print(f"mnistkit: error: {exc}", file=sys.stderr)
+            print(f"mnistkit: error: {with_flags(exc, command_flags(parser, args))}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from . import checkpoint, plots, runs, schema
-from .config import applicable, describe_data, describe_model
+from .config import applicable, data_title, model_title
 from .errors import CheckpointError
 
 
@@ -178,11 +178,11 @@ def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
 def compare_figure(summaries: Sequence[RunSummary]) -> Figure:
     """The runs' loss and validation-accuracy curves overlaid, one colour per run, each named in the legend
     with its model and test accuracy; the title says what data they trained on."""
-    data = dict.fromkeys(describe_data(s.config.get("data"), s.config.get("dataset")) for s in summaries)
+    data = dict.fromkeys(data_title(s.config.get("data"), s.config.get("dataset")) for s in summaries)
     title = f"{len(summaries)} runs on {' and '.join(data)}: loss and validation accuracy by epoch"
     return plots.compare_figure({legend_label(s): s.metrics for s in summaries}, title=title)
 
 
 def legend_label(summary: RunSummary) -> str:
     tested = f"test {summary.test_accuracy:.2%}" if summary.test_accuracy is not None else "not tested"
-    return f"{summary.name}: {describe_model(summary.config)}, {tested}"
+    return f"{summary.name}: {model_title(summary.config)}, {tested}"

@@ -212,13 +212,13 @@ def applicable(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def describe_model(values: dict[str, Any]) -> str:
+def model_title(values: dict[str, Any]) -> str:
     """A config's model in words for titles: ``cnn``, ``cnn (width 24, stem width 16)``."""
     options = [f"{key.replace('_', ' ')} {values[key]}" for key in ("width", "stem_width") if values.get(key)]
     return f"{values.get('model', 'model')} ({', '.join(options)})" if options else str(values.get("model", "model"))
 
 
-def describe_data(data: str | None, dataset: str | None = "mnist") -> str:
+def data_title(data: str | None, dataset: str | None = "mnist") -> str:
     """The data in words for titles: a named dataset's proper name, or the file or folder name of a path."""
     if data:
         return Path(data).name or str(data)

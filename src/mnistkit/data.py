@@ -24,30 +24,12 @@ import numpy as np
 import torch
 
 from . import feedback, fileio
+from .catalog import BUNDLED_DIR, DIGITS, MNIST_MD5, get_spec
 from .errors import DataError
 from .preprocess import check_pixels
 
 MAX_FILE_BYTES = 1 << 30  # a data file, and what it decompresses to: 1.3 million 28×28 images as uint8
 GUNZIP_CHUNK = 1 << 22
-BUNDLED_DIR = Path(__file__).parent / "bundled"
-
-IDX_FILES = {
-    ("train", "images"): "train-images-idx3-ubyte.gz",
-    ("train", "labels"): "train-labels-idx1-ubyte.gz",
-    ("test", "images"): "t10k-images-idx3-ubyte.gz",
-    ("test", "labels"): "t10k-labels-idx1-ubyte.gz",
-}
-
-# Published MD5s of the uncompressed official MNIST files; the bundled copies are checked against them.
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-
-DIGITS = [str(d) for d in range(10)]
-
 IDX_DTYPES = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
@@ -569,8 +551,6 @@ def torchvision_folder(path: Path) -> tuple[Path, str] | None:
 
 def load_torchvision_folder(raw: Path, name: str) -> Dataset:
     """A torchvision ``raw`` folder, with its dataset's class names (Fashion-MNIST's clothes, KMNIST's hiragana)."""
-    from .download import get_spec  # the catalog holds each dataset's class names
-
     ds = load_idx_folder(raw, name=name)
     ds.classes = list(get_spec(name).classes)
     return ds
@@ -596,9 +576,7 @@ def check_source(data: str | Path | None, dataset: str = "mnist") -> None:
     if data is not None:
         locate(data)
     elif dataset.lower() != "mnist":
-        from . import download
-
-        download.get_spec(dataset)
+        get_spec(dataset)
 
 
 def load_bundled_mnist() -> Dataset:
@@ -616,7 +594,7 @@ def load_dataset(data: str | Path | None = None, dataset: str = "mnist") -> Data
         return load_bundled_mnist()
     from . import download  # the downloader is only needed for datasets that are not bundled
 
-    spec = download.get_spec(dataset)
+    spec = get_spec(dataset)
     folder = download.ensure_dataset(spec.name)
     ds = load_idx_folder(folder, verify=spec.md5_uncompressed or None, name=spec.name)
     ds.classes = list(spec.classes)

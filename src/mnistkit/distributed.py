@@ -103,8 +103,9 @@ class Context:
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size % self.world_size:
             raise ConfigError(
-                f"--batch-size {batch_size} is the global batch and must divide evenly among {self.world_size} "
-                f"processes; use a multiple of {self.world_size}"
+                f"batch_size {batch_size} is the global batch and must divide evenly among {self.world_size} "
+                f"processes; use a multiple of {self.world_size}",
+                options=("batch_size",),
             )
 
     def steps_per_epoch(self, examples: int, batch_size: int) -> int:
@@ -129,10 +130,10 @@ class Context:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def evaluation_model(self, model: nn.Module, net: nn.Module) -> nn.Module:
+    def evaluation_model(self, model: nn.Module, trained: nn.Module) -> nn.Module:
         """What scores a shard: the bare ``model`` when distributed (each rank its own shard, outside DDP),
-        else ``net``, the model as trained (compiled, say)."""
-        return model if self.distributed else net
+        else ``trained``, the model as the loop calls it (compiled, say)."""
+        return model if self.distributed else trained
 
     def broadcast_buffers(self, model: nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics): each rank updated its own on its last batch."""
@@ -199,7 +200,8 @@ def _device_and_backend(device: torch.device, local_rank: int) -> tuple[torch.de
     if device.type == "cpu":
         return device, "gloo"
     raise ConfigError(
-        f"multi-process training runs on CUDA (NCCL) or CPU (Gloo), not on {device.type}; use --device cpu or cuda"
+        f"multi-process training runs on CUDA (NCCL) or CPU (Gloo), not on {device.type}; use device cpu or cuda",
+        options=("device",),
     )
 
 
@@ -253,7 +255,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     launcher's own failure report is replaced by one line, since the failed rank has already said why.
     """
     if nproc < 1:
-        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+        raise ConfigError(f"nproc must be at least 1, got {nproc}", options=("nproc",))
     # torchrun would set 1 thread per process and say so in a banner; share this machine's cores instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     from torch.distributed.elastic.multiprocessing.api import SignalException

@@ -9,121 +9,27 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
 
 from . import data
-from .errors import DataError, DownloadError, did_you_mean
+from .catalog import BUNDLED_DIR, CATALOG, MNIST_MD5, DatasetSpec, get_spec
+from .errors import DataError, DownloadError
 from .fileio import atomic_path
 
 # urllib applies this to the connection and to every read, so a dead or stalled mirror costs at most this long.
 TIMEOUT = 10.0
 CHUNK = 1 << 16
 
-Progress = Callable[[str, int, int | None], None]  # (file name, bytes done, total bytes or None if unknown)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    description: str
-    mirrors: tuple[str, ...]  # base URLs; a file's URL is base + file name
-    files: dict[str, str] = field(hash=False)  # file name -> MD5 of the .gz file as the mirrors serve it
-    classes: tuple[str, ...]
-    citation: str  # licence and how to cite
-    md5_uncompressed: dict[str, str] = field(default_factory=dict, hash=False)  # stem -> MD5 of the IDX bytes
-
-
-def _gz_files(*md5s: str) -> dict[str, str]:
-    """Pair the .gz MD5s, given in the order of ``data.IDX_FILES`` (train images, train labels, test ...),
-    with the names."""
-    return dict(zip(data.IDX_FILES.values(), md5s, strict=True))
-
-
-CATALOG: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec(
-            name="mnist",
-            description="handwritten digits 0-9, 60,000 training and 10,000 test images",
-            mirrors=(
-                "https://ossci-datasets.s3.amazonaws.com/mnist/",
-                "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            ),
-            files=_gz_files(
-                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                "d53e105ee54ea40749a09fcbcd1e9432",
-                "9fb629c4189551a2d022fa330f9573f3",
-                "ec29112dd5afa0611ce80d1b7f02629c",
-            ),
-            md5_uncompressed=dict(data.MNIST_MD5),
-            classes=tuple(data.DIGITS),
-            citation="Y. LeCun, L. Bottou, Y. Bengio, P. Haffner: Gradient-based learning applied to document "
-            "recognition, Proc. IEEE 86(11), 1998; http://yann.lecun.com/exdb/mnist/",
-        ),
-        DatasetSpec(
-            name="fashion-mnist",
-            description="Zalando article images in 10 clothing classes, 60,000 training and 10,000 test images",
-            mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-            files=_gz_files(
-                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                "25c81989df183df01b3e8a0aad5dffbe",
-                "bef4ecab320f06d8554ea6380940ec79",
-                "bb300cfdad3c16e7a12a480ee83cd310",
-            ),
-            classes=(
-                "T-shirt/top",
-                "Trouser",
-                "Pullover",
-                "Dress",
-                "Coat",
-                "Sandal",
-                "Shirt",
-                "Sneaker",
-                "Bag",
-                "Ankle boot",
-            ),
-            citation="MIT License; H. Xiao, K. Rasul, R. Vollgraf: Fashion-MNIST: a Novel Image Dataset for "
-            "Benchmarking Machine Learning Algorithms, arXiv:1708.07747, 2017",
-        ),
-        DatasetSpec(
-            name="kmnist",
-            description="Kuzushiji-MNIST: 10 cursive Japanese hiragana, 60,000 training and 10,000 test images",
-            mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
-            files=_gz_files(
-                "bdb82020997e1d708af4cf47b453dcf7",
-                "e144d726b3acfaa3e44228e80efcd344",
-                "5c965bf0a639b31b8f53240b1b52f4d7",
-                "7320c461ea6c1c855c0b718fb2a4b134",
-            ),
-            classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-            citation="CC BY-SA 4.0; T. Clanuwat et al.: Deep Learning for Classical Japanese Literature, "
-            "arXiv:1812.01718, 2018 (KMNIST, ROIS-DS Center for Open Data in the Humanities)",
-        ),
-    )
-}
+BytesCallback = Callable[[str, int, int | None], None]  # (file name, bytes done, total bytes or None if unknown)
 
 
 # --------------------------------------------------------------------------------------------------
 # Names and places
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[-_ ]", "", name.strip().lower())
-
-
-def get_spec(name: str) -> DatasetSpec:
-    """The catalog entry for ``name``, ignoring case and ``-`` / ``_`` (``Fashion_MNIST`` is ``fashion-mnist``)."""
-    for spec in CATALOG.values():
-        if _key(spec.name) == _key(name):
-            return spec
-    raise DataError(f"unknown dataset '{name}';{did_you_mean(name, CATALOG)} known datasets: {', '.join(CATALOG)}")
 
 
 def _resolve(dataset: str | DatasetSpec) -> DatasetSpec:
@@ -180,7 +86,7 @@ def _verifies(path: Path, filename: str, spec: DatasetSpec) -> bool:
 
 def _bundled_mnist_verifies() -> bool:
     try:
-        return all(data.md5_of(data.BUNDLED_DIR / f"{stem}.gz") == md5 for stem, md5 in data.MNIST_MD5.items())
+        return all(data.md5_of(BUNDLED_DIR / f"{stem}.gz") == md5 for stem, md5 in MNIST_MD5.items())
     except DataError:
         return False
 
@@ -244,7 +150,7 @@ def _chunks(response) -> Iterator[bytes]:
         yield chunk
 
 
-def _copy(response, dest: Path, filename: str, progress: Progress | None) -> None:
+def _copy(response, dest: Path, filename: str, progress: BytesCallback | None) -> None:
     total = _content_length(response)
     done = 0
     with open(dest, "wb") as out:
@@ -258,7 +164,7 @@ def _copy(response, dest: Path, filename: str, progress: Progress | None) -> Non
         raise _MirrorFailed(f"transfer cut short ({done} of {total} bytes)")
 
 
-def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress: Progress | None) -> None:
+def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress: BytesCallback | None) -> None:
     """Fetch ``url`` into ``folder / filename``, which only ever receives a complete, verified file."""
     response = _open(url)
     with response, atomic_path(folder / filename) as tmp:
@@ -273,7 +179,7 @@ def _fetch(
     folder: Path,
     mirrors: list[str],
     failures: dict[str, _MirrorFailed],
-    progress: Progress | None,
+    progress: BytesCallback | None,
 ) -> bool:
     """Try each mirror in turn for one file; record in ``failures`` why each one failed."""
     for base in mirrors:
@@ -308,7 +214,7 @@ def ensure_dataset(
     dataset: str | DatasetSpec,
     cache: str | os.PathLike | None = None,
     mirrors: list[str] | None = None,
-    progress: Progress | None = None,
+    progress: BytesCallback | None = None,
 ) -> Path:
     """The folder holding ``dataset``'s four verified IDX files, downloading those missing or corrupt.
 
@@ -360,7 +266,7 @@ def _status(files: dict[str, dict], bundled: bool) -> str:
     return "bundled" if cached == "not downloaded" else f"bundled, {cached}"
 
 
-def describe(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None) -> dict:
+def dataset_info(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None) -> dict:
     """Everything ``mnistkit data info`` shows: the catalog entry, the cache folder, and each file's state."""
     spec = _resolve(dataset)
     folder = dataset_dir(spec, cache)
@@ -378,15 +284,15 @@ def describe(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None)
     }
     if spec.name == "mnist":
         info["bundled"] = {
-            "folder": str(data.BUNDLED_DIR),
+            "folder": str(BUNDLED_DIR),
             "verified": bundled,
-            "files": {f: _file_report(data.BUNDLED_DIR / f, f, spec) for f in spec.files},
+            "files": {f: _file_report(BUNDLED_DIR / f, f, spec) for f in spec.files},
         }
     return info
 
 
-def format_description(info: dict) -> str:
-    """``describe``'s report as text: where the files are, their sizes, and whether their checksums verify."""
+def format_dataset_info(info: dict) -> str:
+    """``dataset_info``'s report as text: where the files are, their sizes, and whether their checksums verify."""
 
     def file_lines(files: dict[str, dict]) -> list[str]:
         width = max(map(len, files))
@@ -410,5 +316,5 @@ def format_description(info: dict) -> str:
 
 
 def list_datasets(cache: str | os.PathLike | None = None) -> list[dict]:
-    """``describe`` for every catalog entry, in catalog order."""
-    return [describe(spec, cache) for spec in CATALOG.values()]
+    """``dataset_info`` for every catalog entry, in catalog order."""
+    return [dataset_info(spec, cache) for spec in CATALOG.values()]

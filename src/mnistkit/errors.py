@@ -2,6 +2,8 @@
 
 Every error a user can cause by what they pass in (a bad file, an unknown name, a wrong option) is a
 ``MnistkitError``: the CLI prints its message as one line and exits non-zero, with no traceback.
+Messages speak in option names (``batch_size``), as the Python API takes them; an error lists the ones it
+names in ``options`` so that the CLI can show them as its flags (``--batch-size``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from typing import Any
 
 
 class MnistkitError(Exception):
-    """Base class: a problem with the user's input or environment, with a message that says what to do."""
+    """Base class: a problem with the user's input or environment, with a message that says what to do.
+    ``options``: the option names the message mentions, the one at fault first."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, options: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.options = options
 
 
 class DataError(MnistkitError):

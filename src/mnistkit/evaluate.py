@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint, data
+from . import checkpoint
 from .augment import TTA_SHIFTS, tta_probabilities
-from .config import describe_data, describe_model
-from .data import Normalization, Split, batches
+from .config import data_title, model_title
+from .data import Normalization, Split, batches, load_dataset, split_dataset
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -151,30 +151,34 @@ def format_report(report: Report) -> str:
 def evaluate_checkpoint(
     path: str | Path,
     split: str = "test",
-    data_path: str | Path | None = None,
+    data: str | Path | None = None,
     dataset: str | None = None,
     batch_size: int = 1000,
 ) -> Report:
-    """Evaluate a saved model on the test or validation split of its own dataset (or of ``data_path``).
+    """Evaluate a saved model on the test or validation split of its own dataset (or of ``data``).
 
     The validation split is the one the run held out, taken from the run's recorded ``val_size``.
     """
     model, meta = checkpoint.load_checkpoint(path)
     cfg = meta.get("config", {})
-    if data_path is None and dataset is None:
-        data_path, dataset = cfg.get("data"), cfg.get("dataset", "mnist")
-    ds = data.load_dataset(data_path, dataset or "mnist")
+    if data is None and dataset is None:
+        data, dataset = cfg.get("data"), cfg.get("dataset", "mnist")
+    ds = load_dataset(data, dataset or "mnist")
     if split == "test":
         part = ds.test
         if part is None:
-            raise DataError(f"{ds.source or ds.name}: has no test set; use --split val or --data with test files")
+            raise DataError(
+                f"{ds.source or ds.name}: has no test set; use split val or data with test files",
+                options=("split", "data"),
+            )
     elif split == "val":
         val_size = int(cfg.get("val_size", 10_000))
         if val_size == 0:
             raise DataError(
-                "this run trained on all training images (--val-size 0): it has no validation split; use --split test"
+                "this run trained on all training images (val_size 0): it has no validation split; use split test",
+                options=("val_size", "split"),
             )
-        part = data.split_dataset(ds, val_size).val
+        part = split_dataset(ds, val_size).val
     else:
         raise DataError(f"unknown split '{split}'; choose test or val")
     classes = list(meta.get("classes", ds.classes))
@@ -183,6 +187,6 @@ def evaluate_checkpoint(
     report = evaluate(
         model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
     )
-    report.model_name = describe_model({"model": meta.get("model"), **meta.get("model_options", {})})
-    report.data_name, report.split_name = describe_data(data_path, dataset), split
+    report.model_name = model_title({"model": meta.get("model"), **meta.get("model_options", {})})
+    report.data_name, report.split_name = data_title(data, dataset), split
     return report

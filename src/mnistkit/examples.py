@@ -7,7 +7,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .data import BUNDLED_DIR, IDX_FILES, read_idx
+from .catalog import BUNDLED_DIR, IDX_FILES
+from .data import read_idx
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def explain(classifier: Classifier, image: np.ndarray) -> Explanation:
     clean = pixels(image)
     noise = torch.randn((NOISY_COPIES, *clean.shape[1:]), generator=torch.Generator().manual_seed(0)) * NOISE
     x = torch.cat([clean, clean + noise]).requires_grad_(True)  # the same map every time for the same image
-    conv = next((module for module in classifier.model.net.modules() if isinstance(module, nn.Conv2d)), None)
+    conv = next((module for module in classifier.inference.net.modules() if isinstance(module, nn.Conv2d)), None)
     recorded: list[torch.Tensor] = []
     caller = threading.get_ident()
 
@@ -50,7 +50,7 @@ def explain(classifier: Classifier, image: np.ndarray) -> Explanation:
         with torch.enable_grad():
             # The class score before the softmax (averaged over any test-time shifts): a calibrated model's
             # confident softmax saturates, and its gradient would be mostly noise.
-            scores = classifier.model.logits(x).mean(0)
+            scores = classifier.inference.logits(x).mean(0)
             digit = int(scores[0].argmax())
             (gradient,) = torch.autograd.grad(scores[:, digit].sum(), x)
     finally:

@@ -86,15 +86,19 @@ def export_checkpoint(
     classifier = Classifier.load(source)
     out = Path(out).expanduser() if out is not None else default_path(source, fmt)
     if out.exists() and not overwrite:
-        raise ExportError(f"{out}: already exists; pass --overwrite to replace it, or choose another -o")
+        raise ExportError(
+            f"{out}: already exists; pass overwrite to replace it, or choose another out", options=("overwrite", "out")
+        )
     test = load_bundled_mnist().test
     x = pixels(test.images[:PARITY_IMAGES])
     with torch.no_grad():
-        expected = classifier.model(x).numpy()
+        expected = classifier.inference(x).numpy()
     # A copy in the default memory layout: the Classifier keeps its convolutions channels-last for speed, which
     # torch.export would have to record as partial views of storage.
-    net = copy.deepcopy(classifier.model.net).to(memory_format=torch.contiguous_format)
-    model = InferenceModel(net, classifier.model.norm, classifier.model.tta, classifier.model.temperature).eval()
+    net = copy.deepcopy(classifier.inference.net).to(memory_format=torch.contiguous_format)
+    model = InferenceModel(
+        net, classifier.inference.norm, classifier.inference.tta, classifier.inference.temperature
+    ).eval()
     info = {
         "model": classifier.meta["model"],
         "classes": classifier.classes,

@@ -4,6 +4,9 @@ A ``Classifier`` wraps a checkpoint's network in an ``InferenceModel`` that owns
 contract — float pixels in [0, 1], white ink on black, (N, 1, 28, 28) in; class probabilities out — so the
 library, the web server and the exported ONNX / TorchScript files all compute exactly the same thing.
 ``Classifier.load()`` with no path loads the pretrained convnet that ships inside the package.
+
+Names, as in ``train.py``: ``net`` (or ``model``) is the network itself, as ``models.py`` builds it and a
+checkpoint stores it; a wrapper is named for what it adds (``Classifier.inference``: the ``InferenceModel``).
 """
 
 from __future__ import annotations
@@ -123,10 +126,10 @@ class Classifier:
         temperature = float(calibration.get("temperature", 1.0))
         # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
         net = net.eval().requires_grad_(False)
-        self.model = InferenceModel(net, norm, bool(meta.get("tta")), temperature).eval()
-        self.model.to(self.device)
+        self.inference = InferenceModel(net, norm, bool(meta.get("tta")), temperature).eval()
+        self.inference.to(self.device)
         # Convolutions run about twice as fast on CPU with channels-last (NHWC) weights; other layers ignore it.
-        self.model.net.to(memory_format=torch.channels_last)
+        self.inference.net.to(memory_format=torch.channels_last)
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Classifier:
@@ -138,21 +141,21 @@ class Classifier:
         net, meta = checkpoint.load_checkpoint(PRETRAINED_DIR if path is None else path)
         return cls(net, meta, "pretrained" if path is None else str(path), device)
 
-    def describe(self) -> dict[str, Any]:
+    def model_info(self) -> dict[str, Any]:
         """Model name, parameter count, test accuracy, classes and input contract, for reports and servers."""
         metrics = self.meta.get("metrics") or {}
         return {
             "model": self.meta.get("model"),
             "model_options": self.meta.get("model_options", {}),
             "source": self.source,
-            "parameters": count_parameters(self.model.net),
+            "parameters": count_parameters(self.inference.net),
             "test_accuracy": metrics.get("test_accuracy"),
             "classes": self.classes,
             "input": self.meta.get(
                 "input", {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black"}
             ),
-            "tta": self.model.tta,
-            "temperature": self.model.temperature,
+            "tta": self.inference.tta,
+            "temperature": self.inference.temperature,
             "not_a_digit_below": self.threshold,
             "command": self.meta.get("command"),
         }
@@ -178,7 +181,7 @@ class Classifier:
         probabilities, energies = [], []
         n = self.batch_size
         for i in range(0, len(x), n):
-            logits = self.model.logits(x[i : i + n].to(self.device))
+            logits = self.inference.logits(x[i : i + n].to(self.device))
             probabilities.append(logits.softmax(-1).mean(0).cpu())
             energies.append(logits.logsumexp(-1).mean(0).cpu())
         if not probabilities:

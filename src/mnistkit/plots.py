@@ -22,9 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from . import data, fileio, runs
+from . import fileio, runs
 from .checkpoint import META_NAME
-from .config import describe_data, describe_model
+from .config import data_title, model_title
+from .data import Split, load_dataset, split_dataset
 from .errors import ConfigError, DataError
 
 DPI = 100
@@ -102,22 +103,26 @@ def image_figure(image: np.ndarray | torch.Tensor, title: str) -> Figure:
 
 
 def load_split(
-    split: str = "train", data_path: str | Path | None = None, dataset: str = "mnist", val_size: int = 10_000
-) -> tuple[data.Split, list[str]]:
+    split: str = "train", data: str | Path | None = None, dataset: str = "mnist", val_size: int = 10_000
+) -> tuple[Split, list[str]]:
     """The train, val or test part of a dataset as ``mnistkit train`` splits it, and the class names."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
-    ds = data.load_dataset(data_path, dataset)
+    ds = load_dataset(data, dataset)
     if split != "test" and not 0 <= val_size < len(ds.train):
         raise ConfigError(
-            f"--val-size {val_size}: {ds.source or ds.name} has {len(ds.train)} training images; "
-            "pass a smaller --val-size (0 = no validation split)"
+            f"val_size {val_size}: {ds.source or ds.name} has {len(ds.train)} training images; "
+            "pass a smaller val_size (0 = no validation split)",
+            options=("val_size",),
         )
     # The test images do not depend on the validation split.
-    part = ds.test if split == "test" else getattr(data.split_dataset(ds, val_size), split)
+    part = ds.test if split == "test" else getattr(split_dataset(ds, val_size), split)
     if part is None:
-        hint = "use --val-size > 0" if split == "val" else "use --split train or data with test files"
-        raise DataError(f"{ds.source or ds.name}: has no {split} split; {hint}")
+        if split == "val":
+            hint, options = "use val_size > 0", ("val_size",)
+        else:
+            hint, options = "use split train or data with test files", ("split", "data")
+        raise DataError(f"{ds.source or ds.name}: has no {split} split; {hint}", options=options)
     return part, list(ds.classes)
 
 
@@ -126,7 +131,7 @@ def show(
     n: int = 64,
     digit: int | None = None,
     index: int | None = None,
-    data_path: str | Path | None = None,
+    data: str | Path | None = None,
     dataset: str = "mnist",
     val_size: int = 10_000,
 ) -> Figure:
@@ -134,19 +139,24 @@ def show(
     class ``digit`` only, titled by their indices in the split; or with ``index`` the image at that index in the
     split large (``digit`` then only checks its class). An index is the same everywhere: here, in
     ``mistakes.png`` and in ``show --index``."""
-    part, classes = load_split(split, data_path, dataset, val_size)
+    part, classes = load_split(split, data, dataset, val_size)
     labels = part.labels
     if digit is not None and not 0 <= digit < len(classes):
-        raise ConfigError(f"--digit {digit}: classes are numbered 0..{len(classes) - 1}")
+        raise ConfigError(f"digit {digit}: classes are numbered 0..{len(classes) - 1}", options=("digit",))
     if index is not None:
         if not 0 <= index < len(labels):
-            raise ConfigError(f"--index {index}: the {split} images are numbered 0..{len(labels) - 1}")
+            raise ConfigError(
+                f"index {index}: the {split} images are numbered 0..{len(labels) - 1}", options=("index",)
+            )
         label = classes[labels[index]]
         if digit is not None and labels[index] != digit:
-            raise ConfigError(f"--index {index}: that {split} image is a {label}, not a {classes[digit]}; drop --digit")
+            raise ConfigError(
+                f"index {index}: that {split} image is a {label}, not a {classes[digit]}; drop digit",
+                options=("index", "digit"),
+            )
         return image_figure(part.images[index], f"{split} image #{index}, label {label}")
     if not 1 <= n <= MAX_GRID:
-        raise ConfigError(f"--n must be between 1 and {MAX_GRID} (a 20 x 20 grid), got {n}")
+        raise ConfigError(f"n must be between 1 and {MAX_GRID} (a 20 x 20 grid), got {n}", options=("n",))
     if digit is None:
         shown = torch.arange(min(n, len(labels)))
         titles = [classes[k] for k in labels[shown].tolist()]
@@ -273,7 +283,7 @@ def _per_batch(batch_losses: dict[int, list[float]]) -> tuple[list[float], list[
 def run_title(config: dict, meta: dict | None, name: str) -> str:
     """A run in words: its folder, model, data and length, and its test accuracy once it has one."""
     epochs = (meta or {}).get("metrics", {}).get("epochs", config.get("epochs"))
-    line = f"{name}: {describe_model(config)} trained on {describe_data(config.get('data'), config.get('dataset'))}"
+    line = f"{name}: {model_title(config)} trained on {data_title(config.get('data'), config.get('dataset'))}"
     line += f", {epochs} epoch{'s' if epochs != 1 else ''}"
     accuracy = (meta or {}).get("metrics", {}).get("test_accuracy")
     if accuracy is None:
@@ -430,7 +440,8 @@ def write_evaluation_plots(report, folder: str | Path, title: str | None = None,
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
-            f"{folder}: cannot create the plots folder ({exc.strerror or exc}); pass --plots DIR"
+            f"{folder}: cannot create the plots folder ({exc.strerror or exc}); pass plots DIR",
+            options=("plots",),
         ) from None
     paths = [save(confusion_figure(report.confusion, report.classes, title), folder / CONFUSION_NAME)]
     if report.logits is not None and report.split is not None:

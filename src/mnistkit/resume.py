@@ -321,14 +321,14 @@ def open_run(run_dir: str | Path, device: str | None = None):
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
-        raise CheckpointError(f"--resume {run_dir}: no such run folder")
+        raise CheckpointError(f"resume {run_dir}: no such run folder", options=("resume",))
     try:
         cfg = runs.read_config(run_dir)
         if device is not None:
             cfg.device = device
         cfg.validate()
     except MnistkitError as exc:
-        raise CheckpointError(f"--resume {run_dir}: {exc}") from None
+        raise CheckpointError(f"resume {run_dir}: {exc}", options=("resume",)) from None
     state = load(run_dir)
     if state.done and (run_dir / "model.json").is_file():
         raise CheckpointError(f"{run_dir}: this run already finished ({len(state.history)} epochs); nothing to resume")

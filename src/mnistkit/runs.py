@@ -38,11 +38,11 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
     """Create the run folder. An existing non-empty folder is refused unless ``overwrite``."""
     path = Path(out).expanduser() if out is not None else default_run_dir(model)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {path}: exists and is not a folder; choose another --out")
+        raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise ConfigError(
-            f"--out {path}: folder exists and is not empty; pass --overwrite to replace that run, "
-            "or choose another --out"
+            f"out {path}: folder exists and is not empty; pass overwrite to replace that run, or choose another out",
+            options=("out", "overwrite"),
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,9 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"--out {path}: cannot write there ({exc.strerror or exc}); choose another --out") from None
+        raise ConfigError(
+            f"out {path}: cannot write there ({exc.strerror or exc}); choose another out", options=("out",)
+        ) from None
     return path
 
 

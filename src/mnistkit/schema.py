@@ -283,7 +283,7 @@ class EpochRecord(_Closed):
     seconds: NonNegative
 
 
-class ProgressRecord(_Open):
+class LoopStateRecord(_Open):
     epoch: Annotated[int, Field(ge=1, le=MAX_EPOCHS + 1)]
     step: Annotated[int, Field(ge=0, le=10**9)]
     done: bool
@@ -293,7 +293,7 @@ class ProgressRecord(_Open):
     epochs_without_gain: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
 
     @model_validator(mode="after")
-    def _history_fits_epoch(self) -> ProgressRecord:
+    def _history_fits_epoch(self) -> LoopStateRecord:
         if [h.epoch for h in self.history] != list(range(1, self.epoch)):
             raise ValueError(f"history: its epochs are not 1 to {self.epoch - 1}, as epoch {self.epoch} needs")
         if self.done and self.step:
@@ -308,5 +308,5 @@ class ResumeState(_Open):
     format: Literal[RESUME_FORMAT]
     tensors: Annotated[str, Field(pattern=r"^state-\d+-\d+-[0-9a-f]{12}\.safetensors$")]
     sha256: Sha256
-    progress: ProgressRecord
+    progress: LoopStateRecord
     state: dict[str, Any]

@@ -337,7 +337,7 @@ def create_app(
     preprocess_threads = anyio.CapacityLimiter(PREPROCESS_THREADS)
     explain_threads = anyio.CapacityLimiter(EXPLAIN_THREADS)
     feedback_threads = anyio.CapacityLimiter(FEEDBACK_THREADS)
-    info = {**classifier.describe(), "feedback": feedback is not None}
+    info = {**classifier.model_info(), "feedback": feedback is not None}
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
@@ -663,7 +663,7 @@ def uvicorn_config(
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket, bound here so that a busy port or a bad address is one clear error."""
     if not 0 <= port <= 65535:
-        raise ConfigError(f"--port must be in 0..65535, got {port}")
+        raise ConfigError(f"port must be in 0..65535, got {port}", options=("port",))
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         # IPPROTO_TCP spelled out: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets that say so, and
@@ -673,7 +673,8 @@ def listen(host: str, port: int) -> socket.socket:
         listener.bind((host, port))
     except OSError as exc:
         raise ConfigError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host"
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another port or host",
+            options=("port", "host"),
         ) from None
     listener.listen(2048)
     return listener

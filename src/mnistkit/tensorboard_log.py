@@ -16,14 +16,14 @@ from .train import EpochStats, Reporter
 
 LOG_DIR_NAME = "tensorboard"
 MISSING = (
-    "--tensorboard: the tensorboard package is not installed; install it with: pip install 'mnistkit[tensorboard]'"
+    "tensorboard needs the TensorBoard package, which is not installed; install it: pip install 'mnistkit[tensorboard]'"
 )
 
 
 def require_tensorboard() -> None:
     """Raise a one-line ConfigError when TensorBoard is not installed (check before training starts)."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(MISSING)
+        raise ConfigError(MISSING, options=("tensorboard",))
 
 
 def open_writer(run_dir: str | Path):
@@ -32,7 +32,9 @@ def open_writer(run_dir: str | Path):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:  # an installed but unusable tensorboard
         raise ConfigError(
-            f"--tensorboard: cannot load TensorBoard ({exc}); reinstall it: pip install -U 'mnistkit[tensorboard]'"
+            f"tensorboard needs TensorBoard, which cannot load ({exc}); "
+            "reinstall it: pip install -U 'mnistkit[tensorboard]'",
+            options=("tensorboard",),
         ) from None
     return SummaryWriter(log_dir=str(Path(run_dir) / LOG_DIR_NAME))
 

@@ -3,6 +3,9 @@
 Speed comes from the data path, not from abstraction: the images stay one uint8 tensor on the device,
 batches are taken by index from a fresh permutation each epoch, and the loop does not call ``.item()``
 every step (losses are collected on the device and read a few times per epoch).
+
+Names, as in ``inference.py``: ``model`` (or ``net``) is the network itself, as ``models.py`` builds it and a
+checkpoint stores it; a wrapper is named for what it adds (``trained``: compiled, in DistributedDataParallel).
 """
 
 from __future__ import annotations
@@ -81,9 +84,11 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available here; use --device auto or cpu")
+        raise ConfigError("device cuda: no CUDA GPU is available here; use device auto or cpu", options=("device",))
     if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: Apple's MPS backend is not available here; use --device auto or cpu")
+        raise ConfigError(
+            "device mps: Apple's MPS backend is not available here; use device auto or cpu", options=("device",)
+        )
     return torch.device(name)
 
 
@@ -234,7 +239,9 @@ class ResumeSaver:
 
 def check_resume_every(every: int) -> None:
     if every < 0:
-        raise ConfigError(f"--checkpoint-every must be 0 (epoch ends only) or a number of batches, got {every}")
+        raise ConfigError(
+            f"resume_every must be 0 (epoch ends only) or a number of batches, got {every}", options=("resume_every",)
+        )
 
 
 def fit(
@@ -257,7 +264,9 @@ def fit(
     continues a saved run exactly where it stopped; ``saver`` says where and when to save its resume state.
     """
     if cfg.early_stopping and val is None:
-        raise ConfigError("--early-stopping needs a validation set; use --val-size > 0")
+        raise ConfigError(
+            "early_stopping needs a validation set; use val_size > 0", options=("early_stopping", "val_size")
+        )
     loop = _Loop.start(
         model,
         train,
@@ -281,7 +290,7 @@ class _Loop:
     """One fit in progress: the model, its optimisation and the loop's state, for the steps of ``fit``."""
 
     model: nn.Module
-    net: nn.Module  # the model as trained: in DistributedDataParallel, compiled
+    trained: nn.Module  # the model as the loop calls it: in DistributedDataParallel, compiled
     train: data.Split
     val: data.Split | None
     cfg: TrainConfig
@@ -322,10 +331,10 @@ class _Loop:
                 resume_from, model, optimizer, scheduler, generator, steps_per_epoch, ctx.rank, ctx.world_size
             )
             fit_schedule(scheduler, cfg, steps_per_epoch, progress)
-        net = ctx.wrap(model)  # after restoring: DDP starts every rank from rank 0's weights
-        net = torch.compile(net) if cfg.compile else net
+        trained = ctx.wrap(model)  # after restoring: DDP starts every rank from rank 0's weights
+        trained = torch.compile(trained) if cfg.compile else trained
         return cls(
-            model, net, train, val, cfg, norm, reporter, ctx, saver, optimizer, scheduler, generator, progress,
+            model, trained, train, val, cfg, norm, reporter, ctx, saver, optimizer, scheduler, generator, progress,
             steps_per_epoch,
         )  # fmt: skip
 
@@ -336,7 +345,7 @@ class _Loop:
             progress.start_epoch(self.steps_per_epoch, self.train.images.device, self.generator)
         self.started = time.perf_counter() - progress.epoch_seconds
         self.reporter.epoch_start(progress.epoch, self.cfg.epochs, self.steps_per_epoch)
-        self.net.train()
+        self.trained.train()
         batches = _epoch_batches(self.train, self.cfg, self.norm, self.generator, self.ctx, progress)
         for step, (x, y) in enumerate(batches, start=progress.step):
             progress.losses[step] = self.train_step(x, y)
@@ -356,7 +365,7 @@ class _Loop:
             x = exposure.extend(x, self.generator)
         x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
-            logits = self.net(x)
+            logits = self.trained(x)
             if exposure is not None:
                 loss = exposure.loss(logits, y, cfg.label_smoothing)
             else:
@@ -395,14 +404,15 @@ class _Loop:
         self.ctx.broadcast_buffers(self.model)
         val_loss = val_accuracy = None
         if self.val is not None and len(self.val):
-            evaluator = self.ctx.evaluation_model(self.model, self.net)
+            evaluator = self.ctx.evaluation_model(self.model, self.trained)
             val_loss, val_accuracy = loss_and_accuracy(
                 evaluator, self.val, self.norm, cfg.eval_batch_size, ctx=self.ctx
             )
             if not math.isfinite(val_loss):
                 raise TrainingError(
                     f"validation loss became {val_loss} at epoch {progress.epoch}; "
-                    "lower the learning rate (--lr) or set --grad-clip"
+                    "lower the learning rate (lr) or set grad_clip",
+                    options=("lr", "grad_clip"),
                 )
         lr = self.optimizer.param_groups[0]["lr"]
         seconds = time.perf_counter() - self.started
@@ -483,7 +493,9 @@ def _check_finite(losses: torch.Tensor, epoch: int, ctx: distributed.Context) ->
     if ctx.agree(bad is not None):
         where = f"at epoch {epoch}, step {bad + 1}" if bad is not None else f"on another process at epoch {epoch}"
         value = f"{losses[bad].item()} " if bad is not None else "non-finite "
-        raise TrainingError(f"loss became {value}{where}; lower the learning rate (--lr) or set --grad-clip")
+        raise TrainingError(
+            f"loss became {value}{where}; lower the learning rate (lr) or set grad_clip", options=("lr", "grad_clip")
+        )
 
 
 @dataclass
