@@ -157,15 +157,20 @@ def evaluate_checkpoint(
 ) -> Report:
     """Evaluate a saved model on the test or validation split of its own dataset (or of ``data_path``).
 
-    The validation split is the one the run held out, taken from the run's recorded ``val_size``.
+    The validation split is the one the run held out, taken from the run's recorded ``val_size``. A run on data
+    without a test part that mixed in MNIST (``mix_mnist``) was tested on MNIST's test set, and is again.
     """
     model, meta = checkpoint.load_checkpoint(path)
     cfg = meta.get("config", {})
-    if data_path is None and dataset is None:
+    own_data = data_path is None and dataset is None
+    if own_data:
         data_path, dataset = cfg.get("data"), cfg.get("dataset", "mnist")
     ds = data.load_dataset(data_path, dataset or "mnist")
+    data_name = describe_data(data_path, dataset)
     if split == "test":
         part = ds.test
+        if part is None and own_data and (meta.get("dataset") or {}).get("mnist_mix", {}).get("test"):
+            part, data_name = data.load_bundled_mnist().test, describe_data(None)  # as the run was tested (mix_mnist)
         if part is None:
             raise DataError(f"{ds.source or ds.name}: has no test set; use --split val or --data with test files")
     elif split == "val":
@@ -184,5 +189,5 @@ def evaluate_checkpoint(
         model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
     )
     report.model_name = describe_model({"model": meta.get("model"), **meta.get("model_options", {})})
-    report.data_name, report.split_name = describe_data(data_path, dataset), split
+    report.data_name, report.split_name = data_name, split
     return report
