@@ -257,7 +257,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
         values.update(PRESETS[preset])
         values["preset"] = preset
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("init") is None:
+    if not values.get("init"):  # no init (an empty name is refused by validate)
         return TrainConfig.from_dict(values).validate()
     from . import finetune  # late import: it reads the init's model.json and needs torch
 
