@@ -74,6 +74,15 @@ def test_round_trip_through_a_dict():
         (dict(epochs=True), "epochs: Input should be a valid integer"),
         (dict(normalize=1), "normalize: Input should be a valid boolean"),
         (dict(data=["a"]), "data: Input should be a valid string"),
+        (dict(mix_mnist=1.0), "mix_mnist must be in [0, 1) (the share of each epoch's images that are MNIST)"),
+        (dict(mix_mnist=-0.1), "mix_mnist must be in [0, 1)"),
+        (dict(mix_mnist=float("nan")), "mix_mnist must be in [0, 1)"),
+        (dict(init=""), "init must be 'pretrained' or a run folder or checkpoint"),
+        (dict(init_sha256="ab" * 32), "init_sha256 must be the 64 hex digits of the init's weights' SHA-256, with an"),
+        (dict(init="no/such/run"), "init: no/such/run: no checkpoint here"),
+        (dict(init="pretrained", model="mlp"), "init: pretrained holds model cnn (width 40, stem width 16), the"),
+        (dict(init="pretrained", width=16), "the options ask for model cnn (width 16, stem width 16)"),
+        (dict(init="pretrained", init_sha256="0" * 64), "init: pretrained holds other weights than the run started"),
     ],
 )
 def test_invalid_values_are_one_line_errors(overrides, message):
@@ -81,6 +90,14 @@ def test_invalid_values_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)) as error:
         make_config(**overrides)
     assert "\n" not in str(error.value) and not str(error.value).startswith("-")
+
+
+def test_an_init_fixes_the_model_options_it_was_not_given():
+    cfg = make_config(init="pretrained", epochs=1)
+    assert (cfg.model, cfg.width, cfg.stem_width, cfg.init) == ("cnn", 40, 16, "pretrained")
+    assert make_config(init="pretrained", model="cnn", width=40).stem_width == 16  # the rest still follows
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert make_config("finetune").to_dict() == {**cfg.to_dict(), **PRESETS["finetune"], "preset": "finetune"}
 
 
 def test_a_config_built_directly_is_type_checked_by_validate():

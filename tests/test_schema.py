@@ -178,6 +178,20 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda run: rewrite_weights(run, lambda s: s["features.0.2.running_var"].fill_(float("inf"))),
         "the weights hold NaN or infinite values (in features.0.2.running_var)",
     ),
+    "an init without its checksum": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(init={"path": "pretrained"})),
+        "init.sha256: Field required",
+    ),
+    "an init checksum that is not one": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(init={"path": "pretrained", "sha256": "x"})),
+        "init.sha256: String should match pattern",
+    ),
+    "all MNIST mixed in": (
+        lambda run: edit_json(
+            run / "model.json", lambda m: m["dataset"].update(mnist_mix={"fraction": 1.0, "seed": 0, "train": 9})
+        ),
+        "dataset.mnist_mix.fraction: Input should be less than 1",
+    ),
     "integer weights, re-signed": (
         lambda run: rewrite_weights(run, lambda s: s.update({k: v.to(torch.int32) for k, v in s.items()})),
         "holds torch.int32, the model needs floating-point numbers",
@@ -345,6 +359,14 @@ CONFIG_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
     "width 100000": (
         lambda run: edit_json(run / "config.json", lambda c: c.update(width=100_000)),
         "width must be a whole number from 1 to 1024",
+    ),
+    "an init checksum that is not one": (
+        lambda run: edit_json(run / "config.json", lambda c: c.update(init="pretrained", init_sha256="ab")),
+        "init_sha256: String should match pattern",
+    ),
+    "all MNIST mixed in": (
+        lambda run: edit_json(run / "config.json", lambda c: c.update(mix_mnist=1.0)),
+        "mix_mnist must be in [0, 1)",
     ),
     "a list for a value": (
         lambda run: edit_json(run / "config.json", lambda c: c.update(augment=["shift"])),

@@ -125,6 +125,7 @@ def test_train_run_writes_a_reproducible_run_folder(tiny_idx_session, tmp_path):
         "t10k-labels-idx1-ubyte",
     }
     assert {"normalization", "classes", "mnistkit_version", "config", "command"} <= set(meta)
+    assert meta["init"] is None and "mnist_mix" not in meta["dataset"]  # fresh weights, nothing mixed in
     again = train_run(runs.read_config(run_dir))
     assert again.test_accuracy == result.test_accuracy
 

@@ -87,7 +87,16 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         default=None,
         help="a folder of IDX files (raw or .gz; torchvision's root with MNIST/raw, FashionMNIST/raw or KMNIST/raw "
-        "too), the tutorial's mnist.pkl.gz, or a Keras-style .npz",
+        "too), the tutorial's mnist.pkl.gz, a Keras-style .npz, or the drawing page's feedback.sqlite (corrections)",
+    )
+    g.add_argument(
+        "--mix-mnist",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="make FRACTION (0 to <1) of the training images MNIST's, drawn once with --seed from its training part, "
+        "so a model fine-tuned on a few images keeps what it knew; data without a test part (corrections) is tested "
+        "on MNIST's test set [default: 0]",
     )
     g.add_argument(
         "--val-size",
@@ -117,13 +126,22 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="channels of the cnn's first, full-resolution block, 1 to 1024; 16 is fastest on CPU [default: --width]",
     )
+    g.add_argument(
+        "--init",
+        metavar="pretrained|RUN",
+        default=None,
+        help="start from these weights instead of a fresh model: the bundled model, or a run folder or checkpoint; "
+        "the model options follow it and the input is scaled as its weights expect (see --preset finetune) "
+        "[default: fresh weights]",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         default=None,
-        help="a named set of options: 'tutorial' reproduces the tutorial exactly, the others are the speed "
-        "records of mnistkit bench; what each sets is listed at the end (and by mnistkit presets)",
+        help="a named set of options: 'tutorial' reproduces the tutorial exactly, 'finetune' teaches the bundled "
+        "model your corrections, the others are the speed records of mnistkit bench; what each sets is listed at "
+        "the end (and by mnistkit presets)",
     )
     g.add_argument(
         "--epochs", type=int, default=None, help=f"passes over the training images [default: {defaults.epochs}]"
@@ -286,9 +304,11 @@ CONFIG_OPTIONS = [
     "data",
     "val_size",
     "normalize",
+    "mix_mnist",
     "model",
     "width",
     "stem_width",
+    "init",
     "epochs",
     "batch_size",
     "lr",

@@ -13,7 +13,7 @@ from torch import nn
 from . import checkpoint
 from .augment import TTA_SHIFTS, tta_probabilities
 from .config import data_title, model_title
-from .data import Normalization, Split, batches, load_dataset, split_dataset
+from .data import Normalization, Split, batches, load_bundled_mnist, load_dataset, split_dataset
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -157,15 +157,20 @@ def evaluate_checkpoint(
 ) -> Report:
     """Evaluate a saved model on the test or validation split of its own dataset (or of ``data``).
 
-    The validation split is the one the run held out, taken from the run's recorded ``val_size``.
+    The validation split is the one the run held out, taken from the run's recorded ``val_size``. A run on data
+    without a test part that mixed in MNIST (``mix_mnist``) was tested on MNIST's test set, and is again.
     """
     model, meta = checkpoint.load_checkpoint(path)
     cfg = meta.get("config", {})
-    if data is None and dataset is None:
+    own_data = data is None and dataset is None
+    if own_data:
         data, dataset = cfg.get("data"), cfg.get("dataset", "mnist")
     ds = load_dataset(data, dataset or "mnist")
+    data_name = data_title(data, dataset)
     if split == "test":
         part = ds.test
+        if part is None and own_data and (meta.get("dataset") or {}).get("mnist_mix", {}).get("test"):
+            part, data_name = load_bundled_mnist().test, data_title(None)  # as the run was tested (mix_mnist)
         if part is None:
             raise DataError(
                 f"{ds.source or ds.name}: has no test set; use split val or data with test files",
@@ -188,5 +193,5 @@ def evaluate_checkpoint(
         model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
     )
     report.model_name = model_title({"model": meta.get("model"), **meta.get("model_options", {})})
-    report.data_name, report.split_name = data_title(data, dataset), split
+    report.data_name, report.split_name = data_name, split
     return report

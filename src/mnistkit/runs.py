@@ -139,9 +139,12 @@ def model_metadata(
     calibration: dict[str, Any] | None,
     processes: dict[str, Any],
     command: str | None,
+    init: dict[str, str] | None = None,
+    mixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What model.json records beside the weights: how to use the model, what it was trained on and how,
-    its scores, and the versions that made it. ``seconds`` holds the load and test times."""
+    """What model.json records beside the weights: how to use the model, what it was started from (``init``)
+    and trained on (``mixed``: the MNIST images mixed in) and how, its scores, and the versions that made it.
+    ``seconds`` holds the load and test times."""
     import torch
 
     last = history[-1]
@@ -154,7 +157,8 @@ def model_metadata(
         "input": {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black, as MNIST"},
         "tta": cfg.tta,
         "calibration": calibration,
-        "dataset": _dataset_metadata(dataset, splits),
+        "init": init,
+        "dataset": _dataset_metadata(dataset, splits, mixed),
         "metrics": {
             "epochs": len(history),
             "train_loss": last.train_loss,
@@ -176,8 +180,10 @@ def model_metadata(
     }
 
 
-def _dataset_metadata(dataset: Dataset, splits: Splits) -> dict[str, Any]:
-    return {
+def _dataset_metadata(dataset: Dataset, splits: Splits, mixed: dict[str, Any] | None) -> dict[str, Any]:
+    """The data's source and checksums, and the sizes of its parts as trained, validated and tested on (MNIST's
+    images mixed in counted: ``mnist_mix`` says how many and from where)."""
+    record = {
         "name": dataset.name,
         "source": dataset.source,
         "checksums": dataset.checksums,
@@ -185,6 +191,9 @@ def _dataset_metadata(dataset: Dataset, splits: Splits) -> dict[str, Any]:
         "val": len(splits.val) if splits.val else 0,
         "test": len(splits.test) if splits.test else 0,
     }
+    if mixed is not None:
+        record["mnist_mix"] = mixed
+    return record
 
 
 def write_batch_losses(run_dir: Path, losses: dict[int, list[float]]) -> None:

@@ -194,13 +194,36 @@ class Normalization(_Closed):
     divisor: Positive
 
 
+Checksums = Annotated[dict[Name, Name], Field(max_length=100)]  # file name -> its digest
+
+
+class MnistMix(_Open):
+    """MNIST images mixed into the training set (``train --mix-mnist``), and its test set where the data had none."""
+
+    fraction: Annotated[float, Field(ge=0, lt=1)]
+    seed: int
+    train: Count
+    test: Count = 0
+    name: Name | None = None
+    source: Text | None = None
+    checksums: Checksums = {}
+
+
 class DatasetRecord(_Open):
     name: Name | None = None
     source: Text | None = None
-    checksums: Annotated[dict[Name, Name], Field(max_length=100)] = {}
-    train: Count = 0
+    checksums: Checksums = {}
+    train: Count = 0  # MNIST images mixed in included
     val: Count = 0
     test: Count = 0
+    mnist_mix: MnistMix | None = None
+
+
+class InitRecord(_Closed):
+    """The weights a fine-tuned run started from: ``pretrained`` or a checkpoint's path, and their SHA-256."""
+
+    path: Text
+    sha256: Sha256
 
 
 class Metrics(_Open):
@@ -232,6 +255,8 @@ class ConfigRecord(_Open):
     data: Text | None = None
     val_size: int = 0
     epochs: int = 1
+    init: Text | None = None
+    init_sha256: Sha256 | None = None
 
 
 class Calibration(_Open):
@@ -253,6 +278,7 @@ class ModelMeta(_Open):
     sha256: Sha256
     tta: bool = False
     calibration: Calibration | None = None  # absent or null: temperature 1 and nothing flagged
+    init: InitRecord | None = None  # absent or null: trained from fresh weights
     parameters: Count | None = None
     input: Annotated[dict[Name, Scalar], Field(max_length=16)] = None
     dataset: DatasetRecord = None

@@ -130,7 +130,9 @@ def _start_line(cfg: TrainConfig, state: resume.ResumeState | None, run_dir: Pat
     if state is not None:
         return f"resuming {run_dir} at {state.position}{processes}"
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
-    return f"training {cfg.model} on {cfg.data or cfg.dataset} for {epochs}{processes} -> {run_dir}"
+    init = f" from {cfg.init}" if cfg.init is not None else ""
+    mixed = f" with {cfg.mix_mnist:.0%} MNIST" if cfg.mix_mnist else ""
+    return f"training {cfg.model}{init} on {cfg.data or cfg.dataset}{mixed} for {epochs}{processes} -> {run_dir}"
 
 
 def _reporter(stack: ExitStack, request: TrainRequest, cfg: TrainConfig, run_dir: Path) -> Reporter:

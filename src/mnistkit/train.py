@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, distributed, resume, runs
+from . import data, distributed, finetune, resume, runs
 from .augment import augment
 from .calibrate import calibrate
 from .checkpoint import save_checkpoint
@@ -530,9 +530,12 @@ def train_run(
     check_resume_every(resume_every)
     ctx = ctx or distributed.Context(resolve_device(cfg.device))
     seed_everything(cfg.seed, cfg.deterministic)
-    loaded = _load_data(cfg, ctx.device)
-    # channels_last makes convolutions about twice as fast on CPU (oneDNN) and uses tensor cores on GPU.
+    init = finetune.open_init(cfg) if cfg.init is not None else None
+    loaded = _load_data(cfg, ctx.device, init)
     model = create_model(cfg.model, num_classes=len(loaded.dataset.classes), **cfg.model_options())
+    if init is not None and resume_from is None:  # a resumed run's weights come from its resume state
+        init.load_weights(model)
+    # channels_last makes convolutions about twice as fast on CPU (oneDNN) and uses tensor cores on GPU.
     model = model.to(ctx.device, memory_format=torch.channels_last)
     if run_dir is not None and resume_from is None:
         runs.write_config(run_dir, cfg)
@@ -563,6 +566,8 @@ def train_run(
         calibration=calibration,
         processes=ctx.to_dict(),
         command=command,
+        init=init.record() if init is not None else None,
+        mixed=loaded.mixed,
     )
     if run_dir is not None:
         _save_model(run_dir, model, meta)
@@ -578,15 +583,26 @@ class _Data:
     val: data.Split | None
     test: data.Split | None
     seconds: float  # to load them
+    mixed: dict | None  # the MNIST images mixed in (mix_mnist), as model.json records them
 
 
-def _load_data(cfg: TrainConfig, device: torch.device) -> _Data:
+def _load_data(cfg: TrainConfig, device: torch.device, init: finetune.InitModel | None = None) -> _Data:
+    """The data split for training; with MNIST mixed in (``mix_mnist``); scaled as the ``init``'s weights expect,
+    else standardized by the training images (or pixels / 256 without ``normalize``)."""
     start = time.perf_counter()
     dataset = data.load_dataset(cfg.data, cfg.dataset)
+    if init is not None:
+        init.check_classes(dataset.classes)
     splits = data.split_dataset(dataset, cfg.val_size)
-    norm = data.standardization(splits.train) if cfg.normalize else data.Normalization(0.0, 1.0, 256.0)
+    mixed = None
+    if cfg.mix_mnist:
+        splits, mixed = finetune.mix_mnist(dataset, splits, cfg.mix_mnist, cfg.seed)
+    if init is not None:
+        norm = init.normalization
+    else:
+        norm = data.standardization(splits.train) if cfg.normalize else data.Normalization(0.0, 1.0, 256.0)
     train, val, test = (s.to(device) if s is not None else None for s in (splits.train, splits.val, splits.test))
-    return _Data(dataset, splits, norm, train, val, test, time.perf_counter() - start)
+    return _Data(dataset, splits, norm, train, val, test, time.perf_counter() - start, mixed)
 
 
 def _save_model(run_dir: Path, model: nn.Module, meta: dict) -> None:
