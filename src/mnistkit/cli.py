@@ -253,6 +253,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write TensorBoard event files into <run>/tensorboard (needs the tensorboard extra)",
     )
+    g.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also track the run in MLflow: params, per-epoch metrics, the run folder as artifacts, into "
+        "MLFLOW_TRACKING_URI or MLflow's local default (needs the mlflow extra)",
+    )
     g = p.add_argument_group("resume and scale out")
     g.add_argument(
         "--resume",
@@ -323,6 +329,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
         tensorboard=args.tensorboard,
+        mlflow=args.mlflow,
         resume_every=args.checkpoint_every,
         command=" ".join(["mnistkit", *args.argv]),
     )
