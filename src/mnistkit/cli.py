@@ -322,8 +322,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc is not None and not torchrun.launched_by_torchrun():
         from .distributed import launch
+        from .errors import ConfigError
 
+        if torchrun.slurm_step_tasks() > 1:
+            raise ConfigError(
+                f"--nproc starts processes on one machine, but srun started {torchrun.slurm_step_tasks()} tasks "
+                "already: drop --nproc (each task trains as one process), or use srun torchrun as "
+                "examples/slurm.sbatch does"
+            )
         return launch(args.nproc, args.argv)  # runs this same command line in each process
+    torchrun.adopt_slurm_task()  # srun's tasks train as one job, not as N runs into one folder
     request = TrainRequest(
         out=args.out,
         overwrite=args.overwrite,
