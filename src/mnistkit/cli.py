@@ -764,7 +764,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     sources, missing = find_images(args.images)
     show = Path(args.show_input) if args.show_input else None
     folder = show is not None and (len(sources) > 1 or show.is_dir())  # else --show-input names the one PNG
-    if folder:
+    if folder and show is not None:
         try:
             show.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -48,7 +48,7 @@ MNIST_MD5 = {
 
 DIGITS = [str(d) for d in range(10)]
 
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),

@@ -42,7 +42,7 @@ class Context:
     local_rank: int = 0
     local_world_size: int = 1  # processes on this machine
     backend: str | None = None
-    control_group: object = None  # a Gloo group for small CPU-side votes (stop now?) beside NCCL
+    control_group: dist.ProcessGroup | None = None  # a Gloo group for small CPU-side votes (stop now?) beside NCCL
 
     @property
     def is_main(self) -> bool:
@@ -257,7 +257,7 @@ LEAVE_AFTER_ERROR = timedelta(seconds=10)  # how long a failing rank waits for t
 DRAIN_SECONDS = 0.2  # for Gloo's threads to let go of their last work objects
 
 
-def _leave(control_group: object, timeout: timedelta | None, owns_world: bool = True) -> None:
+def _leave(control_group: dist.ProcessGroup | None, timeout: timedelta | None, owns_world: bool = True) -> None:
     """Take the process group down so that the process can exit cleanly.
 
     After the last collective, Gloo's threads release work objects that hold Python objects; that needs

@@ -88,12 +88,13 @@ def export_checkpoint(
     if out.exists() and not overwrite:
         raise ExportError(f"{out}: already exists; pass --overwrite to replace it, or choose another -o")
     test = load_bundled_mnist().test
+    assert test is not None  # the bundled MNIST has its test set
     x = pixels(test.images[:PARITY_IMAGES])
     with torch.no_grad():
         expected = classifier.model(x).numpy()
     # A copy in the default memory layout: the Classifier keeps its convolutions channels-last for speed, which
     # torch.export would have to record as partial views of storage.
-    net = copy.deepcopy(classifier.model.net).to(memory_format=torch.contiguous_format)
+    net = copy.deepcopy(classifier.model.net).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stub omits memory_format
     model = InferenceModel(net, classifier.model.norm, classifier.model.tta, classifier.model.temperature).eval()
     info = {
         "model": classifier.meta["model"],

@@ -100,7 +100,7 @@ def _after_restart(request: TrainRequest) -> TrainRequest:
     """Started again by torchrun after a failure (``--max-restarts``), a new run goes on from the resume
     state of the folder this torchrun job claimed, rather than starting over or refusing its own folder."""
     job = os.environ.get("TORCHELASTIC_RUN_ID")
-    if torchrun.restart_count() == 0 or request.resume is not None or job is None:
+    if torchrun.restart_count() == 0 or request.resume is not None or request.config is None or job is None:
         return request
     folder = runs.claimed_by(job, request.out)
     if folder is None:
@@ -122,7 +122,7 @@ def _run_folder(
     request: TrainRequest, cfg: TrainConfig, state: resume.ResumeState | None, ctx: distributed.Context
 ) -> Path | None:
     """The run folder on rank 0 (a new one is created and claimed by this torchrun job); None elsewhere."""
-    if state is not None:
+    if state is not None and request.resume is not None:
         return Path(request.resume).expanduser() if ctx.is_main else None
     run_dir = ctx.on_main(lambda: runs.create_run_dir(request.out, cfg.model, request.overwrite))
     job = os.environ.get("TORCHELASTIC_RUN_ID")
@@ -147,7 +147,7 @@ def _reporter(stack: ExitStack, request: TrainRequest, cfg: TrainConfig, run_dir
         return None
     from .progress import ConsoleReporter
 
-    reporter = stack.enter_context(closing(ConsoleReporter(quiet=request.quiet, batch_size=cfg.batch_size)))
+    reporter: Reporter = stack.enter_context(closing(ConsoleReporter(quiet=request.quiet, batch_size=cfg.batch_size)))
     if request.tensorboard:
         from .tensorboard_log import TensorBoardReporter
 
