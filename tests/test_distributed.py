@@ -304,6 +304,15 @@ def without_launcher_variables() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names and not k.startswith("SLURM_")}
 
 
+@pytest.fixture
+def environ(monkeypatch) -> dict[str, str]:
+    """This process's environment, less any launcher's variables, as a copy that the test's code may change
+    (taking srun's place sets RANK and WORLD_SIZE; left behind, they would make later tests torchrun workers)."""
+    env = without_launcher_variables()
+    monkeypatch.setattr(os, "environ", env)
+    return env
+
+
 def test_an_existing_process_group_is_used_and_left_alive(tiny_idx, tmp_path):
     script = tmp_path / "existing.py"
     script.write_text(EXISTING_GROUP_SCRIPT)
@@ -399,40 +408,30 @@ def test_srun_tasks_without_a_master_address_are_refused_in_one_line(tiny_idx, t
     assert not (tmp_path / "run").exists()
 
 
-def test_the_place_srun_gives_becomes_torchrun_s_variables(monkeypatch):
+def test_the_place_srun_gives_becomes_torchrun_s_variables(environ):
     from mnistkit import torchrun
 
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    slurm = {"SLURM_STEP_NUM_TASKS": "7", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "1"}
-    slurm |= {"SLURM_STEP_TASKS_PER_NODE": "3(x2),1", "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
-    for name, value in slurm.items():
-        monkeypatch.setenv(name, value)
+    environ |= {"SLURM_STEP_NUM_TASKS": "7", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "1"}
+    environ |= {"SLURM_STEP_TASKS_PER_NODE": "3(x2),1", "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
     torchrun.adopt_slurm_task()
-    assert [os.environ[n] for n in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")] == ["5", "7", "1", "3"]
+    assert [environ[n] for n in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")] == ["5", "7", "1", "3"]
     assert torchrun.launched_by_torchrun() and not torchrun.prints_errors()
 
 
-def test_a_batch_script_or_a_one_task_step_is_one_process(monkeypatch):
+def test_a_batch_script_or_a_one_task_step_is_one_process(environ):
     from mnistkit import torchrun
 
-    for name in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_STEP_NUM_TASKS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SLURM_NTASKS", "4")  # the batch script itself: the allocation's tasks, no step
-    monkeypatch.setenv("SLURM_PROCID", "0")
+    environ |= {"SLURM_NTASKS": "4", "SLURM_PROCID": "0"}  # the batch script itself: the allocation's tasks, no step
     torchrun.adopt_slurm_task()
-    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    environ["SLURM_STEP_NUM_TASKS"] = "1"
     torchrun.adopt_slurm_task()
-    assert "RANK" not in os.environ and not torchrun.launched_by_torchrun()
+    assert "RANK" not in environ and not torchrun.launched_by_torchrun()
 
 
-def test_nproc_under_an_srun_step_of_several_tasks_is_refused(monkeypatch, tmp_path, capsys):
+def test_nproc_under_an_srun_step_of_several_tasks_is_refused(environ, tmp_path, capsys):
     from mnistkit.cli import main
 
-    for name in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
-    monkeypatch.setenv("SLURM_PROCID", "0")
+    environ |= {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"}
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--nproc", "4", "--out", str(tmp_path / "run")])
     assert exit_info.value.code == 2
