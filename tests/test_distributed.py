@@ -267,6 +267,7 @@ EXISTING_GROUP_SCRIPT = textwrap.dedent("""
     import torch, torch.distributed as dist
     from mnistkit.config import make_config
     from mnistkit.session import TrainRequest, train
+    from mnistkit.torchrun import exit_worker
 
     store, out, digits = sys.argv[1:4]
     dist.init_process_group("gloo", store=dist.FileStore(store, 1), rank=0, world_size=1)
@@ -277,6 +278,7 @@ EXISTING_GROUP_SCRIPT = textwrap.dedent("""
     dist.all_reduce(total)  # the group still works
     print(json.dumps({"alive": alive, "total": total.item(), "processes": result.meta["processes"]}))
     dist.destroy_process_group()
+    exit_worker(0)  # as mnistkit's own workers leave: Gloo's threads may still need the GIL at finalization
 """)
 
 # Two ranks in a group of their own: mnistkit's collectives run in it, and it outlives the block.
@@ -284,6 +286,7 @@ EXISTING_GROUP_RANK_SCRIPT = textwrap.dedent("""
     import json, sys
     import torch, torch.distributed as dist
     from mnistkit import distributed
+    from mnistkit.torchrun import exit_worker
 
     store, rank = sys.argv[1], int(sys.argv[2])
     dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
@@ -296,6 +299,7 @@ EXISTING_GROUP_RANK_SCRIPT = textwrap.dedent("""
     print(json.dumps({"place": place, "total": total, "voted": voted, "alive": dist.is_initialized(),
                       "after": after.item()}))
     dist.destroy_process_group()
+    exit_worker(0)
 """)
 
 
