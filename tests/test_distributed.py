@@ -256,3 +256,190 @@ def test_a_worker_killed_under_max_restarts_resumes_and_ends_as_a_run_left_alone
     ]
     assert without_time[0] == without_time[1]
     assert not (out / runs.CLAIM_NAME).exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# A process group made before mnistkit is called (Ray Train, accelerate)
+
+# Makes the default group as such a framework would, trains through the library, then uses the group again.
+EXISTING_GROUP_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch, torch.distributed as dist
+    from mnistkit.config import make_config
+    from mnistkit.session import TrainRequest, train
+    from mnistkit.torchrun import exit_worker
+
+    store, out, digits = sys.argv[1:4]
+    dist.init_process_group("gloo", store=dist.FileStore(store, 1), rank=0, world_size=1)
+    cfg = make_config(model="logreg", epochs=1, val_size=100, device="cpu", data=digits)
+    result = train(TrainRequest(config=cfg, out=out, quiet=True))
+    alive = dist.is_initialized()
+    total = torch.ones(1)
+    dist.all_reduce(total)  # the group still works
+    print(json.dumps({"alive": alive, "total": total.item(), "processes": result.meta["processes"]}))
+    dist.destroy_process_group()
+    exit_worker(0)  # as mnistkit's own workers leave: Gloo's threads may still need the GIL at finalization
+""")
+
+# Two ranks in a group of their own: mnistkit's collectives run in it, and it outlives the block.
+EXISTING_GROUP_RANK_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch, torch.distributed as dist
+    from mnistkit import distributed
+    from mnistkit.torchrun import exit_worker
+
+    store, rank = sys.argv[1], int(sys.argv[2])
+    dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+    with distributed.process_group(torch.device("cpu")) as ctx:
+        place = [ctx.rank, ctx.world_size, ctx.backend]
+        total = ctx.all_sum(torch.tensor([float(rank + 1)])).item()
+        voted = ctx.agree(rank == 1)
+    after = torch.ones(1)
+    dist.all_reduce(after)
+    print(json.dumps({"place": place, "total": total, "voted": voted, "alive": dist.is_initialized(),
+                      "after": after.item()}))
+    dist.destroy_process_group()
+    exit_worker(0)
+""")
+
+
+def without_launcher_variables() -> dict[str, str]:
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "MASTER_ADDR")
+    return {k: v for k, v in os.environ.items() if k not in names and not k.startswith("SLURM_")}
+
+
+@pytest.fixture
+def environ(monkeypatch) -> dict[str, str]:
+    """This process's environment, less any launcher's variables, as a copy that the test's code may change
+    (taking srun's place sets RANK and WORLD_SIZE; left behind, they would make later tests torchrun workers)."""
+    env = without_launcher_variables()
+    monkeypatch.setattr(os, "environ", env)
+    return env
+
+
+def test_an_existing_process_group_is_used_and_left_alive(tiny_idx, tmp_path):
+    script = tmp_path / "existing.py"
+    script.write_text(EXISTING_GROUP_SCRIPT)
+    out = tmp_path / "run"
+    argv = [sys.executable, str(script), str(tmp_path / "store"), str(out), str(tiny_idx)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=without_launcher_variables())
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report == {"alive": True, "total": 1.0, "processes": {"world_size": 1, "backend": "gloo"}}
+    assert json.loads((out / "model.json").read_text())["processes"] == report["processes"]
+
+
+def test_two_ranks_of_an_existing_group_work_in_it_and_leave_it_up(tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(EXISTING_GROUP_RANK_SCRIPT)
+    store, env = str(tmp_path / "store"), without_launcher_variables()
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(script), store, str(rank)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for rank in (0, 1)
+    ]
+    reports = []
+    for rank in ranks:
+        stdout, stderr = rank.communicate(timeout=300)
+        assert rank.returncode == 0, stderr[-3000:]
+        reports.append(json.loads(stdout.splitlines()[-1]))
+    for rank, report in enumerate(reports):
+        assert report == {"place": [rank, 2, "gloo"], "total": 3.0, "voted": True, "alive": True, "after": 2.0}
+
+
+# --------------------------------------------------------------------------------------------------
+# srun without torchrun
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def slurm_task_env(rank: int, tasks: int, master_port: int | None = None) -> dict[str, str]:
+    """What srun sets for task ``rank`` of a one-node step, and what a job script exports (MASTER_ADDR and
+    MASTER_PORT, when ``master_port`` is given)."""
+    env = without_launcher_variables() | {
+        "SLURM_JOB_ID": "42",
+        "SLURM_NTASKS": str(tasks),
+        "SLURM_STEP_NUM_TASKS": str(tasks),
+        "SLURM_STEP_TASKS_PER_NODE": str(tasks),
+        "SLURM_PROCID": str(rank),
+        "SLURM_LOCALID": str(rank),
+        "SLURM_NODEID": "0",
+    }
+    if master_port is not None:
+        env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port)}
+    return env
+
+
+def test_srun_tasks_train_as_one_job(tiny_idx, tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "mnistkit", "train", "--data", str(tiny_idx), "--model", "logreg"]
+    argv += ["--epochs", "1", "--val-size", "100", "--batch-size", "64", "--quiet", "--out", str(out)]
+    port = free_port()
+    tasks = [
+        subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_task_env(rank, 2, port)
+        )
+        for rank in (0, 1)
+    ]
+    results = [task.communicate(timeout=300) + (task.returncode,) for task in tasks]
+    assert [code for _, _, code in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    assert results[0][0].splitlines()[0] == f"training logreg on {tiny_idx} for 1 epoch in 2 processes (gloo) -> {out}"
+    assert results[1][0] == "" and results[1][1] == ""  # task 1 trains in the job, silently
+    assert json.loads((out / "model.json").read_text())["processes"] == {"world_size": 2, "backend": "gloo"}
+    assert [p.name for p in tmp_path.iterdir() if p.name != "tiny"] == ["run"]
+
+
+def test_srun_tasks_without_a_master_address_are_refused_in_one_line(tiny_idx, tmp_path):
+    argv = [sys.executable, "-m", "mnistkit", "train", "--data", str(tiny_idx), "--out", str(tmp_path / "run")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=slurm_task_env(0, 4))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "mnistkit: error: srun started 4 tasks without torchrun, and MASTER_ADDR and MASTER_PORT are not set: "
+        "export MASTER_ADDR (the first node) and MASTER_PORT (a free port), or start with srun torchrun as "
+        "examples/slurm.sbatch does"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_place_srun_gives_becomes_torchrun_s_variables(environ):
+    from mnistkit import torchrun
+
+    environ |= {"SLURM_STEP_NUM_TASKS": "7", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "1"}
+    environ |= {"SLURM_STEP_TASKS_PER_NODE": "3(x2),1", "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
+    torchrun.adopt_slurm_task()
+    assert [environ[n] for n in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")] == ["5", "7", "1", "3"]
+    assert torchrun.launched_by_torchrun() and not torchrun.prints_errors()
+
+
+def test_a_batch_script_or_a_one_task_step_is_one_process(environ):
+    from mnistkit import torchrun
+
+    environ |= {"SLURM_NTASKS": "4", "SLURM_PROCID": "0"}  # the batch script itself: the allocation's tasks, no step
+    torchrun.adopt_slurm_task()
+    environ["SLURM_STEP_NUM_TASKS"] = "1"
+    torchrun.adopt_slurm_task()
+    assert "RANK" not in environ and not torchrun.launched_by_torchrun()
+
+
+def test_nproc_under_an_srun_step_of_several_tasks_is_refused(environ, tmp_path, capsys):
+    from mnistkit.cli import main
+
+    environ |= {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--nproc", "4", "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "mnistkit: error: --nproc starts processes on one machine, but srun started 2 tasks already"
+    )
+    assert not (tmp_path / "run").exists()

@@ -1,22 +1,47 @@
 """MLflow tracking of a run, against a local SQLite store in a temporary folder (no server, no network)."""
 
+import json
+import signal
+import sys
+
 import pytest
 
+from mnistkit import cli, runs
+from mnistkit.mlflow_log import MISSING, MlflowReporter, flat_params, require_mlflow
+from mnistkit.progress import ConsoleReporter
 from mnistkit.train import EpochStats, SilentReporter
-
-mlflow = pytest.importorskip("mlflow")
-
-from mnistkit.mlflow_log import MlflowReporter, flat_params  # noqa: E402
 
 
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
     monkeypatch.chdir(tmp_path)  # MLflow's artifacts go under the working directory's mlruns/
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     yield mlflow.tracking.MlflowClient(uri)
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def without_mlflow(monkeypatch):
+    """Make the mlflow package look uninstalled, whether or not it is (importlib then finds no spec)."""
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+
+
+def train_args(data, out) -> list[str]:
+    return ["train", "--data", str(data), "--model", "logreg", "--epochs", "2", "--val-size", "100"] + [
+        "--out",
+        str(out),
+        "--mlflow",
+        "--quiet",
+    ]
+
+
+def the_only_run(tracking):
+    experiment = tracking.get_experiment_by_name("mnistkit")
+    (run,) = tracking.search_runs([experiment.experiment_id])
+    return run
 
 
 def test_params_metrics_and_run_folder_are_logged(tmp_path, tracking):
@@ -46,3 +71,87 @@ def test_a_run_that_stops_early_is_marked_killed(tmp_path, tracking):
 
 def test_params_are_strings():
     assert flat_params({"augment": ["shift"], "seed": 0}) == {"augment": "['shift']", "seed": "0"}
+
+
+def test_train_with_mlflow_logs_what_the_run_folder_holds(tiny_idx, tmp_path, tracking, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(train_args(tiny_idx, out))
+    assert exit_info.value.code == 0, capsys.readouterr().err
+
+    run = the_only_run(tracking)
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    config = json.loads((out / "config.json").read_text())
+    assert run.data.params == flat_params(config)
+    metrics = runs.read_metrics(out)
+    for column in ("train_loss", "val_loss", "val_accuracy", "lr"):
+        history = tracking.get_metric_history(run.info.run_id, column)
+        assert [m.step for m in history] == [row["epoch"] for row in metrics]
+        assert [m.value for m in history] == pytest.approx([row[column] for row in metrics], rel=1e-6)
+    meta = json.loads((out / "model.json").read_text())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(meta["metrics"]["test_accuracy"])
+    logged = {a.path for a in tracking.list_artifacts(run.info.run_id)}
+    assert logged == {p.name for p in out.iterdir()}
+
+
+def test_ctrl_c_keeps_the_logged_epochs_and_marks_the_run_killed(tiny_idx, tmp_path, tracking, monkeypatch, capsys):
+    def ctrl_c_in_epoch_2(self, epoch, epochs, steps):
+        if epoch == 2:
+            signal.raise_signal(signal.SIGINT)  # handled as a real Ctrl-C: stop after this batch, save, exit 130
+
+    monkeypatch.setattr(ConsoleReporter, "epoch_start", ctrl_c_in_epoch_2)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(train_args(tiny_idx, tmp_path / "run"))
+    assert exit_info.value.code == 130, capsys.readouterr().err
+
+    run = the_only_run(tracking)
+    assert run.info.status == "KILLED"
+    assert [m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")] == [1]
+
+
+def test_under_torchrun_only_the_main_process_logs(tiny_idx, tmp_path, tracking):
+    """Two Gloo processes through --nproc: one MLflow run, from rank 0."""
+    import subprocess
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "mnistkit", *train_args(tiny_idx, out), "--nproc", "2", "--batch-size", "64"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = the_only_run(tracking)
+    assert run.info.status == "FINISHED" and run.data.params["model"] == "logreg"
+
+
+def test_missing_mlflow_is_one_clear_line_before_anything_is_written(without_mlflow, tiny_idx, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(train_args(tiny_idx, out))
+    stdout, stderr = capsys.readouterr()
+    assert exit_info.value.code == 2 and stdout == ""
+    assert stderr == f"mnistkit: error: {MISSING}\n"
+    assert "pip install 'mnistkit[mlflow]'" in stderr
+    assert not out.exists()  # checked before the run folder is made
+
+
+def test_require_mlflow(without_mlflow):
+    with pytest.raises(Exception, match="mlflow package is not installed"):
+        require_mlflow()
+
+
+def test_a_store_mlflow_refuses_is_one_clear_line(tiny_idx, tmp_path, monkeypatch, capsys):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = (tmp_path / "mlruns").as_uri()  # a plain folder, which MLflow 3 no longer takes
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(train_args(tiny_idx, tmp_path / "run"))
+    finally:
+        mlflow.set_tracking_uri(None)
+    stderr = capsys.readouterr().err
+    if exit_info.value.code == 0:
+        pytest.skip(f"MLflow {mlflow.__version__} still takes a plain folder as its store")
+    assert exit_info.value.code == 2 and stderr.startswith(f"mnistkit: error: mlflow: cannot track the run in {uri}:")
+    assert "Traceback" not in stderr and stderr.count("mnistkit: error") == 1
+    assert not (tmp_path / "run").exists()  # the empty run folder is taken back

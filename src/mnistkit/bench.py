@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .errors import MnistkitError
@@ -87,6 +88,7 @@ def job_tutorial_loop(epochs: int = 25) -> dict[str, Any]:
     with torch.no_grad():
         val_accuracy = (model(x_valid).argmax(1) == y_valid).float().mean().item()
     test = load_bundled_mnist().test
+    assert test is not None  # the bundled MNIST has its test set
     _, test_accuracy = loss_and_accuracy(model, test, Normalization(0.0, 1.0, 256.0))
     return {
         "epochs": epochs,
@@ -172,6 +174,7 @@ def job_time_to_val_loss(
     norm = data.standardization(splits.train)
     device = resolve_device(cfg.device)
     model = create_model(cfg.model, **cfg.model_options()).to(device)
+    assert splits.val is not None  # the preset holds validation images out
     train, val = splits.train.to(device), splits.val.to(device)
     start, excluded, last = None, 0.0, {}
 
@@ -187,6 +190,7 @@ def job_time_to_val_loss(
         def batches_done(self, steps_done: int, running_loss: float) -> None:
             nonlocal excluded
             paused = time.perf_counter()
+            assert start is not None  # set by epoch_start
             last["seconds"] = paused - start - excluded
             last["val_loss"], _ = loss_and_accuracy(model, val, norm)
             excluded += time.perf_counter() - paused
@@ -203,7 +207,7 @@ def job_time_to_val_loss(
     return {"preset": preset, "target": target, "seconds": None, "val_loss": last.get("val_loss")}
 
 
-JOBS = {
+JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "preset": job_preset,
     "tutorial_loop": job_tutorial_loop,
     "tutorial_preset": job_tutorial_preset,

@@ -272,6 +272,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write TensorBoard event files into <run>/tensorboard (needs the tensorboard extra)",
     )
+    g.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also track the run in MLflow: params, per-epoch metrics, the run folder as artifacts, into "
+        "MLFLOW_TRACKING_URI or MLflow's local default (needs the mlflow extra)",
+    )
     g = p.add_argument_group("resume and scale out")
     g.add_argument(
         "--resume",
@@ -338,13 +344,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc is not None and not torchrun.launched_by_torchrun():
         from .distributed import launch
+        from .errors import ConfigError
 
+        if torchrun.slurm_step_tasks() > 1:
+            raise ConfigError(
+                f"--nproc starts processes on one machine, but srun started {torchrun.slurm_step_tasks()} tasks "
+                "already: drop --nproc (each task trains as one process), or use srun torchrun as "
+                "examples/slurm.sbatch does"
+            )
         return launch(args.nproc, args.argv)  # runs this same command line in each process
+    torchrun.adopt_slurm_task()  # srun's tasks train as one job, not as N runs into one folder
     request = TrainRequest(
         out=args.out,
         overwrite=args.overwrite,
         quiet=args.quiet,
         tensorboard=args.tensorboard,
+        mlflow=args.mlflow,
         resume_every=args.resume_every,
         command=" ".join(["mnistkit", *args.argv]),
     )
@@ -771,7 +786,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     sources, missing = find_images(args.images)
     show = Path(args.show_input) if args.show_input else None
     folder = show is not None and (len(sources) > 1 or show.is_dir())  # else --show-input names the one PNG
-    if folder:
+    if folder and show is not None:
         try:
             show.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -1015,7 +1030,7 @@ def command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     flags: dict[str, str] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            chosen = action.choices.get(getattr(args, action.dest, None))
+            chosen = action.choices.get(str(getattr(args, action.dest, "")))
             if chosen is not None:
                 flags.update(command_flags(chosen, args))
         elif action.option_strings:

@@ -41,7 +41,9 @@ class RunSummary:
     def best_val(self) -> tuple[float, int] | None:
         """The best validation accuracy and its epoch, or None without a validation set."""
         scored = [
-            (row["val_accuracy"], int(row["epoch"])) for row in self.metrics if row.get("val_accuracy") is not None
+            (accuracy, int(epoch))
+            for row in self.metrics
+            if (accuracy := row.get("val_accuracy")) is not None and (epoch := row.get("epoch")) is not None
         ]
         return max(scored, key=lambda pair: pair[0]) if scored else None
 

@@ -240,7 +240,7 @@ def model_title(values: dict[str, Any]) -> str:
     return f"{values.get('model', 'model')} ({', '.join(options)})" if options else str(values.get("model", "model"))
 
 
-def data_title(data: str | None, dataset: str | None = "mnist") -> str:
+def data_title(data: str | Path | None, dataset: str | None = "mnist") -> str:
     """The data in words for titles: a named dataset's proper name, or the file or folder name of a path."""
     if data:
         return Path(data).name or str(data)

@@ -30,7 +30,7 @@ from .preprocess import check_pixels
 
 MAX_FILE_BYTES = 1 << 30  # a data file, and what it decompresses to: 1.3 million 28×28 images as uint8
 GUNZIP_CHUNK = 1 << 22
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),

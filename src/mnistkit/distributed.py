@@ -3,8 +3,10 @@
 ``torchrun --nproc-per-node N -m mnistkit train …`` starts N processes and tells each its place through
 environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). ``process_group`` reads
 them and joins the group: NCCL on CUDA (one GPU per process), Gloo on CPU. ``mnistkit train --nproc N``
-launches the same through torchrun's launcher. Started any other way, everything here is a no-op for one
-process, so the training code has a single path.
+launches the same through torchrun's launcher. Tasks that ``srun`` started directly join the same way
+(``torchrun.adopt_slurm_task``), and a process group that a framework made already (Ray Train, accelerate) is
+used as it is. Started any other way, everything here is a no-op for one process, so the training code has a
+single path.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import nn
 
 from . import data
 from .errors import ConfigError, MnistkitError, TrainingError
-from .torchrun import die_with_launcher, launched_by_torchrun, restart_count
+from .torchrun import adopt_slurm_task, die_with_launcher, launched_by_torchrun, restart_count
 
 T = TypeVar("T")
 
@@ -40,7 +42,7 @@ class Context:
     local_rank: int = 0
     local_world_size: int = 1  # processes on this machine
     backend: str | None = None
-    control_group: object = None  # a Gloo group for small CPU-side votes (stop now?) beside NCCL
+    control_group: dist.ProcessGroup | None = None  # a Gloo group for small CPU-side votes (stop now?) beside NCCL
 
     @property
     def is_main(self) -> bool:
@@ -167,8 +169,14 @@ def process_group(device: torch.device) -> Iterator[Context]:
     """Join torchrun's process group for the lifetime of the block; a single-process Context otherwise.
 
     ``device`` is the resolved device of the run; on CUDA each process takes GPU ``LOCAL_RANK``. Leaving
-    the block waits for every rank, then takes the group down safely (see ``_leave``).
+    the block waits for every rank, then takes the group down safely (see ``_leave``). A process group that
+    exists already is used instead, and left up (see ``_existing_group``).
     """
+    if dist.is_available() and dist.is_initialized():
+        with _existing_group(device) as ctx:
+            yield ctx
+        return
+    adopt_slurm_task()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or not launched_by_torchrun():
         yield Context(device)
@@ -185,6 +193,32 @@ def process_group(device: torch.device) -> Iterator[Context]:
         _leave(control, LEAVE_AFTER_ERROR)
         raise
     _leave(control, None)
+
+
+@contextmanager
+def _existing_group(device: torch.device) -> Iterator[Context]:
+    """The default process group that the caller made (Ray Train and accelerate do, before calling in) as the
+    job: its ranks and backend, and the GPU the caller chose for this process. The group is the caller's, so
+    it stays up; only a Gloo group made here for the votes is taken down."""
+    backend = str(dist.get_backend())
+    if device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    elif "gloo" not in backend:
+        raise ConfigError(
+            f"the existing process group uses {backend}, which cannot train on {device.type}; "
+            "train on cuda (--device cuda) or make the group with the gloo backend"
+        )
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    local_rank = int(os.environ.get("LOCAL_RANK", rank % local_world_size))
+    control = dist.group.WORLD if backend == "gloo" else dist.new_group(backend="gloo")
+    context = Context(device, rank, world_size, local_rank, local_world_size, backend, control)
+    try:
+        yield context
+    except BaseException:
+        _leave(control, LEAVE_AFTER_ERROR, owns_world=False)
+        raise
+    _leave(control, None, owns_world=False)
 
 
 def _device_and_backend(device: torch.device, local_rank: int) -> tuple[torch.device, str]:
@@ -225,7 +259,7 @@ LEAVE_AFTER_ERROR = timedelta(seconds=10)  # how long a failing rank waits for t
 DRAIN_SECONDS = 0.2  # for Gloo's threads to let go of their last work objects
 
 
-def _leave(control_group: object, timeout: timedelta | None) -> None:
+def _leave(control_group: dist.ProcessGroup | None, timeout: timedelta | None, owns_world: bool = True) -> None:
     """Take the process group down so that the process can exit cleanly.
 
     After the last collective, Gloo's threads release work objects that hold Python objects; that needs
@@ -234,12 +268,20 @@ def _leave(control_group: object, timeout: timedelta | None) -> None:
     called without an active exception"). So: a barrier (every rank's collectives are complete), destroying
     the group (its threads stop), and a short sleep that releases the GIL while they finish. A rank that
     failed alone waits ``timeout`` at most for the others (None: the group's own timeout).
+
+    In a process group that the caller made (not ``owns_world``), only ``control_group`` is ours to destroy,
+    if it is a group of its own.
     """
     try:
         dist.monitored_barrier(group=control_group, timeout=timeout, wait_all_ranks=True)
     except RuntimeError:  # another rank did not come: it failed too, or is stuck; torchrun ends it
         pass
-    dist.destroy_process_group()
+    if owns_world:
+        dist.destroy_process_group()
+    elif control_group is not dist.group.WORLD:
+        dist.destroy_process_group(control_group)
+    else:
+        return
     time.sleep(DRAIN_SECONDS)
 
 

@@ -189,6 +189,7 @@ def evaluate_checkpoint(
     classes = list(meta.get("classes", ds.classes))
     if len(classes) != len(ds.classes):
         raise DataError(f"the model predicts {len(classes)} classes but the data has {len(ds.classes)}")
+    assert part is not None  # a missing test set was refused above; val_size > 0 holds validation images out
     report = evaluate(
         model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
     )

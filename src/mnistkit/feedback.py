@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .errors import MnistkitError
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 FILE_NAME = "feedback.sqlite"
@@ -118,7 +121,7 @@ class FeedbackStore:
                 self._connections.append(db)
         return db
 
-    def _run(self, work: Callable[[sqlite3.Connection], object], write: bool = False) -> object:
+    def _run(self, work: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
         """Run ``work`` in one transaction; any SQLite failure is one FeedbackError line."""
         try:
             db = self._connection()
@@ -191,12 +194,12 @@ class FeedbackStore:
                 "drawing_png, drawing_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
-            return int(cursor.lastrowid), True
+            return int(cursor.lastrowid or 0), True  # always set after an INSERT
 
-        return self._run(insert, write=True)  # type: ignore[return-value]
+        return self._run(insert, write=True)
 
     def count(self) -> int:
-        return self._run(lambda db: db.execute("SELECT count(*) FROM corrections").fetchone()[0])  # type: ignore[return-value]
+        return self._run(lambda db: db.execute("SELECT count(*) FROM corrections").fetchone()[0])
 
     def stats(self) -> dict[str, object]:
         """Counts per true label, and how often the model's answer agreed with it."""
@@ -216,7 +219,7 @@ class FeedbackStore:
                 "model_agreement": agreed / judged if judged else None,
             }
 
-        return self._run(query)  # type: ignore[return-value]
+        return self._run(query)
 
     def latest(self, limit: int = 20) -> list[Correction]:
         rows = self._run(
@@ -226,7 +229,7 @@ class FeedbackStore:
                 (limit,),
             ).fetchall()
         )
-        return [Correction(*row) for row in rows]  # type: ignore[union-attr]
+        return [Correction(*row) for row in rows]
 
     def images(self, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(uint8 images N×28×28, uint8 labels N, ids) in id order: all corrections, or those in ``ids``."""
@@ -240,7 +243,7 @@ class FeedbackStore:
                 f"SELECT id, pixels, label FROM corrections WHERE id IN ({marks}) ORDER BY id", wanted
             ).fetchall()
 
-        rows: list[tuple] = self._run(query)  # type: ignore[assignment]
+        rows = self._run(query)
         images = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), 28, 28).copy()
         labels = np.array([r[2] for r in rows], dtype=np.uint8)
         return images, labels, [r[0] for r in rows]
@@ -253,7 +256,7 @@ class FeedbackStore:
         marks = ",".join("?" * len(wanted))
         return self._run(
             lambda db: db.execute(f"DELETE FROM corrections WHERE id IN ({marks})", wanted).rowcount, write=True
-        )  # type: ignore[return-value]
+        )
 
     def checksum(self) -> str:
         """SHA-256 over the stored corrections (ids, labels, images): what a training run records as its data."""

@@ -111,7 +111,8 @@ def read_init(init: str) -> InitModel:
 
 
 def open_init(cfg: TrainConfig) -> InitModel:
-    """The config's init, checked against the config."""
+    """The config's init, checked against the config (which must name one)."""
+    assert cfg.init is not None
     init = read_init(cfg.init)
     init.check(cfg)
     return init
@@ -178,7 +179,7 @@ def mix_mnist(dataset: data.Dataset, splits: data.Splits, fraction: float, seed:
         "fraction": fraction,
         "seed": seed,
         "train": count,
-        "test": len(mnist.test) if splits.test is None else 0,
+        "test": len(mnist.test) if splits.test is None and mnist.test is not None else 0,
         "name": mnist.name,
         "source": mnist.source,
         "checksums": mnist.checksums,

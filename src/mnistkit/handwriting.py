@@ -12,6 +12,8 @@ On normalized batches (N, 1, 28, 28), on the device, like ``augment``'s transfor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +98,15 @@ def random_warp(ink: torch.Tensor, generator: torch.Generator | None = None) -> 
 # writing styles
 
 
-def _geometry(ink: torch.Tensor) -> dict[str, torch.Tensor]:
+class _Geometry(TypedDict):
+    top: torch.Tensor
+    bottom: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    column_at: Callable[[torch.Tensor], torch.Tensor]  # each image's ink-weighted column near a given row
+
+
+def _geometry(ink: torch.Tensor) -> _Geometry:
     """Per image (float, pixel units): the ink's box, and the columns of its top and bottom ends."""
     a = ink[:, 0]
     mask = a > 0.3

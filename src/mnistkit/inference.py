@@ -15,7 +15,7 @@ import glob
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ class Classifier:
         self.inference = InferenceModel(net, norm, bool(meta.get("tta")), temperature).eval()
         self.inference.to(self.device)
         # Convolutions run about twice as fast on CPU with channels-last (NHWC) weights; other layers ignore it.
-        self.inference.net.to(memory_format=torch.channels_last)
+        self.inference.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Classifier:
@@ -204,7 +204,8 @@ class Classifier:
         ``not_a_digit`` (see ``probabilities_and_flags``); its ``digit`` is still the best guess.
         """
         single = not (isinstance(images, (list, tuple)) or is_stack(images))
-        items = [images] if single else list(images)
+        # A str is a Sequence too: the checks above, not the annotation, tell one image from several.
+        items = [cast(ImageInput, images)] if single else list(cast(Sequence[ImageInput], images))
         results: list[Prediction | FailedPrediction | None] = [None] * len(items)
         ready: list[tuple[int, str, np.ndarray]] = []
         for i, item in enumerate(items):
@@ -220,7 +221,8 @@ class Classifier:
             flagged &= reject
             for (i, source, array), probs, flag in zip(ready, probabilities, flagged):
                 results[i] = self._prediction(source, array, probs, top_k, bool(flag))
-        return results[0] if single else results
+        # Every slot is filled by now, and a single image's failure was raised above.
+        return cast(Prediction, results[0]) if single else cast(list[Prediction | FailedPrediction], results)
 
     def _prediction(self, source: str, array: np.ndarray, probs: np.ndarray, top_k: int, flag: bool) -> Prediction:
         order = np.argsort(-probs, kind="stable")[: max(1, top_k)]

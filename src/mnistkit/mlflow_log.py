@@ -41,12 +41,19 @@ class MlflowReporter:
         self.mlflow = mlflow
         self.run_dir = Path(run_dir)
         self.inner = inner
-        mlflow.set_experiment(experiment)
-        self.run = mlflow.start_run(run_name=self.run_dir.name)
+        try:
+            mlflow.set_experiment(experiment)
+            self.run = mlflow.start_run(run_name=self.run_dir.name)
+        except mlflow.exceptions.MlflowException as exc:  # a store MLflow refuses, such as a plain folder
+            reason = " ".join(str(exc).split())  # MLflow says what to do instead: keep all of it, on one line
+            raise ConfigError(f"mlflow: cannot track the run in {mlflow.get_tracking_uri()}: {reason}") from None
         mlflow.log_params(flat_params(config))
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.inner.epoch_start(epoch, epochs, steps)
+
+    def step_done(self, steps_done: int) -> None:
+        self.inner.step_done(steps_done)
 
     def batches_done(self, steps_done: int, running_loss: float) -> None:
         self.inner.batches_done(steps_done, running_loss)

@@ -100,7 +100,7 @@ def generate(n: int, digits: torch.Tensor | None = None, seed: int = 0) -> torch
         part = drawn[start : start + 256]
         out[part] = _render([marks[i] for i in part])
     side = [i for i, kind in enumerate(chosen) if kind == "digits"]
-    if side:
+    if side and digits is not None:
         out[side] = side_by_side(digits, len(side), rng)
     return (out * 255).round().clamp(0, 255).to(torch.uint8)
 

@@ -118,6 +118,7 @@ def load_split(
     # The test images do not depend on the validation split.
     part = ds.test if split == "test" else getattr(split_dataset(ds, val_size), split)
     if part is None:
+        options: tuple[str, ...]
         if split == "val":
             hint, options = "use val_size > 0", ("val_size",)
         else:
@@ -180,7 +181,9 @@ def show(
 
 def _column(rows: Rows, key: str) -> tuple[list[float], list[float]]:
     """Epochs and values of one metric, leaving out epochs where it is missing (no validation set)."""
-    pairs = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+    pairs = [
+        (epoch, value) for r in rows if (epoch := r.get("epoch")) is not None and (value := r.get(key)) is not None
+    ]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -199,7 +202,7 @@ def _loss_and_accuracy_axes(fig: Figure, epochs: int, from_zero: bool = False):
 
 
 def _epochs(*runs_rows: Rows) -> int:
-    return int(max((row["epoch"] for rows in runs_rows for row in rows), default=1))
+    return int(max((epoch for rows in runs_rows for row in rows if (epoch := row.get("epoch")) is not None), default=1))
 
 
 def _cap_at_100(acc_ax) -> None:
@@ -374,7 +377,7 @@ def confusion_figure(confusion: np.ndarray | torch.Tensor, classes: Sequence[str
     for i in range(k):
         for j in range(k):
             if counts[i, j]:
-                dark = shares[i, j] > 0.5 if i == j else norm(shares[i, j]) > 0.6
+                dark = shares[i, j] > 0.5 if i == j else norm is not None and norm(shares[i, j]) > 0.6
                 ax.text(
                     j, i, str(counts[i, j]), ha="center", va="center", fontsize=8, color="white" if dark else "black"
                 )

@@ -18,7 +18,7 @@ import time
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from .train import EpochStats
 
@@ -66,7 +66,7 @@ class ConsoleReporter:
         self.started = 0.0
         self.next_update = 0.0
         self.progress: Progress | None = None
-        self.task = None
+        self.task = TaskID(0)  # the bar's task, while there is a bar
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.epochs = epochs

@@ -45,10 +45,10 @@ class LoopState:
     step: int = 0
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
-    losses: torch.Tensor | None = None
-    sizes: torch.Tensor | None = None
+    losses: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    sizes: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     epoch_seconds: float = 0.0  # training time already spent in the epoch in progress
-    epoch_rng: torch.Tensor | None = None
+    epoch_rng: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))
     best_loss: float = math.inf
     best_state: dict[str, torch.Tensor] | None = None
     epochs_without_gain: int = 0
@@ -151,7 +151,7 @@ def capture(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     partial = progress.step > 0
-    if partial and losses_by_rank is None:
+    if losses_by_rank is None:
         losses_by_rank = (progress.losses[None, : progress.step], progress.sizes[None, : progress.step])
     state = {
         "model": model.state_dict(),

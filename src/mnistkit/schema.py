@@ -15,18 +15,23 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from . import fileio
 from .errors import CheckpointError, ConfigError, short
 
-CHECKPOINT_FORMAT = "mnistkit-checkpoint/1"
-RESUME_FORMAT = "mnistkit-resume/1"
+CheckpointFormat = Literal["mnistkit-checkpoint/1"]
+ResumeFormat = Literal["mnistkit-resume/1"]
+CHECKPOINT_FORMAT: str = get_args(CheckpointFormat)[0]
+RESUME_FORMAT: str = get_args(ResumeFormat)[0]
 MAX_JSON_BYTES = 8 << 20  # the largest real one, a resume state after 10,000 epochs, is about 2 MB
 MAX_DEPTH = 32  # mnistkit writes at most 8 levels (an optimizer's state inside a resume state)
 MAX_EPOCHS = 100_000
+# The default of a key that may be left out but not set to null: pydantic does not validate defaults, so the
+# field reads None when absent while a null in the file is refused. Typed Any, as no annotation says that.
+ABSENT: Any = None
 
 
 @dataclass(frozen=True)
@@ -269,21 +274,21 @@ class Calibration(_Open):
 class ModelMeta(_Open):
     """``model.json``: how to rebuild the network, how its input is scaled, what its outputs are called."""
 
-    format: Literal[CHECKPOINT_FORMAT]
+    format: CheckpointFormat
     model: Name
     model_options: Annotated[dict[Name, int], Field(max_length=16)] = {}  # models.create_model checks the values
-    normalization: Normalization = None  # absent: data.Normalization's defaults, MNIST's
-    classes: list[Annotated[str, Field(min_length=1, max_length=100)]] = None  # one per output; absent: the digits
+    normalization: Normalization = ABSENT  # absent: data.Normalization's defaults, MNIST's
+    classes: list[Annotated[str, Field(min_length=1, max_length=100)]] = ABSENT  # one per output; absent: the digits
     weights: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")] = "model.safetensors"
     sha256: Sha256
     tta: bool = False
     calibration: Calibration | None = None  # absent or null: temperature 1 and nothing flagged
     init: InitRecord | None = None  # absent or null: trained from fresh weights
     parameters: Count | None = None
-    input: Annotated[dict[Name, Scalar], Field(max_length=16)] = None
-    dataset: DatasetRecord = None
-    metrics: Metrics = None
-    config: ConfigRecord = None
+    input: Annotated[dict[Name, Scalar], Field(max_length=16)] = ABSENT
+    dataset: DatasetRecord = ABSENT
+    metrics: Metrics = ABSENT
+    config: ConfigRecord = ABSENT
     command: Text | None = None
     created: Name | None = None
     mnistkit_version: Name | None = None
@@ -331,7 +336,7 @@ class ResumeState(_Open):
     """``state.json``: where the run is, and the nested optimizer/scheduler/RNG state whose tensors live in the
     safetensors file it names (``resume.restore`` checks that they fit the run)."""
 
-    format: Literal[RESUME_FORMAT]
+    format: ResumeFormat
     tensors: Annotated[str, Field(pattern=r"^state-\d+-\d+-[0-9a-f]{12}\.safetensors$")]
     sha256: Sha256
     progress: LoopStateRecord

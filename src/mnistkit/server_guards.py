@@ -199,7 +199,7 @@ class RequestDeadlines(H11Protocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.lingering = False  # answered 408 and half-closed: what the client still sends is dropped
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._follow()
 

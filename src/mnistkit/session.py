@@ -17,6 +17,7 @@ from pathlib import Path
 from . import distributed, resume, runs, torchrun
 from .config import TrainConfig
 from .errors import ConfigError
+from .mlflow_log import MlflowReporter, require_mlflow
 from .train import Interrupt, Reporter, RunResult, TrainingInterrupted, check_resume_every, resolve_device, train_run
 
 
@@ -31,6 +32,7 @@ class TrainRequest:
     overwrite: bool = False  # replace an existing run folder
     quiet: bool = False
     tensorboard: bool = False
+    mlflow: bool = False  # also track the run in MLflow (MLFLOW_TRACKING_URI, else MLflow's local default)
     resume_every: int = 0  # save the resume state every N batches too, not only at each epoch's end
     command: str | None = None  # the command line that started the run, recorded in model.json
 
@@ -47,16 +49,18 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         from .tensorboard_log import require_tensorboard
 
         require_tensorboard()  # before the run folder exists, so a missing extra leaves nothing behind
+    if request.mlflow:
+        require_mlflow()
     with ExitStack() as stack:
         ctx = stack.enter_context(distributed.process_group(resolve_device(cfg.device)))
         interrupt = stack.enter_context(Interrupt(announce=ctx.is_main))
         ctx.check_batch_size(cfg.batch_size)
         run_dir = _run_folder(request, cfg, state, ctx)
-        reporter = None
-        if ctx.is_main:
+        if run_dir is not None:
             announce(_start_line(cfg, state, run_dir, ctx))
-            reporter = _reporter(stack, request, cfg, run_dir)
         try:
+            # Every rank learns when rank 0 cannot start its reporters (a tracking store MLflow refuses, say).
+            reporter = ctx.on_main(lambda: _reporter(stack, request, cfg, run_dir))
             result = train_run(
                 cfg,
                 run_dir,
@@ -77,6 +81,8 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
             raise
         if run_dir is not None:
             runs.release(run_dir)
+        if isinstance(reporter, MlflowReporter):
+            reporter.finish(result.test_accuracy)  # the finished run folder becomes the MLflow run's artifacts
     return result
 
 
@@ -94,7 +100,7 @@ def _after_restart(request: TrainRequest) -> TrainRequest:
     """Started again by torchrun after a failure (``--max-restarts``), a new run goes on from the resume
     state of the folder this torchrun job claimed, rather than starting over or refusing its own folder."""
     job = os.environ.get("TORCHELASTIC_RUN_ID")
-    if torchrun.restart_count() == 0 or request.resume is not None or job is None:
+    if torchrun.restart_count() == 0 or request.resume is not None or request.config is None or job is None:
         return request
     folder = runs.claimed_by(job, request.out)
     if folder is None:
@@ -116,7 +122,7 @@ def _run_folder(
     request: TrainRequest, cfg: TrainConfig, state: resume.ResumeState | None, ctx: distributed.Context
 ) -> Path | None:
     """The run folder on rank 0 (a new one is created and claimed by this torchrun job); None elsewhere."""
-    if state is not None:
+    if state is not None and request.resume is not None:
         return Path(request.resume).expanduser() if ctx.is_main else None
     run_dir = ctx.on_main(lambda: runs.create_run_dir(request.out, cfg.model, request.overwrite))
     job = os.environ.get("TORCHELASTIC_RUN_ID")
@@ -135,13 +141,19 @@ def _start_line(cfg: TrainConfig, state: resume.ResumeState | None, run_dir: Pat
     return f"training {cfg.model}{init} on {cfg.data or cfg.dataset}{mixed} for {epochs}{processes} -> {run_dir}"
 
 
-def _reporter(stack: ExitStack, request: TrainRequest, cfg: TrainConfig, run_dir: Path) -> Reporter:
-    """The progress display, and TensorBoard's event files when asked for; closed when the stack closes."""
+def _reporter(stack: ExitStack, request: TrainRequest, cfg: TrainConfig, run_dir: Path | None) -> Reporter | None:
+    """The progress display, and TensorBoard's event files and MLflow tracking when asked for, for the process
+    that writes the run folder (None elsewhere); closed when the stack closes (an MLflow run still open then is
+    marked KILLED)."""
+    if run_dir is None:
+        return None
     from .progress import ConsoleReporter
 
-    reporter = stack.enter_context(closing(ConsoleReporter(quiet=request.quiet, batch_size=cfg.batch_size)))
+    reporter: Reporter = stack.enter_context(closing(ConsoleReporter(quiet=request.quiet, batch_size=cfg.batch_size)))
     if request.tensorboard:
         from .tensorboard_log import TensorBoardReporter
 
         reporter = stack.enter_context(closing(TensorBoardReporter(run_dir, reporter, config=cfg.to_dict())))
+    if request.mlflow:
+        reporter = stack.enter_context(closing(MlflowReporter(run_dir, reporter, config=cfg.to_dict())))
     return reporter

@@ -1,6 +1,8 @@
 """This process as a torchrun worker: what it learns from the environment, and how it lives and ends.
 
-Imports no torch, so the command line can ask these questions for free.
+A task that Slurm's ``srun`` started directly, one of several in its job step, becomes such a worker too: it
+takes the place Slurm gave it as torchrun would give it. Imports no torch, so the command line can ask these
+questions for free.
 """
 
 from __future__ import annotations
@@ -9,9 +11,56 @@ import os
 import signal
 import sys
 
+from .errors import ConfigError
+
 
 def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def adopt_slurm_task() -> None:
+    """Started by ``srun`` as one of several tasks of a job step, without torchrun: set the variables torchrun
+    would set (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE) from Slurm's, so that the tasks train as one job
+    rather than as N runs writing the same folder. They meet at MASTER_ADDR:MASTER_PORT, which the job script
+    exports (the first node, a free port); without them, a ConfigError saying so. Elsewhere, a no-op.
+
+    ``SLURM_STEP_NUM_TASKS`` is set by ``srun`` only: a batch script itself (SLURM_NTASKS=N, SLURM_PROCID=0)
+    is one process, not task 0 of N.
+    """
+    tasks = slurm_step_tasks()
+    if launched_by_torchrun() or tasks <= 1:
+        return
+    # First, so that only the first task of each node prints the error below.
+    os.environ["RANK"], os.environ["WORLD_SIZE"] = os.environ["SLURM_PROCID"], str(tasks)
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    on_node = _tasks_on_node(os.environ.get("SLURM_STEP_TASKS_PER_NODE", ""), int(os.environ.get("SLURM_NODEID", "0")))
+    if on_node is not None:
+        os.environ["LOCAL_WORLD_SIZE"] = str(on_node)
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"srun started {tasks} tasks without torchrun, and {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set: export "
+            "MASTER_ADDR (the first node) and MASTER_PORT (a free port), or start with srun torchrun as "
+            "examples/slurm.sbatch does"
+        )
+
+
+def slurm_step_tasks() -> int:
+    """How many tasks ``srun`` started in this job step (1 outside one)."""
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+
+
+def _tasks_on_node(spec: str, node: int) -> int | None:
+    """The number of tasks on node ``node`` from Slurm's compact list ("4(x2),3": 4, 4, 3); None if unreadable."""
+    counts: list[int] = []
+    try:
+        for part in spec.split(","):
+            count, _, repeat = part.partition("(x")
+            counts += [int(count)] * int(repeat.rstrip(")") or 1)
+    except ValueError:
+        return None
+    return counts[node] if 0 <= node < len(counts) else None
 
 
 def prints_errors() -> bool:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -188,7 +188,7 @@ class Interrupt:
     on exit."""
 
     def __init__(self, announce: bool = True):
-        self.requested, self.announce, self.previous = False, announce, None
+        self.requested, self.announce, self.previous = False, announce, signal.getsignal(signal.SIGINT)
 
     def __enter__(self) -> Interrupt:
         self.previous = signal.signal(signal.SIGINT, self._handle)
@@ -332,7 +332,7 @@ class _Loop:
             )
             fit_schedule(scheduler, cfg, steps_per_epoch, progress)
         trained = ctx.wrap(model)  # after restoring: DDP starts every rank from rank 0's weights
-        trained = torch.compile(trained) if cfg.compile else trained
+        trained = cast(nn.Module, torch.compile(trained)) if cfg.compile else trained  # the stub: Module in, Module out
         return cls(
             model, trained, train, val, cfg, norm, reporter, ctx, saver, optimizer, scheduler, generator, progress,
             steps_per_epoch,
@@ -536,7 +536,7 @@ def train_run(
     if init is not None and resume_from is None:  # a resumed run's weights come from its resume state
         init.load_weights(model)
     # channels_last makes convolutions about twice as fast on CPU (oneDNN) and uses tensor cores on GPU.
-    model = model.to(ctx.device, memory_format=torch.channels_last)
+    model = model.to(ctx.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
     if run_dir is not None and resume_from is None:
         runs.write_config(run_dir, cfg)
     reporter = _saving(reporter, run_dir, resume_from.history if resume_from is not None else [])
@@ -601,7 +601,8 @@ def _load_data(cfg: TrainConfig, device: torch.device, init: finetune.InitModel 
         norm = init.normalization
     else:
         norm = data.standardization(splits.train) if cfg.normalize else data.Normalization(0.0, 1.0, 256.0)
-    train, val, test = (s.to(device) if s is not None else None for s in (splits.train, splits.val, splits.test))
+    train = splits.train.to(device)
+    val, test = (s.to(device) if s is not None else None for s in (splits.val, splits.test))
     return _Data(dataset, splits, norm, train, val, test, time.perf_counter() - start, mixed)
 
 

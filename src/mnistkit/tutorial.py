@@ -48,7 +48,7 @@ def load_pickle_layout(path: str | Path | None = None) -> tuple:
 def load_mnist(path: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tutorial's ``x_train, y_train, x_valid, y_valid`` as tensors (after its ``map(torch.tensor, …)``)."""
     (x_train, y_train), (x_valid, y_valid), _ = load_pickle_layout(path)
-    return tuple(map(torch.from_numpy, (x_train, y_train, x_valid, y_valid)))
+    return torch.from_numpy(x_train), torch.from_numpy(y_train), torch.from_numpy(x_valid), torch.from_numpy(y_valid)
 
 
 def loss_batch(model, loss_func, xb, yb, opt=None):
