@@ -100,8 +100,8 @@ function fitPad() {
 }
 
 // The drawing as the JSON the API takes: the square around the ink (with a margin), area-averaged to 28×28,
-// dark ink on white; null when the canvas is blank.
-function padPixels() {
+// dark ink on white; null when the canvas is blank or the ink spans fewer than minExtent canvas pixels.
+function padPixels(minExtent = 0) {
   const { width, height } = pad;
   const rgba = ctx.getImageData(0, 0, width, height).data;
   const ink = new Uint8Array(width * height);
@@ -118,7 +118,7 @@ function padPixels() {
       }
     }
   }
-  if (right < 0) return null;
+  if (right < 0 || Math.max(right - left + 1, bottom - top + 1) < minExtent) return null;
   const side = Math.max(SIDE, Math.max(right - left + 1, bottom - top + 1) * SIDE / (SIDE - 2 * MARGIN));
   const x0 = (left + right + 1) / 2 - side / 2;
   const y0 = (top + bottom + 1) / 2 - side / 2;
@@ -229,7 +229,9 @@ function askLive() {
 }
 
 function askAboutDrawing(final) {
-  const pixels = padPixels();
+  // While drawing, wait until the ink spans an eighth of the pad: a stroke just begun is no digit yet, and the
+  // server would refuse it as blank. The answer at pen-up is always asked for.
+  const pixels = padPixels(final ? 0 : pad.width / 8);
   if (!pixels) return;
   if (!final) lastLiveAt = performance.now();
   ask({ headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels }) }, final);
