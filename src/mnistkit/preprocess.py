@@ -289,7 +289,8 @@ def _dark_ink(gray: np.ndarray) -> bool:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     border_low, border_high = np.quantile(border, [0.01, 0.99])
     values = gray.ravel()
-    k = min(EXTREME_PIXELS, len(values) - 1)  # a small dot on a large page still has this many pixels
+    # A small dot on a large page still has EXTREME_PIXELS pixels; on a small image (a page's 28×28) fewer.
+    k = max(1, min(EXTREME_PIXELS, len(values) // 200, len(values) - 1))
     low, high = np.partition(values, k)[k], np.partition(values, len(values) - 1 - k)[len(values) - 1 - k]
     paper = np.median(values)
     darker, brighter = border_low - low, high - border_high
