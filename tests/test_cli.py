@@ -94,7 +94,7 @@ def test_console_script_runs_without_traceback(tiny_idx, tmp_path):
         [sys.executable, "-m", "mnistkit", "train", "--lr", "0"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "mnistkit: error: lr must be a positive number up to 1e+30, got 0.0"
+    assert bad.stderr.strip() == "mnistkit: error: --lr must be a positive number up to 1e+30, got 0.0"
     good = subprocess.run(
         [
             sys.executable,
@@ -251,14 +251,14 @@ def test_checksum_mismatch_of_a_cached_download_is_one_line(tmp_path, capsys, mo
         (["--lr", "1e308"], "lr must be a positive number up to 1e+30"),
         (["--epochs", "0"], "epochs must be from 1"),
         (["--epochs", str(2**70)], "epochs must be from 1 to 100,000"),
-        (["--batch-size", "0"], "batch_size must be from 1"),
+        (["--batch-size", "0"], "--batch-size must be from 1"),
         (["--val-size", "600"], "validation size must be between 0 and 599"),
         (["--seed", str(2**70)], "seed must be from -2**63 to 2**64 - 1, got 1180591620717411303424"),
         (["--width", "100000"], "width must be a whole number from 1 to 1024, got 100000"),
         (["--width", "0"], "width must be a whole number from 1 to 1024, got 0"),
         (["--stem-width", "-3"], "stem_width must be a whole number from 1 to 1024, got -3"),
-        (["--weight-decay", "inf"], "weight_decay must be from 0 to 1000"),
-        (["--grad-clip", "nan"], "grad_clip must be a positive number"),
+        (["--weight-decay", "inf"], "--weight-decay must be from 0 to 1000"),
+        (["--grad-clip", "nan"], "--grad-clip must be a positive number"),
     ],
 )
 def test_bad_options_are_one_line(argv, message, tiny_idx, tmp_path, capsys):

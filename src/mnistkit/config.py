@@ -89,64 +89,83 @@ class TrainConfig:
         schema.typed_fields(type(self), self.to_dict())  # a TrainConfig built directly skips from_dict
         epochs = schema.MAX_EPOCHS
         checks = [
-            (1 <= self.epochs <= epochs, f"epochs must be from 1 to {epochs:,}, got {self.epochs}"),
+            (1 <= self.epochs <= epochs, "epochs", f"epochs must be from 1 to {epochs:,}, got {self.epochs}"),
             (
                 1 <= self.batch_size <= MAX_BATCH_SIZE,
+                "batch_size",
                 f"batch_size must be from 1 to {MAX_BATCH_SIZE:,}, got {self.batch_size}",
             ),
             (
                 math.isfinite(self.outliers) and 0 <= self.outliers <= 1,
+                "outliers",
                 f"outliers must be in [0, 1] (non-digits per training image), got {self.outliers}",
             ),
             (
                 1 <= self.eval_batch_size <= MAX_BATCH_SIZE,
+                "eval_batch_size",
                 f"eval_batch_size must be from 1 to {MAX_BATCH_SIZE:,}, got {self.eval_batch_size}",
             ),
-            (0 < self.lr <= MAX_LR, f"lr must be a positive number up to {MAX_LR:g}, got {self.lr}"),
-            (self.val_size >= 0, f"val_size must be 0 or more, got {self.val_size}"),
+            (0 < self.lr <= MAX_LR, "lr", f"lr must be a positive number up to {MAX_LR:g}, got {self.lr}"),
+            (self.val_size >= 0, "val_size", f"val_size must be 0 or more, got {self.val_size}"),
             (
                 math.isfinite(self.mix_mnist) and 0 <= self.mix_mnist < 1,
+                "mix_mnist",
                 f"mix_mnist must be in [0, 1) (the share of each epoch's images that are MNIST), got {self.mix_mnist}",
             ),
-            (self.init != "", "init must be 'pretrained' or a run folder or checkpoint, got ''"),
+            (self.init != "", "init", "init must be 'pretrained' or a run folder or checkpoint, got ''"),
             (
                 self.init_sha256 is None or (self.init is not None and SHA256.fullmatch(self.init_sha256) is not None),
+                "init_sha256",
                 f"init_sha256 must be the 64 hex digits of the init's weights' SHA-256, with an init; "
                 f"got {schema.short(self.init_sha256)}",
             ),
             (
                 0 <= self.weight_decay <= MAX_WEIGHT_DECAY,
+                "weight_decay",
                 f"weight_decay must be from 0 to {MAX_WEIGHT_DECAY:g}, got {self.weight_decay}",
             ),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.momentum < 1, "momentum", f"momentum must be in [0, 1), got {self.momentum}"),
+            (
+                0 <= self.label_smoothing < 1,
+                "label_smoothing",
+                f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
+            ),
             (
                 self.grad_clip is None or 0 < self.grad_clip < math.inf,
+                "grad_clip",
                 f"grad_clip must be a positive number, got {self.grad_clip}",
             ),
             (
                 0 <= self.early_stopping <= epochs,
+                "early_stopping",
                 f"early_stopping must be 0 (off) or a patience in epochs up to {epochs:,}, got {self.early_stopping}",
             ),
-            (1 <= self.step_size <= epochs, f"step_size must be from 1 to {epochs:,}, got {self.step_size}"),
-            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (
+                1 <= self.step_size <= epochs,
+                "step_size",
+                f"step_size must be from 1 to {epochs:,}, got {self.step_size}",
+            ),
+            (0 < self.gamma <= 1, "gamma", f"gamma must be in (0, 1], got {self.gamma}"),
             (
                 SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
+                "seed",
                 f"seed must be from -2**63 to 2**64 - 1, got {schema.short(self.seed)}",
             ),
             (
                 self.optimizer in OPTIMIZERS,
+                None,
                 unknown_choice("optimizer", self.optimizer, OPTIMIZERS),
             ),
-            (self.schedule in SCHEDULES, unknown_choice("schedule", self.schedule, SCHEDULES)),
-            (self.augment in AUGMENTATIONS, unknown_choice("augmentation", self.augment, AUGMENTATIONS)),
-            (self.device in DEVICES, unknown_choice("device", self.device, DEVICES)),
-            (self.amp in AMP_MODES, unknown_choice("amp mode", self.amp, AMP_MODES)),
-            (self.model in MODELS, unknown_choice("model", self.model, MODELS)),
+            (self.schedule in SCHEDULES, None, unknown_choice("schedule", self.schedule, SCHEDULES)),
+            (self.augment in AUGMENTATIONS, None, unknown_choice("augmentation", self.augment, AUGMENTATIONS)),
+            (self.device in DEVICES, None, unknown_choice("device", self.device, DEVICES)),
+            (self.amp in AMP_MODES, None, unknown_choice("amp mode", self.amp, AMP_MODES)),
+            (self.model in MODELS, None, unknown_choice("model", self.model, MODELS)),
         ]
-        for ok, message in checks:
+        for ok, option, message in checks:
             if not ok:
-                raise ConfigError(message)
+                # An unknown name reads as prose ("unknown model 'x'"); a range names the option, shown as its flag.
+                raise ConfigError(message, options=(option,) if option else ())
         check_options(self.model_options())
         return self
 
