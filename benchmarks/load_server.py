@@ -88,9 +88,9 @@ def check_loopback(url: str) -> None:
         )
 
 
-def start_server(port: int, device: str) -> subprocess.Popen:
+def start_server(port: int, device: str = "cpu") -> subprocess.Popen:
     command = [sys.executable, "-m", "mnistkit", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    command += ["--device", device]
+    command += ["--device", device, "--no-feedback"]  # a benchmark stores no corrections
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
