@@ -350,3 +350,13 @@ def test_damaged_files_give_an_image_or_image_error(tmp_path, image_files, data)
     except ImageError:
         return
     assert out.shape == (28, 28) and out.dtype == np.uint8
+
+
+def test_solid_ink_wider_than_the_background_window_is_ink():
+    # A wide pen's first dab on the drawing page (28×28), and a filled shape on a page: both wider than the
+    # window that estimates the paper's light, so that estimate alone would take them for paper.
+    for side, box in ((28, (4, 8, 22, 20)), (300, (40, 60, 260, 240))):
+        page = Image.new("L", (side, side), 255)
+        ImageDraw.Draw(page).ellipse(box, fill=0)
+        out = to_mnist(np.asarray(page))
+        assert out.max() >= 250 and max(ink_box(out)) in (20, 21)

@@ -237,7 +237,16 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     only noise.
     """
     bright = 255.0 - gray if _dark_ink(gray) else gray.astype(np.float64)
-    background = estimate_background(bright)
+    try:
+        return _ink_above(bright, estimate_background(bright))
+    except ImageError:
+        # Solid ink wider than the background window (a fat blob, a filled shape) is taken for paper by the
+        # opening; against the paper at the border it still stands out, and visible ink is never a blank page.
+        return _ink_above(bright, np.full_like(bright, _border_level(bright)))
+
+
+def _ink_above(bright: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """``_ink`` for ink bright on darker paper, ``background`` the paper's brightness under every pixel."""
     lift = bright - background  # how far each pixel stands above the paper around it, in gray levels
     share = np.clip(lift / np.maximum(255.0 - background, 1.0), 0, 1)  # the share of the way to full ink
     levels = np.round(share * 255).astype(np.uint8)
