@@ -55,7 +55,7 @@ class InferenceModel(nn.Module):
         self.net = net
         self.norm = norm
         self.temperature = temperature  # calibration: the logits are divided by it before the softmax
-        # Below this score (``scores``) an image is "not a digit"; None for models fitted without validation data.
+        # Below this not-a-digit score an image is "not a digit"; None for models fitted without validation data.
         self.not_a_digit_below = not_a_digit_below
         # (pixel * 255 / divisor - mean) / std, folded into one multiply and one subtract
         self.scale = 255.0 / (norm.divisor * norm.std)
@@ -73,11 +73,14 @@ class InferenceModel(nn.Module):
         logits = self._calibrated_logits(x)
         return logits.reshape(len(TTA_SHIFTS) if self.tta else 1, -1, logits.shape[1])
 
-    def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Probabilities (N, classes), and the not-a-digit score (N,): the energy of the calibrated logits (their
+    def probabilities_and_margin(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Probabilities (N, classes), and the not-a-digit margin (N,), below zero for "not a digit": the not-a-digit
+        score less its threshold; None without a threshold. The score is the energy of the calibrated logits (their
         log-sum-exp, averaged over the test-time shifts), low where no class fits."""
         logits = self.logits(x)
-        return logits.softmax(-1).mean(0), logits.logsumexp(-1).mean(0)
+        energy = logits.logsumexp(-1).mean(0)
+        margin = energy - self.not_a_digit_below if self.not_a_digit_below is not None else None
+        return logits.softmax(-1).mean(0), margin
 
     def class_scores(self, x: torch.Tensor) -> torch.Tensor:
         """The class scores before the softmax, (N, classes): the calibrated logits averaged over the shifts."""
@@ -95,26 +98,29 @@ class InferenceModel(nn.Module):
 class EnsembleModel(nn.Module):
     """Several ``InferenceModel``s as one, with the same input and output: the mean of their probabilities.
 
-    Its not-a-digit score is the mean of the scores of the members that have a threshold, and its threshold
-    the mean of theirs: each member's margin over its own threshold counts alike. Without such members it
-    flags nothing.
+    An image is "not a digit" when most of the members that have a not-a-digit threshold (more than half of them)
+    flag it, each by its own score and threshold: the members' scores need not share a scale (an mlp's energies
+    run higher than a convnet's), so they are not averaged. Without such members it flags nothing.
     """
 
     def __init__(self, members: Sequence[InferenceModel]):
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.calibrated = [i for i, member in enumerate(members) if member.not_a_digit_below is not None]
-        thresholds = [cast(float, members[i].not_a_digit_below) for i in self.calibrated]
-        self.not_a_digit_below = sum(thresholds) / len(thresholds) if thresholds else None
+        calibrated = sum(member.not_a_digit_below is not None for member in members)
+        self.votes = calibrated // 2 + 1 if calibrated else 0  # members that must flag an image
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(x) for member in self.members]).mean(0)
 
-    def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The members' mean probabilities, and the mean not-a-digit score of the calibrated members."""
-        probabilities, energies = zip(*(cast(InferenceModel, member).scores(x) for member in self.members))
-        scored = [energies[i] for i in self.calibrated] or list(energies)
-        return torch.stack(probabilities).mean(0), torch.stack(scored).mean(0)
+    def probabilities_and_margin(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The members' mean probabilities, and a not-a-digit margin below zero where enough members flag an
+        image: the ``votes``-th lowest of the calibrated members' margins (None without them)."""
+        results = [cast(InferenceModel, member).probabilities_and_margin(x) for member in self.members]
+        probabilities = torch.stack([p for p, _ in results]).mean(0)
+        margins = [m for _, m in results if m is not None]
+        if not margins:
+            return probabilities, None
+        return probabilities, torch.stack(margins).kthvalue(self.votes, 0).values
 
     def class_scores(self, x: torch.Tensor) -> torch.Tensor:
         """The members' class scores before the softmax, averaged."""
@@ -212,8 +218,9 @@ class Classifier:
 
     @property
     def threshold(self) -> float | None:
-        """Below this not-a-digit score an image is "not a digit"; None for a model that flags nothing."""
-        return self.inference.not_a_digit_below
+        """Below this not-a-digit score an image is "not a digit"; None for a model that flags nothing, and for an
+        ensemble (its members vote: see ``EnsembleModel``)."""
+        return self.inference.not_a_digit_below if isinstance(self.inference, InferenceModel) else None
 
     def model_info(self) -> dict[str, Any]:
         """Model name, parameter count, test accuracy, classes and input contract, for reports and servers."""
@@ -250,20 +257,21 @@ class Classifier:
 
         The not-a-digit score is the energy of the calibrated logits (their log-sum-exp, averaged over the
         test-time shifts): low where no class fits. An image is flagged when it is below the threshold chosen
-        on held-out data (``calibrate.py``); a model without one flags nothing. (An ensemble: see ``EnsembleModel``.)
+        on held-out data (``calibrate.py``); a model without one flags nothing. An ensemble's members vote (see
+        ``EnsembleModel``).
         """
         x = pixels(images)
-        probabilities, energies = [], []
+        probabilities, flags = [], []
         n = self.batch_size
         for i in range(0, len(x), n):
-            batch_probabilities, energy = self.inference.scores(x[i : i + n].to(self.device))
+            batch_probabilities, margin = self.inference.probabilities_and_margin(x[i : i + n].to(self.device))
             probabilities.append(batch_probabilities.cpu())
-            energies.append(energy.cpu())
+            flags.append(
+                margin.cpu() < 0 if margin is not None else torch.zeros(len(batch_probabilities), dtype=torch.bool)
+            )
         if not probabilities:
             return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros(0, dtype=bool)
-        scores = torch.cat(energies).numpy()
-        flags = scores < self.threshold if self.threshold is not None else np.zeros(len(scores), dtype=bool)
-        return torch.cat(probabilities).numpy(), flags
+        return torch.cat(probabilities).numpy(), torch.cat(flags).numpy()
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], top_k: int = 3, reject: bool = True
@@ -346,10 +354,12 @@ class Ensemble(Classifier):
         self._hold(inference, meta, ", ".join(member.source for member in members), first.device)
 
     def model_info(self) -> dict[str, Any]:
-        """As a single model's, its parameters those of all members; each member's own under ``members``."""
+        """As a single model's, its parameters those of all members; each member's own under ``members``, and how many
+        of them must flag an image "not a digit" under ``not_a_digit_votes`` (0: it flags nothing)."""
         members = [member.model_info() for member in self.members]
         tta = any(member["tta"] for member in members)
-        return {**super().model_info(), "tta": tta, "temperature": None, "members": members}
+        votes = cast(EnsembleModel, self.inference).votes
+        return {**super().model_info(), "tta": tta, "temperature": None, "not_a_digit_votes": votes, "members": members}
 
 
 def class_mismatch(classes: list[str], expected: list[str]) -> str:
