@@ -12,7 +12,7 @@ import torch
 from helpers import make_digits
 from PIL import Image, ImageDraw
 
-from mnistkit import cli, nondigits, runs
+from mnistkit import cli, nondigits
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.config import TrainConfig, make_config
 from mnistkit.data import Normalization
@@ -20,7 +20,6 @@ from mnistkit.errors import CheckpointError
 from mnistkit.inference import PRETRAINED_DIR, Classifier, Ensemble, FailedPrediction, Prediction, find_images
 from mnistkit.models import create_model
 from mnistkit.preprocess import ImageError
-from mnistkit.train import train_run
 
 ROUND_TRIP_IMAGES = 300
 
@@ -228,22 +227,13 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path, saved):
 # ensembles
 
 
-@pytest.fixture(scope="module")
-def second_run(tmp_path_factory, tiny_idx_session):
-    """An mlp trained on the same tiny data as ``tiny_run`` (a cnn), calibrated on its own validation images."""
-    out = tmp_path_factory.mktemp("second") / "run"
-    cfg = make_config(model="mlp", epochs=1, val_size=100, data=str(tiny_idx_session), batch_size=64, seed=1)
-    train_run(cfg, runs.create_run_dir(out, cfg.model))
-    return out
-
-
 def digits_and_nondigits() -> np.ndarray:
     return np.concatenate([make_digits(30, seed=5)[0], nondigits.generate(30, seed=3).numpy()])
 
 
-def test_an_ensemble_averages_its_members_probabilities(tiny_run, second_run):
-    cnn, mlp = Classifier.load(tiny_run), Classifier.load(second_run)
-    ensemble = Classifier.load([tiny_run, second_run])
+def test_an_ensemble_averages_its_members_probabilities(tiny_run, second_tiny_run):
+    cnn, mlp = Classifier.load(tiny_run), Classifier.load(second_tiny_run)
+    ensemble = Classifier.load([tiny_run, second_tiny_run])
     assert isinstance(ensemble, Ensemble) and type(Classifier.load([tiny_run])) is Classifier
     images = digits_and_nondigits()
     own = cnn.predict_array(images), mlp.predict_array(images)
@@ -255,9 +245,9 @@ def test_an_ensemble_averages_its_members_probabilities(tiny_run, second_run):
         assert prediction.digit == int(np.argmax(expected))
 
 
-def test_an_ensemble_flags_what_most_of_its_calibrated_members_flag(tiny_run, second_run, saved):
+def test_an_ensemble_flags_what_most_of_its_calibrated_members_flag(tiny_run, second_tiny_run, saved):
     images = digits_and_nondigits()
-    cnn, mlp = Classifier.load(tiny_run), Classifier.load(second_run)
+    cnn, mlp = Classifier.load(tiny_run), Classifier.load(second_tiny_run)
     probabilities, flags = cnn.probabilities_and_flags(images)
     mlp_flags = mlp.probabilities_and_flags(images)[1]
     assert (flags != mlp_flags).any()  # the members disagree on some images
@@ -266,9 +256,9 @@ def test_an_ensemble_flags_what_most_of_its_calibrated_members_flag(tiny_run, se
     np.testing.assert_allclose(twice[0], probabilities, atol=1e-6)
     np.testing.assert_array_equal(twice[1], flags)
     # Two calibrated members must both flag an image; three, two of them.
-    pair = Classifier.load([tiny_run, second_run])
+    pair = Classifier.load([tiny_run, second_tiny_run])
     np.testing.assert_array_equal(pair.probabilities_and_flags(images)[1], flags & mlp_flags)
-    trio = Classifier.load([tiny_run, second_run, second_run])
+    trio = Classifier.load([tiny_run, second_tiny_run, second_tiny_run])
     np.testing.assert_array_equal(trio.probabilities_and_flags(images)[1], mlp_flags)
     assert pair.threshold is None and [
         pair.model_info()["not_a_digit_votes"],
@@ -302,13 +292,13 @@ def test_ensemble_members_must_agree_on_their_classes(tmp_path, saved):
         Classifier.load([saved, many])
 
 
-def test_an_ensemble_describes_itself_and_its_members(tiny_run, second_run, tmp_path):
-    ensemble = Classifier.load([tiny_run, second_run])
-    members = [Classifier.load(tiny_run).model_info(), Classifier.load(second_run).model_info()]
+def test_an_ensemble_describes_itself_and_its_members(tiny_run, second_tiny_run, tmp_path):
+    ensemble = Classifier.load([tiny_run, second_tiny_run])
+    members = [Classifier.load(tiny_run).model_info(), Classifier.load(second_tiny_run).model_info()]
     info = ensemble.model_info()
     assert info["model"] == "ensemble" and info["members"] == members
     assert info["parameters"] == members[0]["parameters"] + members[1]["parameters"]
-    assert info["classes"] == members[0]["classes"] and info["source"] == f"{tiny_run}, {second_run}"
+    assert info["classes"] == members[0]["classes"] and info["source"] == f"{tiny_run}, {second_tiny_run}"
     assert info["not_a_digit_below"] is None and info["test_accuracy"] is None
     assert len(ensemble.meta["sha256"]) == 64 and ensemble.meta["sha256"] != Classifier.load(tiny_run).meta["sha256"]
     with pytest.raises(CheckpointError, match="takes one model, not an ensemble; give one of its members"):

@@ -204,8 +204,8 @@ def evaluate_ensemble(
         if not (torch.equal(other.images, part.images) and torch.equal(other.labels, part.labels)):
             raise DataError(
                 f"{member.source}: its {split} split ({other_name}, {len(other):,} images) is not the one of "
-                f"{members[0].source} ({data_name}, {len(part):,} images); evaluate the ensemble on the same data "
-                "with data or dataset",
+                f"{members[0].source} ({data_name}, {len(part):,} images); pass data or dataset to evaluate every "
+                "member on the same images",
                 options=("data", "dataset"),
             )
     probabilities = torch.from_numpy(ensemble.predict_array(part.images))
