@@ -699,7 +699,7 @@ def cmd_feedback_delete(args: argparse.Namespace) -> int:
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
-    from .bench import TARGETS
+    from .bench import ENSEMBLE, TARGETS
 
     p = sub.add_parser(
         "bench",
@@ -710,11 +710,21 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         nargs="+",
-        choices=sorted(TARGETS),
+        choices=[*sorted(TARGETS), ENSEMBLE],
         default=["fast", "cnn"],
-        help="presets to run [default: fast cnn]",
+        help=f"presets to run; {ENSEMBLE}: --members runs of --member-preset, their probabilities averaged, timed "
+        "as all members' training together [default: fast cnn]",
     )
-    p.add_argument("--seeds", type=int, default=5, help="seeds per preset [default: 5]")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per preset; for an ensemble, ensembles [default: 5]")
+    p.add_argument(
+        "--members", type=int, default=3, help=f"runs in each {ENSEMBLE}, each with its own seed [default: 3]"
+    )
+    p.add_argument(
+        "--member-preset",
+        choices=sorted(TARGETS),
+        default="best",
+        help=f"the preset each member of an {ENSEMBLE} is trained with, as mnistkit train --preset [default: best]",
+    )
     p.add_argument(
         "--against",
         choices=["tutorial", "none"],
@@ -741,7 +751,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr, flush=True)
 
     report = run_benchmark(
-        args.preset, args.seeds, args.against == "tutorial", args.device, log=log, data=args.data, compile=args.compile
+        args.preset,
+        args.seeds,
+        args.against == "tutorial",
+        args.device,
+        log=log,
+        data=args.data,
+        compile=args.compile,
+        members=args.members,
+        member_preset=args.member_preset,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
