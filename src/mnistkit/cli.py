@@ -715,7 +715,12 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         help=f"presets to run; {ENSEMBLE}: --members runs of --member-preset, their probabilities averaged, timed "
         "as all members' training together [default: fast cnn]",
     )
-    p.add_argument("--seeds", type=int, default=5, help="seeds per preset; for an ensemble, ensembles [default: 5]")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help=f"seeds per preset; for {ENSEMBLE}, how many ensembles, each of --members new seeds [default: 5]",
+    )
     p.add_argument(
         "--members", type=int, default=3, help=f"runs in each {ENSEMBLE}, each with its own seed [default: 3]"
     )
