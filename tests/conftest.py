@@ -41,6 +41,17 @@ def tiny_run(tmp_path_factory, tiny_idx_session) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def second_tiny_run(tmp_path_factory, tiny_idx_session) -> Path:
+    """Another finished run on the same data as ``tiny_run``, to ensemble with it: an mlp, one epoch, its own seed."""
+    out = tmp_path_factory.mktemp("second") / "run"
+    from mnistkit import runs
+
+    cfg = make_config(model="mlp", epochs=1, val_size=100, data=str(tiny_idx_session), batch_size=64, seed=1)
+    train_run(cfg, runs.create_run_dir(out, cfg.model))
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _fresh_torch_state():
     """Tests that ask for determinism must not leak it into the rest of the session."""

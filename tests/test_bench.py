@@ -85,11 +85,51 @@ def test_bench_compile_trains_every_seed_compiled(monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["compile"] is True
 
 
+def test_bench_ensemble_trains_its_members_and_tests_their_mean(tiny_idx_session, capsys):
+    argv = ["bench", "--preset", "ensemble", "--members", "2", "--member-preset", "fast", "--seeds", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--against", "none", "--data", str(tiny_idx_session), "--json"])
+    assert exit_info.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["presets"]
+    assert PRESET_FIELDS <= set(row) and row["preset"] == "ensemble" and row["model"] == "2×fast"
+    assert (row["target_accuracy"], row["time_goal_seconds"]) == bench.ENSEMBLE_TARGET and row["seeds"] == 1
+    (ensemble,) = row["runs"]
+    assert [(m["preset"], m["seed"]) for m in ensemble["members"]] == [("fast", 0), ("fast", 1)]
+    assert ensemble["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in ensemble["members"]))
+    assert 0.0 <= ensemble["test_accuracy"] <= 1.0 and ensemble["test_seconds"] > 0
+    assert "ensemble 2×fast" in bench.format_report(report)
+
+
+def test_each_ensemble_trains_new_seeds_and_tests_the_runs_it_saved(monkeypatch, capsys):
+    jobs = []
+
+    def run_job(kind, **kwargs):  # records what each fresh process would be asked to do
+        jobs.append((kind, kwargs))
+        row = {"model": "cnn", "epochs": 7, "train_seconds": 10.0, "load_seconds": 0.5, "peak_rss_mb": 400.0}
+        return {**kwargs, **row, "test_accuracy": 0.99, "test_seconds": 1.0}
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "ensemble", "--member-preset", "accurate", "--seeds", "2", "--against", "none"])
+    assert exit_info.value.code == 0
+    trained = [job for kind, job in jobs if kind == "preset"]
+    assert [(job["preset"], job["seed"]) for job in trained] == [("accurate", seed) for seed in range(6)]
+    tested = [job["paths"] for kind, job in jobs if kind == "ensemble"]
+    assert tested == [[job["out"] for job in trained[:3]], [job["out"] for job in trained[3:]]]
+    assert len({job["out"] for job in trained}) == 6
+    assert "ensemble 3×accurate" in capsys.readouterr().out
+
+
 def test_bench_refuses_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--seeds", "0", "--against", "none"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "mnistkit: error: --seeds must be at least 1, got 0"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "ensemble", "--members", "0", "--against", "none"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "mnistkit: error: --members must be at least 1, got 0"
 
 
 @pytest.mark.slow

@@ -388,6 +388,40 @@ def test_nan_loss_is_one_line_with_epoch_and_step(tiny_idx, tmp_path, capsys):
     assert_one_line_error(code, err, "at epoch 1, step")
 
 
+def test_evaluate_two_runs_as_an_ensemble(tiny_run, second_tiny_run, tiny_idx_session, tmp_path, capsys):
+    from mnistkit.data import load_dataset
+    from mnistkit.inference import Classifier
+
+    before = {p.name for p in tiny_run.iterdir()} | {p.name for p in second_tiny_run.iterdir()}
+    code, out, err = run(["evaluate", str(tiny_run), str(second_tiny_run), "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert [m["source"] for m in report["members"]] == [str(tiny_run), str(second_tiny_run)]
+    test = load_dataset(str(tiny_idx_session)).test
+    predicted = Classifier.load([tiny_run, second_tiny_run]).predict_array(test.images).argmax(1)
+    assert report["count"] == 200 and report["accuracy"] == (predicted == test.labels.numpy()).mean()
+    # No plots unless asked where: an ensemble has no run folder, and its members' plots are their own.
+    assert {p.name for p in tiny_run.iterdir()} | {p.name for p in second_tiny_run.iterdir()} == before
+
+    code, out, err = run(["evaluate", str(tiny_run), str(second_tiny_run), "--plots", str(tmp_path / "plots")], capsys)
+    assert code == 0, err
+    assert out.startswith(f"ensemble of 2, the mean of their probabilities:\n  {tiny_run}  (its run's test accuracy ")
+    assert "accuracy" in out and f"plots: {tmp_path / 'plots' / 'confusion.png'}" in out
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"confusion.png", "mistakes.png"}
+
+
+def test_an_ensemble_of_runs_on_other_data_is_one_line(tiny_run, tiny_idx_session, capsys):
+    from mnistkit.inference import PRETRAINED_DIR
+
+    code, _, err = run(["evaluate", str(tiny_run), str(PRETRAINED_DIR), "--no-plots"], capsys)
+    assert_one_line_error(
+        code,
+        err,
+        f"{PRETRAINED_DIR}: its test split (MNIST, 10,000 images) is not the one of {tiny_run} "
+        f"({tiny_idx_session.name}, 200 images); pass --data or --dataset to evaluate every member on the same images",
+    )
+
+
 def test_evaluate_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     code, _, err = run(["evaluate", str(tmp_path / "nothing")], capsys)
     assert_one_line_error(code, err, "no checkpoint here")

@@ -1,5 +1,5 @@
 """The Classifier and the bundled pretrained model: loading, predicting files / PIL images / arrays, batches with
-bad images, folder and glob expansion, and the pretrained model's accuracy, size and recorded command."""
+bad images, folder and glob expansion, ensembles, and the pretrained model's accuracy, size and recorded command."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import shlex
 import numpy as np
 import pytest
 import torch
+from helpers import make_digits
 from PIL import Image, ImageDraw
 
-from mnistkit import cli
+from mnistkit import cli, nondigits
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.config import TrainConfig, make_config
 from mnistkit.data import Normalization
 from mnistkit.errors import CheckpointError
-from mnistkit.inference import PRETRAINED_DIR, Classifier, FailedPrediction, Prediction, find_images
+from mnistkit.inference import PRETRAINED_DIR, Classifier, Ensemble, FailedPrediction, Prediction, find_images
 from mnistkit.models import create_model
 from mnistkit.preprocess import ImageError
 
@@ -220,6 +221,89 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path, saved):
         f.write(b"\0\0\0\0")
     with pytest.raises(CheckpointError, match="do not match the checksum"):
         Classifier.load(saved)
+
+
+# --------------------------------------------------------------------------------------------------
+# ensembles
+
+
+def digits_and_nondigits() -> np.ndarray:
+    return np.concatenate([make_digits(30, seed=5)[0], nondigits.generate(30, seed=3).numpy()])
+
+
+def test_an_ensemble_averages_its_members_probabilities(tiny_run, second_tiny_run):
+    cnn, mlp = Classifier.load(tiny_run), Classifier.load(second_tiny_run)
+    ensemble = Classifier.load([tiny_run, second_tiny_run])
+    assert isinstance(ensemble, Ensemble) and type(Classifier.load([tiny_run])) is Classifier
+    images = digits_and_nondigits()
+    own = cnn.predict_array(images), mlp.predict_array(images)
+    assert np.abs(own[0] - own[1]).max() > 0.01  # the members disagree, so the mean means something
+    np.testing.assert_allclose(ensemble.predict_array(images), (own[0] + own[1]) / 2, atol=1e-6)
+    for prediction in ensemble.predict([Image.fromarray(255 - image) for image in images[:5]]):
+        expected = (cnn.predict_array(prediction.input) + mlp.predict_array(prediction.input))[0] / 2
+        np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-6)
+        assert prediction.digit == int(np.argmax(expected))
+
+
+def test_an_ensemble_flags_what_most_of_its_calibrated_members_flag(tiny_run, second_tiny_run, saved):
+    images = digits_and_nondigits()
+    cnn, mlp = Classifier.load(tiny_run), Classifier.load(second_tiny_run)
+    probabilities, flags = cnn.probabilities_and_flags(images)
+    mlp_flags = mlp.probabilities_and_flags(images)[1]
+    assert (flags != mlp_flags).any()  # the members disagree on some images
+    # The same model twice is that model: same probabilities, same flags.
+    twice = Classifier.load([tiny_run, tiny_run]).probabilities_and_flags(images)
+    np.testing.assert_allclose(twice[0], probabilities, atol=1e-6)
+    np.testing.assert_array_equal(twice[1], flags)
+    # Two calibrated members must both flag an image; three, two of them.
+    pair = Classifier.load([tiny_run, second_tiny_run])
+    np.testing.assert_array_equal(pair.probabilities_and_flags(images)[1], flags & mlp_flags)
+    trio = Classifier.load([tiny_run, second_tiny_run, second_tiny_run])
+    np.testing.assert_array_equal(trio.probabilities_and_flags(images)[1], mlp_flags)
+    assert pair.threshold is None and [
+        pair.model_info()["not_a_digit_votes"],
+        trio.model_info()["not_a_digit_votes"],
+    ] == [2, 2]
+    # A member without calibration (saved: no validation data) adds its probabilities but has no vote.
+    mixed = Classifier.load([tiny_run, saved])
+    assert mixed.model_info()["not_a_digit_votes"] == 1
+    np.testing.assert_array_equal(mixed.probabilities_and_flags(images)[1], flags)
+    uncalibrated = Classifier.load([saved, saved])
+    assert uncalibrated.model_info()["not_a_digit_votes"] == 0
+    assert not uncalibrated.probabilities_and_flags(images)[1].any()
+
+
+def test_ensemble_members_must_agree_on_their_classes(tmp_path, saved):
+    letters = tmp_path / "letters"
+    letters.mkdir()
+    meta = {"model": "cnn", "model_options": {"width": 4}, "classes": list("abcdefghij")}
+    save_checkpoint(letters, create_model("cnn", width=4), meta)
+    with pytest.raises(CheckpointError) as raised:
+        Classifier.load([saved, letters])
+    assert str(raised.value) == (
+        f"{letters} and {saved} predict different classes (class 0 is 'a', not '0'); "
+        "the members of an ensemble must agree on them"
+    )
+    many = tmp_path / "many"
+    many.mkdir()
+    meta = {"model": "cnn", "model_options": {"width": 4, "num_classes": 12}, "classes": list("abcdefghijkl")}
+    save_checkpoint(many, create_model("cnn", width=4, num_classes=12), meta)
+    with pytest.raises(CheckpointError, match=r"predict different classes \(12 classes, not 10\)"):
+        Classifier.load([saved, many])
+
+
+def test_an_ensemble_describes_itself_and_its_members(tiny_run, second_tiny_run, tmp_path):
+    ensemble = Classifier.load([tiny_run, second_tiny_run])
+    members = [Classifier.load(tiny_run).model_info(), Classifier.load(second_tiny_run).model_info()]
+    info = ensemble.model_info()
+    assert info["model"] == "ensemble" and info["members"] == members
+    assert info["parameters"] == members[0]["parameters"] + members[1]["parameters"]
+    assert info["classes"] == members[0]["classes"] and info["source"] == f"{tiny_run}, {second_tiny_run}"
+    assert info["not_a_digit_below"] is None and info["test_accuracy"] is None
+    assert len(ensemble.meta["sha256"]) == 64 and ensemble.meta["sha256"] != Classifier.load(tiny_run).meta["sha256"]
+    with pytest.raises(CheckpointError, match="takes one model, not an ensemble; give one of its members"):
+        ensemble.save_pretrained(tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -119,6 +119,18 @@ def test_predict_with_a_trained_checkpoint(capsys, folder, tmp_path):
     assert code == 0 and json.loads(out)["source"] == str(folder / "one.png")
 
 
+def test_predict_with_an_ensemble_of_models(capsys, folder, tiny_run, second_tiny_run):
+    from mnistkit.inference import Classifier
+
+    image = folder / "seven.png"
+    code, out, err = run(
+        capsys, "predict", "--model", tiny_run, "--model", second_tiny_run, "--json", "--top-k", 10, image
+    )
+    assert code == 0, err
+    expected = Classifier.load([tiny_run, second_tiny_run]).predict(image, top_k=10).to_dict()
+    assert json.loads(out) == json.loads(json.dumps(expected))
+
+
 # --------------------------------------------------------------------------------------------------
 # every bad input: one line, non-zero exit, no traceback
 

@@ -146,6 +146,39 @@ def test_serves_a_trained_run_given_as_model(tiny_run, digits):
         np.testing.assert_allclose(answer["probabilities"], served.predict_array(digits[0][0])[0], atol=1e-5)
 
 
+def test_serves_an_ensemble(tiny_run, second_tiny_run, digits):
+    served = Classifier.load([tiny_run, second_tiny_run])
+    with local_client(create_app(served)) as test_client:
+        info = test_client.get("/api/model").json()
+        assert info["model"] == "ensemble" and info["source"] == f"{tiny_run}, {second_tiny_run}"
+        parameters = [Classifier.load(run).model_info()["parameters"] for run in (tiny_run, second_tiny_run)]
+        assert info["parameters"] == sum(parameters)
+        for image in digits[0][:3]:
+            answer = test_client.post("/api/predict", json=pixels_body(image)).json()
+            np.testing.assert_allclose(answer["probabilities"], served.predict_array(image)[0], atol=1e-5)
+            assert answer["not_a_digit"] == bool(served.probabilities_and_flags(image)[1][0])
+        explained = test_client.post("/api/explain", json=pixels_body(digits[0][0])).json()
+        # The first member's first convolution (a cnn of width 4), the saliency of the members' mean class scores.
+        assert np.array(explained["feature_maps"]).shape == (4, 28, 28)
+        assert np.array(explained["saliency"]).shape == (28, 28)
+
+
+def test_serve_takes_several_models_as_an_ensemble(tiny_run, second_tiny_run, monkeypatch, capsys):
+    import uvicorn
+    from fastapi import FastAPI
+
+    from mnistkit import server
+
+    served = []
+    monkeypatch.setattr(server, "create_app", lambda classifier, *args: served.append(classifier) or FastAPI())
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["serve", "--model", str(tiny_run), "--model", str(second_tiny_run), "--port", "0", "--no-feedback"])
+    assert exit.value.code == 0
+    assert [member.source for member in served[0].members] == [str(tiny_run), str(second_tiny_run)]
+    assert capsys.readouterr().out.startswith(f"serving {tiny_run}, {second_tiny_run} (ensemble) at http://")
+
+
 def test_predict_drawing_upload_matches_mnistkit_predict(client, classifier, digits):
     images, labels = digits
     for image, label in zip(images, labels):

@@ -3,7 +3,8 @@
 Every measurement runs in a fresh child process (``python -m mnistkit.bench JOB``), so one job's warm
 caches, threads or memory do not flatter the next, and each reports its own peak RSS. Training time is
 counted from the first training step to the end of training; loading the data and testing are reported
-separately. The test set is only ever used for the final figure.
+separately. The test set is only ever used for the final figure. The ``ensemble`` entry trains several
+members of a preset, each in its own process, and tests the mean of their probabilities.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +31,8 @@ TARGETS: dict[str, tuple[float, float]] = {
     "accurate": (0.995, 60.0),
     "best": (0.997, 900.0),
 }
+ENSEMBLE = "ensemble"  # not a preset: several members of one (``run_ensemble``)
+ENSEMBLE_TARGET = (0.998, 1800.0)  # its target test accuracy, and the goal for all its members' training together
 TUTORIAL_FINAL_VAL_LOSS = 0.379  # the tutorial's loop after 25 epochs, measured on the bundled data
 
 
@@ -42,13 +46,17 @@ def peak_rss_mb() -> float:
 # Jobs (each runs in its own process)
 
 
-def job_preset(preset: str, seed: int, device: str, data: str | None = None, compile: bool = False) -> dict[str, Any]:
-    """Train one preset with one seed exactly as ``mnistkit train --preset`` does, without writing files.
-    ``compile`` trains it torch.compiled, as ``mnistkit train --compile``."""
+def job_preset(
+    preset: str, seed: int, device: str, data: str | None = None, compile: bool = False, out: str | None = None
+) -> dict[str, Any]:
+    """Train one preset with one seed exactly as ``mnistkit train --preset`` does, without writing files unless
+    ``out`` names a run folder to save it in. ``compile`` trains it torch.compiled, as ``mnistkit train --compile``."""
     from .config import make_config
+    from .runs import create_run_dir
     from .train import train_run
 
-    result = train_run(make_config(preset, seed=seed, device=device, data=data, compile=compile or None))
+    cfg = make_config(preset, seed=seed, device=device, data=data, compile=compile or None)
+    result = train_run(cfg, create_run_dir(out, cfg.model) if out is not None else None)
     m = result.meta["metrics"]
     return {
         "preset": preset,
@@ -207,8 +215,18 @@ def job_time_to_val_loss(
     return {"preset": preset, "target": target, "seconds": None, "val_loss": last.get("val_loss")}
 
 
+def job_ensemble(paths: list[str]) -> dict[str, Any]:
+    """The test accuracy of the ensemble of the saved runs at ``paths``: the mean of their probabilities."""
+    from .evaluate import evaluate_ensemble
+
+    start = time.perf_counter()
+    accuracy = evaluate_ensemble(paths).accuracy
+    return {"test_accuracy": accuracy, "test_seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+
+
 JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "preset": job_preset,
+    "ensemble": job_ensemble,
     "tutorial_loop": job_tutorial_loop,
     "tutorial_preset": job_tutorial_preset,
     "time_to_val_loss": job_time_to_val_loss,
@@ -230,8 +248,46 @@ def run_job(kind: str, **kwargs: Any) -> dict[str, Any]:
 # The whole benchmark
 
 
+def run_ensemble(
+    index: int,
+    members: int,
+    member_preset: str,
+    device: str,
+    data: str | None = None,
+    compile: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """One ensemble: ``members`` runs of ``member_preset`` (seeds ``index * members`` on, so that ensembles share
+    none), each trained in a fresh process as ``mnistkit train --preset`` does and saved in a temporary folder, then
+    the mean of their probabilities tested. Its training time is that of all members together."""
+    with tempfile.TemporaryDirectory(prefix="mnistkit-ensemble-") as tmp:
+        rows, paths = [], []
+        for k in range(members):
+            seed = index * members + k
+            log(f"{ENSEMBLE} {index + 1}: member {k + 1}/{members} ({member_preset}, seed {seed}) ...")
+            paths.append(f"{tmp}/member-{k + 1}")
+            rows.append(
+                run_job(
+                    "preset", preset=member_preset, seed=seed, device=device, data=data, compile=compile, out=paths[-1]
+                )
+            )
+        tested = run_job("ensemble", paths=paths)
+    return {
+        "preset": ENSEMBLE,
+        "seed": index,
+        "model": f"{members}×{member_preset}",
+        "epochs": rows[0]["epochs"],
+        "test_accuracy": tested["test_accuracy"],
+        "train_seconds": sum(r["train_seconds"] for r in rows),
+        "load_seconds": sum(r["load_seconds"] for r in rows),
+        "test_seconds": tested["test_seconds"],
+        "peak_rss_mb": max(tested["peak_rss_mb"], *(r["peak_rss_mb"] for r in rows)),
+        "members": rows,
+    }
+
+
 def summarize(preset: str, rows: list[dict[str, Any]], reference_seconds: float | None) -> dict[str, Any]:
-    target, goal = TARGETS[preset]
+    target, goal = ENSEMBLE_TARGET if preset == ENSEMBLE else TARGETS[preset]
     accs = [r["test_accuracy"] for r in rows]
     secs = [r["train_seconds"] for r in rows]
     median = statistics.median(secs)
@@ -277,18 +333,27 @@ def run_benchmark(
     log=print,
     data: str | None = None,
     compile: bool = False,
+    members: int = 3,
+    member_preset: str = "best",
 ) -> dict[str, Any]:
     """Run every preset with ``seeds`` seeds (and the tutorial's loop as the reference) and collect the report.
+    The ``ensemble`` entry runs ``seeds`` ensembles of ``members`` runs of ``member_preset`` (``run_ensemble``).
 
     ``data`` trains the presets on another dataset (a path, as ``mnistkit train --data``); the tutorial's
     reference always runs on the bundled MNIST, as the tutorial did. ``compile`` trains the presets
     torch.compiled (the compilation counts in the training time); the reference never is.
     """
-    unknown = [p for p in presets if p not in TARGETS]
+    unknown = [p for p in presets if p not in TARGETS and p != ENSEMBLE]
     if unknown:
-        raise MnistkitError(f"unknown benchmark preset '{unknown[0]}'; choose from: {', '.join(TARGETS)}")
+        raise MnistkitError(f"unknown benchmark preset '{unknown[0]}'; choose from: {', '.join([*TARGETS, ENSEMBLE])}")
     if seeds < 1:
         raise MnistkitError(f"seeds must be at least 1, got {seeds}", options=("seeds",))
+    if ENSEMBLE in presets and members < 1:
+        raise MnistkitError(f"members must be at least 1, got {members}", options=("members",))
+    if ENSEMBLE in presets and member_preset not in TARGETS:
+        raise MnistkitError(
+            f"unknown member preset '{member_preset}'; choose from: {', '.join(TARGETS)}", options=("member_preset",)
+        )
     report: dict[str, Any] = {
         "machine": machine(),
         "device": device,
@@ -321,6 +386,9 @@ def run_benchmark(
     for preset in presets:
         rows = []
         for seed in range(seeds):
+            if preset == ENSEMBLE:
+                rows.append(run_ensemble(seed, members, member_preset, device, data, compile, log))
+                continue
             log(f"{preset}: seed {seed + 1}/{seeds} ...")
             rows.append(run_job("preset", preset=preset, seed=seed, device=device, data=data, compile=compile))
         report["presets"].append(summarize(preset, rows, reference_seconds))

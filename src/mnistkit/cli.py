@@ -417,10 +417,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="loss, accuracy, per-class precision/recall and confusion matrix of a saved model"
+        "evaluate",
+        help="loss, accuracy, per-class precision/recall and confusion matrix of a saved model or an ensemble",
+        description="Evaluate a saved model on its own data's test (or validation) split. Several models are "
+        "evaluated as an ensemble: the mean of their probabilities, each with its own normalization, test-time "
+        "augmentation and temperature, as predict --model RUN1 --model RUN2 answers.",
     )
     p.add_argument(
-        "checkpoint", metavar="RUN_OR_CHECKPOINT", help="a run folder, or a checkpoint's .safetensors or .json file"
+        "checkpoint",
+        nargs="+",
+        metavar="RUN_OR_CHECKPOINT",
+        help="a run folder, or a checkpoint's .safetensors or .json file; several: their ensemble",
     )
     p.add_argument("--split", choices=["test", "val"], default="test", help="which split of the data [default: test]")
     src = p.add_mutually_exclusive_group()
@@ -432,7 +439,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--plots",
         metavar="DIR",
         default=None,
-        help="write confusion.png and mistakes.png into DIR [default: the checkpoint's folder, i.e. the run folder]",
+        help="write confusion.png and mistakes.png into DIR [default: the checkpoint's folder, i.e. the run folder; "
+        "for an ensemble, none unless --plots DIR is given]",
     )
     plots.add_argument("--no-plots", action="store_true", help="write no plots")
     p.set_defaults(handler=cmd_evaluate)
@@ -440,15 +448,21 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import resolve
-    from .evaluate import evaluate_checkpoint, format_report
+    from .evaluate import evaluate_checkpoint, evaluate_ensemble, format_report
     from .plots import write_evaluation_plots
 
-    report = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.dataset)
+    ensemble = len(args.checkpoint) > 1
+    if ensemble:
+        report = evaluate_ensemble(args.checkpoint, args.split, args.data, args.dataset)
+    else:
+        report = evaluate_checkpoint(args.checkpoint[0], args.split, args.data, args.dataset)
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
-    if not args.no_plots:
-        run_dir = resolve(args.checkpoint).parent
-        # titled with the run's name and what the report says it evaluated: model, data, split
-        paths = write_evaluation_plots(report, args.plots or run_dir, title=run_dir.name)
+    # An ensemble has no run folder of its own: its plots go only where --plots says, never over a member's.
+    if not args.no_plots and (args.plots or not ensemble):
+        run_dir = resolve(args.checkpoint[0]).parent
+        # titled with the run's name (an ensemble's title names its models) and what the report says it
+        # evaluated: model, data, split
+        paths = write_evaluation_plots(report, args.plots or run_dir, title=None if ensemble else run_dir.name)
         if not args.json:
             print("plots: " + "  ".join(str(path) for path in paths))
     return 0
@@ -685,7 +699,7 @@ def cmd_feedback_delete(args: argparse.Namespace) -> int:
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
-    from .bench import TARGETS
+    from .bench import ENSEMBLE, TARGETS
 
     p = sub.add_parser(
         "bench",
@@ -696,11 +710,26 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         nargs="+",
-        choices=sorted(TARGETS),
+        choices=[*sorted(TARGETS), ENSEMBLE],
         default=["fast", "cnn"],
-        help="presets to run [default: fast cnn]",
+        help=f"presets to run; {ENSEMBLE}: --members runs of --member-preset, their probabilities averaged, timed "
+        "as all members' training together [default: fast cnn]",
     )
-    p.add_argument("--seeds", type=int, default=5, help="seeds per preset [default: 5]")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help=f"seeds per preset; for {ENSEMBLE}, how many ensembles, each of --members new seeds [default: 5]",
+    )
+    p.add_argument(
+        "--members", type=int, default=3, help=f"runs in each {ENSEMBLE}, each with its own seed [default: 3]"
+    )
+    p.add_argument(
+        "--member-preset",
+        choices=sorted(TARGETS),
+        default="best",
+        help=f"the preset each member of an {ENSEMBLE} is trained with, as mnistkit train --preset [default: best]",
+    )
     p.add_argument(
         "--against",
         choices=["tutorial", "none"],
@@ -727,7 +756,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr, flush=True)
 
     report = run_benchmark(
-        args.preset, args.seeds, args.against == "tutorial", args.device, log=log, data=args.data, compile=args.compile
+        args.preset,
+        args.seeds,
+        args.against == "tutorial",
+        args.device,
+        log=log,
+        data=args.data,
+        compile=args.compile,
+        members=args.members,
+        member_preset=args.member_preset,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -749,8 +786,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         metavar="CHECKPOINT",
+        action="append",
         default=None,
-        help="a run folder or checkpoint [default: the bundled pretrained convnet]",
+        help="a run folder or checkpoint; repeated, an ensemble: the mean of their probabilities "
+        "[default: the bundled pretrained convnet]",
     )
     p.add_argument("--top-k", type=int, default=3, help="how many of the most likely classes to show [default: 3]")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -937,8 +976,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         metavar="CHECKPOINT",
+        action="append",
         default=None,
-        help="a run folder or checkpoint [default: the bundled pretrained convnet]",
+        help="a run folder or checkpoint; repeated, an ensemble: the mean of their probabilities "
+        "[default: the bundled pretrained convnet]",
     )
     p.add_argument(
         "--host",

@@ -1,10 +1,13 @@
-"""Evaluation: loss, accuracy, per-class precision/recall and the confusion matrix of a model on a split."""
+"""Evaluation: loss, accuracy, per-class precision/recall and the confusion matrix of a model, or of an ensemble
+of models (their averaged probabilities), on a split."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +81,8 @@ class Report:
     model_name: str | None = field(default=None, compare=False)
     data_name: str | None = field(default=None, compare=False)
     split_name: str | None = field(default=None, compare=False)
+    # An ensemble's members: each one's source and the test accuracy its run recorded
+    members: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
     @property
     def about(self) -> str:
@@ -101,7 +106,9 @@ class Report:
         return self.confusion.diag() / actual
 
     def to_dict(self) -> dict:
+        members = {"members": self.members} if self.members else {}
         return {
+            **members,
             "loss": self.loss,
             "accuracy": self.accuracy,
             "count": self.count,
@@ -115,7 +122,11 @@ class Report:
 def evaluate(
     model: nn.Module, split: Split, norm: Normalization, classes: list[str], batch_size: int = 1000, tta: bool = False
 ) -> Report:
-    logits = predict_logits(model, split, norm, batch_size, tta)
+    return _report(predict_logits(model, split, norm, batch_size, tta), split, classes)
+
+
+def _report(logits: torch.Tensor, split: Split, classes: list[str]) -> Report:
+    """The report of ``logits`` (or log-probabilities) for every image of ``split``."""
     labels = split.labels.to(logits.device)
     loss = F.cross_entropy(logits, labels).item()
     predicted = logits.argmax(1)
@@ -130,7 +141,13 @@ def format_report(report: Report) -> str:
     k = len(report.classes)
     names = [c[:8] for c in report.classes]
     width = max(6, *(len(n) for n in names))
-    lines = [
+    lines = [f"ensemble of {len(report.members)}, the mean of their probabilities:"] if report.members else []
+    for member in report.members:
+        recorded = member["test_accuracy"]
+        lines.append(
+            f"  {member['source']}" + (f"  (its run's test accuracy {recorded:.2%})" if recorded is not None else "")
+        )
+    lines += [
         f"images: {report.count}   loss: {report.loss:.4f}   accuracy: {report.accuracy:.2%}",
         "",
         f"{'class':>{width}}  precision  recall  support",
@@ -161,6 +178,52 @@ def evaluate_checkpoint(
     without a test part that mixed in MNIST (``mix_mnist``) was tested on MNIST's test set, and is again.
     """
     model, meta = checkpoint.load_checkpoint(path)
+    part, data_name, classes = _evaluation_split(meta, split, data, dataset)
+    report = evaluate(
+        model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
+    )
+    report.model_name = model_title({"model": meta.get("model"), **meta.get("model_options", {})})
+    report.data_name, report.split_name = data_name, split
+    return report
+
+
+def evaluate_ensemble(
+    paths: Sequence[str | Path], split: str = "test", data: str | Path | None = None, dataset: str | None = None
+) -> Report:
+    """Evaluate the ensemble of the saved models at ``paths``: the mean of their probabilities, exactly as
+    ``Classifier.load(paths)`` predicts (each member with its normalization, test-time augmentation and
+    temperature). The split is chosen for each member as by ``evaluate_checkpoint``; it must be the same images
+    for all of them (members trained on the same data, holding out the same validation images)."""
+    from .inference import Classifier, Ensemble
+
+    ensemble = Ensemble([Classifier.load(path) for path in paths])
+    members = ensemble.members
+    part, data_name, classes = _evaluation_split(members[0].meta, split, data, dataset)
+    for member in members[1:]:
+        other, other_name, _ = _evaluation_split(member.meta, split, data, dataset)
+        if not (torch.equal(other.images, part.images) and torch.equal(other.labels, part.labels)):
+            raise DataError(
+                f"{member.source}: its {split} split ({other_name}, {len(other):,} images) is not the one of "
+                f"{members[0].source} ({data_name}, {len(part):,} images); pass data or dataset to evaluate every "
+                "member on the same images",
+                options=("data", "dataset"),
+            )
+    probabilities = torch.from_numpy(ensemble.predict_array(part.images))
+    log_probabilities = probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+    report = _report(log_probabilities, part, classes)
+    titles = Counter(model_title({"model": m.meta.get("model"), **m.meta.get("model_options", {})}) for m in members)
+    report.model_name = "ensemble of " + " + ".join(f"{n} × {title}" if n > 1 else title for title, n in titles.items())
+    report.data_name, report.split_name = data_name, split
+    report.members = [
+        {"source": m.source, "test_accuracy": (m.meta.get("metrics") or {}).get("test_accuracy")} for m in members
+    ]
+    return report
+
+
+def _evaluation_split(
+    meta: dict[str, Any], split: str, data: str | Path | None, dataset: str | None
+) -> tuple[Split, str, list[str]]:
+    """The split a model with ``meta`` is evaluated on, the data's name, and the model's classes."""
     cfg = meta.get("config", {})
     own_data = data is None and dataset is None
     if own_data:
@@ -190,9 +253,4 @@ def evaluate_checkpoint(
     if len(classes) != len(ds.classes):
         raise DataError(f"the model predicts {len(classes)} classes but the data has {len(ds.classes)}")
     assert part is not None  # a missing test set was refused above; val_size > 0 holds validation images out
-    report = evaluate(
-        model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
-    )
-    report.model_name = model_title({"model": meta.get("model"), **meta.get("model_options", {})})
-    report.data_name, report.split_name = data_name, split
-    return report
+    return part, data_name, classes

@@ -37,7 +37,8 @@ def explain(classifier: Classifier, image: np.ndarray) -> Explanation:
     clean = pixels(image)
     noise = torch.randn((NOISY_COPIES, *clean.shape[1:]), generator=torch.Generator().manual_seed(0)) * NOISE
     x = torch.cat([clean, clean + noise]).requires_grad_(True)  # the same map every time for the same image
-    conv = next((module for module in classifier.inference.net.modules() if isinstance(module, nn.Conv2d)), None)
+    # An ensemble's first convolution is its first member's.
+    conv = next((module for module in classifier.inference.modules() if isinstance(module, nn.Conv2d)), None)
     recorded: list[torch.Tensor] = []
     caller = threading.get_ident()
 
@@ -48,9 +49,9 @@ def explain(classifier: Classifier, image: np.ndarray) -> Explanation:
     hook = conv.register_forward_hook(record) if conv is not None else None
     try:
         with torch.enable_grad():
-            # The class score before the softmax (averaged over any test-time shifts): a calibrated model's
-            # confident softmax saturates, and its gradient would be mostly noise.
-            scores = classifier.inference.logits(x).mean(0)
+            # The class score before the softmax (averaged over any test-time shifts, and an ensemble's members):
+            # a calibrated model's confident softmax saturates, and its gradient would be mostly noise.
+            scores = classifier.inference.class_scores(x)
             digit = int(scores[0].argmax())
             (gradient,) = torch.autograd.grad(scores[:, digit].sum(), x)
     finally:

@@ -92,15 +92,14 @@ def export_checkpoint(
     test = load_bundled_mnist().test
     assert test is not None  # the bundled MNIST has its test set
     x = pixels(test.images[:PARITY_IMAGES])
+    inference = classifier.single_model("export")
     with torch.no_grad():
-        expected = classifier.inference(x).numpy()
+        expected = inference(x).numpy()
     # A copy in the default memory layout: the Classifier keeps its convolutions channels-last for speed, which
     # torch.export would have to record as partial views of storage.
     # torch's stub omits memory_format
-    net = copy.deepcopy(classifier.inference.net).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    model = InferenceModel(
-        net, classifier.inference.norm, classifier.inference.tta, classifier.inference.temperature
-    ).eval()
+    net = copy.deepcopy(inference.net).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model = InferenceModel(net, inference.norm, inference.tta, inference.temperature).eval()
     info = {
         "model": classifier.meta["model"],
         "classes": classifier.classes,

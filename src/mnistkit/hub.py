@@ -71,14 +71,15 @@ def save_pretrained(classifier: Classifier, folder: str | Path, overwrite: bool 
 
 def write_folder(classifier: Classifier, folder: Path) -> None:
     """Write config.json, model.safetensors and README.md into ``folder`` (which exists)."""
-    net = classifier.inference.net
+    inference = classifier.single_model("a Hugging Face Hub folder")
+    net = inference.net
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     # What the classifier really uses, also where the checkpoint left it to the defaults.
     meta = {
         **classifier.meta,
         "classes": classifier.classes,
-        "normalization": classifier.inference.norm.to_dict(),
-        "tta": classifier.inference.tta,
+        "normalization": inference.norm.to_dict(),
+        "tta": inference.tta,
     }
     config = hub_config(meta)
     fileio.write_bytes(folder / WEIGHTS_NAME, save_safetensors(state, metadata={"format": "pt"}))

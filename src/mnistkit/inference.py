@@ -3,7 +3,8 @@
 A ``Classifier`` wraps a checkpoint's network in an ``InferenceModel`` that owns the whole numeric
 contract — float pixels in [0, 1], white ink on black, (N, 1, 28, 28) in; class probabilities out — so the
 library, the web server and the exported ONNX / TorchScript files all compute exactly the same thing.
-``Classifier.load()`` with no path loads the pretrained convnet that ships inside the package.
+``Classifier.load()`` with no path loads the pretrained convnet that ships inside the package; a list of paths
+loads an ``Ensemble``, which averages its members' probabilities.
 
 Names, as in ``train.py``: ``net`` (or ``model``) is the network itself, as ``models.py`` builds it and a
 checkpoint stores it; a wrapper is named for what it adds (``Classifier.inference``: the ``InferenceModel``).
@@ -12,6 +13,7 @@ checkpoint stores it; a wrapper is named for what it adds (``Classifier.inferenc
 from __future__ import annotations
 
 import glob
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from torch import nn
 from . import checkpoint
 from .augment import TTA_SHIFTS, shift
 from .data import Normalization
-from .errors import MnistkitError
+from .errors import CheckpointError, MnistkitError
 from .models import count_parameters
 from .preprocess import ImageError, ImageInput, check_pixels, to_mnist
 
@@ -41,11 +43,20 @@ class InferenceModel(nn.Module):
     Output: float32 (N, classes) probabilities, calibrated where the checkpoint records a temperature.
     """
 
-    def __init__(self, net: nn.Module, norm: Normalization, tta: bool = False, temperature: float = 1.0):
+    def __init__(
+        self,
+        net: nn.Module,
+        norm: Normalization,
+        tta: bool = False,
+        temperature: float = 1.0,
+        not_a_digit_below: float | None = None,
+    ):
         super().__init__()
         self.net = net
         self.norm = norm
         self.temperature = temperature  # calibration: the logits are divided by it before the softmax
+        # Below this not-a-digit score an image is "not a digit"; None for models fitted without validation data.
+        self.not_a_digit_below = not_a_digit_below
         # (pixel * 255 / divisor - mean) / std, folded into one multiply and one subtract
         self.scale = 255.0 / (norm.divisor * norm.std)
         self.offset = norm.mean / norm.std
@@ -62,6 +73,19 @@ class InferenceModel(nn.Module):
         logits = self._calibrated_logits(x)
         return logits.reshape(len(TTA_SHIFTS) if self.tta else 1, -1, logits.shape[1])
 
+    def probabilities_and_margin(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Probabilities (N, classes), and the not-a-digit margin (N,), below zero for "not a digit": the not-a-digit
+        score less its threshold; None without a threshold. The score is the energy of the calibrated logits (their
+        log-sum-exp, averaged over the test-time shifts), low where no class fits."""
+        logits = self.logits(x)
+        energy = logits.logsumexp(-1).mean(0)
+        margin = energy - self.not_a_digit_below if self.not_a_digit_below is not None else None
+        return logits.softmax(-1).mean(0), margin
+
+    def class_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The class scores before the softmax, (N, classes): the calibrated logits averaged over the shifts."""
+        return self.logits(x).mean(0)
+
     def _calibrated_logits(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.scale - self.offset
         if self.tta:
@@ -69,6 +93,38 @@ class InferenceModel(nn.Module):
             # All shifts in one batch: one pass through the network (which also keeps it traceable).
             x = torch.cat([shift(x, dy, dx, background) for dy, dx in TTA_SHIFTS])
         return self.net(x) / self.temperature
+
+
+class EnsembleModel(nn.Module):
+    """Several ``InferenceModel``s as one, with the same input and output: the mean of their probabilities.
+
+    An image is "not a digit" when most of the members that have a not-a-digit threshold (more than half of them)
+    flag it, each by its own score and threshold: the members' scores need not share a scale (an mlp's energies
+    run higher than a convnet's), so they are not averaged. Without such members it flags nothing.
+    """
+
+    def __init__(self, members: Sequence[InferenceModel]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        calibrated = sum(member.not_a_digit_below is not None for member in members)
+        self.votes = calibrated // 2 + 1 if calibrated else 0  # members that must flag an image
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+    def probabilities_and_margin(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The members' mean probabilities, and a not-a-digit margin below zero where enough members flag an
+        image: the ``votes``-th lowest of the calibrated members' margins (None without them)."""
+        results = [cast(InferenceModel, member).probabilities_and_margin(x) for member in self.members]
+        probabilities = torch.stack([p for p, _ in results]).mean(0)
+        margins = [m for _, m in results if m is not None]
+        if not margins:
+            return probabilities, None
+        return probabilities, torch.stack(margins).kthvalue(self.votes, 0).values
+
+    def class_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' class scores before the softmax, averaged."""
+        return torch.stack([cast(InferenceModel, member).class_scores(x) for member in self.members]).mean(0)
 
 
 @dataclass
@@ -113,49 +169,75 @@ class FailedPrediction:
 class Classifier:
     """A trained model ready to classify images. Build it with ``Classifier.load(path)``."""
 
+    inference: InferenceModel | EnsembleModel
+
     def __init__(self, net: nn.Module, meta: dict[str, Any], source: str, device: str | torch.device = "cpu"):
+        norm = Normalization(**meta["normalization"]) if "normalization" in meta else Normalization()
+        calibration = meta.get("calibration") or {}
+        threshold = calibration.get("not_a_digit_below")
+        temperature = float(calibration.get("temperature", 1.0))
+        # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
+        net = net.eval().requires_grad_(False)
+        inference = InferenceModel(net, norm, bool(meta.get("tta")), temperature, threshold).eval()
+        # Convolutions run about twice as fast on CPU with channels-last (NHWC) weights; other layers ignore it.
+        inference.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
+        self._hold(inference, meta, source, device)
+
+    def _hold(
+        self, inference: InferenceModel | EnsembleModel, meta: dict[str, Any], source: str, device: str | torch.device
+    ) -> None:
         self.meta = meta
         self.device = torch.device(device)
         self.batch_size = BATCH_SIZE if self.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
         self.source = source
         self.classes: list[str] = list(meta.get("classes") or [str(i) for i in range(10)])
-        norm = Normalization(**meta["normalization"]) if "normalization" in meta else Normalization()
-        calibration = meta.get("calibration") or {}
-        # Below this energy an image is "not a digit"; None for models fitted without validation data.
-        self.threshold: float | None = calibration.get("not_a_digit_below")
-        temperature = float(calibration.get("temperature", 1.0))
-        # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
-        net = net.eval().requires_grad_(False)
-        self.inference = InferenceModel(net, norm, bool(meta.get("tta")), temperature).eval()
-        self.inference.to(self.device)
-        # Convolutions run about twice as fast on CPU with channels-last (NHWC) weights; other layers ignore it.
-        self.inference.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
+        self.inference = inference.to(self.device)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Classifier:
-        """Load a run folder, a checkpoint's ``.safetensors`` or ``.json``; None loads the bundled pretrained model.
+    def load(
+        cls, path: str | Path | Sequence[str | Path] | None = None, device: str | torch.device = "cpu"
+    ) -> Classifier:
+        """Load a run folder, a checkpoint's ``.safetensors`` or ``.json``; None loads the bundled pretrained model;
+        a list of them loads an ``Ensemble`` of them (a list of one: that model alone).
         ``device`` is where the forward passes run ("cpu", "cuda", ...); inputs and results stay NumPy arrays.
 
-        Raises ``CheckpointError`` for anything that is not a valid mnistkit checkpoint.
+        Raises ``CheckpointError`` for anything that is not a valid mnistkit checkpoint, and for ensemble members
+        that do not predict the same classes.
         """
+        if isinstance(path, Sequence) and not isinstance(path, str):
+            members = [cls.load(member, device) for member in path]
+            return members[0] if len(members) == 1 else Ensemble(members)
         net, meta = checkpoint.load_checkpoint(PRETRAINED_DIR if path is None else path)
         return cls(net, meta, "pretrained" if path is None else str(path), device)
+
+    def single_model(self, what: str) -> InferenceModel:
+        """The one network with its normalization; an ensemble raises ``CheckpointError``, naming ``what`` needed it."""
+        if not isinstance(self.inference, InferenceModel):
+            raise CheckpointError(f"{what} takes one model, not an ensemble; give one of its members")
+        return self.inference
+
+    @property
+    def threshold(self) -> float | None:
+        """Below this not-a-digit score an image is "not a digit"; None for a model that flags nothing, and for an
+        ensemble (its members vote: see ``EnsembleModel``)."""
+        return self.inference.not_a_digit_below if isinstance(self.inference, InferenceModel) else None
 
     def model_info(self) -> dict[str, Any]:
         """Model name, parameter count, test accuracy, classes and input contract, for reports and servers."""
         metrics = self.meta.get("metrics") or {}
+        calibration = self.meta.get("calibration") or {}
         return {
             "model": self.meta.get("model"),
             "model_options": self.meta.get("model_options", {}),
             "source": self.source,
-            "parameters": count_parameters(self.inference.net),
+            "parameters": count_parameters(self.inference),
             "test_accuracy": metrics.get("test_accuracy"),
             "classes": self.classes,
             "input": self.meta.get(
                 "input", {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black"}
             ),
-            "tta": self.inference.tta,
-            "temperature": self.inference.temperature,
+            "tta": bool(self.meta.get("tta")),
+            "temperature": float(calibration.get("temperature", 1.0)),
             "not_a_digit_below": self.threshold,
             "command": self.meta.get("command"),
         }
@@ -175,20 +257,21 @@ class Classifier:
 
         The not-a-digit score is the energy of the calibrated logits (their log-sum-exp, averaged over the
         test-time shifts): low where no class fits. An image is flagged when it is below the threshold chosen
-        on held-out data (``calibrate.py``); a model without one flags nothing.
+        on held-out data (``calibrate.py``); a model without one flags nothing. An ensemble's members vote (see
+        ``EnsembleModel``).
         """
         x = pixels(images)
-        probabilities, energies = [], []
+        probabilities, flags = [], []
         n = self.batch_size
         for i in range(0, len(x), n):
-            logits = self.inference.logits(x[i : i + n].to(self.device))
-            probabilities.append(logits.softmax(-1).mean(0).cpu())
-            energies.append(logits.logsumexp(-1).mean(0).cpu())
+            batch_probabilities, margin = self.inference.probabilities_and_margin(x[i : i + n].to(self.device))
+            probabilities.append(batch_probabilities.cpu())
+            flags.append(
+                margin.cpu() < 0 if margin is not None else torch.zeros(len(batch_probabilities), dtype=torch.bool)
+            )
         if not probabilities:
             return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros(0, dtype=bool)
-        energy = torch.cat(energies).numpy()
-        flags = energy < self.threshold if self.threshold is not None else np.zeros(len(energy), dtype=bool)
-        return torch.cat(probabilities).numpy(), flags
+        return torch.cat(probabilities).numpy(), torch.cat(flags).numpy()
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], top_k: int = 3, reject: bool = True
@@ -246,6 +329,45 @@ class Classifier:
 
         net, meta = hub.from_pretrained(dir_or_repo_id, revision)
         return cls(net, meta, str(dir_or_repo_id))
+
+
+class Ensemble(Classifier):
+    """Several models as one: the mean of their probabilities, each member with its own normalization, test-time
+    augmentation and calibration (see ``EnsembleModel`` for its not-a-digit flag). Build it with
+    ``Classifier.load([path, ...])``; ``members`` are the members' own ``Classifier``s."""
+
+    def __init__(self, members: Sequence[Classifier]):
+        if not members:
+            raise CheckpointError("an ensemble needs at least one model")
+        first = members[0]
+        for member in members[1:]:
+            if member.classes != first.classes:
+                raise CheckpointError(
+                    f"{member.source} and {first.source} predict different classes "
+                    f"({class_mismatch(member.classes, first.classes)}); the members of an ensemble must agree on them"
+                )
+        self.members = list(members)
+        # What identifies the ensemble (corrections record it): its members' weights, in order.
+        sha256 = hashlib.sha256(" ".join(str(m.meta.get("sha256")) for m in members).encode()).hexdigest()
+        meta = {"model": "ensemble", "classes": first.classes, "sha256": sha256, "members": [m.meta for m in members]}
+        inference = EnsembleModel([cast(InferenceModel, member.inference) for member in members])
+        self._hold(inference, meta, ", ".join(member.source for member in members), first.device)
+
+    def model_info(self) -> dict[str, Any]:
+        """As a single model's, its parameters those of all members; each member's own under ``members``, and how many
+        of them must flag an image "not a digit" under ``not_a_digit_votes`` (0: it flags nothing)."""
+        members = [member.model_info() for member in self.members]
+        tta = any(member["tta"] for member in members)
+        votes = cast(EnsembleModel, self.inference).votes
+        return {**super().model_info(), "tta": tta, "temperature": None, "not_a_digit_votes": votes, "members": members}
+
+
+def class_mismatch(classes: list[str], expected: list[str]) -> str:
+    """Where two class lists first differ, in words: ``26 classes, not 10`` or ``class 0 is 'a', not '0'``."""
+    if len(classes) != len(expected):
+        return f"{len(classes)} classes, not {len(expected)}"
+    i = next(i for i, (a, b) in enumerate(zip(classes, expected)) if a != b)
+    return f"class {i} is {classes[i]!r}, not {expected[i]!r}"
 
 
 def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import ctypes.util
 import functools
 import io
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -605,7 +605,7 @@ def return_free_memory() -> None:
 
 
 def serve(
-    model: str | Path | None = None,
+    model: str | Path | Sequence[str | Path] | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     access_log: bool = True,
@@ -615,8 +615,8 @@ def serve(
     device: str = "cpu",
     feedback_db: str | Path | None = None,
 ) -> None:
-    """Load ``model`` (None: the bundled pretrained convnet) onto ``device`` and serve the page and API until
-    interrupted.
+    """Load ``model`` (None: the bundled pretrained convnet; a list: their ensemble) onto ``device`` and serve the
+    page and API until interrupted.
 
     Requests are answered for localhost, IP addresses, ``host`` and the names in ``allowed_hosts``; a request's headers
     must arrive within ``header_timeout`` seconds and its body within ``body_timeout`` more (``server_guards``).
