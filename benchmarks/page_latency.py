@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from drawn_digits import DIGITS, VARIANTS, draw_with_mouse, variant  # noqa: E402
 from test_server import running_server  # noqa: E402
 
-from mnistkit.data import BUNDLED_DIR, IDX_FILES, read_idx  # noqa: E402
+from mnistkit.catalog import BUNDLED_DIR, IDX_FILES  # noqa: E402
+from mnistkit.idx import read_idx  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 AT_MS = 150
