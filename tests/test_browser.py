@@ -372,12 +372,18 @@ def test_saliency_and_feature_maps(page):
     page.mouse.up()
 
 
-def test_not_a_digit_is_said_plainly(page):
+def answer_not_a_digit(page) -> None:
+    """The server's real answers from now on, each marked as not a digit."""
+
     def add_not_a_digit(route):
         response = route.fetch()
         route.fulfill(response=response, json={**response.json(), "not_a_digit": True})
 
     page.route("**/api/predict", add_not_a_digit)
+
+
+def test_not_a_digit_is_said_plainly(page):
+    answer_not_a_digit(page)
     draw_with_mouse(page, DIGITS[8])
     expect(page.locator("#confidence")).to_have_text("This does not look like a digit.")
     expect(page.locator("#announce")).to_have_text("Not a digit: this does not look like a digit.")
@@ -468,11 +474,7 @@ def test_no_correction_buttons_when_the_server_stores_none(page):
 
 
 def test_not_a_digit_offers_only_the_digits(page):
-    def add_not_a_digit(route):
-        response = route.fetch()
-        route.fulfill(response=response, json={**response.json(), "not_a_digit": True})
-
-    page.route("**/api/predict", add_not_a_digit)
+    answer_not_a_digit(page)
     draw_with_mouse(page, DIGITS[1])
     expect(page.locator("#confidence")).to_have_text("This does not look like a digit.")
     expect(page.locator("#feedback")).to_be_visible()
