@@ -50,14 +50,7 @@ class MlflowReporter(ForwardingReporter):
         mlflow.log_params(flat_params(config))
 
     def epoch_end(self, stats: EpochStats) -> None:
-        metrics = {
-            "train_loss": stats.train_loss,
-            "val_loss": stats.val_loss,
-            "val_accuracy": stats.val_accuracy,
-            "lr": stats.lr,
-            "seconds_per_epoch": stats.seconds,
-        }
-        self.mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None}, step=stats.epoch)
+        self.mlflow.log_metrics(stats.metrics(), step=stats.epoch)
         super().epoch_end(stats)
 
     def finish(self, test_accuracy: float | None) -> None:

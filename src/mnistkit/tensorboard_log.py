@@ -15,6 +15,14 @@ from .errors import ConfigError
 from .train import EpochStats, ForwardingReporter, Reporter
 
 LOG_DIR_NAME = "tensorboard"
+# EpochStats.metrics() names -> TensorBoard tags; TensorBoard puts tags with one prefix (loss/) in one section.
+TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "val_accuracy": "accuracy/val",
+    "lr": "lr",
+    "seconds_per_epoch": "seconds_per_epoch",
+}
 MISSING = (
     "tensorboard needs the TensorBoard package, which is not installed; install it: pip install 'mnistkit[tensorboard]'"
 )
@@ -61,16 +69,8 @@ class TensorBoardReporter(ForwardingReporter):
         super().batches_done(steps_done, running_loss)
 
     def epoch_end(self, stats: EpochStats) -> None:
-        scalars = {
-            "loss/train": stats.train_loss,
-            "loss/val": stats.val_loss,
-            "accuracy/val": stats.val_accuracy,
-            "lr": stats.lr,
-            "seconds_per_epoch": stats.seconds,
-        }
-        for tag, value in scalars.items():
-            if value is not None:
-                self.writer.add_scalar(tag, value, stats.epoch)
+        for name, value in stats.metrics().items():
+            self.writer.add_scalar(TAGS[name], value, stats.epoch)
         self.writer.flush()
         super().epoch_end(stats)
 

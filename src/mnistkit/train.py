@@ -50,6 +50,17 @@ class EpochStats:
         """The epoch's numbers as the history keeps them: all but the per-batch losses."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "batch_losses"}
 
+    def metrics(self) -> dict[str, float]:
+        """The epoch's measured numbers for a tracker (those of validation only where there was one)."""
+        measured = {
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "val_accuracy": self.val_accuracy,
+            "lr": self.lr,
+            "seconds_per_epoch": self.seconds,
+        }
+        return {name: value for name, value in measured.items() if value is not None}
+
 
 class Reporter(Protocol):
     """What fit tells the outside world: ``step_done`` after every batch (the step count only, which costs no
