@@ -16,8 +16,6 @@ as a PNG upload, and prints the accuracy of each: the page's own downsampling mu
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import os
 import platform
 import statistics
@@ -27,13 +25,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from drawn_digits import DIGITS, VARIANTS, draw_with_mouse, variant  # noqa: E402
+from drawn_digits import DIGITS, VARIANTS, draw_with_mouse, mnist_drawing, page_pixels, variant  # noqa: E402
 from test_server import running_server  # noqa: E402
 
-from mnistkit.data import BUNDLED_DIR, IDX_FILES, read_idx  # noqa: E402
+from mnistkit.catalog import BUNDLED_DIR, IDX_FILES  # noqa: E402
+from mnistkit.idx import read_idx  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 AT_MS = 150
@@ -86,21 +84,9 @@ def parity(page, url: str, count: int) -> tuple[int, int, int]:
     by_page = by_png = agree = 0
     with httpx.Client(base_url=url, timeout=30) as client:
         for image, label in zip(images[:count], labels[:count]):
-            grey = Image.fromarray(255 - image).resize((280, 280), Image.Resampling.BILINEAR)
-            buffer = io.BytesIO()
-            grey.save(buffer, format="PNG")
-            png = client.post("/api/predict", files={"image": ("d.png", buffer.getvalue(), "image/png")}).json()
-            pixels = page.evaluate(
-                """async (png) => {
-                    const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
-                    const picture = await createImageBitmap(new Blob([bytes], { type: 'image/png' }));
-                    items = [{ kind: 'image', source: picture, smooth: true }];
-                    redraw();
-                    return padPixels();
-                }""",
-                base64.b64encode(buffer.getvalue()).decode(),
-            )
-            drawn = client.post("/api/predict", json={"pixels": pixels}).json()
+            picture = mnist_drawing(image)
+            png = client.post("/api/predict", files={"image": ("d.png", picture, "image/png")}).json()
+            drawn = client.post("/api/predict", json={"pixels": page_pixels(page, picture)}).json()
             by_page += drawn["digit"] == label
             by_png += png["digit"] == label
             agree += drawn["digit"] == png["digit"]

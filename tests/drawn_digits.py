@@ -1,9 +1,15 @@
 """Digits drawn as a person would: strokes through points given as fractions of the canvas, made with real mouse
-or touch input in Chromium. Used by the browser tests and by benchmarks/page_latency.py."""
+or touch input in Chromium; and MNIST digits as pictures, with the pixels the page makes of them. Used by the
+browser tests and by benchmarks/page_latency.py."""
 
 from __future__ import annotations
 
+import base64
+import io
 import math
+
+import numpy as np
+from PIL import Image
 
 Stroke = list[tuple[float, float]]
 
@@ -79,3 +85,25 @@ def draw_with_touch(page, cdp, strokes: list[Stroke]) -> None:
         for x, y in at[1:]:
             cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def mnist_drawing(digit: np.ndarray) -> bytes:
+    """An MNIST digit as a 280×280 PNG picture: dark ink on white paper."""
+    buffer = io.BytesIO()
+    Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BILINEAR).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# Puts the picture on the page's canvas as an upload would, and returns what the page sends for it.
+PAGE_PIXELS = """async (png) => {
+    const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+    const picture = await createImageBitmap(new Blob([bytes], { type: 'image/png' }));
+    items = [{ kind: 'image', source: picture, smooth: true }];
+    redraw();
+    return padPixels();
+}"""
+
+
+def page_pixels(page, png: bytes) -> list:
+    """The 28×28 pixels the drawing page sends for the picture ``png``: the ink's square, area-averaged."""
+    return page.evaluate(PAGE_PIXELS, base64.b64encode(png).decode())

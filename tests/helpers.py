@@ -1,12 +1,17 @@
-"""Test data builders shared by the test modules: IDX bytes, tiny learnable 'digits', a folder of IDX files."""
+"""Set-up shared by the test modules: IDX bytes, tiny learnable 'digits', a folder of IDX files, real digits as a
+.npz, and the arguments of a short `mnistkit train`."""
 
 from __future__ import annotations
 
 import gzip
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mnistkit.data import Dataset
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -43,3 +48,25 @@ def write_idx_folder(folder: Path, n_train: int = 600, n_test: int = 200, gz: bo
         else:
             (folder / name).write_bytes(raw)
     return folder
+
+
+def write_mnist_npz(path: Path, mnist: Dataset, n_train: int, n_test: int | None = None) -> Path:
+    """The first ``n_train`` training digits and first ``n_test`` test digits (None: all) of ``mnist`` as a
+    Keras-style .npz at ``path``."""
+    train, test = mnist.train, mnist.test
+    np.savez(
+        path,
+        x_train=train.images[:n_train].numpy(),
+        y_train=train.labels[:n_train].numpy(),
+        x_test=test.images[:n_test].numpy(),
+        y_test=test.labels[:n_test].numpy(),
+    )
+    return path
+
+
+def train_argv(
+    data: Path, out: Path, *extra: str, model: str = "logreg", epochs: int = 2, val_size: int = 100
+) -> list[str]:
+    """The arguments of ``mnistkit train`` for a short run on ``data`` into ``out``, then ``extra`` flags."""
+    options = {"--data": data, "--model": model, "--epochs": epochs, "--val-size": val_size, "--out": out}
+    return ["train", *(str(word) for option in options.items() for word in option), *extra]

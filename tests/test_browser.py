@@ -8,7 +8,6 @@ checking that there was none and that nothing was asked of another host. Skipped
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import shutil
@@ -20,7 +19,16 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from drawn_digits import DIGITS, draw_with_mouse, draw_with_touch, line, mouse_stroke, on_screen
+from drawn_digits import (
+    DIGITS,
+    draw_with_mouse,
+    draw_with_touch,
+    line,
+    mnist_drawing,
+    mouse_stroke,
+    on_screen,
+    page_pixels,
+)
 from PIL import Image
 from test_server import running_server
 
@@ -140,11 +148,6 @@ def png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def drawing(digit: np.ndarray) -> bytes:
-    """An MNIST digit as a 280×280 picture: dark ink on white paper."""
-    return png(np.asarray(Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BILINEAR)))
 
 
 def predictions(page) -> list[str]:
@@ -289,12 +292,12 @@ def test_example_strip(page, mnist):
 def test_choose_and_drop_image_files(page, mnist):
     images, labels = mnist.test.images[:2].numpy(), mnist.test.labels[:2].numpy()
     page.locator("#file").set_input_files(
-        files=[{"name": "seven.png", "mimeType": "image/png", "buffer": drawing(images[0])}]
+        files=[{"name": "seven.png", "mimeType": "image/png", "buffer": mnist_drawing(images[0])}]
     )
     expect(page.locator(".result")).to_have_attribute("data-state", "final")
     assert page.locator("#digit").inner_text() == str(labels[0])
 
-    drop_file(page, "two.png", "image/png", list(drawing(images[1])))
+    drop_file(page, "two.png", "image/png", list(mnist_drawing(images[1])))
     expect(page.locator("#announce")).to_have_text(re.compile(rf"^Prediction: {labels[1]}, \d+\.\d% sure\.$"))
     assert state(page) == "final" and page.locator("#digit").inner_text() == str(labels[1])
     assert len(predictions(page)) == 2
@@ -369,12 +372,18 @@ def test_saliency_and_feature_maps(page):
     page.mouse.up()
 
 
-def test_not_a_digit_is_said_plainly(page):
+def answer_not_a_digit(page) -> None:
+    """The server's real answers from now on, each marked as not a digit."""
+
     def add_not_a_digit(route):
         response = route.fetch()
         route.fulfill(response=response, json={**response.json(), "not_a_digit": True})
 
     page.route("**/api/predict", add_not_a_digit)
+
+
+def test_not_a_digit_is_said_plainly(page):
+    answer_not_a_digit(page)
     draw_with_mouse(page, DIGITS[8])
     expect(page.locator("#confidence")).to_have_text("This does not look like a digit.")
     expect(page.locator("#announce")).to_have_text("Not a digit: this does not look like a digit.")
@@ -465,11 +474,7 @@ def test_no_correction_buttons_when_the_server_stores_none(page):
 
 
 def test_not_a_digit_offers_only_the_digits(page):
-    def add_not_a_digit(route):
-        response = route.fetch()
-        route.fulfill(response=response, json={**response.json(), "not_a_digit": True})
-
-    page.route("**/api/predict", add_not_a_digit)
+    answer_not_a_digit(page)
     draw_with_mouse(page, DIGITS[1])
     expect(page.locator("#confidence")).to_have_text("This does not look like a digit.")
     expect(page.locator("#feedback")).to_be_visible()
@@ -589,19 +594,9 @@ def test_page_pixels_classify_like_a_png_upload(page, mnist, server_url):
     right = {"png": 0, "page": 0}
     agree = 0
     for image, label in zip(images, labels):
-        data = drawing(image)
+        data = mnist_drawing(image)
         by_png = httpx.post(f"{server_url}/api/predict", files={"image": ("d.png", data, "image/png")}).json()
-        pixels = page.evaluate(
-            """async (png) => {
-                const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
-                const picture = await createImageBitmap(new Blob([bytes], { type: 'image/png' }));
-                items = [{ kind: 'image', source: picture, smooth: true }];
-                redraw();
-                return padPixels();
-            }""",
-            base64.b64encode(data).decode(),
-        )
-        by_page = httpx.post(f"{server_url}/api/predict", json={"pixels": pixels}).json()
+        by_page = httpx.post(f"{server_url}/api/predict", json={"pixels": page_pixels(page, data)}).json()
         right["png"] += by_png["digit"] == label
         right["page"] += by_page["digit"] == label
         agree += by_png["digit"] == by_page["digit"]

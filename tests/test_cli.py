@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import idx_bytes, write_idx_folder
+from helpers import idx_bytes, train_argv, write_idx_folder
 
 from mnistkit.cli import build_parser, main
 from mnistkit.config import PRESET_PURPOSES, PRESETS
@@ -46,23 +46,7 @@ def test_help_lists_every_command(capsys):
 
 def test_train_then_evaluate_on_a_folder(tiny_idx, tmp_path, capsys):
     out_dir = tmp_path / "run"
-    code, out, err = run(
-        [
-            "train",
-            "--data",
-            str(tiny_idx),
-            "--model",
-            "mlp",
-            "--epochs",
-            "2",
-            "--val-size",
-            "100",
-            "--out",
-            str(out_dir),
-            "--quiet",
-        ],
-        capsys,
-    )
+    code, out, err = run(train_argv(tiny_idx, out_dir, "--quiet", model="mlp"), capsys)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("training mlp on ") and lines[1].startswith("epoch 1/2  train loss ")
@@ -96,22 +80,7 @@ def test_console_script_runs_without_traceback(tiny_idx, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "mnistkit: error: --lr must be a positive number up to 1e+30, got 0.0"
     good = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mnistkit",
-            "train",
-            "--data",
-            str(tiny_idx),
-            "--model",
-            "logreg",
-            "--epochs",
-            "1",
-            "--val-size",
-            "50",
-            "--out",
-            str(tmp_path / "r"),
-        ],
+        [sys.executable, "-m", "mnistkit", *train_argv(tiny_idx, tmp_path / "r", epochs=1, val_size=50)],
         capture_output=True,
         text=True,
         env=env,
@@ -334,24 +303,7 @@ def test_existing_run_folder_is_never_overwritten_unasked(tiny_idx, tmp_path, ca
     code, _, err = run(["train", "--data", str(tiny_idx), "--epochs", "1", "--out", str(out_dir)], capsys)
     assert_one_line_error(code, err, "pass --overwrite")
     assert (out_dir / "model.json").read_text() == "precious"
-    code, _, err = run(
-        [
-            "train",
-            "--data",
-            str(tiny_idx),
-            "--model",
-            "logreg",
-            "--epochs",
-            "1",
-            "--val-size",
-            "50",
-            "--out",
-            str(out_dir),
-            "--overwrite",
-            "--quiet",
-        ],
-        capsys,
-    )
+    code, _, err = run(train_argv(tiny_idx, out_dir, "--overwrite", "--quiet", epochs=1, val_size=50), capsys)
     assert code == 0, err
     assert json.loads((out_dir / "model.json").read_text())["model"] == "logreg"
 
@@ -364,27 +316,8 @@ def test_unwritable_output_is_one_line(tiny_idx, tmp_path, capsys):
 
 
 def test_nan_loss_is_one_line_with_epoch_and_step(tiny_idx, tmp_path, capsys):
-    code, _, err = run(
-        [
-            "train",
-            "--data",
-            str(tiny_idx),
-            "--model",
-            "mlp",
-            "--optimizer",
-            "sgd",
-            "--lr",
-            "1e12",
-            "--schedule",
-            "none",
-            "--val-size",
-            "100",
-            "--out",
-            str(tmp_path / "run"),
-            "--quiet",
-        ],
-        capsys,
-    )
+    diverging = ("--optimizer", "sgd", "--lr", "1e12", "--schedule", "none", "--quiet")
+    code, _, err = run(train_argv(tiny_idx, tmp_path / "run", *diverging, model="mlp", epochs=3), capsys)
     assert_one_line_error(code, err, "at epoch 1, step")
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers import idx_bytes, make_digits, write_idx_folder
 
-from mnistkit import catalog, data
+from mnistkit import catalog, data, idx
 from mnistkit.errors import DataError
 
 SHARED_PICKLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"
@@ -29,8 +29,8 @@ SHARED_PICKLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist
 
 def test_parse_idx_round_trips_images_and_labels():
     x, y = make_digits(7)
-    assert np.array_equal(data.parse_idx(idx_bytes(x)), x)
-    assert np.array_equal(data.parse_idx(idx_bytes(y)), y)
+    assert np.array_equal(idx.parse_idx(idx_bytes(x)), x)
+    assert np.array_equal(idx.parse_idx(idx_bytes(y)), y)
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -65,7 +65,7 @@ def test_test_pair_is_optional(tmp_path):
 )
 def test_malformed_idx_is_refused_with_one_line(raw, message):
     with pytest.raises(DataError, match=message):
-        data.parse_idx(raw, "f")
+        idx.parse_idx(raw, "f")
 
 
 def test_corrupt_gzip_is_reported(tmp_path):
@@ -371,7 +371,7 @@ def test_a_gzip_bomb_is_inflated_only_as_far_as_its_idx_header_declares(tmp_path
 
     monkeypatch.setattr(gzip.GzipFile, "read", counting_read)
     with pytest.raises(DataError, match=f"decompresses to more than the {declared:,} bytes its IDX header declares"):
-        data.read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+        idx.read_idx(tmp_path / "train-images-idx3-ubyte.gz")
     assert 0 < sum(inflated) <= declared + 1  # not the 32 MiB that follow
 
 
@@ -379,7 +379,7 @@ def test_a_gzipped_idx_header_declaring_more_than_the_limit_is_refused_before_in
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(struct.pack(">BBBBIII", 0, 0, 8, 3, 60000, 28 * 1000, 28)))
     with pytest.raises(DataError, match="its IDX header declares 47,040,000,016 bytes, more than the 1,073,741,824"):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
 def test_an_npz_array_claiming_more_than_its_entry_holds_is_refused_before_numpy_allocates(tmp_path, monkeypatch):

@@ -11,9 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_mnist_npz
 from safetensors.torch import load_file
 
 from mnistkit import data, distributed, runs
@@ -43,15 +43,7 @@ RANK_SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory, mnist) -> Path:
     """12,000 real training digits and the full 10,000 test digits."""
-    path = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(
-        path,
-        x_train=mnist.train.images[:12_000].numpy(),
-        y_train=mnist.train.labels[:12_000].numpy(),
-        x_test=mnist.test.images.numpy(),
-        y_test=mnist.test.labels.numpy(),
-    )
-    return path
+    return write_mnist_npz(tmp_path_factory.mktemp("digits") / "digits.npz", mnist, 12_000)
 
 
 def files(run_dir: Path) -> set[str]:

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnistkit import data
+from mnistkit import data, idx
 from mnistkit.errors import DataError
 
 FUZZ = settings(
@@ -48,7 +48,7 @@ def idx_header(code: int, dims: list[int]) -> bytes:
 @FUZZ
 @given(st.binary(max_size=4096))
 def test_any_bytes_parse_as_idx_or_raise_data_error(raw):
-    result = data_or_data_error(data.parse_idx, raw)
+    result = data_or_data_error(idx.parse_idx, raw)
     if isinstance(result, np.ndarray):
         assert raw[:2] == b"\x00\x00"
 
@@ -61,7 +61,7 @@ def test_any_bytes_parse_as_idx_or_raise_data_error(raw):
 )
 def test_idx_headers_with_any_dimensions_never_crash_or_allocate_wildly(code, dims, body):
     """Well-formed headers claiming absurd sizes (up to 2**32 per dimension) must not try to allocate them."""
-    result = data_or_data_error(data.parse_idx, idx_header(code, dims) + body)
+    result = data_or_data_error(idx.parse_idx, idx_header(code, dims) + body)
     if isinstance(result, np.ndarray):
         assert list(result.shape) == dims and result.nbytes == len(body)
 
@@ -70,14 +70,14 @@ def test_idx_headers_with_any_dimensions_never_crash_or_allocate_wildly(code, di
 def test_idx_dimensions_whose_product_wraps_around_int64_are_a_data_error(dims):
     """Found by fuzzing: sized with int64, these products wrapped to 0 and matched an empty body."""
     with pytest.raises(DataError, match="truncated IDX file"):
-        data.parse_idx(idx_header(0x08, dims))
+        idx.parse_idx(idx_header(0x08, dims))
 
 
 @pytest.mark.parametrize("dims", [[0x11000000, 0, 0x05110000, 0, 0x4000], [0, 55056, 55108, 55111, 55161]])
 def test_an_empty_idx_with_impossible_other_dimensions_is_a_data_error(dims):
     """Found by fuzzing (atheris the first, hypothesis the second)."""
     with pytest.raises(DataError):
-        data.parse_idx(idx_header(0x08, dims))
+        idx.parse_idx(idx_header(0x08, dims))
 
 
 @FUZZ
@@ -85,7 +85,7 @@ def test_an_empty_idx_with_impossible_other_dimensions_is_a_data_error(dims):
 def test_any_file_is_read_as_idx_or_data_error(tmp_path_factory, raw, gzipped):
     path = tmp_path_factory.mktemp("idx") / "train-images-idx3-ubyte.gz"
     path.write_bytes(b"\x1f\x8b" + raw if gzipped else raw)
-    data_or_data_error(data.read_idx, path)
+    data_or_data_error(idx.read_idx, path)
 
 
 @FUZZ
@@ -93,7 +93,7 @@ def test_any_file_is_read_as_idx_or_data_error(tmp_path_factory, raw, gzipped):
 def test_a_gzip_of_any_bytes_is_read_as_idx_or_data_error(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("idx") / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(gzip.compress(raw))
-    data_or_data_error(data.read_idx, path)
+    data_or_data_error(idx.read_idx, path)
 
 
 @FUZZ
@@ -109,7 +109,7 @@ def test_a_gzipped_idx_of_any_declared_size_inflates_no_further_than_declared(tm
     body = bytes(max(0, min(declared, 1 << 16) - 4 - 4 * len(dims) - cut) + extra)
     path = tmp_path_factory.mktemp("idx") / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(idx_header(0x08, dims) + body, compresslevel=1))
-    data_or_data_error(data.read_idx, path)
+    data_or_data_error(idx.read_idx, path)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import signal
 import sys
 
 import pytest
+from helpers import train_argv
 
 from mnistkit import cli, runs
 from mnistkit.mlflow_log import MISSING, MlflowReporter, flat_params, require_mlflow
@@ -27,15 +28,6 @@ def tracking(tmp_path, monkeypatch):
 def without_mlflow(monkeypatch):
     """Make the mlflow package look uninstalled, whether or not it is (importlib then finds no spec)."""
     monkeypatch.setitem(sys.modules, "mlflow", None)
-
-
-def train_args(data, out) -> list[str]:
-    return ["train", "--data", str(data), "--model", "logreg", "--epochs", "2", "--val-size", "100"] + [
-        "--out",
-        str(out),
-        "--mlflow",
-        "--quiet",
-    ]
 
 
 def the_only_run(tracking):
@@ -76,7 +68,7 @@ def test_params_are_strings():
 def test_train_with_mlflow_logs_what_the_run_folder_holds(tiny_idx, tmp_path, tracking, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(train_args(tiny_idx, out))
+        cli.main(train_argv(tiny_idx, out, "--mlflow", "--quiet"))
     assert exit_info.value.code == 0, capsys.readouterr().err
 
     run = the_only_run(tracking)
@@ -101,7 +93,7 @@ def test_ctrl_c_keeps_the_logged_epochs_and_marks_the_run_killed(tiny_idx, tmp_p
 
     monkeypatch.setattr(ConsoleReporter, "epoch_start", ctrl_c_in_epoch_2)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(train_args(tiny_idx, tmp_path / "run"))
+        cli.main(train_argv(tiny_idx, tmp_path / "run", "--mlflow", "--quiet"))
     assert exit_info.value.code == 130, capsys.readouterr().err
 
     run = the_only_run(tracking)
@@ -114,7 +106,8 @@ def test_under_torchrun_only_the_main_process_logs(tiny_idx, tmp_path, tracking)
     import subprocess
 
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "mnistkit", *train_args(tiny_idx, out), "--nproc", "2", "--batch-size", "64"]
+    flags = ("--mlflow", "--quiet", "--nproc", "2", "--batch-size", "64")
+    argv = [sys.executable, "-m", "mnistkit", *train_argv(tiny_idx, out, *flags)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run = the_only_run(tracking)
@@ -124,7 +117,7 @@ def test_under_torchrun_only_the_main_process_logs(tiny_idx, tmp_path, tracking)
 def test_missing_mlflow_is_one_clear_line_before_anything_is_written(without_mlflow, tiny_idx, tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(train_args(tiny_idx, out))
+        cli.main(train_argv(tiny_idx, out, "--mlflow", "--quiet"))
     stdout, stderr = capsys.readouterr()
     assert exit_info.value.code == 2 and stdout == ""
     assert stderr == f"mnistkit: error: {MISSING}\n"
@@ -146,7 +139,7 @@ def test_a_store_mlflow_refuses_is_one_clear_line(tiny_idx, tmp_path, monkeypatc
     mlflow.set_tracking_uri(uri)
     try:
         with pytest.raises(SystemExit) as exit_info:
-            cli.main(train_args(tiny_idx, tmp_path / "run"))
+            cli.main(train_argv(tiny_idx, tmp_path / "run", "--mlflow", "--quiet"))
     finally:
         mlflow.set_tracking_uri(None)
     stderr = capsys.readouterr().err

@@ -11,9 +11,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
+from helpers import train_argv
 
 from mnistkit import cli
 from mnistkit.progress import ConsoleReporter, format_epoch, format_rate, is_live_terminal
@@ -122,22 +122,6 @@ def test_is_live_terminal(monkeypatch):
     assert not is_live_terminal(FakeTerminal())
 
 
-def train_args(tiny_idx: Path, out: Path) -> list[str]:
-    return [
-        "train",
-        "--data",
-        str(tiny_idx),
-        "--model",
-        "logreg",
-        "--epochs",
-        "2",
-        "--val-size",
-        "100",
-        "--out",
-        str(out),
-    ]
-
-
 def test_cli_train_on_a_terminal(tiny_idx, tmp_path, monkeypatch, capsys):
     """The command end to end on a (fake) terminal: a bar without --quiet, none with it."""
     monkeypatch.setenv("TERM", "xterm-256color")
@@ -145,7 +129,7 @@ def test_cli_train_on_a_terminal(tiny_idx, tmp_path, monkeypatch, capsys):
         stream = FakeTerminal()
         monkeypatch.setattr(sys, "stdout", stream)
         with pytest.raises(SystemExit) as exit_info:
-            cli.main(train_args(tiny_idx, tmp_path / f"run-{quiet}") + (["--quiet"] if quiet else []))
+            cli.main(train_argv(tiny_idx, tmp_path / f"run-{quiet}") + (["--quiet"] if quiet else []))
         assert exit_info.value.code == 0
         output = stream.getvalue()
         assert ("\x1b" in output) is not quiet and ("\r" in output) is not quiet
@@ -160,7 +144,7 @@ def test_cli_train_into_a_log_file(tiny_idx, tmp_path):
     env = {**os.environ, "TERM": "xterm-256color", "FORCE_COLOR": "1"}
     with open(log, "w") as f:
         subprocess.run(
-            [sys.executable, "-m", "mnistkit", *train_args(tiny_idx, tmp_path / "run")],
+            [sys.executable, "-m", "mnistkit", *train_argv(tiny_idx, tmp_path / "run")],
             stdout=f,
             stderr=subprocess.STDOUT,
             env=env,

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import train_argv, write_mnist_npz
 from safetensors.torch import load_file
 
 from mnistkit import resume, runs
@@ -45,15 +45,7 @@ TRAIN_ARGS = [
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory, mnist) -> Path:
-    path = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(
-        path,
-        x_train=mnist.train.images[:1000].numpy(),
-        y_train=mnist.train.labels[:1000].numpy(),
-        x_test=mnist.test.images[:200].numpy(),
-        y_test=mnist.test.labels[:200].numpy(),
-    )
-    return path
+    return write_mnist_npz(tmp_path_factory.mktemp("digits") / "digits.npz", mnist, 1000, 200)
 
 
 @pytest.fixture(scope="module")
@@ -214,26 +206,7 @@ def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_check
     monkeypatch.setattr(os, "fsync", fsync)
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "train",
-                "--data",
-                str(tiny_idx),
-                "--model",
-                "mlp",
-                "--epochs",
-                "2",
-                "--val-size",
-                "100",
-                "--batch-size",
-                "50",
-                "--checkpoint-every",
-                "3",
-                "--quiet",
-                "--out",
-                str(run_dir),
-            ]
-        )
+        main(train_argv(tiny_idx, run_dir, "--batch-size", "50", "--checkpoint-every", "3", "--quiet", model="mlp"))
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("mnistkit: error: could not save the checkpoint")

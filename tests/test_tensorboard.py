@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import train_argv
 
 from mnistkit import cli, runs
 from mnistkit.tensorboard_log import LOG_DIR_NAME, MISSING, TensorBoardReporter, require_tensorboard
@@ -51,23 +51,6 @@ class RecordingReporter:
         self.calls.append(("end", stats.epoch))
 
 
-def train_args(data: Path, out: Path) -> list[str]:
-    return [
-        "train",
-        "--data",
-        str(data),
-        "--model",
-        "logreg",
-        "--epochs",
-        "2",
-        "--val-size",
-        "100",
-        "--out",
-        str(out),
-        "--tensorboard",
-    ]
-
-
 @pytest.fixture
 def without_tensorboard(monkeypatch):
     """Make the tensorboard package look uninstalled, whether or not it is (importlib then finds no spec)."""
@@ -79,7 +62,7 @@ def test_missing_tensorboard_is_one_clear_line_before_anything_is_written(
 ):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(train_args(tiny_idx, out))
+        cli.main(train_argv(tiny_idx, out, "--tensorboard"))
     stdout, stderr = capsys.readouterr()
     assert exit_info.value.code == 2 and stdout == ""
     assert stderr == f"mnistkit: error: --{MISSING}\n"  # the library names the option, the CLI its flag
@@ -129,7 +112,7 @@ def test_event_files_match_metrics_csv(tiny_idx, tmp_path, capsys):
 
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(train_args(tiny_idx, out))
+        cli.main(train_argv(tiny_idx, out, "--tensorboard"))
     assert exit_info.value.code == 0, capsys.readouterr().err
     events = EventAccumulator(str(out / LOG_DIR_NAME))
     events.Reload()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import platformdirs
 
-from . import data
+from . import idx
 from .catalog import BUNDLED_DIR, CATALOG, MNIST_MD5, DatasetSpec, get_spec
 from .errors import DataError, DownloadError
 from .fileio import atomic_path
@@ -79,14 +79,14 @@ def _verifies(path: Path, filename: str, spec: DatasetSpec) -> bool:
             if hashlib.file_digest(f, "md5").hexdigest() == spec.files[filename]:
                 return True
         stem = filename.removesuffix(".gz")
-        return stem in spec.md5_uncompressed and data.md5_of(path) == spec.md5_uncompressed[stem]
+        return stem in spec.md5_uncompressed and idx.md5_of(path) == spec.md5_uncompressed[stem]
     except (OSError, DataError):
         return False
 
 
 def _bundled_mnist_verifies() -> bool:
     try:
-        return all(data.md5_of(BUNDLED_DIR / f"{stem}.gz") == md5 for stem, md5 in MNIST_MD5.items())
+        return all(idx.md5_of(BUNDLED_DIR / f"{stem}.gz") == md5 for stem, md5 in MNIST_MD5.items())
     except DataError:
         return False
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 
 from .catalog import BUNDLED_DIR, IDX_FILES
-from .data import read_idx
+from .idx import read_idx
 
 
 @dataclass(frozen=True)

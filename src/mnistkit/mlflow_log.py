@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .train import EpochStats, Reporter
+from .train import EpochStats, ForwardingReporter, Reporter
 
 EXPERIMENT = "mnistkit"
 MISSING = "mlflow: the mlflow package is not installed; install it with: pip install 'mnistkit[mlflow]'"
@@ -31,16 +31,16 @@ def flat_params(config: dict[str, Any]) -> dict[str, str]:
     return {name: "null" if value is None else str(value) for name, value in config.items()}
 
 
-class MlflowReporter:
+class MlflowReporter(ForwardingReporter):
     """Passes training events on to ``inner`` and records them in an MLflow run named after the run folder."""
 
     def __init__(self, run_dir: str | Path, inner: Reporter, config: dict[str, Any], experiment: str = EXPERIMENT):
         require_mlflow()
         import mlflow
 
+        super().__init__(inner)
         self.mlflow = mlflow
         self.run_dir = Path(run_dir)
-        self.inner = inner
         try:
             mlflow.set_experiment(experiment)
             self.run = mlflow.start_run(run_name=self.run_dir.name)
@@ -49,25 +49,9 @@ class MlflowReporter:
             raise ConfigError(f"mlflow: cannot track the run in {mlflow.get_tracking_uri()}: {reason}") from None
         mlflow.log_params(flat_params(config))
 
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        self.inner.epoch_start(epoch, epochs, steps)
-
-    def step_done(self, steps_done: int) -> None:
-        self.inner.step_done(steps_done)
-
-    def batches_done(self, steps_done: int, running_loss: float) -> None:
-        self.inner.batches_done(steps_done, running_loss)
-
     def epoch_end(self, stats: EpochStats) -> None:
-        metrics = {
-            "train_loss": stats.train_loss,
-            "val_loss": stats.val_loss,
-            "val_accuracy": stats.val_accuracy,
-            "lr": stats.lr,
-            "seconds_per_epoch": stats.seconds,
-        }
-        self.mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None}, step=stats.epoch)
-        self.inner.epoch_end(stats)
+        self.mlflow.log_metrics(stats.metrics(), step=stats.epoch)
+        super().epoch_end(stats)
 
     def finish(self, test_accuracy: float | None) -> None:
         """Record the test accuracy and the finished run folder, and end the MLflow run as finished."""

@@ -12,9 +12,17 @@ import json
 from pathlib import Path
 
 from .errors import ConfigError
-from .train import EpochStats, Reporter
+from .train import EpochStats, ForwardingReporter, Reporter
 
 LOG_DIR_NAME = "tensorboard"
+# EpochStats.metrics() names -> TensorBoard tags; TensorBoard puts tags with one prefix (loss/) in one section.
+TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "val_accuracy": "accuracy/val",
+    "lr": "lr",
+    "seconds_per_epoch": "seconds_per_epoch",
+}
 MISSING = (
     "tensorboard needs the TensorBoard package, which is not installed; install it: pip install 'mnistkit[tensorboard]'"
 )
@@ -39,43 +47,32 @@ def open_writer(run_dir: str | Path):
     return SummaryWriter(log_dir=str(Path(run_dir) / LOG_DIR_NAME))
 
 
-class TensorBoardReporter:
+class TensorBoardReporter(ForwardingReporter):
     """Passes training events on to ``inner`` and logs them as TensorBoard scalars: the running training loss
     per step, and per epoch the train and validation loss, validation accuracy, learning rate and time.
     ``writer`` is anything with SummaryWriter's ``add_scalar``/``add_text``/``flush``/``close``."""
 
     def __init__(self, run_dir: str | Path, inner: Reporter, config: dict | None = None, writer=None):
+        super().__init__(inner)
         self.writer = writer if writer is not None else open_writer(run_dir)
-        self.inner = inner
         self.epoch = self.steps_per_epoch = 0
         if config is not None:
             self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.epoch, self.steps_per_epoch = epoch, steps
-        self.inner.epoch_start(epoch, epochs, steps)
-
-    def step_done(self, steps_done: int) -> None:
-        self.inner.step_done(steps_done)
+        super().epoch_start(epoch, epochs, steps)
 
     def batches_done(self, steps_done: int, running_loss: float) -> None:
         step = (self.epoch - 1) * self.steps_per_epoch + steps_done
         self.writer.add_scalar("train/running_loss", running_loss, step)
-        self.inner.batches_done(steps_done, running_loss)
+        super().batches_done(steps_done, running_loss)
 
     def epoch_end(self, stats: EpochStats) -> None:
-        scalars = {
-            "loss/train": stats.train_loss,
-            "loss/val": stats.val_loss,
-            "accuracy/val": stats.val_accuracy,
-            "lr": stats.lr,
-            "seconds_per_epoch": stats.seconds,
-        }
-        for tag, value in scalars.items():
-            if value is not None:
-                self.writer.add_scalar(tag, value, stats.epoch)
+        for name, value in stats.metrics().items():
+            self.writer.add_scalar(TAGS[name], value, stats.epoch)
         self.writer.flush()
-        self.inner.epoch_end(stats)
+        super().epoch_end(stats)
 
     def close(self) -> None:
         self.writer.close()

@@ -50,6 +50,17 @@ class EpochStats:
         """The epoch's numbers as the history keeps them: all but the per-batch losses."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "batch_losses"}
 
+    def metrics(self) -> dict[str, float]:
+        """The epoch's measured numbers for a tracker (those of validation only where there was one)."""
+        measured = {
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "val_accuracy": self.val_accuracy,
+            "lr": self.lr,
+            "seconds_per_epoch": self.seconds,
+        }
+        return {name: value for name, value in measured.items() if value is not None}
+
 
 class Reporter(Protocol):
     """What fit tells the outside world: ``step_done`` after every batch (the step count only, which costs no
@@ -60,6 +71,26 @@ class Reporter(Protocol):
     def step_done(self, steps_done: int) -> None: ...
     def batches_done(self, steps_done: int, running_loss: float) -> None: ...
     def epoch_end(self, stats: EpochStats) -> None: ...
+
+
+class ForwardingReporter:
+    """Passes every event on to ``inner``: the base of reporters that wrap another, which override only the
+    events they add to (and call ``super()`` to pass them on)."""
+
+    def __init__(self, inner: Reporter):
+        self.inner = inner
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.inner.epoch_start(epoch, epochs, steps)
+
+    def step_done(self, steps_done: int) -> None:
+        self.inner.step_done(steps_done)
+
+    def batches_done(self, steps_done: int, running_loss: float) -> None:
+        self.inner.batches_done(steps_done, running_loss)
+
+    def epoch_end(self, stats: EpochStats) -> None:
+        self.inner.epoch_end(stats)
 
 
 class SilentReporter:
@@ -616,23 +647,15 @@ def _save_model(run_dir: Path, model: nn.Module, meta: dict) -> None:
     write_curves(run_dir)
 
 
-class _SavingReporter:
+class _SavingReporter(ForwardingReporter):
     """Passes events on, and rewrites metrics.csv and batch_losses.csv after every epoch so a killed run keeps
     its history."""
 
     def __init__(self, inner: Reporter, run_dir: Path, history: list[dict]):
-        self.inner, self.run_dir, self.history = inner, run_dir, list(history)
+        super().__init__(inner)
+        self.run_dir, self.history = run_dir, list(history)
         done = len(self.history)  # a resumed run keeps the batch losses of the epochs it has finished
         self.batch_losses = {e: b for e, b in runs.read_batch_losses(run_dir).items() if e <= done} if done else {}
-
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        self.inner.epoch_start(epoch, epochs, steps)
-
-    def step_done(self, steps_done: int) -> None:
-        self.inner.step_done(steps_done)
-
-    def batches_done(self, steps_done: int, running_loss: float) -> None:
-        self.inner.batches_done(steps_done, running_loss)
 
     def epoch_end(self, stats: EpochStats) -> None:
         self.history.append(stats.row())
@@ -640,7 +663,7 @@ class _SavingReporter:
         if stats.batch_losses is not None:
             self.batch_losses[stats.epoch] = stats.batch_losses
             runs.write_batch_losses(self.run_dir, self.batch_losses)
-        self.inner.epoch_end(stats)
+        super().epoch_end(stats)
 
 
 def _saving(reporter: Reporter | None, run_dir: Path | None, history: list[dict]) -> Reporter:
