@@ -315,10 +315,11 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
 
     A grey-level opening (minimum, then maximum filter) with a square a quarter of the image wide removes every
     bright mark narrower than that, strokes included, and keeps the rest: gradients, and shadows with their
-    edges, sharp or soft. The paper's light varies slowly, so the opening is done on the image reduced to about
-    ``BACKGROUND_SIDE`` pixels a side by the minimum of each block (the first step of the opening, so no stroke
-    survives the reduction) and enlarged again, bilinearly. The reduced image is mirrored at its borders first,
-    so that a shadow's corner cut by the border stays wide enough to be kept as paper.
+    edges, sharp or soft; a shadow's narrow corners are then grown back from the rest of it. The paper's light
+    varies slowly, so this is done on the image reduced to about ``BACKGROUND_SIDE`` pixels a side by the
+    minimum of each block (the first step of the opening, so no stroke survives the reduction) and enlarged
+    again, bilinearly. The reduced image is mirrored at its borders first, so that a shadow's corner cut by the
+    border stays wide enough to be kept as paper.
     """
     h, w = bright.shape
     block = max(1, max(h, w) // BACKGROUND_SIDE)
@@ -326,11 +327,22 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
     k = max(3, round(max(h, w) * BACKGROUND_WINDOW / block)) | 1
     half = k // 2
     mirrored = np.pad(small, half, mode="symmetric")
-    opened = _running(_running(mirrored, k, np.minimum), k, np.maximum)[half:-half, half:-half]
+    background = _running(_running(mirrored, k, np.minimum), k, np.maximum)[half:-half, half:-half]
+    # The opening also removes a shadow's corners, narrower than the window, and they would read as ink: the
+    # shadow is grown back into them (a reconstruction by dilation, never above the image), as far as a window.
+    # A shadow reaches the border; the growth stops at the border's brightest paper, so that a thick stroke kept
+    # by the opening (a blot, a loop filled in) cannot spread along the strokes it touches.
+    ring = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    ceiling = np.minimum(small, ring.max())
+    for _ in range(k):
+        grown = np.maximum(background, np.minimum(_max3(background, square=True), ceiling))
+        if np.array_equal(grown, background):
+            break
+        background = grown
     if block == 1:
-        return opened
-    size = (opened.shape[1] * block, opened.shape[0] * block)
-    return np.asarray(Image.fromarray(opened).resize(size, Image.Resampling.BILINEAR))[:h, :w]
+        return background
+    size = (background.shape[1] * block, background.shape[0] * block)
+    return np.asarray(Image.fromarray(background).resize(size, Image.Resampling.BILINEAR))[:h, :w]
 
 
 def _block_min(a: np.ndarray, block: int) -> np.ndarray:
