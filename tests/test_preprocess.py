@@ -155,6 +155,16 @@ def test_a_shadow_across_the_page_is_paper_not_ink(twins):
         assert_like_twin(to_mnist(lit(page, light)), digit)
 
 
+def test_a_shadows_narrow_corner_is_paper_not_ink(twins):
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=8, canvas=(300, 280), at=(40, 20))
+        # A shadow's edge meeting the border at a shallow angle: towards the right the shadow is a wedge far
+        # narrower than a quarter of the page.
+        ys, xs = np.mgrid[0:280, 0:300]
+        light = 0.4 + 0.6 / (1 + np.exp((ys - 180 - 0.3 * xs) / 3))
+        assert_like_twin(to_mnist(lit(page, light)), digit)
+
+
 def test_dim_paper_and_strong_gradients(twins):
     for digit in twins[:4]:
         page = large_dark_on_light(digit, scale=6, canvas=(240, 200), at=(30, 10))

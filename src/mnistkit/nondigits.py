@@ -23,9 +23,31 @@ KINDS = ("letter", "scribble", "symbol", "blobs", "specks", "digits")
 POOL_SIZE = 10_000  # non-digits drawn for a training run (fewer for a smaller training set)
 OUTLIER_WEIGHT = 0.5  # of the uniform-target loss, beside the digits' own
 
+
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float, stop: float) -> list[tuple[float, float]]:
+    """Points along an elliptic arc, angles in degrees counter-clockwise from the right (y grows downwards)."""
+    angles = np.radians(np.linspace(start, stop, max(3, round(abs(stop - start) / 30) + 1)))
+    return [(cx + rx * float(np.cos(a)), cy - ry * float(np.sin(a))) for a in angles]
+
+
 # Stroke letters in a unit box (x right, y down), one list of polylines each. Letters that are also digits in
-# some hands (O, I, l, S, Z, B, G, D, J, L, P, Q, U, b, g, q, z, s, o) are left out.
+# some hands (O, I, l, S, Z, B, G, D, J, Q, b, g, q, z, s, o) are left out.
 LETTERS: dict[str, list[list[tuple[float, float]]]] = {
+    "C": [_arc(0.5, 0.5, 0.5, 0.5, 45, 315)],
+    "L": [[(0, 0), (0, 1), (0.75, 1)]],
+    "P": [[(0, 1), (0, 0), (0.7, 0), (0.95, 0.15), (0.95, 0.4), (0.7, 0.55), (0, 0.55)]],
+    "U": [[(0, 0), (0, 0.65)] + _arc(0.5, 0.65, 0.5, 0.35, 180, 360) + [(1, 0)]],
+    "a": [
+        [(0.1, 0.15), (0.5, 0), (0.85, 0.12), (0.9, 0.4), (0.9, 1)],
+        [(0.9, 0.5), (0.4, 0.5), (0.1, 0.68), (0.12, 0.92), (0.45, 1), (0.9, 0.82)],
+    ],
+    "c": [_arc(0.5, 0.5, 0.5, 0.5, 55, 305)],
+    "d": [_arc(0.42, 0.68, 0.42, 0.32, 0, 360), [(0.84, 0), (0.84, 1)]],
+    "f": [[(0.85, 0.05), (0.6, 0), (0.4, 0.1), (0.35, 0.3), (0.35, 1)], [(0.05, 0.4), (0.75, 0.4)]],
+    "p": [[(0, 0.05), (0, 1)], _arc(0.5, 0.32, 0.5, 0.27, 180, -180)],
+    "t": [[(0.4, 0), (0.4, 0.85), (0.55, 1), (0.85, 0.95)], [(0.05, 0.3), (0.8, 0.3)]],
+    "u": [[(0, 0), (0, 0.65)] + _arc(0.5, 0.65, 0.5, 0.35, 180, 360) + [(1, 0)], [(1, 0), (1, 1)]],
+    "y": [[(0, 0), (0.5, 0.55)], [(1, 0), (0.3, 1)]],
     "A": [[(0, 1), (0.5, 0), (1, 1)], [(0.22, 0.62), (0.78, 0.62)]],
     "E": [[(1, 0), (0, 0), (0, 1), (1, 1)], [(0, 0.5), (0.7, 0.5)]],
     "F": [[(1, 0), (0, 0), (0, 1)], [(0, 0.5), (0.7, 0.5)]],
@@ -124,6 +146,8 @@ def _marks(kind: str, rng: np.random.Generator) -> tuple[list[np.ndarray], float
         table = LETTERS if kind == "letter" else SYMBOLS
         name = list(table)[rng.integers(len(table))]
         return _jittered(table[name], rng, WIDE.get(name, 1.0) * rng.uniform(0.7, 1.15)), pen
+    if kind == "scribble" and rng.random() < 0.5:
+        return [_wander(rng)], pen
     if kind == "scribble":
         lines = []
         for _ in range(rng.integers(1, 3)):
@@ -139,6 +163,17 @@ def _marks(kind: str, rng: np.random.Generator) -> tuple[list[np.ndarray], float
     # specks: the noise left on a near-blank page
     centres = rng.uniform(0, 1, (rng.integers(4, 13), 2))
     return [np.array([c, c]) for c in centres], rng.uniform(1.5, 3.5)
+
+
+def _wander(rng: np.random.Generator) -> np.ndarray:
+    """A pen wandering on, turning a little at every step and now and then sharply, as someone trying a pen does."""
+    steps = rng.integers(30, 100)
+    turns = rng.normal(0, 0.5, steps) + np.where(rng.random(steps) < 0.08, rng.uniform(-2.5, 2.5, steps), 0)
+    heading = rng.uniform(0, 2 * np.pi) + np.cumsum(turns)
+    walk = np.cumsum(np.stack([np.cos(heading), np.sin(heading)], 1), 0)
+    # Kept inside a box about as wide as the walk usually gets, so that it folds back over itself.
+    side = rng.uniform(10, 30)
+    return np.abs((walk + side) % (2 * side) - side)
 
 
 def _render(items: list[tuple[list[np.ndarray], float]]) -> torch.Tensor:

@@ -29,6 +29,7 @@ EXTREME_PIXELS = 10  # the darkest and brightest pixels but this many: the ink's
 ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the ink, and
 ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
+BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
 STROKE_BOX = 80  # pen widths are measured and changed with the digit's longest side at this many pixels
 # MNIST's pen widths at the 20-px scale (``stroke_width``): the 20th and 80th percentiles of its training digits.
 MNIST_STROKE = (1.97, 2.88)
@@ -236,7 +237,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     ``ImageError`` when no ink stands ``MIN_CONTRAST`` gray levels above the paper around it: a blank page, or
     only noise.
     """
-    bright = 255.0 - gray if _dark_ink(gray) else gray.astype(np.float64)
+    bright = (255 - gray if _dark_ink(gray) else gray).astype(np.float32)  # single precision: half the memory traffic
     try:
         return _ink_above(bright, estimate_background(bright))
     except ImageError:
@@ -255,8 +256,13 @@ def _ink_above(bright: np.ndarray, background: np.ndarray) -> np.ndarray:
     ink_mask = levels > threshold
     if not ink_mask.any() or ink_mask.all():
         raise ImageError("no ink found: the image is blank")
-    paper_lift, ink_lift = np.median(lift[~ink_mask]), np.median(lift[ink_mask])
-    spread = 1.4826 * np.median(np.abs(lift[~ink_mask] - paper_lift))  # the paper's noise, as a standard deviation
+    # Medians from histograms of the lift in whole gray levels (-255..255): sorting every pixel would cost more.
+    lift_levels = np.round(lift).astype(np.intp).ravel() + 255
+    counts = np.bincount(lift_levels + 511 * ink_mask.ravel(), minlength=2 * 511)
+    paper_counts, ink_counts = counts[:511], counts[511:]
+    paper_lift, ink_lift = _quantile(paper_counts, 0.5) - 255, _quantile(ink_counts, 0.5) - 255
+    deviations = np.bincount(np.abs(np.arange(511) - 255 - paper_lift), weights=paper_counts)
+    spread = 1.4826 * _quantile(deviations, 0.5)  # the paper's noise, as a standard deviation
     if ink_lift - paper_lift < max(MIN_CONTRAST, NOISE_MARGIN * spread):
         raise ImageError("no ink found: the image is blank or has too little contrast")
     ink_mask = _drop_islands(ink_mask)
@@ -297,11 +303,16 @@ def _dark_ink(gray: np.ndarray) -> bool:
     """
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     border_low, border_high = np.quantile(border, [0.01, 0.99])
-    values = gray.ravel()
+    n = gray.size
+    cumulative = np.cumsum(np.bincount(gray.ravel(), minlength=256))  # order statistics without sorting
+
+    def nth_smallest(i: int) -> int:
+        return int(np.searchsorted(cumulative, i + 1))
+
     # A small dot on a large page still has EXTREME_PIXELS pixels; on a small image (a page's 28×28) fewer.
-    k = max(1, min(EXTREME_PIXELS, len(values) // 200, len(values) - 1))
-    low, high = np.partition(values, k)[k], np.partition(values, len(values) - 1 - k)[len(values) - 1 - k]
-    paper = np.median(values)
+    k = max(1, min(EXTREME_PIXELS, n // 200, n - 1))
+    low, high = nth_smallest(k), nth_smallest(n - 1 - k)
+    paper = (nth_smallest((n - 1) // 2) + nth_smallest(n // 2)) / 2
     darker, brighter = border_low - low, high - border_high
     if max(darker, brighter) >= MIN_CONTRAST:
         return bool(darker > brighter)
@@ -312,29 +323,64 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
     """The paper's brightness under every pixel of ``bright`` (ink bright on darker paper), float (H, W).
 
     A grey-level opening (minimum, then maximum filter) with a square a quarter of the image wide removes every
-    bright mark narrower than that, strokes included, and keeps the rest exactly: gradients, and shadows with
-    their edges, sharp or soft. The image is mirrored at its borders first, so that a shadow's corner cut by
-    the border stays wide enough to be kept as paper.
+    bright mark narrower than that, strokes included, and keeps the rest: gradients, and shadows with their
+    edges, sharp or soft; a shadow's narrow corners are then grown back from the rest of it. The paper's light
+    varies slowly, so this is done on the image reduced to about ``BACKGROUND_SIDE`` pixels a side by the
+    minimum of each block (the first step of the opening, so no stroke survives the reduction) and enlarged
+    again, bilinearly. The reduced image is mirrored at its borders first, so that a shadow's corner cut by the
+    border stays wide enough to be kept as paper.
     """
-    k = max(3, round(max(bright.shape) * BACKGROUND_WINDOW)) | 1
+    h, w = bright.shape
+    block = max(1, max(h, w) // BACKGROUND_SIDE)
+    small = _block_min(bright.astype(np.float32, copy=False), block)
+    k = max(3, round(max(h, w) * BACKGROUND_WINDOW / block)) | 1
     half = k // 2
-    mirrored = np.pad(bright.astype(np.float32), half, mode="symmetric")
-    opened = _running(_running(mirrored, k, np.minimum), k, np.maximum)
-    return opened[half:-half, half:-half]
+    mirrored = np.pad(small, half, mode="symmetric")
+    background = _running(_running(mirrored, k, np.minimum), k, np.maximum)[half:-half, half:-half]
+    # The opening also removes a shadow's corners, narrower than the window, and they would read as ink: the
+    # shadow is grown back into them (a reconstruction by dilation, never above the image), as far as a window.
+    # A shadow reaches the border; the growth stops at the border's brightest paper, so that a thick stroke kept
+    # by the opening (a blot, a loop filled in) cannot spread along the strokes it touches.
+    ring = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    ceiling = np.minimum(small, ring.max())
+    for _ in range(k):
+        grown = np.maximum(background, np.minimum(_max3(background, square=True), ceiling))
+        if np.array_equal(grown, background):
+            break
+        background = grown
+    if block == 1:
+        return background
+    size = (background.shape[1] * block, background.shape[0] * block)
+    return np.asarray(Image.fromarray(background).resize(size, Image.Resampling.BILINEAR))[:h, :w]
+
+
+def _block_min(a: np.ndarray, block: int) -> np.ndarray:
+    """The minimum of every ``block``×``block`` tile of ``a`` (edge tiles padded with their edge values)."""
+    h, w = a.shape
+    padded = np.pad(a, ((0, -h % block), (0, -w % block)), mode="edge")
+    rows = padded[::block].copy()  # strided slices: much faster than a reduction over a reshaped axis
+    for i in range(1, block):
+        np.minimum(rows, padded[i::block], out=rows)
+    tiles = rows[:, ::block].copy()
+    for i in range(1, block):
+        np.minimum(tiles, rows[:, i::block], out=tiles)
+    return tiles
 
 
 def _running(a: np.ndarray, k: int, reduce: np.ufunc) -> np.ndarray:
     """``reduce`` (minimum or maximum) over the k×k window centred on every pixel; the edges take what the window
-    holds there. Van Herk / Gil-Werman: two running reductions per axis, whatever k is."""
+    holds there. Per axis, windows of doubling length (1, 2, 4, …) from log2(k) whole-array steps, then the two
+    overlapping ones that cover k."""
     fill = np.inf if reduce is np.minimum else -np.inf
     for axis in (0, 1):
-        x = np.moveaxis(a, axis, 0)  # the running reductions go along the first axis, a whole row at a time
+        x = np.moveaxis(a, axis, 0)  # the reductions go along the first axis, a whole row at a time
         n = x.shape[0]
-        padded = np.pad(x, [(k // 2, k // 2 + (-(n + k - 1)) % k), (0, 0)], constant_values=fill)
-        blocks = padded.reshape(-1, k, x.shape[1])
-        forward = reduce.accumulate(blocks, axis=1).reshape(-1, x.shape[1])
-        backward = reduce.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(-1, x.shape[1])
-        a = np.moveaxis(reduce(backward[:n], forward[k - 1 : k - 1 + n]), 0, axis)
+        window = np.pad(x, [(k // 2, k // 2), (0, 0)], constant_values=fill)
+        span = 1  # window[i] holds the reduction of the padded rows i .. i + span - 1
+        while 2 * span <= k:
+            window = reduce(window[:-span], window[span:])
+            span *= 2
+        a = np.moveaxis(reduce(window[:n], window[k - span : k - span + n]), 0, axis)
     return a
 
 
