@@ -189,7 +189,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Speed records (``mnistkit bench``): train on all 60,000 images (no validation pass to pay for) and
     # reach the target test accuracy in the least training time on a 2-core CPU.
     "fast": dict(model="mlp", epochs=4, batch_size=512, lr=0.015, label_smoothing=0.1, val_size=0),  # >= 98.0%
-    "cnn": dict(model="cnn", width=16, epochs=1, batch_size=192, lr=0.04, label_smoothing=0.1, val_size=0),  # >= 99.0%
+    # The strided stem stores and pools nothing at full resolution, so the epoch is faster; batch 128 gives the
+    # one epoch enough steps that every seed reaches 99.0% (at batch 192 some seeds fell short).
+    "cnn": dict(
+        model="cnn",
+        width=16,
+        stem_stride=2,
+        epochs=1,
+        batch_size=128,
+        lr=0.04,
+        label_smoothing=0.1,
+        val_size=0,
+    ),  # >= 99.0%
     "accurate": dict(
         model="cnn",
         width=24,
