@@ -7,6 +7,8 @@ import json
 import math
 
 import pytest
+import torch
+from torch import nn
 
 from mnistkit import bench
 from mnistkit.cli import main
@@ -30,6 +32,10 @@ PRESET_FIELDS = {
     "test_seconds_median",
     "peak_rss_mb",
     "speedup_vs_tutorial",
+    "flops_per_epoch",
+    "precision",
+    "achieved_flops_per_second",
+    "peak_fraction",
     "runs",
 }
 
@@ -59,23 +65,36 @@ def test_bench_json_has_the_promised_fields(tiny_idx_session, capsys):
         )
     assert exit_info.value.code == 0
     report = json.loads(capsys.readouterr().out)
-    assert {"machine", "device", "data", "presets", "tutorial"} <= set(report) and report["tutorial"] is None
+    assert {"machine", "device", "data", "presets", "tutorial", "matmul_peak"} <= set(report)
+    assert report["tutorial"] is None
+    assert report["matmul_peak"]["float32"] > 0 and report["matmul_peak"]["bfloat16"] > 0
     assert [p["preset"] for p in report["presets"]] == ["fast"]
     for row in report["presets"]:
         assert PRESET_FIELDS <= set(row) and row["seeds"] == len(row["runs"]) == 2
         assert [r["seed"] for r in row["runs"]] == [0, 1]
         assert row["accuracy_min"] <= row["accuracy_mean"] and row["peak_rss_mb"] > 0
         assert 0 <= row["reached_target"] <= 2
-    assert "preset" in bench.format_report(report)
+        # the mlp's 784x128, 128x256, 256x10 products: forward, weight gradients, and the input gradients of
+        # the last two layers, for each of the slice's training images
+        images = 600  # tiny_idx_session's training images, all trained on
+        assert {r["train_images"] for r in row["runs"]} == {images}
+        assert row["flops_per_epoch"] == pytest.approx(images * 2 * (2 * 135_680 + 128 * 256 + 256 * 10))
+        assert row["precision"] in bench.PRECISIONS
+        assert row["achieved_flops_per_second"] > 0 and row["peak_fraction"] > 0
+    text = bench.format_report(report)
+    assert "preset" in text and "GFLOP/s" in text and "roofline:" in text
 
 
 def test_bench_compile_trains_every_seed_compiled(monkeypatch, capsys):
     jobs = []
 
     def run_job(kind, **kwargs):  # records what each fresh process would be asked to do
+        if kind == "matmul_peak":
+            return {"device": "cpu", "float32": 2e11, "bfloat16": 8e11}
         jobs.append(kwargs)
         row = {"model": "mlp", "epochs": 4, "test_accuracy": 0.98, "train_seconds": 1.0, "load_seconds": 0.1}
-        return {**kwargs, **row, "test_seconds": 0.1, "peak_rss_mb": 100.0}
+        roofline = {"flops_per_epoch": 3.7e10, "precision": "bfloat16"}
+        return {**kwargs, **row, **roofline, "test_seconds": 0.1, "peak_rss_mb": 100.0}
 
     monkeypatch.setattr(bench, "run_job", run_job)
     with pytest.raises(SystemExit) as exit_info:
@@ -107,6 +126,7 @@ def test_each_ensemble_trains_new_seeds_and_tests_the_runs_it_saved(monkeypatch,
     def run_job(kind, **kwargs):  # records what each fresh process would be asked to do
         jobs.append((kind, kwargs))
         row = {"model": "cnn", "epochs": 7, "train_seconds": 10.0, "load_seconds": 0.5, "peak_rss_mb": 400.0}
+        row |= {"flops_per_epoch": 1e12, "precision": "float32", "float32": 1e11, "bfloat16": 4e11}
         return {**kwargs, **row, "test_accuracy": 0.99, "test_seconds": 1.0}
 
     monkeypatch.setattr(bench, "run_job", run_job)
@@ -119,6 +139,23 @@ def test_each_ensemble_trains_new_seeds_and_tests_the_runs_it_saved(monkeypatch,
     assert tested == [[job["out"] for job in trained[:3]], [job["out"] for job in trained[3:]]]
     assert len({job["out"] for job in trained}) == 6
     assert "ensemble 3×accurate" in capsys.readouterr().out
+
+
+def test_training_step_flops_counts_the_products_forward_and_backward():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 784, 10))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = 4
+    conv = 2 * (9 * 1 * 2) * 784 * batch  # multiply-adds of each output pixel, at 28x28, times two
+    linear = 2 * (2 * 784 * 10) * batch
+    # forward and weight gradient of both; the input gradient of the linear layer only (the images need none)
+    assert bench.training_step_flops(model, batch) == 2 * conv + 3 * linear == 602_112
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # counted on a copy
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_peak_is_a_positive_rate(dtype):
+    assert bench.matmul_peak(dtype, sizes=(64,), repeats=1) > 0
 
 
 def test_bench_refuses_bad_arguments(capsys):

@@ -68,6 +68,7 @@ def test_round_trip_through_a_dict():
         (dict(width=0), "width must be a whole number from 1 to 1024, got 0"),
         (dict(width=100_000), "width must be a whole number from 1 to 1024, got 100000"),
         (dict(stem_width=0), "stem_width must be a whole number from 1 to 1024"),
+        (dict(stem_stride=3), "stem_stride must be a whole number from 1 to 2, got 3"),
         (dict(device="tpu"), "unknown device 'tpu'"),
         (dict(lr="fast"), "lr: Input should be a valid number"),
         (dict(epochs=2.5), "epochs: Input should be a valid integer"),
@@ -112,6 +113,7 @@ def test_an_int_is_taken_as_a_float_option():
 def test_model_options_carry_only_what_was_set():
     assert make_config(model="cnn").model_options() == {}
     assert make_config(model="cnn", width=24, stem_width=16).model_options() == {"width": 24, "stem_width": 16}
+    assert make_config(model="cnn", stem_stride=2).model_options() == {"stem_stride": 2}
 
 
 def test_unknown_preset_and_keys():

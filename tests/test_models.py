@@ -60,6 +60,20 @@ def test_cnn_stem_width_sets_only_the_first_block():
     assert [m.out_channels for m in default.modules() if isinstance(m, torch.nn.Conv2d)] == [24, 48, 96]
 
 
+def test_cnn_stem_stride_two_strides_the_first_convolution_instead_of_pooling():
+    pooled, strided = create_model("cnn", width=8), create_model("cnn", width=8, stem_stride=2)
+    x = torch.rand(2, 1, 28, 28)
+    for model in (pooled, strided):
+        assert model.features[0](x).shape == (2, 8, 14, 14)  # both stems halve the resolution
+    convs = [m for m in strided.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.stride) for c in convs] == [((5, 5), (2, 2)), ((3, 3), (1, 1)), ((3, 3), (1, 1))]
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in strided.modules()) == 1  # only the second block's
+    assert count_parameters(strided) == count_parameters(pooled) + (25 - 9) * 8  # the larger first kernel
+    assert strided(x).shape == (2, 10)
+    with pytest.raises(ConfigError, match="stem_stride must be a whole number from 1 to 2, got 3"):
+        create_model("cnn", stem_stride=3)
+
+
 def test_channels_last_gives_the_same_answer():
     model = create_model("cnn", width=8).eval()
     x = torch.rand(4, 1, 28, 28)

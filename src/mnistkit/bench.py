@@ -5,11 +5,16 @@ caches, threads or memory do not flatter the next, and each reports its own peak
 counted from the first training step to the end of training; loading the data and testing are reported
 separately. The test set is only ever used for the final figure. The ``ensemble`` entry trains several
 members of a preset, each in its own process, and tests the mean of their probabilities.
+
+The roofline: each preset's FLOPs per epoch (its real model's matrix products and convolutions, forward and
+backward, counted by PyTorch's ``FlopCounterMode``), the rate it achieved, and that rate as a fraction of the
+peak that this machine's matrix products reach in the same precision, measured in the same run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import platform
@@ -20,9 +25,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MnistkitError
+
+if TYPE_CHECKING:
+    import torch
 
 # preset -> (target test accuracy, training-time goal in seconds on a 2-core CPU)
 TARGETS: dict[str, tuple[float, float]] = {
@@ -33,6 +41,8 @@ TARGETS: dict[str, tuple[float, float]] = {
 }
 ENSEMBLE = "ensemble"  # not a preset: several members of one (``run_ensemble``)
 ENSEMBLE_TARGET = (0.998, 1800.0)  # its target test accuracy, and the goal for all its members' training together
+PRECISIONS = ("float32", "bfloat16")  # the peaks measured; a preset trains in one of them
+PRECISION_NAMES = {"float32": "fp32", "bfloat16": "bf16"}
 TUTORIAL_FINAL_VAL_LOSS = 0.379  # the tutorial's loop after 25 epochs, measured on the bundled data
 
 
@@ -40,6 +50,63 @@ def peak_rss_mb() -> float:
     # ru_maxrss is in kilobytes on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+# --------------------------------------------------------------------------------------------------
+# The roofline: the work of a training step, and the machine's peak rate
+
+
+def training_step_flops(model: torch.nn.Module, batch_size: int) -> int:
+    """FLOPs of one training step's forward and backward pass (cross-entropy loss) on ``batch_size`` 28x28
+    images, as ``FlopCounterMode`` counts them: the matrix products and convolutions, which are nearly all
+    the arithmetic; elementwise work (BatchNorm, ReLU, pooling, the optimizer) is not counted. Counted on a
+    copy, so the model's weights, gradients and BatchNorm statistics stay as they were."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counted = copy.deepcopy(model).train()
+    device = next(counted.parameters()).device
+    x = torch.randn(batch_size, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
+    with FlopCounterMode(display=False) as counter:
+        logits = counted(x)
+        y = torch.zeros(batch_size, dtype=torch.long, device=device)
+        F.cross_entropy(logits, y).backward()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(
+    dtype: torch.dtype, sizes: tuple[int, ...] = (256, 384, 512), repeats: int = 5, device: str = "cpu"
+) -> float:
+    """The highest rate, in FLOP/s, of square matrix products ``n x n @ n x n`` in ``dtype`` over ``sizes`` and
+    ``repeats`` timings of about 0.1 s each: the machine's practical peak. On a CPU shared with other work
+    the fastest timing is the one least disturbed; these sizes fit the caches, where oneDNN's and MKL's
+    kernels run at their best (larger ones lose to memory traffic and to other processes)."""
+    import torch
+
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+        out = torch.empty(n, n, dtype=dtype, device=device)
+        flops = 2 * n**3
+        calls = max(1, int(2e10 / flops))  # about 0.1 s at 200 GFLOP/s
+        for _ in range(3):  # warm-up: the kernels' first calls pick and pack
+            torch.mm(a, b, out=out)
+        for _ in range(repeats):
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls):
+                torch.mm(a, b, out=out)
+            _synchronize(device)
+            best = max(best, flops * calls / (time.perf_counter() - start))
+    return best
+
+
+def _synchronize(device: str) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -53,11 +120,14 @@ def job_preset(
     ``out`` names a run folder to save it in. ``compile`` trains it torch.compiled, as ``mnistkit train --compile``."""
     from .config import make_config
     from .runs import create_run_dir
-    from .train import train_run
+    from .train import resolve_device, train_run, use_bf16
 
     cfg = make_config(preset, seed=seed, device=device, data=data, compile=compile or None)
     result = train_run(cfg, create_run_dir(out, cfg.model) if out is not None else None)
     m = result.meta["metrics"]
+    images = result.meta["dataset"]["train"]
+    # Matrix-product FLOPs grow with the batch, so the last, partial batch counts by its share.
+    step_flops = training_step_flops(result.model, cfg.batch_size)
     return {
         "preset": preset,
         "seed": seed,
@@ -67,8 +137,21 @@ def job_preset(
         "train_seconds": m["train_seconds"],
         "load_seconds": m["load_seconds"],
         "test_seconds": m["test_seconds"],
+        "train_images": images,
+        "flops_per_epoch": step_flops * images / cfg.batch_size,
+        "precision": "bfloat16" if use_bf16(cfg.amp, resolve_device(cfg.device)) else "float32",
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def job_matmul_peak(device: str = "auto") -> dict[str, Any]:
+    """The machine's peak matrix-product rate in float32 and in bfloat16, FLOP/s (``matmul_peak``)."""
+    import torch
+
+    from .train import resolve_device
+
+    where = str(resolve_device(device))
+    return {"device": where, **{name: matmul_peak(getattr(torch, name), device=where) for name in PRECISIONS}}
 
 
 def job_tutorial_loop(epochs: int = 25) -> dict[str, Any]:
@@ -231,6 +314,7 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "tutorial_preset": job_tutorial_preset,
     "time_to_val_loss": job_time_to_val_loss,
     "gemm_floor": job_gemm_floor,
+    "matmul_peak": job_matmul_peak,
 }
 
 
@@ -282,15 +366,22 @@ def run_ensemble(
         "load_seconds": sum(r["load_seconds"] for r in rows),
         "test_seconds": tested["test_seconds"],
         "peak_rss_mb": max(tested["peak_rss_mb"], *(r["peak_rss_mb"] for r in rows)),
+        "flops_per_epoch": sum(r["flops_per_epoch"] for r in rows),  # an epoch of every member
+        "precision": rows[0]["precision"],
         "members": rows,
     }
 
 
-def summarize(preset: str, rows: list[dict[str, Any]], reference_seconds: float | None) -> dict[str, Any]:
+def summarize(
+    preset: str, rows: list[dict[str, Any]], reference_seconds: float | None, peaks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One preset's figures over its seeds; with ``peaks`` (``job_matmul_peak``), its place on the roofline."""
     target, goal = ENSEMBLE_TARGET if preset == ENSEMBLE else TARGETS[preset]
     accs = [r["test_accuracy"] for r in rows]
     secs = [r["train_seconds"] for r in rows]
     median = statistics.median(secs)
+    precision = rows[0]["precision"]
+    achieved = rows[0]["flops_per_epoch"] * rows[0]["epochs"] / median
     return {
         "preset": preset,
         "model": rows[0]["model"],
@@ -308,6 +399,10 @@ def summarize(preset: str, rows: list[dict[str, Any]], reference_seconds: float 
         "test_seconds_median": statistics.median(r["test_seconds"] for r in rows),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
         "speedup_vs_tutorial": reference_seconds / median if reference_seconds else None,
+        "flops_per_epoch": rows[0]["flops_per_epoch"],
+        "precision": precision,
+        "achieved_flops_per_second": achieved,  # the epochs' FLOPs over the median training time
+        "peak_fraction": achieved / peaks[precision] if peaks else None,
         "runs": rows,
     }
 
@@ -361,6 +456,7 @@ def run_benchmark(
         "data": data or "mnist (bundled)",
         "presets": [],
         "tutorial": None,
+        "matmul_peak": None,
     }
     reference_seconds = None
     if against_tutorial:
@@ -383,6 +479,8 @@ def run_benchmark(
             if to_loss["seconds"]
             else None,
         }
+    log("peak matrix-product rate, float32 and bfloat16 ...")
+    peaks = report["matmul_peak"] = run_job("matmul_peak", device=device)
     for preset in presets:
         rows = []
         for seed in range(seeds):
@@ -391,7 +489,7 @@ def run_benchmark(
                 continue
             log(f"{preset}: seed {seed + 1}/{seeds} ...")
             rows.append(run_job("preset", preset=preset, seed=seed, device=device, data=data, compile=compile))
-        report["presets"].append(summarize(preset, rows, reference_seconds))
+        report["presets"].append(summarize(preset, rows, reference_seconds, peaks))
     return report
 
 
@@ -400,15 +498,18 @@ def format_report(report: dict[str, Any]) -> str:
     header = (
         f"{'preset':<9}{'model':<6}{'target':>8}{'accuracy mean ± std':>22}{'min':>8}{'reached':>9}{'train s':>9}"
         f"{'goal s':>8}{'load s':>8}{'test s':>8}{'RSS MB':>8}{'speed-up':>10}"
+        f"{'GFLOP/epoch':>13}{'GFLOP/s':>9}{'of peak':>14}"
     )
     lines += [header, "-" * len(header)]
     for p in report["presets"]:
         speedup = f"{p['speedup_vs_tutorial']:.1f}x" if p["speedup_vs_tutorial"] else "-"
+        of_peak = f"{p['peak_fraction']:.1%} {PRECISION_NAMES[p['precision']]}" if p["peak_fraction"] else "-"
         lines.append(
             f"{p['preset']:<9}{p['model']:<6}{p['target_accuracy']:>8.1%}"
             f"{p['accuracy_mean']:>13.2%} ± {p['accuracy_std']:.2%}{p['accuracy_min']:>8.2%}"
             f"{p['reached_target']:>5}/{p['seeds']:<3}{p['train_seconds_median']:>9.2f}{p['time_goal_seconds']:>8.0f}"
             f"{p['load_seconds_median']:>8.2f}{p['test_seconds_median']:>8.2f}{p['peak_rss_mb']:>8.0f}{speedup:>10}"
+            f"{p['flops_per_epoch'] / 1e9:>13,.0f}{p['achieved_flops_per_second'] / 1e9:>9,.0f}{of_peak:>14}"
         )
     t = report.get("tutorial")
     if t:
@@ -433,6 +534,15 @@ def format_report(report: dict[str, Any]) -> str:
                 f"with --preset {to_loss['preset']} "
                 f"= 1/{1 / t['time_to_final_val_loss_ratio']:.0f} of the tutorial loop's {loop['train_seconds']:.1f} s"
             )
+    peaks = report.get("matmul_peak")
+    if peaks:
+        lines += [
+            "",
+            "roofline: GFLOP/epoch counts the matrix products and convolutions of the preset's training steps "
+            "(forward and backward); its peak is the fastest square matrix product in the same precision on "
+            f"{peaks['device']} in this run: float32 {peaks['float32'] / 1e9:,.0f} GFLOP/s, "
+            f"bfloat16 {peaks['bfloat16'] / 1e9:,.0f} GFLOP/s",
+        ]
     m = report["machine"]
     lines += [
         "",

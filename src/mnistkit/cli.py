@@ -127,6 +127,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="channels of the cnn's first, full-resolution block, 1 to 1024; 16 is fastest on CPU [default: --width]",
     )
     g.add_argument(
+        "--stem-stride",
+        type=int,
+        default=None,
+        help="1: the cnn's first block is a 3x3 convolution at full resolution and a max-pool; 2: a 5x5 convolution "
+        "with stride 2 instead, no pool, faster on CPU [default: 1]",
+    )
+    g.add_argument(
         "--init",
         metavar="pretrained|RUN",
         default=None,
@@ -314,6 +321,7 @@ CONFIG_OPTIONS = [
     "model",
     "width",
     "stem_width",
+    "stem_stride",
     "init",
     "epochs",
     "batch_size",
@@ -891,6 +899,9 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stem-width", type=int, default=None, help="first block's channels for --model cnn [default: --width]"
     )
+    p.add_argument(
+        "--stem-stride", type=int, default=None, help="2: a strided 5x5 first convolution for --model cnn [default: 1]"
+    )
     p.set_defaults(handler=cmd_inspect)
 
 
@@ -900,9 +911,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.model is not None and args.checkpoint is not None:
         raise ConfigError("give a checkpoint or --model NAME, not both")
-    options = {k: v for k, v in {"width": args.width, "stem_width": args.stem_width}.items() if v is not None}
+    given = {"width": args.width, "stem_width": args.stem_width, "stem_stride": args.stem_stride}
+    options = {k: v for k, v in given.items() if v is not None}
     if options and args.model is None:
-        raise ConfigError("--width and --stem-width apply to --model NAME; a checkpoint records its own widths")
+        raise ConfigError(
+            "--width, --stem-width and --stem-stride apply to --model NAME; a checkpoint records its own architecture"
+        )
     if args.model is not None:
         print(inspect_model(args.model, **options))
     else:

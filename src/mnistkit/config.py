@@ -37,6 +37,7 @@ class TrainConfig:
     model: str = "cnn"
     width: int | None = None  # channel width of the cnn (None = the model's default)
     stem_width: int | None = None  # channels of the cnn's first, full-resolution block (None = width)
+    stem_stride: int | None = None  # 2: the cnn's first convolution strides instead of max-pooling (None = 1)
     init: str | None = None  # start from these weights: "pretrained" (the bundled model) or a run folder / checkpoint
     init_sha256: str | None = None  # the init's weights, as recorded when the run was configured
     # the optimisation
@@ -67,7 +68,7 @@ class TrainConfig:
     preset: str | None = None
 
     def model_options(self) -> dict[str, Any]:
-        options = {"width": self.width, "stem_width": self.stem_width}
+        options = {"width": self.width, "stem_width": self.stem_width, "stem_stride": self.stem_stride}
         return {k: v for k, v in options.items() if v is not None}
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,7 +189,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Speed records (``mnistkit bench``): train on all 60,000 images (no validation pass to pay for) and
     # reach the target test accuracy in the least training time on a 2-core CPU.
     "fast": dict(model="mlp", epochs=4, batch_size=512, lr=0.015, label_smoothing=0.1, val_size=0),  # >= 98.0%
-    "cnn": dict(model="cnn", width=16, epochs=1, batch_size=192, lr=0.04, label_smoothing=0.1, val_size=0),  # >= 99.0%
+    # The strided stem stores and pools nothing at full resolution, so the epoch is faster; batch 128 gives the
+    # one epoch enough steps that every seed reaches 99.0% (at batch 192 some seeds fell short).
+    "cnn": dict(
+        model="cnn",
+        width=16,
+        stem_stride=2,
+        epochs=1,
+        batch_size=128,
+        lr=0.04,
+        label_smoothing=0.1,
+        val_size=0,
+    ),  # >= 99.0%
     "accurate": dict(
         model="cnn",
         width=24,
@@ -235,6 +247,7 @@ PRESET_PURPOSES: dict[str, str] = {
 APPLIES_ONLY_WITH: dict[str, tuple[str, Any]] = {
     "width": ("model", "cnn"),
     "stem_width": ("model", "cnn"),
+    "stem_stride": ("model", "cnn"),
     "momentum": ("optimizer", "sgd"),
     "nesterov": ("optimizer", "sgd"),
     "step_size": ("schedule", "step"),
@@ -255,7 +268,8 @@ def applicable(values: dict[str, Any]) -> dict[str, Any]:
 
 def model_title(values: dict[str, Any]) -> str:
     """A config's model in words for titles: ``cnn``, ``cnn (width 24, stem width 16)``."""
-    options = [f"{key.replace('_', ' ')} {values[key]}" for key in ("width", "stem_width") if values.get(key)]
+    keys = ("width", "stem_width", "stem_stride")
+    options = [f"{key.replace('_', ' ')} {values[key]}" for key in keys if values.get(key)]
     return f"{values.get('model', 'model')} ({', '.join(options)})" if options else str(values.get("model", "model"))
 
 

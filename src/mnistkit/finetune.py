@@ -27,7 +27,7 @@ from .config import TrainConfig, model_title
 from .errors import CheckpointError, ConfigError
 
 PRETRAINED = "pretrained"  # the init that names the bundled model
-ARCHITECTURE_OPTIONS = ("model", "width", "stem_width")  # what follows the init when not given
+ARCHITECTURE_OPTIONS = ("model", "width", "stem_width", "stem_stride")  # what follows the init when not given
 
 
 @dataclass(frozen=True)
