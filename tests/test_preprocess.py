@@ -370,3 +370,10 @@ def test_solid_ink_wider_than_the_background_window_is_ink():
         ImageDraw.Draw(page).ellipse(box, fill=0)
         out = to_mnist(np.asarray(page))
         assert out.max() >= 250 and max(ink_box(out)) in (20, 21)
+
+
+def test_a_blank_page_with_a_shadow_across_it_is_still_blank():
+    xs = np.arange(300)[None, :] + 0.6 * np.arange(260)[:, None]
+    light = 0.35 + 0.65 / (1 + np.exp(-(xs - 200) / 8))
+    with pytest.raises(ImageError, match="no ink found"):
+        to_mnist(lit(np.full((260, 300), 235, dtype=np.uint8), light))

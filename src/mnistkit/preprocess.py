@@ -28,6 +28,7 @@ NOISE_MARGIN = 4  # ink must also stand this many of the paper's noise standard 
 EXTREME_PIXELS = 10  # the darkest and brightest pixels but this many: the ink's extremes, past a stray one
 ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the ink, and
 ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
+SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
 BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
 STROKE_BOX = 80  # pen widths are measured and changed with the digit's longest side at this many pixels
@@ -201,10 +202,14 @@ def _eight_bit(image: Image.Image) -> np.ndarray:
     return np.clip(np.round(np.nan_to_num(a) * (255.0 / full)), 0, 255).astype(np.uint8)
 
 
+def _border(a: np.ndarray) -> np.ndarray:
+    """The outermost pixels of ``a``, in one row."""
+    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+
+
 def _border_level(gray: np.ndarray) -> float:
     """The median gray level of the outermost pixels: the paper (or screen) the digit is on."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(np.median(border))
+    return float(np.median(_border(gray)))
 
 
 def otsu_threshold(gray: np.ndarray) -> int:
@@ -243,7 +248,11 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     except ImageError:
         # Solid ink wider than the background window (a fat blob, a filled shape) is taken for paper by the
         # opening; against the paper at the border it still stands out, and visible ink is never a blank page.
-        return _ink_above(bright, np.full_like(bright, _border_level(bright)))
+        # A shadow stands out too, but it comes in from the edge, where ink seldom lies.
+        ink = _ink_above(bright, np.full_like(bright, _border_level(bright)))
+        if (_border(ink) > 0).mean() > SHADOW_BORDER:
+            raise
+        return ink
 
 
 def _ink_above(bright: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -301,7 +310,7 @@ def _dark_ink(gray: np.ndarray) -> bool:
     stands out (ink touching the border all round), the paper is taken as most of the image, its median, and the
     ink as the extreme that lies further from it.
     """
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    border = _border(gray)
     border_low, border_high = np.quantile(border, [0.01, 0.99])
     n = gray.size
     cumulative = np.cumsum(np.bincount(gray.ravel(), minlength=256))  # order statistics without sorting
