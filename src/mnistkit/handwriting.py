@@ -2,6 +2,8 @@
 
 On normalized batches (N, 1, 28, 28), on the device, like ``augment``'s transforms:
 
+- coarse scans: a share of the images shrunk to a few pixels and enlarged again, as a low-resolution scan or
+  thumbnail gives (blurred strokes, small loops closed);
 - pen width: strokes thickened or thinned (grey-level dilation or erosion, blended for fractional widths);
 - slant, rotation, scale and aspect: one random affine map per image;
 - elastic distortion: a smooth random displacement field, as an unsteady hand gives;
@@ -22,6 +24,8 @@ from . import strokes
 
 WIDTH_SHARE = 0.6  # of the images get a new pen width
 STYLE_SHARE = 0.35  # of the 0s, 1s, 4s, 7s and 9s get a style MNIST lacks
+COARSE_SHARE = 0.1  # of the images pass through a coarse scan
+COARSE_SIDES = (10, 11, 12, 14, 16)  # the 28-px canvas shrunk to this: the digit 7 to 11 px tall
 ROTATION = 12.0  # degrees
 SLANT = 0.3  # horizontal shear
 SCALE = (0.85, 1.1)
@@ -33,11 +37,13 @@ ELASTIC = 1.2  # pixels: the typical displacement of the smooth random field
 def augment_handwriting(
     x: torch.Tensor, background: float, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Styles (where ``labels`` are given), pen width, then one warp (affine and elastic) per image."""
+    """Styles (where ``labels`` are given), coarse scans, pen width, then one warp (affine and elastic) per
+    image."""
     peak = (x.amax() - background).clamp_min(1e-6)  # a full-ink pixel, normalized
     ink = (x - background) / peak
     if labels is not None:
         ink = add_styles(ink, labels, generator)
+    ink = random_coarse_scan(ink, generator)
     ink = random_pen_width(ink, generator)
     ink = random_warp(ink, generator)
     return background + peak * ink
@@ -51,6 +57,24 @@ def _cross_max(ink: torch.Tensor) -> torch.Tensor:
     """Each pixel's maximum over itself and its four neighbours (a dilation by a 3-pixel cross)."""
     p = F.pad(ink, (1, 1, 1, 1))
     return torch.stack([ink, p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]]).amax(0)
+
+
+def random_coarse_scan(ink: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ink in [0, 1] with a share of the images scanned coarsely: averaged down to a side from ``COARSE_SIDES``
+    and enlarged back (bilinear), so that thick strokes merge and small loops fill as they do at 8 to 16 px."""
+    n, _, h, w = ink.shape
+    picked = torch.rand(n, generator=generator) < COARSE_SHARE
+    sides = torch.randint(len(COARSE_SIDES), (n,), generator=generator)
+    out = ink
+    for i, side in enumerate(COARSE_SIDES):
+        chosen = torch.nonzero(picked & (sides == i))[:, 0].to(ink.device)
+        if len(chosen):
+            small = F.interpolate(ink[chosen], size=(side, side), mode="area")
+            scanned = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+            # as preprocessing does with a scan, the darkest ink becomes full ink again
+            scanned = scanned / scanned.amax((1, 2, 3), keepdim=True).clamp_min(1e-6)
+            out = out.index_copy(0, chosen, scanned)
+    return out
 
 
 def random_pen_width(ink: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
