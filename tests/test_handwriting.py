@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from helpers import write_idx_folder
 
@@ -54,6 +55,18 @@ def test_pen_width_thickens_and_thins():
     assert thick.min() >= 0 and thick.max() <= 1
 
 
+def test_coarse_scan_blurs_a_share_of_the_images_and_keeps_full_ink(mnist, monkeypatch):
+    ink = mnist.train.images[:200].float()[:, None] / 255
+    some = handwriting.random_coarse_scan(ink, torch.Generator().manual_seed(0))
+    changed = (some != ink).flatten(1).any(1)
+    assert 0 < changed.float().mean() < 0.3  # COARSE_SHARE of them
+    monkeypatch.setattr(handwriting, "COARSE_SHARE", 1.0)
+    scanned = handwriting.random_coarse_scan(ink, torch.Generator().manual_seed(0))
+    assert torch.allclose(scanned.amax((1, 2, 3)), torch.ones(200))  # the darkest ink is full ink again
+    soft = [((a > 0.1) & (a < 0.9)).float().mean() for a in (ink, scanned)]
+    assert soft[1] > 2 * soft[0]  # soft, merged strokes
+
+
 def test_nondigits_are_in_mnist_form_and_of_every_kind(mnist):
     outliers = nondigits.generate(60, mnist.train.images[:100], seed=1)
     assert outliers.shape == (60, 28, 28) and outliers.dtype == torch.uint8
@@ -88,6 +101,20 @@ def test_flag_threshold_flags_the_requested_share():
     scores = torch.linspace(0, 1, 1001)  # 0, 0.001, …, 1
     threshold = calibrate.flag_threshold(scores, 0.01)
     assert threshold == 0.01 and (scores < threshold).sum() == 10
+
+
+def test_side_by_side_finds_marks_an_empty_column_splits_in_fair_shares(mnist):
+    pair = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    pair[:, 8:20, 4:12] = 255
+    pair[:, 8:20, 15:24] = 255  # two marks, an empty column between them
+    pair[1, 8:20, 4:6] = 0
+    pair[1, 8:20, 8:12] = 0  # the left mark a thin bar: over 15% of the ink still
+    pair[2, 8:20, 4:11] = 0  # the left mark a hairline: a stray speck beside a digit, not a second mark
+    assert calibrate.side_by_side(pair).tolist() == [True, True, False]
+    assert calibrate.side_by_side(pair.float()[:, None] / 255).tolist() == [True, True, False]
+    assert calibrate.side_by_side(mnist.test.images[:2000]).sum() <= 2  # digits hardly ever do
+    pairs = nondigits.side_by_side(mnist.train.images[:1000], 200, np.random.default_rng(0))
+    assert calibrate.side_by_side(pairs).float().mean() > 0.6
 
 
 def test_a_run_with_outliers_and_validation_data_is_calibrated(tmp_path):

@@ -124,6 +124,16 @@ def test_not_a_digit_flags_what_is_no_digit_and_keeps_the_best_guess(pretrained,
     assert flagged.mean() <= 0.005  # of the MNIST test digits
 
 
+def test_two_digits_side_by_side_are_not_a_digit(pretrained, mnist):
+    seven, two = mnist.test.images[0].numpy(), mnist.test.images[1].numpy()  # each read right alone
+    page = np.full((120, 200), 255, np.uint8)
+    page[30:86, 30:86] = 255 - np.kron(seven, np.ones((2, 2), np.uint8))
+    page[30:86, 100:156] = 255 - np.kron(two, np.ones((2, 2), np.uint8))
+    assert [r.digit for r in pretrained.predict([255 - seven, 255 - two])] == [7, 2]
+    assert pretrained.predict(page).not_a_digit
+    assert not pretrained.predict(page, reject=False).not_a_digit
+
+
 def test_a_model_without_calibration_never_flags(saved):
     classifier = Classifier.load(saved)
     assert classifier.threshold is None and classifier.inference.temperature == 1.0

@@ -7,6 +7,9 @@
   more than the top probability does at the same share of digits flagged. Its threshold is the one that flags
   ``DIGIT_FLAG_RATE`` of the validation digits; the share of held-out synthesized non-digits (drawn from a
   seed training never uses) it flags is recorded beside it.
+- Several marks side by side (two digits, a word) are flagged by their shape, before any score: the network sees
+  each part as a fine digit, but an empty column splits the ink into parts that each hold a fair share of it,
+  which no single digit does (``side_by_side``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from .data import Normalization, Split
 from .evaluate import predict_logits
 
 DIGIT_FLAG_RATE = 0.001  # of the validation digits flagged "not a digit"
+# Both sides of an empty column must hold more than this share of the ink: 0.015% of 20,000 MNIST training
+# digits and 0.05% of the test digits do (a broken stroke), and 85% of two digits side by side.
+SIDE_BY_SIDE_SHARE = 0.15
+INK_LEVEL = 40 / 255  # a column with no pixel above this is empty
 HELD_OUT_NONDIGITS = 4000
 HELD_OUT_SEED = 1_000_003  # not a seed a training run's pool is drawn from by default
 
@@ -53,6 +60,21 @@ def flag_threshold(digit_scores: torch.Tensor, rate: float = DIGIT_FLAG_RATE) ->
     return round(float(torch.quantile(digit_scores.double(), rate)), 6)
 
 
+def side_by_side(x: torch.Tensor) -> torch.Tensor:
+    """bool (N,): which images, (N, 1, 28, 28) in [0, 1] or uint8 (N, 28, 28), show several marks side by side:
+    an empty column inside the ink splits it into a left and a right part that each hold more than
+    ``SIDE_BY_SIDE_SHARE`` of it."""
+    a = x.reshape(len(x), 28, 28).double()
+    if not x.is_floating_point():
+        a = a / 255
+    mass = a.sum(1)  # (N, 28): the ink in each column
+    filled = (a > INK_LEVEL).any(1)
+    inside = (filled.cumsum(1) > 0) & (filled.flip(1).cumsum(1).flip(1) > 0)
+    left = (mass.cumsum(1) - mass) / mass.sum(1, keepdim=True).clamp_min(1e-12)  # share of the ink left of it
+    split = torch.minimum(left, 1 - left) * (inside & ~filled)
+    return split.amax(1) > SIDE_BY_SIDE_SHARE
+
+
 def calibrate(model: nn.Module, val: Split, norm: Normalization, digits: torch.Tensor, batch_size: int = 1000) -> dict:
     """Fit the temperature and the not-a-digit threshold on ``val``; ``digits`` (uint8 training images) make
     the side-by-side non-digits. Returns the model metadata's ``calibration``."""
@@ -68,7 +90,11 @@ def calibrate(model: nn.Module, val: Split, norm: Normalization, digits: torch.T
         "not_a_digit_below": threshold,
         "score": "energy: log-sum-exp of the calibrated logits",
         "validation_digits": len(val),
-        "validation_digits_flagged": round(float((scores < threshold).double().mean()), 6),
+        "validation_digits_flagged": round(
+            float(((scores < threshold).cpu() | side_by_side(val.images.cpu())).double().mean()), 6
+        ),
         "held_out_nondigits": len(outliers),
-        "held_out_nondigits_flagged": round(float((outlier_scores < threshold).double().mean()), 6),
+        "held_out_nondigits_flagged": round(
+            float(((outlier_scores < threshold).cpu() | side_by_side(outliers.cpu())).double().mean()), 6
+        ),
     }

@@ -26,6 +26,8 @@ from torch import nn
 
 from . import checkpoint
 from .augment import TTA_SHIFTS, shift
+from .calibrate import side_by_side
+from .catalog import DIGITS
 from .data import Normalization
 from .errors import CheckpointError, MnistkitError
 from .models import count_parameters
@@ -258,7 +260,8 @@ class Classifier:
         The not-a-digit score is the energy of the calibrated logits (their log-sum-exp, averaged over the
         test-time shifts): low where no class fits. An image is flagged when it is below the threshold chosen
         on held-out data (``calibrate.py``); a model without one flags nothing. An ensemble's members vote (see
-        ``EnsembleModel``).
+        ``EnsembleModel``). A digit classifier that flags also flags several marks side by side
+        (``calibrate.side_by_side``), however well each of them fits a class.
         """
         x = pixels(images)
         probabilities, flags = [], []
@@ -266,9 +269,12 @@ class Classifier:
         for i in range(0, len(x), n):
             batch_probabilities, margin = self.inference.probabilities_and_margin(x[i : i + n].to(self.device))
             probabilities.append(batch_probabilities.cpu())
-            flags.append(
-                margin.cpu() < 0 if margin is not None else torch.zeros(len(batch_probabilities), dtype=torch.bool)
-            )
+            if margin is None:
+                flags.append(torch.zeros(len(batch_probabilities), dtype=torch.bool))
+            elif self.classes == DIGITS:
+                flags.append((margin.cpu() < 0) | side_by_side(x[i : i + n]))
+            else:
+                flags.append(margin.cpu() < 0)
         if not probabilities:
             return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros(0, dtype=bool)
         return torch.cat(probabilities).numpy(), torch.cat(flags).numpy()
