@@ -165,6 +165,16 @@ def test_a_shadows_narrow_corner_is_paper_not_ink(twins):
         assert_like_twin(to_mnist(lit(page, light)), digit)
 
 
+def test_a_digit_running_off_the_page_in_a_shadow_over_most_of_it(twins):
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=6, canvas=(240, 220), at=(50, 20))
+        page = page[: np.flatnonzero((page < 128).any(1))[-1] - 8]  # cut through the ink: it runs off the page
+        xs = np.arange(240)[None, :] + 0.2 * np.arange(len(page))[:, None]
+        light = 0.3 + 0.65 / (1 + np.exp((xs - 45) / 4))  # lit paper on the left, the rest in shadow
+        in_shadow, in_light = to_mnist(lit(page, light)), to_mnist(page)
+        assert np.corrcoef(in_shadow.ravel(), in_light.ravel())[0, 1] > 0.8
+
+
 def test_dim_paper_and_strong_gradients(twins):
     for digit in twins[:4]:
         page = large_dark_on_light(digit, scale=6, canvas=(240, 200), at=(30, 10))

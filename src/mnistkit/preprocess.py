@@ -307,8 +307,10 @@ def _dark_ink(gray: np.ndarray) -> bool:
 
     The border is paper, however the light falls on it (dim, shadowed, a gradient): the ink is what lies beyond
     the border's range of gray levels, darker than its darkest or brighter than its brightest. Where neither
-    stands out (ink touching the border all round), the paper is taken as most of the image, its median, and the
-    ink as the extreme that lies further from it.
+    stands out (ink running off the page), the ink is the extreme that less of the border lies near: the paper
+    runs along the border, the ink only crosses it. (Not the extreme further from the image's median: where a
+    shadow covers most of the page, the median is the shadow, and the lit paper lies further from it than the
+    ink does.)
     """
     border = _border(gray)
     border_low, border_high = np.quantile(border, [0.01, 0.99])
@@ -321,11 +323,10 @@ def _dark_ink(gray: np.ndarray) -> bool:
     # A small dot on a large page still has EXTREME_PIXELS pixels; on a small image (a page's 28×28) fewer.
     k = max(1, min(EXTREME_PIXELS, n // 200, n - 1))
     low, high = nth_smallest(k), nth_smallest(n - 1 - k)
-    paper = (nth_smallest((n - 1) // 2) + nth_smallest(n // 2)) / 2
     darker, brighter = border_low - low, high - border_high
     if max(darker, brighter) >= MIN_CONTRAST:
         return bool(darker > brighter)
-    return bool(paper - low > high - paper)
+    return bool((border <= low + MIN_CONTRAST).sum() < (border >= high - MIN_CONTRAST).sum())
 
 
 def estimate_background(bright: np.ndarray) -> np.ndarray:
