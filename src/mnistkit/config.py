@@ -201,15 +201,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         label_smoothing=0.1,
         val_size=0,
     ),  # >= 99.0%
+    # Six epochs of affine-warped batches through the strided stem, tested with shifts: 10/10 seeds reached
+    # 99.5% (seven epochs of shifted batches through the pooled stem: 4/5, in twice the time).
     "accurate": dict(
         model="cnn",
         width=24,
         stem_width=16,
-        epochs=7,
+        stem_stride=2,
+        epochs=6,
         batch_size=256,
         lr=0.03,
         label_smoothing=0.1,
-        augment="shift",
+        augment="affine",
+        tta=True,
         val_size=0,
     ),  # >= 99.5%
     "best": dict(
@@ -237,7 +241,7 @@ PRESET_PURPOSES: dict[str, str] = {
     "tutorial": "the tutorial's recipe exactly: its MLP, plain SGD, 25 epochs, pixels / 256",
     "fast": "an MLP to 98% test accuracy in the least time, trained on all 60,000 images",
     "cnn": "the convnet to 99.0% in one epoch, trained on all 60,000 images",
-    "accurate": "a wider convnet to 99.5% with shifted images, 7 epochs",
+    "accurate": "a wider convnet to 99.5% with warped images and test-time shifts, 6 epochs",
     "best": "a wide convnet to 99.7% with affine augmentation and test-time augmentation, 36 epochs",
     "finetune": "the bundled model fine-tuned on a few images (your corrections), keeping its MNIST accuracy",
 }
