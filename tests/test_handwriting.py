@@ -104,14 +104,16 @@ def test_flag_threshold_flags_the_requested_share():
 
 
 def test_side_by_side_finds_marks_an_empty_column_splits_in_fair_shares(mnist):
-    pair = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    pair = torch.zeros(4, 28, 28, dtype=torch.uint8)
     pair[:, 8:20, 4:12] = 255
     pair[:, 8:20, 15:24] = 255  # two marks, an empty column between them
     pair[1, 8:20, 4:6] = 0
     pair[1, 8:20, 8:12] = 0  # the left mark a thin bar: over 15% of the ink still
     pair[2, 8:20, 4:11] = 0  # the left mark a hairline: a stray speck beside a digit, not a second mark
-    assert calibrate.side_by_side(pair).tolist() == [True, True, False]
-    assert calibrate.side_by_side(pair.float()[:, None] / 255).tolist() == [True, True, False]
+    pair[3, 10:20, 15:24] = 0  # the right mark a short bar at the top: a 5 whose flag floats beside it
+    expected = [True, True, False, False]
+    assert calibrate.side_by_side(pair).tolist() == expected
+    assert calibrate.side_by_side(pair.float()[:, None] / 255).tolist() == expected
     assert calibrate.side_by_side(mnist.test.images[:2000]).sum() <= 2  # digits hardly ever do
     pairs = nondigits.side_by_side(mnist.train.images[:1000], 200, np.random.default_rng(0))
     assert calibrate.side_by_side(pairs).float().mean() > 0.6
