@@ -114,6 +114,9 @@ def test_side_by_side_finds_marks_an_empty_column_splits_in_fair_shares(mnist):
     expected = [True, True, False, False]
     assert calibrate.side_by_side(pair).tolist() == expected
     assert calibrate.side_by_side(pair.float()[:, None] / 255).tolist() == expected
+    nothing_below = torch.zeros(4, dtype=torch.bool)
+    assert calibrate.not_a_digit(nothing_below, pair, [str(d) for d in range(10)]).tolist() == expected
+    assert not calibrate.not_a_digit(nothing_below, pair, ["top", "trouser"] + ["other"] * 8).any()  # not digits
     assert calibrate.side_by_side(mnist.test.images[:2000]).sum() <= 2  # digits hardly ever do
     pairs = nondigits.side_by_side(mnist.train.images[:1000], 200, np.random.default_rng(0))
     assert calibrate.side_by_side(pairs).float().mean() > 0.6

@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from . import nondigits
+from .catalog import DIGITS
 from .data import Normalization, Split
 from .evaluate import predict_logits
 
@@ -90,9 +92,24 @@ def _height(rows: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.any(1), bottom - top + 1, torch.zeros_like(top))
 
 
-def calibrate(model: nn.Module, val: Split, norm: Normalization, digits: torch.Tensor, batch_size: int = 1000) -> dict:
+def not_a_digit(below_threshold: torch.Tensor, images: torch.Tensor, classes: Sequence[str]) -> torch.Tensor:
+    """bool (N,): the not-a-digit flag of ``images`` whose score is ``below_threshold`` (bool (N,)) or not. A model
+    of the ten digits also flags several marks side by side; a model of other classes (clothes: a pair of
+    trousers is two marks side by side) flags by its score alone."""
+    below_threshold = below_threshold.cpu()
+    return below_threshold | side_by_side(images.cpu()) if list(classes) == DIGITS else below_threshold
+
+
+def calibrate(
+    model: nn.Module,
+    val: Split,
+    norm: Normalization,
+    digits: torch.Tensor,
+    classes: Sequence[str],
+    batch_size: int = 1000,
+) -> dict:
     """Fit the temperature and the not-a-digit threshold on ``val``; ``digits`` (uint8 training images) make
-    the side-by-side non-digits. Returns the model metadata's ``calibration``."""
+    the side-by-side non-digits, ``classes`` are the model's. Returns the model metadata's ``calibration``."""
     logits = predict_logits(model, val, norm, batch_size)
     temperature = fit_temperature(logits, val.labels)
     scores = energy(logits, temperature)
@@ -106,10 +123,10 @@ def calibrate(model: nn.Module, val: Split, norm: Normalization, digits: torch.T
         "score": "energy: log-sum-exp of the calibrated logits",
         "validation_digits": len(val),
         "validation_digits_flagged": round(
-            float(((scores < threshold).cpu() | side_by_side(val.images.cpu())).double().mean()), 6
+            float(not_a_digit(scores < threshold, val.images, classes).double().mean()), 6
         ),
         "held_out_nondigits": len(outliers),
         "held_out_nondigits_flagged": round(
-            float(((outlier_scores < threshold).cpu() | side_by_side(outliers.cpu())).double().mean()), 6
+            float(not_a_digit(outlier_scores < threshold, outliers, classes).double().mean()), 6
         ),
     }

@@ -26,8 +26,7 @@ from torch import nn
 
 from . import checkpoint
 from .augment import TTA_SHIFTS, shift
-from .calibrate import side_by_side
-from .catalog import DIGITS
+from .calibrate import not_a_digit
 from .data import Normalization
 from .errors import CheckpointError, MnistkitError
 from .models import count_parameters
@@ -261,7 +260,7 @@ class Classifier:
         test-time shifts): low where no class fits. An image is flagged when it is below the threshold chosen
         on held-out data (``calibrate.py``); a model without one flags nothing. An ensemble's members vote (see
         ``EnsembleModel``). A digit classifier that flags also flags several marks side by side
-        (``calibrate.side_by_side``), however well each of them fits a class.
+        (``calibrate.not_a_digit``), however well each of them fits a class.
         """
         x = pixels(images)
         probabilities, flags = [], []
@@ -271,10 +270,8 @@ class Classifier:
             probabilities.append(batch_probabilities.cpu())
             if margin is None:
                 flags.append(torch.zeros(len(batch_probabilities), dtype=torch.bool))
-            elif self.classes == DIGITS:
-                flags.append((margin.cpu() < 0) | side_by_side(x[i : i + n]))
             else:
-                flags.append(margin.cpu() < 0)
+                flags.append(not_a_digit(margin < 0, x[i : i + n], self.classes))
         if not probabilities:
             return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros(0, dtype=bool)
         return torch.cat(probabilities).numpy(), torch.cat(flags).numpy()

@@ -583,7 +583,9 @@ def train_run(
     test_seconds = time.perf_counter() - test_start
     calibration = None  # a temperature and a not-a-digit threshold, fitted on validation data when there is some
     if loaded.val is not None and len(loaded.val):
-        calibration = calibrate(model, loaded.val, loaded.norm, loaded.splits.train.images, cfg.eval_batch_size)
+        calibration = calibrate(
+            model, loaded.val, loaded.norm, loaded.splits.train.images, loaded.dataset.classes, cfg.eval_batch_size
+        )
     meta = runs.model_metadata(
         cfg,
         loaded.dataset,
