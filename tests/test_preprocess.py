@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from mnistkit.errors import DataError, MnistkitError
 from mnistkit.preprocess import (
@@ -97,6 +97,17 @@ def test_inverted_off_centre_large_digit_lands_like_its_twin(twins):
 def test_light_on_dark_and_small_digits_land_like_their_twins(twins):
     for digit in twins:
         assert_like_twin(to_mnist(255 - large_dark_on_light(digit, scale=3, canvas=(120, 90), at=(5, 2))), digit)
+
+
+def test_a_digit_cropped_to_its_ink_is_found_whole(twins):
+    # A scan or a crop with the ink touching every edge: no paper around it to tell ink from paper by, and a
+    # broad pen's strokes as wide as a shadow's edge would be on a photo.
+    for digit in twins:
+        rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+        crop = 255 - digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        assert_like_twin(to_mnist(crop), digit)
+        broad = 255 - np.asarray(Image.fromarray(255 - crop).filter(ImageFilter.MaxFilter(3)))
+        assert max(ink_box(to_mnist(broad))) in (20, 21)
 
 
 def test_rgba_ink_on_a_transparent_canvas(twins):

@@ -31,6 +31,9 @@ ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of
 SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
 BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
+SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
+SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
+SMALL_FRAME = 0.25  # of its side on every edge
 STROKE_BOX = 80  # pen widths are measured and changed with the digit's longest side at this many pixels
 # MNIST's pen widths at the 20-px scale (``stroke_width``): the 20th and 80th percentiles of its training digits.
 MNIST_STROKE = (1.97, 2.88)
@@ -243,6 +246,8 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     only noise.
     """
     bright = (255 - gray if _dark_ink(gray) else gray).astype(np.float32)  # single precision: half the memory traffic
+    if max(bright.shape) <= SMALL_SIDE:
+        bright = _framed(bright)
     try:
         return _ink_above(bright, estimate_background(bright))
     except ImageError:
@@ -253,6 +258,22 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         if (_border(ink) > 0).mean() > SHADOW_BORDER:
             raise
         return ink
+
+
+def _framed(bright: np.ndarray) -> np.ndarray:
+    """A small image (a scan, or a digit cropped to its ink) enlarged to ``SMALL_WORK`` px and framed with paper.
+
+    Cropped tight, the ink touches the edge; mirrored there by the background's estimate, a stroke doubles in
+    width and is taken for paper, and the border is no longer all paper. A frame of the paper's level (the
+    border's darker quartile: ink on it is brighter) puts paper around the ink. Photographs are larger, so a
+    shadow, whose edge the frame would cut, never meets it."""
+    factor = -(-SMALL_WORK // max(bright.shape))  # a whole factor: every pixel becomes a block of equal size
+    if factor > 1:
+        h, w = bright.shape
+        bright = np.asarray(Image.fromarray(bright).resize((w * factor, h * factor), Image.Resampling.BICUBIC))
+    frame = round(SMALL_FRAME * max(bright.shape))
+    paper = float(np.quantile(_border(bright), 0.25))
+    return np.pad(np.clip(bright, 0, 255), frame, constant_values=paper).astype(np.float32)
 
 
 def _ink_above(bright: np.ndarray, background: np.ndarray) -> np.ndarray:
