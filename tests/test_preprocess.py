@@ -16,6 +16,7 @@ from mnistkit.errors import DataError, MnistkitError
 from mnistkit.preprocess import (
     DIGIT_BOX,
     MAX_PIXELS,
+    MIN_SIDE,
     MNIST_STROKE,
     STROKE_BOX,
     ImageError,
@@ -108,6 +109,10 @@ def test_a_digit_cropped_to_its_ink_is_found_whole(twins):
         assert_like_twin(to_mnist(crop), digit)
         broad = 255 - np.asarray(Image.fromarray(255 - crop).filter(ImageFilter.MaxFilter(3)))
         assert max(ink_box(to_mnist(broad))) in (20, 21)
+    one = twins[2]  # an upright 1, cropped: a few pixels wide
+    rows, cols = np.flatnonzero(one.any(1)), np.flatnonzero(one.any(0))
+    narrow = Image.fromarray(255 - one[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]).resize((MIN_SIDE - 3, 40))
+    assert max(ink_box(to_mnist(narrow))) in (20, 21)
 
 
 def test_rgba_ink_on_a_transparent_canvas(twins):
@@ -304,7 +309,8 @@ def png_header_claiming(width: int, height: int) -> bytes:
             lambda: np.random.default_rng(0).normal(200, 5, (300, 300)).clip(0, 255).astype(np.uint8),
             "no ink found",
         ),  # paper grain only
-        (lambda: Image.new("L", (5, 40), 0), "too small"),
+        (lambda: Image.new("L", (7, 7), 0), "too small"),
+        (lambda: Image.new("L", (1, 40), 0), "too small"),
         (lambda: np.zeros((28, 28, 2), np.uint8), "expected (H, W)"),
         (lambda: np.full((28, 28), 1.5), "[0, 1]"),
         (lambda: np.full((28, 28), 300), "0..255"),

@@ -19,7 +19,8 @@ from . import fileio
 from .errors import MnistkitError
 
 MAX_PIXELS = 25_000_000  # refuse larger images before decoding them (decompression bombs)
-MIN_SIDE = 8  # smaller images hold too little to be a digit
+MIN_SIDE = 8  # images shorter than this on their longer side hold too little to be a digit
+MIN_THICKNESS = 2  # on their shorter side: a 1 cropped to its ink may be a few pixels wide
 WORK_SIDE = 512  # larger images are reduced to this first: 20 px of output need no more detail
 DIGIT_BOX = 20
 CANVAS = 28
@@ -109,9 +110,10 @@ def _check_size(size: tuple[int, int], where: str) -> None:
             f"{where}: image of {width}×{height} pixels is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); "
             "scale it down"
         )
-    if min(width, height) < MIN_SIDE:
+    if max(width, height) < MIN_SIDE or min(width, height) < MIN_THICKNESS:
         raise ImageError(
-            f"{where}: image of {width}×{height} pixels is too small to hold a digit (at least {MIN_SIDE}×{MIN_SIDE})"
+            f"{where}: image of {width}×{height} pixels is too small to hold a digit (at least {MIN_SIDE} pixels on "
+            f"its longer side and {MIN_THICKNESS} on its shorter)"
         )
 
 
