@@ -6,8 +6,10 @@ flagged "not a digit", and the images per second:
 
 - MNIST test digits re-rendered as ink on paper: 100–300 px pages, off-centre, dim paper, a shadow across,
   light gradients, photo noise and blur, heavy JPEG, light ink on a dark board, thin pens (stroke 1/45 to
-  1/28 of the digit's height, redrawn along the digit's skeleton) and markers (1/7 to 1/4.5);
-- scikit-learn's bundled UCI handwritten digits (8×8 scans of 43 other writers), drawn at 100 px;
+  1/28 of the digit's height, redrawn along the digit's skeleton) and markers (1/7 to 1/4.5), and crops cut
+  to the digit's own box (16–64 px tall);
+- scikit-learn's bundled UCI handwritten digits (8×8 scans of 43 other writers), drawn at 100 px, and as the
+  8×8 arrays they ship as;
 - the MNIST test set itself, as 28×28 arrays;
 - non-digits: letters rendered from the fonts installed on this machine (skipped if there are none),
   dots, scribbles, and two digits side by side.
@@ -214,6 +216,14 @@ def thick_pen(digit, rng):
     return to_uint8(photograph(on_page(ink, size, rng), ramp(size, rng, 0.85)))
 
 
+def cropped_to_ink(digit, rng):
+    """A scan or a crop cut to the digit's own box, 16–64 px tall: the ink touches every edge."""
+    ink = digit_ink(digit, int(rng.integers(16, 65)))
+    rows, cols = np.flatnonzero(ink.max(1) > 0.05), np.flatnonzero(ink.max(0) > 0.05)
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return to_uint8(photograph(ink, np.ones(ink.shape)))
+
+
 CONDITIONS: dict[str, Render] = {
     "clean, 100-300 px pages": clean,
     "small, off-centre": off_centre_small,
@@ -225,6 +235,7 @@ CONDITIONS: dict[str, Render] = {
     "light ink on dark": light_on_dark,
     "thin pen (1/45-1/28)": thin_pen,
     "thick pen (1/7-1/4.5)": thick_pen,
+    "cropped to the ink, 16-64 px": cropped_to_ink,
 }
 
 
@@ -232,8 +243,11 @@ CONDITIONS: dict[str, Render] = {
 # other sources
 
 
-def uci_digits(rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray] | None:
-    """scikit-learn's bundled UCI digits (8×8, 17 gray levels), dark ink on light paper at 100 px."""
+def uci_digits(
+    rng: np.random.Generator, n: int, as_shipped: bool = False
+) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """scikit-learn's bundled UCI digits (8×8, 17 gray levels), dark ink on light paper at 100 px; or
+    ``as_shipped``, the 8×8 arrays themselves (light ink on black, filling the height)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -242,7 +256,11 @@ def uci_digits(rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.n
     picks = rng.permutation(len(bunch.images))[:n]
     images = []
     for i in picks:
-        ink = Image.fromarray(to_uint8(bunch.images[i] * 255 / 16)).resize((80, 80), Image.Resampling.BICUBIC)
+        scan = to_uint8(bunch.images[i] * 255 / 16)
+        if as_shipped:
+            images.append(scan)
+            continue
+        ink = Image.fromarray(scan).resize((80, 80), Image.Resampling.BICUBIC)
         page = np.zeros((100, 100))
         page[10:90, 10:90] = np.asarray(ink, np.float64) / 255
         images.append(to_uint8(photograph(page, np.ones((100, 100)))))
@@ -346,9 +364,10 @@ def run(args: argparse.Namespace) -> dict:
     for name, render in CONDITIONS.items():
         images = [render(d, rng) for d in digits]
         report["digits"][name] = score(classifier, images, labels, args.reject == "on")
-    uci = uci_digits(rng, args.n)
-    if uci is not None:
-        report["digits"]["UCI digits (scikit-learn)"] = score(classifier, uci[0], uci[1], args.reject == "on")
+    for name, as_shipped in (("UCI digits (scikit-learn)", False), ("UCI digits, 8x8 arrays", True)):
+        uci = uci_digits(rng, args.n, as_shipped)
+        if uci is not None:
+            report["digits"][name] = score(classifier, uci[0], uci[1], args.reject == "on")
     start = time.perf_counter()
     probabilities, flagged = classifier.probabilities_and_flags(test.images.numpy())
     seconds = time.perf_counter() - start
