@@ -272,10 +272,11 @@ def _framed(bright: np.ndarray) -> np.ndarray:
     factor = -(-SMALL_WORK // max(bright.shape))  # a whole factor: every pixel becomes a block of equal size
     if factor > 1:
         h, w = bright.shape
-        bright = np.asarray(Image.fromarray(bright).resize((w * factor, h * factor), Image.Resampling.BICUBIC))
+        enlarged = Image.fromarray(bright).resize((w * factor, h * factor), Image.Resampling.BICUBIC)
+        bright = np.clip(np.asarray(enlarged), 0, 255)  # bicubic overshoots at sharp edges
     frame = round(SMALL_FRAME * max(bright.shape))
     paper = float(np.quantile(_border(bright), 0.25))
-    return np.pad(np.clip(bright, 0, 255), frame, constant_values=paper).astype(np.float32)
+    return np.pad(bright, frame, constant_values=paper)  # still float32
 
 
 def _ink_above(bright: np.ndarray, background: np.ndarray) -> np.ndarray:
