@@ -404,3 +404,21 @@ def test_a_blank_page_with_a_shadow_across_it_is_still_blank():
     light = 0.35 + 0.65 / (1 + np.exp(-(xs - 200) / 8))
     with pytest.raises(ImageError, match="no ink found"):
         to_mnist(lit(np.full((260, 300), 235, dtype=np.uint8), light))
+
+
+@pytest.mark.parametrize("edge", [0.3, 0.45, 0.6])
+@pytest.mark.parametrize("slope", [0.0, 0.4, -1.0])
+def test_a_blank_page_with_a_sharp_shadow_edge_is_still_blank(edge, slope):
+    # A step in the light, no wider than a pixel: the background is estimated on blocks of several pixels,
+    # and the block that holds the edge must not leave a line of "ink" along it.
+    ys, xs = np.mgrid[0:300, 0:400]
+    light = np.where(xs + slope * ys < edge * 400 + slope * 150, 0.55, 1.0)
+    with pytest.raises(ImageError, match="no ink found"):
+        to_mnist(lit(np.full((300, 400), 235, dtype=np.uint8), light))
+
+
+def test_a_digit_beside_a_sharp_shadow_edge(twins):
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=8, canvas=(400, 300), at=(160, 40))
+        light = np.where(np.arange(400)[None, :] < 130, 0.5, 1.0)
+        assert_like_twin(to_mnist(lit(page, np.broadcast_to(light, page.shape))), digit)

@@ -361,8 +361,9 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
     edges, sharp or soft; a shadow's narrow corners are then grown back from the rest of it. The paper's light
     varies slowly, so this is done on the image reduced to about ``BACKGROUND_SIDE`` pixels a side by the
     minimum of each block (the first step of the opening, so no stroke survives the reduction) and enlarged
-    again, bilinearly. The reduced image is mirrored at its borders first, so that a shadow's corner cut by the
-    border stays wide enough to be kept as paper.
+    again, bilinearly; along a shadow's sharp edge, where a block holds both lights, paper takes its own level.
+    The reduced image is mirrored at its borders first, so that a shadow's corner cut by the border stays wide
+    enough to be kept as paper.
     """
     h, w = bright.shape
     block = max(1, max(h, w) // BACKGROUND_SIDE)
@@ -384,8 +385,22 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
         background = grown
     if block == 1:
         return background
-    size = (background.shape[1] * block, background.shape[0] * block)
-    return np.asarray(Image.fromarray(background).resize(size, Image.Resampling.BILINEAR))[:h, :w]
+    enlarged = _enlarged(background, block, (h, w))
+    # A block holding a shadow's edge takes the lit paper's level (its minimum), and enlarging blends that level
+    # a block or more into the shadow, where the paper would stand out as a line of ink. Grown by two blocks (up
+    # to the border's brightest paper, as above), the shadow covers that line; where it stands well above the
+    # enlarged level (an edge, not a gradient's slope), a pixel no brighter than it is paper at its own level,
+    # while ink beside the edge, brighter than either, keeps the lit level.
+    grown = np.minimum(_max3(_max3(background, square=True), square=True), ring.max())
+    grown = _enlarged(np.maximum(background, grown), block, (h, w))
+    shadowed = (bright <= grown + MIN_CONTRAST) & (grown > enlarged + MIN_CONTRAST)
+    return np.where(shadowed, np.maximum(enlarged, np.minimum(bright, grown)), enlarged)
+
+
+def _enlarged(small: np.ndarray, block: int, shape: tuple[int, int]) -> np.ndarray:
+    """``small`` enlarged bilinearly by ``block`` and cut to ``shape``."""
+    size = (small.shape[1] * block, small.shape[0] * block)
+    return np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BILINEAR))[: shape[0], : shape[1]]
 
 
 def _block_min(a: np.ndarray, block: int) -> np.ndarray:
