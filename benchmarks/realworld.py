@@ -12,7 +12,8 @@ flagged "not a digit", and the images per second:
   100 px and as the 8×8 arrays they ship as;
 - the MNIST test set itself, as 28×28 arrays;
 - non-digits: letters rendered from the fonts installed on this machine (skipped if there are none),
-  dots, scribbles, and two digits side by side.
+  dots, scribbles, two digits side by side, and blank pages with a shadow across (refused as blank, or
+  flagged).
 
 Needs the dev extra (scikit-learn). Usage:
   .venv/bin/python benchmarks/realworld.py [--n 500] [--model RUN] [--reject off] [--json]
@@ -161,18 +162,22 @@ def dim_paper(digit, rng):
     return to_uint8(photograph(coverage, np.full(size[::-1], rng.uniform(0.22, 0.45))))
 
 
-def shadow(digit, rng):
-    """A shadow across the page with a soft edge: the light drops to 30–55% on one side of a random line."""
-    coverage, size = digit_on_page(digit, rng)
+def shadow_light(size: tuple[int, int], rng: np.random.Generator, hard: bool = False) -> np.ndarray:
+    """The light on a page with a shadow across it: it drops to 30–55% on one side of a random line, over a soft
+    edge (1 px to 8% of the page) or, ``hard``, a step (a shadow in direct sun)."""
     w, h = size
     ys, xs = np.mgrid[0:h, 0:w]
     angle = rng.uniform(0, 2 * np.pi)
     cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
     side = (xs - cx) * np.cos(angle) + (ys - cy) * np.sin(angle)
-    soft = rng.uniform(1, 0.08 * min(size))
+    soft = 0.3 if hard else rng.uniform(1, 0.08 * min(size))
     dark = rng.uniform(0.3, 0.55)
-    light = dark + (1 - dark) / (1 + np.exp(-side / soft))
-    return to_uint8(photograph(coverage, light))
+    return dark + (1 - dark) / (1 + np.exp(np.clip(-side / soft, -50, 50)))
+
+
+def shadow(digit, rng):
+    coverage, size = digit_on_page(digit, rng)
+    return to_uint8(photograph(coverage, shadow_light(size, rng)))
 
 
 def gradient(digit, rng):
@@ -317,6 +322,15 @@ def scribbles(rng: np.random.Generator, n: int) -> list[np.ndarray]:
     return images
 
 
+def blank_shadowed(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Blank pages with a shadow across, every other one with a hard edge."""
+    images = []
+    for i in range(n):
+        size = page_size(rng, 100, 600)
+        images.append(to_uint8(photograph(np.zeros(size[::-1]), shadow_light(size, rng, hard=i % 2 == 0))))
+    return images
+
+
 def digit_pairs(rng: np.random.Generator, n: int, test: np.ndarray) -> list[np.ndarray]:
     images = []
     for _ in range(n):
@@ -381,6 +395,7 @@ def run(args: argparse.Namespace) -> dict:
         "dots": dots(rng, args.n),
         "scribbles": scribbles(rng, args.n),
         "two digits side by side": digit_pairs(rng, args.n, test.images.numpy()),
+        "blank pages, shadow across": blank_shadowed(rng, args.n),
     }
     for name, images in sources.items():
         if images:
