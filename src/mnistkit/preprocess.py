@@ -391,8 +391,10 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
     # to the border's brightest paper, as above), the shadow covers that line; where it stands well above the
     # enlarged level (an edge, not a gradient's slope), a pixel no brighter than it is paper at its own level,
     # while ink beside the edge, brighter than either, keeps the lit level.
-    grown = np.minimum(_max3(_max3(background, square=True), square=True), ring.max())
-    grown = _enlarged(np.maximum(background, grown), block, (h, w))
+    grown = np.maximum(background, np.minimum(_max3(_max3(background, square=True), square=True), ring.max()))
+    if not (grown > background + MIN_CONTRAST).any():  # no edge: even paper, or only gradients
+        return enlarged
+    grown = _enlarged(grown, block, (h, w))
     shadowed = (bright <= grown + MIN_CONTRAST) & (grown > enlarged + MIN_CONTRAST)
     return np.where(shadowed, np.maximum(enlarged, np.minimum(bright, grown)), enlarged)
 
