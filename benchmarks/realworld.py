@@ -7,7 +7,8 @@ flagged "not a digit", and the images per second:
 - MNIST test digits re-rendered as ink on paper: 100–300 px pages, off-centre, dim paper, a shadow across,
   light gradients, photo noise and blur, heavy JPEG, light ink on a dark board, thin pens (stroke 1/45 to
   1/28 of the digit's height, redrawn along the digit's skeleton) and markers (1/7 to 1/4.5), and crops cut
-  to the digit's own box (16–64 px tall);
+  to the digit's own box (16–64 px tall), and stretched to fill a 16×16 box in black and white (as Semeion's
+  digits are);
 - scikit-learn's bundled UCI handwritten digits (8×8 scans of 43 other writers), the same ones drawn at
   100 px and as the 8×8 arrays they ship as;
 - the MNIST test set itself, as 28×28 arrays;
@@ -229,6 +230,16 @@ def cropped_to_ink(digit, rng):
     return to_uint8(photograph(ink, np.ones(ink.shape)))
 
 
+def box_filled_16(digit, rng):
+    """As Semeion's digits: stretched to fill a 16×16 box (the shape not kept: a 1 becomes a broad bar), then
+    black or white at a fixed threshold."""
+    ink = digit_ink(digit, 128)
+    rows, cols = np.flatnonzero(ink.max(1) > 0.05), np.flatnonzero(ink.max(0) > 0.05)
+    crop = Image.fromarray(to_uint8(255 * ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]))
+    scan = np.asarray(crop.resize((16, 16), Image.Resampling.BILINEAR)) > 127
+    return np.where(scan, 0, 255).astype(np.uint8)
+
+
 CONDITIONS: dict[str, Render] = {
     "clean, 100-300 px pages": clean,
     "small, off-centre": off_centre_small,
@@ -241,6 +252,7 @@ CONDITIONS: dict[str, Render] = {
     "thin pen (1/45-1/28)": thin_pen,
     "thick pen (1/7-1/4.5)": thick_pen,
     "cropped to the ink, 16-64 px": cropped_to_ink,
+    "stretched to 16x16, binary": box_filled_16,  # draws no random numbers: later draws unchanged
 }
 
 
