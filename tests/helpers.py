@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pytest
 
 if TYPE_CHECKING:
     from mnistkit.data import Dataset
@@ -70,3 +71,13 @@ def train_argv(
     """The arguments of ``mnistkit train`` for a short run on ``data`` into ``out``, then ``extra`` flags."""
     options = {"--data": data, "--model": model, "--epochs": epochs, "--val-size": val_size, "--out": out}
     return ["train", *(str(word) for option in options.items() for word in option), *extra]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """``mnistkit ARGV…`` in this process: its exit code and what it printed (stdout, stderr)."""
+    from mnistkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err

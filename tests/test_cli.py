@@ -16,17 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import idx_bytes, train_argv, write_idx_folder
+from helpers import idx_bytes, run_cli, train_argv, write_idx_folder
 
-from mnistkit.cli import build_parser, main
+from mnistkit.cli import build_parser
 from mnistkit.config import PRESET_PURPOSES, PRESETS
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def assert_one_line_error(code: int, err: str, message: str) -> None:
@@ -37,7 +30,7 @@ def assert_one_line_error(code: int, err: str, message: str) -> None:
 
 
 def test_help_lists_every_command(capsys):
-    code, out, _ = run(["--help"], capsys)
+    code, out, _ = run_cli(capsys, "--help")
     assert code == 0
     for command in ("train", "evaluate", "data", "show", "compare", "predict", "inspect", "export", "bench"):
         assert command in out
@@ -46,17 +39,17 @@ def test_help_lists_every_command(capsys):
 
 def test_train_then_evaluate_on_a_folder(tiny_idx, tmp_path, capsys):
     out_dir = tmp_path / "run"
-    code, out, err = run(train_argv(tiny_idx, out_dir, "--quiet", model="mlp"), capsys)
+    code, out, err = run_cli(capsys, *train_argv(tiny_idx, out_dir, "--quiet", model="mlp"))
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("training mlp on ") and lines[1].startswith("epoch 1/2  train loss ")
     assert "val acc" in lines[1] and lines[3].startswith("test accuracy ")
     assert {"config.json", "metrics.csv", "model.safetensors", "model.json"} <= {p.name for p in out_dir.iterdir()}
 
-    code, out, err = run(["evaluate", str(out_dir), "--no-plots"], capsys)
+    code, out, err = run_cli(capsys, "evaluate", str(out_dir), "--no-plots")
     assert code == 0, err
     assert "accuracy" in out and "precision" in out and "confusion matrix" in out
-    code, out, _ = run(["evaluate", str(out_dir), "--split", "val", "--json", "--no-plots"], capsys)
+    code, out, _ = run_cli(capsys, "evaluate", str(out_dir), "--split", "val", "--json", "--no-plots")
     report = json.loads(out)
     confusion = np.array(report["confusion"])
     assert report["count"] == confusion.sum() == 100  # the last 100 training images, as the run held out
@@ -64,11 +57,11 @@ def test_train_then_evaluate_on_a_folder(tiny_idx, tmp_path, capsys):
 
 
 def test_data_list_and_info(capsys):
-    code, out, _ = run(["data", "list"], capsys)
+    code, out, _ = run_cli(capsys, "data", "list")
     assert code == 0 and "mnist" in out and "fashion-mnist" in out and "kmnist" in out
-    code, out, _ = run(["data", "info", "mnist"], capsys)
+    code, out, _ = run_cli(capsys, "data", "info", "mnist")
     assert code == 0 and out.count("verified") >= 4
-    code, out, _ = run(["data", "info", "mnist", "--json"], capsys)
+    code, out, _ = run_cli(capsys, "data", "info", "mnist", "--json")
     assert json.loads(out)["bundled"]["verified"] is True
 
 
@@ -197,7 +190,7 @@ def _fifo(path: Path) -> Path:
 @pytest.mark.parametrize("case", sorted(BAD_DATA))
 def test_bad_data_is_one_line(case, tmp_path, capsys):
     make, message = BAD_DATA[case]
-    code, _, err = run(["train", "--data", str(make(tmp_path)), "--out", str(tmp_path / "run")], capsys)
+    code, _, err = run_cli(capsys, "train", "--data", str(make(tmp_path)), "--out", str(tmp_path / "run"))
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "run").exists()  # a run that could not start leaves no empty folder behind
 
@@ -207,7 +200,7 @@ def test_checksum_mismatch_of_a_cached_download_is_one_line(tmp_path, capsys, mo
     folder = write_idx_folder(tmp_path / "cache" / "datasets" / "kmnist", 20, 5)
     assert folder.is_dir()
     monkeypatch.setenv("MNISTKIT_MIRRORS", "http://127.0.0.1:9/")  # never reached: nothing listening on port 9
-    code, _, err = run(["train", "--dataset", "kmnist", "--out", str(tmp_path / "run")], capsys)
+    code, _, err = run_cli(capsys, "train", "--dataset", "kmnist", "--out", str(tmp_path / "run"))
     assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
@@ -232,7 +225,7 @@ def test_checksum_mismatch_of_a_cached_download_is_one_line(tmp_path, capsys, mo
 )
 def test_bad_options_are_one_line(argv, message, tiny_idx, tmp_path, capsys):
     data_args = [] if "--dataset" in argv else ["--data", str(tiny_idx)]
-    code, _, err = run(["train", *data_args, *argv, "--out", str(tmp_path / "run")], capsys)
+    code, _, err = run_cli(capsys, "train", *data_args, *argv, "--out", str(tmp_path / "run"))
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
@@ -248,7 +241,9 @@ def test_bad_options_are_one_line(argv, message, tiny_idx, tmp_path, capsys):
     ],
 )
 def test_library_errors_are_shown_with_their_flags(argv, message, tiny_idx, tmp_path, capsys):
-    code, _, err = run(["train", "--data", str(tiny_idx), "--epochs", "1", *argv, "--out", str(tmp_path / "r")], capsys)
+    code, _, err = run_cli(
+        capsys, "train", "--data", str(tiny_idx), "--epochs", "1", *argv, "--out", str(tmp_path / "r")
+    )
     assert_one_line_error(code, err, message)
 
 
@@ -256,7 +251,7 @@ def test_a_value_that_spells_an_option_stays_a_value(tiny_idx, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     Path("out").mkdir()
     Path("out", "model.json").write_text("precious")
-    code, _, err = run(["train", "--data", str(tiny_idx), "--out", "out"], capsys)
+    code, _, err = run_cli(capsys, "train", "--data", str(tiny_idx), "--out", "out")
     assert err.strip() == (
         "mnistkit: error: --out out: folder exists and is not empty; pass --overwrite to replace that run, "
         "or choose another --out"
@@ -291,7 +286,7 @@ def test_with_flags_names_the_flag_of_the_command_that_ran():
     ],
 )
 def test_inspect_with_out_of_range_widths_is_one_line(argv, message, capsys):
-    code, out, err = run(["inspect", *argv], capsys)
+    code, out, err = run_cli(capsys, "inspect", *argv)
     assert code == 2 and out == ""
     assert_one_line_error(code, err, message)
 
@@ -300,10 +295,10 @@ def test_existing_run_folder_is_never_overwritten_unasked(tiny_idx, tmp_path, ca
     out_dir = tmp_path / "run"
     out_dir.mkdir()
     (out_dir / "model.json").write_text("precious")
-    code, _, err = run(["train", "--data", str(tiny_idx), "--epochs", "1", "--out", str(out_dir)], capsys)
+    code, _, err = run_cli(capsys, "train", "--data", str(tiny_idx), "--epochs", "1", "--out", str(out_dir))
     assert_one_line_error(code, err, "pass --overwrite")
     assert (out_dir / "model.json").read_text() == "precious"
-    code, _, err = run(train_argv(tiny_idx, out_dir, "--overwrite", "--quiet", epochs=1, val_size=50), capsys)
+    code, _, err = run_cli(capsys, *train_argv(tiny_idx, out_dir, "--overwrite", "--quiet", epochs=1, val_size=50))
     assert code == 0, err
     assert json.loads((out_dir / "model.json").read_text())["model"] == "logreg"
 
@@ -311,13 +306,13 @@ def test_existing_run_folder_is_never_overwritten_unasked(tiny_idx, tmp_path, ca
 def test_unwritable_output_is_one_line(tiny_idx, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = run(["train", "--data", str(tiny_idx), "--out", str(blocker / "run")], capsys)
+    code, _, err = run_cli(capsys, "train", "--data", str(tiny_idx), "--out", str(blocker / "run"))
     assert_one_line_error(code, err, "cannot write there")
 
 
 def test_nan_loss_is_one_line_with_epoch_and_step(tiny_idx, tmp_path, capsys):
     diverging = ("--optimizer", "sgd", "--lr", "1e12", "--schedule", "none", "--quiet")
-    code, _, err = run(train_argv(tiny_idx, tmp_path / "run", *diverging, model="mlp", epochs=3), capsys)
+    code, _, err = run_cli(capsys, *train_argv(tiny_idx, tmp_path / "run", *diverging, model="mlp", epochs=3))
     assert_one_line_error(code, err, "at epoch 1, step")
 
 
@@ -326,7 +321,7 @@ def test_evaluate_two_runs_as_an_ensemble(tiny_run, second_tiny_run, tiny_idx_se
     from mnistkit.inference import Classifier
 
     before = {p.name for p in tiny_run.iterdir()} | {p.name for p in second_tiny_run.iterdir()}
-    code, out, err = run(["evaluate", str(tiny_run), str(second_tiny_run), "--json"], capsys)
+    code, out, err = run_cli(capsys, "evaluate", str(tiny_run), str(second_tiny_run), "--json")
     assert code == 0, err
     report = json.loads(out)
     assert [m["source"] for m in report["members"]] == [str(tiny_run), str(second_tiny_run)]
@@ -336,7 +331,9 @@ def test_evaluate_two_runs_as_an_ensemble(tiny_run, second_tiny_run, tiny_idx_se
     # No plots unless asked where: an ensemble has no run folder, and its members' plots are their own.
     assert {p.name for p in tiny_run.iterdir()} | {p.name for p in second_tiny_run.iterdir()} == before
 
-    code, out, err = run(["evaluate", str(tiny_run), str(second_tiny_run), "--plots", str(tmp_path / "plots")], capsys)
+    code, out, err = run_cli(
+        capsys, "evaluate", str(tiny_run), str(second_tiny_run), "--plots", str(tmp_path / "plots")
+    )
     assert code == 0, err
     assert out.startswith(f"ensemble of 2, the mean of their probabilities:\n  {tiny_run}  (its run's test accuracy ")
     assert "accuracy" in out and f"plots: {tmp_path / 'plots' / 'confusion.png'}" in out
@@ -346,7 +343,7 @@ def test_evaluate_two_runs_as_an_ensemble(tiny_run, second_tiny_run, tiny_idx_se
 def test_an_ensemble_of_runs_on_other_data_is_one_line(tiny_run, tiny_idx_session, capsys):
     from mnistkit.inference import PRETRAINED_DIR
 
-    code, _, err = run(["evaluate", str(tiny_run), str(PRETRAINED_DIR), "--no-plots"], capsys)
+    code, _, err = run_cli(capsys, "evaluate", str(tiny_run), str(PRETRAINED_DIR), "--no-plots")
     assert_one_line_error(
         code,
         err,
@@ -356,7 +353,7 @@ def test_an_ensemble_of_runs_on_other_data_is_one_line(tiny_run, tiny_idx_sessio
 
 
 def test_evaluate_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
-    code, _, err = run(["evaluate", str(tmp_path / "nothing")], capsys)
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "nothing"))
     assert_one_line_error(code, err, "no checkpoint here")
 
 
@@ -378,14 +375,14 @@ def test_every_train_option_says_what_it_does():
 
 
 def test_presets_are_listed_with_what_they_set(capsys):
-    code, out, _ = run(["presets"], capsys)
+    code, out, _ = run_cli(capsys, "presets")
     assert code == 0
     for name in PRESETS:
         assert re.search(rf"^{name} +{re.escape(PRESET_PURPOSES[name])}$", out, re.MULTILINE)
     flags = " ".join(out.split())  # the option lists wrap
     assert "--model mlp --optimizer sgd --lr 0.001 --momentum 0.0" in flags and "--no-normalize" in flags
     assert "--augment affine --tta --val-size 0" in flags
-    code, help_text, _ = run(["train", "--help"], capsys)
+    code, help_text, _ = run_cli(capsys, "train", "--help")
     assert code == 0 and out in help_text.replace("\n  ", "\n")  # the same list ends train --help
 
 
@@ -402,7 +399,7 @@ def test_presets_are_listed_with_what_they_set(capsys):
     ],
 )
 def test_mistyped_commands_and_choices_get_a_suggestion(argv, message, capsys):
-    code, out, err = run(argv, capsys)
+    code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == "" and message in err
 
 
@@ -416,6 +413,6 @@ def test_mistyped_commands_and_choices_get_a_suggestion(argv, message, capsys):
 )
 def test_a_mistake_stops_train_before_it_announces_anything(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(["train", *argv, "--out", "run"], capsys)
+    code, out, err = run_cli(capsys, "train", *argv, "--out", "run")
     assert_one_line_error(code, err, message)
     assert out == "" and not (tmp_path / "run").exists()

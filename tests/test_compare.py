@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_plots import BLUE, ORANGE, pixels_of, read_png, run_cli
+from helpers import run_cli
+from test_plots import BLUE, ORANGE, pixels_of, read_png
 
 from mnistkit import compare, runs
 from mnistkit.config import make_config
@@ -26,7 +27,7 @@ def mlp_run(tmp_path_factory, tiny_idx_session) -> Path:
 def test_table_of_runs_with_different_epochs(tiny_run, mlp_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")  # the terminal's width
     out = tmp_path / "compare.png"
-    code, stdout, stderr = run_cli(["compare", str(tiny_run), str(mlp_run), "-o", str(out)], capsys)
+    code, stdout, stderr = run_cli(capsys, "compare", str(tiny_run), str(mlp_run), "-o", str(out))
     assert code == 0 and stderr == ""
     header, cnn_row, mlp_row, curves = stdout.splitlines()
     # how the runs did first, then the options that differ; the mlp has no width
@@ -71,7 +72,7 @@ def test_figure_overlays_every_epoch_of_every_run(tiny_run, mlp_run):
 
 
 def test_json_and_differences(tiny_run, mlp_run, capsys):
-    code, stdout, _ = run_cli(["compare", str(tiny_run), str(mlp_run), "--json", "--no-plot"], capsys)
+    code, stdout, _ = run_cli(capsys, "compare", str(tiny_run), str(mlp_run), "--json", "--no-plot")
     assert code == 0
     report = json.loads(stdout)
     assert report["differences"] == ["model", "width"]  # epochs are always shown, so not a "difference"
@@ -167,7 +168,7 @@ def bad_runs(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_run_folders_give_one_clear_line(tiny_run, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for what, (path, message) in bad_runs(tmp_path, tiny_run).items():
-        code, stdout, stderr = run_cli(["compare", str(tiny_run), str(path)], capsys)
+        code, stdout, stderr = run_cli(capsys, "compare", str(tiny_run), str(path))
         assert code == 2 and stdout == "", what
         assert stderr == stderr.strip() + "\n" and stderr.startswith(f"mnistkit: error: {path}"), what
         assert message in stderr and "Traceback" not in stderr, what

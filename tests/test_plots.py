@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from PIL import Image
 
-from mnistkit import cli, plots
+from mnistkit import plots
 from mnistkit.data import load_dataset
 from mnistkit.evaluate import evaluate_checkpoint
 
@@ -44,22 +45,13 @@ def pixels_of(rgb: np.ndarray, colour: tuple[int, int, int], tolerance: int = 12
     return int((np.abs(rgb - np.array(colour)).max(axis=2) <= tolerance).sum())
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(args)
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
 # --------------------------------------------------------------------------------------------------
 # show
 
 
 def test_show_writes_a_labelled_grid(tiny_idx, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    code, stdout, _ = run_cli(
-        ["show", "--data", str(tiny_idx), "--val-size", "100", "--n", "16", "-o", str(out)], capsys
-    )
+    code, stdout, _ = run_cli(capsys, "show", "--data", str(tiny_idx), "--val-size", "100", "--n", "16", "-o", str(out))
     assert code == 0 and str(out) in stdout
     rgb = read_png(out, (400, 520))  # 4 x 4 cells of 1 x 1.2 inches, plus 0.4 inch of title, at 100 dpi
     assert (rgb.max(axis=2) < 60).mean() > 0.3  # black image backgrounds fill most of it
@@ -94,7 +86,7 @@ def test_grids_have_full_rows_where_they_can():
 
 def test_show_index_draws_one_image_large(tiny_idx, tmp_path, capsys):
     out = tmp_path / "one.png"
-    code, _, _ = run_cli(["show", "--data", str(tiny_idx), "--split", "test", "--index", "5", "-o", str(out)], capsys)
+    code, _, _ = run_cli(capsys, "show", "--data", str(tiny_idx), "--split", "test", "--index", "5", "-o", str(out))
     assert code == 0
     rgb = read_png(out, (500, 540))
     assert pixels_of(rgb, (250, 250, 250), 5) > 2000  # the class block, 10 x 4 pixels drawn about 15 px each
@@ -105,7 +97,7 @@ def test_show_index_draws_one_image_large(tiny_idx, tmp_path, capsys):
 
 def test_show_on_the_bundled_mnist(tmp_path, capsys):
     out = tmp_path / "samples.png"
-    code, _, _ = run_cli(["show", "--split", "val", "--digit", "7", "--n", "20", "-o", str(out)], capsys)
+    code, _, _ = run_cli(capsys, "show", "--split", "val", "--digit", "7", "--n", "20", "-o", str(out))
     assert code == 0
     read_png(out, (500, 520))  # 20 images: 5 columns, 4 rows
 
@@ -125,7 +117,7 @@ def test_show_on_the_bundled_mnist(tmp_path, capsys):
 )
 def test_show_bad_options_give_one_line(tiny_idx, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
-    code, stdout, stderr = run_cli(["show", "--data", str(tiny_idx), *args], capsys)
+    code, stdout, stderr = run_cli(capsys, "show", "--data", str(tiny_idx), *args)
     assert code == 2 and stdout == ""
     assert stderr.startswith("mnistkit: error: ") and stderr.count("\n") == 1 and message in stderr
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.jpg"))
@@ -232,7 +224,7 @@ def test_curves_without_validation_and_at_100_percent():
 
 def test_evaluate_writes_confusion_and_mistakes(tiny_run, tmp_path, capsys):
     folder = tmp_path / "plots"
-    code, stdout, _ = run_cli(["evaluate", str(tiny_run), "--plots", str(folder)], capsys)
+    code, stdout, _ = run_cli(capsys, "evaluate", str(tiny_run), "--plots", str(folder))
     assert code == 0 and "plots: " in stdout
     confusion = read_png(folder / plots.CONFUSION_NAME, (900, 700))
     matrix = confusion[:, :650]  # left of the colour bars
@@ -247,9 +239,9 @@ def test_evaluate_writes_confusion_and_mistakes(tiny_run, tmp_path, capsys):
 def test_evaluate_plots_default_to_the_run_folder_and_can_be_skipped(tiny_run, capsys):
     for name in (plots.CONFUSION_NAME, plots.MISTAKES_NAME):
         (tiny_run / name).unlink(missing_ok=True)
-    code, _, _ = run_cli(["evaluate", str(tiny_run), "--no-plots"], capsys)
+    code, _, _ = run_cli(capsys, "evaluate", str(tiny_run), "--no-plots")
     assert code == 0 and not (tiny_run / plots.CONFUSION_NAME).exists()
-    code, stdout, _ = run_cli(["evaluate", str(tiny_run), "--json"], capsys)
+    code, stdout, _ = run_cli(capsys, "evaluate", str(tiny_run), "--json")
     assert code == 0 and json.loads(stdout)["count"] == 200
     assert (tiny_run / plots.CONFUSION_NAME).is_file() and (tiny_run / plots.MISTAKES_NAME).is_file()
 

@@ -11,23 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from PIL import Image, ImageDraw
 from test_preprocess import png_header_claiming
 
 from mnistkit.checkpoint import save_checkpoint
-from mnistkit.cli import main
 from mnistkit.inference import Classifier
 from mnistkit.models import create_model
 from mnistkit.preprocess import to_mnist
 
 DIGITS = {"seven": 0, "two": 1, "one": 2, "zero": 3}  # name -> index in the MNIST test set
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def draw(mnist, name: str, path: Path, size: int = 200) -> Path:
@@ -53,7 +46,7 @@ def folder(tmp_path_factory, mnist) -> Path:
 
 
 def test_predict_walks_a_folder(capsys, folder):
-    code, out, err = run(capsys, "predict", folder)
+    code, out, err = run_cli(capsys, "predict", folder)
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
@@ -64,7 +57,7 @@ def test_predict_walks_a_folder(capsys, folder):
 
 
 def test_predict_json_one_object_per_image_with_top_k(capsys, folder):
-    code, out, _ = run(capsys, "predict", "--json", "--top-k", "5", folder / "seven.png", folder / "two.png")
+    code, out, _ = run_cli(capsys, "predict", "--json", "--top-k", "5", folder / "seven.png", folder / "two.png")
     assert code == 0
     objects = [json.loads(line) for line in out.splitlines()]
     assert [o["source"] for o in objects] == [str(folder / "seven.png"), str(folder / "two.png")]
@@ -78,32 +71,32 @@ def test_predict_says_not_a_digit_and_reject_off_names_one(capsys, folder, tmp_p
     dot = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(dot).ellipse((80, 80, 110, 110), fill=0)
     dot.save(tmp_path / "dot.png")
-    code, out, _ = run(capsys, "predict", tmp_path / "dot.png", folder / "seven.png")
+    code, out, _ = run_cli(capsys, "predict", tmp_path / "dot.png", folder / "seven.png")
     assert code == 0
     flagged, seven = out.splitlines()
     assert flagged.startswith(f"{tmp_path / 'dot.png'}: ? not a digit (looks most like ") and "top 3: " in flagged
     assert seven.startswith(f"{folder / 'seven.png'}: 7 (")
-    code, out, _ = run(capsys, "predict", "--json", tmp_path / "dot.png", folder / "seven.png")
+    code, out, _ = run_cli(capsys, "predict", "--json", tmp_path / "dot.png", folder / "seven.png")
     assert [json.loads(line)["not_a_digit"] for line in out.splitlines()] == [True, False]
     assert all(isinstance(json.loads(line)["digit"], int) for line in out.splitlines())  # the best guess, kept
-    code, out, _ = run(capsys, "predict", "--reject", "off", "--json", tmp_path / "dot.png")
+    code, out, _ = run_cli(capsys, "predict", "--reject", "off", "--json", tmp_path / "dot.png")
     assert code == 0 and json.loads(out)["not_a_digit"] is False
 
 
 def test_predict_expands_glob_patterns(capsys, folder):
-    code, out, _ = run(capsys, "predict", f"{folder}/*.png", f"{folder}/**/*.jpg")
+    code, out, _ = run_cli(capsys, "predict", f"{folder}/*.png", f"{folder}/**/*.jpg")
     assert code == 0 and len(out.splitlines()) == 4
 
 
 def test_show_input_saves_what_the_model_saw(capsys, folder, tmp_path):
     seen = tmp_path / "seen.png"
-    code, _, _ = run(capsys, "predict", folder / "seven.png", "--show-input", seen)
+    code, _, _ = run_cli(capsys, "predict", folder / "seven.png", "--show-input", seen)
     assert code == 0
     saved = np.asarray(Image.open(seen))
     assert saved.shape == (280, 280)
     assert np.array_equal(saved[::10, ::10], to_mnist(folder / "seven.png"))
     # Several images: --show-input is a folder, one PNG per image, named after it.
-    code, _, _ = run(capsys, "predict", folder, "--show-input", tmp_path / "inputs")
+    code, _, _ = run_cli(capsys, "predict", folder, "--show-input", tmp_path / "inputs")
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "inputs").iterdir()) == [
         "0000-zero.png",
@@ -116,7 +109,7 @@ def test_show_input_saves_what_the_model_saw(capsys, folder, tmp_path):
 def test_predict_with_a_trained_checkpoint(capsys, folder, tmp_path):
     torch.manual_seed(0)
     save_checkpoint(tmp_path, create_model("mlp"), {"model": "mlp", "model_options": {}})
-    code, out, _ = run(capsys, "predict", "--model", tmp_path / "model.safetensors", "--json", folder / "one.png")
+    code, out, _ = run_cli(capsys, "predict", "--model", tmp_path / "model.safetensors", "--json", folder / "one.png")
     assert code == 0 and json.loads(out)["source"] == str(folder / "one.png")
 
 
@@ -124,7 +117,7 @@ def test_predict_with_an_ensemble_of_models(capsys, folder, tiny_run, second_tin
     from mnistkit.inference import Classifier
 
     image = folder / "seven.png"
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "predict", "--model", tiny_run, "--model", second_tiny_run, "--json", "--top-k", 10, image
     )
     assert code == 0, err
@@ -178,7 +171,7 @@ BAD_FILES = [
 @pytest.mark.parametrize("name, make, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
 def test_a_bad_image_is_one_line_and_a_non_zero_exit(capsys, tmp_path, name, make, message):
     path = make(tmp_path / name)
-    code, out, err = run(capsys, "predict", path)
+    code, out, err = run_cli(capsys, "predict", path)
     assert code != 0 and out == ""
     assert err.startswith(f"mnistkit: error: {path}: ")  # names the file
     assert err.count("\n") == 1 and message in err
@@ -187,11 +180,11 @@ def test_a_bad_image_is_one_line_and_a_non_zero_exit(capsys, tmp_path, name, mak
 @pytest.mark.parametrize("name, make, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
 def test_a_batch_with_one_bad_image_predicts_the_rest(capsys, tmp_path, folder, name, make, message):
     bad = make(tmp_path / name)
-    code, out, err = run(capsys, "predict", folder / "seven.png", bad, folder / "two.png")
+    code, out, err = run_cli(capsys, "predict", folder / "seven.png", bad, folder / "two.png")
     assert code != 0
     assert [line.split(": ")[1].split()[0] for line in out.splitlines()] == ["7", "2"]
     assert err.count("\n") == 1 and err.startswith(f"mnistkit: error: {bad}: ") and message in err
-    code, out, _ = run(capsys, "predict", "--json", folder / "seven.png", bad, folder / "two.png")
+    code, out, _ = run_cli(capsys, "predict", "--json", folder / "seven.png", bad, folder / "two.png")
     objects = [json.loads(line) for line in out.splitlines()]
     assert code != 0 and [o.get("digit") for o in objects] == [7, None, 2]
     assert objects[1]["source"] == str(bad) and message in objects[1]["error"]
@@ -215,7 +208,7 @@ def test_bad_arguments_and_checkpoints(capsys, tmp_path, folder):
         (["predict", folder, "--show-input", tmp_path / "a-file"], "--show-input"),
     ]
     for argv, message in cases:
-        code, out, err = run(capsys, *argv)
+        code, out, err = run_cli(capsys, *argv)
         assert code != 0 and out == "", argv
         assert err.startswith("mnistkit: error: ") and err.count("\n") == 1 and message in err, (argv, err)
 
@@ -241,20 +234,20 @@ def test_the_console_command_prints_no_traceback(folder, tmp_path):
 
 
 def test_inspect_the_pretrained_model_and_a_registry_model(capsys):
-    code, out, _ = run(capsys, "inspect")
+    code, out, _ = run_cli(capsys, "inspect")
     assert code == 0
     assert "bundled pretrained model" in out.splitlines()[0]
     assert any(line.split()[:3] == ["features.0.0.weight", "16×1×3×3", "144"] for line in out.splitlines())
     assert next(line for line in out.splitlines() if line.startswith("total")).split()[-1] == "128,986"
     accuracy = f"{Classifier.load().meta['metrics']['test_accuracy']:.2%}"
     assert "command" in out and "mnistkit train --model cnn --width 40 --stem-width 16" in out and accuracy in out
-    code, fresh, _ = run(capsys, "inspect", "--model", "cnn", "--width", "40", "--stem-width", "16")
+    code, fresh, _ = run_cli(capsys, "inspect", "--model", "cnn", "--width", "40", "--stem-width", "16")
     assert code == 0 and "total" in fresh and "128,986" in fresh and "training" not in fresh.splitlines()
 
 
 def test_export_writes_where_asked_and_reports_bad_input(capsys, tmp_path):
-    code, out, err = run(capsys, "export", "--format", "torchscript", "-o", tmp_path / "missing-folder" / "m.pt")
+    code, out, err = run_cli(capsys, "export", "--format", "torchscript", "-o", tmp_path / "missing-folder" / "m.pt")
     assert code != 0 and out == "" and err.count("\n") == 1 and "cannot write" in err
-    code, out, err = run(capsys, "export", tmp_path, "--format", "onnx")
+    code, out, err = run_cli(capsys, "export", tmp_path, "--format", "onnx")
     assert code != 0 and err.count("\n") == 1 and "no checkpoint here" in err
     assert list(tmp_path.iterdir()) == []

@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import run_cli
 
-from mnistkit.cli import main
 from mnistkit.errors import CheckpointError, ConfigError
 from mnistkit.inference import PRETRAINED_DIR
 from mnistkit.models import count_parameters, create_model
 from mnistkit.summary import format_parameters, inspect_checkpoint, inspect_model, parameter_table
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_parameter_table_lists_every_named_parameter():
