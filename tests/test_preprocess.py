@@ -422,3 +422,23 @@ def test_a_digit_beside_a_sharp_shadow_edge(twins):
         page = large_dark_on_light(digit, scale=8, canvas=(400, 300), at=(160, 40))
         light = np.where(np.arange(400)[None, :] < 130, 0.5, 1.0)
         assert_like_twin(to_mnist(lit(page, np.broadcast_to(light, page.shape))), digit)
+
+
+def notebook(page: np.ndarray, squared: bool, pitch: int = 36, line: float = 0.6) -> np.ndarray:
+    """The page printed on ruled (or squared) paper: lines 2 px wide, ``line`` times as bright as the paper."""
+    ys, xs = np.indices(page.shape) + pitch // 2  # the border between two lines
+    lines = (ys % pitch < 2) | (squared & (xs % pitch < 2))
+    return np.where(lines, np.minimum(page, 235 * line), page).astype(np.uint8)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_a_digit_on_ruled_or_squared_paper(twins, squared):
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=8, canvas=(320, 280), at=(50, 30))
+        assert_like_twin(to_mnist(notebook(page, squared)), digit)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_a_blank_notebook_page_is_blank(squared):
+    with pytest.raises(ImageError, match="no ink found"):
+        to_mnist(notebook(np.full((280, 320), 235, dtype=np.uint8), squared))

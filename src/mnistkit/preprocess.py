@@ -31,6 +31,7 @@ ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the i
 ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
 SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
+RULE_STEP = 4  # a notebook's lines are sampled at every this many pixels along them
 BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
@@ -251,7 +252,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     if max(bright.shape) <= SMALL_SIDE:
         bright = _framed(bright)
     try:
-        return _ink_above(bright, estimate_background(bright))
+        return _ink_above(bright, estimate_background(bright), rules=True)
     except ImageError:
         # Solid ink wider than the background window (a fat blob, a filled shape) is taken for paper by the
         # opening; against the paper at the border it still stands out, and visible ink is never a blank page.
@@ -279,11 +280,14 @@ def _framed(bright: np.ndarray) -> np.ndarray:
     return np.pad(bright, frame, constant_values=paper)  # still float32
 
 
-def _ink_above(bright: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """``_ink`` for ink bright on darker paper, ``background`` the paper's brightness under every pixel."""
+def _ink_above(bright: np.ndarray, background: np.ndarray, rules: bool = False) -> np.ndarray:
+    """``_ink`` for ink bright on darker paper, ``background`` the paper's brightness under every pixel; ``rules``:
+    a notebook's ruled lines are taken off (``_without_rules``), where they are not yet part of the background."""
     lift = bright - background  # how far each pixel stands above the paper around it, in gray levels
     share = np.clip(lift / np.maximum(255.0 - background, 1.0), 0, 1)  # the share of the way to full ink
     levels = np.round(share * 255).astype(np.uint8)
+    if rules:
+        levels = _without_rules(levels)
     hist = np.bincount(levels.ravel(), minlength=256)
     threshold = _otsu(hist)
     ink_mask = levels > threshold
@@ -306,6 +310,24 @@ def _ink_above(bright: np.ndarray, background: np.ndarray) -> np.ndarray:
     mask = _grow(ink_mask)
     ink = np.where(mask, (levels - np.float32(paper)) * np.float32(255.0 / max(1, solid - paper)), np.float32(0))
     return np.clip(np.round(ink), 0, 255).astype(np.uint8)
+
+
+def _without_rules(levels: np.ndarray) -> np.ndarray:
+    """``levels`` less the ruled or squared lines of a notebook page: a row (or column) whose pixels nearly all
+    stand above the paper is a line across the page. Its level there is the row's 5% quantile, which ink
+    crossing the line cannot raise and a digit's stroke never reaches (it spans less of the page); that level
+    is taken off the whole row. Lines run unbroken, so every ``RULE_STEP``-th pixel along them tells it."""
+    rows = _low_quantile(levels[:, ::RULE_STEP], axis=1)
+    cols = _low_quantile(levels[::RULE_STEP], axis=0)
+    if not rows.any() and not cols.any():
+        return levels
+    lowered = levels.astype(np.int16) - rows[:, None] - cols[None, :]
+    return np.clip(lowered, 0, 255).astype(np.uint8)
+
+
+def _low_quantile(a: np.ndarray, axis: int) -> np.ndarray:
+    k = a.shape[axis] // 20
+    return np.take(np.partition(a, k, axis=axis), k, axis=axis)
 
 
 def _drop_islands(mask: np.ndarray) -> np.ndarray:
