@@ -7,8 +7,8 @@ flagged "not a digit", and the images per second:
 - MNIST test digits re-rendered as ink on paper: 100–300 px pages, off-centre, dim paper, a shadow across,
   light gradients, photo noise and blur, heavy JPEG, light ink on a dark board, thin pens (stroke 1/45 to
   1/28 of the digit's height, redrawn along the digit's skeleton) and markers (1/7 to 1/4.5), and crops cut
-  to the digit's own box (16–64 px tall), and stretched to fill a 16×16 box in black and white (as Semeion's
-  digits are);
+  to the digit's own box (16–64 px tall), stretched to fill a 16×16 box in black and white (as Semeion's
+  digits are), and on ruled or squared notebook paper;
 - scikit-learn's bundled UCI handwritten digits (8×8 scans of 43 other writers), the same ones drawn at
   100 px and as the 8×8 arrays they ship as;
 - the MNIST test set itself, as 28×28 arrays;
@@ -240,6 +240,17 @@ def box_filled_16(digit, rng):
     return np.where(scan, 0, 255).astype(np.uint8)
 
 
+def notebook_paper(digit, rng):
+    """A clean page of a notebook: ruled or squared lines 2 px wide, every 12–25% of the page, 10–35% darker
+    than the paper. Drawn after every other source (``run``), so that their draws stay as they were."""
+    coverage, size = digit_on_page(digit, rng)
+    pitch = rng.uniform(0.12, 0.25) * min(size)
+    ys, xs = np.indices(size[::-1]) + rng.uniform(0, pitch, (2, 1, 1))
+    lines = (ys % pitch < 2) | ((xs % pitch < 2) & (rng.random() < 0.5))
+    paper = 0.92 * (1 - rng.uniform(0.1, 0.35) * lines)
+    return to_uint8(255 * (paper * (1 - coverage) + 0.08 * coverage))
+
+
 CONDITIONS: dict[str, Render] = {
     "clean, 100-300 px pages": clean,
     "small, off-centre": off_centre_small,
@@ -414,6 +425,8 @@ def run(args: argparse.Namespace) -> dict:
             report["nondigits"][name] = score(classifier, images, None, args.reject == "on")
         else:
             report["nondigits"][name] = None  # no fonts installed
+    notebook = [notebook_paper(d, rng) for d in digits]
+    report["digits"]["ruled or squared paper"] = score(classifier, notebook, labels, args.reject == "on")
     report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}
     return report
 
