@@ -3,8 +3,10 @@
 MNIST digits are white ink on black, the ink's bounding box scaled (anti-aliased, aspect kept) so its
 longest side is 20 pixels, then pasted into 28×28 so that the ink's centre of mass sits at the centre.
 ``to_mnist`` does the same to any image: EXIF orientation applied, alpha composited on white, grayscale,
-dark-on-light detected and inverted, paper texture and noise suppressed with an Otsu threshold, crop,
-scale, centre. A 28×28 image that already looks like MNIST (dark background) passes through unchanged.
+dark-on-light detected and inverted, a small scan or crop framed with paper, the paper's light (shadows,
+gradients) and a notebook's lines taken off, paper texture and noise suppressed with an Otsu threshold,
+crop, the pen's width brought to MNIST's, scale, centre. A 28×28 image that already looks like MNIST (dark
+background) passes through unchanged. docs/handwriting.md walks through each step.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the i
 ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
 SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
-RULE_STEP = 4  # a notebook's lines are sampled at every this many pixels along them
 BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
+RULE_STEP = 4  # a notebook's lines are sampled at every this many pixels along them
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
 SMALL_FRAME = 0.25  # of its side on every edge
