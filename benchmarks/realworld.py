@@ -222,20 +222,23 @@ def thick_pen(digit, rng):
     return to_uint8(photograph(on_page(ink, size, rng), ramp(size, rng, 0.85)))
 
 
+def tight_ink(digit: np.ndarray, height: int) -> np.ndarray:
+    """``digit_ink`` cut to its visible ink's box (bicubic's faint fringe left out): the ink touches every edge."""
+    ink = digit_ink(digit, height)
+    rows, cols = np.flatnonzero(ink.max(1) > 0.05), np.flatnonzero(ink.max(0) > 0.05)
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
 def cropped_to_ink(digit, rng):
     """A scan or a crop cut to the digit's own box, 16–64 px tall: the ink touches every edge."""
-    ink = digit_ink(digit, int(rng.integers(16, 65)))
-    rows, cols = np.flatnonzero(ink.max(1) > 0.05), np.flatnonzero(ink.max(0) > 0.05)
-    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    ink = tight_ink(digit, int(rng.integers(16, 65)))
     return to_uint8(photograph(ink, np.ones(ink.shape)))
 
 
 def box_filled_16(digit, rng):
     """As Semeion's digits: stretched to fill a 16×16 box (the shape not kept: a 1 becomes a broad bar), then
     black or white at a fixed threshold."""
-    ink = digit_ink(digit, 128)
-    rows, cols = np.flatnonzero(ink.max(1) > 0.05), np.flatnonzero(ink.max(0) > 0.05)
-    crop = Image.fromarray(to_uint8(255 * ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]))
+    crop = Image.fromarray(to_uint8(255 * tight_ink(digit, 128)))
     scan = np.asarray(crop.resize((16, 16), Image.Resampling.BILINEAR)) > 127
     return np.where(scan, 0, 255).astype(np.uint8)
 
