@@ -115,6 +115,18 @@ def test_a_digit_cropped_to_its_ink_is_found_whole(twins):
     assert max(ink_box(to_mnist(narrow))) in (20, 21)
 
 
+def test_a_bold_0_filling_its_box_is_read_ink_side_up():
+    # Scanned to its box, a thick ring covers most of the box's edges: only the corners show the paper.
+    dy, dx = (np.mgrid[:16, :16] - 7.5) / 8
+    radius = (dy**4 + dx**4) ** 0.25
+    ring = (radius > 0.6) & (radius < 1.02)
+    assert ring[[0, -1]].mean() > 0.5 and not ring[[0, 0, -1, -1], [0, -1, 0, -1]].any()
+    for paper, ink in ((255, 0), (0, 255)):
+        got = to_mnist(np.where(ring, ink, paper).astype(np.uint8))
+        assert got[11:17, 14].max() == 0  # the hole is paper
+        assert (got > 0).mean() < 0.45  # the ring is ink
+
+
 def test_rgba_ink_on_a_transparent_canvas(twins):
     for digit in twins[:3]:
         ink = 255 - large_dark_on_light(digit, scale=6, canvas=(300, 300), at=(40, 90))
