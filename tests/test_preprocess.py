@@ -57,7 +57,7 @@ def large_dark_on_light(digit: np.ndarray, scale: int = 10, canvas=(640, 480), a
     return 255 - page
 
 
-def assert_like_twin(got: np.ndarray, twin: np.ndarray) -> None:
+def assert_like_twin(got: np.ndarray, twin: np.ndarray, min_corr: float = 0.88, max_diff: float = 14) -> None:
     """Centred by mass like MNIST (within the half pixel an integer placement allows), scaled to a 20-px box,
     and pixel for pixel close to the original once aligned: both were placed to the nearest pixel, so they
     may sit one pixel apart."""
@@ -66,8 +66,8 @@ def assert_like_twin(got: np.ndarray, twin: np.ndarray) -> None:
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
     assert max(ink_box(got)) in (20, 21)  # Lanczos' soft edge may add one faint row
     aligned = [np.roll(twin, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # MNIST keeps a 4-px margin
-    assert max(np.corrcoef(got.ravel(), a.ravel())[0, 1] for a in aligned) > 0.88  # another class: 0.2 on average
-    assert min(np.abs(got.astype(int) - a).mean() for a in aligned) < 14  # of 255 per pixel
+    assert max(np.corrcoef(got.ravel(), a.ravel())[0, 1] for a in aligned) > min_corr  # another class: 0.2 on average
+    assert min(np.abs(got.astype(int) - a).mean() for a in aligned) < max_diff  # of 255 per pixel
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -129,6 +129,22 @@ def test_a_digit_stretched_to_fill_a_small_square_is_narrowed():
     large = np.asarray(Image.fromarray(stretched).resize((160, 160), Image.Resampling.NEAREST))
     height, width = ink_box(to_mnist(large))
     assert height in (20, 21) and width in (20, 21)
+
+
+def test_the_faint_part_of_a_stroke_is_kept():
+    # A ring whose pen ran dry over a short arc (a fifth of the ink there, as a blurred scan's thin side of a
+    # loop): Otsu's threshold alone leaves a "C". A faint speck of the same level apart from the ink stays paper.
+    dy, dx = np.mgrid[:200, :200] - 100.0
+    ring = np.abs(np.hypot(dy, dx) - 50) < 4
+    dry = ring & (np.abs(np.arctan2(dy, dx)) < np.radians(20))  # the arc on the right
+    page = np.where(ring, 30, 235) + np.where(dry, 205 * 0.8, 0)
+    got = to_mnist(page.astype(np.uint8))
+    height, width = ink_box(got)
+    assert height in (20, 21) and width in (20, 21)
+    assert got[13:16, 21:].max() > 25  # the faint arc
+    speck = page.copy()
+    speck[15:21, 15:21] = 235 - 205 * 0.2
+    assert np.array_equal(to_mnist(speck.astype(np.uint8)), got)
 
 
 def test_a_bold_0_filling_its_box_is_read_ink_side_up():
@@ -463,7 +479,9 @@ def notebook(page: np.ndarray, squared: bool, pitch: int = 36, line: float = 0.6
 def test_a_digit_on_ruled_or_squared_paper(twins, squared):
     for digit in twins:
         page = large_dark_on_light(digit, scale=8, canvas=(320, 280), at=(50, 30))
-        assert_like_twin(to_mnist(notebook(page, squared)), digit)
+        # Enlarged 8 times, a stroke's edge fades over 8 px, and its faint part, joined to the ink, is kept:
+        # strokes come out bolder than the twin's (a 6 on squared paper: 0.86, 16.6 levels apart).
+        assert_like_twin(to_mnist(notebook(page, squared)), digit, min_corr=0.85, max_diff=18)
 
 
 @pytest.mark.parametrize("squared", [False, True])

@@ -35,6 +35,10 @@ ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of
 SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
 BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
+# Below Otsu's threshold, pixels at least this share of the way from the paper to it are ink where they join the ink
+# (within this share of the image's longer side): a blurred stroke's faint side, the thin end of a loop.
+FAINT_INK = 0.3
+FAINT_REACH = 0.1
 RULE_STEP = 4  # a notebook's lines are sampled at every this many pixels along them
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
@@ -326,8 +330,7 @@ def _ink_above(bright: np.ndarray, background: np.ndarray, rules: bool = False) 
     counts = np.bincount(lift_levels + 511 * ink_mask.ravel(), minlength=2 * 511)
     paper_counts, ink_counts = counts[:511], counts[511:]
     paper_lift, ink_lift = _quantile(paper_counts, 0.5) - 255, _quantile(ink_counts, 0.5) - 255
-    deviations = np.bincount(np.abs(np.arange(511) - 255 - paper_lift), weights=paper_counts)
-    spread = 1.4826 * _quantile(deviations, 0.5)  # the paper's noise, as a standard deviation
+    spread = _spread(paper_counts, np.arange(511) - 255, paper_lift)  # the paper's noise
     if ink_lift - paper_lift < max(MIN_CONTRAST, NOISE_MARGIN * spread):
         raise ImageError("no ink found: the image is blank or has too little contrast")
     ink_mask = _drop_islands(ink_mask)
@@ -335,9 +338,17 @@ def _ink_above(bright: np.ndarray, background: np.ndarray, rules: bool = False) 
     solid = (
         threshold + 1 + _quantile(hist[threshold + 1 :], 0.99)
     )  # not the maximum: one hot pixel must not dim every stroke
-    mask = _grow(ink_mask)
+    noise = _spread(hist[: threshold + 1], np.arange(threshold + 1), paper)
+    faint = levels > paper + max(FAINT_INK * (threshold - paper), NOISE_MARGIN * noise)
+    mask = _grow(_joined(ink_mask, faint, max(1, round(FAINT_REACH * max(levels.shape)))))
     ink = np.where(mask, (levels - np.float32(paper)) * np.float32(255.0 / max(1, solid - paper)), np.float32(0))
     return np.clip(np.round(ink), 0, 255).astype(np.uint8)
+
+
+def _spread(counts: np.ndarray, values: np.ndarray, centre: int) -> float:
+    """The standard deviation of the whole ``values`` counted ``counts`` times about their median ``centre``,
+    estimated robustly: 1.4826 times the median absolute deviation."""
+    return 1.4826 * _quantile(np.bincount(np.abs(values - centre), weights=counts), 0.5)
 
 
 def _without_rules(levels: np.ndarray) -> np.ndarray:
@@ -489,6 +500,29 @@ def _running(a: np.ndarray, k: int, reduce: np.ufunc) -> np.ndarray:
             span *= 2
         a = np.moveaxis(reduce(window[:n], window[k - span : k - span + n]), 0, axis)
     return a
+
+
+def _joined(mask: np.ndarray, faint: np.ndarray, steps: int) -> np.ndarray:
+    """``mask`` and the ``faint`` pixels joined to it, up to ``steps`` pixels away: grown a pixel at a time within
+    ``faint`` (a reconstruction by dilation, as hysteresis thresholding does), so that a stroke fading along its
+    length keeps its faint part while faint marks apart from the ink stay paper. Only the ink's box widened by
+    ``steps`` is searched: the ink seldom covers much of a page."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return mask
+    box = (
+        slice(max(0, rows[0] - steps), rows[-1] + steps + 1),
+        slice(max(0, cols[0] - steps), cols[-1] + steps + 1),
+    )
+    near, faint = mask[box], faint[box]
+    for _ in range(steps):
+        grown = _grow(near) & faint | near
+        if np.array_equal(grown, near):
+            break
+        near = grown
+    joined = mask.copy()
+    joined[box] = near
+    return joined
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:
