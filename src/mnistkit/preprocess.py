@@ -393,11 +393,10 @@ def _dark_ink(gray: np.ndarray) -> bool:
     The border is paper, however the light falls on it (dim, shadowed, a gradient): the ink is what lies beyond
     the border's range of gray levels, darker than its darkest or brighter than its brightest. Where neither
     stands out (ink running off the page, a digit cropped or stretched to its box), the ink is the extreme that
-    fewer of the four corners lie near: a digit's strokes seldom fill its box's corners, even where a thick 0
-    covers most of the box's edges. Where the corners are split evenly, it is the extreme that less of the border
-    lies near: the paper runs along the border, the ink only crosses it. (Not the extreme further from the
-    image's median: where a shadow covers most of the page, the median is the shadow, and the lit paper lies
-    further from it than the ink does.)
+    less of the border and fewer of the four corners lie near, the two shares added: the paper runs along the
+    border, the ink only crosses it, and a digit's strokes seldom fill its box's corners, even where a bold 0
+    covers most of the box's edges. (Not the extreme further from the image's median: where a shadow covers
+    most of the page, the median is the shadow, and the lit paper lies further from it than the ink does.)
     """
     border = _border(gray)
     border_low, border_high = np.quantile(border, [0.01, 0.99])
@@ -413,11 +412,10 @@ def _dark_ink(gray: np.ndarray) -> bool:
     darker, brighter = border_low - low, high - border_high
     if max(darker, brighter) >= MIN_CONTRAST:
         return bool(darker > brighter)
-    corners = gray[[0, 0, -1, -1], [0, -1, 0, -1]].astype(int)
-    dark_corners, light_corners = (corners <= low + MIN_CONTRAST).sum(), (corners >= high - MIN_CONTRAST).sum()
-    if dark_corners != light_corners:
-        return bool(dark_corners < light_corners)
-    return bool((border <= low + MIN_CONTRAST).sum() < (border >= high - MIN_CONTRAST).sum())
+    corners = gray[[0, 0, -1, -1], [0, -1, 0, -1]]
+    dark = (border <= low + MIN_CONTRAST).mean() + (corners <= low + MIN_CONTRAST).mean()
+    light = (border >= high - MIN_CONTRAST).mean() + (corners >= high - MIN_CONTRAST).mean()
+    return bool(dark < light)
 
 
 def estimate_background(bright: np.ndarray) -> np.ndarray:
