@@ -147,7 +147,7 @@ def test_the_faint_part_of_a_stroke_is_kept():
     assert np.array_equal(to_mnist(speck.astype(np.uint8)), got)
 
 
-@pytest.mark.parametrize("side", [16])
+@pytest.mark.parametrize("side", [16, 28])
 def test_a_bold_0_filling_its_box_is_read_ink_side_up(side):
     # Scanned to its box, a thick ring covers most of the box's edges: only the corners show the paper. At 28×28
     # its border is as dark as MNIST's, yet it is no MNIST digit.

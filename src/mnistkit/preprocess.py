@@ -6,7 +6,7 @@ longest side is 20 pixels, then pasted into 28×28 so that the ink's centre of m
 dark-on-light detected and inverted, a small scan or crop framed with paper (and given a digit's proportions
 back where it was stretched to fill a square), the paper's light (shadows, gradients) and a notebook's lines
 taken off, paper texture and noise suppressed with an Otsu threshold, crop, the pen's width brought to
-MNIST's, scale, centre. A 28×28 image that already looks like MNIST (dark background) passes through
+MNIST's, scale, centre. A 28×28 image that already looks like MNIST (a dark border) passes through
 unchanged. docs/handwriting.md walks through each step.
 """
 
@@ -65,13 +65,20 @@ def to_mnist(item: ImageInput) -> np.ndarray:
     """
     gray = _grayscale(item)
     try:
-        if gray.shape == (CANVAS, CANVAS) and _border_level(gray) < 128:
+        if _in_mnist_form(gray):
             if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
                 raise ImageError("no ink found: the image is blank or has too little contrast")
             return gray  # already MNIST-like: the model sees exactly what it was given
         return center_digit(normalize_stroke(_ink(gray)))
     except ImageError as exc:
         raise ImageError(f"{_where(item)}: {exc}") from None
+
+
+def _in_mnist_form(gray: np.ndarray) -> bool:
+    """Whether a grayscale image is already in MNIST's form: 28×28, light ink on a dark border. MNIST keeps its
+    digits to a 20-px box in the middle, so nine tenths of the border at least is dark; a digit filling the
+    square (stretched or cropped to its box) covers more of it, and goes through the steps like any image."""
+    return gray.shape == (CANVAS, CANVAS) and float(np.quantile(_border(gray), 0.9)) < 128
 
 
 def load_image(path: str | Path) -> Image.Image:
