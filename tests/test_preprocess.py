@@ -90,6 +90,19 @@ def test_mnist_like_input_passes_unchanged(twins, tmp_path):
     assert np.array_equal(to_mnist(path), twins[0])
 
 
+def test_a_28x28_digit_larger_than_mnists_box_is_brought_to_it(twins):
+    # Light on dark and 28×28 like MNIST, but filling the square (another dataset resized to 28×28): scaled to
+    # MNIST's 20-px box, not passed through as it is.
+    for digit in twins:
+        rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+        crop = Image.fromarray(digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        large = np.zeros((28, 28), dtype=np.uint8)
+        width = max(1, round(crop.width * 26 / crop.height))
+        large[1:27, (28 - width) // 2 : (28 - width) // 2 + width] = crop.resize((width, 26), Image.Resampling.BILINEAR)
+        got = to_mnist(large)
+        assert max(ink_box(got)) in (20, 21)
+
+
 def test_inverted_off_centre_large_digit_lands_like_its_twin(twins):
     for digit in twins:
         assert_like_twin(to_mnist(large_dark_on_light(digit)), digit)

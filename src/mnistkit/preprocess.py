@@ -75,10 +75,17 @@ def to_mnist(item: ImageInput) -> np.ndarray:
 
 
 def _in_mnist_form(gray: np.ndarray) -> bool:
-    """Whether a grayscale image is already in MNIST's form: 28×28, light ink on a dark border. MNIST keeps its
-    digits to a 20-px box in the middle, so nine tenths of the border at least is dark; a digit filling the
-    square (stretched or cropped to its box) covers more of it, and goes through the steps like any image."""
-    return gray.shape == (CANVAS, CANVAS) and float(np.quantile(_border(gray), 0.9)) < 128
+    """Whether a grayscale image is already in MNIST's form: 28×28, light ink on a dark border, the ink's box at
+    most 20 px (a pixel more each way for a soft edge). MNIST keeps its digits to a 20-px box in the middle, so
+    nine tenths of the border at least is dark; a digit filling the square (stretched or cropped to its box)
+    covers more of it, or at least more of the square, and goes through the steps like any image."""
+    if gray.shape != (CANVAS, CANVAS) or float(np.quantile(_border(gray), 0.9)) >= 128:
+        return False
+    ink = gray > np.median(_border(gray)) + MIN_CONTRAST
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if not len(rows):
+        return True  # blank: refused as such below
+    return max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= DIGIT_BOX + 2
 
 
 def load_image(path: str | Path) -> Image.Image:
