@@ -296,7 +296,7 @@ def _stretched_to_square(bright: np.ndarray) -> bool:
     h, w = bright.shape
     if h != w:
         return False
-    ink = bright > _otsu(np.bincount(np.round(bright).astype(np.uint8).ravel(), minlength=256))
+    ink = bright > otsu_threshold(np.round(bright).astype(np.uint8))
     return bool(ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any())
 
 
