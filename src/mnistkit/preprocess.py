@@ -79,13 +79,13 @@ def _in_mnist_form(gray: np.ndarray) -> bool:
     most 20 px (a pixel more each way for a soft edge). MNIST keeps its digits to a 20-px box in the middle, so
     nine tenths of the border at least is dark; a digit filling the square (stretched or cropped to its box)
     covers more of it, or at least more of the square, and goes through the steps like any image."""
-    if gray.shape != (CANVAS, CANVAS) or float(np.quantile(_border(gray), 0.9)) >= 128:
+    if gray.shape != (CANVAS, CANVAS):
         return False
-    ink = gray > np.median(_border(gray)) + MIN_CONTRAST
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    if not len(rows):
-        return True  # blank: refused as such below
-    return max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= DIGIT_BOX + 2
+    border = _border(gray)
+    if float(np.quantile(border, 0.9)) >= 128:
+        return False
+    ink = gray > np.median(border) + MIN_CONTRAST
+    return not ink.any() or max(_crop(ink).shape) <= DIGIT_BOX + 2  # a blank one is refused as such below
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -609,11 +609,7 @@ def _max3(a: np.ndarray, square: bool) -> np.ndarray:
 def center_digit(ink: np.ndarray) -> np.ndarray:
     """Crop to the ink, scale the longest side to 20 px (aspect kept, anti-aliased), and paste into 28×28
     with the centre of mass at the centre."""
-    rows = np.flatnonzero(ink.any(axis=1))
-    cols = np.flatnonzero(ink.any(axis=0))
-    if len(rows) == 0:
-        raise ImageError("no ink found: the image is blank")
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop = _crop(ink)
     h, w = crop.shape
     scale = DIGIT_BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
