@@ -297,6 +297,35 @@ def test_optimizer_and_scheduler_state_round_trips_exactly_through_json_and_safe
     assert not list(tmp_path.glob("*.pkl")) and "pickle" not in (tmp_path / "resume" / "state.json").read_text()
 
 
+def test_a_channels_last_models_moments_come_back_in_its_layout_so_the_next_step_is_the_same(tmp_path):
+    """The fused optimizer steps through raw memory: moments restored dense beside channels_last weights
+    would be added to the wrong elements."""
+    from mnistkit.models import create_model
+
+    cfg = make_config(model="cnn", width=4, optimizer="adamw")
+    batch = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+    def step(model, optimizer):
+        model(batch.contiguous(memory_format=torch.channels_last)).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    model = create_model("cnn", width=4).to(memory_format=torch.channels_last)
+    optimizer, generator = build_optimizer(model, cfg), torch.Generator()
+    step(model, optimizer)
+    progress = resume.LoopState(epoch=1, step=1, history=[])
+    progress.start_epoch(10, torch.device("cpu"), generator)
+    resume.save(tmp_path, *resume.capture(progress, model, optimizer, None, generator))
+
+    fresh = create_model("cnn", width=4).to(memory_format=torch.channels_last)
+    fresh_optimizer = build_optimizer(fresh, cfg)
+    resume.restore(resume.load(tmp_path), fresh, fresh_optimizer, None, torch.Generator(), 10)
+    step(model, optimizer)
+    step(fresh, fresh_optimizer)
+    for (name, ours), theirs in zip(fresh.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(ours, theirs), name
+
+
 @pytest.mark.parametrize("steps_now", [8, 10, 12])
 def test_a_resume_with_another_number_of_processes_ends_the_schedule_with_the_run(steps_now):
     """Another process count gives an epoch another number of steps: the restored OneCycleLR is stretched or

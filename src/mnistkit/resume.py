@@ -309,6 +309,14 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
     ):
         raise ValueError("the optimizer's parameter groups differ from the checkpoint's")
     optimizer.load_state_dict(saved)
+    # The checkpoint holds dense tensors; a channels_last weight's moments must get its layout back, because a
+    # fused optimizer steps through the raw memory of the weight, its gradient and its moments alike.
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_strided(
+                    param.shape, param.stride(), dtype=value.dtype, device=value.device
+                ).copy_(value)
 
 
 # --------------------------------------------------------------------------------------------------
