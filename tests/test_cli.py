@@ -278,7 +278,7 @@ def test_with_flags_names_the_flag_of_the_command_that_ran():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--width", "0"], "--width, --stem-width and --stem-stride apply to --model NAME"),
+        (["--width", "0"], "--width, --stem-width, --stem-stride, --block2-stride and --crop apply to --model NAME"),
         (["--model", "cnn", "--width", "0"], "width must be a whole number from 1 to 1024, got 0"),
         (["--model", "cnn", "--width", "100000"], "width must be a whole number from 1 to 1024, got 100000"),
         (["--model", "cnn", "--stem-width", str(2**70)], "stem_width must be a whole number from 1 to 1024"),

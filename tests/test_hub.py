@@ -97,7 +97,14 @@ def test_a_round_trip_keeps_classes_normalization_and_tta(tmp_path, pixels):
     again = Classifier.from_pretrained(original.save_pretrained(tmp_path / "hf"))
     assert again.classes == fashion and again.inference.tta is True
     assert again.meta["normalization"] == {"mean": 0.3, "std": 0.35, "divisor": 255.0}
-    assert again.meta["model_options"] == {"width": 4, "stem_width": 3, "stem_stride": 1, "num_classes": 10}
+    assert again.meta["model_options"] == {
+        "width": 4,
+        "stem_width": 3,
+        "stem_stride": 1,
+        "block2_stride": 1,
+        "crop": 0,
+        "num_classes": 10,
+    }
     np.testing.assert_allclose(again.predict_array(pixels), original.predict_array(pixels), atol=1e-6)
     card = (tmp_path / "hf" / "README.md").read_text()
     assert "Fashion-MNIST" in card and "Ankle boot" in card and "MIT, by Zalando Research" in card

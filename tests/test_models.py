@@ -74,6 +74,34 @@ def test_cnn_stem_stride_two_strides_the_first_convolution_instead_of_pooling():
         create_model("cnn", stem_stride=3)
 
 
+def test_cnn_block2_stride_two_strides_the_second_convolution_instead_of_pooling():
+    pooled, strided = create_model("cnn", width=8), create_model("cnn", width=8, block2_stride=2)
+    x = torch.rand(2, 1, 28, 28)
+    for model in (pooled, strided):
+        assert model.features[:2](x).shape == (2, 16, 7, 7)  # both second blocks halve the resolution
+    convs = [m for m in strided.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(1, 1), (2, 2), (1, 1)]
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in strided.modules()) == 1  # only the stem's
+    assert count_parameters(strided) == count_parameters(pooled)
+    with pytest.raises(ConfigError, match="block2_stride must be a whole number from 1 to 2, got 0"):
+        create_model("cnn", block2_stride=0)
+
+
+def test_cnn_crop_ignores_the_border_and_sees_the_middle_unchanged():
+    model = create_model("cnn", width=8, crop=2).eval()
+    x = torch.rand(3, 1, 28, 28)
+    scribbled = x.clone()
+    scribbled[..., :2, :] = scribbled[..., -2:, :] = scribbled[..., :, :2] = scribbled[..., :, -2:] = 5.0
+    uncropped = create_model("cnn", width=8).eval()
+    uncropped.load_state_dict(model.state_dict())  # the crop has no weights of its own
+    with torch.no_grad():
+        assert torch.equal(model(x), model(scribbled))
+        assert torch.equal(model(x), uncropped(x[..., 2:26, 2:26]))
+        assert model(x).shape == (3, 10)
+    with pytest.raises(ConfigError, match="crop must be a whole number from 0 to 8, got 9"):
+        create_model("cnn", crop=9)
+
+
 def test_channels_last_gives_the_same_answer():
     model = create_model("cnn", width=8).eval()
     x = torch.rand(4, 1, 28, 28)

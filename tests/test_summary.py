@@ -71,8 +71,14 @@ def test_cli_inspect_prints_summary(capsys, tiny_run):
     [
         (["inspect", "no/such/run"], "no checkpoint here"),
         (["inspect", "--model", "resnet"], "unknown model 'resnet'"),
-        (["inspect", "--width", "8"], "--width, --stem-width and --stem-stride apply to --model"),
-        (["inspect", "--stem-width", "8"], "--width, --stem-width and --stem-stride apply to --model"),
+        (
+            ["inspect", "--width", "8"],
+            "--width, --stem-width, --stem-stride, --block2-stride and --crop apply to --model",
+        ),
+        (
+            ["inspect", "--stem-width", "8"],
+            "--width, --stem-width, --stem-stride, --block2-stride and --crop apply to --model",
+        ),
         (["inspect", "somewhere", "--model", "cnn"], "not both"),
     ],
 )

@@ -15,7 +15,17 @@ import traceback
 from collections.abc import Callable
 
 from . import __version__, torchrun
-from .config import AMP_MODES, AUGMENTATIONS, DEVICES, OPTIMIZERS, PRESET_PURPOSES, PRESETS, SCHEDULES, TrainConfig
+from .config import (
+    AMP_MODES,
+    AUGMENTATIONS,
+    CNN_OPTIONS,
+    DEVICES,
+    OPTIMIZERS,
+    PRESET_PURPOSES,
+    PRESETS,
+    SCHEDULES,
+    TrainConfig,
+)
 from .errors import MnistkitError, did_you_mean
 
 Handler = Callable[[argparse.Namespace], int]
@@ -132,6 +142,20 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="1: the cnn's first block is a 3x3 convolution at full resolution and a max-pool; 2: a 5x5 convolution "
         "with stride 2 instead, no pool, faster on CPU [default: 1]",
+    )
+    g.add_argument(
+        "--block2-stride",
+        type=int,
+        default=None,
+        help="1: the cnn's second block is a 3x3 convolution and a max-pool; 2: the convolution has stride 2 "
+        "instead, no pool, faster [default: 1]",
+    )
+    g.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="pixels the cnn cuts from each edge of the 28x28 image before its first layer, 0 to 8; MNIST's "
+        "digits fit the middle 20x20, so 2 does a quarter less work [default: 0]",
     )
     g.add_argument(
         "--init",
@@ -322,6 +346,8 @@ CONFIG_OPTIONS = [
     "width",
     "stem_width",
     "stem_stride",
+    "block2_stride",
+    "crop",
     "init",
     "epochs",
     "batch_size",
@@ -902,6 +928,12 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stem-stride", type=int, default=None, help="2: a strided 5x5 first convolution for --model cnn [default: 1]"
     )
+    p.add_argument(
+        "--block2-stride", type=int, default=None, help="2: a strided second convolution for --model cnn [default: 1]"
+    )
+    p.add_argument(
+        "--crop", type=int, default=None, help="pixels cut from each edge before --model cnn's first layer [default: 0]"
+    )
     p.set_defaults(handler=cmd_inspect)
 
 
@@ -911,11 +943,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.model is not None and args.checkpoint is not None:
         raise ConfigError("give a checkpoint or --model NAME, not both")
-    given = {"width": args.width, "stem_width": args.stem_width, "stem_stride": args.stem_stride}
-    options = {k: v for k, v in given.items() if v is not None}
+    options = {key: getattr(args, key) for key in CNN_OPTIONS if getattr(args, key) is not None}
     if options and args.model is None:
+        flags = ["--" + key.replace("_", "-") for key in CNN_OPTIONS]
         raise ConfigError(
-            "--width, --stem-width and --stem-stride apply to --model NAME; a checkpoint records its own architecture"
+            f"{', '.join(flags[:-1])} and {flags[-1]} apply to --model NAME; a checkpoint records its own architecture"
         )
     if args.model is not None:
         print(inspect_model(args.model, **options))

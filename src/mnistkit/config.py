@@ -25,6 +25,10 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 AUGMENTATIONS = ("none", "shift", "affine", "handwriting")  # implemented in augment.py
 
 
+# The options of the cnn's architecture, each a field of TrainConfig and an argument of models.CNN.
+CNN_OPTIONS = ("width", "stem_width", "stem_stride", "block2_stride", "crop")
+
+
 @dataclass
 class TrainConfig:
     # what to train on
@@ -38,6 +42,8 @@ class TrainConfig:
     width: int | None = None  # channel width of the cnn (None = the model's default)
     stem_width: int | None = None  # channels of the cnn's first, full-resolution block (None = width)
     stem_stride: int | None = None  # 2: the cnn's first convolution strides instead of max-pooling (None = 1)
+    block2_stride: int | None = None  # 2: the cnn's second convolution strides instead of max-pooling (None = 1)
+    crop: int | None = None  # pixels the cnn cuts from each edge of the image before its first layer (None = 0)
     init: str | None = None  # start from these weights: "pretrained" (the bundled model) or a run folder / checkpoint
     init_sha256: str | None = None  # the init's weights, as recorded when the run was configured
     # the optimisation
@@ -68,8 +74,7 @@ class TrainConfig:
     preset: str | None = None
 
     def model_options(self) -> dict[str, Any]:
-        options = {"width": self.width, "stem_width": self.stem_width, "stem_stride": self.stem_stride}
-        return {k: v for k, v in options.items() if v is not None}
+        return {key: getattr(self, key) for key in CNN_OPTIONS if getattr(self, key) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,9 +254,7 @@ PRESET_PURPOSES: dict[str, str] = {
 
 # Options that matter only for one value of another option; elsewhere they are not shown (``applicable``).
 APPLIES_ONLY_WITH: dict[str, tuple[str, Any]] = {
-    "width": ("model", "cnn"),
-    "stem_width": ("model", "cnn"),
-    "stem_stride": ("model", "cnn"),
+    **{key: ("model", "cnn") for key in CNN_OPTIONS},
     "momentum": ("optimizer", "sgd"),
     "nesterov": ("optimizer", "sgd"),
     "step_size": ("schedule", "step"),
@@ -272,8 +275,7 @@ def applicable(values: dict[str, Any]) -> dict[str, Any]:
 
 def model_title(values: dict[str, Any]) -> str:
     """A config's model in words for titles: ``cnn``, ``cnn (width 24, stem width 16)``."""
-    keys = ("width", "stem_width", "stem_stride")
-    options = [f"{key.replace('_', ' ')} {values[key]}" for key in keys if values.get(key)]
+    options = [f"{key.replace('_', ' ')} {values[key]}" for key in CNN_OPTIONS if values.get(key)]
     return f"{values.get('model', 'model')} ({', '.join(options)})" if options else str(values.get("model", "model"))
 
 

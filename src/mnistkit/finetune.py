@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from . import checkpoint, data
-from .config import TrainConfig, model_title
+from .config import CNN_OPTIONS, TrainConfig, model_title
 from .errors import CheckpointError, ConfigError
 
 PRETRAINED = "pretrained"  # the init that names the bundled model
-ARCHITECTURE_OPTIONS = ("model", "width", "stem_width", "stem_stride")  # what follows the init when not given
+ARCHITECTURE_OPTIONS = ("model", *CNN_OPTIONS)  # what follows the init when not given
 
 
 @dataclass(frozen=True)

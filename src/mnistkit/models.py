@@ -70,6 +70,16 @@ def strided_stem(c_out: int) -> nn.Sequential:
     )
 
 
+def strided_block(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 convolution with stride 2, BatchNorm, ReLU: ``conv_block`` with the pool folded into the
+    convolution, which then computes a quarter of the outputs."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
 class CNN(nn.Module):
     """A small, fast convnet: three conv blocks (s, 2w, 4w channels; the first two halve the resolution
     28 -> 14 -> 7), global max-pooling and a linear classifier. ``width`` (w) scales it; ``stem_width``
@@ -79,21 +89,39 @@ class CNN(nn.Module):
     arithmetic: a narrower stem makes a width-24 network train faster, because the stem's pooling, its
     backward and the zeroing of its gradient shrink with it (docs/benchmarks.md). ``stem_stride`` 2 goes
     further (``strided_stem``): the first convolution steps two pixels at a time and needs no pooling, so no
-    activation at full resolution is ever stored, pooled or zeroed."""
+    activation at full resolution is ever stored, pooled or zeroed. ``block2_stride`` 2 does the same for the
+    second block (``strided_block``).
 
-    def __init__(self, num_classes: int = 10, width: int = 16, stem_width: int | None = None, stem_stride: int = 1):
+    ``crop`` cuts that many pixels from each edge of the image before the first layer. MNIST's digits fit a
+    20x20 box in the middle of the 28x28 image (to_mnist makes other images the same), so its border is
+    almost always paper: 2 leaves 24x24, and every later layer does about three quarters of the work."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        width: int = 16,
+        stem_width: int | None = None,
+        stem_stride: int = 1,
+        block2_stride: int = 1,
+        crop: int = 0,
+    ):
         super().__init__()
         self.width = width
+        self.crop = crop
         stem_width = width if stem_width is None else stem_width
         self.features = nn.Sequential(
             conv_block(1, stem_width, pool=True) if stem_stride == 1 else strided_stem(stem_width),
-            conv_block(stem_width, 2 * width, pool=True),
+            conv_block(stem_width, 2 * width, pool=True)
+            if block2_stride == 1
+            else strided_block(stem_width, 2 * width),
             conv_block(2 * width, 4 * width, pool=False),
             nn.AdaptiveMaxPool2d(1),
         )
         self.head = nn.Linear(4 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crop:
+            x = x[..., self.crop : x.shape[-2] - self.crop, self.crop : x.shape[-1] - self.crop]
         return self.head(self.features(x).flatten(1))
 
 
@@ -105,6 +133,8 @@ OPTION_RANGES = {
     "width": (1, MAX_WIDTH),
     "stem_width": (1, MAX_WIDTH),
     "stem_stride": (1, 2),
+    "block2_stride": (1, 2),
+    "crop": (0, 8),  # 8 leaves 12x12 of a 28x28 image
 }
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
