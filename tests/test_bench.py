@@ -170,6 +170,24 @@ def test_bench_refuses_bad_arguments(capsys):
 
 
 @pytest.mark.slow
+def test_speed_ups_are_against_the_tutorial_loop_at_its_median_epochs_pace():
+    steady = {"epochs": 5, "epoch_seconds": [0.5, 0.5, 0.5, 0.5, 0.5]}
+    burst = {"epochs": 5, "epoch_seconds": [0.5, 0.5, 1.2, 1.1, 0.5]}  # other work slowed two epochs
+    assert bench.tutorial_reference_seconds(steady) == bench.tutorial_reference_seconds(burst) == 2.5
+    row = {
+        "model": "cnn",
+        "epochs": 1,
+        "test_accuracy": 0.991,
+        "train_seconds": 0.25,
+        "load_seconds": 0.1,
+        "test_seconds": 0.1,
+        "peak_rss_mb": 400.0,
+        "flops_per_epoch": 1e9,
+        "precision": "bfloat16",
+    }
+    assert bench.summarize("cnn", [row], 2.5)["speedup_vs_tutorial"] == pytest.approx(10.0)
+
+
 def test_tutorial_reference_jobs_report_what_the_table_shows():
     loop = bench.job_tutorial_loop(epochs=1)
     assert {
@@ -192,6 +210,7 @@ def test_tutorial_reference_jobs_report_what_the_table_shows():
         "presets": [],
         "tutorial": {
             "loop": loop,
+            "reference_seconds": bench.tutorial_reference_seconds(loop),
             "preset_tutorial": ours,
             "time_to_val_loss": to_loss,
             "gemm_floor": floor,
