@@ -71,6 +71,38 @@ def format_presets(width: int = 96) -> str:
 # train
 
 
+def add_cnn_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The cnn's architecture options (config.CNN_OPTIONS), for train and for inspect --model cnn."""
+    parser.add_argument("--width", type=int, default=None, help="channel width of the cnn, 1 to 1024 [default: 16]")
+    parser.add_argument(
+        "--stem-width",
+        type=int,
+        default=None,
+        help="channels of the cnn's first, full-resolution block, 1 to 1024; 16 is fastest on CPU [default: --width]",
+    )
+    parser.add_argument(
+        "--stem-stride",
+        type=int,
+        default=None,
+        help="1: the cnn's first block is a 3x3 convolution at full resolution and a max-pool; 2: a 5x5 convolution "
+        "with stride 2 instead, no pool, faster on CPU [default: 1]",
+    )
+    parser.add_argument(
+        "--block2-stride",
+        type=int,
+        default=None,
+        help="1: the cnn's second block is a 3x3 convolution and a max-pool; 2: the convolution has stride 2 "
+        "instead, no pool, faster [default: 1]",
+    )
+    parser.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="pixels the cnn cuts from each edge of the 28x28 image before its first layer, 0 to 8; MNIST's "
+        "digits fit the middle 20x20, so 2 does a quarter less work [default: 0]",
+    )
+
+
 def add_train(sub: argparse._SubParsersAction) -> None:
     defaults = TrainConfig()
     p = sub.add_parser(
@@ -129,34 +161,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="logreg (logistic regression), mlp (the tutorial's network) or cnn (a small convnet) "
         f"[default: {defaults.model}]",
     )
-    g.add_argument("--width", type=int, default=None, help="channel width of the cnn, 1 to 1024 [default: 16]")
-    g.add_argument(
-        "--stem-width",
-        type=int,
-        default=None,
-        help="channels of the cnn's first, full-resolution block, 1 to 1024; 16 is fastest on CPU [default: --width]",
-    )
-    g.add_argument(
-        "--stem-stride",
-        type=int,
-        default=None,
-        help="1: the cnn's first block is a 3x3 convolution at full resolution and a max-pool; 2: a 5x5 convolution "
-        "with stride 2 instead, no pool, faster on CPU [default: 1]",
-    )
-    g.add_argument(
-        "--block2-stride",
-        type=int,
-        default=None,
-        help="1: the cnn's second block is a 3x3 convolution and a max-pool; 2: the convolution has stride 2 "
-        "instead, no pool, faster [default: 1]",
-    )
-    g.add_argument(
-        "--crop",
-        type=int,
-        default=None,
-        help="pixels the cnn cuts from each edge of the 28x28 image before its first layer, 0 to 8; MNIST's "
-        "digits fit the middle 20x20, so 2 does a quarter less work [default: 0]",
-    )
+    add_cnn_options(g)
     g.add_argument(
         "--init",
         metavar="pretrained|RUN",
@@ -343,11 +348,7 @@ CONFIG_OPTIONS = [
     "normalize",
     "mix_mnist",
     "model",
-    "width",
-    "stem_width",
-    "stem_stride",
-    "block2_stride",
-    "crop",
+    *CNN_OPTIONS,
     "init",
     "epochs",
     "batch_size",
@@ -921,19 +922,7 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="inspect a fresh (untrained) registry model instead: logreg, mlp, cnn",
     )
-    p.add_argument("--width", type=int, default=None, help="channel width for --model cnn, 1 to 1024")
-    p.add_argument(
-        "--stem-width", type=int, default=None, help="first block's channels for --model cnn [default: --width]"
-    )
-    p.add_argument(
-        "--stem-stride", type=int, default=None, help="2: a strided 5x5 first convolution for --model cnn [default: 1]"
-    )
-    p.add_argument(
-        "--block2-stride", type=int, default=None, help="2: a strided second convolution for --model cnn [default: 1]"
-    )
-    p.add_argument(
-        "--crop", type=int, default=None, help="pixels cut from each edge before --model cnn's first layer [default: 0]"
-    )
+    add_cnn_options(p)
     p.set_defaults(handler=cmd_inspect)
 
 
