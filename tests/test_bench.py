@@ -107,7 +107,7 @@ def test_bench_compile_trains_every_seed_compiled(monkeypatch, capsys):
 def test_bench_ensemble_trains_its_members_and_tests_their_mean(tiny_idx_session, capsys):
     argv = ["bench", "--preset", "ensemble", "--members", "2", "--member-preset", "fast", "--seeds", "1"]
     with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--against", "none", "--data", str(tiny_idx_session), "--json"])
+        main([*argv, "--side-by-side", "1", "--against", "none", "--data", str(tiny_idx_session), "--json"])
     assert exit_info.value.code == 0
     report = json.loads(capsys.readouterr().out)
     (row,) = report["presets"]
@@ -115,9 +115,22 @@ def test_bench_ensemble_trains_its_members_and_tests_their_mean(tiny_idx_session
     assert (row["target_accuracy"], row["time_goal_seconds"]) == bench.ENSEMBLE_TARGET and row["seeds"] == 1
     (ensemble,) = row["runs"]
     assert [(m["preset"], m["seed"]) for m in ensemble["members"]] == [("fast", 0), ("fast", 1)]
+    assert ensemble["side_by_side"] == 1 and {m["threads"] for m in ensemble["members"]} == {bench.cpu_threads()}
     assert ensemble["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in ensemble["members"]))
     assert 0.0 <= ensemble["test_accuracy"] <= 1.0 and ensemble["test_seconds"] > 0
     assert "ensemble 2×fast" in bench.format_report(report)
+    assert "1 member at a time" in bench.format_report(report)
+
+
+def test_ensemble_members_side_by_side_share_the_cores_and_count_their_wall_time(tiny_idx_session, monkeypatch):
+    monkeypatch.setattr(bench, "cpu_threads", lambda: 4)  # as on a 4-core machine, whatever this one has
+    row = bench.run_ensemble(0, 2, "fast", "cpu", data=str(tiny_idx_session), log=lambda _: None, side_by_side=2)
+    assert [(m["seed"], m["threads"]) for m in row["members"]] == [(0, 2), (1, 2)]
+    assert row["side_by_side"] == 2
+    # the wall time of both runs: at least the longer one's training, with its loading and testing
+    slowest = max(row["members"], key=lambda m: m["train_seconds"])
+    assert row["train_seconds"] >= slowest["train_seconds"] + slowest["load_seconds"]
+    assert 0.0 <= row["test_accuracy"] <= 1.0
 
 
 def test_each_ensemble_trains_new_seeds_and_tests_the_runs_it_saved(monkeypatch, capsys):
@@ -126,14 +139,15 @@ def test_each_ensemble_trains_new_seeds_and_tests_the_runs_it_saved(monkeypatch,
     def run_job(kind, **kwargs):  # records what each fresh process would be asked to do
         jobs.append((kind, kwargs))
         row = {"model": "cnn", "epochs": 7, "train_seconds": 10.0, "load_seconds": 0.5, "peak_rss_mb": 400.0}
-        row |= {"flops_per_epoch": 1e12, "precision": "float32", "float32": 1e11, "bfloat16": 4e11}
-        return {**kwargs, **row, "test_accuracy": 0.99, "test_seconds": 1.0}
+        row |= {"flops_per_epoch": 1e12, "precision": "float32", "float32": 1e11, "bfloat16": 4e11, "threads": 1}
+        return {**kwargs, **row, "device": "cpu", "test_accuracy": 0.99, "test_seconds": 1.0}
 
     monkeypatch.setattr(bench, "run_job", run_job)
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--preset", "ensemble", "--member-preset", "accurate", "--seeds", "2", "--against", "none"])
     assert exit_info.value.code == 0
-    trained = [job for kind, job in jobs if kind == "preset"]
+    # members train side by side (one per core here), so they may start in any order
+    trained = sorted((job for kind, job in jobs if kind == "preset"), key=lambda job: job["seed"])
     assert [(job["preset"], job["seed"]) for job in trained] == [("accurate", seed) for seed in range(6)]
     tested = [job["paths"] for kind, job in jobs if kind == "ensemble"]
     assert tested == [[job["out"] for job in trained[:3]], [job["out"] for job in trained[3:]]]
@@ -167,6 +181,10 @@ def test_bench_refuses_bad_arguments(capsys):
         main(["bench", "--preset", "ensemble", "--members", "0", "--against", "none"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "mnistkit: error: --members must be at least 1, got 0"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "ensemble", "--side-by-side", "0", "--against", "none"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "mnistkit: error: --side-by-side must be at least 1, got 0"
 
 
 @pytest.mark.slow

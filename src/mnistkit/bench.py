@@ -17,6 +17,7 @@ import contextlib
 import copy
 import io
 import json
+import os
 import platform
 import resource
 import statistics
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .errors import MnistkitError
@@ -44,6 +46,7 @@ ENSEMBLE_TARGET = (0.998, 1800.0)  # its target test accuracy, and the goal for 
 PRECISIONS = ("float32", "bfloat16")  # the peaks measured; a preset trains in one of them
 PRECISION_NAMES = {"float32": "fp32", "bfloat16": "bf16"}
 TUTORIAL_FINAL_VAL_LOSS = 0.379  # the tutorial's loop after 25 epochs, measured on the bundled data
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what caps a job's compute threads (``run_job``)
 
 
 def peak_rss_mb() -> float:
@@ -140,6 +143,7 @@ def job_preset(
         "train_images": images,
         "flops_per_epoch": step_flops * images / cfg.batch_size,
         "precision": "bfloat16" if use_bf16(cfg.amp, resolve_device(cfg.device)) else "float32",
+        "threads": cpu_threads(),
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -318,10 +322,12 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def run_job(kind: str, **kwargs: Any) -> dict[str, Any]:
-    """Run one job in a fresh Python process and return its JSON result."""
+def run_job(kind: str, threads: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Run one job in a fresh Python process and return its JSON result; ``threads`` caps the process's
+    compute threads (PyTorch's and its libraries' thread pools), otherwise they take every core."""
     cmd = [sys.executable, "-m", "mnistkit.bench", json.dumps({"kind": kind, **kwargs})]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = None if threads is None else {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise MnistkitError(f"benchmark job {kind} {kwargs} failed: {tail}")
@@ -340,29 +346,48 @@ def run_ensemble(
     data: str | None = None,
     compile: bool = False,
     log=print,
+    side_by_side: int = 1,
 ) -> dict[str, Any]:
     """One ensemble: ``members`` runs of ``member_preset`` (seeds ``index * members`` on, so that ensembles share
     none), each trained in a fresh process as ``mnistkit train --preset`` does and saved in a temporary folder, then
-    the mean of their probabilities tested. Its training time is that of all members together."""
+    the mean of their probabilities tested.
+
+    ``side_by_side`` members train at once, the cores shared out evenly among them: a small network keeps two
+    cores busier as two one-thread runs than as one two-thread run. The ensemble's training time is then the wall
+    time from the first member's start to the last one's end (their loading and own testing included, so it is
+    never less than the training alone); one at a time, it is the sum of the members' training times."""
+    side_by_side = max(1, min(side_by_side, members))
+    threads = max(1, cpu_threads() // side_by_side) if side_by_side > 1 else None
+
+    def member(k: int) -> dict[str, Any]:
+        seed = index * members + k
+        log(f"{ENSEMBLE} {index + 1}: member {k + 1}/{members} ({member_preset}, seed {seed}) ...")
+        return run_job(
+            "preset",
+            threads=threads,
+            preset=member_preset,
+            seed=seed,
+            device=device,
+            data=data,
+            compile=compile,
+            out=paths[k],
+        )
+
     with tempfile.TemporaryDirectory(prefix="mnistkit-ensemble-") as tmp:
-        rows, paths = [], []
-        for k in range(members):
-            seed = index * members + k
-            log(f"{ENSEMBLE} {index + 1}: member {k + 1}/{members} ({member_preset}, seed {seed}) ...")
-            paths.append(f"{tmp}/member-{k + 1}")
-            rows.append(
-                run_job(
-                    "preset", preset=member_preset, seed=seed, device=device, data=data, compile=compile, out=paths[-1]
-                )
-            )
+        paths = [f"{tmp}/member-{k + 1}" for k in range(members)]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(side_by_side) as pool:
+            rows = list(pool.map(member, range(members)))
+        wall_seconds = time.perf_counter() - start
         tested = run_job("ensemble", paths=paths)
     return {
         "preset": ENSEMBLE,
         "seed": index,
         "model": f"{members}×{member_preset}",
         "epochs": rows[0]["epochs"],
+        "side_by_side": side_by_side,
         "test_accuracy": tested["test_accuracy"],
-        "train_seconds": sum(r["train_seconds"] for r in rows),
+        "train_seconds": wall_seconds if side_by_side > 1 else sum(r["train_seconds"] for r in rows),
         "load_seconds": sum(r["load_seconds"] for r in rows),
         "test_seconds": tested["test_seconds"],
         "peak_rss_mb": max(tested["peak_rss_mb"], *(r["peak_rss_mb"] for r in rows)),
@@ -414,13 +439,20 @@ def summarize(
     }
 
 
+def cpu_threads() -> int:
+    """The compute threads a job takes by default: PyTorch's count (the cores this process may use)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def machine() -> dict[str, Any]:
     import torch
 
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
+        "cpu_threads": cpu_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -437,9 +469,11 @@ def run_benchmark(
     compile: bool = False,
     members: int = 3,
     member_preset: str = "best",
+    side_by_side: int | None = None,
 ) -> dict[str, Any]:
     """Run every preset with ``seeds`` seeds (and the tutorial's loop as the reference) and collect the report.
-    The ``ensemble`` entry runs ``seeds`` ensembles of ``members`` runs of ``member_preset`` (``run_ensemble``).
+    The ``ensemble`` entry runs ``seeds`` ensembles of ``members`` runs of ``member_preset`` (``run_ensemble``),
+    ``side_by_side`` members at a time: by default one on a GPU, and on a CPU one per core.
 
     ``data`` trains the presets on another dataset (a path, as ``mnistkit train --data``); the tutorial's
     reference always runs on the bundled MNIST, as the tutorial did. ``compile`` trains the presets
@@ -452,6 +486,8 @@ def run_benchmark(
         raise MnistkitError(f"seeds must be at least 1, got {seeds}", options=("seeds",))
     if ENSEMBLE in presets and members < 1:
         raise MnistkitError(f"members must be at least 1, got {members}", options=("members",))
+    if side_by_side is not None and side_by_side < 1:
+        raise MnistkitError(f"side_by_side must be at least 1, got {side_by_side}", options=("side_by_side",))
     if ENSEMBLE in presets and member_preset not in TARGETS:
         raise MnistkitError(
             f"unknown member preset '{member_preset}'; choose from: {', '.join(TARGETS)}", options=("member_preset",)
@@ -489,11 +525,13 @@ def run_benchmark(
         }
     log("peak matrix-product rate, float32 and bfloat16 ...")
     peaks = report["matmul_peak"] = run_job("matmul_peak", device=device)
+    if side_by_side is None:
+        side_by_side = cpu_threads() if peaks["device"] == "cpu" else 1
     for preset in presets:
         rows = []
         for seed in range(seeds):
             if preset == ENSEMBLE:
-                rows.append(run_ensemble(seed, members, member_preset, device, data, compile, log))
+                rows.append(run_ensemble(seed, members, member_preset, device, data, compile, log, side_by_side))
                 continue
             log(f"{preset}: seed {seed + 1}/{seeds} ...")
             rows.append(run_job("preset", preset=preset, seed=seed, device=device, data=data, compile=compile))
@@ -519,6 +557,19 @@ def format_report(report: dict[str, Any]) -> str:
             f"{p['load_seconds_median']:>8.2f}{p['test_seconds_median']:>8.2f}{p['peak_rss_mb']:>8.0f}{speedup:>10}"
             f"{p['flops_per_epoch'] / 1e9:>13,.0f}{p['achieved_flops_per_second'] / 1e9:>9,.0f}{of_peak:>14}"
         )
+    for p in report["presets"]:
+        if p["preset"] == ENSEMBLE:
+            first = p["runs"][0]
+            side_by_side, threads = first["side_by_side"], first["members"][0]["threads"]
+            lines.append(
+                f"{ENSEMBLE}: each {p['model']}, {side_by_side} member{'s' if side_by_side > 1 else ''} at a time "
+                f"on {threads} thread{'s' if threads > 1 else ''} each; "
+                + (
+                    "train s is their wall time, loading and testing included"
+                    if side_by_side > 1
+                    else "train s is the sum of their training times"
+                )
+            )
     t = report.get("tutorial")
     if t:
         loop, ours, to_loss = t["loop"], t["preset_tutorial"], t["time_to_val_loss"]

@@ -766,6 +766,14 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         help=f"the preset each member of an {ENSEMBLE} is trained with, as mnistkit train --preset [default: best]",
     )
     p.add_argument(
+        "--side-by-side",
+        type=int,
+        metavar="N",
+        default=None,
+        help=f"members of an {ENSEMBLE} that train at once, the cores shared among them; its time is then their "
+        "wall time [default: one per core on a CPU, 1 on a GPU]",
+    )
+    p.add_argument(
         "--against",
         choices=["tutorial", "none"],
         default="tutorial",
@@ -800,6 +808,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compile=args.compile,
         members=args.members,
         member_preset=args.member_preset,
+        side_by_side=args.side_by_side,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
