@@ -13,6 +13,7 @@ from torch import nn
 from mnistkit import bench
 from mnistkit.cli import main
 from mnistkit.config import make_config
+from mnistkit.errors import MnistkitError
 from mnistkit.train import train_run
 
 PRESET_FIELDS = {
@@ -153,6 +154,19 @@ def test_each_ensemble_trains_new_seeds_and_tests_the_runs_it_saved(monkeypatch,
     assert tested == [[job["out"] for job in trained[:3]], [job["out"] for job in trained[3:]]]
     assert len({job["out"] for job in trained}) == 6
     assert "ensemble 3×accurate" in capsys.readouterr().out
+
+
+def test_an_ensemble_whose_member_fails_starts_no_more_members(monkeypatch):
+    started = []
+
+    def run_job(kind, **kwargs):
+        started.append(kwargs["seed"])
+        raise MnistkitError(f"benchmark job preset (seed {kwargs['seed']}) failed: out of memory")
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    with pytest.raises(MnistkitError, match=r"seed 0\) failed: out of memory"):
+        bench.run_ensemble(0, 4, "best", "cpu", log=lambda _: None, side_by_side=1)
+    assert started == [0]  # the other three were never started
 
 
 def test_training_step_flops_counts_the_products_forward_and_backward():

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -359,25 +360,35 @@ def run_ensemble(
     side_by_side = max(1, min(side_by_side, members))
     threads = max(1, cpu_threads() // side_by_side) if side_by_side > 1 else None
 
+    failed = threading.Event()
+
     def member(k: int) -> dict[str, Any]:
+        if failed.is_set():  # an earlier member failed: start no more (the failure is raised, not this)
+            raise MnistkitError(f"{ENSEMBLE} member {k + 1} not started")
         seed = index * members + k
         log(f"{ENSEMBLE} {index + 1}: member {k + 1}/{members} ({member_preset}, seed {seed}) ...")
-        return run_job(
-            "preset",
-            threads=threads,
-            preset=member_preset,
-            seed=seed,
-            device=device,
-            data=data,
-            compile=compile,
-            out=paths[k],
-        )
+        try:
+            return run_job(
+                "preset",
+                threads=threads,
+                preset=member_preset,
+                seed=seed,
+                device=device,
+                data=data,
+                compile=compile,
+                out=paths[k],
+            )
+        except BaseException:
+            failed.set()
+            raise
 
     with tempfile.TemporaryDirectory(prefix="mnistkit-ensemble-") as tmp:
         paths = [f"{tmp}/member-{k + 1}" for k in range(members)]
         start = time.perf_counter()
-        with ThreadPoolExecutor(side_by_side) as pool:
-            rows = list(pool.map(member, range(members)))
+        with ThreadPoolExecutor(side_by_side) as pool:  # waits for the members running when one fails
+            futures = [pool.submit(member, k) for k in range(members)]
+        # Members start in order, so a failed one comes before any it kept from starting.
+        rows = [future.result() for future in futures]
         wall_seconds = time.perf_counter() - start
         tested = run_job("ensemble", paths=paths)
     return {
