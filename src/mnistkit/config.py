@@ -225,7 +225,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         tta=True,
         val_size=0,
     ),  # >= 99.5%
-    # The 2-px crop made it 1.6x faster at no cost over 6 seeds (docs/benchmarks.md).
+    # The 2-px crop makes it about 1.3x faster at the same accuracy, on the validation split too (docs/benchmarks.md).
     "best": dict(
         model="cnn",
         width=48,
