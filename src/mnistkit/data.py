@@ -526,7 +526,8 @@ def batches(
         batch_size = max(1, batch_size // world_size)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        yield norm.apply(split.images[idx]), split.labels[idx]
+        # index_select, not images[idx]: on CPU the advanced-indexing gather is several times slower
+        yield norm.apply(split.images.index_select(0, idx)), split.labels.index_select(0, idx)
 
 
 def standardization(split: Split) -> Normalization:
