@@ -193,7 +193,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Speed records (``mnistkit bench``): train on all 60,000 images (no validation pass to pay for) and
     # reach the target test accuracy in the least training time on a 2-core CPU.
-    "fast": dict(model="mlp", epochs=4, batch_size=512, lr=0.015, label_smoothing=0.1, val_size=0),  # >= 98.0%
+    # Tested with shifts: about 0.15% more on the validation split (every seed of 10 at 98.1% or more, against
+    # 97.9% without), at no cost in training time (docs/benchmarks.md).
+    "fast": dict(
+        model="mlp", epochs=4, batch_size=512, lr=0.015, label_smoothing=0.1, tta=True, val_size=0
+    ),  # >= 98.0%
     # Strided first and second blocks pool nothing, and the 2-px crop drops the blank border: the epoch does
     # half the arithmetic. Batch 112 gives the one epoch enough steps, and the shifts at test time the margin,
     # that every seed of 10 reached 99.0% (docs/benchmarks.md).
@@ -250,7 +254,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # What each preset is for, in a line: ``mnistkit presets`` and ``train --help`` show it beside the options.
 PRESET_PURPOSES: dict[str, str] = {
     "tutorial": "the tutorial's recipe exactly: its MLP, plain SGD, 25 epochs, pixels / 256",
-    "fast": "an MLP to 98% test accuracy in the least time, trained on all 60,000 images",
+    "fast": "an MLP to 98% test accuracy in the least time, on all 60,000 images, tested with shifts",
     "cnn": "the convnet to 99.0% in one epoch on all 60,000 images, tested with shifts",
     "accurate": "a wider convnet to 99.5% with warped images and test-time shifts, 6 epochs",
     "best": "a wide convnet to 99.7% with affine augmentation and test-time augmentation, 36 epochs",
