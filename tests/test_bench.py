@@ -220,6 +220,79 @@ def test_speed_ups_are_against_the_tutorial_loop_at_its_median_epochs_pace():
     assert bench.summarize("cnn", [row], 2.5)["speedup_vs_tutorial"] == pytest.approx(10.0)
 
 
+def test_the_tutorial_loops_epochs_are_spread_evenly_between_the_runs():
+    assert bench.spread(25, 1) == [25]
+    assert bench.spread(25, 11) == [3, 3, 3] + [2] * 8
+    assert bench.spread(2, 4) == [1, 1, 0, 0]
+
+
+def test_the_tutorial_loop_runs_between_the_presets_runs(monkeypatch, capsys):
+    events = []
+
+    class Loop:  # records when the tutorial's loop would run its chunks
+        def __init__(self, chunks):
+            self.chunks = chunks
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            events.append("closed")
+
+        def run_chunk(self):
+            events.append("tutorial")
+
+        def finish(self):
+            epoch_seconds = [1.0] * 20 + [9.0] * 5  # one slow spell
+            return {"epochs": 25, "chunks": self.chunks, "train_seconds": 65.0, "epoch_seconds": epoch_seconds}
+
+    def run_job(kind, **kwargs):
+        events.append(f"{kind} {kwargs.get('seed', '')}".strip())
+        row = {"model": "mlp", "epochs": 4, "test_accuracy": 0.98, "train_seconds": 1.0, "load_seconds": 0.1}
+        row |= {"test_seconds": 0.1, "peak_rss_mb": 100.0, "flops_per_epoch": 3.7e10, "precision": "bfloat16"}
+        tutorial = {"epoch_seconds": [0.5], "seconds": 2.0, "val_loss": 0.37}
+        return {**row, **tutorial, "device": "cpu", "float32": 2e11, "bfloat16": 8e11}
+
+    monkeypatch.setattr(bench, "TutorialLoop", Loop)
+    monkeypatch.setattr(bench, "run_job", run_job)
+    report = bench.run_benchmark(["fast"], 2, against_tutorial=True, log=lambda _: None)
+    runs = ["tutorial", "preset 0", "tutorial", "preset 1", "tutorial", "closed"]
+    assert events[-len(runs) :] == runs
+    assert report["tutorial"]["loop"]["chunks"] == [9, 8, 8]
+    assert report["tutorial"]["reference_seconds"] == 25.0  # its median epoch's pace
+    assert report["presets"][0]["speedup_vs_tutorial"] == 25.0
+
+
+def test_a_failed_run_stops_the_tutorial_loop_waiting_beside_it(monkeypatch):
+    loops = []
+
+    class Loop(bench.TutorialLoop):
+        def __init__(self, chunks):
+            super().__init__(chunks)
+            loops.append(self)
+
+    def run_job(kind, **kwargs):
+        if kind == "preset":
+            raise MnistkitError("benchmark job preset failed: out of memory")
+        return {"device": "cpu", "float32": 2e11, "bfloat16": 8e11, "epoch_seconds": [0.5], "seconds": 2.0}
+
+    monkeypatch.setattr(bench, "TutorialLoop", Loop)
+    monkeypatch.setattr(bench, "run_job", run_job)
+    with pytest.raises(MnistkitError, match="out of memory"):
+        bench.run_benchmark(["fast"], 2, against_tutorial=True, log=lambda _: None)
+    (loop,) = loops
+    assert loop.done == 1 and loop.proc.returncode is not None  # one chunk run, then the process ended
+
+
+def test_the_tutorial_loop_in_chunks_trains_as_one_loop():
+    with bench.TutorialLoop([1, 0, 1]) as loop:
+        loop.run_chunk()
+        result = loop.finish()
+    assert result["epochs"] == 2 and result["chunks"] == [1, 0, 1] and len(result["epoch_seconds"]) == 2
+    assert result["val_losses"][0] == pytest.approx(2.28, abs=0.03)  # the tutorial's first epoch
+    assert result["val_losses"][1] < result["val_losses"][0]  # the second epoch went on from the first
+
+
 def test_tutorial_reference_jobs_report_what_the_table_shows():
     loop = bench.job_tutorial_loop(epochs=1)
     assert {

@@ -47,6 +47,7 @@ ENSEMBLE_TARGET = (0.998, 1800.0)  # its target test accuracy, and the goal for 
 PRECISIONS = ("float32", "bfloat16")  # the peaks measured; a preset trains in one of them
 PRECISION_NAMES = {"float32": "fp32", "bfloat16": "bf16"}
 TUTORIAL_FINAL_VAL_LOSS = 0.379  # the tutorial's loop after 25 epochs, measured on the bundled data
+TUTORIAL_EPOCHS = 25  # the tutorial's loop, as it ran
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what caps a job's compute threads (``run_job``)
 
 
@@ -159,9 +160,13 @@ def job_matmul_peak(device: str = "auto") -> dict[str, Any]:
     return {"device": where, **{name: matmul_peak(getattr(torch, name), device=where) for name in PRECISIONS}}
 
 
-def job_tutorial_loop(epochs: int = 25) -> dict[str, Any]:
+def job_tutorial_loop(epochs: int = 25, chunks: list[int] | None = None) -> dict[str, Any]:
     """The tutorial's own loop: its MLP, TensorDataset + DataLoader at batch 64, SGD lr 0.001, one
-    ``fit`` call per epoch so each epoch is timed (its validation pass included, as in the tutorial)."""
+    ``fit`` call per epoch so each epoch is timed (its validation pass included, as in the tutorial).
+
+    With ``chunks`` (epochs per chunk, ``epochs`` in all) the loop prints a line once loaded and after each
+    chunk, and waits for a line on standard input before each: ``TutorialLoop`` runs the presets' jobs in
+    those pauses."""
     import torch
     from torch.utils.data import TensorDataset
 
@@ -175,19 +180,28 @@ def job_tutorial_loop(epochs: int = 25) -> dict[str, Any]:
     train_dl, valid_dl = tutorial.get_data(TensorDataset(x_train, y_train), TensorDataset(x_valid, y_valid), 64)
     load_seconds = time.perf_counter() - start
     model, opt = tutorial.get_model()
-    epoch_seconds, val_losses = [], []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            val_losses += tutorial.fit(1, model, torch.nn.functional.cross_entropy, opt, train_dl, valid_dl)
-        epoch_seconds.append(time.perf_counter() - start)
+    epoch_seconds: list[float] = []
+    val_losses: list[float] = []
+    if chunks:
+        print(json.dumps({"epochs_done": 0}), flush=True)  # loaded: nothing else runs beside the chunks
+    for chunk in chunks or [epochs]:
+        if chunks and not sys.stdin.readline():
+            raise SystemExit("the benchmark that ran this loop has stopped")
+        for _ in range(chunk):
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                val_losses += tutorial.fit(1, model, torch.nn.functional.cross_entropy, opt, train_dl, valid_dl)
+            epoch_seconds.append(time.perf_counter() - start)
+        if chunks:
+            print(json.dumps({"epochs_done": len(epoch_seconds)}), flush=True)
     with torch.no_grad():
         val_accuracy = (model(x_valid).argmax(1) == y_valid).float().mean().item()
     test = load_bundled_mnist().test
     assert test is not None  # the bundled MNIST has its test set
     _, test_accuracy = loss_and_accuracy(model, test, Normalization(0.0, 1.0, 256.0))
     return {
-        "epochs": epochs,
+        "epochs": len(epoch_seconds),
+        "chunks": chunks or [epochs],
         "train_seconds": sum(epoch_seconds),
         "epoch_seconds": epoch_seconds,
         "val_losses": val_losses,
@@ -333,6 +347,77 @@ def run_job(kind: str, threads: int | None = None, **kwargs: Any) -> dict[str, A
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise MnistkitError(f"benchmark job {kind} {kwargs} failed: {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class TutorialLoop:
+    """The tutorial's loop in a process of its own, its epochs run in ``chunks`` between other jobs.
+
+    On a shared machine the pace wanders for tens of seconds at a time: a reference timed all at once, before
+    the presets, can fall in a slow spell while they run in a quick one, and every ratio moves with it. Spread
+    between their runs, its median epoch is the pace of the whole benchmark."""
+
+    def __init__(self, chunks: list[int]):
+        self.chunks = chunks
+        self.done = 0
+        self.stderr = tempfile.TemporaryFile("w+")
+        job = {"kind": "tutorial_loop", "epochs": sum(chunks), "chunks": chunks}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mnistkit.bench", json.dumps(job)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+        )
+        self._wait_for_chunk()  # the loop's loading
+
+    def __enter__(self) -> TutorialLoop:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.proc.poll() is None:  # a preset's job failed: the loop is not needed any more
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def run_chunk(self) -> None:
+        """Run the next chunk of epochs, and wait until it is done."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
+        try:
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # the process ended
+            self._failed()
+        self._wait_for_chunk()
+        self.done += 1
+
+    def _wait_for_chunk(self) -> None:
+        assert self.proc.stdout is not None  # a pipe
+        while not (line := self.proc.stdout.readline()).startswith('{"epochs_done"'):
+            if not line:  # the process ended
+                self._failed()
+
+    def finish(self) -> dict[str, Any]:
+        """Run the chunks left, and return the loop's result (``job_tutorial_loop``)."""
+        while self.done < len(self.chunks):
+            self.run_chunk()
+        assert self.proc.stdout is not None  # a pipe
+        out = self.proc.stdout.read()
+        if self.proc.wait() != 0 or not out.strip():
+            self._failed()
+        return json.loads(out.strip().splitlines()[-1])
+
+    def _failed(self) -> None:
+        self.proc.wait()
+        self.stderr.seek(0)
+        tail = (self.stderr.read().strip().splitlines() or ["no output"])[-1]
+        raise MnistkitError(f"benchmark job tutorial_loop failed: {tail}")
+
+
+def spread(epochs: int, pauses: int) -> list[int]:
+    """``epochs`` split into ``pauses`` chunks as even as can be, the larger ones first."""
+    return [epochs // pauses + (i < epochs % pauses) for i in range(pauses)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -512,41 +597,52 @@ def run_benchmark(
         "tutorial": None,
         "matmul_peak": None,
     }
-    reference_seconds = None
-    if against_tutorial:
-        log("tutorial loop (DataLoader, batch 64, SGD lr 0.001, 25 epochs) ...")
-        loop = run_job("tutorial_loop")
-        fast_path = run_job("tutorial_preset")
-        to_loss = run_job("time_to_val_loss")
-        floor = run_job("gemm_floor")
-        loop_epoch = statistics.median(loop["epoch_seconds"])
-        reference_seconds = tutorial_reference_seconds(loop)
-        ours_epoch = statistics.median(fast_path["epoch_seconds"])
-        report["tutorial"] = {
-            "loop": loop,
-            "reference_seconds": reference_seconds,
-            "preset_tutorial": fast_path,
-            "time_to_val_loss": to_loss,
-            "gemm_floor": floor,
-            "epoch_seconds_ratio": ours_epoch / loop_epoch,
-            "gemm_floor_ratio": statistics.median(floor["epoch_seconds"]) / loop_epoch,
-            "time_to_final_val_loss_ratio": (to_loss["seconds"] / loop["train_seconds"])
-            if to_loss["seconds"]
-            else None,
-        }
-    log("peak matrix-product rate, float32 and bfloat16 ...")
-    peaks = report["matmul_peak"] = run_job("matmul_peak", device=device)
-    if side_by_side is None:
-        side_by_side = cpu_threads() if peaks["device"] == "cpu" else 1
-    for preset in presets:
-        rows = []
-        for seed in range(seeds):
-            if preset == ENSEMBLE:
-                rows.append(run_ensemble(seed, members, member_preset, device, data, compile, log, side_by_side))
-                continue
-            log(f"{preset}: seed {seed + 1}/{seeds} ...")
-            rows.append(run_job("preset", preset=preset, seed=seed, device=device, data=data, compile=compile))
-        report["presets"].append(summarize(preset, rows, reference_seconds, peaks))
+    with contextlib.ExitStack() as stack:
+        loop = None
+        if against_tutorial:
+            # paused before the presets' first run and after each one (an ensemble is one run)
+            chunks = spread(TUTORIAL_EPOCHS, len(presets) * seeds + 1)
+            log(f"tutorial loop (DataLoader, batch 64, SGD lr 0.001, {TUTORIAL_EPOCHS} epochs between the runs) ...")
+            loop = stack.enter_context(TutorialLoop(chunks))
+            fast_path = run_job("tutorial_preset")
+            to_loss = run_job("time_to_val_loss")
+            floor = run_job("gemm_floor")
+        log("peak matrix-product rate, float32 and bfloat16 ...")
+        peaks = report["matmul_peak"] = run_job("matmul_peak", device=device)
+        if side_by_side is None:
+            side_by_side = cpu_threads() if peaks["device"] == "cpu" else 1
+        if loop is not None:
+            loop.run_chunk()
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for preset in presets:
+            rows = runs[preset] = []
+            for seed in range(seeds):
+                if preset == ENSEMBLE:
+                    rows.append(run_ensemble(seed, members, member_preset, device, data, compile, log, side_by_side))
+                else:
+                    log(f"{preset}: seed {seed + 1}/{seeds} ...")
+                    rows.append(run_job("preset", preset=preset, seed=seed, device=device, data=data, compile=compile))
+                if loop is not None:
+                    loop.run_chunk()
+        reference_seconds = None
+        if loop is not None:
+            tutorial_loop = loop.finish()
+            loop_epoch = statistics.median(tutorial_loop["epoch_seconds"])
+            reference_seconds = tutorial_reference_seconds(tutorial_loop)
+            ours_epoch = statistics.median(fast_path["epoch_seconds"])
+            report["tutorial"] = {
+                "loop": tutorial_loop,
+                "reference_seconds": reference_seconds,
+                "preset_tutorial": fast_path,
+                "time_to_val_loss": to_loss,
+                "gemm_floor": floor,
+                "epoch_seconds_ratio": ours_epoch / loop_epoch,
+                "gemm_floor_ratio": statistics.median(floor["epoch_seconds"]) / loop_epoch,
+                "time_to_final_val_loss_ratio": (to_loss["seconds"] / tutorial_loop["train_seconds"])
+                if to_loss["seconds"]
+                else None,
+            }
+    report["presets"] = [summarize(preset, rows, reference_seconds, peaks) for preset, rows in runs.items()]
     return report
 
 
@@ -584,9 +680,11 @@ def format_report(report: dict[str, Any]) -> str:
     t = report.get("tutorial")
     if t:
         loop, ours, to_loss = t["loop"], t["preset_tutorial"], t["time_to_val_loss"]
+        chunks = len(loop.get("chunks", []))
+        parts = f", in {chunks} parts between the presets' runs" if chunks > 1 else ""
         lines += [
             "",
-            f"tutorial loop: {loop['epochs']} epochs in {loop['train_seconds']:.1f} s "
+            f"tutorial loop: {loop['epochs']} epochs in {loop['train_seconds']:.1f} s{parts} "
             f"({statistics.median(loop['epoch_seconds']):.3f} s/epoch; speed-ups are against "
             f"{loop['epochs']} of those, {t['reference_seconds']:.1f} s), "
             f"val loss {loop['val_losses'][0]:.4f} -> {loop['val_losses'][-1]:.4f}, "
