@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .geometry import affine_grid
 from .handwriting import augment_handwriting
 
 
@@ -53,7 +54,7 @@ def random_affine(
         ],
         1,
     ).to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = affine_grid(theta, h, w)
     # grid_sample fills with zeros; shift so that zero is the background, then shift back.
     return F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background
 

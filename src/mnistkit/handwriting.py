@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import strokes
+from .geometry import affine_grid
 
 WIDTH_SHARE = 0.6  # of the images get a new pen width
 STYLE_SHARE = 0.35  # of the 0s, 1s, 4s, 7s and 9s get a style MNIST lacks
@@ -111,7 +112,7 @@ def random_warp(ink: torch.Tensor, generator: torch.Generator | None = None) -> 
         ],
         1,
     ).to(ink.device, ink.dtype)
-    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    grid = affine_grid(theta, h, w)
     field = torch.randn(n, 2, 4, 4, generator=generator) * (strength.view(n, 1, 1, 1) * ELASTIC * 2 / w)
     field = field.to(ink.device, ink.dtype)
     grid = grid + F.interpolate(field, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
