@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -167,6 +168,25 @@ def test_an_ensemble_whose_member_fails_starts_no_more_members(monkeypatch):
     with pytest.raises(MnistkitError, match=r"seed 0\) failed: out of memory"):
         bench.run_ensemble(0, 4, "best", "cpu", log=lambda _: None, side_by_side=1)
     assert started == [0]  # the other three were never started
+
+
+def test_members_side_by_side_log_one_line_at_a_time(monkeypatch):
+    writing, lines = [], []
+
+    def log(message):  # as print does it: the text, then the newline, in two writes
+        writing.append(message)
+        time.sleep(0.05)
+        lines.append((len(writing), message))
+        writing.pop()
+
+    def run_job(kind, **kwargs):
+        row = {"model": "mlp", "epochs": 4, "train_seconds": 1.0, "load_seconds": 0.1, "peak_rss_mb": 100.0}
+        row |= {"flops_per_epoch": 3.7e10, "precision": "bfloat16", "threads": 1}
+        return {**kwargs, **row, "test_accuracy": 0.98, "test_seconds": 0.1}
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    bench.run_ensemble(0, 4, "fast", "cpu", log=log, side_by_side=4)
+    assert len(lines) == 4 and all(writers == 1 for writers, _ in lines)
 
 
 def test_training_step_flops_counts_the_products_forward_and_backward():

@@ -446,12 +446,14 @@ def run_ensemble(
     threads = max(1, cpu_threads() // side_by_side) if side_by_side > 1 else None
 
     failed = threading.Event()
+    logging = threading.Lock()  # members start from several threads: one line at a time
 
     def member(k: int) -> dict[str, Any]:
         if failed.is_set():  # an earlier member failed: start no more (the failure is raised, not this)
             raise MnistkitError(f"{ENSEMBLE} member {k + 1} not started")
         seed = index * members + k
-        log(f"{ENSEMBLE} {index + 1}: member {k + 1}/{members} ({member_preset}, seed {seed}) ...")
+        with logging:
+            log(f"{ENSEMBLE} {index + 1}: member {k + 1}/{members} ({member_preset}, seed {seed}) ...")
         try:
             return run_job(
                 "preset",
