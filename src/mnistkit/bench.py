@@ -160,11 +160,11 @@ def job_matmul_peak(device: str = "auto") -> dict[str, Any]:
     return {"device": where, **{name: matmul_peak(getattr(torch, name), device=where) for name in PRECISIONS}}
 
 
-def job_tutorial_loop(epochs: int = 25, chunks: list[int] | None = None) -> dict[str, Any]:
+def job_tutorial_loop(epochs: int = TUTORIAL_EPOCHS, chunks: list[int] | None = None) -> dict[str, Any]:
     """The tutorial's own loop: its MLP, TensorDataset + DataLoader at batch 64, SGD lr 0.001, one
     ``fit`` call per epoch so each epoch is timed (its validation pass included, as in the tutorial).
 
-    With ``chunks`` (epochs per chunk, ``epochs`` in all) the loop prints a line once loaded and after each
+    With ``chunks`` (epochs per chunk, instead of ``epochs`` in one) the loop prints a line once loaded and after each
     chunk, and waits for a line on standard input before each: ``TutorialLoop`` runs the presets' jobs in
     those pauses."""
     import torch
@@ -340,13 +340,21 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
 def run_job(kind: str, threads: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """Run one job in a fresh Python process and return its JSON result; ``threads`` caps the process's
     compute threads (PyTorch's and its libraries' thread pools), otherwise they take every core."""
-    cmd = [sys.executable, "-m", "mnistkit.bench", json.dumps({"kind": kind, **kwargs})]
     env = None if threads is None else {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(_job_command(kind, **kwargs), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise MnistkitError(f"benchmark job {kind} {kwargs} failed: {tail}")
+        raise _job_failed(kind, kwargs, proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _job_command(kind: str, **kwargs: Any) -> list[str]:
+    return [sys.executable, "-m", "mnistkit.bench", json.dumps({"kind": kind, **kwargs})]
+
+
+def _job_failed(kind: str, kwargs: dict[str, Any], stderr: str) -> MnistkitError:
+    """The error for a job whose process failed: the last line it wrote to standard error."""
+    tail = (stderr.strip().splitlines() or ["no output"])[-1]
+    return MnistkitError(f"benchmark job {kind} {kwargs} failed: {tail}")
 
 
 class TutorialLoop:
@@ -360,9 +368,8 @@ class TutorialLoop:
         self.chunks = chunks
         self.done = 0
         self.stderr = tempfile.TemporaryFile("w+")
-        job = {"kind": "tutorial_loop", "epochs": sum(chunks), "chunks": chunks}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mnistkit.bench", json.dumps(job)],
+            _job_command("tutorial_loop", chunks=chunks),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -411,8 +418,7 @@ class TutorialLoop:
     def _failed(self) -> None:
         self.proc.wait()
         self.stderr.seek(0)
-        tail = (self.stderr.read().strip().splitlines() or ["no output"])[-1]
-        raise MnistkitError(f"benchmark job tutorial_loop failed: {tail}")
+        raise _job_failed("tutorial_loop", {"chunks": self.chunks}, self.stderr.read())
 
 
 def spread(epochs: int, pauses: int) -> list[int]:
@@ -446,13 +452,13 @@ def run_ensemble(
     threads = max(1, cpu_threads() // side_by_side) if side_by_side > 1 else None
 
     failed = threading.Event()
-    logging = threading.Lock()  # members start from several threads: one line at a time
+    log_lock = threading.Lock()  # members start from several threads: one line at a time
 
     def member(k: int) -> dict[str, Any]:
         if failed.is_set():  # an earlier member failed: start no more (the failure is raised, not this)
             raise MnistkitError(f"{ENSEMBLE} member {k + 1} not started")
         seed = index * members + k
-        with logging:
+        with log_lock:
             log(f"{ENSEMBLE} {index + 1}: member {k + 1}/{members} ({member_preset}, seed {seed}) ...")
         try:
             return run_job(
