@@ -178,6 +178,10 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda run: rewrite_weights(run, lambda s: s["features.0.2.running_var"].fill_(float("inf"))),
         "the weights hold NaN or infinite values (in features.0.2.running_var)",
     ),
+    "float64 weights beyond float32's range, re-signed": (
+        lambda run: rewrite_weights(run, lambda s: s.update({"head.weight": s["head.weight"].double() + 1e300})),
+        "the weights hold NaN or infinite values (in head.weight)",
+    ),
     "an init without its checksum": (
         lambda run: edit_json(run / "model.json", lambda m: m.update(init={"path": "pretrained"})),
         "init.sha256: Field required",
