@@ -103,6 +103,18 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(mean=float("nan"))),
         "normalization.mean: Input should be a finite number",
     ),
+    "a std so small that pixels overflow float32": (
+        lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(std=1e-320)),
+        "normalization: (pixel / divisor - mean) / std reaches inf for pixels 0..255; it must stay within ±10,000,000",
+    ),
+    "a divisor so small that pixels overflow float32": (
+        lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(divisor=1e-300)),
+        "normalization: (pixel / divisor - mean) / std reaches",
+    ),
+    "a temperature so small that the logits overflow": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(calibration={"temperature": 1e-300})),
+        "calibration.temperature: Input should be greater than or equal to 0.001 (got 1e-300)",
+    ),
     "std as text": (
         lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(std="0.3")),
         "normalization.std: Input should be a valid number",

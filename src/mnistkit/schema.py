@@ -193,10 +193,25 @@ def _scalar(value: Any) -> Any:
 Scalar = Annotated[Any, AfterValidator(_scalar)]  # one check, where a union would report one error per member
 
 
+# A standardized pixel is at most 1e6 from 0 (a training set's std is at least 1e-6: rounded to 6 decimals and not
+# 0); pixels normalized far beyond that are no model's input, and overflow float32 (a tiny std or divisor).
+MAX_NORMALIZED = 1e7
+
+
 class Normalization(_Closed):
     mean: Finite
     std: Positive
     divisor: Positive
+
+    @model_validator(mode="after")
+    def _pixels_in_range(self) -> Normalization:
+        reach = max(abs((pixel / self.divisor - self.mean) / self.std) for pixel in (0, 255))
+        if not reach <= MAX_NORMALIZED:
+            raise ValueError(
+                f"(pixel / divisor - mean) / std reaches {reach:.3g} for pixels 0..255; it must stay within "
+                f"±{MAX_NORMALIZED:,.0f}"
+            )
+        return self
 
 
 Checksums = Annotated[dict[Name, Name], Field(max_length=100)]  # file name -> its digest
@@ -267,7 +282,8 @@ class ConfigRecord(_Open):
 class Calibration(_Open):
     """How far to trust the outputs: a softmax temperature and the energy below which an input is no digit."""
 
-    temperature: Positive
+    # calibrate.fit_temperature searches 0.05 to 20; logits divided by a far smaller one overflow to NaN.
+    temperature: Annotated[float, Field(ge=1e-3, le=1e3)]
     not_a_digit_below: Finite | None = None
 
 
