@@ -45,6 +45,7 @@ class Document:
 
 MODEL_META = Document("not a readable checkpoint description", "not an mnistkit checkpoint", "damaged checkpoint")
 RUN_CONFIG = Document("cannot read the run's config", "not a run config", "invalid run config")
+HUB_CONFIG = Document("not a readable model configuration", "not a model configuration", "damaged model description")
 RESUME_STATE = Document(
     "not a readable resume checkpoint", "not an mnistkit resume checkpoint", "damaged resume checkpoint"
 )
@@ -89,6 +90,14 @@ def depth(value: Any) -> int:
 def read_model_meta(path: str | Path) -> dict[str, Any]:
     """A checkpoint's ``model.json``, checked."""
     return _read(path, MODEL_META, ModelMeta, CHECKPOINT_FORMAT)
+
+
+def check_hub_description(description: dict[str, Any], path: str | Path) -> None:
+    """The ``mnistkit`` part of a Hub folder's ``config.json`` (``path``), checked as ``model.json`` is."""
+    try:
+        ModelDescription.model_validate(description)
+    except ValidationError as exc:
+        raise CheckpointError(f"{path}: {HUB_CONFIG.damaged}: mnistkit.{first_problem(exc)}") from None
 
 
 def read_resume_state(path: str | Path) -> dict[str, Any]:
@@ -287,16 +296,13 @@ class Calibration(_Open):
     not_a_digit_below: Finite | None = None
 
 
-class ModelMeta(_Open):
-    """``model.json``: how to rebuild the network, how its input is scaled, what its outputs are called."""
+class ModelDescription(_Open):
+    """What a model's metadata says about it besides its architecture and weights: how its input is scaled, what its
+    outputs are called, how it was made. ``model.json`` holds it, and so does a Hub folder's ``config.json`` (in
+    its ``mnistkit`` part)."""
 
-    format: CheckpointFormat
-    model: Name
-    model_options: Annotated[dict[Name, int], Field(max_length=16)] = {}  # models.create_model checks the values
     normalization: Normalization = ABSENT  # absent: data.Normalization's defaults, MNIST's
     classes: list[Annotated[str, Field(min_length=1, max_length=100)]] = ABSENT  # one per output; absent: the digits
-    weights: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")] = "model.safetensors"
-    sha256: Sha256
     tta: bool = False
     calibration: Calibration | None = None  # absent or null: temperature 1 and nothing flagged
     init: InitRecord | None = None  # absent or null: trained from fresh weights
@@ -310,6 +316,16 @@ class ModelMeta(_Open):
     mnistkit_version: Name | None = None
     torch_version: Name | None = None
     python_version: Name | None = None
+
+
+class ModelMeta(ModelDescription):
+    """``model.json``: how to rebuild the network, where its weights are, and its ``ModelDescription``."""
+
+    format: CheckpointFormat
+    model: Name
+    model_options: Annotated[dict[Name, int], Field(max_length=16)] = {}  # models.create_model checks the values
+    weights: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")] = "model.safetensors"
+    sha256: Sha256
 
     @model_validator(mode="after")
     def _one_name_per_output(self) -> ModelMeta:
