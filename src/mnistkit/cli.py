@@ -7,8 +7,11 @@ non-zero, never with a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import re
+import signal
 import sys
 import textwrap
 import traceback
@@ -1142,6 +1145,14 @@ def with_flags(exc: MnistkitError, flags: dict[str, str]) -> str:
     return re.sub(rf"(?<![^\s(])(?:{names})(?=$|[\s)])", flag, message)
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's last flush of what is left in it cannot fail again at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (captured by a test): nothing is flushed to a pipe at exit
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1155,6 +1166,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # Whoever read the output stopped reading (`mnistkit data list | head -1`): end quietly, as `ls | head` does.
+        _discard_stdout()
+        code = 128 + signal.SIGPIPE  # what a shell reports for a command that the closed pipe stopped
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # anything else is a bug: its traceback says where
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""  # none: the output, redirected to a full disk
+        print(f"mnistkit: error: cannot write{where}: {exc.strerror}; free some space and run again", file=sys.stderr)
+        code = 2
     except BaseException:
         if not torchrun.launched_by_torchrun():
             raise
