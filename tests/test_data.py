@@ -83,6 +83,18 @@ def test_image_and_label_counts_must_match(tmp_path):
         data.load_idx_folder(folder)
 
 
+def test_a_part_without_images_is_refused(tmp_path):
+    folder = write_idx_folder(tmp_path / "d", n_train=20, n_test=5)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((0, 28, 28), np.uint8))))
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(0, np.uint8))))
+    with pytest.raises(DataError, match=r"d \(train\): holds no images; every part of a dataset needs at least one"):
+        data.load_idx_folder(folder)
+    x, y = make_digits(20)
+    np.savez(tmp_path / "no-test-images.npz", x_train=x, y_train=y, x_test=x[:0], y_test=y[:0])
+    with pytest.raises(DataError, match=r"no-test-images.npz \(test\): holds no images"):
+        data.load_path(tmp_path / "no-test-images.npz")
+
+
 def test_checksum_mismatch_names_the_file(tmp_path):
     folder = write_idx_folder(tmp_path / "d", n_train=20, n_test=5)
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: checksum mismatch"):
