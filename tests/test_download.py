@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import os
 import shutil
 import socket
 import struct
@@ -199,6 +200,20 @@ def test_verified_files_are_not_fetched_again(server, spec, tmp_path):
     server.requests.clear()
     download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")])
     assert server.requests == []
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_or_device_in_the_cache_is_fetched_again_not_read(server, spec, tmp_path):
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    fifo, device, *good = FILES
+    os.mkfifo(folder / fifo)  # opened the usual way, it would wait for a writer forever
+    (folder / device).symlink_to("/dev/zero")  # hashed the usual way, it would be read forever
+    for name in good:
+        (folder / name).write_bytes(FILES[name])
+    download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")])
+    assert sorted(server.requests) == sorted([f"/a/{fifo}", f"/a/{device}"])
+    assert folder_contents(folder) == FILES
 
 
 def test_recompressed_copy_verifies_by_its_uncompressed_md5(tmp_path):
