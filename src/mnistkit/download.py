@@ -151,12 +151,19 @@ def _chunks(response) -> Iterator[bytes]:
 
 
 def _copy(response, dest: Path, filename: str, progress: BytesCallback | None) -> None:
+    # No data file is larger than this (``idx.MAX_FILE_BYTES``): a mirror sending more, or without end, is wrong,
+    # and must not fill the disk before its checksum says so.
+    limit = idx.MAX_FILE_BYTES
     total = _content_length(response)
+    if total is not None and total > limit:
+        raise _MirrorFailed(f"a file of {total:,} bytes, more than the {limit:,} a data file may hold")
     done = 0
     with open(dest, "wb") as out:
         for chunk in _chunks(response):
             out.write(chunk)
             done += len(chunk)
+            if done > limit:
+                raise _MirrorFailed(f"sent more than the {limit:,} bytes a data file may hold")
             if progress is not None:
                 progress(filename, done, total)
     # http.client ends a body cut short by the server silently, so the length has to be checked here.
