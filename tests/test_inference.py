@@ -346,6 +346,18 @@ def test_find_images_walks_folders_expands_globs_and_reports_empty_ones(tmp_path
     ]
 
 
+@pytest.mark.timeout(60)
+def test_a_recursive_glob_does_not_follow_links_back_up_the_tree(tmp_path):
+    (tmp_path / "digits" / "more").mkdir(parents=True)
+    for name in ["digits/a.png", "digits/more/b.png", "digits/more/.c.png"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "digits" / "more" / "up").symlink_to("..")  # glob.glob would follow these without end
+    (tmp_path / "digits" / "itself").symlink_to(tmp_path / "digits")
+    found, failures = find_images([str(tmp_path / "digits" / "**" / "*.png")])
+    assert [p.replace(str(tmp_path) + "/", "") for p in found] == ["digits/a.png", "digits/more/b.png"]
+    assert failures == []
+
+
 def test_classifier_is_importable_from_the_package():
     import mnistkit
     from mnistkit.inference import Classifier

@@ -415,7 +415,7 @@ def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPredi
     for arg in map(str, args):
         path = Path(arg).expanduser()
         if not path.exists() and glob.has_magic(arg):
-            matches = sorted(glob.glob(str(path), recursive=True))
+            matches = _glob(path)
             if not matches:
                 failures.append(FailedPrediction(arg, ImageError(f"{arg}: no file matches this pattern")))
             for match in matches:
@@ -428,6 +428,20 @@ def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPredi
         else:
             found.append(arg)
     return found, failures
+
+
+def _glob(pattern: Path) -> list[str]:
+    """The paths matching ``pattern``, sorted, hidden ones skipped. ``**`` does not descend into symlinked folders
+    (nor does bash's globstar): ``glob.glob`` follows them, so a link back up the tree would never end."""
+    if "**" not in pattern.parts:
+        return sorted(glob.glob(str(pattern)))
+    first = next(i for i, part in enumerate(pattern.parts) if glob.has_magic(part))
+    base = Path(*pattern.parts[:first])
+    return sorted(
+        str(match)
+        for match in base.glob(str(Path(*pattern.parts[first:])))
+        if not any(part.startswith(".") for part in match.relative_to(base).parts)
+    )
 
 
 def _walk(folder: Path) -> list[str]:
