@@ -871,7 +871,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classifier = Classifier.load(args.model)  # a bad checkpoint stops everything before any image is read
     sources, missing = find_images(args.images)
     show = Path(args.show_input) if args.show_input else None
-    folder = show is not None and (len(sources) > 1 or show.is_dir())  # else --show-input names the one PNG
+    # A folder for several images, or where one is named (``seen/``: Path drops the slash); else the one PNG.
+    named_folder = args.show_input is not None and args.show_input.endswith(("/", os.sep))
+    folder = show is not None and (len(sources) > 1 or show.is_dir() or named_folder)
     if folder and show is not None:
         try:
             show.mkdir(parents=True, exist_ok=True)
