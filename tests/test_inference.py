@@ -13,7 +13,7 @@ from helpers import make_digits
 from PIL import Image, ImageDraw
 
 from mnistkit import cli, nondigits
-from mnistkit.checkpoint import save_checkpoint
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig, make_config
 from mnistkit.data import Normalization
 from mnistkit.errors import CheckpointError
@@ -36,6 +36,16 @@ def saved(tmp_path):
     (tmp_path / "run").mkdir()
     save_checkpoint(tmp_path / "run", create_model("cnn", width=4), {"model": "cnn", "model_options": {"width": 4}})
     return tmp_path / "run"
+
+
+def test_weights_that_overflow_are_one_error_not_nan_probabilities(saved, capsys):
+    net, meta = load_checkpoint(saved)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.fill_(1e38)  # finite, and so accepted, but their sums overflow float32
+    classifier = Classifier(net, meta, str(saved))
+    with pytest.raises(CheckpointError, match="the model answers NaN or infinite probabilities; its weights are"):
+        classifier.predict_array(np.zeros((2, 28, 28), np.uint8))
 
 
 def save_black_on_white(digit: np.ndarray, path, size: int = 200) -> None:

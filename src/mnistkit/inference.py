@@ -267,6 +267,10 @@ class Classifier:
         n = self.batch_size
         for i in range(0, len(x), n):
             batch_probabilities, margin = self.inference.probabilities_and_margin(x[i : i + n].to(self.device))
+            if not torch.isfinite(batch_probabilities).all():  # finite weights can still overflow float32 (1e38)
+                raise CheckpointError(
+                    f"{self.source}: the model answers NaN or infinite probabilities; its weights are damaged"
+                )
             probabilities.append(batch_probabilities.cpu())
             if margin is None:
                 flags.append(torch.zeros(len(batch_probabilities), dtype=torch.bool))
