@@ -246,6 +246,17 @@ def test_a_damaged_model_json_is_one_line_in_every_command(run, damage, tmp_path
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_a_run_on_data_at_a_path_that_is_not_utf8_reads_back(run):
+    """Python keeps a path's bytes that are not UTF-8 as lone surrogates, json.dumps writes them so, and the run
+    must still load, with the path as it was, so that it names the data file."""
+    data = os.fsdecode(b"digits-\xff/d.npz")
+    edit_json(run / "config.json", lambda c: c.update(data=data))
+    edit_json(run / "model.json", lambda m: (m["config"].update(data=data), m["dataset"].update(source=data)))
+    net, meta = checkpoint.load_checkpoint(run)
+    assert meta["config"]["data"] == data
+    assert runs.read_config(run).data == data
+
+
 def test_the_bundled_model_and_a_fresh_run_pass_the_schema(tiny_run):
     schema.read_model_meta(Path(checkpoint.__file__).parent / "pretrained" / "model.json")
     schema.read_model_meta(tiny_run / "model.json")

@@ -150,11 +150,20 @@ def typed_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     checked = {}
     for name, value in values.items():
         try:
-            checked[name] = adapters[name].validate_python(value, strict=True)
+            checked[name] = adapters[name].validate_python(_checkable(value), strict=True)
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
             raise ConfigError(f"{name}: {error['msg']} (got {short(value)})") from None
+        if isinstance(value, str):
+            checked[name] = value  # as given, not as checked: a path keeps the bytes that name its file
     return checked
+
+
+def _checkable(value: Any) -> Any:
+    """``value`` as pydantic can check it: a path's bytes that are not UTF-8 (see ``Text``) are checked as "?"."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 @cache
@@ -184,7 +193,20 @@ class _Open(BaseModel):
 
 
 Name = Annotated[str, Field(max_length=200)]
-Text = Annotated[str, Field(max_length=10_000)]
+MAX_TEXT = 10_000
+
+
+def _text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"Input should be a valid string (got {short(value)})")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"String should have at most {MAX_TEXT} characters")
+    return value
+
+
+# A path, or a command holding paths, as given: a file name's bytes that are not UTF-8 are kept by Python as lone
+# surrogates (json.dumps writes them so), which pydantic's str refuses; such a path must still read back.
+Text = Annotated[Any, AfterValidator(_text)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -233,13 +255,13 @@ class MnistMix(_Open):
     seed: int
     train: Count
     test: Count = 0
-    name: Name | None = None
+    name: Text | None = None  # a folder's name, for a folder of IDX files
     source: Text | None = None
     checksums: Checksums = {}
 
 
 class DatasetRecord(_Open):
-    name: Name | None = None
+    name: Text | None = None  # a folder's name, for a folder of IDX files
     source: Text | None = None
     checksums: Checksums = {}
     train: Count = 0  # MNIST images mixed in included
