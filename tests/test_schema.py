@@ -95,6 +95,14 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda run: edit_json(run / "model.json", lambda m: m.update(classes=None)),
         "classes: Input should be a valid list",
     ),
+    "a class name that would forge a line of output": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(classes=["7\nmnistkit: error: fake"] * 10)),
+        "classes.0: a class name must be printable text, without line breaks or control characters",
+    ),
+    "a class name with a terminal escape sequence": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(classes=["\x1b]0;pwned\x07"] * 10)),
+        "classes.0: a class name must be printable text",
+    ),
     "std 0": (
         lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(std=0)),
         "normalization.std: Input should be greater than 0",

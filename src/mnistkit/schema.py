@@ -318,13 +318,25 @@ class Calibration(_Open):
     not_a_digit_below: Finite | None = None
 
 
+def _printable(name: str) -> str:
+    if not name.isprintable():
+        raise ValueError(
+            f"a class name must be printable text, without line breaks or control characters (got {short(name)})"
+        )
+    return name
+
+
+# Printed as they are (one line per image, on a terminal): a line break or an escape sequence would forge output.
+ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+
+
 class ModelDescription(_Open):
     """What a model's metadata says about it besides its architecture and weights: how its input is scaled, what its
     outputs are called, how it was made. ``model.json`` holds it, and so does a Hub folder's ``config.json`` (in
     its ``mnistkit`` part)."""
 
     normalization: Normalization = ABSENT  # absent: data.Normalization's defaults, MNIST's
-    classes: list[Annotated[str, Field(min_length=1, max_length=100)]] = ABSENT  # one per output; absent: the digits
+    classes: list[ClassName] = ABSENT  # one per output; absent: the digits
     tta: bool = False
     calibration: Calibration | None = None  # absent or null: temperature 1 and nothing flagged
     init: InitRecord | None = None  # absent or null: trained from fresh weights
