@@ -61,6 +61,7 @@ def test_test_pair_is_optional(tmp_path):
         (b"\x00\x00\x08\x03\x00\x00", "header cut short"),
         (struct.pack(">BBBBIII", 0, 0, 8, 3, 2, 28, 28) + b"\x00" * 100, "truncated IDX file"),
         (struct.pack(">BBBBI", 0, 0, 8, 1, 3) + b"\x01\x02\x03\x04", "beyond its dimensions"),
+        (b"\x00\x00\x08\xff" + b"\x00" * 1020, "f: an IDX header declaring 255 dimensions; images have 3"),
     ],
 )
 def test_malformed_idx_is_refused_with_one_line(raw, message):
