@@ -446,6 +446,19 @@ def test_pipes_are_read_and_devices_refused_without_waiting(tmp_path, twins):
         load_image(device)
 
 
+def test_eps_is_not_handed_to_ghostscript(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    def ghostscript(*args, **kwargs):
+        pytest.fail("an EPS file's PostScript is a program: it must not be run")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    eps = tmp_path / "digit.eps"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nnewpath 10 10 moveto 90 90 lineto stroke\n")
+    with pytest.raises(ImageError, match="not an image Pillow can read"):
+        load_image(eps)
+
+
 def test_bool_masks_and_single_channel_arrays(twins):
     mask = large_dark_on_light(twins[2], scale=5, canvas=(200, 160), at=(30, 10)) < 128  # True where the ink is
     out = to_mnist(mask)

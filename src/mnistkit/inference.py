@@ -30,7 +30,7 @@ from .calibrate import not_a_digit
 from .data import Normalization
 from .errors import CheckpointError, MnistkitError
 from .models import count_parameters
-from .preprocess import ImageError, ImageInput, check_pixels, to_mnist
+from .preprocess import ImageError, ImageInput, check_pixels, image_formats, to_mnist
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 BATCH_SIZE = 256  # images per forward pass in predict_array: activations stay in cache (faster than 1024 on CPU)
@@ -450,7 +450,8 @@ def _glob(pattern: Path) -> list[str]:
 
 def _walk(folder: Path) -> list[str]:
     """The files under ``folder`` with an extension Pillow can open, sorted; hidden files and folders skipped."""
-    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    formats = image_formats()
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in formats}
     return sorted(
         str(p)
         for p in folder.rglob("*")

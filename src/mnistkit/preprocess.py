@@ -24,6 +24,8 @@ from . import fileio
 from .errors import MnistkitError
 
 MAX_PIXELS = 25_000_000  # refuse larger images before decoding them (decompression bombs)
+# Pillow reads EPS by running Ghostscript on it: PostScript is a program, and an image from elsewhere must run none.
+UNSAFE_FORMATS = frozenset({"EPS"})
 MAX_PIPE_BYTES = 256 << 20  # read from a pipe, whole: more than a 25-megapixel image takes in any format
 MIN_SIDE = 8  # images shorter than this on their longer side hold too little to be a digit
 MIN_THICKNESS = 2  # on their shorter side: a 1 cropped to its ink may be a few pixels wide
@@ -102,7 +104,7 @@ def load_image(path: str | Path) -> Image.Image:
             # Pillow warns above its own (larger) pixel limit, whereas ours is checked below with a clearer
             # message, and about malformed metadata (EXIF), which is skipped: nothing a user can act on.
             warnings.simplefilter("ignore")
-            image = Image.open(_openable(path))
+            image = Image.open(_openable(path), formats=image_formats())
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -129,6 +131,12 @@ def load_image(path: str | Path) -> Image.Image:
         image.close()
         raise
     return image
+
+
+def image_formats() -> list[str]:
+    """The Pillow formats an image to classify may be in: every one it reads, less ``UNSAFE_FORMATS``."""
+    Image.init()
+    return [name for name in Image.OPEN if name not in UNSAFE_FORMATS]
 
 
 def _openable(path: Path) -> Path | io.BytesIO:
