@@ -206,7 +206,8 @@ def test_matmul_peak_is_a_positive_rate(dtype):
     assert bench.matmul_peak(dtype, sizes=(64,), repeats=1) > 0
 
 
-def test_bench_refuses_bad_arguments(capsys):
+def test_bench_refuses_bad_arguments(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run_ensemble", lambda *args: pytest.fail("refused arguments train nothing"))
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--seeds", "0", "--against", "none"])
     assert exit_info.value.code == 2
@@ -219,6 +220,11 @@ def test_bench_refuses_bad_arguments(capsys):
         main(["bench", "--preset", "ensemble", "--side-by-side", "0", "--against", "none"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "mnistkit: error: --side-by-side must be at least 1, got 0"
+    huge = str(10**9)  # as many processes at once, had they a billion members to train
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "ensemble", "--members", huge, "--side-by-side", huge, "--against", "none"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("mnistkit: error: --side-by-side must be at most ")
 
 
 @pytest.mark.slow

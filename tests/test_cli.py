@@ -65,6 +65,19 @@ def test_data_list_and_info(capsys):
     assert json.loads(out)["bundled"]["verified"] is True
 
 
+def test_output_that_cannot_be_written_is_no_traceback(tmp_path):
+    command = [sys.executable, "-m", "mnistkit", "data", "list"]
+    env = {**os.environ, "MNISTKIT_DATA": str(tmp_path / "cache")}
+    reader_gone = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    reader_gone.stdout.close()  # as `| head` does once it has its lines
+    assert reader_gone.wait() == 141 and reader_gone.stderr.read() == b""  # quiet, as `ls | head` is
+    reader_gone.stderr.close()
+    with open("/dev/full", "w") as full:  # every write: no space left on the device
+        disk_full = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, env=env)
+    assert disk_full.returncode == 2
+    assert disk_full.stderr == "mnistkit: error: cannot write: No space left on device; free some space and run again\n"
+
+
 def test_console_script_runs_without_traceback(tiny_idx, tmp_path):
     env = {**os.environ, "MNISTKIT_DATA": str(tmp_path / "cache")}
     bad = subprocess.run(

@@ -61,6 +61,7 @@ def test_test_pair_is_optional(tmp_path):
         (b"\x00\x00\x08\x03\x00\x00", "header cut short"),
         (struct.pack(">BBBBIII", 0, 0, 8, 3, 2, 28, 28) + b"\x00" * 100, "truncated IDX file"),
         (struct.pack(">BBBBI", 0, 0, 8, 1, 3) + b"\x01\x02\x03\x04", "beyond its dimensions"),
+        (b"\x00\x00\x08\xff" + b"\x00" * 1020, "f: an IDX header declaring 255 dimensions; images have 3"),
     ],
 )
 def test_malformed_idx_is_refused_with_one_line(raw, message):
@@ -81,6 +82,18 @@ def test_image_and_label_counts_must_match(tmp_path):
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(19, np.uint8))))
     with pytest.raises(DataError, match="20 images but 19 labels"):
         data.load_idx_folder(folder)
+
+
+def test_a_part_without_images_is_refused(tmp_path):
+    folder = write_idx_folder(tmp_path / "d", n_train=20, n_test=5)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((0, 28, 28), np.uint8))))
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(0, np.uint8))))
+    with pytest.raises(DataError, match=r"d \(train\): holds no images; every part of a dataset needs at least one"):
+        data.load_idx_folder(folder)
+    x, y = make_digits(20)
+    np.savez(tmp_path / "no-test-images.npz", x_train=x, y_train=y, x_test=x[:0], y_test=y[:0])
+    with pytest.raises(DataError, match=r"no-test-images.npz \(test\): holds no images"):
+        data.load_path(tmp_path / "no-test-images.npz")
 
 
 def test_checksum_mismatch_names_the_file(tmp_path):

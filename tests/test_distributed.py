@@ -427,6 +427,22 @@ def test_a_batch_script_or_a_one_task_step_is_one_process(environ):
     assert "RANK" not in environ and not torchrun.launched_by_torchrun()
 
 
+@pytest.mark.parametrize("nproc", ["0", "-1", str(10**26)])
+def test_an_absurd_nproc_is_one_line_before_any_process_starts(environ, tmp_path, capsys, monkeypatch, nproc):
+    from mnistkit.cli import main
+
+    monkeypatch.setattr("torch.distributed.run.run", lambda args: pytest.fail("no process may start"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--nproc", nproc, "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    most = distributed.max_processes()
+    assert (
+        capsys.readouterr().err
+        == f"mnistkit: error: --nproc must be from 1 to {most} (4 per CPU core of this machine), got {nproc}\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_nproc_under_an_srun_step_of_several_tasks_is_refused(environ, tmp_path, capsys):
     from mnistkit.cli import main
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import os
 import shutil
 import socket
 import struct
@@ -42,7 +43,8 @@ FILES = _fake_files()
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.served[path]``; for paths in ``server.cut_short`` it promises more bytes than it sends."""
+    """Serves ``server.served[path]``; for paths in ``server.cut_short`` it promises more bytes than it sends, for
+    those in ``server.unsized`` it does not say how many it sends."""
 
     def do_GET(self):
         self.server.requests.append(self.path)
@@ -52,7 +54,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         claimed = len(body) + 1000 if self.path in self.server.cut_short else len(body)
         self.send_response(200)
-        self.send_header("Content-Length", str(claimed))
+        if self.path not in self.server.unsized:  # else the body ends when the connection closes
+            self.send_header("Content-Length", str(claimed))
         self.end_headers()
         self.wfile.write(body)
         self.close_connection = True
@@ -75,7 +78,7 @@ def _server():
 @pytest.fixture
 def server(_server):
     """The shared server, emptied: tests fill ``served`` and read ``requests``."""
-    _server.served, _server.cut_short, _server.requests = {}, set(), []
+    _server.served, _server.cut_short, _server.unsized, _server.requests = {}, set(), set(), []
     _server.url = f"http://127.0.0.1:{_server.server_port}"
     return _server
 
@@ -167,6 +170,20 @@ def test_transfer_cut_short_everywhere_says_so(server, spec, tmp_path):
     assert folder_contents(tmp_path / "fake") == {}
 
 
+def test_a_mirror_sending_more_than_a_data_file_holds_is_cut_off(server, spec, tmp_path, monkeypatch):
+    monkeypatch.setattr(download.idx, "MAX_FILE_BYTES", 10_000)  # as if the mirror sent more than 1 GiB
+    huge = {name: bytes(20_000) for name in FILES}
+    said = serve(server, "said", huge)  # Content-Length says so: refused before the body is read
+    unsaid = serve(server, "unsaid", huge)  # no Content-Length: stopped once past the limit
+    server.unsized.update(f"/unsaid/{name}" for name in FILES)
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[said, unsaid])
+    message = str(info.value)
+    assert "a file of 20,000 bytes, more than the 10,000 a data file may hold" in message
+    assert "sent more than the 10,000 bytes a data file may hold" in message
+    assert folder_contents(tmp_path / "fake") == {}  # nothing half-written left behind
+
+
 def test_refused_connection_fails_fast_with_one_line(spec, tmp_path, closed_port):
     start = time.monotonic()
     with pytest.raises(DownloadError) as info:
@@ -199,6 +216,20 @@ def test_verified_files_are_not_fetched_again(server, spec, tmp_path):
     server.requests.clear()
     download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")])
     assert server.requests == []
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_or_device_in_the_cache_is_fetched_again_not_read(server, spec, tmp_path):
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    fifo, device, *good = FILES
+    os.mkfifo(folder / fifo)  # opened the usual way, it would wait for a writer forever
+    (folder / device).symlink_to("/dev/zero")  # hashed the usual way, it would be read forever
+    for name in good:
+        (folder / name).write_bytes(FILES[name])
+    download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")])
+    assert sorted(server.requests) == sorted([f"/a/{fifo}", f"/a/{device}"])
+    assert folder_contents(folder) == FILES
 
 
 def test_recompressed_copy_verifies_by_its_uncompressed_md5(tmp_path):

@@ -3,10 +3,13 @@ verified parity, normalization inside, dynamic batch, no deprecation warnings, a
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,6 +20,7 @@ import torch
 from mnistkit import export
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import main
+from mnistkit.errors import MnistkitError
 from mnistkit.export import ExportError, export_checkpoint
 from mnistkit.inference import Classifier
 from mnistkit.models import create_model
@@ -160,6 +164,18 @@ def test_failed_parity_writes_nothing(tmp_path, tiny_run, monkeypatch):
         export_checkpoint(tiny_run, "onnx", out, overwrite=True)
     assert out.read_text() == "the old file"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+@pytest.mark.parametrize("fmt", ["exported-program", "torchscript"])
+def test_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, tiny_run, monkeypatch, fmt):
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # Where torch wrote the file itself, a full disk aborted the whole process from inside its C++ writer.
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(MnistkitError, match="model.pt: No space left on device"):
+        export_checkpoint(tiny_run, fmt, tmp_path / "model.pt")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_existing_file_is_replaced_only_when_asked(tmp_path, tiny_run):

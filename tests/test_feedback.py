@@ -196,6 +196,18 @@ def test_cli_stats_list_show_export_delete(tmp_path, capsys):
     assert FeedbackStore(db).count() == 10
 
 
+def test_cli_ids_and_counts_beyond_sqlite_integers_match_nothing(tmp_path, capsys):
+    db = str(tmp_path / "fb.sqlite")
+    filled(db, n=3).close()
+    huge = str(2**70)  # SQLite's integers are 64-bit: passed as they are, Python raises OverflowError
+    assert run_cli("feedback", "show", "--db", db, huge, "-o", str(tmp_path / "fb.png")) == 2
+    assert f"no corrections to show with ids [{huge}]" in capsys.readouterr().err
+    assert run_cli("feedback", "delete", "--db", db, huge, "1") == 1
+    assert capsys.readouterr().out == "deleted 1 of 2 corrections\n"
+    assert run_cli("feedback", "list", "--db", db, "-n", huge) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
 def test_cli_on_a_missing_database_is_one_line(tmp_path, capsys):
     assert run_cli("feedback", "stats", "--db", str(tmp_path / "none.sqlite")) == 2
     err = capsys.readouterr().err

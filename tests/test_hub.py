@@ -4,6 +4,7 @@ by the mixin and read by mnistkit, the model card, repo ids through the Hub's ca
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -224,7 +225,29 @@ def set_keys(**values):
             r"the tensors \(encoder.weight, \.\.\.\) fit none of mnistkit's models",
         ),
         (lambda folder, config: config["mnistkit"].update(classes=["a", "b"]), r"must list 10 class names"),
-        (lambda folder, config: config["mnistkit"].update(normalization={"mean": "x"}), r"must hold numbers"),
+        (
+            lambda folder, config: config["mnistkit"].update(normalization={"mean": "x"}),
+            r"config.json: damaged model description: mnistkit.normalization.mean: Input should be a valid number",
+        ),
+        (
+            lambda folder, config: config["mnistkit"]["normalization"].update(mean=float("nan")),
+            r"mnistkit.normalization.mean: Input should be a finite number \(got nan\)",
+        ),
+        (
+            lambda folder, config: config["mnistkit"].update(calibration={"temperature": "cold"}),
+            r"mnistkit.calibration.temperature: Input should be a valid number \(got 'cold'\)",
+        ),
+        (
+            lambda folder, config: ((folder / "model.safetensors").unlink(), os.mkfifo(folder / "model.safetensors")),
+            r"model.safetensors: cannot read the weights \(not a regular file but a FIFO\)",
+        ),
+        (
+            lambda folder, config: (
+                (folder / "config.json").unlink(),
+                (folder / "config.json").symlink_to("/dev/zero"),
+            ),
+            r"config.json: not a readable model configuration \(not a regular file but a character device\)",
+        ),
         (
             set_keys(width=-1),
             r"config.json: invalid options for model 'cnn' \(width must be a whole number from 1 to 1024",

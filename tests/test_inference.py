@@ -13,7 +13,7 @@ from helpers import make_digits
 from PIL import Image, ImageDraw
 
 from mnistkit import cli, nondigits
-from mnistkit.checkpoint import save_checkpoint
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig, make_config
 from mnistkit.data import Normalization
 from mnistkit.errors import CheckpointError
@@ -36,6 +36,16 @@ def saved(tmp_path):
     (tmp_path / "run").mkdir()
     save_checkpoint(tmp_path / "run", create_model("cnn", width=4), {"model": "cnn", "model_options": {"width": 4}})
     return tmp_path / "run"
+
+
+def test_weights_that_overflow_are_one_error_not_nan_probabilities(saved, capsys):
+    net, meta = load_checkpoint(saved)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.fill_(1e38)  # finite, and so accepted, but their sums overflow float32
+    classifier = Classifier(net, meta, str(saved))
+    with pytest.raises(CheckpointError, match="the model answers NaN or infinite probabilities; its weights are"):
+        classifier.predict_array(np.zeros((2, 28, 28), np.uint8))
 
 
 def save_black_on_white(digit: np.ndarray, path, size: int = 200) -> None:
@@ -344,6 +354,18 @@ def test_find_images_walks_folders_expands_globs_and_reports_empty_ones(tmp_path
         "empty: no image files in this folder",
         "nope*.png: no file matches this pattern",
     ]
+
+
+@pytest.mark.timeout(60)
+def test_a_recursive_glob_does_not_follow_links_back_up_the_tree(tmp_path):
+    (tmp_path / "digits" / "more").mkdir(parents=True)
+    for name in ["digits/a.png", "digits/more/b.png", "digits/more/.c.png"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "digits" / "more" / "up").symlink_to("..")  # glob.glob would follow these without end
+    (tmp_path / "digits" / "itself").symlink_to(tmp_path / "digits")
+    found, failures = find_images([str(tmp_path / "digits" / "**" / "*.png")])
+    assert [p.replace(str(tmp_path) + "/", "") for p in found] == ["digits/a.png", "digits/more/b.png"]
+    assert failures == []
 
 
 def test_classifier_is_importable_from_the_package():

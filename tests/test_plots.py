@@ -7,7 +7,9 @@ check its size, and look for the ink and the colours that the figure is made of.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +191,19 @@ def test_curves_title_says_model_data_and_test_accuracy(tiny_run):
     )
     with Image.open(tiny_run / plots.CURVES_NAME) as image:
         assert image.size == (1000, 400)
+
+
+def test_names_that_are_not_utf8_are_drawn(tiny_run, tmp_path):
+    run = tmp_path / os.fsdecode(b"run-\xff")  # a folder name in another encoding: Python keeps the byte as a surrogate
+    shutil.copytree(tiny_run, run)
+    plots.write_curves(run)  # titled with the folder's name
+    confusion = np.eye(10, dtype=np.int64)
+    for figure in (
+        plots.confusion_figure(confusion, [str(k) for k in range(10)], title=run.name),
+        plots.image_grid(np.zeros((1, 28, 28), np.uint8), ["0"], title=run.name),
+        plots.compare_figure({run.name: [{"epoch": 1.0, "train_loss": 1.0, "val_accuracy": 0.5}]}, title=run.name),
+    ):
+        assert plots.png_bytes(figure).startswith(b"\x89PNG")
 
 
 def test_a_single_epoch_is_points_on_whole_epoch_ticks():

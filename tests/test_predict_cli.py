@@ -104,6 +104,9 @@ def test_show_input_saves_what_the_model_saw(capsys, folder, tmp_path):
         "0002-seven.png",
         "0003-two.png",
     ]
+    # One image and a folder that does not exist yet, named as a folder: a folder, not a file of that name.
+    code, _, _ = run_cli(capsys, "predict", folder / "seven.png", "--show-input", f"{tmp_path / 'one'}/")
+    assert code == 0 and [p.name for p in (tmp_path / "one").iterdir()] == ["0000-seven.png"]
 
 
 def test_predict_with_a_trained_checkpoint(capsys, folder, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from io import BytesIO
@@ -423,6 +424,39 @@ def test_unreadable_files(tmp_path, twins):
         load_image(empty)
     with pytest.raises(ImageError, match="is a folder"):
         load_image(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_pipes_are_read_and_devices_refused_without_waiting(tmp_path, twins):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # nothing writes to it: opening it for reading the usual way would wait forever
+    with pytest.raises(ImageError, match="a FIFO that nothing was written to"):
+        load_image(fifo)
+    png = encoded(Image.fromarray(large_dark_on_light(twins[0], scale=4, canvas=(200, 200), at=(30, 30))))
+    read_end, write_end = os.pipe()  # a pipe, as /dev/stdin is under `cat digit.png | mnistkit predict /dev/stdin`
+    try:
+        os.write(write_end, png)  # smaller than a pipe's buffer: kept there after the writer closes
+        os.close(write_end)
+        assert to_mnist(f"/dev/fd/{read_end}").shape == (28, 28)
+    finally:
+        os.close(read_end)
+    device = tmp_path / "zero.png"
+    device.symlink_to("/dev/zero")
+    with pytest.raises(ImageError, match="not a regular file but a character device"):
+        load_image(device)
+
+
+def test_eps_is_not_handed_to_ghostscript(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    def ghostscript(*args, **kwargs):
+        pytest.fail("an EPS file's PostScript is a program: it must not be run")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    eps = tmp_path / "digit.eps"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nnewpath 10 10 moveto 90 90 lineto stroke\n")
+    with pytest.raises(ImageError, match="not an image Pillow can read"):
+        load_image(eps)
 
 
 def test_bool_masks_and_single_channel_arrays(twins):

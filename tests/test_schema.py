@@ -95,6 +95,14 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda run: edit_json(run / "model.json", lambda m: m.update(classes=None)),
         "classes: Input should be a valid list",
     ),
+    "a class name that would forge a line of output": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(classes=["7\nmnistkit: error: fake"] * 10)),
+        "classes.0: a class name must be printable text, without line breaks or control characters",
+    ),
+    "a class name with a terminal escape sequence": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(classes=["\x1b]0;pwned\x07"] * 10)),
+        "classes.0: a class name must be printable text",
+    ),
     "std 0": (
         lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(std=0)),
         "normalization.std: Input should be greater than 0",
@@ -102,6 +110,18 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
     "a NaN mean": (
         lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(mean=float("nan"))),
         "normalization.mean: Input should be a finite number",
+    ),
+    "a std so small that pixels overflow float32": (
+        lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(std=1e-320)),
+        "normalization: (pixel / divisor - mean) / std reaches inf for pixels 0..255; it must stay within ±10,000,000",
+    ),
+    "a divisor so small that pixels overflow float32": (
+        lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(divisor=1e-300)),
+        "normalization: (pixel / divisor - mean) / std reaches",
+    ),
+    "a temperature so small that the logits overflow": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(calibration={"temperature": 1e-300})),
+        "calibration.temperature: Input should be greater than or equal to 0.001 (got 1e-300)",
     ),
     "std as text": (
         lambda run: edit_json(run / "model.json", lambda m: m["normalization"].update(std="0.3")),
@@ -178,6 +198,10 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda run: rewrite_weights(run, lambda s: s["features.0.2.running_var"].fill_(float("inf"))),
         "the weights hold NaN or infinite values (in features.0.2.running_var)",
     ),
+    "float64 weights beyond float32's range, re-signed": (
+        lambda run: rewrite_weights(run, lambda s: s.update({"head.weight": s["head.weight"].double() + 1e300})),
+        "the weights hold NaN or infinite values (in head.weight)",
+    ),
     "an init without its checksum": (
         lambda run: edit_json(run / "model.json", lambda m: m.update(init={"path": "pretrained"})),
         "init.sha256: Field required",
@@ -228,6 +252,17 @@ def test_a_damaged_model_json_is_one_line_in_every_command(run, damage, tmp_path
     except CheckpointError:  # compare reads model.json (for the test accuracy), not the weights
         one_line_exit_2(["compare", str(run), "--no-plot"], capsys, message)
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_run_on_data_at_a_path_that_is_not_utf8_reads_back(run):
+    """Python keeps a path's bytes that are not UTF-8 as lone surrogates, json.dumps writes them so, and the run
+    must still load, with the path as it was, so that it names the data file."""
+    data = os.fsdecode(b"digits-\xff/d.npz")
+    edit_json(run / "config.json", lambda c: c.update(data=data))
+    edit_json(run / "model.json", lambda m: (m["config"].update(data=data), m["dataset"].update(source=data)))
+    net, meta = checkpoint.load_checkpoint(run)
+    assert meta["config"]["data"] == data
+    assert runs.read_config(run).data == data
 
 
 def test_the_bundled_model_and_a_fresh_run_pass_the_schema(tiny_run):

@@ -592,6 +592,14 @@ def run_benchmark(
         raise MnistkitError(f"members must be at least 1, got {members}", options=("members",))
     if side_by_side is not None and side_by_side < 1:
         raise MnistkitError(f"side_by_side must be at least 1, got {side_by_side}", options=("side_by_side",))
+    from .distributed import PROCESSES_PER_CORE, max_processes  # torch, imported only once a benchmark runs
+
+    if side_by_side is not None and side_by_side > max_processes():  # each a process with PyTorch and the data
+        raise MnistkitError(
+            f"side_by_side must be at most {max_processes()} ({PROCESSES_PER_CORE} per CPU core of this machine), "
+            f"got {side_by_side}",
+            options=("side_by_side",),
+        )
     if ENSEMBLE in presets and member_preset not in TARGETS:
         raise MnistkitError(
             f"unknown member preset '{member_preset}'; choose from: {', '.join(TARGETS)}", options=("member_preset",)

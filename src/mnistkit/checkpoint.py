@@ -120,7 +120,10 @@ def check_state(expected: dict[str, torch.Tensor], state: object, where: str) ->
         raise CheckpointError(
             f"{where}: weights do not fit the model ({k} holds {state[k].dtype}, the model needs {kind})"
         )
-    not_finite = [k for k in common if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    # Checked as the model will hold them: a float64 1e300 is finite, but infinite once loaded into float32.
+    not_finite = [
+        k for k in common if state[k].is_floating_point() and not torch.isfinite(state[k].to(expected[k].dtype)).all()
+    ]
     if not_finite:
         raise CheckpointError(
             f"{where}: the weights hold NaN or infinite values (in {not_finite[0]}); they cannot be used"

@@ -7,8 +7,11 @@ non-zero, never with a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import re
+import signal
 import sys
 import textwrap
 import traceback
@@ -868,7 +871,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classifier = Classifier.load(args.model)  # a bad checkpoint stops everything before any image is read
     sources, missing = find_images(args.images)
     show = Path(args.show_input) if args.show_input else None
-    folder = show is not None and (len(sources) > 1 or show.is_dir())  # else --show-input names the one PNG
+    # A folder for several images, or where one is named (``seen/``: Path drops the slash); else the one PNG.
+    named_folder = args.show_input is not None and args.show_input.endswith(("/", os.sep))
+    folder = show is not None and (len(sources) > 1 or show.is_dir() or named_folder)
     if folder and show is not None:
         try:
             show.mkdir(parents=True, exist_ok=True)
@@ -1142,6 +1147,14 @@ def with_flags(exc: MnistkitError, flags: dict[str, str]) -> str:
     return re.sub(rf"(?<![^\s(])(?:{names})(?=$|[\s)])", flag, message)
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's last flush of what is left in it cannot fail again at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (captured by a test): nothing is flushed to a pipe at exit
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1155,6 +1168,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # Whoever read the output stopped reading (`mnistkit data list | head -1`): end quietly, as `ls | head` does.
+        _discard_stdout()
+        code = 128 + signal.SIGPIPE  # what a shell reports for a command that the closed pipe stopped
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # anything else is a bug: its traceback says where
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""  # none: the output, redirected to a full disk
+        print(f"mnistkit: error: cannot write{where}: {exc.strerror}; free some space and run again", file=sys.stderr)
+        code = 2
     except BaseException:
         if not torchrun.launched_by_torchrun():
             raise

@@ -126,6 +126,10 @@ def _make_split(images: np.ndarray, labels: np.ndarray, where: str) -> Split:
     y = _to_labels(labels, where)
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} images but {len(y)} labels; the counts must match")
+    if not len(x):  # nothing to train or score on: later steps would divide by the count or index an empty set
+        raise DataError(
+            f"{where}: holds no images; every part of a dataset needs at least one (leave out an empty test part)"
+        )
     return Split(x, y)
 
 

@@ -255,6 +255,7 @@ def _init_group(backend: str, device_id: torch.device | None, rank: int, world_s
     dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size, device_id=device_id)
 
 
+PROCESSES_PER_CORE = 4  # --nproc beyond this many per core is a mistake, not a plan
 LEAVE_AFTER_ERROR = timedelta(seconds=10)  # how long a failing rank waits for the others before leaving alone
 DRAIN_SECONDS = 0.2  # for Gloo's threads to let go of their last work objects
 
@@ -289,6 +290,13 @@ def _leave(control_group: dist.ProcessGroup | None, timeout: timedelta | None, o
 # mnistkit train --nproc N
 
 
+def max_processes() -> int:
+    """The most processes ``launch`` starts: each holds a copy of PyTorch and the data (some 300 MB), and more
+    processes than cores only wait for each other; an absurd count must not start them one by one until memory
+    runs out."""
+    return PROCESSES_PER_CORE * (os.cpu_count() or 1)
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``mnistkit <argv>`` as ``nproc`` processes on this machine with torchrun's launcher (standalone
     rendezvous on a free local port). Returns the exit code: the first failed rank's, else 0.
@@ -296,8 +304,12 @@ def launch(nproc: int, argv: list[str]) -> int:
     Each process prints and reports like a torchrun worker: rank 0 speaks, the others stay silent. The
     launcher's own failure report is replaced by one line, since the failed rank has already said why.
     """
-    if nproc < 1:
-        raise ConfigError(f"nproc must be at least 1, got {nproc}", options=("nproc",))
+    most = max_processes()
+    if not 1 <= nproc <= most:
+        raise ConfigError(
+            f"nproc must be from 1 to {most} ({PROCESSES_PER_CORE} per CPU core of this machine), got {nproc}",
+            options=("nproc",),
+        )
     # torchrun would set 1 thread per process and say so in a banner; share this machine's cores instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     from torch.distributed.elastic.multiprocessing.api import SignalException

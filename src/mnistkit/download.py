@@ -16,7 +16,7 @@ from pathlib import Path
 
 import platformdirs
 
-from . import idx
+from . import fileio, idx
 from .catalog import BUNDLED_DIR, CATALOG, MNIST_MD5, DatasetSpec, get_spec
 from .errors import DataError, DownloadError
 from .fileio import atomic_path
@@ -75,9 +75,9 @@ def _verifies(path: Path, filename: str, spec: DatasetSpec) -> bool:
     knows the MD5 of the uncompressed bytes, that is accepted too.
     """
     try:
-        with open(path, "rb") as f:
-            if hashlib.file_digest(f, "md5").hexdigest() == spec.files[filename]:
-                return True
+        # Read as every data file is: a FIFO or device left in the cache is refused, not waited on or read forever.
+        if hashlib.md5(fileio.read_regular(path, idx.MAX_FILE_BYTES)).hexdigest() == spec.files[filename]:
+            return True
         stem = filename.removesuffix(".gz")
         return stem in spec.md5_uncompressed and idx.md5_of(path) == spec.md5_uncompressed[stem]
     except (OSError, DataError):
@@ -151,12 +151,19 @@ def _chunks(response) -> Iterator[bytes]:
 
 
 def _copy(response, dest: Path, filename: str, progress: BytesCallback | None) -> None:
+    # No data file is larger than this (``idx.MAX_FILE_BYTES``): a mirror sending more, or without end, is wrong,
+    # and must not fill the disk before its checksum says so.
+    limit = idx.MAX_FILE_BYTES
     total = _content_length(response)
+    if total is not None and total > limit:
+        raise _MirrorFailed(f"a file of {total:,} bytes, more than the {limit:,} a data file may hold")
     done = 0
     with open(dest, "wb") as out:
         for chunk in _chunks(response):
             out.write(chunk)
             done += len(chunk)
+            if done > limit:
+                raise _MirrorFailed(f"sent more than the {limit:,} bytes a data file may hold")
             if progress is not None:
                 progress(filename, done, total)
     # http.client ends a body cut short by the server silently, so the length has to be checked here.

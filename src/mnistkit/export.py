@@ -217,8 +217,12 @@ def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path
             )
         except Exception as exc:  # TorchScript rejects unsupported Python in many ways
             raise ExportError(f"cannot convert {info['model']} to TorchScript: {_first_line(exc)}") from None
-        torch.jit.save(traced, str(path), _extra_files={METADATA_NAME: json.dumps(info)})
-        loaded = torch.jit.load(str(path))
+        # Through a buffer: torch's file writer aborts the whole process on a full disk; a Python write raises.
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={METADATA_NAME: json.dumps(info)})
+        path.write_bytes(buffer.getvalue())
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
     return lambda x: loaded(x).numpy()
 
 

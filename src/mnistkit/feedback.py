@@ -85,6 +85,14 @@ class Correction:
     model_sha256: str | None
 
 
+SQLITE_INTEGERS = range(-(2**63), 2**63)  # what an SQLite INTEGER holds: no correction has an id outside
+
+
+def _storable(ids: Iterable[int]) -> list[int]:
+    """The distinct ``ids`` that may name a correction, sorted; others (``2**70``) match none, not an OverflowError."""
+    return sorted({int(i) for i in ids if int(i) in SQLITE_INTEGERS})
+
+
 class FeedbackStore:
     """One SQLite file of corrections. Safe to share between threads: each thread gets its own connection."""
 
@@ -226,14 +234,14 @@ class FeedbackStore:
             lambda db: db.execute(
                 "SELECT id, created_utc, label, predicted, confidence, model_sha256 FROM corrections "
                 "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                (max(-1, min(limit, SQLITE_INTEGERS.stop - 1)),),  # -1: no limit, as SQLite reads it
             ).fetchall()
         )
         return [Correction(*row) for row in rows]
 
     def images(self, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(uint8 images N×28×28, uint8 labels N, ids) in id order: all corrections, or those in ``ids``."""
-        wanted = None if ids is None else sorted(set(ids))
+        wanted = None if ids is None else _storable(ids)
 
         def query(db: sqlite3.Connection) -> list[tuple]:
             if wanted is None:
@@ -250,7 +258,7 @@ class FeedbackStore:
 
     def delete(self, ids: Iterable[int]) -> int:
         """Delete corrections by id; returns how many existed."""
-        wanted = sorted(set(int(i) for i in ids))
+        wanted = _storable(ids)
         if not wanted:
             return 0
         marks = ",".join("?" * len(wanted))

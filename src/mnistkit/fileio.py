@@ -115,7 +115,7 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes:
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file")
         if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, f"not a regular file but {_file_kind(info.st_mode)}")
+            raise OSError(errno.EINVAL, f"not a regular file but {file_kind(info.st_mode)}")
         if info.st_size > limit:
             raise OSError(errno.EFBIG, f"file of {info.st_size:,} bytes, more than the {limit:,} allowed")
         data = f.read(limit + 1)
@@ -124,6 +124,19 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes:
     return data
 
 
-def _file_kind(mode: int) -> str:
+def read_pipe(path: str | os.PathLike, limit: int) -> bytes:
+    """What a FIFO (``/dev/stdin`` fed by a pipe, ``<(command)``) gives until its writer closes it, at most ``limit``
+    bytes; more raises OSError. Opening does not wait for a writer: a FIFO without one reads as empty."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.set_blocking(fd, True)  # opened: now wait for the data of the writer there is
+    with open(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"more than the {limit:,} bytes allowed")
+    return data
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words: "a FIFO", "a character device"."""
     kinds = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO")]
     return next((name for test, name in kinds if test(mode)), "a socket or other special file")

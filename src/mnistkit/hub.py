@@ -23,8 +23,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from . import __version__, fileio
-from .checkpoint import META_NAME, load_checkpoint, load_state
+from . import __version__, fileio, schema
+from .checkpoint import MAX_TENSOR_BYTES, META_NAME, load_checkpoint, load_state
 from .data import Normalization
 from .errors import CheckpointError, MnistkitError
 from .models import MODELS, count_parameters, create_model
@@ -295,6 +295,8 @@ def load_folder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         ) from None
     load_state(model, state, str(folder / WEIGHTS_NAME))
     info = config.get("mnistkit")
+    if isinstance(info, dict):
+        schema.check_hub_description(info, folder / CONFIG_NAME)
     meta = {k: v for k, v in (info if isinstance(info, dict) else {}).items() if k != "format"}
     meta.update(model=name, model_options={k: v for k, v in options.items() if v is not None})
     _check_meta(meta, _outputs(model), folder / CONFIG_NAME)
@@ -305,12 +307,9 @@ def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_NAME
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder; pass a Hugging Face model folder or a Hub repo id")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder}: no {CONFIG_NAME} here; a Hugging Face model folder needs one") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable model configuration ({exc})") from None
+    if not path.exists():
+        raise CheckpointError(f"{folder}: no {CONFIG_NAME} here; a Hugging Face model folder needs one")
+    config = schema.load_json(path, schema.HUB_CONFIG)  # a regular file of bounded size, as model.json is
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object of model options")
     if "epochs" in config and "model" in config:  # a training run's config.json, never a model's
@@ -321,7 +320,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     path = folder / WEIGHTS_NAME
     try:
-        blob = path.read_bytes()
+        blob = fileio.read_regular(path, MAX_TENSOR_BYTES)
     except FileNotFoundError:
         raise CheckpointError(
             f"{folder}: no {WEIGHTS_NAME} here; a Hugging Face model folder holds its weights in that file "
@@ -366,15 +365,7 @@ def _outputs(model: nn.Module) -> int:
 
 def _check_meta(meta: dict[str, Any], outputs: int, where: Path) -> None:
     """Fill in what a folder written by the mixin alone lacks, and reject metadata the Classifier cannot use."""
-    norm = meta.setdefault("normalization", Normalization().to_dict())
-    if not (
-        isinstance(norm, dict)
-        and set(norm) <= {"mean", "std", "divisor"}
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in norm.values())
-        and norm.get("std", 1) != 0
-        and norm.get("divisor", 1) != 0
-    ):
-        raise CheckpointError(f"{where}: mnistkit.normalization must hold numbers mean, std and divisor")
+    meta.setdefault("normalization", Normalization().to_dict())
     classes = meta.setdefault("classes", [str(i) for i in range(outputs)])
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)) or len(classes) != outputs:
         raise CheckpointError(f"{where}: mnistkit.classes must list {outputs} class names, one per model output")

@@ -21,6 +21,7 @@ from .errors import DataError
 
 MAX_FILE_BYTES = 1 << 30  # a data file, and what it decompresses to: 1.3 million 28×28 images as uint8
 GUNZIP_CHUNK = 1 << 22
+MAX_DIMENSIONS = 4  # images have 3, labels 1; NumPy takes no more than 64, and the message would list them all
 IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
@@ -88,6 +89,10 @@ def _idx_header(raw: bytes, name: str) -> tuple[tuple[int, ...], np.dtype, int, 
         raise DataError(
             f"{name}: not an IDX file (magic number 0x{raw[:4].hex()}; expected 0x00000801 for labels "
             "or 0x00000803 for images)"
+        )
+    if ndim > MAX_DIMENSIONS:
+        raise DataError(
+            f"{name}: an IDX header declaring {ndim} dimensions; images have 3 (count, height, width) and labels 1"
         )
     header = 4 + 4 * ndim
     if len(raw) < header:

@@ -30,7 +30,7 @@ from .calibrate import not_a_digit
 from .data import Normalization
 from .errors import CheckpointError, MnistkitError
 from .models import count_parameters
-from .preprocess import ImageError, ImageInput, check_pixels, to_mnist
+from .preprocess import ImageError, ImageInput, check_pixels, image_formats, to_mnist
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 BATCH_SIZE = 256  # images per forward pass in predict_array: activations stay in cache (faster than 1024 on CPU)
@@ -267,6 +267,10 @@ class Classifier:
         n = self.batch_size
         for i in range(0, len(x), n):
             batch_probabilities, margin = self.inference.probabilities_and_margin(x[i : i + n].to(self.device))
+            if not torch.isfinite(batch_probabilities).all():  # finite weights can still overflow float32 (1e38)
+                raise CheckpointError(
+                    f"{self.source}: the model answers NaN or infinite probabilities; its weights are damaged"
+                )
             probabilities.append(batch_probabilities.cpu())
             if margin is None:
                 flags.append(torch.zeros(len(batch_probabilities), dtype=torch.bool))
@@ -415,7 +419,7 @@ def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPredi
     for arg in map(str, args):
         path = Path(arg).expanduser()
         if not path.exists() and glob.has_magic(arg):
-            matches = sorted(glob.glob(str(path), recursive=True))
+            matches = _glob(path)
             if not matches:
                 failures.append(FailedPrediction(arg, ImageError(f"{arg}: no file matches this pattern")))
             for match in matches:
@@ -430,9 +434,24 @@ def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPredi
     return found, failures
 
 
+def _glob(pattern: Path) -> list[str]:
+    """The paths matching ``pattern``, sorted, hidden ones skipped. ``**`` does not descend into symlinked folders
+    (nor does bash's globstar): ``glob.glob`` follows them, so a link back up the tree would never end."""
+    if "**" not in pattern.parts:
+        return sorted(glob.glob(str(pattern)))
+    first = next(i for i, part in enumerate(pattern.parts) if glob.has_magic(part))
+    base = Path(*pattern.parts[:first])
+    return sorted(
+        str(match)
+        for match in base.glob(str(Path(*pattern.parts[first:])))
+        if not any(part.startswith(".") for part in match.relative_to(base).parts)
+    )
+
+
 def _walk(folder: Path) -> list[str]:
     """The files under ``folder`` with an extension Pillow can open, sorted; hidden files and folders skipped."""
-    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    formats = image_formats()
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in formats}
     return sorted(
         str(p)
         for p in folder.rglob("*")

@@ -12,6 +12,8 @@ unchanged. docs/handwriting.md walks through each step.
 
 from __future__ import annotations
 
+import io
+import stat
 import warnings
 from pathlib import Path
 
@@ -22,6 +24,9 @@ from . import fileio
 from .errors import MnistkitError
 
 MAX_PIXELS = 25_000_000  # refuse larger images before decoding them (decompression bombs)
+# Pillow reads EPS by running Ghostscript on it: PostScript is a program, and an image from elsewhere must run none.
+UNSAFE_FORMATS = frozenset({"EPS"})
+MAX_PIPE_BYTES = 256 << 20  # read from a pipe, whole: more than a 25-megapixel image takes in any format
 MIN_SIDE = 8  # images shorter than this on their longer side hold too little to be a digit
 MIN_THICKNESS = 2  # on their shorter side: a 1 cropped to its ink may be a few pixels wide
 WORK_SIDE = 512  # larger images are reduced to this first: 20 px of output need no more detail
@@ -99,7 +104,7 @@ def load_image(path: str | Path) -> Image.Image:
             # Pillow warns above its own (larger) pixel limit, whereas ours is checked below with a clearer
             # message, and about malformed metadata (EXIF), which is skipped: nothing a user can act on.
             warnings.simplefilter("ignore")
-            image = Image.open(path)
+            image = Image.open(_openable(path), formats=image_formats())
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -126,6 +131,33 @@ def load_image(path: str | Path) -> Image.Image:
         image.close()
         raise
     return image
+
+
+def image_formats() -> list[str]:
+    """The Pillow formats an image to classify may be in: every one it reads, less ``UNSAFE_FORMATS``."""
+    Image.init()
+    return [name for name in Image.OPEN if name not in UNSAFE_FORMATS]
+
+
+def _openable(path: Path) -> Path | io.BytesIO:
+    """What Pillow opens: the path of a regular file (or folder, refused as such), or the bytes of a pipe read
+    here, since opening a FIFO waits for a writer (forever, if none comes) and Pillow reads an unseekable file
+    whole, however much it holds. A device (``/dev/zero``, a terminal) or socket is refused without reading it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return path  # missing, unreadable, a symlink loop: Image.open says which
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return path
+    if not stat.S_ISFIFO(mode):
+        raise ImageError(f"{path}: not a regular file but {fileio.file_kind(mode)}; pass an image file")
+    try:
+        data = fileio.read_pipe(path, MAX_PIPE_BYTES)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read the image from this pipe ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(f"{path}: a FIFO that nothing was written to; pass an image file")
+    return io.BytesIO(data)
 
 
 def _check_size(size: tuple[int, int], where: str) -> None:

@@ -45,6 +45,7 @@ class Document:
 
 MODEL_META = Document("not a readable checkpoint description", "not an mnistkit checkpoint", "damaged checkpoint")
 RUN_CONFIG = Document("cannot read the run's config", "not a run config", "invalid run config")
+HUB_CONFIG = Document("not a readable model configuration", "not a model configuration", "damaged model description")
 RESUME_STATE = Document(
     "not a readable resume checkpoint", "not an mnistkit resume checkpoint", "damaged resume checkpoint"
 )
@@ -89,6 +90,14 @@ def depth(value: Any) -> int:
 def read_model_meta(path: str | Path) -> dict[str, Any]:
     """A checkpoint's ``model.json``, checked."""
     return _read(path, MODEL_META, ModelMeta, CHECKPOINT_FORMAT)
+
+
+def check_hub_description(description: dict[str, Any], path: str | Path) -> None:
+    """The ``mnistkit`` part of a Hub folder's ``config.json`` (``path``), checked as ``model.json`` is."""
+    try:
+        ModelDescription.model_validate(description)
+    except ValidationError as exc:
+        raise CheckpointError(f"{path}: {HUB_CONFIG.damaged}: mnistkit.{first_problem(exc)}") from None
 
 
 def read_resume_state(path: str | Path) -> dict[str, Any]:
@@ -141,11 +150,20 @@ def typed_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     checked = {}
     for name, value in values.items():
         try:
-            checked[name] = adapters[name].validate_python(value, strict=True)
+            checked[name] = adapters[name].validate_python(_checkable(value), strict=True)
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
             raise ConfigError(f"{name}: {error['msg']} (got {short(value)})") from None
+        if isinstance(value, str):
+            checked[name] = value  # as given, not as checked: a path keeps the bytes that name its file
     return checked
+
+
+def _checkable(value: Any) -> Any:
+    """``value`` as pydantic can check it: a path's bytes that are not UTF-8 (see ``Text``) are checked as "?"."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 @cache
@@ -175,7 +193,20 @@ class _Open(BaseModel):
 
 
 Name = Annotated[str, Field(max_length=200)]
-Text = Annotated[str, Field(max_length=10_000)]
+MAX_TEXT = 10_000
+
+
+def _text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"Input should be a valid string (got {short(value)})")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"String should have at most {MAX_TEXT} characters")
+    return value
+
+
+# A path, or a command holding paths, as given: a file name's bytes that are not UTF-8 are kept by Python as lone
+# surrogates (json.dumps writes them so), which pydantic's str refuses; such a path must still read back.
+Text = Annotated[Any, AfterValidator(_text)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -193,10 +224,25 @@ def _scalar(value: Any) -> Any:
 Scalar = Annotated[Any, AfterValidator(_scalar)]  # one check, where a union would report one error per member
 
 
+# A standardized pixel is at most 1e6 from 0 (a training set's std is at least 1e-6: rounded to 6 decimals and not
+# 0); pixels normalized far beyond that are no model's input, and overflow float32 (a tiny std or divisor).
+MAX_NORMALIZED = 1e7
+
+
 class Normalization(_Closed):
     mean: Finite
     std: Positive
     divisor: Positive
+
+    @model_validator(mode="after")
+    def _pixels_in_range(self) -> Normalization:
+        reach = max(abs((pixel / self.divisor - self.mean) / self.std) for pixel in (0, 255))
+        if not reach <= MAX_NORMALIZED:
+            raise ValueError(
+                f"(pixel / divisor - mean) / std reaches {reach:.3g} for pixels 0..255; it must stay within "
+                f"±{MAX_NORMALIZED:,.0f}"
+            )
+        return self
 
 
 Checksums = Annotated[dict[Name, Name], Field(max_length=100)]  # file name -> its digest
@@ -209,13 +255,13 @@ class MnistMix(_Open):
     seed: int
     train: Count
     test: Count = 0
-    name: Name | None = None
+    name: Text | None = None  # a folder's name, for a folder of IDX files
     source: Text | None = None
     checksums: Checksums = {}
 
 
 class DatasetRecord(_Open):
-    name: Name | None = None
+    name: Text | None = None  # a folder's name, for a folder of IDX files
     source: Text | None = None
     checksums: Checksums = {}
     train: Count = 0  # MNIST images mixed in included
@@ -267,20 +313,30 @@ class ConfigRecord(_Open):
 class Calibration(_Open):
     """How far to trust the outputs: a softmax temperature and the energy below which an input is no digit."""
 
-    temperature: Positive
+    # calibrate.fit_temperature searches 0.05 to 20; logits divided by a far smaller one overflow to NaN.
+    temperature: Annotated[float, Field(ge=1e-3, le=1e3)]
     not_a_digit_below: Finite | None = None
 
 
-class ModelMeta(_Open):
-    """``model.json``: how to rebuild the network, how its input is scaled, what its outputs are called."""
+def _printable(name: str) -> str:
+    if not name.isprintable():
+        raise ValueError(
+            f"a class name must be printable text, without line breaks or control characters (got {short(name)})"
+        )
+    return name
 
-    format: CheckpointFormat
-    model: Name
-    model_options: Annotated[dict[Name, int], Field(max_length=16)] = {}  # models.create_model checks the values
+
+# Printed as they are (one line per image, on a terminal): a line break or an escape sequence would forge output.
+ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+
+
+class ModelDescription(_Open):
+    """What a model's metadata says about it besides its architecture and weights: how its input is scaled, what its
+    outputs are called, how it was made. ``model.json`` holds it, and so does a Hub folder's ``config.json`` (in
+    its ``mnistkit`` part)."""
+
     normalization: Normalization = ABSENT  # absent: data.Normalization's defaults, MNIST's
-    classes: list[Annotated[str, Field(min_length=1, max_length=100)]] = ABSENT  # one per output; absent: the digits
-    weights: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")] = "model.safetensors"
-    sha256: Sha256
+    classes: list[ClassName] = ABSENT  # one per output; absent: the digits
     tta: bool = False
     calibration: Calibration | None = None  # absent or null: temperature 1 and nothing flagged
     init: InitRecord | None = None  # absent or null: trained from fresh weights
@@ -294,6 +350,16 @@ class ModelMeta(_Open):
     mnistkit_version: Name | None = None
     torch_version: Name | None = None
     python_version: Name | None = None
+
+
+class ModelMeta(ModelDescription):
+    """``model.json``: how to rebuild the network, where its weights are, and its ``ModelDescription``."""
+
+    format: CheckpointFormat
+    model: Name
+    model_options: Annotated[dict[Name, int], Field(max_length=16)] = {}  # models.create_model checks the values
+    weights: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")] = "model.safetensors"
+    sha256: Sha256
 
     @model_validator(mode="after")
     def _one_name_per_output(self) -> ModelMeta:
