@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import platform
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,26 @@ CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
 METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
 BATCH_LOSSES_NAME = "batch_losses.csv"  # the training loss of every batch, for curves.png
+# A torchrun job that may restart its workers (--max-restarts) marks the run folder it created, so that
+# the restarted workers find it again, also under a default name, and no other job's folder.
+CLAIM_NAME = ".torchrun-job"
+# Everything a run and its evaluation write into the run folder (the model's files: checkpoint.py; resume/:
+# resume.py; the figures: plots.py; tensorboard/: tensorboard_log.py). Overwriting a run removes all of it, so
+# that nothing of the replaced run, its finished model or its resume state above all, passes for the new run's;
+# those go first, so that a removal cut short leaves at most what looks like a run stopped before its checkpoint.
+RUN_FILES = (
+    "model.json",
+    "model.safetensors",
+    "resume",
+    CLAIM_NAME,
+    METRICS_NAME,
+    BATCH_LOSSES_NAME,
+    "curves.png",
+    "confusion.png",
+    "mistakes.png",
+    "tensorboard",
+    CONFIG_NAME,
+)
 
 
 def default_run_dir(model: str, root: str | Path = "runs") -> Path:
@@ -35,7 +56,8 @@ def default_run_dir(model: str, root: str | Path = "runs") -> Path:
 
 
 def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) -> Path:
-    """Create the run folder. An existing non-empty folder is refused unless ``overwrite``."""
+    """Create the run folder. An existing non-empty folder is refused unless ``overwrite``, which removes the
+    files of the run that was there (and nothing else)."""
     path = Path(out).expanduser() if out is not None else default_run_dir(model)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
@@ -46,6 +68,7 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
+        _remove_run_files(path)
         probe = path / ".mnistkit-write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -56,6 +79,15 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
     return path
 
 
+def _remove_run_files(path: Path) -> None:
+    for name in RUN_FILES:
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def remove_if_empty(path: Path) -> None:
     """Take back a run folder that a failed start left empty (bad data, say), so no empty run litters runs/."""
     try:
@@ -64,11 +96,6 @@ def remove_if_empty(path: Path) -> None:
         path.rmdir()  # only ever removes an empty folder
     except OSError:
         pass
-
-
-# A torchrun job that may restart its workers (--max-restarts) marks the run folder it created, so that
-# the restarted workers find it again, also under a default name, and no other job's folder.
-CLAIM_NAME = ".torchrun-job"
 
 
 def claim(run_dir: Path, job: str) -> None:

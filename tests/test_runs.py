@@ -1,0 +1,33 @@
+"""Run folders: creating one, and replacing an old run's folder with --overwrite."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnistkit import runs
+from mnistkit.errors import ConfigError
+
+
+def _old_run(folder):
+    """A finished run's files, as a run and its evaluation leave them, and a file of the user's own."""
+    (folder / "resume").mkdir(parents=True)
+    (folder / "resume" / "state.json").write_text("{}")
+    for name in ["config.json", "metrics.csv", "model.json", "model.safetensors", "curves.png", "confusion.png"]:
+        (folder / name).write_text("old")
+    (folder / "notes.txt").write_text("mine")
+
+
+def test_an_existing_run_is_kept_without_overwrite(tmp_path):
+    _old_run(tmp_path / "run")
+    with pytest.raises(ConfigError, match="pass overwrite"):
+        runs.create_run_dir(tmp_path / "run", "mlp")
+    assert (tmp_path / "run" / "model.json").read_text() == "old"
+
+
+def test_overwrite_removes_the_old_runs_files_and_only_those(tmp_path):
+    # Left in place, the old run's model and resume state would pass for the new run's: killed before its first
+    # checkpoint, the new run would "resume" the old one, or be called finished.
+    _old_run(tmp_path / "run")
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]
+    assert (run_dir / "notes.txt").read_text() == "mine"
