@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import platform
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, fileio, schema
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from .data import Dataset, Normalization, Splits
@@ -58,25 +65,69 @@ def default_run_dir(model: str, root: str | Path = "runs") -> Path:
 def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) -> Path:
     """Create the run folder. An existing non-empty folder is refused unless ``overwrite``, which removes the
     files of the run that was there (and nothing else)."""
+    with writing(out, model, overwrite) as path:
+        return path
+
+
+@contextmanager
+def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iterator[Path]:
+    """``create_run_dir``, and the folder held for this process until the block ends (see ``hold``): a second
+    run into the same folder is refused, even when both found it empty or missing."""
     path = Path(out).expanduser() if out is not None else default_run_dir(model)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"out {path}: folder exists and is not empty; pass overwrite to replace that run, or choose another out",
-            options=("out", "overwrite"),
-        )
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        _remove_run_files(path)
-        probe = path / ".mnistkit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        path.mkdir(parents=True, exist_ok=True)  # to hold it: still empty, so nobody else's run is touched
     except OSError as exc:
-        raise ConfigError(
-            f"out {path}: cannot write there ({exc.strerror or exc}); choose another out", options=("out",)
-        ) from None
-    return path
+        raise _cannot_write(path, exc) from None
+    with hold(path, "out"):
+        if any(path.iterdir()) and not overwrite:
+            raise ConfigError(
+                f"out {path}: folder exists and is not empty; "
+                "pass overwrite to replace that run, or choose another out",
+                options=("out", "overwrite"),
+            )
+        try:
+            _remove_run_files(path)
+            probe = path / ".mnistkit-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise _cannot_write(path, exc) from None
+        yield path
+
+
+def _cannot_write(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"out {path}: cannot write there ({exc.strerror or exc}); choose another out", options=("out",))
+
+
+@contextmanager
+def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
+    """Hold ``run_dir`` while this process writes it: another ``mnistkit train`` into it (a second start with the
+    same out, a resume, an overwrite) is refused, rather than two runs mixing their files. The lock is the
+    kernel's (flock on the folder), so a killed run never leaves it held. Where there is no flock (Windows, some
+    network file systems), nothing is held. Yields ``run_dir``."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError:
+        yield run_dir
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                otherwise = ", or choose another out" if option == "out" else ""
+                raise ConfigError(
+                    f"{option} {run_dir}: another mnistkit train is writing this run folder now; "
+                    f"wait for it to end{otherwise}",
+                    options=(option,),
+                ) from None
+            except OSError:
+                pass
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _remove_run_files(path: Path) -> None:

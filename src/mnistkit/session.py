@@ -55,7 +55,7 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         ctx = stack.enter_context(distributed.process_group(resolve_device(cfg.device)))
         interrupt = stack.enter_context(Interrupt(announce=ctx.is_main))
         ctx.check_batch_size(cfg.batch_size)
-        run_dir = _run_folder(request, cfg, state, ctx)
+        run_dir = _run_folder(stack, request, cfg, state, ctx)
         if run_dir is not None:
             announce(_start_line(cfg, state, run_dir, ctx))
         try:
@@ -119,12 +119,17 @@ def _config_and_state(request: TrainRequest) -> tuple[TrainConfig, resume.Resume
 
 
 def _run_folder(
-    request: TrainRequest, cfg: TrainConfig, state: resume.ResumeState | None, ctx: distributed.Context
+    stack: ExitStack,
+    request: TrainRequest,
+    cfg: TrainConfig,
+    state: resume.ResumeState | None,
+    ctx: distributed.Context,
 ) -> Path | None:
-    """The run folder on rank 0 (a new one is created and claimed by this torchrun job); None elsewhere."""
+    """The run folder on rank 0 (a new one is created and claimed by this torchrun job), held until ``stack``
+    closes so that no other run writes into it meanwhile; None elsewhere."""
     if state is not None and request.resume is not None:
-        return Path(request.resume).expanduser() if ctx.is_main else None
-    run_dir = ctx.on_main(lambda: runs.create_run_dir(request.out, cfg.model, request.overwrite))
+        return ctx.on_main(lambda: stack.enter_context(runs.hold(Path(request.resume).expanduser())))
+    run_dir = ctx.on_main(lambda: stack.enter_context(runs.writing(request.out, cfg.model, request.overwrite)))
     job = os.environ.get("TORCHELASTIC_RUN_ID")
     if run_dir is not None and job is not None:
         runs.claim(run_dir, job)
