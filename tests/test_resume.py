@@ -297,6 +297,23 @@ def test_optimizer_and_scheduler_state_round_trips_exactly_through_json_and_safe
     assert not list(tmp_path.glob("*.pkl")) and "pickle" not in (tmp_path / "resume" / "state.json").read_text()
 
 
+@pytest.mark.parametrize(("saved", "now"), [("adamw", "sgd"), ("adam", "sgd")])
+def test_a_checkpoint_of_another_optimizer_is_one_clear_error_not_a_failed_step(tmp_path, saved, now):
+    """config.json edited (or written by something else) to name another optimizer than the checkpoint's."""
+    from mnistkit.models import create_model
+
+    model, generator = create_model("logreg"), torch.Generator()
+    optimizer = build_optimizer(model, make_config(model="logreg", optimizer=saved))
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    resume.save(tmp_path, *resume.capture(resume.LoopState(), model, optimizer, None, generator))
+
+    fresh = create_model("logreg")
+    fresh_optimizer = build_optimizer(fresh, make_config(model="logreg", optimizer=now))
+    with pytest.raises(CheckpointError, match="does not fit this run .*optimizer has no"):
+        resume.restore(resume.load(tmp_path), fresh, fresh_optimizer, None, torch.Generator(), 10)
+
+
 def test_a_channels_last_models_moments_come_back_in_its_layout_so_the_next_step_is_the_same(tmp_path):
     """The fused optimizer steps through raw memory: moments restored dense beside channels_last weights
     would be added to the wrong elements."""

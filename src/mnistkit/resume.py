@@ -309,6 +309,14 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
     ):
         raise ValueError("the optimizer's parameter groups differ from the checkpoint's")
     optimizer.load_state_dict(saved)
+    # The groups now hold the checkpoint's hyper-parameters: another optimizer's (config.json says sgd, the
+    # checkpoint is adamw's) lack some of this one's, and its first step would fail on them.
+    missing = {key for group in fresh for key in group} - {key for group in optimizer.param_groups for key in group}
+    if missing:
+        raise ValueError(
+            f"the checkpoint's optimizer has no {', '.join(sorted(missing))}: it is not the {type(optimizer).__name__} "
+            "the run's config names"
+        )
     # The checkpoint holds dense tensors; a channels_last weight's moments must get its layout back, because a
     # fused optimizer steps through the raw memory of the weight, its gradient and its moments alike.
     for param, state in optimizer.state.items():
