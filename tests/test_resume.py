@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import train_argv, write_mnist_npz
+from helpers import run_cli, train_argv, write_mnist_npz
 from safetensors.torch import load_file
 
 from mnistkit import resume, runs
@@ -236,6 +236,29 @@ def test_a_full_disk_at_the_first_checkpoint_does_not_claim_an_earlier_one(tiny_
     assert "No space left on device" in err and "there is no earlier checkpoint to resume from" in err
     assert "intact" not in err
     assert not (run_dir / resume.FOLDER / resume.STATE_NAME).exists()
+
+
+def test_a_full_disk_when_the_model_is_saved_says_how_to_resume_and_the_resume_finishes(
+    tiny_idx, tmp_path, monkeypatch, capsys
+):
+    """ENOSPC at the very end, as the model is written: the training done is in the resume state, and the
+    message must say so rather than leave the run for lost."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if "/.model.safetensors." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=1))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "No space left on device" in err and f"resume with: mnistkit train --resume {run_dir}" in err
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--quiet")
+    assert code == 0, err
+    assert out.startswith(f"resuming {run_dir}") and (run_dir / "model.json").is_file()
 
 
 def test_a_run_folder_that_vanishes_while_training_is_a_clear_error(tiny_idx, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import distributed, resume, runs, torchrun
 from .config import TrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, WriteError
 from .mlflow_log import MlflowReporter, require_mlflow
 from .train import Interrupt, Reporter, RunResult, TrainingInterrupted, check_resume_every, resolve_device, train_run
 
@@ -75,9 +75,15 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
             if run_dir is None:
                 raise
             raise TrainingInterrupted(f"{exc}; checkpoint saved. Resume with: {resume_command(run_dir, ctx)}") from None
-        except BaseException:
+        except BaseException as exc:
             if state is None and run_dir is not None:
                 runs.remove_if_empty(run_dir)
+            # metrics.csv or the final model could not be written (a full disk): the resume state has the work done
+            if isinstance(exc, WriteError) and run_dir is not None and resume.has_state(run_dir):
+                raise WriteError(
+                    f"{exc}; the run's last checkpoint is intact: free some space (or fix the folder), then resume "
+                    f"with: {resume_command(run_dir, ctx)}"
+                ) from None
             raise
         if run_dir is not None:
             runs.release(run_dir)
