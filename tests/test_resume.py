@@ -157,6 +157,23 @@ def test_a_second_ctrl_c_quits_at_once_and_the_last_checkpoint_stays_good(digits
     assert not [p.name for p in (run_dir / resume.FOLDER).iterdir() if p.name.startswith(".")]
 
 
+def test_a_second_ctrl_c_after_a_checkpoint_still_prints_how_to_resume(tiny_idx, tmp_path, monkeypatch, capsys):
+    """The second Ctrl-C (KeyboardInterrupt) lands as epoch 2's metrics are written, after epoch 1's checkpoint."""
+    real_write_metrics = runs.write_metrics
+
+    def write_metrics(run_dir, rows):
+        if len(rows) == 2:
+            raise KeyboardInterrupt
+        real_write_metrics(run_dir, rows)
+
+    monkeypatch.setattr(runs, "write_metrics", write_metrics)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=3))
+    assert code == 130 and len(err.strip().splitlines()) == 1, err
+    assert err.strip().endswith(f"the last checkpoint is intact. Resume with: mnistkit train --resume {run_dir}")
+    assert resume.load(run_dir).epoch == 2
+
+
 def test_the_second_ctrl_c_raises_at_once_and_leaves_the_checkpoint_as_it_was(tmp_path, monkeypatch):
     """Deterministically: the second SIGINT lands in the middle of writing a checkpoint."""
     from mnistkit.models import create_model

@@ -78,11 +78,17 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         except BaseException as exc:
             if state is None and run_dir is not None:
                 runs.remove_if_empty(run_dir)
+            if run_dir is None or not resume.has_state(run_dir):
+                raise
             # metrics.csv or the final model could not be written (a full disk): the resume state has the work done
-            if isinstance(exc, WriteError) and run_dir is not None and resume.has_state(run_dir):
+            if isinstance(exc, WriteError):
                 raise WriteError(
                     f"{exc}; the run's last checkpoint is intact: free some space (or fix the folder), then resume "
                     f"with: {resume_command(run_dir, ctx)}"
+                ) from None
+            if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: no new checkpoint, but the last one is there
+                raise TrainingInterrupted(
+                    f"interrupted at once; the last checkpoint is intact. Resume with: {resume_command(run_dir, ctx)}"
                 ) from None
             raise
         if run_dir is not None:
