@@ -174,6 +174,18 @@ def test_a_second_ctrl_c_after_a_checkpoint_still_prints_how_to_resume(tiny_idx,
     assert resume.load(run_dir).epoch == 2
 
 
+def test_a_save_removes_what_a_killed_save_left_half_written(tmp_path):
+    from mnistkit.models import create_model
+
+    model = create_model("logreg")
+    optimizer, generator = build_optimizer(model, make_config(model="logreg")), torch.Generator()
+    (tmp_path / resume.FOLDER).mkdir()
+    stale = tmp_path / resume.FOLDER / ".state-0001-000003-0123456789ab.safetensors.x1y2z3.tmp"
+    stale.write_bytes(b"half a checkpoint, then SIGKILL")
+    resume.save(tmp_path, *resume.capture(resume.LoopState(), model, optimizer, None, generator))
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / resume.FOLDER).iterdir()) == ["state", "state.json"]
+
+
 def test_the_second_ctrl_c_raises_at_once_and_leaves_the_checkpoint_as_it_was(tmp_path, monkeypatch):
     """Deterministically: the second SIGINT lands in the middle of writing a checkpoint."""
     from mnistkit.models import create_model

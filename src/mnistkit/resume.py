@@ -213,6 +213,10 @@ def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Ten
     for old in folder.glob("state-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
+    # The temporary files of a save that was killed (SIGKILL, a power cut) before its rename: nobody else writes
+    # here while this run holds its folder, and each can be as large as a checkpoint.
+    for stale in folder.glob(".state*.tmp"):
+        stale.unlink(missing_ok=True)
     return folder / STATE_NAME
 
 
