@@ -263,6 +263,7 @@ def test_a_full_disk_at_the_first_checkpoint_does_not_claim_an_earlier_one(tiny_
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert "No space left on device" in err and "there is no earlier checkpoint to resume from" in err
+    assert "train again with --overwrite" in err  # the same command alone would find the folder taken
     assert "intact" not in err
     assert not (run_dir / resume.FOLDER / resume.STATE_NAME).exists()
 

@@ -207,9 +207,12 @@ def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Ten
         then = (
             "the previous checkpoint there is intact. Free some space or restore the folder, then resume"
             if previous
-            else "there is no earlier checkpoint to resume from. Free some space, then train again"
+            else "there is no earlier checkpoint to resume from. Free some space, then train again with overwrite "
+            "(the folder holds the run's config)"
         )
-        raise CheckpointError(f"could not save the checkpoint in {folder} ({reason}); {then}") from None
+        raise CheckpointError(
+            f"could not save the checkpoint in {folder} ({reason}); {then}", options=() if previous else ("overwrite",)
+        ) from None
     for old in folder.glob("state-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
