@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mnistkit import runs
@@ -44,3 +46,15 @@ def test_a_folder_another_run_is_writing_is_refused(tmp_path, overwrite):
             with runs.hold(run_dir):  # a resume of it
                 pass
     assert runs.create_run_dir(run_dir, "mlp") == run_dir  # free again once the first run is done
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    # The other run creates the name default_run_dir chose between its look and our mkdir.
+    monkeypatch.chdir(tmp_path)
+    names = iter(["runs/20250101-120000-mlp", "runs/20250101-120000-mlp-2"])
+    monkeypatch.setattr(runs, "default_run_dir", lambda model: Path(next(names)))
+    with runs.writing(None, "mlp") as other:
+        assert other == Path("runs/20250101-120000-mlp")
+        names = iter(["runs/20250101-120000-mlp", "runs/20250101-120000-mlp-2"])
+        with runs.writing(None, "mlp") as ours:
+            assert ours == Path("runs/20250101-120000-mlp-2")

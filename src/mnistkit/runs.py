@@ -62,6 +62,19 @@ def default_run_dir(model: str, root: str | Path = "runs") -> Path:
     return path
 
 
+def _new_default_run_dir(model: str) -> Path:
+    """A folder under runs/ that this process created: runs started in the same second each get their own."""
+    while True:
+        path = default_run_dir(model)
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:  # another run took that name since default_run_dir looked
+            continue
+        except OSError as exc:
+            raise _cannot_write(path, exc) from None
+
+
 def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) -> Path:
     """Create the run folder. An existing non-empty folder is refused unless ``overwrite``, which removes the
     files of the run that was there (and nothing else)."""
@@ -73,7 +86,7 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
 def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iterator[Path]:
     """``create_run_dir``, and the folder held for this process until the block ends (see ``hold``): a second
     run into the same folder is refused, even when both found it empty or missing."""
-    path = Path(out).expanduser() if out is not None else default_run_dir(model)
+    path = Path(out).expanduser() if out is not None else _new_default_run_dir(model)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
     try:
