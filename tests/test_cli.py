@@ -416,3 +416,16 @@ def test_a_mistake_stops_train_before_it_announces_anything(argv, message, tmp_p
     code, out, err = run_cli(capsys, "train", *argv, "--out", "run")
     assert_one_line_error(code, err, message)
     assert out == "" and not (tmp_path / "run").exists()
+
+
+def test_output_into_a_pipe_whose_reader_quit_ends_quietly_with_141():
+    """| head that has read all it wants: no traceback, and the exit status of a writer stopped by SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # before the command writes anything: its first line finds the reader gone
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mnistkit", "presets"], stdout=write_end, stderr=subprocess.PIPE, timeout=60
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == b"", done.stderr.decode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import textwrap
@@ -1142,6 +1143,15 @@ def with_flags(exc: MnistkitError, flags: dict[str, str]) -> str:
     return re.sub(rf"(?<![^\s(])(?:{names})(?=$|[\s)])", flag, message)
 
 
+def _drop_stdout() -> None:
+    """Send what is still buffered for stdout nowhere, so that exiting does not fail on it again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured, replaced)
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1155,6 +1165,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # whoever read the output has gone (| head): end as a pipe's writer does, quietly
+        _drop_stdout()
+        code = 141  # 128 + SIGPIPE
     except BaseException:
         if not torchrun.launched_by_torchrun():
             raise
