@@ -291,6 +291,14 @@ def test_a_full_disk_when_the_model_is_saved_says_how_to_resume_and_the_resume_f
     assert out.startswith(f"resuming {run_dir}") and (run_dir / "model.json").is_file()
 
 
+def test_a_run_stopped_before_its_first_checkpoint_says_to_train_again(tiny_idx, tmp_path, capsys):
+    run_dir = runs.create_run_dir(tmp_path / "run", "logreg")
+    runs.write_config(run_dir, make_config(model="logreg", data=str(tiny_idx)))  # killed while loading, say
+    code, _, err = run_cli(capsys, "train", "--resume", run_dir)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "no resumable checkpoint" in err and "train it again, with --overwrite to reuse the folder" in err
+
+
 def test_a_run_folder_that_vanishes_while_training_is_a_clear_error(tiny_idx, tmp_path):
     import shutil
 

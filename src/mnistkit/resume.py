@@ -233,8 +233,9 @@ def load(run_dir: str | Path) -> ResumeState:
     path = state_dir(run_dir) / STATE_NAME
     if not path.is_file():
         raise CheckpointError(
-            f"{run_dir}: no resumable checkpoint ({FOLDER}/{STATE_NAME} is missing); "
-            "pass a run folder written by mnistkit train that finished at least one checkpoint"
+            f"{run_dir}: no resumable checkpoint ({FOLDER}/{STATE_NAME} is missing): the run stopped before its "
+            "first one (train it again, with overwrite to reuse the folder), or this is not a run folder",
+            options=("overwrite",),
         )
     meta = schema.read_resume_state(path)
     tensors = read_tensors(path.parent / meta["tensors"], meta["sha256"], "checkpoint's tensors", STATE_NAME)
