@@ -17,6 +17,9 @@ def _old_run(folder):
     for name in ["config.json", "metrics.csv", "model.json", "model.safetensors", "curves.png", "confusion.png"]:
         (folder / name).write_text("old")
     (folder / "notes.txt").write_text("mine")
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "events.out.tfevents.1.host").write_text("old")
+    (folder / "resume" / "state-0002-000000-0123456789ab.safetensors").write_text("old")
 
 
 def test_an_existing_run_is_kept_without_overwrite(tmp_path):
@@ -33,6 +36,13 @@ def test_overwrite_removes_the_old_runs_files_and_only_those(tmp_path):
     run_dir = runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True)
     assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]
     assert (run_dir / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_keeps_what_mnistkit_did_not_write_even_in_folders_of_a_run_s_names(tmp_path):
+    _old_run(tmp_path / "run")
+    (tmp_path / "run" / "resume" / "cv.pdf").write_text("mine")  # --out . in a folder that has a resume/ of its own
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True)
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == ["notes.txt", "resume", "resume/cv.pdf"]
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

@@ -6,10 +6,9 @@ import csv
 import io
 import os
 import platform
-import shutil
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,22 +33,26 @@ BATCH_LOSSES_NAME = "batch_losses.csv"  # the training loss of every batch, for 
 # the restarted workers find it again, also under a default name, and no other job's folder.
 CLAIM_NAME = ".torchrun-job"
 # Everything a run and its evaluation write into the run folder (the model's files: checkpoint.py; resume/:
-# resume.py; the figures: plots.py; tensorboard/: tensorboard_log.py). Overwriting a run removes all of it, so
-# that nothing of the replaced run, its finished model or its resume state above all, passes for the new run's;
-# those go first, so that a removal cut short leaves at most what looks like a run stopped before its checkpoint.
+# resume.py; the figures: plots.py; tensorboard/: tensorboard_log.py), as patterns. Overwriting a run removes
+# all of it, so that nothing of the replaced run, its finished model or its resume state above all, passes for
+# the new run's; those go first, so that a removal cut short leaves what looks like a run stopped before its
+# first checkpoint. Only these files go: a folder that is not a run (--out .) keeps everything else.
 RUN_FILES = (
     "model.json",
     "model.safetensors",
-    "resume",
+    "resume/state.json",
+    "resume/state-*.safetensors",
+    "resume/.state*.tmp",
     CLAIM_NAME,
     METRICS_NAME,
     BATCH_LOSSES_NAME,
     "curves.png",
     "confusion.png",
     "mistakes.png",
-    "tensorboard",
+    "tensorboard/events.out.tfevents.*",
     CONFIG_NAME,
 )
+RUN_FOLDERS = ("resume", "tensorboard")  # removed with the run's files when nothing else is left in them
 
 
 def default_run_dir(model: str, root: str | Path = "runs") -> Path:
@@ -144,12 +147,12 @@ def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
 
 
 def _remove_run_files(path: Path) -> None:
-    for name in RUN_FILES:
-        target = path / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+    for pattern in RUN_FILES:
+        for file in path.glob(pattern):
+            file.unlink()
+    for name in RUN_FOLDERS:
+        with suppress(OSError):
+            (path / name).rmdir()  # only ever removes an empty folder
 
 
 def remove_if_empty(path: Path) -> None:
