@@ -288,7 +288,8 @@ def test_a_full_disk_when_the_model_is_saved_says_how_to_resume_and_the_resume_f
     monkeypatch.setattr(os, "fsync", real_fsync)
     code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--quiet")
     assert code == 0, err
-    assert out.startswith(f"resuming {run_dir}") and (run_dir / "model.json").is_file()
+    assert out.startswith(f"resuming {run_dir} at the end of its 1 epoch, to test and save the model")
+    assert (run_dir / "model.json").is_file()
 
 
 def test_a_run_stopped_before_its_first_checkpoint_says_to_train_again(tiny_idx, tmp_path, capsys):

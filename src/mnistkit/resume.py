@@ -87,6 +87,9 @@ class ResumeState:
     @property
     def position(self) -> str:
         """Where training goes on from, in words."""
+        if self.done:  # stopped while testing or saving the model (a full disk, a kill)
+            epochs = len(self.history)
+            return f"the end of its {epochs} epoch{'s' if epochs != 1 else ''}, to test and save the model"
         return f"epoch {self.epoch}, step {self.step}" if self.step else f"the start of epoch {self.epoch}"
 
 
