@@ -65,13 +65,9 @@ def test_data_list_and_info(capsys):
     assert json.loads(out)["bundled"]["verified"] is True
 
 
-def test_output_that_cannot_be_written_is_no_traceback(tmp_path):
+def test_output_to_a_full_disk_is_one_line(tmp_path):
     command = [sys.executable, "-m", "mnistkit", "data", "list"]
     env = {**os.environ, "MNISTKIT_DATA": str(tmp_path / "cache")}
-    reader_gone = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    reader_gone.stdout.close()  # as `| head` does once it has its lines
-    assert reader_gone.wait() == 141 and reader_gone.stderr.read() == b""  # quiet, as `ls | head` is
-    reader_gone.stderr.close()
     with open("/dev/full", "w") as full:  # every write: no space left on the device
         disk_full = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, env=env)
     assert disk_full.returncode == 2
@@ -429,3 +425,16 @@ def test_a_mistake_stops_train_before_it_announces_anything(argv, message, tmp_p
     code, out, err = run_cli(capsys, "train", *argv, "--out", "run")
     assert_one_line_error(code, err, message)
     assert out == "" and not (tmp_path / "run").exists()
+
+
+def test_output_into_a_pipe_whose_reader_quit_ends_quietly_with_141():
+    """| head that has read all it wants: no traceback, and the exit status of a writer stopped by SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # before the command writes anything: its first line finds the reader gone
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mnistkit", "presets"], stdout=write_end, stderr=subprocess.PIPE, timeout=60
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == b"", done.stderr.decode()

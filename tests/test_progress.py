@@ -70,6 +70,19 @@ def test_plain_lines_only(monkeypatch, stream, quiet, term):
     assert stream.getvalue() == plain_lines()  # nothing else: no escape codes, no carriage returns
 
 
+class ClosedPipe(io.StringIO):
+    """A pipe whose reader has quit (| head): every write fails."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_quits_does_not_stop_the_training():
+    reporter = ConsoleReporter(stream=ClosedPipe())
+    drive(reporter)  # both epochs end: training goes on, its numbers are in the run folder
+    assert reporter.stream_gone
+
+
 def test_live_bar_on_a_terminal(monkeypatch):
     monkeypatch.setenv("TERM", "xterm-256color")
     monkeypatch.setenv("COLUMNS", "120")

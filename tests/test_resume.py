@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import train_argv, write_mnist_npz
+from helpers import run_cli, train_argv, write_mnist_npz
 from safetensors.torch import load_file
 
 from mnistkit import resume, runs
@@ -157,6 +157,35 @@ def test_a_second_ctrl_c_quits_at_once_and_the_last_checkpoint_stays_good(digits
     assert not [p.name for p in (run_dir / resume.FOLDER).iterdir() if p.name.startswith(".")]
 
 
+def test_a_second_ctrl_c_after_a_checkpoint_still_prints_how_to_resume(tiny_idx, tmp_path, monkeypatch, capsys):
+    """The second Ctrl-C (KeyboardInterrupt) lands as epoch 2's metrics are written, after epoch 1's checkpoint."""
+    real_write_metrics = runs.write_metrics
+
+    def write_metrics(run_dir, rows):
+        if len(rows) == 2:
+            raise KeyboardInterrupt
+        real_write_metrics(run_dir, rows)
+
+    monkeypatch.setattr(runs, "write_metrics", write_metrics)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=3))
+    assert code == 130 and len(err.strip().splitlines()) == 1, err
+    assert err.strip().endswith(f"the last checkpoint is intact. Resume with: mnistkit train --resume {run_dir}")
+    assert resume.load(run_dir).epoch == 2
+
+
+def test_a_save_removes_what_a_killed_save_left_half_written(tmp_path):
+    from mnistkit.models import create_model
+
+    model = create_model("logreg")
+    optimizer, generator = build_optimizer(model, make_config(model="logreg")), torch.Generator()
+    (tmp_path / resume.FOLDER).mkdir()
+    stale = tmp_path / resume.FOLDER / ".state-0001-000003-0123456789ab.safetensors.x1y2z3.tmp"
+    stale.write_bytes(b"half a checkpoint, then SIGKILL")
+    resume.save(tmp_path, *resume.capture(resume.LoopState(), model, optimizer, None, generator))
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / resume.FOLDER).iterdir()) == ["state", "state.json"]
+
+
 def test_the_second_ctrl_c_raises_at_once_and_leaves_the_checkpoint_as_it_was(tmp_path, monkeypatch):
     """Deterministically: the second SIGINT lands in the middle of writing a checkpoint."""
     from mnistkit.models import create_model
@@ -234,8 +263,41 @@ def test_a_full_disk_at_the_first_checkpoint_does_not_claim_an_earlier_one(tiny_
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert "No space left on device" in err and "there is no earlier checkpoint to resume from" in err
+    assert "train again with --overwrite" in err  # the same command alone would find the folder taken
     assert "intact" not in err
     assert not (run_dir / resume.FOLDER / resume.STATE_NAME).exists()
+
+
+def test_a_full_disk_when_the_model_is_saved_says_how_to_resume_and_the_resume_finishes(
+    tiny_idx, tmp_path, monkeypatch, capsys
+):
+    """ENOSPC at the very end, as the model is written: the training done is in the resume state, and the
+    message must say so rather than leave the run for lost."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if "/.model.safetensors." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=1))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "No space left on device" in err and f"resume with: mnistkit train --resume {run_dir}" in err
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--quiet")
+    assert code == 0, err
+    assert out.startswith(f"resuming {run_dir} at the end of its 1 epoch, to test and save the model")
+    assert (run_dir / "model.json").is_file()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_to_train_again(tiny_idx, tmp_path, capsys):
+    run_dir = runs.create_run_dir(tmp_path / "run", "logreg")
+    runs.write_config(run_dir, make_config(model="logreg", data=str(tiny_idx)))  # killed while loading, say
+    code, _, err = run_cli(capsys, "train", "--resume", run_dir)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "no resumable checkpoint" in err and "train it again, with --overwrite to reuse the folder" in err
 
 
 def test_a_run_folder_that_vanishes_while_training_is_a_clear_error(tiny_idx, tmp_path):
@@ -295,6 +357,23 @@ def test_optimizer_and_scheduler_state_round_trips_exactly_through_json_and_safe
             assert torch.equal(ours["state"][index][key], value)
     assert torch.equal(fresh_generator.get_state(), generator.get_state())
     assert not list(tmp_path.glob("*.pkl")) and "pickle" not in (tmp_path / "resume" / "state.json").read_text()
+
+
+@pytest.mark.parametrize(("saved", "now"), [("adamw", "sgd"), ("adam", "sgd")])
+def test_a_checkpoint_of_another_optimizer_is_one_clear_error_not_a_failed_step(tmp_path, saved, now):
+    """config.json edited (or written by something else) to name another optimizer than the checkpoint's."""
+    from mnistkit.models import create_model
+
+    model, generator = create_model("logreg"), torch.Generator()
+    optimizer = build_optimizer(model, make_config(model="logreg", optimizer=saved))
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    resume.save(tmp_path, *resume.capture(resume.LoopState(), model, optimizer, None, generator))
+
+    fresh = create_model("logreg")
+    fresh_optimizer = build_optimizer(fresh, make_config(model="logreg", optimizer=now))
+    with pytest.raises(CheckpointError, match="does not fit this run .*optimizer has no"):
+        resume.restore(resume.load(tmp_path), fresh, fresh_optimizer, None, torch.Generator(), 10)
 
 
 def test_a_channels_last_models_moments_come_back_in_its_layout_so_the_next_step_is_the_same(tmp_path):

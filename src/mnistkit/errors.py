@@ -44,6 +44,10 @@ class TrainingError(MnistkitError):
     """Training cannot go on (for example the loss became NaN)."""
 
 
+class WriteError(MnistkitError):
+    """A file could not be written: a full disk, a folder that is not writable or no longer there."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """``" did you mean 'mlp'?"`` when ``name`` is a likely typo of one of ``choices``, else ``""``."""
     close = difflib.get_close_matches(str(name).lower(), list(choices), n=1, cutoff=0.6)

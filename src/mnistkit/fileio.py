@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import MnistkitError
+from .errors import WriteError
 
 
 @contextmanager
@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise MnistkitError(
+        raise WriteError(
             f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable"
         ) from exc
     os.close(fd)
@@ -41,7 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise MnistkitError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -77,7 +77,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
-        raise MnistkitError(
+        raise WriteError(
             f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable"
         ) from exc
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the permissions mkdir would
@@ -95,7 +95,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise MnistkitError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

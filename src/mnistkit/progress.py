@@ -67,6 +67,7 @@ class ConsoleReporter:
         self.next_update = 0.0
         self.progress: Progress | None = None
         self.task = TaskID(0)  # the bar's task, while there is a bar
+        self.stream_gone = False  # its reader quit: nothing more is written to it
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.epochs = epochs
@@ -103,7 +104,14 @@ class ConsoleReporter:
 
     def epoch_end(self, stats: EpochStats) -> None:
         self.close()
-        print(format_epoch(stats, self.epochs), file=self.stream, flush=True)
+        if self.stream_gone:
+            return
+        try:
+            print(format_epoch(stats, self.epochs), file=self.stream, flush=True)
+        except BrokenPipeError:
+            # Whoever read the lines has gone (| head, a tee stopped by the same Ctrl-C): the training goes on, and
+            # its numbers are in the run folder's metrics.csv.
+            self.stream_gone = True
 
     def close(self) -> None:
         """Take the bar off the screen and give the cursor back; also when training stops with an error or ^C."""

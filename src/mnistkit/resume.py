@@ -87,6 +87,9 @@ class ResumeState:
     @property
     def position(self) -> str:
         """Where training goes on from, in words."""
+        if self.done:  # stopped while testing or saving the model (a full disk, a kill)
+            epochs = len(self.history)
+            return f"the end of its {epochs} epoch{'s' if epochs != 1 else ''}, to test and save the model"
         return f"epoch {self.epoch}, step {self.step}" if self.step else f"the start of epoch {self.epoch}"
 
 
@@ -207,12 +210,19 @@ def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Ten
         then = (
             "the previous checkpoint there is intact. Free some space or restore the folder, then resume"
             if previous
-            else "there is no earlier checkpoint to resume from. Free some space, then train again"
+            else "there is no earlier checkpoint to resume from. Free some space, then train again with overwrite "
+            "(the folder holds the run's config)"
         )
-        raise CheckpointError(f"could not save the checkpoint in {folder} ({reason}); {then}") from None
+        raise CheckpointError(
+            f"could not save the checkpoint in {folder} ({reason}); {then}", options=() if previous else ("overwrite",)
+        ) from None
     for old in folder.glob("state-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
+    # The temporary files of a save that was killed (SIGKILL, a power cut) before its rename: nobody else writes
+    # here while this run holds its folder, and each can be as large as a checkpoint.
+    for stale in folder.glob(".state*.tmp"):
+        stale.unlink(missing_ok=True)
     return folder / STATE_NAME
 
 
@@ -226,8 +236,9 @@ def load(run_dir: str | Path) -> ResumeState:
     path = state_dir(run_dir) / STATE_NAME
     if not path.is_file():
         raise CheckpointError(
-            f"{run_dir}: no resumable checkpoint ({FOLDER}/{STATE_NAME} is missing); "
-            "pass a run folder written by mnistkit train that finished at least one checkpoint"
+            f"{run_dir}: no resumable checkpoint ({FOLDER}/{STATE_NAME} is missing): the run stopped before its "
+            "first one (train it again, with overwrite to reuse the folder), or this is not a run folder",
+            options=("overwrite",),
         )
     meta = schema.read_resume_state(path)
     tensors = read_tensors(path.parent / meta["tensors"], meta["sha256"], "checkpoint's tensors", STATE_NAME)
@@ -309,6 +320,14 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
     ):
         raise ValueError("the optimizer's parameter groups differ from the checkpoint's")
     optimizer.load_state_dict(saved)
+    # The groups now hold the checkpoint's hyper-parameters: another optimizer's (config.json says sgd, the
+    # checkpoint is adamw's) lack some of this one's, and its first step would fail on them.
+    missing = {key for group in fresh for key in group} - {key for group in optimizer.param_groups for key in group}
+    if missing:
+        raise ValueError(
+            f"the checkpoint's optimizer has no {', '.join(sorted(missing))}: it is not the {type(optimizer).__name__} "
+            "the run's config names"
+        )
     # The checkpoint holds dense tensors; a channels_last weight's moments must get its layout back, because a
     # fused optimizer steps through the raw memory of the weight, its gradient and its moments alike.
     for param, state in optimizer.state.items():

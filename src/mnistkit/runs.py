@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, fileio, schema
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from .data import Dataset, Normalization, Splits
@@ -22,6 +29,30 @@ CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.csv"
 METRIC_FIELDS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
 BATCH_LOSSES_NAME = "batch_losses.csv"  # the training loss of every batch, for curves.png
+# A torchrun job that may restart its workers (--max-restarts) marks the run folder it created, so that
+# the restarted workers find it again, also under a default name, and no other job's folder.
+CLAIM_NAME = ".torchrun-job"
+# Everything a run and its evaluation write into the run folder (the model's files: checkpoint.py; resume/:
+# resume.py; the figures: plots.py; tensorboard/: tensorboard_log.py), as patterns. Overwriting a run removes
+# all of it, so that nothing of the replaced run, its finished model or its resume state above all, passes for
+# the new run's; those go first, so that a removal cut short leaves what looks like a run stopped before its
+# first checkpoint. Only these files go: a folder that is not a run (--out .) keeps everything else.
+RUN_FILES = (
+    "model.json",
+    "model.safetensors",
+    "resume/state.json",
+    "resume/state-*.safetensors",
+    "resume/.state*.tmp",
+    CLAIM_NAME,
+    METRICS_NAME,
+    BATCH_LOSSES_NAME,
+    "curves.png",
+    "confusion.png",
+    "mistakes.png",
+    "tensorboard/events.out.tfevents.*",
+    CONFIG_NAME,
+)
+RUN_FOLDERS = ("resume", "tensorboard")  # removed with the run's files when nothing else is left in them
 
 
 def default_run_dir(model: str, root: str | Path = "runs") -> Path:
@@ -34,26 +65,94 @@ def default_run_dir(model: str, root: str | Path = "runs") -> Path:
     return path
 
 
+def _new_default_run_dir(model: str) -> Path:
+    """A folder under runs/ that this process created: runs started in the same second each get their own."""
+    while True:
+        path = default_run_dir(model)
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:  # another run took that name since default_run_dir looked
+            continue
+        except OSError as exc:
+            raise _cannot_write(path, exc) from None
+
+
 def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) -> Path:
-    """Create the run folder. An existing non-empty folder is refused unless ``overwrite``."""
-    path = Path(out).expanduser() if out is not None else default_run_dir(model)
+    """Create the run folder. An existing non-empty folder is refused unless ``overwrite``, which removes the
+    files of the run that was there (and nothing else)."""
+    with writing(out, model, overwrite) as path:
+        return path
+
+
+@contextmanager
+def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iterator[Path]:
+    """``create_run_dir``, and the folder held for this process until the block ends (see ``hold``): a second
+    run into the same folder is refused, even when both found it empty or missing."""
+    path = Path(out).expanduser() if out is not None else _new_default_run_dir(model)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"out {path}: folder exists and is not empty; pass overwrite to replace that run, or choose another out",
-            options=("out", "overwrite"),
-        )
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".mnistkit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        path.mkdir(parents=True, exist_ok=True)  # to hold it: still empty, so nobody else's run is touched
     except OSError as exc:
-        raise ConfigError(
-            f"out {path}: cannot write there ({exc.strerror or exc}); choose another out", options=("out",)
-        ) from None
-    return path
+        raise _cannot_write(path, exc) from None
+    with hold(path, "out"):
+        if any(path.iterdir()) and not overwrite:
+            raise ConfigError(
+                f"out {path}: folder exists and is not empty; "
+                "pass overwrite to replace that run, or choose another out",
+                options=("out", "overwrite"),
+            )
+        try:
+            _remove_run_files(path)
+            probe = path / ".mnistkit-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise _cannot_write(path, exc) from None
+        yield path
+
+
+def _cannot_write(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"out {path}: cannot write there ({exc.strerror or exc}); choose another out", options=("out",))
+
+
+@contextmanager
+def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
+    """Hold ``run_dir`` while this process writes it: another ``mnistkit train`` into it (a second start with the
+    same out, a resume, an overwrite) is refused, rather than two runs mixing their files. The lock is the
+    kernel's (flock on the folder), so a killed run never leaves it held. Where there is no flock (Windows, some
+    network file systems), nothing is held. Yields ``run_dir``."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError:
+        yield run_dir
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                otherwise = ", or choose another out" if option == "out" else ""
+                raise ConfigError(
+                    f"{option} {run_dir}: another mnistkit train is writing this run folder now; "
+                    f"wait for it to end{otherwise}",
+                    options=(option,),
+                ) from None
+            except OSError:
+                pass
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_run_files(path: Path) -> None:
+    for pattern in RUN_FILES:
+        for file in path.glob(pattern):
+            file.unlink()
+    for name in RUN_FOLDERS:
+        with suppress(OSError):
+            (path / name).rmdir()  # only ever removes an empty folder
 
 
 def remove_if_empty(path: Path) -> None:
@@ -64,11 +163,6 @@ def remove_if_empty(path: Path) -> None:
         path.rmdir()  # only ever removes an empty folder
     except OSError:
         pass
-
-
-# A torchrun job that may restart its workers (--max-restarts) marks the run folder it created, so that
-# the restarted workers find it again, also under a default name, and no other job's folder.
-CLAIM_NAME = ".torchrun-job"
 
 
 def claim(run_dir: Path, job: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import distributed, resume, runs, torchrun
 from .config import TrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, WriteError
 from .mlflow_log import MlflowReporter, require_mlflow
 from .train import Interrupt, Reporter, RunResult, TrainingInterrupted, check_resume_every, resolve_device, train_run
 
@@ -55,7 +55,7 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         ctx = stack.enter_context(distributed.process_group(resolve_device(cfg.device)))
         interrupt = stack.enter_context(Interrupt(announce=ctx.is_main))
         ctx.check_batch_size(cfg.batch_size)
-        run_dir = _run_folder(request, cfg, state, ctx)
+        run_dir = _run_folder(stack, request, cfg, state, ctx)
         if run_dir is not None:
             announce(_start_line(cfg, state, run_dir, ctx))
         try:
@@ -75,9 +75,21 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
             if run_dir is None:
                 raise
             raise TrainingInterrupted(f"{exc}; checkpoint saved. Resume with: {resume_command(run_dir, ctx)}") from None
-        except BaseException:
+        except BaseException as exc:
             if state is None and run_dir is not None:
                 runs.remove_if_empty(run_dir)
+            if run_dir is None or not resume.has_state(run_dir):
+                raise
+            # metrics.csv or the final model could not be written (a full disk): the resume state has the work done
+            if isinstance(exc, WriteError):
+                raise WriteError(
+                    f"{exc}; the run's last checkpoint is intact: free some space (or fix the folder), then resume "
+                    f"with: {resume_command(run_dir, ctx)}"
+                ) from None
+            if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: no new checkpoint, but the last one is there
+                raise TrainingInterrupted(
+                    f"interrupted at once; the last checkpoint is intact. Resume with: {resume_command(run_dir, ctx)}"
+                ) from None
             raise
         if run_dir is not None:
             runs.release(run_dir)
@@ -119,12 +131,17 @@ def _config_and_state(request: TrainRequest) -> tuple[TrainConfig, resume.Resume
 
 
 def _run_folder(
-    request: TrainRequest, cfg: TrainConfig, state: resume.ResumeState | None, ctx: distributed.Context
+    stack: ExitStack,
+    request: TrainRequest,
+    cfg: TrainConfig,
+    state: resume.ResumeState | None,
+    ctx: distributed.Context,
 ) -> Path | None:
-    """The run folder on rank 0 (a new one is created and claimed by this torchrun job); None elsewhere."""
+    """The run folder on rank 0 (a new one is created and claimed by this torchrun job), held until ``stack``
+    closes so that no other run writes into it meanwhile; None elsewhere."""
     if state is not None and request.resume is not None:
-        return Path(request.resume).expanduser() if ctx.is_main else None
-    run_dir = ctx.on_main(lambda: runs.create_run_dir(request.out, cfg.model, request.overwrite))
+        return ctx.on_main(lambda: stack.enter_context(runs.hold(Path(request.resume).expanduser())))
+    run_dir = ctx.on_main(lambda: stack.enter_context(runs.writing(request.out, cfg.model, request.overwrite)))
     job = os.environ.get("TORCHELASTIC_RUN_ID")
     if run_dir is not None and job is not None:
         runs.claim(run_dir, job)

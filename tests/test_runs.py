@@ -1,0 +1,70 @@
+"""Run folders: creating one, and replacing an old run's folder with --overwrite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mnistkit import runs
+from mnistkit.errors import ConfigError
+
+
+def _old_run(folder):
+    """A finished run's files, as a run and its evaluation leave them, and a file of the user's own."""
+    (folder / "resume").mkdir(parents=True)
+    (folder / "resume" / "state.json").write_text("{}")
+    for name in ["config.json", "metrics.csv", "model.json", "model.safetensors", "curves.png", "confusion.png"]:
+        (folder / name).write_text("old")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "events.out.tfevents.1.host").write_text("old")
+    (folder / "resume" / "state-0002-000000-0123456789ab.safetensors").write_text("old")
+
+
+def test_an_existing_run_is_kept_without_overwrite(tmp_path):
+    _old_run(tmp_path / "run")
+    with pytest.raises(ConfigError, match="pass overwrite"):
+        runs.create_run_dir(tmp_path / "run", "mlp")
+    assert (tmp_path / "run" / "model.json").read_text() == "old"
+
+
+def test_overwrite_removes_the_old_runs_files_and_only_those(tmp_path):
+    # Left in place, the old run's model and resume state would pass for the new run's: killed before its first
+    # checkpoint, the new run would "resume" the old one, or be called finished.
+    _old_run(tmp_path / "run")
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]
+    assert (run_dir / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_keeps_what_mnistkit_did_not_write_even_in_folders_of_a_run_s_names(tmp_path):
+    _old_run(tmp_path / "run")
+    (tmp_path / "run" / "resume" / "cv.pdf").write_text("mine")  # --out . in a folder that has a resume/ of its own
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True)
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == ["notes.txt", "resume", "resume/cv.pdf"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_another_run_is_writing_is_refused(tmp_path, overwrite):
+    # Two runs started together both find the folder missing or empty: the one that comes second must not
+    # write into it as well, with or without overwrite.
+    with runs.writing(tmp_path / "run", "mlp") as run_dir:
+        with pytest.raises(ConfigError, match="another mnistkit train is writing this run folder now"):
+            runs.create_run_dir(run_dir, "mlp", overwrite=overwrite)
+        with pytest.raises(ConfigError, match="another mnistkit train is writing"):
+            with runs.hold(run_dir):  # a resume of it
+                pass
+    assert runs.create_run_dir(run_dir, "mlp") == run_dir  # free again once the first run is done
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    # The other run creates the name default_run_dir chose between its look and our mkdir.
+    monkeypatch.chdir(tmp_path)
+    names = iter(["runs/20250101-120000-mlp", "runs/20250101-120000-mlp-2"])
+    monkeypatch.setattr(runs, "default_run_dir", lambda model: Path(next(names)))
+    with runs.writing(None, "mlp") as other:
+        assert other == Path("runs/20250101-120000-mlp")
+        names = iter(["runs/20250101-120000-mlp", "runs/20250101-120000-mlp-2"])
+        with runs.writing(None, "mlp") as ours:
+            assert ours == Path("runs/20250101-120000-mlp-2")
