@@ -140,7 +140,8 @@ def _run_folder(
     """The run folder on rank 0 (a new one is created and claimed by this torchrun job), held until ``stack``
     closes so that no other run writes into it meanwhile; None elsewhere."""
     if state is not None and request.resume is not None:
-        return ctx.on_main(lambda: stack.enter_context(runs.hold(Path(request.resume).expanduser())))
+        resumed = Path(request.resume).expanduser()
+        return ctx.on_main(lambda: stack.enter_context(runs.hold(resumed)))
     run_dir = ctx.on_main(lambda: stack.enter_context(runs.writing(request.out, cfg.model, request.overwrite)))
     job = os.environ.get("TORCHELASTIC_RUN_ID")
     if run_dir is not None and job is not None:
