@@ -219,20 +219,27 @@ def test_the_second_ctrl_c_raises_at_once_and_leaves_the_checkpoint_as_it_was(tm
 # Saving fails
 
 
-def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_checkpoint(
-    tiny_idx, tmp_path, monkeypatch, capsys
-):
-    """ENOSPC from the file system while the third checkpoint is written (at fsync, where it surfaces)."""
-    real_fsync, saves = os.fsync, []
+def disk_full_at(monkeypatch, marker: str, nth: int = 1):
+    """Make the ``nth`` fsync of a file whose path holds ``marker`` fail as a full disk does (ENOSPC surfaces at
+    fsync), and every later one of them too; returns the real ``os.fsync``."""
+    real_fsync, seen = os.fsync, []
 
     def fsync(fd):
-        if "/resume/.state-" in os.readlink(f"/proc/self/fd/{fd}"):
-            saves.append(fd)
-            if len(saves) == 3:
+        if marker in os.readlink(f"/proc/self/fd/{fd}"):
+            seen.append(fd)
+            if len(seen) >= nth:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return real_fsync
+
+
+def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_checkpoint(
+    tiny_idx, tmp_path, monkeypatch, capsys
+):
+    """ENOSPC from the file system while the third checkpoint is written (at fsync, where it surfaces)."""
+    real_fsync = disk_full_at(monkeypatch, "/resume/.state-", nth=3)
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         main(train_argv(tiny_idx, run_dir, "--batch-size", "50", "--checkpoint-every", "3", "--quiet", model="mlp"))
@@ -248,14 +255,7 @@ def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_check
 
 def test_a_full_disk_at_the_first_checkpoint_does_not_claim_an_earlier_one(tiny_idx, tmp_path, monkeypatch, capsys):
     """ENOSPC while the very first checkpoint is written: there is nothing to resume, and the message says so."""
-    real_fsync = os.fsync
-
-    def fsync(fd):
-        if "/resume/.state-" in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    disk_full_at(monkeypatch, "/resume/.state-")
     run_dir = tmp_path / "run"
     argv = ["train", "--data", str(tiny_idx), "--model", "logreg", "--epochs", "1", "--val-size", "100"]
     with pytest.raises(SystemExit) as exit_info:
@@ -273,14 +273,7 @@ def test_a_full_disk_when_the_model_is_saved_says_how_to_resume_and_the_resume_f
 ):
     """ENOSPC at the very end, as the model is written: the training done is in the resume state, and the
     message must say so rather than leave the run for lost."""
-    real_fsync = os.fsync
-
-    def fsync(fd):
-        if "/.model.safetensors." in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    real_fsync = disk_full_at(monkeypatch, "/.model.safetensors.")
     run_dir = tmp_path / "run"
     code, _, err = run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=1))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
