@@ -219,7 +219,7 @@ def test_default_split_is_the_tutorials(mnist):
     assert torch.equal(splits.val.images, mnist.train.images[50_000:])
     no_val = data.split_dataset(mnist, 0)
     assert no_val.val is None and len(no_val.train) == 60_000
-    with pytest.raises(DataError, match="validation size must be between 0 and 59999"):
+    with pytest.raises(DataError, match="val_size must be from 0 to 59999"):
         data.split_dataset(mnist, 60_000)
 
 

@@ -493,7 +493,8 @@ def split_dataset(ds: Dataset, val_size: int = 10_000) -> Splits:
     n = len(ds.train)
     if val_size < 0 or val_size >= n:
         raise DataError(
-            f"validation size must be between 0 and {n - 1} (the training set has {n} examples), got {val_size}"
+            f"val_size must be from 0 to {n - 1} (the training set has {n} examples), got {val_size}",
+            options=("val_size",),
         )
     if val_size == 0:
         return Splits(ds.train, None, ds.test)
