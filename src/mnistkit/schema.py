@@ -330,13 +330,24 @@ def _printable(name: str) -> str:
 ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
 
 
+def _distinct(names: list[str]) -> list[str]:
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"two outputs are both named {short(repeated)}; each class needs a name of its own")
+    return names
+
+
+# A prediction names its class: two outputs of one name could not be told apart.
+ClassNames = Annotated[list[ClassName], AfterValidator(_distinct)]
+
+
 class ModelDescription(_Open):
     """What a model's metadata says about it besides its architecture and weights: how its input is scaled, what its
     outputs are called, how it was made. ``model.json`` holds it, and so does a Hub folder's ``config.json`` (in
     its ``mnistkit`` part)."""
 
     normalization: Normalization = ABSENT  # absent: data.Normalization's defaults, MNIST's
-    classes: list[ClassName] = ABSENT  # one per output; absent: the digits
+    classes: ClassNames = ABSENT  # one per output; absent: the digits
     tta: bool = False
     calibration: Calibration | None = None  # absent or null: temperature 1 and nothing flagged
     init: InitRecord | None = None  # absent or null: trained from fresh weights
