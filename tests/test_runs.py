@@ -68,3 +68,18 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
         names = iter(["runs/20250101-120000-mlp", "runs/20250101-120000-mlp-2"])
         with runs.writing(None, "mlp") as ours:
             assert ours == Path("runs/20250101-120000-mlp-2")
+
+
+def test_holding_a_folder_removes_the_temporary_files_of_a_killed_run(tmp_path):
+    # A run killed while it wrote its model leaves the model-sized temporary file of fileio.atomic_path behind.
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp")
+    stale = [run_dir / ".model.safetensors.k2j4.tmp", run_dir / ".metrics.csv.x9.tmp"]
+    for path in [*stale, run_dir / ".notes.txt.tmp", run_dir / "model.safetensors"]:
+        path.write_text("x")
+    with runs.hold(run_dir):
+        assert sorted(p.name for p in run_dir.iterdir()) == [".notes.txt.tmp", "model.safetensors"]
+        stale[0].write_text("x")  # the holder's own write in progress
+        with pytest.raises(ConfigError):
+            with runs.hold(run_dir):  # a second run, refused: it must not touch the holder's files
+                pass
+        assert stale[0].exists()

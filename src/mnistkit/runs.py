@@ -53,6 +53,7 @@ RUN_FILES = (
     CONFIG_NAME,
 )
 RUN_FOLDERS = ("resume", "tensorboard")  # removed with the run's files when nothing else is left in them
+TRAINING_FILES = ("model.json", "model.safetensors", METRICS_NAME, BATCH_LOSSES_NAME, CONFIG_NAME)  # train writes
 
 
 def default_run_dir(model: str, root: str | Path = "runs") -> Path:
@@ -141,9 +142,19 @@ def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
                 ) from None
             except OSError:
                 pass
+            else:
+                _remove_leftovers(run_dir)
         yield run_dir
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """The temporary files (``fileio.atomic_path``'s ``.NAME.*.tmp``) of the training's writes that a killed run
+    never finished, the model's as large as the model: the folder is held, so nobody is writing them now."""
+    for name in TRAINING_FILES:
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def _remove_run_files(path: Path) -> None:
