@@ -178,6 +178,17 @@ def test_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, tiny_run, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_under_the_onnx_exporter_names_the_file(tmp_path, tiny_run, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch.onnx, "export", disk_full)  # the exporter writes the file itself
+    with pytest.raises(MnistkitError) as error:
+        export_checkpoint(tiny_run, "onnx", tmp_path / "model.onnx")
+    assert str(error.value) == f"cannot write {tmp_path / 'model.onnx'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_existing_file_is_replaced_only_when_asked(tmp_path, tiny_run):
     out = tmp_path / "model.onnx"
     out.write_text("the old file")

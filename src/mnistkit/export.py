@@ -161,6 +161,8 @@ def _export_onnx(model: InferenceModel, example: torch.Tensor, path: Path, info:
                 external_data=False,  # one self-contained file: the weights are far below ONNX's 2 GB limit
                 verbose=False,
             )
+    except OSError:  # the file could not be written (a full disk): atomic_path says so, naming the file
+        raise
     except Exception as exc:  # an operator ONNX lacks, among others; the exporter has no single error type
         raise ExportError(f"cannot convert {info['model']} to ONNX: {_first_line(exc)}") from None
     proto = onnx.load(str(path))
