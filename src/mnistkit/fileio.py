@@ -140,3 +140,9 @@ def file_kind(mode: int) -> str:
     """What a file that is not a regular file is, in words: "a FIFO", "a character device"."""
     kinds = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO")]
     return next((name for test, name in kinds if test(mode)), "a socket or other special file")
+
+
+def valid_utf8(text: str) -> str:
+    """``text`` with what is not UTF-8 shown as ``?``: a file name's bytes that are not UTF-8, which Python keeps as
+    lone surrogates, and which pydantic and matplotlib refuse."""
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -38,12 +38,6 @@ SPLITS = ("train", "val", "test")
 Rows = list[dict[str, float | None]]
 
 
-def drawable(text: str) -> str:
-    """Text a figure can draw: a name whose bytes are not UTF-8 (a folder's, kept by Python as surrogates, which
-    matplotlib refuses with a TypeError) shows ``?`` for them."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
 def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
@@ -85,7 +79,7 @@ def image_grid(
             ax.imshow(images[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             ax.set_title(titles[i], fontsize=8 if cell[0] < 1.5 else 9, color=colors[i] if colors else "black")
     if title:
-        fig.suptitle(drawable(title), fontsize=11)
+        fig.suptitle(fileio.valid_utf8(title), fontsize=11)
     return fig
 
 
@@ -274,7 +268,7 @@ def curves_figure(rows: Rows, title: str | None = None, batch_losses: dict[int, 
             transform=acc_ax.transAxes,
         )
     if title:
-        fig.suptitle(drawable(title))
+        fig.suptitle(fileio.valid_utf8(title))
     return fig
 
 
@@ -332,7 +326,7 @@ def compare_figure(runs_rows: dict[str, Rows], title: str | None = None) -> Figu
         acc_epochs, accuracy = _column(rows, "val_accuracy")
         loss_ax.plot(epochs, train_loss, "--", marker=".", color=color, alpha=0.8)
         loss_ax.plot(val_epochs, val_loss, "o-", color=color)
-        label = drawable(name if accuracy else f"{name} (no validation set)")
+        label = fileio.valid_utf8(name if accuracy else f"{name} (no validation set)")
         acc_ax.plot(acc_epochs, [100 * a for a in accuracy], "o-", color=color, label=label)
         losses += train_loss + val_loss
         any_accuracy = any_accuracy or bool(accuracy)
@@ -347,7 +341,7 @@ def compare_figure(runs_rows: dict[str, Rows], title: str | None = None) -> Figu
     else:
         acc_ax.text(0.5, 0.5, "no run has a validation set", ha="center", va="center", transform=acc_ax.transAxes)
     if title:
-        fig.suptitle(drawable(title))
+        fig.suptitle(fileio.valid_utf8(title))
     return fig
 
 
@@ -396,7 +390,7 @@ def confusion_figure(confusion: np.ndarray | torch.Tensor, classes: Sequence[str
     heading = (
         f"accuracy {correct / max(total, 1):.2%}: {correct:,} of {total:,} images right, {total - correct:,} wrong"
     )
-    ax.set_title(drawable(f"{title}\n{heading}" if title else heading))
+    ax.set_title(fileio.valid_utf8(f"{title}\n{heading}" if title else heading))
     return fig
 
 

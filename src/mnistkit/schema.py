@@ -162,7 +162,7 @@ def typed_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 def _checkable(value: Any) -> Any:
     """``value`` as pydantic can check it: a path's bytes that are not UTF-8 (see ``Text``) are checked as "?"."""
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
+        return fileio.valid_utf8(value)
     return value
 
 
