@@ -123,14 +123,21 @@ def test_a_run_killed_mid_epoch_resumes_to_bitwise_the_same_weights_and_metrics(
     assert_same_result(run_dir, left_alone)
 
 
-def test_ctrl_c_saves_a_checkpoint_prints_how_to_resume_and_exits_130(digits, left_alone, tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "code", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_prints_how_to_resume_and_exits_as_a_shell_says(
+    digits, left_alone, tmp_path, signum, code, said
+):
+    """SIGTERM is what a job scheduler or ``kill`` sends before it kills: the run stops as for Ctrl-C."""
     run_dir = tmp_path / "run"
     process = start(digits, run_dir)
     wait_for_checkpoint(run_dir, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    assert process.returncode == code, err
     assert "stopping after this batch" in err and "Traceback" not in err
+    assert f"mnistkit: error: {said}" in err
     assert f"Resume with: mnistkit train --resume {run_dir}" in err.strip().splitlines()[-1]
     state = resume.load(run_dir)
     assert not state.done

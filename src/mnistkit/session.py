@@ -1,7 +1,7 @@
 """One ``mnistkit train`` from start to end: a new or a resumed run, in one process or under torchrun.
 
 The command line parses its options into a ``TrainRequest`` and prints what comes back; this does the
-rest: the config (given, or the run's own when resuming), the process group, Ctrl-C, the run folder, the
+rest: the config (given, or the run's own when resuming), the process group, Ctrl-C and SIGTERM, the run folder, the
 reporters, the clean-up after a failed start, the command that resumes an interrupted run, and going on
 from the last resume state when torchrun restarts the worker group after a failure.
 """
@@ -53,7 +53,9 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         require_mlflow()
     with ExitStack() as stack:
         ctx = stack.enter_context(distributed.process_group(resolve_device(cfg.device)))
-        interrupt = stack.enter_context(Interrupt(announce=ctx.is_main))
+        # Under torchrun, SIGTERM is how the agent stops a worker group that cannot go on: the workers could
+        # no longer agree on a batch to stop after, so it keeps its default there.
+        interrupt = stack.enter_context(Interrupt(announce=ctx.is_main, terminate=not ctx.distributed))
         ctx.check_batch_size(cfg.batch_size)
         run_dir = _run_folder(stack, request, cfg, state, ctx)
         if run_dir is not None:
@@ -74,7 +76,9 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         except TrainingInterrupted as exc:
             if run_dir is None:
                 raise
-            raise TrainingInterrupted(f"{exc}; checkpoint saved. Resume with: {resume_command(run_dir, ctx)}") from None
+            raise TrainingInterrupted(
+                f"{exc}; checkpoint saved. Resume with: {resume_command(run_dir, ctx)}", signum=exc.signum
+            ) from None
         except BaseException as exc:
             if state is None and run_dir is not None:
                 runs.remove_if_empty(run_dir)

@@ -208,34 +208,45 @@ def _first_bad_step(losses: torch.Tensor) -> int | None:
 
 
 class TrainingInterrupted(TrainingError):
-    """Ctrl-C stopped training between two batches; the resume state is saved."""
+    """Ctrl-C (or SIGTERM) stopped training between two batches; the resume state is saved. The exit code is
+    the shell's for the signal: 130 for SIGINT, 143 for SIGTERM."""
 
-    exit_code = 130
+    def __init__(self, message: str = "", *, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 class Interrupt:
     """Ctrl-C while training: the first SIGINT asks the loop to stop after the current batch and save its
-    resume state; a second raises KeyboardInterrupt at once. Resume states are written atomically, so
-    quitting mid-write leaves the last good one as it was. A context manager: the old handler comes back
-    on exit."""
+    resume state; a second raises KeyboardInterrupt at once. With ``terminate``, SIGTERM does the same (what a
+    job scheduler or ``kill`` sends before it kills), so a stopped job can be resumed from the batch it reached.
+    Resume states are written atomically, so quitting mid-write leaves the last good one as it was. A context
+    manager: the old handlers come back on exit."""
 
-    def __init__(self, announce: bool = True):
-        self.requested, self.announce, self.previous = False, announce, signal.getsignal(signal.SIGINT)
+    def __init__(self, announce: bool = True, terminate: bool = False):
+        self.requested, self.announce = False, announce
+        self.signum: int = signal.SIGINT  # the signal that asked to stop
+        self.signals = (signal.SIGINT, signal.SIGTERM) if terminate else (signal.SIGINT,)
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> Interrupt:
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in self.signals}
         return self
 
     def __exit__(self, *exc_info) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
         if self.announce:
+            # Ctrl-C's ^C is echoed on the progress line: start a new one
+            prefix = "SIGTERM: " if signum == signal.SIGTERM else "\n"
             print(
-                "\nstopping after this batch to save a checkpoint; press Ctrl-C again to quit at once",
+                f"{prefix}stopping after this batch to save a checkpoint; press Ctrl-C again to quit at once",
                 file=sys.stderr,
                 flush=True,
             )
@@ -485,7 +496,9 @@ class _Loop:
             else f"after epoch {progress.epoch - 1}"
         )
         self.ctx.barrier()  # every rank stopped here; leave together once rank 0 has saved
-        return TrainingInterrupted(f"interrupted {where}")
+        signum = self.saver.interrupt.signum if self.saver.interrupt is not None else signal.SIGINT
+        stopped = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        return TrainingInterrupted(f"{stopped} {where}", signum=signum)
 
 
 def _epoch_batches(
