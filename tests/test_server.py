@@ -682,6 +682,37 @@ def test_a_bug_answers_500_in_json_and_the_server_keeps_serving(classifier, digi
         assert test_client.post("/api/predict", json=pixels_body(images[0])).json()["digit"] == labels[0]
 
 
+def overflowing(folder: Path) -> Path:
+    """A run folder whose weights are finite, and so accepted, but whose sums overflow float32."""
+    from mnistkit.checkpoint import save_checkpoint
+    from mnistkit.models import create_model
+
+    net = create_model("cnn", width=4)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.fill_(1e38)
+    folder.mkdir()
+    save_checkpoint(folder, net, {"model": "cnn", "model_options": {"width": 4}})
+    return folder
+
+
+def test_a_model_that_overflows_answers_500_saying_so(tmp_path, digits):
+    served = Classifier.load(overflowing(tmp_path / "run"))
+    with local_client(create_app(served), raise_server_exceptions=False) as test_client:
+        response = test_client.post("/api/predict", json=pixels_body(digits[0][0]))
+    assert response.status_code == 500
+    assert "the model answers NaN or infinite probabilities; its weights are damaged" in response.json()["error"]
+
+
+def test_serve_refuses_a_model_that_overflows_before_listening(tmp_path, capsys):
+    run = overflowing(tmp_path / "run")
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["serve", "--model", str(run), "--port", "0", "--no-feedback"])
+    assert exit.value.code == 2
+    out, err = capsys.readouterr()
+    assert "serving" not in out and err.count("\n") == 1 and "NaN or infinite probabilities" in err
+
+
 # --------------------------------------------------------------------------------------------------
 # mnistkit serve
 

@@ -354,7 +354,10 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        # A bug, not the client's fault: say so in JSON (uvicorn logs the traceback) and keep serving.
+        # Not the client's fault: say so in JSON (uvicorn logs the traceback) and keep serving. One of ours (a model
+        # whose arithmetic overflows on this image) says what is wrong; anything else is a bug.
+        if isinstance(exc, MnistkitError):
+            return JSONResponse({"error": f"internal server error: {exc}"}, status_code=500)
         return JSONResponse(
             {"error": f"internal server error ({type(exc).__name__}); see the server's log"}, status_code=500
         )
@@ -629,6 +632,9 @@ def serve(
     allowed_hosts = [allowed_host(name) for name in allowed_hosts]  # a bad name fails before the model loads
     store = None if feedback_db is None else FeedbackStore(feedback_db)
     classifier = Classifier.load(model, device)
+    # A first pass before listening: a model that answers NaN for a blank page fails here, in one line, not at
+    # every request; and the first request does not pay for the kernels' first-call set-up.
+    classifier.probabilities_and_flags(np.zeros((1, 28, 28), np.uint8))
     # One torch thread: the forward passes (batched) take one core, leaving the other to HTTP and preprocessing;
     # intra-op threads would only fight them for it.
     torch.set_num_threads(1)
