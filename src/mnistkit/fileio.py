@@ -22,7 +22,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
     The temporary file is fsynced before the rename, so after a crash ``path`` holds either the old
-    or the new content, never a mix. On any error the temporary file is removed and ``path`` is untouched.
+    or the new content, never a mix; the folder is fsynced after it, so that after a power loss the rename
+    itself is not lost. On any error the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
     try:
@@ -39,12 +40,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        sync_folder(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk. Some filesystems cannot sync a folder: there the
+    rename is as durable as they make it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -93,6 +111,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
                 old.unlink()
         else:
             os.replace(tmp, path)
+        sync_folder(path.parent)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
