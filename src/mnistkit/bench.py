@@ -81,12 +81,12 @@ def training_step_flops(model: torch.nn.Module, batch_size: int) -> int:
 
 
 def matmul_peak(
-    dtype: torch.dtype, sizes: tuple[int, ...] = (256, 384, 512), repeats: int = 5, device: str = "cpu"
+    dtype: torch.dtype, sizes: tuple[int, ...] = (256, 384, 512, 1024, 2048), repeats: int = 5, device: str = "cpu"
 ) -> float:
     """The highest rate, in FLOP/s, of square matrix products ``n x n @ n x n`` in ``dtype`` over ``sizes`` and
     ``repeats`` timings of about 0.1 s each: the machine's practical peak. On a CPU shared with other work
-    the fastest timing is the one least disturbed; these sizes fit the caches, where oneDNN's and MKL's
-    kernels run at their best (larger ones lose to memory traffic and to other processes)."""
+    the fastest timing is the one least disturbed. Which size is fastest depends on the CPU: with AVX-512 alone
+    the ones that fit the caches (256-512), with Intel's AMX tiles the larger ones (2048: twice 512's rate)."""
     import torch
 
     best = 0.0
