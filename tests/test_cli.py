@@ -291,13 +291,19 @@ def test_with_flags_names_the_flag_of_the_command_that_ran():
         (["--model", "cnn", "--width", "0"], "--width must be a whole number from 1 to 1024, got 0"),
         (["--model", "cnn", "--width", "100000"], "--width must be a whole number from 1 to 1024, got 100000"),
         (["--model", "cnn", "--stem-width", str(2**70)], "--stem-width must be a whole number from 1 to 1024"),
-        (["--model", "mlp", "--width", "8"], "invalid options for model 'mlp'"),
+        (["--model", "mlp", "--width", "8"], "invalid options for model 'mlp': it takes no option --width"),
     ],
 )
 def test_inspect_with_out_of_range_widths_is_one_line(argv, message, capsys):
     code, out, err = run_cli(capsys, "inspect", *argv)
     assert code == 2 and out == ""
     assert_one_line_error(code, err, message)
+
+
+def test_train_refuses_a_cnn_option_for_another_model_before_it_starts(tiny_idx, tmp_path, capsys):
+    code, out, err = run_cli(capsys, *train_argv(tiny_idx, tmp_path / "run", "--crop", "2"))
+    assert_one_line_error(code, err, "invalid options for model 'logreg': it takes no option --crop")
+    assert out == "" and not (tmp_path / "run").exists()
 
 
 def test_existing_run_folder_is_never_overwritten_unasked(tiny_idx, tmp_path, capsys):

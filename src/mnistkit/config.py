@@ -90,7 +90,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ConfigError with one line, naming the option, for the first invalid value; return self when all
         are valid. Types are checked by ``from_dict``; these are the ranges."""
-        from .models import MODELS, check_options  # late import: config stays importable without torch models
+        from .models import MODELS, check_accepted, check_options  # late import: importable without the models
 
         schema.typed_fields(type(self), self.to_dict())  # a TrainConfig built directly skips from_dict
         epochs = schema.MAX_EPOCHS
@@ -172,6 +172,7 @@ class TrainConfig:
             if not ok:
                 # An unknown name reads as prose ("unknown model 'x'"); a range names the option, shown as its flag.
                 raise ConfigError(message, options=(option,) if option else ())
+        check_accepted(self.model, self.model_options())
         check_options(self.model_options())
         return self
 

@@ -155,18 +155,26 @@ def create_model(name: str, **kwargs) -> nn.Module:
         constructor = MODELS[name]
     except KeyError:
         raise ConfigError(unknown_choice("model", name, MODELS)) from None
-    accepted = inspect.signature(constructor).parameters
-    unknown = [key for key in kwargs if key not in accepted]
-    if unknown:
-        raise ConfigError(
-            f"invalid options for model '{name}': it takes no option {short(unknown[0])} "
-            f"(its options: {', '.join(accepted)})"
-        )
+    check_accepted(name, kwargs)
     check_options(kwargs)
     try:
         return constructor(**kwargs)
     except TypeError as exc:  # a value of the wrong type
         raise ConfigError(f"invalid options for model '{name}': {exc}") from None
+
+
+def check_accepted(name: str, options: dict[str, object]) -> None:
+    """ConfigError naming the first of ``options`` that model ``name`` (a registered one) does not take."""
+    accepted = inspect.signature(MODELS[name]).parameters
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        key = unknown[0]
+        named = isinstance(key, str) and key.isidentifier()  # an option's name, bare, so the CLI shows its flag
+        raise ConfigError(
+            f"invalid options for model '{name}': it takes no option {key if named else short(key)} "
+            f"(its options: {', '.join(accepted)})",
+            options=(key,) if named else (),
+        )
 
 
 def check_options(options: dict[str, object]) -> None:
