@@ -50,10 +50,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def sync_folder(folder: Path) -> None:
-    """Flush ``folder``'s entries (a rename into it) to disk. Some filesystems cannot sync a folder: there the
-    rename is as durable as they make it."""
+    """Flush ``folder``'s entries (a rename into it) to disk. Some filesystems cannot sync a folder, and Windows
+    cannot open one: there the rename is as durable as they make it."""
+    directory = getattr(os, "O_DIRECTORY", None)
+    if directory is None:
+        return
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | directory)
     except OSError:
         return
     try:
