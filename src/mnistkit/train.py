@@ -244,12 +244,9 @@ class Interrupt:
         self.requested, self.signum = True, signum
         if self.announce:
             # Ctrl-C's ^C is echoed on the progress line: start a new one
-            prefix = "SIGTERM: " if signum == signal.SIGTERM else "\n"
-            print(
-                f"{prefix}stopping after this batch to save a checkpoint; press Ctrl-C again to quit at once",
-                file=sys.stderr,
-                flush=True,
-            )
+            said = "SIGTERM: " if signum == signal.SIGTERM else "\n"
+            again = "another SIGTERM or Ctrl-C quits" if signum == signal.SIGTERM else "press Ctrl-C again to quit"
+            print(f"{said}stopping after this batch to save a checkpoint; {again} at once", file=sys.stderr, flush=True)
 
 
 @dataclass
