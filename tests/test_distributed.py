@@ -16,7 +16,7 @@ import torch
 from helpers import write_mnist_npz
 from safetensors.torch import load_file
 
-from mnistkit import data, distributed, runs
+from mnistkit import data, distributed, resume, runs
 from mnistkit.config import make_config
 from mnistkit.train import train_run
 
@@ -220,6 +220,30 @@ def test_workers_die_with_their_launcher(digits, tmp_path):
         assert time.monotonic() < deadline, "the workers outlived their launcher"
         time.sleep(0.05)
     assert not (out / "model.safetensors").exists()
+
+
+def test_sigterm_to_the_launcher_stops_its_workers_and_says_how_to_resume(digits, tmp_path):
+    """What `kill` or a scheduler sends to `mnistkit train --nproc 2`: the workers stop, the last checkpoint stays."""
+    out = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "mnistkit", "train", "--nproc", "2", "--data", str(digits), "--model", "mlp"]
+        + ["--epochs", "50", "--val-size", "0", "--quiet", "--checkpoint-every", "5", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: resume_state_of(out).exists(), "a first resume state", launcher)
+    workers = children(launcher.pid)
+    launcher.terminate()
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("mnistkit: error: terminated (SIGTERM)") and "Traceback" not in err
+    assert "Resume with: mnistkit train --resume RUN_FOLDER --nproc 2" in err
+    deadline = time.monotonic() + 60
+    while not all(gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the workers outlived their launcher"
+        time.sleep(0.05)
+    resume.load(out)  # the last checkpoint, whole
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ single path.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -329,8 +330,17 @@ def launch(nproc: int, argv: list[str]) -> int:
         reason = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
         print(f"mnistkit: error: process {rank} of {nproc} failed ({reason}); see its output above", file=sys.stderr)
         return 1
-    except SignalException:  # Ctrl-C: the launcher passed it to every process, which saved and stopped
-        return 130
+    except SignalException as exc:
+        if exc.sigval != signal.SIGTERM:  # Ctrl-C: the launcher passed it to every process, which saved and stopped
+            return 130
+        # The launcher stopped its processes with SIGTERM, which they cannot agree to stop after one batch on: the
+        # run keeps the resume state it saved last, and no process was left to say so.
+        print(
+            "mnistkit: error: terminated (SIGTERM); the run keeps its last checkpoint (each epoch's end, or every "
+            f"--checkpoint-every batches). Resume with: mnistkit train --resume RUN_FOLDER --nproc {nproc}",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
     return 0
 
 
