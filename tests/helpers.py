@@ -81,3 +81,18 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
         main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (from any of its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in ("Z", "X")  # a zombie has ended
+    except FileNotFoundError:
+        return True

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import children, gone
 from torch import nn
 
 from mnistkit import bench
@@ -353,3 +358,28 @@ def test_tutorial_reference_jobs_report_what_the_table_shows():
     text = bench.format_report(report)
     assert "tutorial loop: 1 epochs" in text and "time to the tutorial's final val loss" in text
     assert "floor: the float32 matrix products alone" in text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_benchmark_leaves_no_job_running():
+    """Each job runs in a process of its own: killing ``mnistkit bench`` must not leave it training on."""
+    command = [sys.executable, "-m", "mnistkit", "bench", "--preset", "best", "--seeds", "1", "--against", "none"]
+    benchmark = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+
+    def training() -> list[int]:  # the preset's job, minutes long (the peak's job before it takes seconds)
+        found = []
+        for pid in children(benchmark.pid):
+            with contextlib.suppress(FileNotFoundError):  # a job that has just ended
+                found += [pid] if b'"kind": "preset"' in Path(f"/proc/{pid}/cmdline").read_bytes() else []
+        return found
+
+    while not (jobs := training()):
+        assert benchmark.poll() is None and time.monotonic() < deadline, "no job started"
+        time.sleep(0.05)
+    benchmark.kill()  # SIGKILL: it can pass nothing on to its job
+    benchmark.wait()
+    deadline = time.monotonic() + 60
+    while not all(gone(pid) for pid in jobs):
+        assert time.monotonic() < deadline, "a job outlived the benchmark"
+        time.sleep(0.05)

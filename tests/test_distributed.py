@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_mnist_npz
+from helpers import children, gone, write_mnist_npz
 from safetensors.torch import load_file
 
 from mnistkit import data, distributed, resume, runs
@@ -172,21 +172,6 @@ def test_shards_are_disjoint_and_together_make_the_single_process_batches():
 
 # --------------------------------------------------------------------------------------------------
 # Faults: a launcher killed, a worker killed under --max-restarts
-
-
-def children(pid: int) -> list[int]:
-    """The processes ``pid`` started (from any of its threads)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in ("Z", "X")  # a zombie has ended
-    except FileNotFoundError:
-        return True
 
 
 def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 240) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from . import torchrun
 from .errors import MnistkitError
 
 if TYPE_CHECKING:
@@ -739,6 +740,8 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    # A job would otherwise outlive a benchmark killed with SIGTERM or SIGKILL, training on for minutes.
+    torchrun.die_with_parent()
     job = json.loads(sys.argv[1])
     kind = job.pop("kind")
     print(json.dumps(JOBS[kind](**job)))

@@ -86,9 +86,15 @@ def die_with_launcher() -> None:
 
     The agent starts workers in their own session, so without this a ``kill -9`` of the launcher leaves
     them training on and writing the run folder, racing any resume started meanwhile. Only for workers of
-    a torchrun agent (TORCHELASTIC_RUN_ID), whose parent is that agent; elsewhere, and off Linux, a no-op.
+    a torchrun agent (TORCHELASTIC_RUN_ID), whose parent is that agent; elsewhere a no-op.
     """
-    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send SIGTERM here when the process that started this one dies; off Linux, a no-op."""
+    if not sys.platform.startswith("linux"):
         return
     import ctypes
 
@@ -98,7 +104,7 @@ def die_with_launcher() -> None:
             return
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the launcher died before the request took effect
+    if os.getppid() == 1:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
 
