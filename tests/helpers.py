@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,3 +97,11 @@ def gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in ("Z", "X")  # a zombie has ended
     except FileNotFoundError:
         return True
+
+
+def assert_all_end(pids: list[int], what: str, timeout: float = 60) -> None:
+    """Wait until every process of ``pids`` has ended; fail, saying ``what`` happened, if one outlives ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not all(gone(pid) for pid in pids):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)

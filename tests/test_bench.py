@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import children, gone
+from helpers import assert_all_end, children
 from torch import nn
 
 from mnistkit import bench
@@ -379,7 +379,4 @@ def test_a_killed_benchmark_leaves_no_job_running():
         time.sleep(0.05)
     benchmark.kill()  # SIGKILL: it can pass nothing on to its job
     benchmark.wait()
-    deadline = time.monotonic() + 60
-    while not all(gone(pid) for pid in jobs):
-        assert time.monotonic() < deadline, "a job outlived the benchmark"
-        time.sleep(0.05)
+    assert_all_end(jobs, "a job outlived the benchmark")

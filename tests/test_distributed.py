@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import children, gone, write_mnist_npz
+from helpers import assert_all_end, children, write_mnist_npz
 from safetensors.torch import load_file
 
 from mnistkit import data, distributed, resume, runs
@@ -200,10 +200,7 @@ def test_workers_die_with_their_launcher(digits, tmp_path):
     assert len(workers) == 2
     launcher.kill()  # SIGKILL: it can pass nothing on to its workers
     launcher.communicate()
-    deadline = time.monotonic() + 60
-    while not all(gone(pid) for pid in workers):
-        assert time.monotonic() < deadline, "the workers outlived their launcher"
-        time.sleep(0.05)
+    assert_all_end(workers, "the workers outlived their launcher")
     assert not (out / "model.safetensors").exists()
 
 
@@ -224,10 +221,7 @@ def test_sigterm_to_the_launcher_stops_its_workers_and_says_how_to_resume(digits
     assert launcher.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("mnistkit: error: terminated (SIGTERM)") and "Traceback" not in err
     assert "Resume with: mnistkit train --resume RUN_FOLDER --nproc 2" in err
-    deadline = time.monotonic() + 60
-    while not all(gone(pid) for pid in workers):
-        assert time.monotonic() < deadline, "the workers outlived their launcher"
-        time.sleep(0.05)
+    assert_all_end(workers, "the workers outlived their launcher")
     resume.load(out)  # the last checkpoint, whole
 
 
