@@ -186,27 +186,9 @@ def resume_state_of(run_dir: Path) -> Path:
     return run_dir / "resume" / "state.json"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_workers_die_with_their_launcher(digits, tmp_path):
-    out = tmp_path / "run"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "mnistkit", "train", "--nproc", "2", "--data", str(digits), "--model", "mlp"]
-        + ["--epochs", "50", "--val-size", "0", "--quiet", "--checkpoint-every", "5", "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    wait_for(lambda: resume_state_of(out).exists(), "a first resume state", launcher)
-    workers = children(launcher.pid)
-    assert len(workers) == 2
-    launcher.kill()  # SIGKILL: it can pass nothing on to its workers
-    launcher.communicate()
-    assert_all_end(workers, "the workers outlived their launcher")
-    assert not (out / "model.safetensors").exists()
-
-
-def test_sigterm_to_the_launcher_stops_its_workers_and_says_how_to_resume(digits, tmp_path):
-    """What `kill` or a scheduler sends to `mnistkit train --nproc 2`: the workers stop, the last checkpoint stays."""
-    out = tmp_path / "run"
+def long_run_in_two_processes(digits: Path, out: Path) -> tuple[subprocess.Popen, list[int]]:
+    """`mnistkit train --nproc 2` on a run long enough to stop, once it has saved a first resume state: the
+    launcher and its two workers."""
     launcher = subprocess.Popen(
         [sys.executable, "-m", "mnistkit", "train", "--nproc", "2", "--data", str(digits), "--model", "mlp"]
         + ["--epochs", "50", "--val-size", "0", "--quiet", "--checkpoint-every", "5", "--out", str(out)],
@@ -216,6 +198,24 @@ def test_sigterm_to_the_launcher_stops_its_workers_and_says_how_to_resume(digits
     )
     wait_for(lambda: resume_state_of(out).exists(), "a first resume state", launcher)
     workers = children(launcher.pid)
+    assert len(workers) == 2
+    return launcher, workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_their_launcher(digits, tmp_path):
+    out = tmp_path / "run"
+    launcher, workers = long_run_in_two_processes(digits, out)
+    launcher.kill()  # SIGKILL: it can pass nothing on to its workers
+    launcher.communicate()
+    assert_all_end(workers, "the workers outlived their launcher")
+    assert not (out / "model.safetensors").exists()
+
+
+def test_sigterm_to_the_launcher_stops_its_workers_and_says_how_to_resume(digits, tmp_path):
+    """What `kill` or a scheduler sends to `mnistkit train --nproc 2`: the workers stop, the last checkpoint stays."""
+    out = tmp_path / "run"
+    launcher, workers = long_run_in_two_processes(digits, out)
     launcher.terminate()
     _, err = launcher.communicate(timeout=60)
     assert launcher.returncode == 143, err
