@@ -181,6 +181,41 @@ def test_a_second_ctrl_c_after_a_checkpoint_still_prints_how_to_resume(tiny_idx,
     assert resume.load(run_dir).epoch == 2
 
 
+def test_a_resume_reads_the_state_only_while_it_holds_the_folder(tiny_idx, tmp_path, monkeypatch, capsys):
+    """Read before the hold, the state could be older than the folder: a run still writing it that ended in
+    between would have its last epoch trained again over its finished model."""
+    import fcntl
+
+    real_write_metrics = runs.write_metrics
+
+    def write_metrics(run_dir, rows):
+        if len(rows) == 2:
+            raise KeyboardInterrupt  # quit at once after epoch 1's checkpoint
+        real_write_metrics(run_dir, rows)
+
+    monkeypatch.setattr(runs, "write_metrics", write_metrics)
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=2))[0] == 130
+    monkeypatch.setattr(runs, "write_metrics", real_write_metrics)
+    real_load, held = resume.load, []
+
+    def load(folder):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+        return real_load(folder)
+
+    monkeypatch.setattr(resume, "load", load)
+    code, _, err = run_cli(capsys, "train", "--resume", run_dir, "--quiet")
+    assert code == 0, err
+    assert held == [True]
+
+
 def test_a_save_removes_what_a_killed_save_left_half_written(tmp_path):
     from mnistkit.models import create_model
 

@@ -16,7 +16,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save as save_safetensors
@@ -26,6 +26,9 @@ from . import fileio, schema
 from .checkpoint import check_state, read_tensors
 from .checkpoint import load_state as load_model_state
 from .errors import CheckpointError, MnistkitError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 FOLDER = "resume"
 STATE_NAME = "state.json"
@@ -342,8 +345,8 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
 # mnistkit train --resume RUN
 
 
-def open_run(run_dir: str | Path, device: str | None = None):
-    """The saved config of ``run_dir`` (``device`` overrides where it runs) and its verified checkpoint."""
+def open_config(run_dir: str | Path, device: str | None = None) -> TrainConfig:
+    """The saved config of the run to resume in ``run_dir`` (``device`` overrides where it runs)."""
     from . import runs
 
     run_dir = Path(run_dir).expanduser()
@@ -356,7 +359,14 @@ def open_run(run_dir: str | Path, device: str | None = None):
         cfg.validate()
     except MnistkitError as exc:
         raise CheckpointError(f"resume {run_dir}: {exc}", options=("resume",)) from None
+    return cfg
+
+
+def open_state(run_dir: str | Path) -> ResumeState:
+    """The verified resume state of ``run_dir``, unless the run has finished. Read it while the folder is held
+    (``runs.hold``): a run still writing it could otherwise finish between this read and the hold."""
+    run_dir = Path(run_dir).expanduser()
     state = load(run_dir)
     if state.done and (run_dir / "model.json").is_file():
         raise CheckpointError(f"{run_dir}: this run already finished ({len(state.history)} epochs); nothing to resume")
-    return cfg, state
+    return state

@@ -44,7 +44,7 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
     """
     check_resume_every(request.resume_every)
     request = _after_restart(request)
-    cfg, state = _config_and_state(request)
+    cfg = _config(request)
     if request.tensorboard:
         from .tensorboard_log import require_tensorboard
 
@@ -57,7 +57,8 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         # no longer agree on a batch to stop after, so it keeps its default there.
         interrupt = stack.enter_context(Interrupt(announce=ctx.is_main, terminate=not ctx.distributed))
         ctx.check_batch_size(cfg.batch_size)
-        run_dir = _run_folder(stack, request, cfg, state, ctx)
+        run_dir = _run_folder(stack, request, cfg, ctx)
+        state = resume.open_state(request.resume) if request.resume is not None else None
         if run_dir is not None:
             announce(_start_line(cfg, state, run_dir, ctx))
         try:
@@ -126,24 +127,23 @@ def _after_restart(request: TrainRequest) -> TrainRequest:
     return replace(request, out=folder, overwrite=True)  # it failed before its first resume state
 
 
-def _config_and_state(request: TrainRequest) -> tuple[TrainConfig, resume.ResumeState | None]:
+def _config(request: TrainRequest) -> TrainConfig:
     if request.resume is not None:
-        return resume.open_run(request.resume, device=request.device)
+        return resume.open_config(request.resume, device=request.device)
     if request.config is None:
         raise ConfigError("give a config for a new run, or a run folder to resume")
-    return request.config, None
+    return request.config
 
 
 def _run_folder(
     stack: ExitStack,
     request: TrainRequest,
     cfg: TrainConfig,
-    state: resume.ResumeState | None,
     ctx: distributed.Context,
 ) -> Path | None:
     """The run folder on rank 0 (a new one is created and claimed by this torchrun job), held until ``stack``
     closes so that no other run writes into it meanwhile; None elsewhere."""
-    if state is not None and request.resume is not None:
+    if request.resume is not None:
         resumed = Path(request.resume).expanduser()
         return ctx.on_main(lambda: stack.enter_context(runs.hold(resumed)))
     run_dir = ctx.on_main(lambda: stack.enter_context(runs.writing(request.out, cfg.model, request.overwrite)))
