@@ -9,6 +9,7 @@ names in ``options`` so that the CLI can show them as its flags (``--batch-size`
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -68,3 +69,8 @@ def unknown_choice(what: str, name: str, choices: Iterable[str]) -> str:
     """The one-line message for a name that is not one of ``choices``, with a suggestion for a likely typo."""
     choices = list(choices)
     return f"unknown {what} {short(name)};{did_you_mean(name, choices)} choose one of: {', '.join(choices)}"
+
+
+def stopped_by(signum: int) -> str:
+    """What a message calls a stop by ``signum``: "interrupted" for Ctrl-C, "terminated (SIGTERM)" for SIGTERM."""
+    return "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import distributed, resume, runs, torchrun
 from .config import TrainConfig
-from .errors import ConfigError, WriteError
+from .errors import ConfigError, WriteError, stopped_by
 from .mlflow_log import MlflowReporter, require_mlflow
 from .train import Interrupt, Reporter, RunResult, TrainingInterrupted, check_resume_every, resolve_device, train_run
 
@@ -91,9 +91,11 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
                     f"{exc}; the run's last checkpoint is intact: free some space (or fix the folder), then resume "
                     f"with: {resume_command(run_dir, ctx)}"
                 ) from None
-            if isinstance(exc, KeyboardInterrupt):  # a second Ctrl-C: no new checkpoint, but the last one is there
+            if isinstance(exc, KeyboardInterrupt):  # a second signal: no new checkpoint, but the last one is there
                 raise TrainingInterrupted(
-                    f"interrupted at once; the last checkpoint is intact. Resume with: {resume_command(run_dir, ctx)}"
+                    f"{stopped_by(interrupt.signum)} at once; the last checkpoint is intact. "
+                    f"Resume with: {resume_command(run_dir, ctx)}",
+                    signum=interrupt.signum,
                 ) from None
             raise
         if run_dir is not None:

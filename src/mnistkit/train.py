@@ -28,7 +28,7 @@ from .augment import augment
 from .calibrate import calibrate
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, TrainingError, stopped_by
 from .evaluate import loss_and_accuracy
 from .models import count_parameters, create_model
 from .nondigits import OutlierExposure
@@ -239,9 +239,9 @@ class Interrupt:
             signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        already, self.requested, self.signum = self.requested, True, signum  # the last signal is the exit's
+        if already:
             raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
         if self.announce:
             # Ctrl-C's ^C is echoed on the progress line: start a new one
             said = "SIGTERM: " if signum == signal.SIGTERM else "\n"
@@ -494,8 +494,7 @@ class _Loop:
         )
         self.ctx.barrier()  # every rank stopped here; leave together once rank 0 has saved
         signum = self.saver.interrupt.signum if self.saver.interrupt is not None else signal.SIGINT
-        stopped = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-        return TrainingInterrupted(f"{stopped} {where}", signum=signum)
+        return TrainingInterrupted(f"{stopped_by(signum)} {where}", signum=signum)
 
 
 def _epoch_batches(
