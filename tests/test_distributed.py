@@ -186,17 +186,26 @@ def resume_state_of(run_dir: Path) -> Path:
     return run_dir / "resume" / "state.json"
 
 
-def long_run_in_two_processes(digits: Path, out: Path) -> tuple[subprocess.Popen, list[int]]:
+def long_run_in_two_processes(
+    digits: Path, out: Path | None, cwd: Path | None = None
+) -> tuple[subprocess.Popen, list[int]]:
     """`mnistkit train --nproc 2` on a run long enough to stop, once it has saved a first resume state: the
-    launcher and its two workers."""
+    launcher and its two workers. Without ``out``, the run's folder is the default one under ``cwd``."""
     launcher = subprocess.Popen(
         [sys.executable, "-m", "mnistkit", "train", "--nproc", "2", "--data", str(digits), "--model", "mlp"]
-        + ["--epochs", "50", "--val-size", "0", "--quiet", "--checkpoint-every", "5", "--out", str(out)],
+        + ["--epochs", "50", "--val-size", "0", "--quiet", "--checkpoint-every", "5"]
+        + (["--out", str(out)] if out is not None else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=cwd,
     )
-    wait_for(lambda: resume_state_of(out).exists(), "a first resume state", launcher)
+    states = [resume_state_of(out)] if out is not None else []
+    wait_for(
+        lambda: any(state.exists() for state in states or (cwd or Path()).glob("runs/*/resume/state.json")),
+        "a first resume state",
+        launcher,
+    )
     workers = children(launcher.pid)
     assert len(workers) == 2
     return launcher, workers
@@ -212,17 +221,34 @@ def test_workers_die_with_their_launcher(digits, tmp_path):
     assert not (out / "model.safetensors").exists()
 
 
-def test_sigterm_to_the_launcher_stops_its_workers_and_says_how_to_resume(digits, tmp_path):
-    """What `kill` or a scheduler sends to `mnistkit train --nproc 2`: the workers stop, the last checkpoint stays."""
-    out = tmp_path / "run"
-    launcher, workers = long_run_in_two_processes(digits, out)
+@pytest.mark.parametrize("named", [True, False])
+def test_sigterm_to_the_launcher_stops_its_workers_and_says_how_to_resume(digits, tmp_path, named):
+    """What `kill` or a scheduler sends to `mnistkit train --nproc 2`: the workers stop, the last checkpoint stays,
+    and the launcher names the run's folder, given (--out) or not."""
+    launcher, workers = long_run_in_two_processes(digits, tmp_path / "run" if named else None, cwd=tmp_path)
     launcher.terminate()
     _, err = launcher.communicate(timeout=60)
     assert launcher.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("mnistkit: error: terminated (SIGTERM)") and "Traceback" not in err
-    assert "Resume with: mnistkit train --resume RUN_FOLDER --nproc 2" in err
+    (out,) = [tmp_path / "run"] if named else (tmp_path / "runs").iterdir()
+    assert err.strip().endswith(
+        f"Resume with: mnistkit train --resume {out if named else out.relative_to(tmp_path)} --nproc 2"
+    )
     assert_all_end(workers, "the workers outlived their launcher")
     resume.load(out)  # the last checkpoint, whole
+
+
+def test_what_a_stopped_launcher_says_depends_on_the_checkpoint_it_leaves(tmp_path):
+    from mnistkit.distributed import _what_is_left
+
+    assert _what_is_left(None, 2) == "the run had no checkpoint yet: train it again"
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp")  # stopped while loading the data, say
+    assert _what_is_left(run_dir, 2).endswith(f"train it again, with --overwrite to reuse {run_dir}")
+    model = torch.nn.Linear(2, 2)
+    optimizer, generator, progress = torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator(), resume.LoopState()
+    progress.start_epoch(4, torch.device("cpu"), generator)
+    resume.save(run_dir, *resume.capture(progress, model, optimizer, None, generator))
+    assert _what_is_left(run_dir, 3).endswith(f"Resume with: mnistkit train --resume {run_dir} --nproc 3")
 
 
 @pytest.mark.slow

@@ -390,7 +390,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "already: drop --nproc (each task trains as one process), or use srun torchrun as "
                 "examples/slurm.sbatch does"
             )
-        return launch(args.nproc, args.argv)  # runs this same command line in each process
+        return launch(args.nproc, args.argv, out=args.out, resumed=args.resume)  # this command in each process
     torchrun.adopt_slurm_task()  # srun's tasks train as one job, not as N runs into one folder
     request = TrainRequest(
         out=args.out,

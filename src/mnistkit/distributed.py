@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import data
-from .errors import ConfigError, MnistkitError, TrainingError
+from . import data, resume, runs
+from .errors import ConfigError, MnistkitError, TrainingError, stopped_by
 from .torchrun import adopt_slurm_task, die_with_launcher, launched_by_torchrun, restart_count
 
 T = TypeVar("T")
@@ -298,9 +299,11 @@ def max_processes() -> int:
     return PROCESSES_PER_CORE * (os.cpu_count() or 1)
 
 
-def launch(nproc: int, argv: list[str]) -> int:
+def launch(nproc: int, argv: list[str], *, out: str | None = None, resumed: str | None = None) -> int:
     """Run ``mnistkit <argv>`` as ``nproc`` processes on this machine with torchrun's launcher (standalone
-    rendezvous on a free local port). Returns the exit code: the first failed rank's, else 0.
+    rendezvous on a free local port). Returns the exit code: the first failed rank's, else 0. ``out`` and
+    ``resumed``: the run folder that ``argv`` names, if any (``--out``, ``--resume``), for the message that
+    says how to resume the run when the launcher is stopped.
 
     Each process prints and reports like a torchrun worker: rank 0 speaks, the others stay silent. The
     launcher's own failure report is replaced by one line, since the failed rank has already said why.
@@ -335,13 +338,22 @@ def launch(nproc: int, argv: list[str]) -> int:
             return 130
         # The launcher stopped its processes with SIGTERM, which they cannot agree to stop after one batch on: the
         # run keeps the resume state it saved last, and no process was left to say so.
-        print(
-            "mnistkit: error: terminated (SIGTERM); the run keeps its last checkpoint (each epoch's end, or every "
-            f"--checkpoint-every batches). Resume with: mnistkit train --resume RUN_FOLDER --nproc {nproc}",
-            file=sys.stderr,
-        )
+        folder = Path(resumed) if resumed is not None else runs.claimed_by(args.rdzv_id, out)
+        print(f"mnistkit: error: {stopped_by(signal.SIGTERM)}; {_what_is_left(folder, nproc)}", file=sys.stderr)
         return 128 + signal.SIGTERM
     return 0
+
+
+def _what_is_left(folder: Path | None, nproc: int) -> str:
+    """What a run stopped from outside leaves, and what to do next, said in part of a line."""
+    if folder is not None and resume.has_state(folder):
+        return (
+            "the run keeps its last checkpoint (each epoch's end, or every --checkpoint-every batches). "
+            f"Resume with: mnistkit train --resume {folder} --nproc {nproc}"
+        )
+    if folder is None or not folder.exists():
+        return "the run had no checkpoint yet: train it again"
+    return f"the run had no checkpoint yet: train it again, with --overwrite to reuse {folder}"
 
 
 def _quiet_launcher_logs() -> None:
