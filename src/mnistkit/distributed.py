@@ -349,7 +349,7 @@ def _what_is_left(folder: Path | None, nproc: int) -> str:
     if folder is not None and resume.has_state(folder):
         return (
             "the run keeps its last checkpoint (each epoch's end, or every --checkpoint-every batches). "
-            f"Resume with: mnistkit train --resume {folder} --nproc {nproc}"
+            f"Resume with: {resume.command(folder, nproc)}"
         )
     if folder is None or not folder.exists():
         return "the run had no checkpoint yet: train it again"

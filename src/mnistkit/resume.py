@@ -370,3 +370,8 @@ def open_state(run_dir: str | Path) -> ResumeState:
     if state.done and (run_dir / "model.json").is_file():
         raise CheckpointError(f"{run_dir}: this run already finished ({len(state.history)} epochs); nothing to resume")
     return state
+
+
+def command(run_dir: str | Path, nproc: int = 1) -> str:
+    """The command that continues ``run_dir`` where it stopped, in ``nproc`` processes on this machine."""
+    return f"mnistkit train --resume {run_dir}" + (f" --nproc {nproc}" if nproc > 1 else "")

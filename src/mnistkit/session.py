@@ -107,12 +107,9 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
 
 def resume_command(run_dir: Path, ctx: distributed.Context) -> str:
     """The command that continues ``run_dir`` where it stopped, with the same number of processes."""
-    command = f"mnistkit train --resume {run_dir}"
-    if not ctx.distributed:
-        return command
-    if ctx.world_size == ctx.local_world_size:
-        return f"{command} --nproc {ctx.world_size}"
-    return f"{command} (under the same torchrun command)"
+    if ctx.world_size != ctx.local_world_size:  # several machines: only their torchrun commands can start it
+        return f"{resume.command(run_dir)} (under the same torchrun command)"
+    return resume.command(run_dir, ctx.world_size)
 
 
 def _after_restart(request: TrainRequest) -> TrainRequest:
