@@ -200,12 +200,8 @@ def long_run_in_two_processes(
         text=True,
         cwd=cwd,
     )
-    states = [resume_state_of(out)] if out is not None else []
-    wait_for(
-        lambda: any(state.exists() for state in states or (cwd or Path()).glob("runs/*/resume/state.json")),
-        "a first resume state",
-        launcher,
-    )
+    folder, states = (out, "resume/state.json") if out is not None else (cwd or Path(), "runs/*/resume/state.json")
+    wait_for(lambda: any(folder.glob(states)), "a first resume state", launcher)
     workers = children(launcher.pid)
     assert len(workers) == 2
     return launcher, workers
