@@ -323,7 +323,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         metavar="RUN",
         default=None,
         help="continue the run in folder RUN from its last checkpoint, with its saved options "
-        "(Ctrl-C or SIGTERM saves one and prints this command)",
+        "(Ctrl-C, and SIGTERM in one process, saves one and prints this command)",
     )
     g.add_argument(
         "--checkpoint-every",
