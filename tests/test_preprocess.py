@@ -132,6 +132,29 @@ def test_a_digit_cropped_to_its_ink_is_found_whole(twins):
     assert max(ink_box(to_mnist(narrow))) in (20, 21)
 
 
+def test_a_large_digit_cropped_to_its_ink_keeps_the_strokes_that_span_it(twins):
+    # Cropped tight, a 1's upright or a 7's bar runs from edge to edge, as a notebook's line does; it is a stroke,
+    # far wider than a printed line, and must not be taken off the page as one.
+    for digit in twins:
+        rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+        crop = Image.fromarray(digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        if crop.width == crop.height:  # may be taken for a digit stretched to its box
+            continue
+        large = crop.resize((crop.width * 8, crop.height * 8), Image.Resampling.BILINEAR)
+        assert_like_twin(to_mnist(255 - np.asarray(large)), digit)
+    for w, h, strokes in (
+        (60, 300, [((30, 0), (30, 299))]),  # a 1: one upright from the top edge to the bottom
+        (200, 300, [((0, 12), (199, 12)), ((190, 0), (60, 299))]),  # a 7: the bar across the top edge
+    ):
+        page = Image.new("L", (w, h), 255)
+        for line in strokes:
+            ImageDraw.Draw(page).line(line, fill=0, width=24)
+        framed = Image.new("L", (w + 200, h + 200), 255)
+        framed.paste(page, (100, 100))
+        tight, with_paper = to_mnist(page), to_mnist(framed)
+        assert np.corrcoef(tight.ravel(), with_paper.ravel())[0, 1] > 0.9
+
+
 def test_a_digit_stretched_to_fill_a_small_square_is_narrowed():
     # Semeion's scans: each digit stretched to fill 16×16, then black or white. A slanted 1 becomes a diagonal bar.
     page = Image.new("L", (16, 16), 255)

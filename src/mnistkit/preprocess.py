@@ -45,6 +45,11 @@ BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to a
 FAINT_INK = 0.3
 FAINT_REACH = 0.1
 RULE_STEP = 4  # a notebook's lines are sampled at every this many pixels along them
+# A band of lines across the whole image, wider than this share of their length, with a line whose median is at
+# least this share of the ink's level, is a stroke of a digit cropped tight (a 1's upright, a 7's bar: a tenth of
+# the digit's height or more), not a notebook's line (under 1% of the page) nor the faint rest of a shadow.
+RULE_MAX_WIDTH = 0.025
+STROKE_LEVEL = 0.6
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
 SMALL_FRAME = 0.25  # of its side on every edge
@@ -401,18 +406,42 @@ def _without_rules(levels: np.ndarray) -> np.ndarray:
     """``levels`` less the ruled or squared lines of a notebook page: a row (or column) whose pixels nearly all
     stand above the paper is a line across the page. Its level there is the row's 5% quantile, which ink
     crossing the line cannot raise and a digit's stroke never reaches (it spans less of the page); that level
-    is taken off the whole row. Lines run unbroken, so every ``RULE_STEP``-th pixel along them tells it."""
-    rows = _low_quantile(levels[:, ::RULE_STEP], axis=1)
-    cols = _low_quantile(levels[::RULE_STEP], axis=0)
+    is taken off the whole row. Lines run unbroken, so every ``RULE_STEP``-th pixel along them tells it. A
+    digit cropped to its ink does span the image, but its strokes are much wider than a printed line and, along
+    most of their length, as bright as the rest of its ink: those are kept (``_rules_only``)."""
+    ink_level = np.partition(levels.ravel(), -EXTREME_PIXELS)[-EXTREME_PIXELS]
+    rows = _rules_only(*_low_and_median(levels[:, ::RULE_STEP], axis=1), levels.shape[1], ink_level)
+    cols = _rules_only(*_low_and_median(levels[::RULE_STEP], axis=0), levels.shape[0], ink_level)
     if not rows.any() and not cols.any():
         return levels
     lowered = levels.astype(np.int16) - rows[:, None] - cols[None, :]
     return np.clip(lowered, 0, 255).astype(np.uint8)
 
 
-def _low_quantile(a: np.ndarray, axis: int) -> np.ndarray:
-    k = a.shape[axis] // 20
-    return np.take(np.partition(a, k, axis=axis), k, axis=axis)
+def _low_and_median(a: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 5% quantile and the median of ``a`` along ``axis``."""
+    low, mid = a.shape[axis] // 20, a.shape[axis] // 2
+    parted = np.partition(a, (low, mid), axis=axis)
+    return np.take(parted, low, axis=axis), np.take(parted, mid, axis=axis)
+
+
+def _rules_only(low: np.ndarray, median: np.ndarray, length: int, ink_level: int) -> np.ndarray:
+    """``low``, the lines' 5% quantiles (one per row or column, ``length`` pixels long), with each band of adjacent
+    lines above the paper set to zero where it is a stroke: wider than ``RULE_MAX_WIDTH`` of ``length``, counted
+    where it stands at least half its peak (a blurred line's faint edges do not widen it), and with a line whose
+    ``median`` is at least ``STROKE_LEVEL`` of ``ink_level``."""
+    above = low > 0
+    starts = above & ~np.r_[False, above[:-1]]
+    band = np.cumsum(starts) * above  # 1, 2, ... for each band; 0 for the paper between them
+    if not band.any():
+        return low
+    peaks, brightest = np.zeros((2, band.max() + 1), dtype=low.dtype)
+    np.maximum.at(peaks, band, low)
+    np.maximum.at(brightest, band, median)
+    widths = np.bincount(band, weights=2 * low.astype(np.int16) >= peaks[band])
+    stroke = (widths > RULE_MAX_WIDTH * length) & (brightest >= STROKE_LEVEL * ink_level)
+    stroke[0] = False  # the paper between bands
+    return np.where(stroke[band], 0, low).astype(low.dtype)
 
 
 def _drop_islands(mask: np.ndarray) -> np.ndarray:
