@@ -8,7 +8,7 @@ flagged "not a digit", and the images per second:
   light gradients, photo noise and blur, heavy JPEG, light ink on a dark board, thin pens (stroke 1/45 to
   1/28 of the digit's height, redrawn along the digit's skeleton) and markers (1/7 to 1/4.5), and crops cut
   to the digit's own box (16–64 px tall), stretched to fill a 16×16 box in black and white (as Semeion's
-  digits are), and on ruled or squared notebook paper;
+  digits are), on ruled or squared notebook paper, and in a form's box or on a line;
 - scikit-learn's bundled UCI handwritten digits (8×8 scans of 43 other writers), the same ones drawn at
   100 px and as the 8×8 arrays they ship as;
 - the MNIST test set itself, as 28×28 arrays;
@@ -254,6 +254,36 @@ def notebook_paper(digit, rng):
     return to_uint8(255 * (paper * (1 - coverage) + 0.08 * coverage))
 
 
+def boxed(digit, rng):
+    """The digit in a form's field: a square or rounded box around it, cropped at the box or with paper around,
+    or a line under it; lines 1–2.5% of the page wide. Drawn after the notebook pages (``run``)."""
+    coverage, size = digit_on_page(digit, rng, fill=(0.45, 0.65))
+    pad = rng.uniform(0.05, 0.15) * min(size)
+    coverage = np.pad(coverage, round(2 * pad))  # room for the box on the page
+    h, w = coverage.shape
+    size = (w, h)
+    rows, cols = np.flatnonzero(coverage.any(1)), np.flatnonzero(coverage.any(0))
+    box = (cols[0] - pad, rows[0] - pad, cols[-1] + pad, rows[-1] + pad)
+    line = max(2, round(rng.uniform(0.01, 0.025) * max(size)))
+    scale = 4  # drawn large, then reduced: anti-aliased lines
+    marks = Image.new("L", (w * scale, h * scale), 0)
+    draw = ImageDraw.Draw(marks)
+    big = tuple(round(v * scale) for v in box)
+    kind = rng.choice(["box", "rounded box", "box cropped", "line under"])
+    if kind == "line under":
+        draw.line((big[0] - pad * scale, big[3], big[2] + pad * scale, big[3]), fill=255, width=line * scale)
+    elif kind == "rounded box":
+        draw.rounded_rectangle(big, radius=round(pad * scale), outline=255, width=line * scale)
+    else:
+        draw.rectangle(big, outline=255, width=line * scale)
+    lines = np.asarray(marks.resize(size, Image.Resampling.BOX), np.float64) / 255
+    image = photograph(np.maximum(coverage, lines), ramp(size, rng, 0.8))
+    if kind == "box cropped":
+        left, top, right, bottom = (max(0, round(v)) for v in box)
+        image = image[top : bottom + 1, left : right + 1]
+    return to_uint8(image)
+
+
 CONDITIONS: dict[str, Render] = {
     "clean, 100-300 px pages": clean,
     "small, off-centre": off_centre_small,
@@ -430,6 +460,8 @@ def run(args: argparse.Namespace) -> dict:
             report["nondigits"][name] = None  # no fonts installed
     notebook = [notebook_paper(d, rng) for d in digits]
     report["digits"]["ruled or squared paper"] = score(classifier, notebook, labels, args.reject == "on")
+    in_boxes = [boxed(d, rng) for d in digits]
+    report["digits"]["in a box or on a line"] = score(classifier, in_boxes, labels, args.reject == "on")
     report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}
     return report
 

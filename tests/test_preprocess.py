@@ -153,6 +153,34 @@ def test_a_large_digit_cropped_to_its_ink_keeps_the_strokes_that_span_it(twins):
         framed.paste(page, (100, 100))
         tight, with_paper = to_mnist(page), to_mnist(framed)
         assert np.corrcoef(tight.ravel(), with_paper.ravel())[0, 1] > 0.9
+    # The drawing page's canvas, white on black: a 1 drawn from its top edge to its bottom edge.
+    canvas = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(canvas).line(((140, 0), (140, 279)), fill=255, width=18)
+    assert max(ink_box(to_mnist(canvas))) in (20, 21)
+
+
+@pytest.mark.parametrize("outside", [0, 30])
+@pytest.mark.parametrize("line", [2, 6])
+def test_a_digit_in_a_box_is_read_without_the_box(twins, outside, line):
+    # A form's field or a grid's cell: the box is ink too, straight along all four sides of the ink's bounding
+    # box. Cropped at the box (outside 0), the border is the box's line, not paper, and once told the polarity.
+    for digit in twins:
+        side = 28 * 8 + 2 * outside
+        page = Image.fromarray(large_dark_on_light(digit, scale=8, canvas=(side, side), at=(outside, outside)))
+        box = (outside, outside, side - 1 - outside, side - 1 - outside)
+        ImageDraw.Draw(page).rectangle(box, outline=0, width=line)
+        assert_like_twin(to_mnist(np.asarray(page)), digit)
+
+
+@pytest.mark.parametrize("mark", ["rounded box", "line under it"])
+def test_a_digit_in_a_rounded_box_or_on_a_line(twins, mark):
+    for digit in twins:
+        page = Image.fromarray(large_dark_on_light(digit, scale=8, canvas=(300, 300), at=(38, 30)))
+        if mark == "rounded box":
+            ImageDraw.Draw(page).rounded_rectangle((20, 15, 280, 280), radius=30, outline=0, width=4)
+        else:
+            ImageDraw.Draw(page).line((10, 262, 290, 262), fill=0, width=4)
+        assert_like_twin(to_mnist(np.asarray(page)), digit)
 
 
 def test_a_digit_stretched_to_fill_a_small_square_is_narrowed():

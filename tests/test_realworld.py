@@ -17,7 +17,11 @@ import realworld  # noqa: E402
 def test_every_condition_and_source_is_scored_and_formatted():
     report = realworld.run(argparse.Namespace(model=None, n=20, reject="on", seed=0))
     digits, nondigits = report["digits"], report["nondigits"]
-    assert set(realworld.CONDITIONS) | {"UCI digits, 8x8 arrays", "ruled or squared paper"} <= set(digits)
+    assert set(realworld.CONDITIONS) | {
+        "UCI digits, 8x8 arrays",
+        "ruled or squared paper",
+        "in a box or on a line",
+    } <= set(digits)
     assert all(row["images"] == 20 for row in digits.values())
     assert digits["clean, 100-300 px pages"]["accuracy"] >= 0.9
     assert report["mnist_test"]["images"] == 10_000 and report["mnist_test"]["accuracy"] > 0.99

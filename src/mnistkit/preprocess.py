@@ -50,6 +50,12 @@ RULE_STEP = 4  # a notebook's lines are sampled at every this many pixels along 
 # the digit's height or more), not a notebook's line (under 1% of the page) nor the faint rest of a shadow.
 RULE_MAX_WIDTH = 0.025
 STROKE_LEVEL = 0.6
+# A box printed or drawn around the digit (a form's field, a grid's cell): each side a straight line whose pixels are
+# nearly all ink, at most this share of the box's side thick.
+BOX_LINE = 0.7
+BOX_MAX_THICKNESS = 0.15
+BOX_CONTENT = 0.03  # a box holds a digit: what is left once its lines are cleared is at least this share of the ink
+BOX_EDGE = 0.02  # an image cropped at a box: the line lies within this share of its side from each edge
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
 SMALL_FRAME = 0.25  # of its side on every edge
@@ -79,9 +85,113 @@ def to_mnist(item: ImageInput) -> np.ndarray:
             if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
                 raise ImageError("no ink found: the image is blank or has too little contrast")
             return gray  # already MNIST-like: the model sees exactly what it was given
-        return center_digit(normalize_stroke(_ink(gray)))
+        return center_digit(normalize_stroke(_without_underline(_without_box(_ink(_paper_around_box(gray))))))
     except ImageError as exc:
         raise ImageError(f"{_where(item)}: {exc}") from None
+
+
+def _paper_around_box(gray: np.ndarray) -> np.ndarray:
+    """``gray`` with a frame of paper around it where it is cropped at a box around the digit: where along every
+    edge (its outermost ``BOX_EDGE`` of the side: a crop may cut the line or keep its soft edge) runs a line at
+    one level, all of them on the same side of the image's median (the paper inside) and far from it, the
+    border is the box, not the paper, and would tell the ink's polarity wrong. The frame takes the median's
+    level; ``_without_box`` then takes the box off with the ink."""
+    paper = float(np.median(gray))
+    depth = max(1, round(BOX_EDGE * max(gray.shape)))
+    sides = set()
+    for edge in (gray[:depth], gray[::-1][:depth], gray.T[:depth], gray.T[::-1][:depth]):
+        low, high = np.quantile(edge, [0.1, 0.9], axis=1)
+        level = (low + high) / 2 - paper
+        line = (high - low < MIN_CONTRAST) & (np.abs(level) >= 2 * MIN_CONTRAST)
+        if not line.any():
+            return gray
+        sides.add(bool(level[line][0] > 0))
+    if len(sides) > 1:
+        return gray
+    return np.pad(gray, max(2, round(SMALL_FRAME * max(gray.shape) / 5)), constant_values=round(paper))
+
+
+def _without_box(ink: np.ndarray) -> np.ndarray:
+    """``ink`` less a box around the digit: when near each side of the ink's bounding box (within
+    ``BOX_MAX_THICKNESS`` of it) lie rows or columns that are lines of ink (``BOX_LINE`` of their pixels), those
+    are cleared, with a rounded box's corners (``_round_corner``). A digit's own strokes seldom run straight along
+    all four sides of its box."""
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if len(rows) == 0:
+        return ink
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    inside = ink[top:bottom, left:right] > 0
+    box = np.zeros_like(inside)
+    # Each side as the first rows of a view: top, bottom, left, right.
+    sides = [(inside, box), (inside[::-1], box[::-1]), (inside.T, box.T), (inside.T[::-1], box.T[::-1])]
+    lines: list[tuple[int, int]] = []
+    for view, _ in sides:
+        line = _edge_line(view)
+        if line is None:
+            return ink
+        lines.append(line)
+    for (_, box_view), (_, cleared) in zip(sides, lines):
+        box_view[:cleared] = True
+    for across, down in ((0, 2), (0, 3), (1, 2), (1, 3)):  # the corners: top-left, top-right, ...
+        (view, box_view), (row, row_end), (col, col_end) = sides[across], lines[across], lines[down]
+        flip = slice(None, None, 1 if down == 2 else -1)
+        _round_corner(view[row:, flip][:, col:], box_view[row:, flip][:, col:], max(row_end - row, col_end - col))
+    unboxed = ink.copy()
+    unboxed[top:bottom, left:right][box] = 0
+    if np.count_nonzero(unboxed) < BOX_CONTENT * np.count_nonzero(ink):
+        return ink  # a digit of straight lines (a square 0), or an empty box: either way, the ink is the lines
+    return unboxed
+
+
+def _round_corner(inside: np.ndarray, box: np.ndarray, thickness: int) -> None:
+    """Mark in ``box`` a rounded corner of the box whose lines run along ``inside``'s first row and column: its
+    radius is where they begin, and all that lies outside the arc's inner edge is the box's (the digit is inside
+    it)."""
+    radius = max(int(np.argmax(inside[0])), int(np.argmax(inside[:, 0])))
+    if radius <= thickness:
+        return  # a square corner, already cleared with the lines
+    inner = max(0, radius - 2 * thickness)  # the arc's inner edge, with a line's width to spare: its soft edge
+    ys, xs = np.ogrid[: min(radius, box.shape[0]), : min(radius, box.shape[1])]
+    box[:radius, :radius] |= (radius - ys) ** 2 + (radius - xs) ** 2 >= inner**2
+
+
+def _without_underline(ink: np.ndarray) -> np.ndarray:
+    """``ink`` less a line the digit is written on (a form's field, a line of a page that is not ruled across it):
+    a band of rows along the bottom of the ink, each ink for ``BOX_LINE`` of its width, at most
+    ``BOX_MAX_THICKNESS`` of the ink's height thick, running past the rest of the ink on both sides. A digit's
+    own base (a 2's) starts where its stroke comes down, not before it."""
+    mask = ink > 0
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return ink
+    top, bottom = rows[0], rows[-1] + 1
+    line = _edge_line(mask[top:bottom, cols[0] : cols[-1] + 1][::-1])
+    if line is None:
+        return ink
+    start = bottom - line[1]  # the line's first row, its soft upper edge included
+    line_cols = np.flatnonzero(mask[start:bottom].any(axis=0))
+    rest_cols = np.flatnonzero(mask[top:start].any(axis=0))
+    if len(rest_cols) == 0:
+        return ink
+    margin = BOX_MAX_THICKNESS / 3 * (line_cols[-1] - line_cols[0])
+    if rest_cols[0] - line_cols[0] < margin or line_cols[-1] - rest_cols[-1] < margin:
+        return ink
+    underlined = ink.copy()
+    underlined[start:bottom] = 0
+    return underlined
+
+
+def _edge_line(inside: np.ndarray) -> tuple[int, int] | None:
+    """Where a line of ink runs along the first row of ``inside`` (the ink's bounding box, turned so that the side
+    looked at comes first): the first and past the last of its rows, each ink for ``BOX_LINE`` of its length,
+    within ``BOX_MAX_THICKNESS`` of the box's side, a row more for the line's soft inner edge. None where there is
+    no line at the edge, or solid ink (a bar, a blot) rather than a line along paper."""
+    most = max(1, round(BOX_MAX_THICKNESS * inside.shape[0]))
+    zone = inside[: most + 1].mean(axis=1) >= BOX_LINE
+    found = np.flatnonzero(zone)
+    if not len(found) or zone.all() or found[0] > max(2, round(BOX_EDGE * inside.shape[0])):
+        return None  # a line starts at the edge; a round stroke (a 0's top) only some way in
+    return int(found[0]), min(int(found[-1]) + 2, most + 1)
 
 
 def _in_mnist_form(gray: np.ndarray) -> bool:
