@@ -50,8 +50,8 @@ RULE_STEP = 4  # a notebook's lines are sampled at every this many pixels along 
 # the digit's height or more), not a notebook's line (under 1% of the page) nor the faint rest of a shadow.
 RULE_MAX_WIDTH = 0.025
 STROKE_LEVEL = 0.6
-# A box printed or drawn around the digit (a form's field, a grid's cell): each side a straight line whose pixels are
-# nearly all ink, at most this share of the box's side thick.
+# A box printed or drawn around the digit (a form's field, a grid's cell): each side a straight line, at least
+# this share of its pixels ink (a rounded box's corners leave the rest), at most this share of the box's side thick.
 BOX_LINE = 0.7
 BOX_MAX_THICKNESS = 0.15
 BOX_CONTENT = 0.03  # a box holds a digit: what is left once its lines are cleared is at least this share of the ink
