@@ -116,11 +116,10 @@ def _without_box(ink: np.ndarray) -> np.ndarray:
     ``BOX_MAX_THICKNESS`` of it) lie rows or columns that are lines of ink (``BOX_LINE`` of their pixels), those
     are cleared, with a rounded box's corners (``_round_corner``). A digit's own strokes seldom run straight along
     all four sides of its box."""
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    if len(rows) == 0:
+    bounds = _ink_box(ink)
+    if bounds is None:
         return ink
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    inside = ink[top:bottom, left:right] > 0
+    inside = ink[bounds] > 0
     box = np.zeros_like(inside)
     # Each side as the first rows of a view: top, bottom, left, right.
     sides = [(inside, box), (inside[::-1], box[::-1]), (inside.T, box.T), (inside.T[::-1], box.T[::-1])]
@@ -137,7 +136,7 @@ def _without_box(ink: np.ndarray) -> np.ndarray:
         flip = slice(None, None, 1 if down == 2 else -1)
         _round_corner(view[row:, flip][:, col:], box_view[row:, flip][:, col:], max(row_end - row, col_end - col))
     unboxed = ink.copy()
-    unboxed[top:bottom, left:right][box] = 0
+    unboxed[bounds][box] = 0
     if np.count_nonzero(unboxed) < BOX_CONTENT * np.count_nonzero(ink):
         return ink  # a digit of straight lines (a square 0), or an empty box: either way, the ink is the lines
     return unboxed
@@ -161,11 +160,11 @@ def _without_underline(ink: np.ndarray) -> np.ndarray:
     ``BOX_MAX_THICKNESS`` of the ink's height thick, running past the rest of the ink on both sides. A digit's
     own base (a 2's) starts where its stroke comes down, not before it."""
     mask = ink > 0
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0:
+    bounds = _ink_box(mask)
+    if bounds is None:
         return ink
-    top, bottom = rows[0], rows[-1] + 1
-    line = _edge_line(mask[top:bottom, cols[0] : cols[-1] + 1][::-1])
+    top, bottom = bounds[0].start, bounds[0].stop
+    line = _edge_line(mask[bounds][::-1])
     if line is None:
         return ink
     start = bottom - line[1]  # the line's first row, its soft upper edge included
@@ -690,13 +689,10 @@ def _joined(mask: np.ndarray, faint: np.ndarray, steps: int) -> np.ndarray:
     ``faint`` (a reconstruction by dilation, as hysteresis thresholding does), so that a stroke fading along its
     length keeps its faint part while faint marks apart from the ink stay paper. Only the ink's box widened by
     ``steps`` is searched: the ink seldom covers much of a page."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
+    bounds = _ink_box(mask)
+    if bounds is None:
         return mask
-    box = (
-        slice(max(0, rows[0] - steps), rows[-1] + steps + 1),
-        slice(max(0, cols[0] - steps), cols[-1] + steps + 1),
-    )
+    box = tuple(slice(max(0, span.start - steps), span.stop + steps) for span in bounds)
     near, faint = mask[box], faint[box]
     for _ in range(steps):
         grown = _grow(near) & faint | near
@@ -720,11 +716,18 @@ def _grow(mask: np.ndarray) -> np.ndarray:
 
 
 def _crop(ink: np.ndarray) -> np.ndarray:
-    rows = np.flatnonzero(ink.any(axis=1))
-    cols = np.flatnonzero(ink.any(axis=0))
-    if len(rows) == 0:
+    bounds = _ink_box(ink)
+    if bounds is None:
         raise ImageError("no ink found: the image is blank")
-    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return ink[bounds]
+
+
+def _ink_box(ink: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns of the smallest box that holds every nonzero pixel of ``ink``; None if there is none."""
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if len(rows) == 0:
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def stroke_width(ink: np.ndarray) -> float:
