@@ -4,6 +4,7 @@ bad input giving one clear line, a non-zero exit and no traceback while the good
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,21 @@ def test_show_input_saves_what_the_model_saw(capsys, folder, tmp_path):
     # One image and a folder that does not exist yet, named as a folder: a folder, not a file of that name.
     code, _, _ = run_cli(capsys, "predict", folder / "seven.png", "--show-input", f"{tmp_path / 'one'}/")
     assert code == 0 and [p.name for p in (tmp_path / "one").iterdir()] == ["0000-seven.png"]
+
+
+def test_a_file_name_that_is_not_utf8_prints_escaped(folder, tmp_path):
+    name = tmp_path / b"seven\xff.png".decode("utf-8", "surrogateescape")
+    name.write_bytes((folder / "seven.png").read_bytes())
+    done = subprocess.run(
+        [sys.executable, "-m", "mnistkit", "predict", name, folder / "two.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},  # strict, as a UTF-8 locale makes it
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.splitlines()[0].startswith(f"{tmp_path}/seven\\udcff.png: 7 (")
+    assert done.stdout.splitlines()[1].startswith(f"{folder / 'two.png'}: 2 (")
 
 
 def test_predict_with_a_trained_checkpoint(capsys, folder, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import json
 import os
 import re
@@ -1155,7 +1156,16 @@ def _discard_stdout() -> None:
         pass
 
 
+def _escape_unprintable() -> None:
+    """A file name that is not valid UTF-8 (its bytes kept as surrogates) prints escaped, as stderr already does:
+    strict stdout, as ``PYTHONIOENCODING=utf-8`` or a UTF-8 locale set it, would stop the command at that name."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> None:
+    _escape_unprintable()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc, which re-runs it per process
