@@ -110,6 +110,26 @@ def test_show_input_saves_what_the_model_saw(capsys, folder, tmp_path):
     assert code == 0 and [p.name for p in (tmp_path / "one").iterdir()] == ["0000-seven.png"]
 
 
+def test_show_input_never_writes_over_an_input_or_another_kind_of_file(capsys, folder, tmp_path):
+    seven = tmp_path / "seven.png"
+    seven.write_bytes((folder / "seven.png").read_bytes())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    for target, message in ((seven, "one of the images to predict"), (notes, "ending in .png")):
+        code, out, err = run_cli(capsys, "predict", seven, "--show-input", target)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+    assert seven.read_bytes() == (folder / "seven.png").read_bytes() and notes.read_text() == "keep me"
+    # In a folder of inputs, a name the inputs already hold is refused for that image, and the rest go on.
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "seven.png").write_bytes((folder / "seven.png").read_bytes())
+    taken = inputs / "0000-seven.png"  # the name the first image's input would get
+    taken.write_bytes((folder / "one.png").read_bytes())
+    code, out, err = run_cli(capsys, "predict", inputs / "seven.png", taken, "--show-input", inputs)
+    assert code == 2 and "one of the images to predict" in err and out.count("\n") == 2
+    assert taken.read_bytes() == (folder / "one.png").read_bytes() and (inputs / "0001-0000-seven.png").is_file()
+
+
 def test_a_file_name_that_is_not_utf8_prints_escaped(folder, tmp_path):
     name = tmp_path / b"seven\xff.png".decode("utf-8", "surrogateescape")
     name.write_bytes((folder / "seven.png").read_bytes())

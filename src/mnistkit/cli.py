@@ -17,6 +17,7 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from . import __version__, torchrun
 from .config import (
@@ -861,8 +862,6 @@ PREDICT_CHUNK = 256  # images preprocessed and classified at a time: output stre
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .errors import ConfigError, MnistkitError
     from .inference import Classifier, find_images
     from .preprocess import save_input
@@ -875,6 +874,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # A folder for several images, or where one is named (``seen/``: Path drops the slash); else the one PNG.
     named_folder = args.show_input is not None and args.show_input.endswith(("/", os.sep))
     folder = show is not None and (len(sources) > 1 or show.is_dir() or named_folder)
+    inputs = {os.path.realpath(source) for source in sources}  # never written over by what the model saw
+    if show is not None and not folder:
+        _check_show_input(show, inputs)
     if folder and show is not None:
         try:
             show.mkdir(parents=True, exist_ok=True)
@@ -902,11 +904,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{result.source}: {_verdict(result)}", flush=True)
         if show is not None:
             try:
-                save_input(result.input, show / f"{i:04d}-{Path(result.source).stem}.png" if folder else show)
+                seen = show / f"{i:04d}-{Path(result.source).stem}.png" if folder else show
+                _check_show_input(seen, inputs)
+                save_input(result.input, seen)
             except MnistkitError as exc:
                 failed += 1
                 print(f"mnistkit: error: {exc}", file=sys.stderr, flush=True)
     return 2 if failed else 0
+
+
+def _check_show_input(path: Path, inputs: set[str]) -> None:
+    """ConfigError unless ``path`` is a PNG's name and not one of the images being predicted."""
+    from .errors import ConfigError
+
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--show-input {path}: the input is saved as a PNG; give a file name ending in .png")
+    if os.path.realpath(path) in inputs:
+        raise ConfigError(f"--show-input {path}: this is one of the images to predict; give another file name")
 
 
 def _verdict(result) -> str:
