@@ -367,6 +367,23 @@ def test_an_ensemble_of_runs_on_other_data_is_one_line(tiny_run, tiny_idx_sessio
     )
 
 
+def test_a_run_on_data_given_by_a_relative_path_evaluates_from_anywhere(tiny_idx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tiny_idx.parent)
+    code, _, err = run_cli(capsys, *train_argv(Path(tiny_idx.name), tmp_path / "run", "--quiet", model="logreg"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(tiny_idx)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "evaluate", "run", "--no-plots", "--json")
+    assert code == 0 and json.loads(out)["count"] == 200, err
+    # The data moved away: the message says it is the run's own data, and how to give it.
+    tiny_idx.rename(tmp_path / "moved")
+    code, _, err = run_cli(capsys, "evaluate", "run", "--no-plots")
+    assert_one_line_error(code, err, f"{tiny_idx}: the images this run trained on are not there; give their path")
+    assert "with --data" in err
+    code, _, err = run_cli(capsys, "evaluate", "run", "--no-plots", "--data", tmp_path / "moved")
+    assert code == 0, err
+
+
 def test_evaluate_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "nothing"))
     assert_one_line_error(code, err, "no checkpoint here")

@@ -228,6 +228,11 @@ def _evaluation_split(
     own_data = data is None and dataset is None
     if own_data:
         data, dataset = cfg.get("data"), cfg.get("dataset", "mnist")
+        if data and not Path(data).expanduser().exists():
+            raise DataError(
+                f"{data}: the images this run trained on are not there; give their path (or other images) with data",
+                options=("data",),
+            )
     ds = load_dataset(data, dataset or "mnist")
     data_name = data_title(data, dataset)
     if split == "test":

@@ -131,6 +131,8 @@ def _config(request: TrainRequest) -> TrainConfig:
         return resume.open_config(request.resume, device=request.device)
     if request.config is None:
         raise ConfigError("give a config for a new run, or a run folder to resume")
+    if request.config.data:  # recorded so, the run can be evaluated or resumed from any folder
+        return replace(request.config, data=os.path.abspath(os.path.expanduser(request.config.data)))
     return request.config
 
 
