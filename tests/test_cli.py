@@ -384,6 +384,15 @@ def test_a_run_on_data_given_by_a_relative_path_evaluates_from_anywhere(tiny_idx
     assert code == 0, err
 
 
+def test_evaluate_checks_the_plots_folder_before_it_reports(tiny_run, tmp_path, capsys):
+    taken = tmp_path / "afile"
+    taken.write_text("not a folder")
+    for plots in (taken, taken / "below"):
+        code, out, err = run_cli(capsys, "evaluate", str(tiny_run), "--json", "--plots", str(plots))
+        assert out == "", plots
+        assert_one_line_error(code, err, f"{plots}: cannot create the --plots folder ({taken} is a file); pass --plots")
+
+
 def test_evaluate_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "nothing"))
     assert_one_line_error(code, err, "no checkpoint here")

@@ -175,6 +175,11 @@ def test_bad_run_folders_give_one_clear_line(tiny_run, tmp_path, capsys, monkeyp
     assert not (tmp_path / "compare.png").exists()
 
 
+def test_a_figure_name_that_is_not_a_png_stops_before_the_table(tiny_run, tmp_path, capsys):
+    code, stdout, stderr = run_cli(capsys, "compare", str(tiny_run), "-o", str(tmp_path / "figure"))
+    assert code == 2 and stdout == "" and "give a file name ending in .png" in stderr and stderr.count("\n") == 1
+
+
 def test_compare_runs_from_another_version(tiny_run, tmp_path):
     """A run recorded with config keys this version does not know still compares."""
     other = tmp_path / "older"

@@ -489,9 +489,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import resolve
     from .evaluate import evaluate_checkpoint, evaluate_ensemble, format_report
-    from .plots import write_evaluation_plots
+    from .plots import check_plots_folder, write_evaluation_plots
 
     ensemble = len(args.checkpoint) > 1
+    if args.plots:  # a bad folder stops the command before its report is printed
+        check_plots_folder(args.plots)
     if ensemble:
         report = evaluate_ensemble(args.checkpoint, args.split, args.data, args.dataset)
     else:
@@ -588,8 +590,10 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_figure, format_table, read_runs, to_dict
-    from .plots import save
+    from .plots import check_png_name, save
 
+    if not args.no_plot:
+        check_png_name(args.output)
     summaries = read_runs(args.runs)
     print(json.dumps(to_dict(summaries), indent=2) if args.json else format_table(summaries))
     if not args.no_plot:

@@ -46,10 +46,16 @@ def png_bytes(fig: Figure) -> bytes:
 
 def save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG file, atomically."""
+    path = check_png_name(path)
+    fileio.write_bytes(path, png_bytes(fig))
+    return path
+
+
+def check_png_name(path: str | Path) -> Path:
+    """``path`` expanded; ConfigError unless it names a PNG file (checked before the figure's work is done)."""
     path = Path(path).expanduser()
     if path.suffix.lower() != ".png":
         raise ConfigError(f"{path}: figures are written as PNG; give a file name ending in .png")
-    fileio.write_bytes(path, png_bytes(fig))
     return path
 
 
@@ -434,11 +440,23 @@ def mistakes_figure(
     )
 
 
+def check_plots_folder(folder: str | Path) -> Path:
+    """``folder`` expanded; ConfigError if it, or the nearest part of its path that exists, is not a folder
+    (checked before an evaluation, so that its report is not printed for a command that then fails)."""
+    folder = Path(folder).expanduser()
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            f"{folder}: cannot create the plots folder ({existing} is a file); pass plots DIR", options=("plots",)
+        )
+    return folder
+
+
 def write_evaluation_plots(report, folder: str | Path, title: str | None = None, k: int = 16) -> list[Path]:
     """Write ``confusion.png`` and ``mistakes.png`` for an ``evaluate.Report`` into ``folder``, titled with
     ``title`` (a run's name, say) and what the report is about: "cnn on the MNIST test split (10,000 images)"."""
     title = f"{title}: {report.about}" if title else report.about
-    folder = Path(folder).expanduser()
+    folder = check_plots_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
