@@ -433,6 +433,7 @@ def png_header_claiming(width: int, height: int) -> bytes:
             lambda: np.random.default_rng(0).normal(200, 5, (300, 300)).clip(0, 255).astype(np.uint8),
             "no ink found",
         ),  # paper grain only
+        (lambda: np.hstack([np.zeros((200, 70)), np.full((200, 130), 255)]).astype(np.uint8), "run off the image's"),
         (lambda: Image.new("L", (7, 7), 0), "too small"),
         (lambda: Image.new("L", (1, 40), 0), "too small"),
         (lambda: np.zeros((28, 28, 2), np.uint8), "expected (H, W)"),

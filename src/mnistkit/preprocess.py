@@ -431,7 +431,10 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         # A shadow stands out too, but it comes in from the edge, where ink seldom lies.
         ink = _ink_above(bright, np.full_like(bright, _border_level(bright)))
         if (_border(ink) > 0).mean() > SHADOW_BORDER:
-            raise
+            raise ImageError(
+                "no ink found: the only marks are large areas that run off the image's edges (a shadow, or the "
+                "page's edge); crop the image to the digit"
+            ) from None
         return ink
 
 
