@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -196,6 +197,66 @@ def test_an_existing_file_is_replaced_only_when_asked(tmp_path, tiny_run):
         export_checkpoint(tiny_run, "onnx", out)
     assert out.read_text() == "the old file"
     assert export_checkpoint(tiny_run, "onnx", out, overwrite=True).max_abs_diff <= 1e-4
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def export_fails(capsys, *argv: str) -> str:
+    """Run ``mnistkit export ARGV``, which must stop with one line (exit 2); that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("mnistkit: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_an_hf_export_never_replaces_the_run_it_exports(tmp_path, tiny_run, capsys):
+    run = shutil.copytree(tiny_run, tmp_path / "runs" / "lr")  # a copy: the shared run must survive a regression
+    before = tree(tmp_path)
+    for source in (run, run / "model.safetensors"):
+        err = export_fails(capsys, str(source), "--format", "hf", "-o", str(run), "--overwrite")
+        assert f"{run}: is the folder of the model being exported" in err and "choose another --out" in err
+    err = export_fails(capsys, str(run), "--format", "hf", "-o", str(run.parent), "--overwrite")
+    assert f"{run.parent}: holds the folder of the model being exported" in err
+    assert tree(tmp_path) == before  # config.json, metrics, the resume checkpoint: all still there
+
+
+def test_an_hf_export_replaces_an_earlier_export_only(tmp_path, tiny_run, capsys):
+    out = tmp_path / "hf"
+    export_checkpoint(tiny_run, "hf", out)
+    (out / "README.md").write_text("an earlier card")
+    assert "already exists; pass --overwrite" in export_fails(capsys, str(tiny_run), "--format", "hf", "-o", str(out))
+    assert (out / "README.md").read_text() == "an earlier card"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_run), "--format", "hf", "-o", str(out), "--overwrite"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert (out / "README.md").read_text().startswith("---")
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary or old folder left beside it
+
+    (out / "model.onnx").write_text("an export of the hf folder, not part of it")
+    before = tree(tmp_path)
+    err = export_fails(capsys, str(tiny_run), "--format", "hf", "-o", str(out), "--overwrite")
+    assert f"{out}: holds model.onnx; --overwrite replaces only an earlier Hugging Face model folder" in err
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_folder_is_no_file_name(tmp_path, tiny_run, capsys, overwrite):
+    # Path("somedir/") drops the slash: this once wrote the file "somedir".
+    err = export_fails(capsys, str(tiny_run), "-o", f"{tmp_path / 'somedir'}/", *overwrite)
+    assert f"{tmp_path / 'somedir'}/: names a folder, but the onnx format writes one file" in err
+    assert f"give a file name, such as {tmp_path / 'somedir' / 'model.onnx'}" in err
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "somedir").mkdir()
+    (tmp_path / "somedir" / "notes.txt").write_text("mine")
+    for out in (f"{tmp_path / 'somedir'}/", str(tmp_path / "somedir")):  # an existing folder, with or without slash
+        err = export_fails(capsys, str(tiny_run), "--format", "torchscript", "-o", out, *overwrite)
+        assert "names a folder, but the torchscript format writes one file" in err
+    assert tree(tmp_path) == {"somedir": None, "somedir/notes.txt": b"mine"}
 
 
 def test_unknown_format_is_a_library_error(tiny_run):

@@ -44,10 +44,54 @@ def test_a_folder_replaces_the_old_one_whole_and_its_parent_is_synced(tmp_path, 
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "old.bin").write_bytes(b"old")
     synced = record_fsyncs(monkeypatch)
-    with fileio.atomic_folder(tmp_path / "export") as tmp:
+    with fileio.atomic_folder(tmp_path / "export", replaces=("old.bin", "new.bin")) as tmp:
         (tmp / "new.bin").write_bytes(b"new")
     assert os.listdir(tmp_path / "export") == ["new.bin"] and os.listdir(tmp_path) == ["export"]
     assert synced == [str(tmp_path)]
+
+
+def tree(folder) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def test_a_folder_holding_anything_else_is_never_replaced(tmp_path):
+    folder = tmp_path / "proj"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "data.csv").write_text("mine")
+    (folder / "notes.txt").write_text("mine too")
+    (folder / "old.bin").write_bytes(b"old")
+    before = tree(tmp_path)
+    with pytest.raises(WriteError, match=r"proj: holds notes.txt, sub/, which replacing it would delete"):
+        with fileio.atomic_folder(folder, replaces=("old.bin",)) as tmp:
+            (tmp / "old.bin").write_bytes(b"new")
+    assert tree(tmp_path) == before  # nothing lost, no temporary folder left
+    (tmp_path / "file").write_text("a file")
+    with pytest.raises(WriteError, match="file: is a file, not a folder"):
+        with fileio.atomic_folder(tmp_path / "file"):
+            pass
+    assert (tmp_path / "file").read_text() == "a file"
+
+
+def test_files_added_while_the_folder_is_written_stop_the_swap(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    with pytest.raises(WriteError, match="holds late.txt"):
+        with fileio.atomic_folder(folder, replaces=("model.bin",)) as tmp:
+            (tmp / "model.bin").write_bytes(b"new")
+            (folder / "late.txt").write_text("saved by someone meanwhile")
+    assert os.listdir(folder) == ["late.txt"] and os.listdir(tmp_path) == ["export"]
+
+
+def test_a_link_is_replaced_and_what_it_points_to_kept(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "model.bin").write_bytes(b"old")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with fileio.atomic_folder(tmp_path / "link", replaces=("model.bin",)) as tmp:
+        (tmp / "model.bin").write_bytes(b"new")
+    assert not (tmp_path / "link").is_symlink() and (tmp_path / "link" / "model.bin").read_bytes() == b"new"
+    assert (tmp_path / "target" / "model.bin").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["link", "target"]
 
 
 def test_a_folder_that_cannot_be_synced_does_not_fail_the_write(tmp_path, monkeypatch):

@@ -148,24 +148,39 @@ def test_hub_folders_work_wherever_checkpoints_do(tmp_path, tiny_run, capsys):
     assert exit_info.value.code == 0 and (out / "model.onnx").is_file()
 
 
-def test_an_existing_folder_is_replaced_only_when_asked(tmp_path, tiny_run, capsys):
+def test_an_existing_folder_is_replaced_only_when_asked(tmp_path, tiny_run):
     classifier = Classifier.load(tiny_run)
-    folder = tmp_path / "hf"
-    folder.mkdir()
-    (folder / "notes.txt").write_text("mine")
+    folder = classifier.save_pretrained(tmp_path / "hf")
+    (folder / "README.md").write_text("an earlier card")
     with pytest.raises(CheckpointError, match="already exists; pass overwrite=True"):
         classifier.save_pretrained(folder)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", str(tiny_run), "--format", "hf", "-o", str(folder)])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1 and "pass --overwrite" in err
-    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (folder / "README.md").read_text() == "an earlier card"
 
     classifier.save_pretrained(folder, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert (folder / "README.md").read_text().startswith("---")
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary or old folder left beside it
     (tmp_path / "empty").mkdir()
     assert (classifier.save_pretrained(tmp_path / "empty") / "config.json").is_file()  # an empty folder is filled
+
+
+def test_a_folder_holding_more_than_a_hub_folder_is_never_replaced(tmp_path, tiny_run, capsys):
+    classifier = Classifier.load(tiny_run)
+    folder = tmp_path / "proj"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "config.json").write_text("{}")
+    for overwrite in (False, True):
+        with pytest.raises(CheckpointError, match=r"proj: holds notes.txt, sub/; overwrite=True replaces only an"):
+            classifier.save_pretrained(folder, overwrite=overwrite)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_run), "--format", "hf", "-o", str(folder), "--overwrite"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "holds notes.txt, sub/; --overwrite replaces only an earlier Hugging Face model folder" in err
+    assert err.rstrip().endswith("choose another --out")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "notes.txt", "sub"]
+    assert (folder / "config.json").read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["proj"]
 
 
 def test_a_repo_id_is_read_through_the_hub_cache(tmp_path, pixels):

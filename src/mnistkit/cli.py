@@ -1009,7 +1009,11 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         help="where to write [default: beside the checkpoint, model.onnx / model.pt2 / model.pt / the folder model-hf; "
         "for the bundled model, mnistkit-pretrained.* (mnistkit-pretrained-hf) here]",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file or folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output file, or the folder of an earlier hf export (never other files)",
+    )
     p.set_defaults(handler=cmd_export)
 
 

@@ -14,6 +14,7 @@ import copy
 import io
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,6 +77,7 @@ def export_checkpoint(
     import numpy as np
     import torch
 
+    from . import hub
     from .data import load_bundled_mnist
     from .inference import Classifier, InferenceModel, pixels
 
@@ -84,7 +86,7 @@ def export_checkpoint(
     if fmt == "onnx":
         _require_onnx_packages()
     classifier = Classifier.load(source)
-    out = Path(out).expanduser() if out is not None else default_path(source, fmt)
+    out = _output(source, fmt, out)
     if out.exists() and not overwrite:
         raise ExportError(
             f"{out}: already exists; pass overwrite to replace it, or choose another out", options=("overwrite", "out")
@@ -107,8 +109,8 @@ def export_checkpoint(
         "output": "float32 (N, classes) probabilities",
         "source": classifier.source,
     }
-    writer = fileio.atomic_folder if fmt == "hf" else fileio.atomic_path
-    with torch.no_grad(), writer(out) as tmp:
+    writer = fileio.atomic_folder(out, hub.FILES) if fmt == "hf" else fileio.atomic_path(out)
+    with torch.no_grad(), writer as tmp:
         if fmt == "hf":
             run = _export_hf(classifier, tmp)
         else:
@@ -121,6 +123,42 @@ def export_checkpoint(
                 "nothing was written"
             )
     return ExportResult(out, fmt, len(x), PARITY_BATCHES, diff)
+
+
+def _output(source: str | Path | None, fmt: str, out: str | Path | None) -> Path:
+    """Where to write, refusing early what would fail, or lose data, only once the export is done."""
+    if out is None:
+        return default_path(source, fmt)
+    path = Path(out).expanduser()
+    if fmt == "hf":
+        _check_hf_output(source, path)
+    # Path("somedir/") drops the slash, so the string itself is looked at: a name that ends in a separator, "." or
+    # ".." names a folder, where the file would otherwise be written under the folder's name instead.
+    elif os.path.basename(os.fspath(out)) in ("", ".", "..") or path.is_dir():
+        example = path / ("model" + FORMATS[fmt])
+        raise ExportError(
+            f"{os.fspath(out)}: names a folder, but the {fmt} format writes one file; "
+            f"give a file name, such as {example}"
+        )
+    return path
+
+
+def _check_hf_output(source: str | Path | None, out: Path) -> None:
+    """An hf export replaces its whole folder: refuse the folder of the model being exported (or one holding it),
+    and any folder that holds more than an earlier export's files, with or without overwrite."""
+    from . import hub
+    from .inference import PRETRAINED_DIR
+
+    given = PRETRAINED_DIR if source is None else Path(source).expanduser()
+    run = (given if given.is_dir() else given.parent).resolve()
+    target = out.resolve()
+    if target == run or target in run.parents:
+        raise ExportError(
+            f"{out}: {'is' if target == run else 'holds'} the folder of the model being exported; "
+            "an hf export would replace it; choose another out",
+            options=("out",),
+        )
+    hub.check_replaceable(out, "overwrite", "choose another out", options=("overwrite", "out"))
 
 
 def _require_onnx_packages() -> None:

@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,11 +88,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 @contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it takes ``path``'s place, replacing what was there.
+def atomic_folder(path: str | os.PathLike, replaces: Collection[str] = ()) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it takes ``path``'s place.
 
-    An existing ``path`` is first renamed aside and removed only once the new folder is in place, so a crash
-    leaves the old or the new folder complete (under its own or a hidden name), never a mix of the two.
+    An existing ``path`` is replaced only if it is an empty folder or holds nothing but files named in ``replaces``
+    (an earlier version of what is written): anything else there is someone's data, which replacing the folder
+    would delete, so it raises WriteError and is left as it was. Callers check that first, in their own words; the
+    check here, just before the swap, covers what changed while the new folder was written. The old folder is
+    renamed aside and emptied of those files only once the new one is in place, so a crash leaves the old or the
+    new folder complete (under its own or a hidden name), never a mix of the two.
     """
     path = Path(path)
     try:
@@ -104,14 +108,14 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the permissions mkdir would
     try:
         yield tmp
+        blocker = in_the_way(path, replaces)
+        if blocker is not None:
+            raise WriteError(f"{path}: {blocker}, which replacing it would delete; nothing was written")
         if path.exists() or path.is_symlink():
             old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old")
             os.replace(path, old)
             os.replace(tmp, path)
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
+            _remove_replaced(old, replaces, path)
         else:
             os.replace(tmp, path)
         sync_folder(path.parent)
@@ -121,6 +125,45 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def in_the_way(path: str | os.PathLike, replaces: Collection[str] = ()) -> str | None:
+    """What keeps a new folder from replacing ``path``, in words that follow its name (``"holds notes.txt, sub/"``,
+    ``"is a file"``), or None where nothing would be lost: nothing there, an empty folder, one holding only files
+    named in ``replaces``.
+    A symlink is judged by what it points to: replacing it keeps the target, but the user meant the target."""
+    path = Path(path)
+    if not path.exists():
+        return None  # nothing there, or a dangling link: only the link itself is replaced
+    if not path.is_dir():
+        return "is a file, not a folder"
+    try:
+        entries = sorted(path.iterdir())
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror or exc})"
+    others = [
+        entry.name + ("/" if entry.is_dir() else "")
+        for entry in entries
+        if not (entry.name in replaces and (entry.is_symlink() or not entry.is_dir()))
+    ]
+    if not others:
+        return None
+    shown = ", ".join(others[:3])
+    return f"holds {shown}" if len(others) <= 3 else f"holds {shown} and {len(others) - 3} more"
+
+
+def _remove_replaced(old: Path, replaces: Collection[str], path: Path) -> None:
+    """Remove the folder a new one replaced: its files named in ``replaces``, then the folder itself, which must
+    then be empty. Never a whole tree: what appeared in it meanwhile is kept, and said where."""
+    if old.is_symlink():
+        old.unlink()  # the link alone: what it pointed to stays
+        return
+    for name in replaces:
+        (old / name).unlink(missing_ok=True)
+    try:
+        old.rmdir()
+    except OSError:
+        raise WriteError(f"wrote {path}; what was added to the folder it replaced meanwhile is kept in {old}") from None
 
 
 def read_regular(path: str | os.PathLike, limit: int) -> bytes:

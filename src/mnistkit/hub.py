@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+FILES = (CARD_NAME, CONFIG_NAME, WEIGHTS_NAME)  # all write_folder writes: what an overwrite may replace
 FORMAT = "mnistkit-hub/1"
 HUB_EXTRA = "pip install 'mnistkit[hub]'"
 # Checkpoint bookkeeping that the Hub folder replaces with its own files, or holds at the top level of config.json.
@@ -56,17 +57,32 @@ REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 def save_pretrained(classifier: Classifier, folder: str | Path, overwrite: bool = False) -> Path:
     """Write a classifier's network and metadata as a Hub model folder, atomically. An existing folder is replaced
-    only with ``overwrite`` (an empty one is filled)."""
+    only with ``overwrite``, and only if it is an earlier Hub folder (an empty one is filled; see
+    ``check_replaceable``)."""
     folder = Path(folder).expanduser()
+    check_replaceable(folder, "overwrite=True", "choose another folder")
     if folder.exists() and not overwrite and not (folder.is_dir() and not any(folder.iterdir())):
         raise CheckpointError(f"{folder}: already exists; pass overwrite=True to replace it, or choose another folder")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MnistkitError(f"cannot make {folder.parent}: {exc.strerror or exc}") from None
-    with fileio.atomic_folder(folder) as tmp:
+    with fileio.atomic_folder(folder, FILES) as tmp:
         write_folder(classifier, tmp)
     return folder
+
+
+def check_replaceable(folder: Path, overwrite: str, instead: str, options: tuple[str, ...] = ()) -> None:
+    """Refuse, whatever ``overwrite`` says, a ``folder`` that holds anything but an earlier Hub folder's files (a run
+    folder, a user's notes, subfolders): replacing the folder would delete them. ``overwrite``: the option's name as
+    the caller takes it; ``instead``: what to do."""
+    blocker = fileio.in_the_way(folder, FILES)
+    if blocker is not None:
+        raise CheckpointError(
+            f"{folder}: {blocker}; {overwrite} replaces only an earlier Hugging Face model folder "
+            f"({', '.join(FILES)} alone) or an empty folder; {instead}",
+            options=options,
+        )
 
 
 def write_folder(classifier: Classifier, folder: Path) -> None:
