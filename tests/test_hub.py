@@ -268,6 +268,10 @@ def set_keys(**values):
             r"config.json: invalid options for model 'cnn' \(width must be a whole number from 1 to 1024",
         ),
         (set_keys(model="cnn", epochs=3), r"hf: an mnistkit run folder without its model.json"),
+        (
+            set_keys(mnistkit=5),
+            r'config.json: its "mnistkit" entry must be an object \(normalization, classes, ...\), got int',
+        ),
     ],
 )
 def test_bad_hub_folders_are_one_clear_line(tmp_path, capsys, change, message):

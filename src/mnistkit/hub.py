@@ -310,10 +310,15 @@ def load_folder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{folder / CONFIG_NAME}: invalid options for model '{name}' ({_first_line(exc)})"
         ) from None
     load_state(model, state, str(folder / WEIGHTS_NAME))
-    info = config.get("mnistkit")
-    if isinstance(info, dict):
+    info = config.get("mnistkit", {})  # absent from a folder that another tool wrote: the defaults hold
+    if not isinstance(info, dict):
+        raise CheckpointError(
+            f'{folder / CONFIG_NAME}: its "mnistkit" entry must be an object (normalization, classes, ...), '
+            f"got {type(info).__name__}; export the model again"
+        )
+    if info:
         schema.check_hub_description(info, folder / CONFIG_NAME)
-    meta = {k: v for k, v in (info if isinstance(info, dict) else {}).items() if k != "format"}
+    meta = {k: v for k, v in info.items() if k != "format"}
     meta.update(model=name, model_options={k: v for k, v in options.items() if v is not None})
     _check_meta(meta, _outputs(model), folder / CONFIG_NAME)
     return model.eval(), meta
