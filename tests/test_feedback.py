@@ -1,5 +1,6 @@
 """The corrections database: SQLite in WAL mode, one transaction per write, safe across threads and kills."""
 
+import functools
 import json
 import os
 import sqlite3
@@ -11,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from mnistkit import data
+from mnistkit import data, feedback
 from mnistkit.cli import main
 from mnistkit.errors import DataError
 from mnistkit.feedback import SCHEMA_VERSION, FeedbackError, FeedbackStore, is_feedback_file
@@ -100,6 +101,96 @@ def test_a_database_from_a_newer_mnistkit_is_one_clear_line(tmp_path):
     db.close()
     with pytest.raises(FeedbackError, match="newer mnistkit"):
         FeedbackStore(path)
+
+
+def sqlite_file(path, sql: str, user_version: int = 0):
+    """An SQLite file that some other program wrote: its tables made by ``sql``, in SQLite's default journal mode."""
+    db = sqlite3.connect(path)
+    db.executescript(sql)
+    db.execute(f"PRAGMA user_version = {user_version}")
+    db.commit()
+    db.close()
+    return path
+
+
+SOMEONE_ELSES = {
+    "other tables": (
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT); CREATE TABLE orders (id INTEGER, total REAL);",
+        0,
+        "it holds the tables 'accounts', 'orders'",
+    ),
+    "its own corrections table": (
+        "CREATE TABLE corrections (id INTEGER PRIMARY KEY, who TEXT, fixed TEXT);",
+        0,
+        "its table 'corrections' has the columns 'id', 'who', 'fixed', not mnistkit's",
+    ),
+    "its own corrections table at our version": (
+        "CREATE TABLE corrections (id INTEGER PRIMARY KEY, who TEXT);",
+        SCHEMA_VERSION,
+        "its table 'corrections' has the columns 'id', 'who', not mnistkit's",
+    ),
+    "user_version 7 and no corrections table": ("CREATE TABLE things (a);", 7, "it holds the table 'things'"),
+    "our version and no tables": ("", SCHEMA_VERSION, "it holds no tables"),
+    "many tables": (
+        "".join(f"CREATE TABLE t{i} (a);" for i in range(8)),
+        0,
+        "it holds the tables 't0', 't1', 't2', 't3', 't4' and 3 more",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SOMEONE_ELSES))
+def test_someone_elses_sqlite_file_is_refused_and_left_as_it_is(tmp_path, case):
+    sql, user_version, why = SOMEONE_ELSES[case]
+    path = sqlite_file(tmp_path / "other.sqlite", sql, user_version)
+    before = path.read_bytes()
+    for create in (True, False):  # as serve opens it, and as `feedback` and `train --data` do
+        with pytest.raises(FeedbackError) as error:
+            FeedbackStore(path, create=create)
+        assert str(error.value) == (
+            f"{path}: not an mnistkit corrections database ({why}); it was left as it is: choose another file"
+        )
+    assert path.read_bytes() == before  # no table, no index, no user_version, no switch to WAL
+    assert os.listdir(tmp_path) == ["other.sqlite"]
+
+
+def test_someone_elses_file_stops_the_commands_that_read_corrections(tmp_path, capsys):
+    path = sqlite_file(tmp_path / "other.sqlite", "CREATE TABLE accounts (id INTEGER PRIMARY KEY);")
+    before = path.read_bytes()
+    for argv in (["stats"], ["list"], ["export", "-o", str(tmp_path / "out")], ["delete", "1"]):
+        assert run_cli("feedback", *argv, "--db", str(path)) == 2
+        err = capsys.readouterr().err
+        assert "not an mnistkit corrections database" in err and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(DataError, match="not an mnistkit corrections database"):
+        data.load_path(path)  # what `train --data` reads
+    assert path.read_bytes() == before
+
+
+def test_our_file_at_every_version_opens_and_upgrades(tmp_path, monkeypatch):
+    # A later mnistkit adds a column: a file this one wrote is recognised as ours (at its older version) and migrated.
+    def add_note(db: sqlite3.Connection) -> None:
+        db.execute("ALTER TABLE corrections ADD COLUMN note TEXT")
+
+    path = tmp_path / "fb.sqlite"
+    filled(path, n=3).close()
+    monkeypatch.setattr(feedback, "MIGRATIONS", [*feedback.MIGRATIONS, add_note])
+    monkeypatch.setattr(feedback, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(feedback, "_schema", functools.cache(feedback._schema.__wrapped__))  # not the cached one
+    store = FeedbackStore(path)
+    assert store.count() == 3
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert "note" in [row[1] for row in db.execute("PRAGMA table_info(corrections)")]
+    db.close()
+    store.close()
+    assert FeedbackStore(path).count() == 3
+
+
+def test_a_table_someone_added_to_our_file_does_not_make_it_foreign(tmp_path):
+    path = tmp_path / "fb.sqlite"
+    filled(path, n=3).close()
+    sqlite_file(path, "CREATE TABLE my_notes (id INTEGER, note TEXT);", SCHEMA_VERSION)
+    assert FeedbackStore(path, create=False).count() == 3
 
 
 def test_a_corrupt_file_is_one_clear_line(tmp_path):
@@ -206,6 +297,17 @@ def test_cli_ids_and_counts_beyond_sqlite_integers_match_nothing(tmp_path, capsy
     assert capsys.readouterr().out == "deleted 1 of 2 corrections\n"
     assert run_cli("feedback", "list", "--db", db, "-n", huge) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_a_negative_count_to_list_is_one_clear_line(tmp_path, capsys):
+    db = str(tmp_path / "fb.sqlite")
+    store = filled(db, n=3)
+    with pytest.raises(FeedbackError, match="the number of corrections to list must be 0 or more, got -1"):
+        store.latest(-1)  # SQLite would read LIMIT -1 as no limit at all
+    assert store.latest(0) == []
+    assert run_cli("feedback", "list", "--db", db, "-n", "-1") == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "0 or more, got -1" in captured.err
 
 
 def test_cli_on_a_missing_database_is_one_line(tmp_path, capsys):

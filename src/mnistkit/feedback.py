@@ -9,6 +9,7 @@ transaction, so a killed server loses no committed correction.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
@@ -21,7 +22,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from .errors import MnistkitError
+from .errors import MnistkitError, short
 
 T = TypeVar("T")
 
@@ -75,6 +76,38 @@ def _create_v1(db: sqlite3.Connection) -> None:
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_v1]
 
 
+@functools.cache
+def _schema(version: int) -> dict[str, list[str]]:
+    """Each table of schema ``version`` with its columns, built by ``MIGRATIONS`` in memory: what a file at that
+    version holds, derived from the migrations themselves so that the two cannot disagree."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for step in MIGRATIONS[:version]:
+            step(db)
+        return {name: _columns(db, name) for name in _tables(db)}
+    finally:
+        db.close()
+
+
+def _tables(db: sqlite3.Connection) -> list[str]:
+    """The file's tables and views, without SQLite's own (``sqlite_sequence``, ``sqlite_stat1``)."""
+    rows = db.execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "ORDER BY name"
+    )
+    return [row[0] for row in rows]
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[0] for row in db.execute("SELECT name FROM pragma_table_info(?)", (table,))]
+
+
+def _names(names: list[str], most: int = 5) -> str:
+    """``'a', 'b'`` on one line however odd the names, the first ``most`` of them and how many more."""
+    shown = ", ".join(short(name) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 @dataclass(frozen=True)
 class Correction:
     id: int
@@ -108,9 +141,12 @@ class FeedbackStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise FeedbackError(f"{self.path.parent}: cannot create the folder ({exc.strerror or exc})") from None
-        self._run(self._check_version)
-        if self._version < SCHEMA_VERSION:
+        # Recognised read-only before the first connection that may write (it switches the file to WAL): a file
+        # that is not ours is left exactly as it is.
+        if self._inspect() < SCHEMA_VERSION:
             self._run(self._migrate, write=True)
+        else:
+            self._run(lambda db: db.execute("SELECT count(*) FROM corrections").fetchone())  # damage fails here
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -144,18 +180,53 @@ class FeedbackStore:
         except sqlite3.Error as exc:
             raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
 
-    def _check_version(self, db: sqlite3.Connection) -> None:
-        self._version = db.execute("PRAGMA user_version").fetchone()[0]
-        if self._version > SCHEMA_VERSION:
+    def _inspect(self) -> int:
+        """The file's schema version, read through a read-only connection; FeedbackError if it is not ours."""
+        if not self.path.exists():
+            return 0  # a new file
+        if not self.path.is_file():
+            raise FeedbackError(f"{self.path}: not a file; give the path of a corrections database file")
+        try:
+            db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                return self._recognise(db)
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
+
+    def _recognise(self, db: sqlite3.Connection) -> int:
+        """The schema version of the file ``db`` reads, after checking that it holds what that version of mnistkit
+        writes: a file with no tables is new (0); any other SQLite file is someone else's and is refused."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = _tables(db)
+        if version == 0 and not tables:
+            return 0
+        expected = _schema(min(max(version, 1), SCHEMA_VERSION))
+        # A table of ours with other columns tells most about whose file this is. (A newer mnistkit may have
+        # changed the columns, but keeps the tables this one knows.)
+        if version <= SCHEMA_VERSION:
+            for name in sorted(expected.keys() & set(tables)):
+                found = _columns(db, name)
+                if found != expected[name]:
+                    raise self._not_ours(f"its table {short(name)} has the columns {_names(found)}, not mnistkit's")
+        if version <= 0 or not set(expected) <= set(tables):
+            held = f"the table{'s' if len(tables) > 1 else ''} {_names(tables)}" if tables else "no tables"
+            raise self._not_ours(f"it holds {held}")
+        if version > SCHEMA_VERSION:
             raise FeedbackError(
-                f"{self.path}: written by a newer mnistkit (schema {self._version}, this one knows "
+                f"{self.path}: written by a newer mnistkit (schema {version}, this one knows "
                 f"{SCHEMA_VERSION}); upgrade mnistkit or choose another file"
             )
-        if self._version == SCHEMA_VERSION:
-            db.execute("SELECT count(*) FROM corrections").fetchone()  # a damaged file fails here, not later
+        return version
+
+    def _not_ours(self, why: str) -> FeedbackError:
+        return FeedbackError(
+            f"{self.path}: not an mnistkit corrections database ({why}); it was left as it is: choose another file"
+        )
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]  # again: another process may have migrated
+        version = self._recognise(db)  # again, in this transaction: another process may have changed the file
         for step in MIGRATIONS[version:]:
             step(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -230,11 +301,14 @@ class FeedbackStore:
         return self._run(query)
 
     def latest(self, limit: int = 20) -> list[Correction]:
+        """The ``limit`` newest corrections, newest first."""
+        if limit < 0:  # SQLite reads a negative LIMIT as none at all: -1 would list everything
+            raise FeedbackError(f"the number of corrections to list must be 0 or more, got {limit}")
         rows = self._run(
             lambda db: db.execute(
                 "SELECT id, created_utc, label, predicted, confidence, model_sha256 FROM corrections "
                 "ORDER BY id DESC LIMIT ?",
-                (max(-1, min(limit, SQLITE_INTEGERS.stop - 1)),),  # -1: no limit, as SQLite reads it
+                (min(limit, SQLITE_INTEGERS.stop - 1),),
             ).fetchall()
         )
         return [Correction(*row) for row in rows]
