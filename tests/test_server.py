@@ -31,6 +31,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
 from mnistkit import cli, feedback
 from mnistkit.errors import ConfigError
@@ -429,6 +430,26 @@ BAD_CORRECTIONS = {
     "confidence 1.5": (422, "body.confidence", {"pixels": BLANK, "label": 4, "confidence": 1.5}),
     "drawing not base64": (422, "not base64", {"pixels": BLANK, "label": 4, "drawing_png": "data:image/png;base64,"}),
     "drawing not a PNG": (422, "not a PNG", {"pixels": BLANK, "label": 4, "drawing_png": b64(b"GIF89a" * 10)}),
+    "drawing cut off": (
+        422,
+        "body.drawing_png is a damaged or cut-off PNG file",
+        {"pixels": BLANK, "label": 4, "drawing_png": b64(TINY_PNG[: len(TINY_PNG) // 2])},
+    ),
+    "drawing of a PNG signature only": (
+        422,
+        "body.drawing_png is a damaged or cut-off PNG file",
+        {"pixels": BLANK, "label": 4, "drawing_png": b64(TINY_PNG[:8])},
+    ),
+    "drawing of 100000×100000 pixels": (
+        413,
+        "body.drawing_png: the image is too large (limit 25 megapixels)",
+        {"pixels": BLANK, "label": 4, "drawing_png": b64(png_header(100_000, 100_000))},
+    ),
+    "drawing of 6000×5000 pixels": (
+        413,
+        "body.drawing_png: image of 6000×5000 pixels is too large (limit 25 megapixels)",
+        {"pixels": BLANK, "label": 4, "drawing_png": b64(png_header(6000, 5000))},
+    ),
     "drawing over 32 KiB": (
         413,
         "body.drawing_png is 33,000 bytes (limit 32 KiB)",
@@ -461,15 +482,28 @@ def test_a_bad_correction_is_one_clear_4xx_and_nothing_is_stored(corrections, di
     assert client.post("/api/feedback", json=correction(client, digits[0][2], 1)).status_code == 200
 
 
+def padded_png(size: int) -> bytes:
+    """A whole PNG of a blank 280×280 drawing, exactly ``size`` bytes long: a text chunk makes up the rest."""
+
+    def with_comment(text: str) -> bytes:
+        info = PngInfo()
+        info.add_text("Comment", text)
+        return encode(Image.new("L", (280, 280), 255), pnginfo=info)
+
+    return with_comment("x" * (size - len(with_comment(""))))
+
+
 def test_the_largest_real_correction_fits_the_json_limit(corrections):
     client, store = corrections
     # Every pixel as the predict answer gives it at worst (4 decimals), and a drawing at the PNG limit.
+    png = padded_png(MAX_DRAWING_PNG_BYTES)
+    assert len(png) == MAX_DRAWING_PNG_BYTES
     body = {
         "pixels": [[0.1235] * 28] * 28,
         "label": 8,
         "predicted": 3,
         "confidence": 0.123456789,
-        "drawing_png": b64(b"\x89PNG\r\n\x1a\n" + bytes(MAX_DRAWING_PNG_BYTES - 8)),
+        "drawing_png": b64(png),
     }
     assert len(json.dumps(body, indent=2)) < MAX_JSON_BYTES
     assert client.post("/api/feedback", json=body).status_code == 200 and store.count() == 1
@@ -852,8 +886,16 @@ def corrupt_file(path: Path) -> Path:
 
 def newer_schema_file(path: Path) -> Path:
     FeedbackStore(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute(f"PRAGMA user_version = {feedback.SCHEMA_VERSION + 1}")
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {feedback.SCHEMA_VERSION + 1}")
+    db.close()  # now, not when collected: closing the last connection writes the WAL into the file
+    return path
+
+
+def someone_elses_file(path: Path) -> Path:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)")
+    db.close()
     return path
 
 
@@ -862,16 +904,19 @@ def newer_schema_file(path: Path) -> Path:
     [
         (corrupt_file, "not a valid corrections database"),
         (newer_schema_file, "written by a newer mnistkit"),
+        (someone_elses_file, "not an mnistkit corrections database (it holds the table 'accounts')"),
     ],
 )
 def test_serve_with_a_bad_corrections_database_is_one_line(tmp_path, capsys, make, message):
     path = make(tmp_path / "feedback.sqlite")
+    before = path.read_bytes()
     with pytest.raises(SystemExit) as exit:
         cli.main(["serve", "--port", "0", "--feedback-db", str(path)])
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("mnistkit: error:") and message in err and err.count("\n") == 1
     assert str(path) in err and "--no-feedback" in err
+    assert path.read_bytes() == before  # refused as it was: not migrated, not switched to WAL
 
 
 def test_serve_takes_either_a_feedback_db_or_none(capsys):

@@ -285,9 +285,10 @@ FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
     for code, why in {
         400: "empty body or malformed JSON",
         404: "corrections are turned off on this server",
-        413: f"a body over {MAX_JSON_BYTES // 1024} KiB, or a drawing over {MAX_DRAWING_PNG_BYTES // 1024} KiB",
+        413: f"a body over {MAX_JSON_BYTES // 1024} KiB, or a drawing over {MAX_DRAWING_PNG_BYTES // 1024} KiB or "
+        f"{MAX_PIXELS // 10**6} megapixels",
         415: "a Content-Type other than JSON",
-        422: "wrong JSON shape, pixels outside [0, 1], a label outside 0-9, a drawing that is not a base64 PNG",
+        422: "wrong JSON shape, pixels outside [0, 1], a label outside 0-9, a drawing that is not a whole base64 PNG",
         503: "the database cannot be written (read-only, locked by another program, damaged); nothing was stored",
     }.items()
 }
@@ -551,7 +552,26 @@ def decode_drawing(text: str | None) -> bytes | None:
         )
     if not data.startswith(PNG_SIGNATURE):
         raise RequestError(422, "body.drawing_png is not a PNG file: send the drawing as PNG, or leave it out")
+    check_drawing(data)
     return data
+
+
+def check_drawing(png: bytes) -> None:
+    """Check a drawing as an uploaded image is checked, its size from the header, and also that the file is whole:
+    it is stored, not decoded, so a pixel bomb or a cut-off file would otherwise only fail whoever opens it later."""
+    damaged = "body.drawing_png is a damaged or cut-off PNG file{}: send the whole drawing as PNG, or leave it out"
+    try:
+        image = open_image(png)
+    except TooManyPixels as exc:
+        raise RequestError(413, f"body.drawing_png: {exc}") from None
+    except RequestError:
+        raise RequestError(422, damaged.format("")) from None
+    try:
+        image.verify()  # every chunk and its checksum up to the end, without decoding a pixel
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RequestError(422, damaged.format(f" ({exc})")) from None
+    finally:
+        image.close()
 
 
 def open_image(data: bytes) -> Image.Image:
