@@ -616,6 +616,16 @@ BAD_REQUESTS = {
         "no file",
         lambda c: c.post("/api/predict", files={"note": (None, "a text field, no file")}),
     ),
+    "two files in the form": (
+        400,
+        "Maximum number of files is 1: upload one image as a file field named 'image'",
+        lambda c: c.post("/api/predict", files=[("image", ("a.png", b"a", "image/png")), ("b", ("b.png", b"b"))]),
+    ),
+    "multipart without a boundary": (
+        400,
+        "Missing boundary in multipart: upload one image",
+        lambda c: c.post("/api/predict", content=b"x", headers={"Content-Type": "multipart/form-data"}),
+    ),
     "malformed JSON": (
         400,
         "malformed JSON",

@@ -489,7 +489,12 @@ async def read_input(request: Request) -> Image.Image | np.ndarray:
     if kind == "application/json":
         return parse_pixels(await request.body())
     if kind == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=10)
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except HTTPException as exc:  # Starlette's words alone do not say what to send instead
+            raise RequestError(
+                exc.status_code, f"{str(exc.detail).rstrip('.')}: upload one image as a file field named 'image'"
+            ) from None
         uploads = [value for value in form.values() if isinstance(value, UploadFile)]
         if not uploads:
             raise RequestError(400, "no file in the form: upload the image as a file field named 'image'")
