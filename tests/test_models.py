@@ -100,6 +100,8 @@ def test_cnn_crop_ignores_the_border_and_sees_the_middle_unchanged():
         assert model(x).shape == (3, 10)
     with pytest.raises(ConfigError, match="crop must be a whole number from 0 to 8, got 9"):
         create_model("cnn", crop=9)
+    with pytest.raises(ConfigError, match=r"width must be a whole number from 1 to 1024, got 1000000000+\.\.\.$"):
+        create_model("cnn", width=10**400)  # as a damaged model.json may say: the message stays one short line
 
 
 def test_channels_last_gives_the_same_answer():

@@ -183,7 +183,9 @@ def check_options(options: dict[str, object]) -> None:
         if key in OPTION_RANGES and value is not None:
             low, high = OPTION_RANGES[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"{key} must be a whole number from {low} to {high}, got {value!r}", options=(key,))
+                raise ConfigError(
+                    f"{key} must be a whole number from {low} to {high}, got {short(value)}", options=(key,)
+                )
 
 
 def count_parameters(model: nn.Module) -> int:
