@@ -145,6 +145,16 @@ def test_a_file_name_that_is_not_utf8_prints_escaped(folder, tmp_path):
     assert done.stdout.splitlines()[1].startswith(f"{folder / 'two.png'}: 2 (")
 
 
+def test_a_dash_reads_the_image_from_standard_input(folder):
+    done = subprocess.run(
+        [sys.executable, "-m", "mnistkit", "predict", "-"],
+        input=(folder / "seven.png").read_bytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.decode().startswith("/dev/stdin: 7 ("), done.stderr
+
+
 def test_predict_with_a_trained_checkpoint(capsys, folder, tmp_path):
     torch.manual_seed(0)
     save_checkpoint(tmp_path, create_model("mlp"), {"model": "mlp", "model_options": {}})

@@ -835,7 +835,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "centred by mass in 28×28) first. A bad image is reported and the others are still predicted; the exit "
         "status is non-zero if any image failed.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB", help="image files, folders (walked) or glob patterns")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE|DIR|GLOB",
+        help="image files, folders (walked) or glob patterns; - reads one image from standard input",
+    )
     p.add_argument(
         "--model",
         metavar="CHECKPOINT",
@@ -873,7 +878,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     classifier = Classifier.load(args.model)  # a bad checkpoint stops everything before any image is read
-    sources, missing = find_images(args.images)
+    # "-" is standard input, as for most tools; a file of that name is "./-"
+    sources, missing = find_images(["/dev/stdin" if image == "-" else image for image in args.images])
     show = Path(args.show_input) if args.show_input else None
     # A folder for several images, or where one is named (``seen/``: Path drops the slash); else the one PNG.
     named_folder = args.show_input is not None and args.show_input.endswith(("/", os.sep))
