@@ -284,6 +284,25 @@ def boxed(digit, rng):
     return to_uint8(image)
 
 
+def edge_band(digit, rng):
+    """A scan's dark margin past the page, or the desk along a photo's side: a near-black band 3–12% of the side
+    wide along one edge, or two (a third of the pages), soft, with the digit anywhere on the page. Drawn after the
+    boxes (``run``)."""
+    coverage, size = digit_on_page(digit, rng, fill=(0.4, 0.65))
+    image = photograph(coverage, ramp(size, rng, 0.9))
+    band = np.zeros(image.shape)
+    sides = [int(rng.integers(4))]
+    if rng.random() < 1 / 3:
+        sides.append(int((sides[0] + rng.integers(1, 4)) % 4))
+    for side in sides:
+        view = (band, band[::-1], band.T, band.T[::-1])[side]
+        view[: max(2, round(rng.uniform(0.03, 0.12) * view.shape[0]))] = 1
+    blurred = Image.fromarray((band * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2)))
+    soft = np.asarray(blurred, np.float64) / 255
+    dark = rng.uniform(5, 50)
+    return to_uint8(image * (1 - soft) + dark * soft + rng.normal(0, 2, image.shape))
+
+
 CONDITIONS: dict[str, Render] = {
     "clean, 100-300 px pages": clean,
     "small, off-centre": off_centre_small,
@@ -462,6 +481,8 @@ def run(args: argparse.Namespace) -> dict:
     report["digits"]["ruled or squared paper"] = score(classifier, notebook, labels, args.reject == "on")
     in_boxes = [boxed(d, rng) for d in digits]
     report["digits"]["in a box or on a line"] = score(classifier, in_boxes, labels, args.reject == "on")
+    banded = [edge_band(d, rng) for d in digits]
+    report["digits"]["dark band along an edge"] = score(classifier, banded, labels, args.reject == "on")
     report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}
     return report
 

@@ -183,6 +183,22 @@ def test_a_digit_in_a_rounded_box_or_on_a_line(twins, mark):
         assert_like_twin(to_mnist(np.asarray(page)), digit)
 
 
+@pytest.mark.parametrize("sides", [("top",), ("left",), ("bottom", "right"), ("top", "bottom")])
+def test_a_dark_band_along_the_edges_is_not_ink(twins, sides):
+    # A scan's margin past the page, or the desk along a photo's side: near black, a tenth of the side, soft,
+    # with the digit written close to it. On two sides it would also make the border tell the polarity wrong.
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=8, canvas=(300, 300), at=(38, 38)).astype(np.float32)
+        band = np.zeros_like(page)
+        for side in sides:
+            view = {"top": band, "bottom": band[::-1], "left": band.T, "right": band.T[::-1]}[side]
+            view[:30] = 1
+        blurred = Image.fromarray((band * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
+        soft = np.asarray(blurred) / 255
+        banded = np.clip(page * (1 - soft) + 20 * soft, 0, 255).astype(np.uint8)
+        assert_like_twin(to_mnist(banded), digit)
+
+
 def test_a_digit_stretched_to_fill_a_small_square_is_narrowed():
     # Semeion's scans: each digit stretched to fill 16×16, then black or white. A slanted 1 becomes a diagonal bar.
     page = Image.new("L", (16, 16), 255)

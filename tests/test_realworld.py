@@ -21,6 +21,7 @@ def test_every_condition_and_source_is_scored_and_formatted():
         "UCI digits, 8x8 arrays",
         "ruled or squared paper",
         "in a box or on a line",
+        "dark band along an edge",
     } <= set(digits)
     assert all(row["images"] == 20 for row in digits.values())
     assert digits["clean, 100-300 px pages"]["accuracy"] >= 0.9

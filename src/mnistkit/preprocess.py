@@ -56,6 +56,13 @@ BOX_LINE = 0.7
 BOX_MAX_THICKNESS = 0.15
 BOX_CONTENT = 0.03  # a box holds a digit: what is left once its lines are cleared is at least this share of the ink
 BOX_EDGE = 0.02  # an image cropped at a box: the line lies within this share of its side from each edge
+# A band along an edge of the image (a scanner's lid, the table past the page), cut off by ``_without_edge_bands``:
+# each of its lines far from the paper on this share of it or more, at most BAND_DEPTH of the side deep, its soft
+# edge at most BAND_EDGE further; the outermost BAND_GAP of every other edge must be paper.
+BAND_DARK = 0.8
+BAND_DEPTH = 0.25
+BAND_EDGE = 0.04
+BAND_GAP = 0.02
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
 SMALL_FRAME = 0.25  # of its side on every edge
@@ -85,9 +92,58 @@ def to_mnist(item: ImageInput) -> np.ndarray:
             if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
                 raise ImageError("no ink found: the image is blank or has too little contrast")
             return gray  # already MNIST-like: the model sees exactly what it was given
-        return center_digit(normalize_stroke(_without_underline(_without_box(_ink(_paper_around_box(gray))))))
+        page = _paper_around_box(_without_edge_bands(gray))
+        return center_digit(normalize_stroke(_without_underline(_without_box(_ink(page)))))
     except ImageError as exc:
         raise ImageError(f"{_where(item)}: {exc}") from None
+
+
+def _without_edge_bands(gray: np.ndarray) -> np.ndarray:
+    """``gray`` less the bands along its edges that are not the page: a scan's dark margin past the page, a dark
+    desk along a photo's side. Left on, a band is ink to every later step, and on two sides it makes the border tell
+    the ink's polarity wrong. A band is ``BAND_DARK`` of each of its rows far darker (or lighter) than the paper, at
+    most ``BAND_DEPTH`` of the side, and it is cut with its soft edge. Only where every other edge is plain paper
+    (between the bands): a digit's stroke cropped at the edge (a 7's bar) is a band too, but the rest of such a
+    digit runs to another edge. Small images (crops, scans of one digit) are kept whole."""
+    if max(gray.shape) <= SMALL_SIDE:
+        return gray
+    paper = float(_quantile(np.bincount(gray.ravel(), minlength=256), 0.5))  # the median, without sorting
+    # Each side as the first rows of a view: top, bottom, left, right.
+    views = (gray, gray[::-1], gray.T, gray.T[::-1])
+    cut = [_band_depth(view, paper) for view in views]
+    if not any(cut) or all(cut):
+        return gray  # a line along every edge is a box the digit was cropped at: ``_paper_around_box``'s
+    far = 2 * MIN_CONTRAST
+    for view, depth, across in zip(views, cut, ((2, 3), (2, 3), (0, 1), (0, 1))):
+        if depth:
+            continue
+        # Along this edge, only what lies between the bands of the two sides next to it.
+        edge = view[: max(2, round(BAND_GAP * view.shape[0])), cut[across[0]] : view.shape[1] - cut[across[1]]]
+        if edge.size == 0 or np.abs(np.quantile(edge, [0.02, 0.98]) - paper).max() > far:
+            return gray
+    return gray[cut[0] : gray.shape[0] - cut[1], cut[2] : gray.shape[1] - cut[3]]
+
+
+def _band_depth(view: np.ndarray, paper: float) -> int:
+    """How many of ``view``'s first rows are a band and its soft edge: the band's rows each ``BAND_DARK`` far from
+    the paper, then rows until the paper's level is back (on ``BAND_DARK`` of a row), at most ``BAND_EDGE`` of the
+    side further; 0 where there is no band, or it fills ``BAND_DEPTH`` of the side (a page that dark is no band)."""
+    far = 2 * MIN_CONTRAST
+    first = np.sort(view[0]).astype(np.float32)  # np.quantile's own overhead is many times a short line's sort
+    first_low, first_high = first[round((1 - BAND_DARK) * (len(first) - 1))], first[round(BAND_DARK * (len(first) - 1))]
+    if first_low - far < paper < first_high + far:
+        return 0  # the edge is paper, as on most images: nothing more to measure
+    rows = view[: round((BAND_DEPTH + BAND_EDGE) * view.shape[0])]
+    low, high = np.quantile(rows, [1 - BAND_DARK, BAND_DARK], axis=1)
+    if first_high <= paper - far:
+        band, back = high <= paper - far, high >= paper - MIN_CONTRAST
+    else:
+        band, back = low >= paper + far, low <= paper + MIN_CONTRAST
+    solid = int(np.argmin(band)) if not band.all() else len(band)
+    if solid > BAND_DEPTH * view.shape[0]:
+        return 0
+    edge = back[solid : solid + round(BAND_EDGE * view.shape[0]) + 1]
+    return solid + int(np.argmax(edge)) + 1 if edge.any() else 0
 
 
 def _paper_around_box(gray: np.ndarray) -> np.ndarray:
