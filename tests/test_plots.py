@@ -20,6 +20,7 @@ from PIL import Image
 
 from mnistkit import plots
 from mnistkit.data import load_dataset
+from mnistkit.errors import WriteError
 from mnistkit.evaluate import evaluate_checkpoint
 
 BLUE, ORANGE, GREEN, RED = (
@@ -318,6 +319,26 @@ def test_evaluation_plots_are_titled_with_what_was_evaluated(tiny_run, tmp_path,
     assert figures["mistakes.png"].get_suptitle() == (
         f"run: {report.about}\nthe 16 highest-loss images: #index in the split, true → predicted (probability)"
     )
+
+
+def test_a_failed_write_leaves_no_plots_folder_it_made(tiny_run, tmp_path, monkeypatch):
+    report = evaluate_checkpoint(tiny_run)
+    save = plots.save
+
+    def full_disk_at_the_second(fig, path):
+        if Path(path).name == plots.MISTAKES_NAME:
+            raise WriteError(f"cannot write {path}: No space left on device")
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save", full_disk_at_the_second)
+    with pytest.raises(WriteError):
+        plots.write_evaluation_plots(report, tmp_path / "new" / "plots")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(WriteError):
+        plots.write_evaluation_plots(report, tmp_path / "kept")
+    assert (tmp_path / "kept" / "notes.txt").read_text() == "mine"
 
 
 def test_top_losses_and_their_titles():

@@ -457,6 +457,7 @@ def write_evaluation_plots(report, folder: str | Path, title: str | None = None,
     ``title`` (a run's name, say) and what the report is about: "cnn on the MNIST test split (10,000 images)"."""
     title = f"{title}: {report.about}" if title else report.about
     folder = check_plots_folder(folder)
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -464,8 +465,17 @@ def write_evaluation_plots(report, folder: str | Path, title: str | None = None,
             f"{folder}: cannot create the plots folder ({exc.strerror or exc}); pass plots DIR",
             options=("plots",),
         ) from None
-    paths = [save(confusion_figure(report.confusion, report.classes, title), folder / CONFUSION_NAME)]
-    if report.logits is not None and report.split is not None:
-        figure = mistakes_figure(report.split.images, report.split.labels, report.logits, report.classes, k, title)
-        paths.append(save(figure, folder / MISTAKES_NAME))
+    paths: list[Path] = []
+    try:
+        paths.append(save(confusion_figure(report.confusion, report.classes, title), folder / CONFUSION_NAME))
+        if report.logits is not None and report.split is not None:
+            figure = mistakes_figure(report.split.images, report.split.labels, report.logits, report.classes, k, title)
+            paths.append(save(figure, folder / MISTAKES_NAME))
+    except BaseException:
+        if created:  # a failed write (a full disk) leaves no folder behind that it made; an existing one is kept
+            for path in paths:
+                path.unlink(missing_ok=True)
+            for path in created:
+                path.rmdir()
+        raise
     return paths
