@@ -99,6 +99,10 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda run: edit_json(run / "model.json", lambda m: m.update(classes=["7\nmnistkit: error: fake"] * 10)),
         "classes.0: a class name must be printable text, without line breaks or control characters",
     ),
+    "a blank class name": (
+        lambda run: edit_json(run / "model.json", lambda m: m.update(classes=[" "] + [str(i) for i in range(1, 10)])),
+        "classes.0: a class name must not be blank or only spaces (got ' ')",
+    ),
     "two outputs of one name": (
         lambda run: edit_json(run / "model.json", lambda m: m.update(classes=[str(i % 9) for i in range(10)])),
         "classes: two outputs are both named '0'; each class needs a name of its own",

@@ -318,16 +318,19 @@ class Calibration(_Open):
     not_a_digit_below: Finite | None = None
 
 
-def _printable(name: str) -> str:
+def _readable(name: str) -> str:
     if not name.isprintable():
         raise ValueError(
             f"a class name must be printable text, without line breaks or control characters (got {short(name)})"
         )
+    if not name.strip():
+        raise ValueError(f"a class name must not be blank or only spaces (got {short(name)})")
     return name
 
 
-# Printed as they are (one line per image, on a terminal): a line break or an escape sequence would forge output.
-ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+# Printed as they are (one line per image, on a terminal): a line break or an escape sequence would forge output,
+# and a blank name would show an answer as nothing.
+ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_readable)]
 
 
 def _distinct(names: list[str]) -> list[str]:
