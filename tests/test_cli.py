@@ -256,6 +256,13 @@ def test_library_errors_are_shown_with_their_flags(argv, message, tiny_idx, tmp_
     assert_one_line_error(code, err, message)
 
 
+@pytest.mark.parametrize("argv", [["--val-size", "600"], ["--early-stopping", "1", "--val-size", "0"]])
+def test_a_run_refused_once_its_data_is_loaded_never_says_it_is_training(argv, tiny_idx, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", "--data", str(tiny_idx), *argv, "--out", str(tmp_path / "run"))
+    assert code == 2 and out == "", out  # no "training ... -> run" line for a run that does not train
+    assert len(err.strip().splitlines()) == 1 and "--val-size" in err
+
+
 def test_a_value_that_spells_an_option_stays_a_value(tiny_idx, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     Path("out").mkdir()

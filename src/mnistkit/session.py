@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from . import distributed, resume, runs, torchrun
@@ -38,7 +39,8 @@ class TrainRequest:
 
 
 def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: None) -> RunResult:
-    """Run the request to its end; ``announce`` receives the line saying what starts (on rank 0 only).
+    """Run the request to its end; ``announce`` receives the line saying what starts (on rank 0 only), once the
+    data is loaded and training set up.
 
     Returns the run's result on every rank; its ``run_dir`` is None on every rank but 0.
     """
@@ -59,8 +61,9 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         ctx.check_batch_size(cfg.batch_size)
         run_dir = _run_folder(stack, request, cfg, ctx)
         state = resume.open_state(request.resume) if request.resume is not None else None
-        if run_dir is not None:
-            announce(_start_line(cfg, state, run_dir, ctx))
+        # Announced only when training starts: a run refused by its data (a val_size as large as the training set)
+        # must not first claim to be training.
+        started = partial(announce, _start_line(cfg, state, run_dir, ctx)) if run_dir is not None else None
         try:
             # Every rank learns when rank 0 cannot start its reporters (a tracking store MLflow refuses, say).
             reporter = ctx.on_main(lambda: _reporter(stack, request, cfg, run_dir))
@@ -73,6 +76,7 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
                 resume_from=state,
                 resume_every=request.resume_every,
                 interrupt=interrupt,
+                started=started,
             )
         except TrainingInterrupted as exc:
             if run_dir is None:

@@ -14,7 +14,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -295,6 +295,7 @@ def fit(
     ctx: distributed.Context | None = None,
     resume_from: resume.ResumeState | None = None,
     saver: ResumeSaver | None = None,
+    started: Callable[[], None] | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` on ``train`` (already on the model's device) and validate after every epoch.
 
@@ -302,6 +303,7 @@ def fit(
     validation loss) are restored at the end. Under torchrun (``ctx``) the model is wrapped in
     DistributedDataParallel and each rank trains on its shard of every epoch's permutation. ``resume_from``
     continues a saved run exactly where it stopped; ``saver`` says where and when to save its resume state.
+    ``started`` is called once all is set up, before the first step: whatever the options refuse has been refused.
     """
     if cfg.early_stopping and val is None:
         raise ConfigError(
@@ -318,6 +320,8 @@ def fit(
         saver or ResumeSaver(),
         resume_from,
     )
+    if started is not None:
+        started()
     while not loop.progress.done and loop.progress.epoch <= cfg.epochs:
         loop.train_epoch()
         stats = loop.end_epoch()
@@ -559,6 +563,7 @@ def train_run(
     resume_from: resume.ResumeState | None = None,
     resume_every: int = 0,
     interrupt: Interrupt | None = None,
+    started: Callable[[], None] | None = None,
 ) -> RunResult:
     """Load and split the data, build the model, fit, test, save: one training run.
 
@@ -566,6 +571,7 @@ def train_run(
     resume state in resume/ (at each epoch's end and every ``resume_every`` batches), the final model and
     curves.png; with None nothing is written (as on every rank but 0 under torchrun). ``resume_from``
     (``resume.load(run_dir)``) continues that run. ``command`` is recorded as how the run was started.
+    ``started`` is called once the data is loaded and training is set up (see ``fit``).
     """
     cfg.validate()
     check_resume_every(resume_every)
@@ -583,7 +589,16 @@ def train_run(
     reporter = _saving(reporter, run_dir, resume_from.history if resume_from is not None else [])
     saver = ResumeSaver(run_dir, resume_every, interrupt)
     history = fit(
-        model, loaded.train, loaded.val, cfg, loaded.norm, reporter, ctx=ctx, resume_from=resume_from, saver=saver
+        model,
+        loaded.train,
+        loaded.val,
+        cfg,
+        loaded.norm,
+        reporter,
+        ctx=ctx,
+        resume_from=resume_from,
+        saver=saver,
+        started=started,
     )
 
     test_start = time.perf_counter()
