@@ -180,6 +180,16 @@ def test_a_figure_name_that_is_not_a_png_stops_before_the_table(tiny_run, tmp_pa
     assert code == 2 and stdout == "" and "give a file name ending in .png" in stderr and stderr.count("\n") == 1
 
 
+def test_a_figure_in_a_missing_folder_stops_before_the_table(tiny_run, tmp_path, capsys):
+    out = tmp_path / "missing" / "compare.png"
+    code, stdout, stderr = run_cli(capsys, "compare", str(tiny_run), "-o", str(out))
+    assert code == 2 and stdout == ""
+    assert stderr == (
+        f"mnistkit: error: cannot write {out}: No such file or directory; check the folder exists and is writable\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # show -o and export -o make no folder either
+
+
 def test_compare_runs_from_another_version(tiny_run, tmp_path):
     """A run recorded with config keys this version does not know still compares."""
     other = tmp_path / "older"

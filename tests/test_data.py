@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -17,8 +18,8 @@ import pytest
 import torch
 from helpers import idx_bytes, make_digits, write_idx_folder
 
-from mnistkit import catalog, data, idx
-from mnistkit.errors import DataError
+from mnistkit import catalog, data, fileio, idx
+from mnistkit.errors import DataError, WriteError
 
 SHARED_PICKLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"
 
@@ -128,6 +129,29 @@ def test_a_half_written_temp_file_is_not_taken_for_data(tmp_path):
     folder = write_idx_folder(tmp_path / "d", n_train=20, n_test=5)
     (folder / ".train-images-idx3-ubyte.gz.abc.tmp").write_bytes(b"garbage")
     assert len(data.load_idx_folder(folder).train) == 20
+
+
+def test_a_failed_export_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    images, labels = make_digits(12)
+    write_bytes = fileio.write_bytes
+
+    def full_disk_at_the_labels(path, payload):
+        if "labels" in Path(path).name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        write_bytes(path, payload)
+
+    monkeypatch.setattr(fileio, "write_bytes", full_disk_at_the_labels)
+    with pytest.raises(OSError, match="No space left on device"):
+        data.save_training_set(tmp_path / "new", images, labels, "idx")
+    assert list(tmp_path.iterdir()) == []  # nor the images file written before the labels failed
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(OSError, match="No space left on device"):
+        data.save_training_set(tmp_path / "kept", images, labels, "idx")
+    assert (tmp_path / "kept").is_dir()
+    monkeypatch.undo()
+    with pytest.raises(WriteError, match="No such file or directory; check the folder exists"):
+        data.save_training_set(tmp_path / "missing" / "new", images, labels, "idx")  # as the .npz, no parents made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
 
 
 # --------------------------------------------------------------------------------------------------

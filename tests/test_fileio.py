@@ -110,3 +110,26 @@ def test_a_folder_that_cannot_be_synced_does_not_fail_the_write(tmp_path, monkey
 def test_a_missing_folder_is_one_clear_error(tmp_path):
     with pytest.raises(WriteError, match="check the folder exists and is writable"):
         fileio.write_text(tmp_path / "gone" / "a.json", "new")
+
+
+def test_a_missing_folder_is_found_before_the_write(tmp_path):
+    assert fileio.check_folder_exists(tmp_path / "a.png") == tmp_path / "a.png"
+    with pytest.raises(WriteError, match="No such file or directory; check the folder exists and is writable"):
+        fileio.check_folder_exists(tmp_path / "gone" / "a.png")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(WriteError, match="Not a directory; check the folder exists and is writable"):
+        fileio.check_folder_exists(tmp_path / "afile" / "a.png")
+
+
+def test_a_failed_fill_takes_back_only_a_folder_it_made(tmp_path):
+    with pytest.raises(WriteError), fileio.folder_to_fill(tmp_path / "new") as written:
+        fileio.write_text(tmp_path / "new" / "a.txt", "a")
+        written.append(tmp_path / "new" / "a.txt")
+        raise WriteError("cannot write b.txt: No space left on device")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(WriteError), fileio.folder_to_fill(tmp_path / "kept"):
+        raise WriteError("cannot write b.txt: No space left on device")
+    assert (tmp_path / "kept").is_dir()
+    with pytest.raises(WriteError, match="No such file or directory"), fileio.folder_to_fill(tmp_path / "x" / "y"):
+        pass

@@ -332,13 +332,26 @@ def test_a_failed_write_leaves_no_plots_folder_it_made(tiny_run, tmp_path, monke
 
     monkeypatch.setattr(plots, "save", full_disk_at_the_second)
     with pytest.raises(WriteError):
-        plots.write_evaluation_plots(report, tmp_path / "new" / "plots")
+        plots.write_evaluation_plots(report, tmp_path / "plots")
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "notes.txt").write_text("mine")
     with pytest.raises(WriteError):
         plots.write_evaluation_plots(report, tmp_path / "kept")
     assert (tmp_path / "kept" / "notes.txt").read_text() == "mine"
+
+
+def test_evaluate_makes_the_plots_folder_but_not_a_missing_one_above_it(tiny_run, tmp_path, capsys):
+    folder = tmp_path / "missing" / "plots"
+    code, stdout, stderr = run_cli(capsys, "evaluate", str(tiny_run), "--plots", str(folder))
+    assert code == 2 and stdout == "", "refused before the report is printed"
+    assert stderr == (
+        f"mnistkit: error: cannot write {folder}: No such file or directory; check the folder exists and is writable\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "missing").mkdir()
+    code, stdout, _ = run_cli(capsys, "evaluate", str(tiny_run), "--plots", str(folder))
+    assert code == 0 and (folder / plots.CONFUSION_NAME).is_file()
 
 
 def test_top_losses_and_their_titles():

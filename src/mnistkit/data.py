@@ -345,7 +345,8 @@ EXPORT_FORMATS = ("idx", "npz")
 
 def save_training_set(out: str | Path, images: np.ndarray, labels: np.ndarray, fmt: str) -> Path:
     """Write images and labels in a format ``--data`` reads: a folder of gzipped IDX training files, or a
-    Keras-style ``.npz`` with ``x_train``/``y_train``. Files are written atomically; nothing is replaced."""
+    Keras-style ``.npz`` with ``x_train``/``y_train``. Files are written atomically; nothing is replaced. The
+    folder is made (not its parent), and taken back if writing it fails."""
     out = Path(out).expanduser()
     if fmt not in EXPORT_FORMATS:
         raise DataError(f"unknown export format '{fmt}'; choose one of: {', '.join(EXPORT_FORMATS)}")
@@ -358,9 +359,10 @@ def save_training_set(out: str | Path, images: np.ndarray, labels: np.ndarray, f
         return out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, array in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
-        fileio.write_bytes(out / name, gzip.compress(encode_idx(array), mtime=0))
+    with fileio.folder_to_fill(out) as written:
+        for name, array in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
+            fileio.write_bytes(out / name, gzip.compress(encode_idx(array), mtime=0))
+            written.append(out / name)
     return out
 
 

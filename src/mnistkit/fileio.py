@@ -10,7 +10,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise WriteError(
-            f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable"
-        ) from exc
+        raise _cannot_write_in(path, exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
@@ -47,6 +45,46 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_folder_exists(path: str | os.PathLike) -> Path:
+    """``path``, if the folder it is to be written in exists; else WriteError, as the write itself would fail.
+    For a check before the work whose result is written: a missing folder is not made, nor found only at the end."""
+    path = Path(path)
+    try:
+        is_folder = stat.S_ISDIR(os.stat(path.parent).st_mode)
+    except OSError as exc:
+        raise _cannot_write_in(path, exc) from None
+    if not is_folder:
+        raise _cannot_write_in(path, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+    return path
+
+
+@contextmanager
+def folder_to_fill(folder: str | os.PathLike) -> Iterator[list[Path]]:
+    """Make ``folder`` if it is missing (not the folders above it) and yield a list, to which the block adds each
+    file it writes there. If the block fails (a full disk), a folder made here is taken back with those files, so
+    that no empty or half-filled folder is left; a folder that was there is kept as it is."""
+    folder = Path(folder)
+    made = not folder.exists()
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write_in(folder, exc) from None
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        if made:
+            for path in written:
+                path.unlink(missing_ok=True)
+            with suppress(OSError):  # what someone else put there meanwhile is theirs: the folder stays
+                folder.rmdir()
+        raise
+
+
+def _cannot_write_in(path: Path, exc: OSError) -> WriteError:
+    return WriteError(f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable")
 
 
 def sync_folder(folder: Path) -> None:
@@ -102,9 +140,7 @@ def atomic_folder(path: str | os.PathLike, replaces: Collection[str] = ()) -> It
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
-        raise WriteError(
-            f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable"
-        ) from exc
+        raise _cannot_write_in(path, exc) from exc
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the permissions mkdir would
     try:
         yield tmp

@@ -52,11 +52,12 @@ def save(fig: Figure, path: str | Path) -> Path:
 
 
 def check_png_name(path: str | Path) -> Path:
-    """``path`` expanded; ConfigError unless it names a PNG file (checked before the figure's work is done)."""
+    """``path`` expanded; ConfigError unless it names a PNG file, WriteError unless its folder exists (checked
+    before the figure's work is done)."""
     path = Path(path).expanduser()
     if path.suffix.lower() != ".png":
         raise ConfigError(f"{path}: figures are written as PNG; give a file name ending in .png")
-    return path
+    return fileio.check_folder_exists(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -441,15 +442,16 @@ def mistakes_figure(
 
 
 def check_plots_folder(folder: str | Path) -> Path:
-    """``folder`` expanded; ConfigError if it, or the nearest part of its path that exists, is not a folder
-    (checked before an evaluation, so that its report is not printed for a command that then fails)."""
+    """``folder`` expanded; ConfigError if it or its parent is a file, WriteError if its parent is missing: the
+    plots folder is made, not the folders above it, as a figure's -o makes none (checked before an evaluation,
+    so that its report is not printed for a command that then fails)."""
     folder = Path(folder).expanduser()
-    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
-    if existing is not None and not existing.is_dir():
+    taken = next((path for path in (folder, folder.parent) if path.exists() and not path.is_dir()), None)
+    if taken is not None:
         raise ConfigError(
-            f"{folder}: cannot create the plots folder ({existing} is a file); pass plots DIR", options=("plots",)
+            f"{folder}: cannot create the plots folder ({taken} is a file); pass plots DIR", options=("plots",)
         )
-    return folder
+    return fileio.check_folder_exists(folder)
 
 
 def write_evaluation_plots(report, folder: str | Path, title: str | None = None, k: int = 16) -> list[Path]:
@@ -457,25 +459,9 @@ def write_evaluation_plots(report, folder: str | Path, title: str | None = None,
     ``title`` (a run's name, say) and what the report is about: "cnn on the MNIST test split (10,000 images)"."""
     title = f"{title}: {report.about}" if title else report.about
     folder = check_plots_folder(folder)
-    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"{folder}: cannot create the plots folder ({exc.strerror or exc}); pass plots DIR",
-            options=("plots",),
-        ) from None
-    paths: list[Path] = []
-    try:
+    with fileio.folder_to_fill(folder) as paths:
         paths.append(save(confusion_figure(report.confusion, report.classes, title), folder / CONFUSION_NAME))
         if report.logits is not None and report.split is not None:
             figure = mistakes_figure(report.split.images, report.split.labels, report.logits, report.classes, k, title)
             paths.append(save(figure, folder / MISTAKES_NAME))
-    except BaseException:
-        if created:  # a failed write (a full disk) leaves no folder behind that it made; an existing one is kept
-            for path in paths:
-                path.unlink(missing_ok=True)
-            for path in created:
-                path.rmdir()
-        raise
     return paths
