@@ -199,6 +199,53 @@ def test_a_dark_band_along_the_edges_is_not_ink(twins, sides):
         assert_like_twin(to_mnist(banded), digit)
 
 
+def note_on_desk(digit: np.ndarray, desk: float, angle: float, at: tuple[int, int] = (40, 30)) -> np.ndarray:
+    """The digit on a square note, turned by ``angle`` degrees, lying on a textured desk of level ``desk`` in a
+    320×300 photo lit more on one side, its corner ``at``: uint8 (H, W)."""
+    note = Image.fromarray(large_dark_on_light(digit, scale=6, canvas=(220, 220), at=(26, 26)))
+    turned = note.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=0)
+    inside = Image.new("L", note.size, 255).rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    photo = Image.new("L", (320, 300), 0)
+    photo.paste(turned, at)
+    on_note = Image.new("L", (320, 300), 0)
+    on_note.paste(inside, at)
+    texture = np.random.default_rng(0).normal(1, 0.04, (300, 320))
+    covered = np.asarray(on_note) / 255
+    reflectance = covered * np.asarray(photo) + (1 - covered) * desk * texture
+    return lit(reflectance, np.linspace(1, 0.8, 320)[None, :])
+
+
+@pytest.mark.parametrize("desk", [60, 110])
+@pytest.mark.parametrize("angle", [0, 9])
+def test_a_note_on_a_darker_desk_is_read_without_the_desk(twins, desk, angle):
+    # The desk around the note is the border: it would tell the polarity wrong, and the note's edges are strokes.
+    # Read as the same note on a desk as light as the paper, whose edges do not show.
+    for digit in twins:
+        got, on_white = to_mnist(note_on_desk(digit, desk, angle)), to_mnist(note_on_desk(digit, 255, angle))
+        assert np.corrcoef(got.ravel(), on_white.ravel())[0, 1] > 0.85
+        if angle == 0:
+            assert_like_twin(got, digit)
+
+
+def test_a_note_running_off_the_photo_is_read_without_the_desk(twins):
+    # Filling most of the frame: the desk shows along two sides only, as wedges, not bands along the edges.
+    for digit in twins:
+        got, on_white = (
+            to_mnist(note_on_desk(digit, 80, -7, (105, 85))),
+            to_mnist(note_on_desk(digit, 255, -7, (105, 85))),
+        )
+        assert np.corrcoef(got.ravel(), on_white.ravel())[0, 1] > 0.85
+
+
+def test_a_light_digit_on_a_dark_ground_is_no_page_on_a_desk():
+    # Chalk on a board: the strokes of a bold 0 are the light region, the inside of the 0 what it encloses. That
+    # is no page holding thin marks, and the 0 stays a ring.
+    dy, dx = np.mgrid[:200, :200] - 100.0
+    ring = (np.hypot(dy / 1.3, dx) < 60) & (np.hypot(dy / 1.3, dx) > 30)
+    got = to_mnist(np.where(ring, 230, 40).astype(np.uint8))
+    assert got[14, 14] < 30 and got[14, 6:10].max() > 200  # dark inside, a bright stroke on the left
+
+
 def test_a_digit_stretched_to_fill_a_small_square_is_narrowed():
     # Semeion's scans: each digit stretched to fill 16×16, then black or white. A slanted 1 becomes a diagonal bar.
     page = Image.new("L", (16, 16), 255)

@@ -3,11 +3,11 @@
 MNIST digits are white ink on black, the ink's bounding box scaled (anti-aliased, aspect kept) so its
 longest side is 20 pixels, then pasted into 28×28 so that the ink's centre of mass sits at the centre.
 ``to_mnist`` does the same to any image: EXIF orientation applied, alpha composited on white, grayscale,
-dark-on-light detected and inverted, a small scan or crop framed with paper (and given a digit's proportions
-back where it was stretched to fill a square), the paper's light (shadows, gradients) and a notebook's lines
-taken off, paper texture and noise suppressed with an Otsu threshold, crop, the pen's width brought to
-MNIST's, scale, centre. A 28×28 image that already looks like MNIST (a dark border) passes through
-unchanged. docs/handwriting.md walks through each step.
+a darker desk around the page made paper, dark-on-light detected and inverted, a small scan or crop framed
+with paper (and given a digit's proportions back where it was stretched to fill a square), the paper's light
+(shadows, gradients) and a notebook's lines taken off, paper texture and noise suppressed with an Otsu
+threshold, crop, the pen's width brought to MNIST's, scale, centre. A 28×28 image that already looks like
+MNIST (a dark border) passes through unchanged. docs/handwriting.md walks through each step.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+from scipy.spatial import ConvexHull
 
 from . import fileio
 from .errors import MnistkitError
@@ -63,6 +65,19 @@ BAND_DARK = 0.8
 BAND_DEPTH = 0.25
 BAND_EDGE = 0.04
 BAND_GAP = 0.02
+# A page (a note) lying on a darker desk, the desk made paper by ``_without_desk``: the page's light pixels, holes
+# filled, are at least PAGE_AREA of the image and PAGE_CONVEX of their convex hull; what they enclose (the ink) is
+# at most PAGE_MARKS of the page, and thin beside it (PAGE_STROKES); the desk is at least 2 * MIN_CONTRAST darker.
+# PAGE_SEAM of the side (at least 2 px) along the page's edge is made paper too: the edge is soft, and a dark seam
+# left there would be ink.
+PAGE_AREA = 0.15
+PAGE_BORDER = 0.9  # of the border as light as the page, at most: the desk shows along the rest
+PAGE_CONVEX = 0.9
+PAGE_MARKS = 0.35
+PAGE_MARKS_MIN = 0.001  # a page holding fewer marks holds no digit: the dark around it may be the ink
+PAGE_SEAM = 0.01
+PAGE_DESK_MARKS = 0.002  # of the desk's pixels far from its level: more, and it holds something not to lose
+PAGE_STROKES = 3  # the page is at least this many times as thick as the thickest of its marks
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
 SMALL_FRAME = 0.25  # of its side on every edge
@@ -92,10 +107,68 @@ def to_mnist(item: ImageInput) -> np.ndarray:
             if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
                 raise ImageError("no ink found: the image is blank or has too little contrast")
             return gray  # already MNIST-like: the model sees exactly what it was given
-        page = _paper_around_box(_without_edge_bands(gray))
+        page = _paper_around_box(_without_edge_bands(_without_desk(gray)))
         return center_digit(normalize_stroke(_without_underline(_without_box(_ink(page)))))
     except ImageError as exc:
         raise ImageError(f"{_where(item)}: {exc}") from None
+
+
+def _without_desk(gray: np.ndarray) -> np.ndarray:
+    """``gray`` with the desk around a page made paper: a photo of a note or a sheet lying on a darker desk, the
+    page not filling the frame. Left on, the desk is the border, which then tells the ink's polarity wrong, and the
+    page's edges are strokes. The page is the largest connected region above Otsu's threshold, its holes (the ink)
+    filled; it must be large, nearly convex (a sheet, seen at an angle too) and mostly paper, and what lies around
+    it far darker (``PAGE_*``). Each pixel around it takes the level of the nearest paper, so the light's gradient
+    across the page runs on and no step is left at its edge. Small images (crops, scans of one digit) are kept."""
+    if max(gray.shape) <= SMALL_SIDE:
+        return gray
+    light = gray > otsu_threshold(gray)
+    if _border(light).mean() > PAGE_BORDER:
+        return gray  # most of the border is as light as the paper: there is no desk around the page
+    regions, count = ndimage.label(light)
+    if count == 0:
+        return gray
+    sizes = np.bincount(regions.ravel())[1:]
+    if sizes.max() < (1 - PAGE_MARKS) * PAGE_AREA * gray.size:
+        return gray  # as on most images of light ink on a dark ground: no light region is large enough
+    paper = regions == 1 + int(np.argmax(sizes))
+    page = ndimage.binary_fill_holes(paper)
+    marks = page & ~light
+    area = int(page.sum())
+    if area < PAGE_AREA * gray.size or not PAGE_MARKS_MIN * area <= marks.sum() <= PAGE_MARKS * area:
+        return gray
+    if np.median(gray[paper]) - np.median(gray[~page]) < 2 * MIN_CONTRAST:
+        return gray
+    outline = np.argwhere(page & ~ndimage.binary_erosion(page))
+    convex = ConvexHull(outline)
+    if area < PAGE_CONVEX * convex.volume:
+        return gray
+    # The page's box, one pixel wider: every distance inside the page is measured there, at a fraction of the cost.
+    (top, left), (bottom, right) = outline.min(0), outline.max(0) + 2
+    box = (slice(max(0, top - 1), bottom), slice(max(0, left - 1), right))
+    depth = ndimage.distance_transform_edt(page[box])
+    # Pen strokes are thin beside the page; a light digit on a dark ground (its strokes taken for the page, the
+    # inside of a 0 for its marks) is not.
+    if ndimage.distance_transform_edt(marks[box]).max() * PAGE_STROKES > depth.max():
+        return gray
+    seam = max(2, round(PAGE_SEAM * max(gray.shape)))
+    # Nothing is lost: no stroke runs from the page into the dark (a notch in the page's outline, as where a
+    # shadow, not a desk, lies across the digit), and the dark holds no marks of its own.
+    hull = Image.new("1", (gray.shape[1], gray.shape[0]))
+    ImageDraw.Draw(hull).polygon([(int(x), int(y)) for y, x in outline[convex.vertices]], fill=1)
+    notches = ndimage.distance_transform_edt(np.asarray(hull)[box])[~page[box]]
+    if notches.size and notches.max() > 2 * seam:
+        return gray
+    desk = gray[~ndimage.binary_dilation(page, iterations=seam)]
+    if desk.size == 0 or (np.abs(desk - np.median(desk)) > 2 * MIN_CONTRAST).mean() > PAGE_DESK_MARKS:
+        return gray
+    inner = np.zeros_like(page)
+    inner[box] = depth > seam
+    _, (rows, cols) = ndimage.distance_transform_edt(~(inner & paper), return_indices=True)
+    out = gray.copy()
+    around = ~inner
+    out[around] = gray[rows[around], cols[around]]
+    return out
 
 
 def _without_edge_bands(gray: np.ndarray) -> np.ndarray:
