@@ -378,6 +378,19 @@ def test_a_digit_running_off_the_page_in_a_shadow_over_most_of_it(twins):
         assert np.corrcoef(in_shadow.ravel(), in_light.ravel())[0, 1] > 0.8
 
 
+def test_a_flash_glare_on_a_vignetted_photo_is_paper_not_ink(twins):
+    # The corners half as bright as the middle, and a flash's hotspot near the digit brighter than the paper: the
+    # glare stands further above the dark border than the ballpoint's ink below it, yet it is paper.
+    ys, xs = np.mgrid[0:280, 0:300]
+    vignette = 0.85 * (1 - 0.5 * ((xs - 150) ** 2 + (ys - 140) ** 2) / (150**2 + 140**2))
+    glare = 110 * np.exp(-((xs - 130) ** 2 + (ys - 120) ** 2) / (2 * 40**2))
+    for digit in twins:
+        page = 40 + 0.84 * large_dark_on_light(digit, scale=8, canvas=(300, 280), at=(40, 20))
+        photo = np.clip(lit(page, vignette) + glare, 0, 255).astype(np.uint8)
+        # Ink under the glare is fainter (the glare adds to it too): a little less alike than elsewhere.
+        assert_like_twin(to_mnist(photo), digit, min_corr=0.8, max_diff=20)
+
+
 def test_dim_paper_and_strong_gradients(twins):
     for digit in twins[:4]:
         page = large_dark_on_light(digit, scale=6, canvas=(240, 200), at=(30, 10))

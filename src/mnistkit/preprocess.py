@@ -712,7 +712,11 @@ def _dark_ink(gray: np.ndarray) -> bool:
     less of the border and fewer of the four corners lie near, the two shares added: the paper runs along the
     border, the ink only crosses it, and a digit's strokes seldom fill its box's corners, even where a bold 0
     covers most of the box's edges. (Not the extreme further from the image's median: where a shadow covers
-    most of the page, the median is the shadow, and the lit paper lies further from it than the ink does.)
+    most of the page, the median is the shadow, and the lit paper lies further from it than the ink does.) The
+    median only overturns a verdict of light ink: where vignetting darkens the border and a flash's glare on the
+    page is brighter still, the glare stands further above the border than the ink below it, but the median (the
+    paper) lies far nearer the glare than the ink; light ink on a dark ground lies far from the median, the
+    ground.
     """
     border = _border(gray)
     border_low, border_high = np.quantile(border, [0.01, 0.99])
@@ -727,7 +731,8 @@ def _dark_ink(gray: np.ndarray) -> bool:
     low, high = nth_smallest(k), nth_smallest(n - 1 - k)
     darker, brighter = border_low - low, high - border_high
     if max(darker, brighter) >= MIN_CONTRAST:
-        return bool(darker > brighter)
+        median = nth_smallest(n // 2)
+        return bool(darker > brighter or median - low > high - median + MIN_CONTRAST / 2)
     corners = gray[[0, 0, -1, -1], [0, -1, 0, -1]]
     dark = (border <= low + MIN_CONTRAST).mean() + (corners <= low + MIN_CONTRAST).mean()
     light = (border >= high - MIN_CONTRAST).mean() + (corners >= high - MIN_CONTRAST).mean()
