@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
-from scipy import ndimage
-from scipy.spatial import ConvexHull
 
 from . import fileio
 from .errors import MnistkitError
@@ -125,6 +123,11 @@ def _without_desk(gray: np.ndarray) -> np.ndarray:
     light = gray > otsu_threshold(gray)
     if _border(light).mean() > PAGE_BORDER:
         return gray  # most of the border is as light as the paper: there is no desk around the page
+    # Imported here, past the test most images stop at: SciPy takes about half a second to import, which every
+    # predict of a plain page would otherwise pay.
+    from scipy import ndimage
+    from scipy.spatial import ConvexHull
+
     regions, count = ndimage.label(light)
     if count == 0:
         return gray
