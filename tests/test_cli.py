@@ -261,6 +261,7 @@ def test_a_run_refused_once_its_data_is_loaded_never_says_it_is_training(argv, t
     code, out, err = run_cli(capsys, "train", "--data", str(tiny_idx), *argv, "--out", str(tmp_path / "run"))
     assert code == 2 and out == "", out  # no "training ... -> run" line for a run that does not train
     assert len(err.strip().splitlines()) == 1 and "--val-size" in err
+    assert not (tmp_path / "run").exists()  # nor a folder that would stop the corrected command
 
 
 def test_a_value_that_spells_an_option_stays_a_value(tiny_idx, tmp_path, monkeypatch, capsys):

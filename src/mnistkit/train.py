@@ -284,6 +284,14 @@ def check_resume_every(every: int) -> None:
         )
 
 
+def check_validation(cfg: TrainConfig, val: data.Split | None) -> None:
+    """ConfigError where the options need a validation split that the data does not give."""
+    if cfg.early_stopping and val is None:
+        raise ConfigError(
+            "early_stopping needs a validation set; use val_size > 0", options=("early_stopping", "val_size")
+        )
+
+
 def fit(
     model: nn.Module,
     train: data.Split,
@@ -305,10 +313,7 @@ def fit(
     continues a saved run exactly where it stopped; ``saver`` says where and when to save its resume state.
     ``started`` is called once all is set up, before the first step: whatever the options refuse has been refused.
     """
-    if cfg.early_stopping and val is None:
-        raise ConfigError(
-            "early_stopping needs a validation set; use val_size > 0", options=("early_stopping", "val_size")
-        )
+    check_validation(cfg, val)
     loop = _Loop.start(
         model,
         train,
@@ -584,6 +589,7 @@ def train_run(
         init.load_weights(model)
     # channels_last makes convolutions about twice as fast on CPU (oneDNN) and uses tensor cores on GPU.
     model = model.to(ctx.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
+    check_validation(cfg, loaded.val)  # before the run folder holds anything: a refused run leaves none
     if run_dir is not None and resume_from is None:
         runs.write_config(run_dir, cfg)
     reporter = _saving(reporter, run_dir, resume_from.history if resume_from is not None else [])
