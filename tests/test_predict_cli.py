@@ -110,6 +110,14 @@ def test_show_input_saves_what_the_model_saw(capsys, folder, tmp_path):
     assert code == 0 and [p.name for p in (tmp_path / "one").iterdir()] == ["0000-seven.png"]
 
 
+@pytest.mark.parametrize("name", ["missing/seen.png", "missing/inputs/"])
+def test_show_input_makes_no_missing_folder_above_it(capsys, folder, tmp_path, name):
+    # As -o of show and export: the file's or the folder's parent must exist, and it is said before any work.
+    code, out, err = run_cli(capsys, "predict", folder, "--show-input", f"{tmp_path}/{name}")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "check the folder exists" in err, err
+    assert not (tmp_path / "missing").exists()
+
+
 def test_show_input_never_writes_over_an_input_or_another_kind_of_file(capsys, folder, tmp_path):
     seven = tmp_path / "seven.png"
     seven.write_bytes((folder / "seven.png").read_bytes())

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__, torchrun
+from . import __version__, fileio, torchrun
 from .config import (
     AMP_MODES,
     AUGMENTATIONS,
@@ -889,7 +889,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _check_show_input(show, inputs)
     if folder and show is not None:
         try:
-            show.mkdir(parents=True, exist_ok=True)
+            fileio.check_folder_exists(show)  # the folder is made, not the folders above it, as -o makes none
+            show.mkdir(exist_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"--show-input {show}: cannot make this folder for the inputs of several images ({exc.strerror or exc})"
@@ -931,6 +932,7 @@ def _check_show_input(path: Path, inputs: set[str]) -> None:
         raise ConfigError(f"--show-input {path}: the input is saved as a PNG; give a file name ending in .png")
     if os.path.realpath(path) in inputs:
         raise ConfigError(f"--show-input {path}: this is one of the images to predict; give another file name")
+    fileio.check_folder_exists(path)  # before the model's work, not at the end
 
 
 def _verdict(result) -> str:
