@@ -259,6 +259,16 @@ def test_a_folder_is_no_file_name(tmp_path, tiny_run, capsys, overwrite):
     assert tree(tmp_path) == {"somedir": None, "somedir/notes.txt": b"mine"}
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "hf"])
+def test_a_missing_folder_is_refused_before_the_export(tmp_path, tiny_run, capsys, monkeypatch, fmt):
+    # Said before the model is exported and checked (seconds to a minute), not when the result is written.
+    monkeypatch.setattr("mnistkit.data.load_bundled_mnist", lambda: pytest.fail("the export was done first"))
+    out = tmp_path / "missing" / "model"
+    err = export_fails(capsys, str(tiny_run), "--format", fmt, "-o", str(out))
+    assert f"cannot write {out}: No such file or directory; check the folder exists" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_format_is_a_library_error(tiny_run):
     with pytest.raises(ExportError, match="unknown export format"):
         export_checkpoint(tiny_run, "tflite")

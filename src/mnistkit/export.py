@@ -140,7 +140,7 @@ def _output(source: str | Path | None, fmt: str, out: str | Path | None) -> Path
             f"{os.fspath(out)}: names a folder, but the {fmt} format writes one file; "
             f"give a file name, such as {example}"
         )
-    return path
+    return fileio.check_folder_exists(path)
 
 
 def _check_hf_output(source: str | Path | None, out: Path) -> None:
