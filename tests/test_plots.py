@@ -116,6 +116,7 @@ def test_show_on_the_bundled_mnist(tmp_path, capsys):
         ([], "--val-size 10000: "),
         (["--split", "val", "--val-size", "0"], "has no val split"),
         (["--split", "test", "-o", "grid.jpg"], "figures are written as PNG"),
+        (["--split", "test", "-o", "missing/grid.png"], "missing/grid.png: No such file or directory; check the"),
     ],
 )
 def test_show_bad_options_give_one_line(tiny_idx, tmp_path, capsys, monkeypatch, args, message):

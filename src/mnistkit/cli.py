@@ -560,10 +560,11 @@ def add_show(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .plots import save, show
+    from .plots import check_png_name, save, show
 
+    out = check_png_name(args.output or ("sample.png" if args.index is not None else "samples.png"))
     figure = show(args.split, args.n, args.digit, args.index, args.data, args.dataset, args.val_size)
-    print(f"wrote {save(figure, args.output or ('sample.png' if args.index is not None else 'samples.png'))}")
+    print(f"wrote {save(figure, out)}")
     return 0
 
 
