@@ -332,6 +332,23 @@ def page_on_desk(digit, rng):
     return to_uint8(255 * ramp(size, rng, 0.8) * reflectance + rng.normal(0, 2, (h, w)))
 
 
+def neighbour_at_edge(digit, rng, others: np.ndarray):
+    """A crop from a row of digits: the digit with paper on both sides, and at the left or right edge 15–50% of
+    a neighbour (another test digit) of the same height, 10–30% of the height apart. Drawn after the desks
+    (``run``)."""
+    height = int(rng.integers(60, 140))
+    ink = digit_ink(digit, height)
+    other = digit_ink(others[rng.integers(len(others))], height)
+    gap = np.zeros((height, int(rng.uniform(0.1, 0.3) * height)))
+    part = max(2, int(other.shape[1] * rng.uniform(0.15, 0.5)))
+    if rng.random() < 0.5:
+        row = np.concatenate([other[:, -part:], gap, ink, gap], 1)
+    else:
+        row = np.concatenate([gap, ink, gap, other[:, :part]], 1)
+    coverage = np.pad(row, ((int(rng.uniform(0.1, 0.3) * height),) * 2, (0, 0)))
+    return to_uint8(photograph(coverage, ramp(coverage.shape[::-1], rng, 0.9)))
+
+
 CONDITIONS: dict[str, Render] = {
     "clean, 100-300 px pages": clean,
     "small, off-centre": off_centre_small,
@@ -514,6 +531,8 @@ def run(args: argparse.Namespace) -> dict:
     report["digits"]["dark band along an edge"] = score(classifier, banded, labels, args.reject == "on")
     on_desk = [page_on_desk(d, rng) for d in digits]
     report["digits"]["page on a darker desk"] = score(classifier, on_desk, labels, args.reject == "on")
+    in_a_row = [neighbour_at_edge(d, rng, test.images.numpy()) for d in digits]
+    report["digits"]["a neighbour's part at the edge"] = score(classifier, in_a_row, labels, args.reject == "on")
     report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}
     return report
 

@@ -246,6 +246,26 @@ def test_a_light_digit_on_a_dark_ground_is_no_page_on_a_desk():
     assert got[14, 14] < 30 and got[14, 6:10].max() > 200  # dark inside, a bright stroke on the left
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_neighbours_part_cut_by_the_edge_is_not_ink(twins, side):
+    # A crop from a row of digits: the digit with paper on both sides, and at one edge a third of its neighbour.
+    # Not the 1: it holds less ink than a third of most neighbours, and the heavier part is kept (a limit).
+    for digit, neighbour in zip(twins, twins[1:] + twins[:1]):
+        if digit is twins[2]:
+            continue
+        page = large_dark_on_light(digit, scale=6, canvas=(320, 200), at=(76, 16))
+        other = large_dark_on_light(neighbour, scale=6, canvas=(320, 200), at=(76, 16))
+        ink_columns = np.flatnonzero((other < 128).any(0))
+        third = (ink_columns[-1] - ink_columns[0]) // 3
+        if side == "left":  # the neighbour's right third, at the edge and apart from the digit
+            part = other[:, ink_columns[-1] - third : ink_columns[-1]]
+            page[:, : part.shape[1]] = np.minimum(page[:, : part.shape[1]], part)
+        else:
+            part = other[:, ink_columns[0] : ink_columns[0] + third]
+            page[:, page.shape[1] - part.shape[1] :] = np.minimum(page[:, page.shape[1] - part.shape[1] :], part)
+        assert_like_twin(to_mnist(page), digit)
+
+
 def test_a_digit_stretched_to_fill_a_small_square_is_narrowed():
     # Semeion's scans: each digit stretched to fill 16×16, then black or white. A slanted 1 becomes a diagonal bar.
     page = Image.new("L", (16, 16), 255)

@@ -691,14 +691,23 @@ def _rules_only(low: np.ndarray, median: np.ndarray, length: int, ink_level: int
 def _drop_islands(mask: np.ndarray) -> np.ndarray:
     """The mask without small marks set apart from the rest (a speck of dirt, a shadow's corner): along each axis,
     a run of marks separated from the others by a gap of ``ISLAND_GAP`` of the image's side and holding less than
-    ``ISLAND_MASS`` of the ink is cleared, so that it cannot stretch the crop."""
+    ``ISLAND_MASS`` of the ink is cleared, so that it cannot stretch the crop. So is a larger run that the image's
+    edge cuts, where the largest run lies clear of both edges: a crop from a row of digits, the neighbour's part
+    at its edge."""
     gap = max(2, round(ISLAND_GAP * max(mask.shape)))
     for axis in (1, 0, 1):
         profile = mask.sum(axis=axis)
         occupied = np.flatnonzero(profile)
         breaks = np.flatnonzero(np.diff(occupied) > gap)
-        for run in np.split(occupied, breaks + 1):
-            if len(breaks) and profile[run].sum() < ISLAND_MASS * profile.sum():
+        if not len(breaks):
+            continue
+        runs = np.split(occupied, breaks + 1)
+        masses = [profile[run].sum() for run in runs]
+        largest = runs[int(np.argmax(masses))]
+        inside = largest[0] > 0 and largest[-1] < len(profile) - 1
+        for run, mass in zip(runs, masses):
+            cut = run[0] == 0 or run[-1] == len(profile) - 1
+            if mass < ISLAND_MASS * profile.sum() or (inside and cut):
                 index = [slice(None), slice(None)]
                 index[1 - axis] = slice(run[0], run[-1] + 1)
                 mask = mask.copy()
