@@ -266,6 +266,27 @@ def test_a_neighbours_part_cut_by_the_edge_is_not_ink(twins, side):
         assert_like_twin(to_mnist(page), digit)
 
 
+def test_a_dot_grid_on_the_paper_is_not_ink(twins):
+    # Bullet-journal paper: dots a few pixels wide every 15 px, 40% darker than the paper, under the digit too.
+    ys, xs = np.mgrid[0:280, 0:300]
+    dots = np.hypot((ys + 7) % 15 - 7, (xs + 7) % 15 - 7) < 1.6
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=8, canvas=(300, 280), at=(40, 20))
+        assert_like_twin(to_mnist(np.where(dots, np.minimum(page, 150), page).astype(np.uint8)), digit)
+
+
+def test_a_digit_drawn_in_dots_keeps_them(twins):
+    # A dot-matrix digit: every mark is a dot, none far smaller than the largest, so none is taken for a pattern.
+    for digit in twins:
+        cells = np.asarray(Image.fromarray(digit).resize((14, 14), Image.Resampling.BOX)) > 100
+        page = Image.new("L", (280, 280), 255)
+        for row, col in np.argwhere(cells):
+            ImageDraw.Draw(page).ellipse((col * 20 + 4, row * 20 + 4, col * 20 + 15, row * 20 + 15), fill=0)
+        got = to_mnist(np.asarray(page))
+        solid = to_mnist(255 - np.asarray(Image.fromarray(digit).resize((280, 280), Image.Resampling.BILINEAR)))
+        assert np.corrcoef(got.ravel(), solid.ravel())[0, 1] > 0.6  # dots are not strokes: alike, not the same
+
+
 def test_a_digit_stretched_to_fill_a_small_square_is_narrowed():
     # Semeion's scans: each digit stretched to fill 16×16, then black or white. A slanted 1 becomes a diagonal bar.
     page = Image.new("L", (16, 16), 255)

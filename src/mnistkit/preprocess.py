@@ -76,6 +76,13 @@ PAGE_MARKS_MIN = 0.001  # a page holding fewer marks holds no digit: the dark ar
 PAGE_SEAM = 0.01
 PAGE_DESK_MARKS = 0.002  # of the desk's pixels far from its level: more, and it holds something not to lose
 PAGE_STROKES = 3  # the page is at least this many times as thick as the thickest of its marks
+# A pattern printed on the paper (a dot grid), taken off by ``_without_pattern``: the ink's box is at least
+# PATTERN_SPREAD of the image and at most PATTERN_SPARSE ink; at least PATTERN_MARKS marks are each smaller than
+# PATTERN_MARK of the largest.
+PATTERN_SPREAD = 0.5
+PATTERN_SPARSE = 0.3
+PATTERN_MARKS = 20
+PATTERN_MARK = 0.02
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
 SMALL_FRAME = 0.25  # of its side on every edge
@@ -628,7 +635,7 @@ def _ink_above(bright: np.ndarray, background: np.ndarray, rules: bool = False) 
     spread = _spread(paper_counts, np.arange(511) - 255, paper_lift)  # the paper's noise
     if ink_lift - paper_lift < max(MIN_CONTRAST, NOISE_MARGIN * spread):
         raise ImageError("no ink found: the image is blank or has too little contrast")
-    ink_mask = _drop_islands(ink_mask)
+    ink_mask = _drop_islands(_without_pattern(ink_mask))
     paper = _quantile(hist[: threshold + 1], 0.5)
     solid = (
         threshold + 1 + _quantile(hist[threshold + 1 :], 0.99)
@@ -686,6 +693,28 @@ def _rules_only(low: np.ndarray, median: np.ndarray, length: int, ink_level: int
     stroke = (widths > RULE_MAX_WIDTH * length) & (brightest >= STROKE_LEVEL * ink_level)
     stroke[0] = False  # the paper between bands
     return np.where(stroke[band], 0, low).astype(low.dtype)
+
+
+def _without_pattern(mask: np.ndarray) -> np.ndarray:
+    """The mask without a pattern printed on the paper: many tiny marks spread over the page (a dot grid), each
+    less than ``PATTERN_MARK`` of the largest mark, at least ``PATTERN_MARKS`` of them. Only where the ink is
+    sparse over most of the image, as such a pattern makes it: a digit's ink fills a good part of its own box."""
+    bounds = _ink_box(mask)
+    if bounds is None:
+        return mask
+    box = mask[bounds]
+    if box.size < PATTERN_SPREAD * mask.size or box.mean() > PATTERN_SPARSE:
+        return mask
+    from scipy import ndimage  # here, not for every image: see _without_desk
+
+    marks, count = ndimage.label(mask)
+    sizes = np.bincount(marks.ravel())
+    sizes[0] = 0
+    tiny = sizes < PATTERN_MARK * sizes.max()
+    tiny[0] = False
+    if tiny.sum() < PATTERN_MARKS:
+        return mask
+    return mask & ~tiny[marks]
 
 
 def _drop_islands(mask: np.ndarray) -> np.ndarray:
