@@ -266,6 +266,17 @@ def test_a_neighbours_part_cut_by_the_edge_is_not_ink(twins, side):
         assert_like_twin(to_mnist(page), digit)
 
 
+def test_a_whole_neighbour_at_the_edge_is_a_digit_too(twins):
+    # Two digits side by side, the second touching the right edge: not a part that the crop cut, so both are kept,
+    # the pair scaled to 20 px across and each far shorter than a lone digit.
+    for digit, neighbour in zip(twins[3:], twins[4:]):
+        left = large_dark_on_light(digit, scale=5, canvas=(180, 180), at=(40, 20))
+        right = large_dark_on_light(neighbour, scale=5, canvas=(180, 180), at=(40, 20))
+        right = right[:, : np.flatnonzero((right < 128).any(0))[-1] + 1]  # its last ink column is the image's edge
+        height, width = ink_box(to_mnist(np.hstack([left, right])))
+        assert width in (20, 21) and height < 16
+
+
 def test_a_dot_grid_on_the_paper_is_not_ink(twins):
     # Bullet-journal paper: dots a few pixels wide every 15 px, 40% darker than the paper, under the digit too.
     ys, xs = np.mgrid[0:280, 0:300]

@@ -37,6 +37,7 @@ NOISE_MARGIN = 4  # ink must also stand this many of the paper's noise standard 
 EXTREME_PIXELS = 10  # the darkest and brightest pixels but this many: the ink's extremes, past a stray one
 ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the ink, and
 ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
+EDGE_PART = 0.75  # a neighbour's part cut by the image's edge is at most this share of the digit's width
 SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
 BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
@@ -721,8 +722,8 @@ def _drop_islands(mask: np.ndarray) -> np.ndarray:
     """The mask without small marks set apart from the rest (a speck of dirt, a shadow's corner): along each axis,
     a run of marks separated from the others by a gap of ``ISLAND_GAP`` of the image's side and holding less than
     ``ISLAND_MASS`` of the ink is cleared, so that it cannot stretch the crop. So is a larger run that the image's
-    edge cuts, where the largest run lies clear of both edges: a crop from a row of digits, the neighbour's part
-    at its edge."""
+    edge cuts, narrower than ``EDGE_PART`` of the largest run, where that lies clear of both edges: a crop from a
+    row of digits, the neighbour's part at its edge."""
     gap = max(2, round(ISLAND_GAP * max(mask.shape)))
     for axis in (1, 0, 1):
         profile = mask.sum(axis=axis)
@@ -735,7 +736,8 @@ def _drop_islands(mask: np.ndarray) -> np.ndarray:
         largest = runs[int(np.argmax(masses))]
         inside = largest[0] > 0 and largest[-1] < len(profile) - 1
         for run, mass in zip(runs, masses):
-            cut = run[0] == 0 or run[-1] == len(profile) - 1
+            # Cut: at the edge, and narrower than the digit (a whole neighbour that touches the edge is a digit too).
+            cut = (run[0] == 0 or run[-1] == len(profile) - 1) and len(run) < EDGE_PART * len(largest)
             if mass < ISLAND_MASS * profile.sum() or (inside and cut):
                 index = [slice(None), slice(None)]
                 index[1 - axis] = slice(run[0], run[-1] + 1)
