@@ -708,7 +708,7 @@ def _without_pattern(mask: np.ndarray) -> np.ndarray:
         return mask
     from scipy import ndimage  # here, not for every image: see _without_desk
 
-    marks, count = ndimage.label(mask)
+    marks, _ = ndimage.label(mask)
     sizes = np.bincount(marks.ravel())
     sizes[0] = 0
     tiny = sizes < PATTERN_MARK * sizes.max()
