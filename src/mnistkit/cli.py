@@ -889,8 +889,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if show is not None and not folder:
         _check_show_input(show, inputs)
     if folder and show is not None:
+        fileio.check_folder_exists(show)  # the folder is made, not the folders above it, as -o makes none
         try:
-            fileio.check_folder_exists(show)  # the folder is made, not the folders above it, as -o makes none
             show.mkdir(exist_ok=True)
         except OSError as exc:
             raise ConfigError(
