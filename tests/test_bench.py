@@ -211,6 +211,22 @@ def test_matmul_peak_is_a_positive_rate(dtype):
     assert bench.matmul_peak(dtype, sizes=(64,), repeats=1) > 0
 
 
+def test_matmul_peak_times_no_size_too_slow_for_the_rate_so_far(monkeypatch):
+    # Where a precision is emulated (bf16 without AVX512-BF16: about 1 GFLOP/s), the larger products would take
+    # seconds each and not raise the rate: only the sizes that one product at the rate so far allows are timed.
+    sizes = []
+    mm = torch.mm
+
+    def recording_mm(a, b, out):
+        sizes.append(a.shape[0])
+        return mm(a, b, out=out)
+
+    monkeypatch.setattr(torch, "mm", recording_mm)
+    monkeypatch.setattr(bench, "MAX_PRODUCT_SECONDS", 0.0)
+    assert bench.matmul_peak(torch.float32, sizes=(32, 64, 128), repeats=2, seconds=0.001) > 0
+    assert set(sizes) == {32}
+
+
 def test_bench_refuses_bad_arguments(capsys, monkeypatch):
     monkeypatch.setattr(bench, "run_ensemble", lambda *args: pytest.fail("refused arguments train nothing"))
     with pytest.raises(SystemExit) as exit_info:

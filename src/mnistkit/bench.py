@@ -47,6 +47,7 @@ ENSEMBLE = "ensemble"  # not a preset: several members of one (``run_ensemble``)
 ENSEMBLE_TARGET = (0.998, 1800.0)  # its target test accuracy, and the goal for all its members' training together
 PRECISIONS = ("float32", "bfloat16")  # the peaks measured; a preset trains in one of them
 PRECISION_NAMES = {"float32": "fp32", "bfloat16": "bf16"}
+MAX_PRODUCT_SECONDS = 0.5  # matmul_peak times no larger size once one product would take this long
 TUTORIAL_FINAL_VAL_LOSS = 0.379  # the tutorial's loop after 25 epochs, measured on the bundled data
 TUTORIAL_EPOCHS = 25  # the tutorial's loop, as it ran
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what caps a job's compute threads (``run_job``)
@@ -82,22 +83,35 @@ def training_step_flops(model: torch.nn.Module, batch_size: int) -> int:
 
 
 def matmul_peak(
-    dtype: torch.dtype, sizes: tuple[int, ...] = (256, 384, 512, 1024, 2048), repeats: int = 5, device: str = "cpu"
+    dtype: torch.dtype,
+    sizes: tuple[int, ...] = (256, 384, 512, 1024, 2048),
+    repeats: int = 5,
+    device: str = "cpu",
+    seconds: float = 0.1,
 ) -> float:
     """The highest rate, in FLOP/s, of square matrix products ``n x n @ n x n`` in ``dtype`` over ``sizes`` and
-    ``repeats`` timings of about 0.1 s each: the machine's practical peak. On a CPU shared with other work
+    ``repeats`` timings of about ``seconds`` each: the machine's practical peak. On a CPU shared with other work
     the fastest timing is the one least disturbed. Which size is fastest depends on the CPU: with AVX-512 alone
-    the ones that fit the caches (256-512), with Intel's AMX tiles the larger ones (2048: twice 512's rate)."""
+    the ones that fit the caches (256-512), with Intel's AMX tiles the larger ones (2048: twice 512's rate).
+
+    A size whose one product would take longer than ``MAX_PRODUCT_SECONDS`` at the best rate so far is not
+    timed: that precision is emulated there (bf16 on a CPU without AVX512-BF16 runs at about 1 GFLOP/s, where
+    the 2048 product alone takes 15 s), and larger products would not raise its rate."""
     import torch
 
     best = 0.0
     for n in sizes:
+        flops = 2 * n**3
+        if best and flops / best > MAX_PRODUCT_SECONDS:
+            break
         a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
         out = torch.empty(n, n, dtype=dtype, device=device)
-        flops = 2 * n**3
-        calls = max(1, int(2e10 / flops))  # about 0.1 s at 200 GFLOP/s
-        for _ in range(3):  # warm-up: the kernels' first calls pick and pack
+        for _ in range(3):  # warm-up: the kernels' first calls pick and pack; the last one sizes the timings
+            start = time.perf_counter()
             torch.mm(a, b, out=out)
+            _synchronize(device)
+            one = time.perf_counter() - start
+        calls = max(1, int(seconds / max(one, 1e-9)))
         for _ in range(repeats):
             _synchronize(device)
             start = time.perf_counter()
