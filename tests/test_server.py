@@ -33,7 +33,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
-from mnistkit import cli, feedback
+from mnistkit import cli, feedback, server
 from mnistkit.errors import ConfigError
 from mnistkit.feedback import FeedbackError, FeedbackStore
 from mnistkit.inference import Classifier
@@ -136,6 +136,22 @@ def test_model_describes_the_bundled_convnet(client, classifier):
     assert info["parameters"] == classifier.model_info()["parameters"] > 10_000
     assert 0.98 < info["test_accuracy"] <= 1
     assert info["classes"] == [str(d) for d in range(10)]
+
+
+def test_a_model_of_other_classes_takes_no_corrections(classifier, tmp_path):
+    # Corrections are stored as digits: a Fashion-MNIST model's "Trouser" would become a 1.
+    meta = {**classifier.meta, "classes": ["T-shirt", "Trouser", *"abcdefgh"]}
+    clothes = Classifier(classifier.inference.net, meta, "clothes")
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    with local_client(create_app(clothes, feedback=store)) as test_client:
+        assert test_client.get("/api/model").json()["feedback"] is False
+        response = test_client.post("/api/feedback", json={"pixels": BLANK, "label": 1})
+    assert response.status_code == 404
+    assert response.json()["error"] == (
+        "corrections are turned off on this server (the model's classes are not the digits 0-9); nothing was stored"
+    )
+    assert store.count() == 0
+    store.close()
 
 
 def test_serves_a_trained_run_given_as_model(tiny_run, digits):
@@ -440,6 +456,11 @@ BAD_CORRECTIONS = {
         "body.drawing_png is a damaged or cut-off PNG file",
         {"pixels": BLANK, "label": 4, "drawing_png": b64(TINY_PNG[:8])},
     ),
+    "bytes after the drawing's end": (
+        422,
+        "body.drawing_png has 5 bytes after the PNG file's end: send the PNG file alone",
+        {"pixels": BLANK, "label": 4, "drawing_png": b64(TINY_PNG + b"extra")},
+    ),
     "drawing of 100000×100000 pixels": (
         413,
         "body.drawing_png: the image is too large (limit 25 megapixels)",
@@ -611,6 +632,15 @@ BAD_REQUESTS = {
         "empty body",
         lambda c: c.post("/api/predict", content=b"", headers={"Content-Type": "application/json"}),
     ),
+    "JSON with a byte-order mark": (
+        400,
+        'send UTF-8 JSON {"pixels": 28 rows of 28 numbers in [0, 1]}',
+        lambda c: c.post(
+            "/api/predict",
+            content=b"\xef\xbb\xbf" + json.dumps({"pixels": BLANK}).encode(),
+            headers={"Content-Type": "application/json"},
+        ),
+    ),
     "form without a file": (
         400,
         "no file",
@@ -699,8 +729,8 @@ BAD_REQUESTS = {
         lambda c: c.post("/api/predict", content=b"7", headers={"Content-Type": "text/plain"}),
     ),
     "no content type": (415, "(none)", lambda c: c.post("/api/predict", content=b"7")),
-    "unknown path": (404, "Not Found", lambda c: c.get("/api/nothing")),
-    "wrong method": (405, "Method Not Allowed", lambda c: c.get("/api/predict")),
+    "unknown path": (404, "nothing at /api/nothing: the page is at /", lambda c: c.get("/api/nothing")),
+    "wrong method": (405, "GET is not allowed on /api/predict: use POST", lambda c: c.get("/api/predict")),
 }
 
 
@@ -714,6 +744,48 @@ def test_bad_request_gets_a_json_error_and_the_server_keeps_serving(client, digi
     assert message in error and "\n" not in error
     images, labels = digits
     assert client.post("/api/predict", json=pixels_body(images[0])).json()["digit"] == labels[0]
+
+
+def test_a_second_content_type_does_not_lift_the_json_limit(client):
+    # The endpoint reads the first Content-Type: the size limit must read the same one.
+    body = json.dumps({"pixels": [[0.0] * 28] * 28, "padding": "x" * MAX_JSON_BYTES}).encode()
+    headers = [("content-type", "application/json"), ("content-type", "text/plain")]
+    response = client.post("/api/predict", content=body, headers=headers)
+    assert response.status_code == 413 and "JSON body too large" in response.json()["error"]
+
+
+def test_an_image_whose_client_left_is_not_decoded(classifier, digits, monkeypatch):
+    # Decoding a large image takes seconds: one queued for a client that hung up would hold up those still there.
+    monkeypatch.setattr(server, "decode_to_mnist", lambda data: pytest.fail("decoded for a client that left"))
+    app = create_app(classifier)
+    messages = [
+        {"type": "http.request", "body": drawing(digits[0][0]), "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else await asyncio.Event().wait()
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/predict",
+        "raw_path": b"/api/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost"), (b"content-type", b"image/png")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
 
 
 def test_a_bug_answers_500_in_json_and_the_server_keeps_serving(classifier, digits, monkeypatch):
@@ -1132,7 +1204,7 @@ import io, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from PIL import Image, ImageDraw
-from mnistkit.server import decode_to_mnist, open_image
+from mnistkit.server import decode_to_mnist
 
 image = Image.new("RGB", (5000, 5000), "white")
 ImageDraw.Draw(image).line([(1500, 1200), (3600, 1200), (2200, 4000)], fill="black", width=380)
@@ -1147,7 +1219,7 @@ def rss_mb():
 
 before = rss_mb()
 with ThreadPoolExecutor(2) as pool:
-    digits = list(pool.map(lambda _: decode_to_mnist(open_image(data)).sum() > 0, range(6)))
+    digits = list(pool.map(lambda _: decode_to_mnist(data).sum() > 0, range(6)))
 print(all(digits), round(rss_mb() - before))
 """
     if not Path("/proc/self/status").exists():

@@ -30,13 +30,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
+from .catalog import DIGITS
 from .errors import ConfigError, MnistkitError
 from .examples import test_examples
 from .explain import explain
@@ -202,10 +203,12 @@ class LimitBody:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        json = media_type(headers.get(b"content-type", b"").decode("latin-1")) == "application/json"
+        # Read as the endpoints read them (the first of repeated headers), so that a second Content-Type cannot
+        # pass a large JSON body under the larger limit.
+        headers = Headers(scope=scope)
+        json = media_type(headers.get("content-type", "")) == "application/json"
         limit = MAX_JSON_BYTES if json else MAX_BODY_BYTES
-        declared = headers.get(b"content-length", b"")
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             return await error_response(BodyTooLarge(json, scope["path"]))(scope, receive, send)
         received = 0
@@ -266,6 +269,15 @@ class Batcher:
             self.worker = None
 
 
+NOT_DIGITS = "the model's classes are not the digits 0-9"
+
+
+def takes_corrections(classifier: Classifier) -> bool:
+    """Whether corrections of ``classifier``'s answers can be stored: they are digits (the page's buttons, `feedback
+    export`, `train --data`), so another model's classes would be stored as digits and mixed into them."""
+    return classifier.classes == DIGITS
+
+
 def error_response(exc: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
@@ -319,7 +331,8 @@ def create_app(
     """The FastAPI app serving ``classifier``: the drawing page at ``/``, the API under ``/api``, docs at ``/docs``.
 
     It answers requests for localhost, IP addresses and the host names in ``allowed_hosts`` (``server_guards``).
-    Corrections sent to ``/api/feedback`` go to ``feedback``; None turns them off.
+    Corrections sent to ``/api/feedback`` go to ``feedback``; None turns them off, as does a model whose classes are
+    not the digits (``takes_corrections``).
     """
     app = FastAPIOffline(
         title="mnistkit",
@@ -338,6 +351,8 @@ def create_app(
     preprocess_threads = anyio.CapacityLimiter(PREPROCESS_THREADS)
     explain_threads = anyio.CapacityLimiter(EXPLAIN_THREADS)
     feedback_threads = anyio.CapacityLimiter(FEEDBACK_THREADS)
+    if not takes_corrections(classifier):
+        feedback = None
     info = {**classifier.model_info(), "feedback": feedback is not None}
 
     @app.exception_handler(RequestError)
@@ -346,8 +361,14 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        # Starlette's own errors (404, 405, malformed multipart) in the same shape as ours.
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        # Starlette's own errors (404, 405, malformed multipart) in the same shape as ours, saying what to do.
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"nothing at {request.url.path}: the page is at /, the API under /api (see /docs)"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed on {request.url.path}: use {allowed} (see /docs)"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -413,7 +434,7 @@ def create_app(
         return {
             "digit": found.digit,
             "label": classifier.classes[found.digit],
-            "saliency": found.saliency.round(3).tolist(),
+            "saliency": found.saliency.astype(np.float64).round(3).tolist(),  # float32 would print 0.0509999990…
             "feature_maps": found.feature_maps.tolist(),
         }
 
@@ -430,7 +451,8 @@ def create_app(
     )
     async def store_feedback(request: Request) -> dict[str, Any]:
         if feedback is None:
-            raise RequestError(404, "corrections are turned off on this server; nothing was stored")
+            why = "" if takes_corrections(classifier) else f" ({NOT_DIGITS})"
+            raise RequestError(404, f"corrections are turned off on this server{why}; nothing was stored")
         kind = media_type(request.headers.get("content-type", ""))
         if kind != "application/json":
             raise RequestError(
@@ -475,16 +497,20 @@ def create_app(
         try:
             if isinstance(item, np.ndarray):
                 return to_mnist(item)  # 28×28: microseconds
-            # An image's decoding and scaling run beside the event loop.
-            return await anyio.to_thread.run_sync(decode_to_mnist, item, limiter=preprocess_threads)
+            # An image's opening (Pillow reads every chunk before the pixels), decoding and scaling run beside the
+            # event loop; and not at all for a client that left while it waited for a thread.
+            async with preprocess_threads:
+                if await request.is_disconnected():
+                    raise ClientDisconnect()
+                return await anyio.to_thread.run_sync(decode_to_mnist, item)
         except ImageError as exc:
             raise RequestError(422, str(exc)) from None
 
     return app
 
 
-async def read_input(request: Request) -> Image.Image | np.ndarray:
-    """The request's image (opened, not yet decoded) or pixel array; RequestError for anything else."""
+async def read_input(request: Request) -> bytes | np.ndarray:
+    """The request's image file (not yet opened) or pixel array; RequestError for anything else."""
     kind = media_type(request.headers.get("content-type", ""))
     if kind == "application/json":
         return parse_pixels(await request.body())
@@ -498,9 +524,9 @@ async def read_input(request: Request) -> Image.Image | np.ndarray:
         uploads = [value for value in form.values() if isinstance(value, UploadFile)]
         if not uploads:
             raise RequestError(400, "no file in the form: upload the image as a file field named 'image'")
-        return open_image(await uploads[0].read())
+        return await uploads[0].read()
     if kind in IMAGE_TYPES:
-        return open_image(await request.body())
+        return await request.body()
     raise RequestError(
         415,
         f"unsupported Content-Type {kind or '(none)'!r}: send multipart/form-data with an 'image' file, "
@@ -533,7 +559,7 @@ def parse_json(body: bytes, schema: type[JsonBody], expected: str) -> JsonBody:
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
-            raise RequestError(400, f"malformed JSON ({first['msg']})") from None
+            raise RequestError(400, f"malformed JSON ({first['msg']}): send UTF-8 JSON {expected}") from None
         where = "body" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise RequestError(422, f"{where}: {first['msg']}{more}; send {expected}") from None
@@ -577,6 +603,23 @@ def check_drawing(png: bytes) -> None:
         raise RequestError(422, damaged.format(f" ({exc})")) from None
     finally:
         image.close()
+    extra = len(png) - png_end(png)
+    if extra:  # stored as sent: bytes after the end would be kept, and make one drawing look like many
+        raise RequestError(
+            422,
+            f"body.drawing_png has {extra:,} bytes after the PNG file's end: send the PNG file alone, or leave it out",
+        )
+
+
+def png_end(png: bytes) -> int:
+    """The offset just past a PNG file's IEND chunk, the end of the file proper (``len(png)`` if it has none)."""
+    at = len(PNG_SIGNATURE)
+    while at + 8 <= len(png):
+        length, kind = int.from_bytes(png[at : at + 4], "big"), png[at + 4 : at + 8]
+        at += 12 + length  # length, type, data, CRC
+        if kind == b"IEND":
+            return at
+    return len(png)
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -605,8 +648,10 @@ def open_image(data: bytes) -> Image.Image:
 TRIM_AFTER_PIXELS = 4_000_000
 
 
-def decode_to_mnist(image: Image.Image) -> np.ndarray:
-    """``to_mnist`` of an uploaded image, then its decoded pixels' memory returned to the system if they were many."""
+def decode_to_mnist(data: bytes) -> np.ndarray:
+    """``to_mnist`` of an uploaded image file (``open_image``), then its decoded pixels' memory returned to the
+    system if they were many."""
+    image = open_image(data)
     width, height = image.size
     try:
         return to_mnist(image)
@@ -657,6 +702,9 @@ def serve(
     allowed_hosts = [allowed_host(name) for name in allowed_hosts]  # a bad name fails before the model loads
     store = None if feedback_db is None else FeedbackStore(feedback_db)
     classifier = Classifier.load(model, device)
+    if store is not None and not takes_corrections(classifier):
+        store.close()
+        store = None
     # A first pass before listening: a model that answers NaN for a blank page fails here, in one line, not at
     # every request; and the first request does not pay for the kernels' first-call set-up.
     classifier.probabilities_and_flags(np.zeros((1, 28, 28), np.uint8))
@@ -668,7 +716,10 @@ def serve(
     config = uvicorn_config(app, access_log, header_timeout, body_timeout)
     shown = f"[{host}]" if ":" in host else host
     port = listener.getsockname()[1]  # the one the system chose for --port 0
-    corrections = "corrections off" if store is None else f"corrections stored in {store.path}"
+    if store is not None:
+        corrections = f"corrections stored in {store.path}"
+    else:
+        corrections = "corrections off" if takes_corrections(classifier) else f"corrections off: {NOT_DIGITS}"
     print(
         f"serving {classifier.source} ({classifier.meta.get('model')}) at http://{shown}:{port}/  "
         f"(API docs: /docs; {corrections}; Ctrl-C stops)",
