@@ -527,10 +527,18 @@ function reportFeedback(text, problem) {
 
 // --- examples and image files --------------------------------------------------------------------
 
+// A GET of the API: its JSON answer, or an Error with what the server said went wrong.
+async function getJson(url) {
+  const response = await fetch(url);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  return body;
+}
+
 async function loadExamples() {
   const strip = $("examples");
   try {
-    const { examples } = await (await fetch("/api/examples")).json();
+    const { examples } = await getJson("/api/examples");
     strip.replaceChildren(...examples.map((example) => {
       const button = document.createElement("button");
       button.type = "button";
@@ -650,7 +658,7 @@ systemDark.addEventListener("change", applyTheme);
 async function loadModelInfo() {
   const info = $("model-info");
   try {
-    const model = await (await fetch("/api/model")).json();
+    const model = await getJson("/api/model");
     classes = model.classes;
     buildBars();
     feedbackOn = model.feedback === true && classes.length <= 10; // corrections are labelled 0-9
