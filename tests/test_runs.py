@@ -14,8 +14,11 @@ def _old_run(folder):
     """A finished run's files, as a run and its evaluation leave them, and a file of the user's own."""
     (folder / "resume").mkdir(parents=True)
     (folder / "resume" / "state.json").write_text("{}")
-    for name in ["config.json", "metrics.csv", "model.json", "model.safetensors", "curves.png", "confusion.png"]:
+    for name in ["metrics.csv", "model.json", "model.safetensors", "curves.png", "confusion.png", "model.onnx"]:
         (folder / name).write_text("old")
+    (folder / "config.json").write_text('{"model": "mlp", "epochs": 3}')
+    (folder / "model-hf").mkdir()
+    (folder / "model-hf" / "model.safetensors").write_text("old")
     (folder / "notes.txt").write_text("mine")
     (folder / "tensorboard").mkdir()
     (folder / "tensorboard" / "events.out.tfevents.1.host").write_text("old")
@@ -43,6 +46,29 @@ def test_overwrite_keeps_what_mnistkit_did_not_write_even_in_folders_of_a_run_s_
     (tmp_path / "run" / "resume" / "cv.pdf").write_text("mine")  # --out . in a folder that has a resume/ of its own
     run_dir = runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True)
     assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == ["notes.txt", "resume", "resume/cv.pdf"]
+
+
+@pytest.mark.parametrize("theirs", ["config.json", "model.pt", "metrics.csv"])
+def test_overwrite_refuses_a_folder_that_holds_a_run_s_file_names_but_no_run(tmp_path, theirs):
+    # --out myproject --overwrite: the project's own config.json (or model.pt) is not an old run's to replace.
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / theirs).write_text('{"my": "app settings"}')
+    with pytest.raises(ConfigError, match=f"holds {theirs} but no mnistkit run, and overwrite replaces only a run"):
+        runs.create_run_dir(tmp_path / "project", "mlp", overwrite=True)
+    assert (tmp_path / "project" / theirs).read_text() == '{"my": "app settings"}'
+
+
+def test_overwrite_takes_a_run_stopped_before_its_first_checkpoint(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"model": "cnn", "epochs": 3}')
+    assert list(runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True).iterdir()) == []
+
+
+def test_an_empty_out_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Path("") is the current folder: an empty out would write the run there
+    with pytest.raises(ConfigError, match="out is empty"):
+        runs.create_run_dir("", "mlp")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

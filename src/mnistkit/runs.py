@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, fileio, schema
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, MnistkitError
 
 try:
     import fcntl
@@ -36,7 +36,9 @@ CLAIM_NAME = ".torchrun-job"
 # resume.py; the figures: plots.py; tensorboard/: tensorboard_log.py), as patterns. Overwriting a run removes
 # all of it, so that nothing of the replaced run, its finished model or its resume state above all, passes for
 # the new run's; those go first, so that a removal cut short leaves what looks like a run stopped before its
-# first checkpoint. Only these files go: a folder that is not a run (--out .) keeps everything else.
+# first checkpoint. Only these files go: a folder that is not a run (--out .) keeps everything else, and one
+# that holds files of these names but no run is not overwritten at all (``_foreign_files``). The exports of the
+# replaced model (export.py's default names) go too: beside a new model they would pass for its exports.
 RUN_FILES = (
     "model.json",
     "model.safetensors",
@@ -50,9 +52,13 @@ RUN_FILES = (
     "confusion.png",
     "mistakes.png",
     "tensorboard/events.out.tfevents.*",
+    "model.onnx",
+    "model.pt2",
+    "model.pt",
+    "model-hf/*",
     CONFIG_NAME,
 )
-RUN_FOLDERS = ("resume", "tensorboard")  # removed with the run's files when nothing else is left in them
+RUN_FOLDERS = ("resume", "tensorboard", "model-hf")  # removed with the run's files when nothing else is left in them
 TRAINING_FILES = ("model.json", "model.safetensors", METRICS_NAME, BATCH_LOSSES_NAME, CONFIG_NAME)  # train writes
 
 
@@ -90,6 +96,8 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
 def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iterator[Path]:
     """``create_run_dir``, and the folder held for this process until the block ends (see ``hold``): a second
     run into the same folder is refused, even when both found it empty or missing."""
+    if out is not None and not str(out).strip():
+        raise ConfigError("out is empty: name the run folder, or leave out for runs/<time>-<model>", options=("out",))
     path = Path(out).expanduser() if out is not None else _new_default_run_dir(model)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
@@ -103,6 +111,13 @@ def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iter
                 f"out {path}: folder exists and is not empty; "
                 "pass overwrite to replace that run, or choose another out",
                 options=("out", "overwrite"),
+            )
+        foreign = _foreign_files(path)
+        if foreign:
+            raise ConfigError(
+                f"out {path}: holds {', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''} but no mnistkit run, "
+                "and overwrite replaces only a run's files; choose another out",
+                options=("out",),
             )
         try:
             _remove_run_files(path)
@@ -157,9 +172,29 @@ def _remove_leftovers(run_dir: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _foreign_files(path: Path) -> list[str]:
+    """The files in ``path`` that a run would write or an overwrite remove, where ``path`` holds no run (no config.json
+    of a run, no model.json of a checkpoint): another program's files, such as its own config.json."""
+    present = sorted({str(file.relative_to(path)) for pattern in RUN_FILES for file in path.glob(pattern)})
+    if not present:
+        return []
+    try:
+        if "model" in schema.read_config_record(path / CONFIG_NAME):
+            return []
+    except MnistkitError:
+        pass
+    try:
+        schema.read_model_meta(path / "model.json")
+        return []
+    except MnistkitError:
+        return present
+
+
 def _remove_run_files(path: Path) -> None:
     for pattern in RUN_FILES:
         for file in path.glob(pattern):
+            if file.is_dir():  # a folder inside an export (model-hf/x/): no run writes one
+                continue
             file.unlink()
     for name in RUN_FOLDERS:
         with suppress(OSError):
