@@ -224,6 +224,16 @@ def test_an_hf_export_never_replaces_the_run_it_exports(tmp_path, tiny_run, caps
     assert tree(tmp_path) == before  # config.json, metrics, the resume checkpoint: all still there
 
 
+@pytest.mark.parametrize("name", ["model.json", "model.safetensors", "config.json", "resume/state.json"])
+def test_a_file_export_never_replaces_a_file_of_the_run_it_exports(tmp_path, tiny_run, capsys, name):
+    run = shutil.copytree(tiny_run, tmp_path / "runs" / "lr")
+    before = tree(tmp_path)
+    err = export_fails(capsys, str(run), "--format", "torchscript", "-o", str(run / name), "--overwrite")
+    assert f"{run / name}: is the {name} of the model being exported, which the export would destroy" in err
+    assert f"such as {run / 'model.pt'}" in err
+    assert tree(tmp_path) == before
+
+
 def test_an_hf_export_replaces_an_earlier_export_only(tmp_path, tiny_run, capsys):
     out = tmp_path / "hf"
     export_checkpoint(tiny_run, "hf", out)

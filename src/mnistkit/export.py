@@ -140,18 +140,44 @@ def _output(source: str | Path | None, fmt: str, out: str | Path | None) -> Path
             f"{os.fspath(out)}: names a folder, but the {fmt} format writes one file; "
             f"give a file name, such as {example}"
         )
+    _check_file_output(source, fmt, path)
     return fileio.check_folder_exists(path)
+
+
+def _model_folder(source: str | Path | None) -> Path:
+    """The folder of the model being exported: the run, the Hugging Face folder, or the bundled model's."""
+    from .inference import PRETRAINED_DIR
+
+    given = PRETRAINED_DIR if source is None else Path(source).expanduser()
+    return (given if given.is_dir() else given.parent).resolve()
+
+
+def _check_file_output(source: str | Path | None, fmt: str, out: Path) -> None:
+    """A one-file export must not replace a file of the run it comes from (its model.json, weights, config), with
+    or without overwrite: that would destroy the model being exported. An earlier export may be replaced."""
+    from fnmatch import fnmatch
+
+    from .runs import RUN_FILES
+
+    run, target = _model_folder(source), out.resolve()
+    if run not in target.parents:
+        return
+    inside = target.relative_to(run).as_posix()
+    exports = {"model" + suffix for suffix in FORMATS.values()}
+    if any(fnmatch(inside, pattern) for pattern in RUN_FILES if pattern.split("/")[0] not in exports):
+        raise ExportError(
+            f"{out}: is the {inside} of the model being exported, which the export would destroy; "
+            f"choose another out, such as {run / ('model' + FORMATS[fmt])}",
+            options=("out",),
+        )
 
 
 def _check_hf_output(source: str | Path | None, out: Path) -> None:
     """An hf export replaces its whole folder: refuse the folder of the model being exported (or one holding it),
     and any folder that holds more than an earlier export's files, with or without overwrite."""
     from . import hub
-    from .inference import PRETRAINED_DIR
 
-    given = PRETRAINED_DIR if source is None else Path(source).expanduser()
-    run = (given if given.is_dir() else given.parent).resolve()
-    target = out.resolve()
+    run, target = _model_folder(source), out.resolve()
     if target == run or target in run.parents:
         raise ExportError(
             f"{out}: {'is' if target == run else 'holds'} the folder of the model being exported; "
