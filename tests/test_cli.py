@@ -337,6 +337,7 @@ def test_nan_loss_is_one_line_with_epoch_and_step(tiny_idx, tmp_path, capsys):
     diverging = ("--optimizer", "sgd", "--lr", "1e12", "--schedule", "none", "--quiet")
     code, _, err = run_cli(capsys, *train_argv(tiny_idx, tmp_path / "run", *diverging, model="mlp", epochs=3))
     assert_one_line_error(code, err, "at epoch 1, step")
+    assert not (tmp_path / "run").exists()  # nothing was saved: the corrected command may use the same out
 
 
 def test_evaluate_two_runs_as_an_ensemble(tiny_run, second_tiny_run, tiny_idx_session, tmp_path, capsys):

@@ -201,6 +201,14 @@ def _remove_run_files(path: Path) -> None:
             (path / name).rmdir()  # only ever removes an empty folder
 
 
+def take_back(path: Path) -> None:
+    """Remove what a new run that failed before its first resume state wrote (its config.json), and its folder if
+    nothing else is in it: left there, it would block the corrected command, which names the same out."""
+    with suppress(OSError):  # another process of the same torchrun job may be taking it back too
+        _remove_run_files(path)
+    remove_if_empty(path)
+
+
 def remove_if_empty(path: Path) -> None:
     """Take back a run folder that a failed start left empty (bad data, say), so no empty run litters runs/."""
     try:

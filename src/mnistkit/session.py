@@ -85,9 +85,9 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
                 f"{exc}; checkpoint saved. Resume with: {resume_command(run_dir, ctx)}", signum=exc.signum
             ) from None
         except BaseException as exc:
-            if state is None and run_dir is not None:
-                runs.remove_if_empty(run_dir)
             if run_dir is None or not resume.has_state(run_dir):
+                if state is None and run_dir is not None:
+                    runs.take_back(run_dir)
                 raise
             # metrics.csv or the final model could not be written (a full disk): the resume state has the work done
             if isinstance(exc, WriteError):
