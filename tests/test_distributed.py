@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 
 from mnistkit import data, distributed, resume, runs
 from mnistkit.config import make_config
+from mnistkit.errors import ConfigError
 from mnistkit.train import train_run
 
 # Each rank trains as `mnistkit train` does, then writes its own final weights for the test to compare. In
@@ -430,6 +432,33 @@ def test_srun_tasks_without_a_master_address_are_refused_in_one_line(tiny_idx, t
         "examples/slurm.sbatch does"
     ]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"RANK": "0", "WORLD_SIZE": "2"},
+            "WORLD_SIZE=2 in the environment asks for 2 processes, but MASTER_ADDR and ",
+        ),
+        (
+            {"RANK": "abc", "WORLD_SIZE": "2"},
+            "RANK='abc' in the environment is not a whole number: start with torchrun",
+        ),
+        (
+            {"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+            "RANK=2 in the environment is not below",
+        ),
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' in the environment is not a whole number"),
+    ],
+)
+def test_launch_variables_left_in_the_environment_are_one_clear_error(environ, variables, message):
+    # A shell that kept RANK and WORLD_SIZE from another job: torch.distributed would fail with a traceback.
+    from mnistkit import torchrun
+
+    environ |= variables
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        torchrun.check_launch_environment()
 
 
 def test_the_place_srun_gives_becomes_torchrun_s_variables(environ):

@@ -28,7 +28,13 @@ from torch import nn
 
 from . import data, resume, runs
 from .errors import ConfigError, MnistkitError, TrainingError, stopped_by
-from .torchrun import adopt_slurm_task, die_with_launcher, launched_by_torchrun, restart_count
+from .torchrun import (
+    adopt_slurm_task,
+    check_launch_environment,
+    die_with_launcher,
+    launched_by_torchrun,
+    restart_count,
+)
 
 T = TypeVar("T")
 
@@ -179,6 +185,7 @@ def process_group(device: torch.device) -> Iterator[Context]:
             yield ctx
         return
     adopt_slurm_task()
+    check_launch_environment()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or not launched_by_torchrun():
         yield Context(device)

@@ -46,6 +46,33 @@ def adopt_slurm_task() -> None:
         )
 
 
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_PORT")  # whole numbers
+
+
+def check_launch_environment() -> None:
+    """The variables torchrun gives its workers, where they are set: whole numbers, a rank below the world size,
+    and where to meet (MASTER_ADDR, MASTER_PORT). A ConfigError naming the first that is wrong: set by hand or
+    left over in a shell, they would otherwise fail deep inside torch.distributed, with a traceback."""
+    fix = "start with torchrun (mnistkit train --nproc N), or unset it"
+    for name in LAUNCH_VARIABLES:
+        value = os.environ.get(name)
+        if value is not None and not value.strip().isdigit():
+            raise ConfigError(f"{name}={value!r} in the environment is not a whole number: {fix}")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or not launched_by_torchrun():
+        return
+    rank = int(os.environ.get("RANK", "0"))
+    if rank >= world_size:
+        raise ConfigError(f"RANK={rank} in the environment is not below WORLD_SIZE={world_size}: {fix}")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"WORLD_SIZE={world_size} in the environment asks for {world_size} processes, but "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: start with torchrun "
+            "(mnistkit train --nproc N), or unset RANK and WORLD_SIZE"
+        )
+
+
 def slurm_step_tasks() -> int:
     """How many tasks ``srun`` started in this job step (1 outside one)."""
     return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
