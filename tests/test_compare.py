@@ -156,7 +156,22 @@ def bad_runs(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
     bad_metrics = tmp_path / "bad-metrics"
     shutil.copytree(good, bad_metrics)
     (bad_metrics / runs.METRICS_NAME).write_text("epoch,train_loss\n1,lots\n")
+    damaged = {}
+    for key, value in [("seconds", "nan"), ("seconds", "inf"), ("val_accuracy", "7"), ("seconds", "1e300")]:
+        folder = tmp_path / f"{key}-{value}"
+        shutil.copytree(good, folder)
+        row = {
+            "epoch": "1",
+            "train_loss": "0.5",
+            "val_loss": "0.3",
+            "val_accuracy": "0.9",
+            "lr": "0.01",
+            "seconds": "2",
+        }
+        (folder / runs.METRICS_NAME).write_text(",".join(row) + "\n" + ",".join({**row, key: value}.values()) + "\n")
+        damaged[f"{key} {value}"] = (folder, f"line 2: {key} {float(value):g} is outside")
     return {
+        **damaged,
         "missing": (tmp_path / "no-such-run", "no such run folder"),
         "a file": (good / runs.CONFIG_NAME, "a file, not a run folder"),
         "empty": (empty, "not a run folder (no config.json)"),

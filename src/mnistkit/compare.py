@@ -8,6 +8,7 @@ was stopped before it finished has no model.json and is shown without one.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +67,17 @@ def read_run(path: str | Path, name: str | None = None) -> RunSummary:
     return RunSummary(name or path.name, path, config, metrics, test_accuracy)
 
 
+# What mnistkit train writes in metrics.csv: finite numbers, in these ranges (seconds: up to about three years).
+METRIC_RANGES = {
+    "epoch": (1, schema.MAX_EPOCHS),
+    "train_loss": (0, math.inf),
+    "val_loss": (0, math.inf),
+    "val_accuracy": (0, 1),
+    "lr": (0, math.inf),
+    "seconds": (0, 1e8),
+}
+
+
 def _read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
     """metrics.csv's rows; none for a run stopped before its first epoch ended."""
     path = run_dir / runs.METRICS_NAME
@@ -80,6 +92,14 @@ def _read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
             f"{path}: not the metrics mnistkit train writes (epoch, train_loss, ... as numbers); "
             "leave that run out or train it again"
         )
+    for number, row in enumerate(rows, 2):
+        for key, (low, high) in METRIC_RANGES.items():
+            value = row.get(key)
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                raise CheckpointError(
+                    f"{path}: line {number}: {key} {value:g} is outside {low:g} to {high:g}, so the file is damaged; "
+                    "leave that run out or train it again"
+                )
     return rows
 
 
