@@ -317,6 +317,7 @@ def test_train_refuses_a_cnn_option_for_another_model_before_it_starts(tiny_idx,
 def test_existing_run_folder_is_never_overwritten_unasked(tiny_idx, tmp_path, capsys):
     out_dir = tmp_path / "run"
     out_dir.mkdir()
+    (out_dir / "config.json").write_text('{"model": "mlp", "epochs": 3}')  # an earlier run's
     (out_dir / "model.json").write_text("precious")
     code, _, err = run_cli(capsys, "train", "--data", str(tiny_idx), "--epochs", "1", "--out", str(out_dir))
     assert_one_line_error(code, err, "pass --overwrite")

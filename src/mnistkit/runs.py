@@ -179,7 +179,7 @@ def _foreign_files(path: Path) -> list[str]:
     if not present:
         return []
     try:
-        if "model" in schema.read_config_record(path / CONFIG_NAME):
+        if {"model", "epochs"} <= set(schema.read_config_record(path / CONFIG_NAME)):
             return []
     except MnistkitError:
         pass
