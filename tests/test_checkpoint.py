@@ -170,3 +170,17 @@ def test_loading_never_unpickles(run, monkeypatch):
     state = resume.load(run)
     assert meta["model"] == "cnn" and state.done
     assert not any(name.endswith((".pt", ".pth", ".pkl", ".ckpt")) for name in map(str, run.rglob("*")))
+
+
+@pytest.mark.parametrize(("name", "reader"), [("model.onnx", "ONNX runtimes"), ("model.pt2", "torch.export.load")])
+def test_an_exported_file_given_as_a_checkpoint_says_what_reads_it(tmp_path, name, reader):
+    (tmp_path / name).write_bytes(b"\x08\x07exported")
+    with pytest.raises(CheckpointError, match=f"{name}: an exported model, for {reader}; mnistkit reads the run"):
+        checkpoint.resolve(tmp_path / name)
+
+
+def test_the_weights_of_a_hugging_face_folder_point_to_the_folder(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=f"the weights of a Hugging Face folder; pass the folder, {tmp_path}$"):
+        checkpoint.resolve(tmp_path / "model.safetensors")

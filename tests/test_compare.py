@@ -214,3 +214,15 @@ def test_compare_runs_from_another_version(tiny_run, tmp_path):
     (other / runs.CONFIG_NAME).write_text(json.dumps(config))
     rows = compare.table(compare.read_runs([tiny_run, other]))
     assert rows[0][-1] == "retired_option" and rows[2][-1] == "1"
+
+
+def test_a_hugging_face_folder_is_not_a_run_to_compare(tiny_run, tmp_path, capsys):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "mnistkit"}')
+    (tmp_path / "hf" / "model.safetensors").write_bytes(b"")
+    code, stdout, stderr = run_cli(capsys, "compare", str(tiny_run), str(tmp_path / "hf"))
+    assert code == 2 and stdout == ""
+    assert (
+        stderr == f"mnistkit: error: {tmp_path / 'hf'}: a Hugging Face folder, not a run folder; pass folders "
+        "written by mnistkit train\n"
+    )

@@ -37,12 +37,23 @@ def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any], 
     return folder / f"{stem}.json"
 
 
+# The files ``mnistkit export`` writes, and what reads them.
+EXPORT_SUFFIXES = {".onnx": "ONNX runtimes", ".pt2": "torch.export.load", ".pt": "torch.jit.load (TorchScript)"}
+
+
 def resolve(path: str | Path) -> Path:
     """Find the metadata JSON for a run folder, a ``.safetensors`` file or the ``.json`` itself."""
     path = Path(path).expanduser()
+    if path.suffix in EXPORT_SUFFIXES and path.is_file():
+        raise CheckpointError(
+            f"{path}: an exported model, for {EXPORT_SUFFIXES[path.suffix]}; mnistkit reads the run folder it was "
+            "exported from (or its model.safetensors), or a Hugging Face folder"
+        )
     if path.is_dir():
         path = path / META_NAME
     elif path.suffix == ".safetensors":
+        if not path.with_suffix(".json").exists() and is_hub_folder(path.parent):
+            raise CheckpointError(f"{path}: the weights of a Hugging Face folder; pass the folder, {path.parent}")
         path = path.with_suffix(".json")
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here; pass a run folder, a .safetensors file or its .json")

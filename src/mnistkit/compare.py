@@ -58,6 +58,11 @@ def read_run(path: str | Path, name: str | None = None) -> RunSummary:
         raise CheckpointError(
             f"{path}: not a run folder (no {runs.CONFIG_NAME}); pass folders written by mnistkit train"
         )
+    # A Hub folder has weights but no model.json; a run stopped before its first checkpoint has neither.
+    if checkpoint.is_hub_folder(path) and (path / checkpoint.WEIGHTS_NAME).is_file():
+        raise CheckpointError(
+            f"{path}: a Hugging Face folder, not a run folder; pass folders written by mnistkit train"
+        )
     config = schema.read_config_record(path / runs.CONFIG_NAME)
     metrics = _read_metrics(path)
     test_accuracy = None
