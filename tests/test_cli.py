@@ -480,3 +480,27 @@ def test_output_into_a_pipe_whose_reader_quit_ends_quietly_with_141():
     finally:
         os.close(write_end)
     assert done.returncode == 141 and done.stderr == b"", done.stderr.decode()
+
+
+INTERRUPTED_IN_AN_IMPORT = """
+import importlib.abc, os, signal, sys
+
+class Interrupt(importlib.abc.MetaPathFinder):  # Ctrl-C at the moment NumPy's linear algebra starts importing
+    def find_spec(self, name, path, target=None):
+        if name == "numpy.linalg":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+from mnistkit.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_while_the_libraries_import_stops_in_one_line(tiny_idx, tmp_path):
+    # torch imports NumPy from C and clears the KeyboardInterrupt: the run went on, or failed later with a traceback.
+    argv = [sys.executable, "-c", INTERRUPTED_IN_AN_IMPORT, *train_argv(tiny_idx, tmp_path / "run", "--quiet")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr) == (130, "mnistkit: interrupted\n")
+    assert not (tmp_path / "run").exists()

@@ -1201,6 +1201,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc, which re-runs it per process
     try:
+        # NumPy before torch: torch imports it from C and clears any error raised meanwhile, so a Ctrl-C landing in
+        # that import would be lost, and leave NumPy half-imported (a traceback later, in the middle of training).
+        import numpy  # noqa: F401
+
         code = args.handler(args)
     except MnistkitError as exc:
         if torchrun.prints_errors():  # under torchrun, one line rather than one per process
