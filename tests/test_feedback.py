@@ -314,3 +314,17 @@ def test_cli_on_a_missing_database_is_one_line(tmp_path, capsys):
     assert run_cli("feedback", "stats", "--db", str(tmp_path / "none.sqlite")) == 2
     err = capsys.readouterr().err
     assert "no corrections database here" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["stats", "list", "export"])
+def test_reading_an_empty_file_leaves_it_empty(tmp_path, capsys, command):
+    # An empty file is no database the server wrote; a command that only reads must not make it one.
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    extra = ["-o", str(tmp_path / "out")] if command == "export" else []
+    assert run_cli("feedback", command, "--db", str(empty), *extra) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"mnistkit: error: {empty}: an empty file, no corrections database yet; pass the file the server wrote\n"
+    )
+    assert empty.read_bytes() == b"" and sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite"]

@@ -143,7 +143,12 @@ class FeedbackStore:
                 raise FeedbackError(f"{self.path.parent}: cannot create the folder ({exc.strerror or exc})") from None
         # Recognised read-only before the first connection that may write (it switches the file to WAL): a file
         # that is not ours is left exactly as it is.
-        if self._inspect() < SCHEMA_VERSION:
+        version = self._inspect()
+        if version == 0 and not create:  # an empty file: the server writes its tables as it starts
+            raise FeedbackError(
+                f"{self.path}: an empty file, no corrections database yet; pass the file the server wrote"
+            )
+        if version < SCHEMA_VERSION:
             self._run(self._migrate, write=True)
         else:
             self._run(lambda db: db.execute("SELECT count(*) FROM corrections").fetchone())  # damage fails here
