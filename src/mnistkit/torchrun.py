@@ -36,14 +36,19 @@ def adopt_slurm_task() -> None:
     on_node = _tasks_on_node(os.environ.get("SLURM_STEP_TASKS_PER_NODE", ""), int(os.environ.get("SLURM_NODEID", "0")))
     if on_node is not None:
         os.environ["LOCAL_WORLD_SIZE"] = str(on_node)
-    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    missing = _missing_meeting_point()
     if missing:
         raise ConfigError(
-            f"srun started {tasks} tasks without torchrun, and {' and '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not set: export "
+            f"srun started {tasks} tasks without torchrun, and {missing} not set: export "
             "MASTER_ADDR (the first node) and MASTER_PORT (a free port), or start with srun torchrun as "
             "examples/slurm.sbatch does"
         )
+
+
+def _missing_meeting_point() -> str:
+    """Which of MASTER_ADDR and MASTER_PORT are not set, as "X is" or "X and Y are"; "" if both are."""
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'}" if missing else ""
 
 
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_PORT")  # whole numbers
@@ -64,12 +69,11 @@ def check_launch_environment() -> None:
     rank = int(os.environ.get("RANK", "0"))
     if rank >= world_size:
         raise ConfigError(f"RANK={rank} in the environment is not below WORLD_SIZE={world_size}: {fix}")
-    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    missing = _missing_meeting_point()
     if missing:
         raise ConfigError(
-            f"WORLD_SIZE={world_size} in the environment asks for {world_size} processes, but "
-            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: start with torchrun "
-            "(mnistkit train --nproc N), or unset RANK and WORLD_SIZE"
+            f"WORLD_SIZE={world_size} in the environment asks for {world_size} processes, but {missing} not set: "
+            "start with torchrun (mnistkit train --nproc N), or unset RANK and WORLD_SIZE"
         )
 
 
