@@ -7,6 +7,7 @@ import csv
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -507,3 +508,15 @@ def test_a_resumed_run_keeps_the_batch_losses_of_its_finished_epochs(tmp_path):
     (run_dir / runs.BATCH_LOSSES_NAME).write_text("epoch,batch,train_loss\n1,1,lots\n")
     with pytest.raises(CheckpointError, match="not the per-batch losses mnistkit train writes"):
         runs.read_batch_losses(run_dir)
+
+
+def test_a_config_edited_since_the_checkpoint_is_refused(tiny_run, tmp_path):
+    # Fewer epochs than the checkpoint's would end the run at once, its half-trained weights saved as the model.
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    resume.load(run)  # as saved
+    config = json.loads((run / runs.CONFIG_NAME).read_text())
+    (run / runs.CONFIG_NAME).write_text(json.dumps(config, indent=4))  # the same options, spaced otherwise
+    resume.load(run)
+    (run / runs.CONFIG_NAME).write_text(json.dumps({**config, "batch_size": config["batch_size"] * 2}))
+    with pytest.raises(CheckpointError, match="its config.json changed since the last checkpoint, and a resumed run"):
+        resume.load(run)

@@ -13,6 +13,7 @@ moment leaves ``state.json`` naming a complete tensors file: the previous checkp
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +206,8 @@ def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Ten
     try:
         folder.mkdir(exist_ok=True)  # not parents: a run folder that vanished is an error, not recreated
         fileio.write_bytes(folder / name, blob)
-        fileio.write_json(folder / STATE_NAME, {"format": FORMAT, "tensors": name, "sha256": digest, **info})
+        record = {"format": FORMAT, "tensors": name, "sha256": digest, "config_sha256": config_digest(run_dir)}
+        fileio.write_json(folder / STATE_NAME, {**record, **info})
     except (OSError, MnistkitError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         if not Path(run_dir).is_dir():
@@ -243,9 +245,30 @@ def load(run_dir: str | Path) -> ResumeState:
             "first one (train it again, with overwrite to reuse the folder), or this is not a run folder",
             options=("overwrite",),
         )
+    from . import runs
+
     meta = schema.read_resume_state(path)
+    saved_options = meta.get("config_sha256")
+    if saved_options is not None and saved_options != config_digest(run_dir):
+        raise CheckpointError(
+            f"{run_dir}: its {runs.CONFIG_NAME} changed since the last checkpoint, and a resumed run continues with "
+            f"the options it started with; restore {runs.CONFIG_NAME}, or start a new run",
+        )
     tensors = read_tensors(path.parent / meta["tensors"], meta["sha256"], "checkpoint's tensors", STATE_NAME)
     return ResumeState(tensors, meta, str(path))
+
+
+def config_digest(run_dir: str | Path) -> str | None:
+    """SHA-256 of the run's options as config.json holds them (its values, not its spacing); None if unreadable.
+    Kept with each checkpoint: options edited by hand would go on from weights and a schedule made for others (an
+    epoch count below the checkpoint's ends the run at once, with half-trained weights as its model)."""
+    from . import runs
+
+    try:
+        record = schema.read_config_record(Path(run_dir) / runs.CONFIG_NAME)
+    except MnistkitError:
+        return None
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
 def restore(

@@ -421,3 +421,4 @@ class ResumeState(_Open):
     sha256: Sha256
     progress: LoopStateRecord
     state: dict[str, Any]
+    config_sha256: Sha256 | None = None  # of the run's options when saved (``resume.config_digest``)
