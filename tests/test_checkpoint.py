@@ -155,6 +155,13 @@ def test_resuming_with_a_config_that_does_not_match_the_state_is_one_clear_line(
         main(["train", "--resume", str(run), "--quiet"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "its config.json changed since the last checkpoint" in err
+    # A checkpoint saved before they carried the options' digest: the weights themselves do not fit.
+    edit_json(run / "resume" / "state.json", lambda state: state.pop("config_sha256"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "weights do not fit the model" in err and "needs (8, 1, 3, 3)" in err
 
 
