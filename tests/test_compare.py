@@ -218,7 +218,8 @@ def test_compare_runs_from_another_version(tiny_run, tmp_path):
 
 def test_a_hugging_face_folder_is_not_a_run_to_compare(tiny_run, tmp_path, capsys):
     (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text('{"model_type": "mnistkit"}')
+    hub_config = {"num_classes": 10, "architecture": "cnn", "mnistkit": {"format": "mnistkit-hub/1"}}
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(hub_config))
     (tmp_path / "hf" / "model.safetensors").write_bytes(b"")
     code, stdout, stderr = run_cli(capsys, "compare", str(tiny_run), str(tmp_path / "hf"))
     assert code == 2 and stdout == ""

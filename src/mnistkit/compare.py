@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from . import checkpoint, plots, runs, schema
 from .config import applicable, data_title, model_title
-from .errors import CheckpointError
+from .errors import CheckpointError, MnistkitError
 
 
 @dataclass
@@ -58,12 +58,14 @@ def read_run(path: str | Path, name: str | None = None) -> RunSummary:
         raise CheckpointError(
             f"{path}: not a run folder (no {runs.CONFIG_NAME}); pass folders written by mnistkit train"
         )
-    # A Hub folder has weights but no model.json; a run stopped before its first checkpoint has neither.
-    if checkpoint.is_hub_folder(path) and (path / checkpoint.WEIGHTS_NAME).is_file():
-        raise CheckpointError(
-            f"{path}: a Hugging Face folder, not a run folder; pass folders written by mnistkit train"
-        )
-    config = schema.read_config_record(path / runs.CONFIG_NAME)
+    try:
+        config = schema.read_config_record(path / runs.CONFIG_NAME)
+    except CheckpointError:
+        if _is_hub_folder(path):  # its config.json holds the model's options, not a run's
+            raise CheckpointError(
+                f"{path}: a Hugging Face folder, not a run folder; pass folders written by mnistkit train"
+            ) from None
+        raise
     metrics = _read_metrics(path)
     test_accuracy = None
     if (path / checkpoint.META_NAME).is_file():
@@ -81,6 +83,17 @@ METRIC_RANGES = {
     "lr": (0, math.inf),
     "seconds": (0, 1e8),
 }
+
+
+def _is_hub_folder(path: Path) -> bool:
+    """A Hugging Face model folder (an ``export --format hf``): its config.json names an architecture."""
+    if not checkpoint.is_hub_folder(path):
+        return False
+    try:
+        config = schema.load_json(path / runs.CONFIG_NAME, schema.HUB_CONFIG)
+    except MnistkitError:
+        return False
+    return isinstance(config, dict) and bool({"architecture", "architectures", "model_type"} & set(config))
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
