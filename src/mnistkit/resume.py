@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from . import fileio, schema
+from . import fileio, runs, schema
 from .checkpoint import check_state, read_tensors
 from .checkpoint import load_state as load_model_state
 from .errors import CheckpointError, MnistkitError
@@ -195,8 +195,11 @@ def has_state(run_dir: str | Path) -> bool:
     return (state_dir(run_dir) / STATE_NAME).is_file()
 
 
-def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
-    """Write the checkpoint into ``<run_dir>/resume`` as a two-file commit (see the module docstring)."""
+def save(
+    run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Tensor], config_sha256: str | None = None
+) -> Path:
+    """Write the checkpoint into ``<run_dir>/resume`` as a two-file commit (see the module docstring), with the
+    ``config_digest`` of the options the run started with, which ``load`` checks."""
     folder = state_dir(run_dir)
     progress = info["progress"]
     blob = save_safetensors(tensors)
@@ -206,7 +209,7 @@ def save(run_dir: str | Path, info: dict[str, Any], tensors: dict[str, torch.Ten
     try:
         folder.mkdir(exist_ok=True)  # not parents: a run folder that vanished is an error, not recreated
         fileio.write_bytes(folder / name, blob)
-        record = {"format": FORMAT, "tensors": name, "sha256": digest, "config_sha256": config_digest(run_dir)}
+        record = {"format": FORMAT, "tensors": name, "sha256": digest, "config_sha256": config_sha256}
         fileio.write_json(folder / STATE_NAME, {**record, **info})
     except (OSError, MnistkitError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -245,8 +248,6 @@ def load(run_dir: str | Path) -> ResumeState:
             "first one (train it again, with overwrite to reuse the folder), or this is not a run folder",
             options=("overwrite",),
         )
-    from . import runs
-
     meta = schema.read_resume_state(path)
     saved_options = meta.get("config_sha256")
     if saved_options is not None and saved_options != config_digest(run_dir):
@@ -262,8 +263,6 @@ def config_digest(run_dir: str | Path) -> str | None:
     """SHA-256 of the run's options as config.json holds them (its values, not its spacing); None if unreadable.
     Kept with each checkpoint: options edited by hand would go on from weights and a schedule made for others (an
     epoch count below the checkpoint's ends the run at once, with half-trained weights as its model)."""
-    from . import runs
-
     try:
         record = schema.read_config_record(Path(run_dir) / runs.CONFIG_NAME)
     except MnistkitError:
@@ -370,8 +369,6 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
 
 def open_config(run_dir: str | Path, device: str | None = None) -> TrainConfig:
     """The saved config of the run to resume in ``run_dir`` (``device`` overrides where it runs)."""
-    from . import runs
-
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise CheckpointError(f"resume {run_dir}: no such run folder", options=("resume",))

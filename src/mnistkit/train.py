@@ -257,6 +257,12 @@ class ResumeSaver:
     run_dir: Path | None = None
     every: int = 0
     interrupt: Interrupt | None = None
+    # The options the run started with, read once: each checkpoint carries them (``resume.config_digest``).
+    config_sha256: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.run_dir is not None:
+            self.config_sha256 = resume.config_digest(self.run_dir)
 
     def stop_requested(self, ctx: distributed.Context) -> bool:
         # A vote: torchrun passes Ctrl-C to every process, and all must stop after the same batch.
@@ -274,7 +280,8 @@ class ResumeSaver:
                 ctx.gather_rows(progress.sizes[: progress.step]),
             )
         if self.run_dir is not None:
-            resume.save(self.run_dir, *resume.capture(progress, model, optimizer, scheduler, generator, losses_by_rank))
+            state = resume.capture(progress, model, optimizer, scheduler, generator, losses_by_rank)
+            resume.save(self.run_dir, *state, config_sha256=self.config_sha256)
 
 
 def check_resume_every(every: int) -> None:
