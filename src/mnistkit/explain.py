@@ -1,6 +1,7 @@
 """What a classifier looks at: a saliency map and the first convolution's feature maps for one image.
 
-The saliency map is the size of the gradient of the predicted class's log-probability with respect to each input
+The saliency map is the size of the gradient of the predicted class's score before the softmax (its calibrated
+logit, averaged over any test-time shifts and an ensemble's members: ``class_scores``) with respect to each input
 pixel (Simonyan et al., 2013), averaged over the image and noisy copies of it (SmoothGrad, Smilkov et al., 2017:
 plain gradients are speckled): where a change of ink would change the answer most. The feature maps are the
 outputs of the network's first ``nn.Conv2d`` for the image itself, each scaled to 0..255 on its own; a network

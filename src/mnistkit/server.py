@@ -130,8 +130,8 @@ class ExplainResponse(BaseModel):
     digit: int = Field(description="the class explained: the most likely one")
     label: str = Field(description="that class's name")
     saliency: list[list[float]] = Field(
-        description="28×28 in [0, 1]: how much each input pixel moves that class's log-probability (|gradient|, "
-        "scaled so the largest is 1)"
+        description="28×28 in [0, 1]: how much each input pixel moves that class's score before the softmax, its "
+        "calibrated logit (|gradient|, scaled so the largest is 1)"
     )
     feature_maps: list[list[list[int]]] = Field(
         description="the first convolution's output maps (channels × height × width), each scaled to 0..255 on its "
