@@ -651,6 +651,20 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 # feedback
 
 
+class _WithFeedbackDb(str):
+    """A help string whose ``%(feedback_db)s`` becomes the default corrections database, worked out when the help
+    is shown rather than when the parser is built (as it is for every command)."""
+
+    def __mod__(self, params: object) -> str:
+        try:
+            from .feedback import default_path
+
+            where = str(default_path())
+        except Exception:  # no home folder, say: the help is still shown
+            where = "feedback.sqlite in mnistkit's user data folder"
+        return str.__mod__(self, {**params, "feedback_db": where} if isinstance(params, dict) else params)
+
+
 def add_feedback(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("feedback", help="the corrections people gave on the drawing page: stats, list, show, export")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -661,7 +675,7 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
             "--db",
             metavar="PATH",
             default=None,
-            help="the corrections database [default: feedback.sqlite in mnistkit's user data folder, as serve]",
+            help=_WithFeedbackDb("the corrections database, as serve's --feedback-db [default: %(feedback_db)s]"),
         )
         a.set_defaults(handler=handler)
         return a
@@ -1084,8 +1098,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "--feedback-db",
         metavar="PATH",
         default=None,
-        help='the SQLite file where corrections from the page ("Wrong? It was: 4") are stored, created if missing; '
-        "mnistkit feedback reads it [default: feedback.sqlite in mnistkit's user data folder]",
+        help=_WithFeedbackDb(
+            'the SQLite file where corrections from the page ("Wrong? It was: 4") are stored, created if missing; '
+            "mnistkit feedback reads it [default: %(feedback_db)s]"
+        ),
     )
     corrections.add_argument(
         "--no-feedback",
