@@ -1063,10 +1063,11 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="a web page to draw a digit and see what the model thinks, with an HTTP API",
         description="Serve the drawing page at / and the HTTP API under /api (POST /api/predict takes an image upload "
-        "or JSON pixels; POST /api/feedback stores a correction; GET /api/model, /api/health), with its OpenAPI docs "
-        "at /docs. Everything is served locally; "
-        "nothing is fetched from the internet. Requests must name an allowed host and arrive without pausing "
-        "(headers within 10 s, the body within 60 s more); see docs/serve-security.md.",
+        "or JSON pixels; POST /api/explain takes the same and answers a saliency map and feature maps; POST "
+        "/api/feedback stores a correction; GET /api/model, /api/examples, /api/health), with its OpenAPI docs at "
+        "/docs. Everything is served locally; nothing is fetched from the internet. Requests must name an allowed "
+        "host and arrive without pausing (headers within 10 s, the body within 60 s more); see "
+        "docs/serve-security.md.",
     )
     p.add_argument(
         "--model",
