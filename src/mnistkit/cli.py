@@ -666,7 +666,9 @@ class _WithFeedbackDb(str):
 
 
 def add_feedback(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("feedback", help="the corrections people gave on the drawing page: stats, list, show, export")
+    p = sub.add_parser(
+        "feedback", help="the corrections people gave on the drawing page: stats, list, show, export, delete"
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, help: str, handler) -> argparse.ArgumentParser:
