@@ -872,8 +872,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "--reject",
         choices=["on", "off"],
         default="on",
-        help="say '? not a digit' when no class fits: the model's not-a-digit score is below the threshold chosen on "
-        "held-out data (letters, dots, scribbles, several digits); off: always name a digit [default: on]",
+        help="say '? not a digit' when no class fits: the model's not-a-digit score is below its threshold, set so "
+        "that 0.1%% of its validation digits are flagged, or (for a digits model) the ink is several marks side by "
+        "side, as two digits are; off: always name a digit [default: on]",
     )
     p.add_argument(
         "--show-input",
