@@ -422,7 +422,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _refuse_options_with_resume(args: argparse.Namespace) -> None:
     """A resumed run keeps its saved options (other values would not continue the same run); only where it
-    runs may change (--device, --nproc) and how it reports."""
+    runs may change (--device, --nproc), how often it saves (--checkpoint-every) and how it reports."""
     from .errors import ConfigError
 
     given = [
