@@ -396,3 +396,20 @@ def test_a_killed_benchmark_leaves_no_job_running():
     benchmark.kill()  # SIGKILL: it can pass nothing on to its job
     benchmark.wait()
     assert_all_end(jobs, "a job outlived the benchmark")
+
+
+def test_unreadable_data_is_refused_before_any_job(monkeypatch, tmp_path):
+    def run_job(kind, **kwargs):
+        raise AssertionError(f"{kind} ran")
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 not a whole archive")
+    for path in (tmp_path / "missing.npz", tmp_path / "cut.npz"):
+        with pytest.raises(MnistkitError, match=str(path.name)):
+            bench.run_benchmark(["fast"], 1, against_tutorial=True, data=str(path), log=lambda _: None)
+
+
+def test_a_failed_job_is_told_in_words():
+    stderr = "Traceback (most recent call last):\n  ...\nmnistkit.errors.DataError: x.npz: not a readable .npz file\n"
+    error = bench._job_failed("preset", {"preset": "fast", "seed": 2, "device": "cpu"}, stderr)
+    assert str(error) == "benchmark: the fast preset (seed 2) failed: x.npz: not a readable .npz file"

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -367,9 +368,12 @@ def _job_command(kind: str, **kwargs: Any) -> list[str]:
 
 
 def _job_failed(kind: str, kwargs: dict[str, Any], stderr: str) -> MnistkitError:
-    """The error for a job whose process failed: the last line it wrote to standard error."""
+    """The error for a job whose process failed: the last line it wrote to standard error, without the name of
+    the exception's class when it is one of mnistkit's own (their messages say what is wrong)."""
     tail = (stderr.strip().splitlines() or ["no output"])[-1]
-    return MnistkitError(f"benchmark job {kind} {kwargs} failed: {tail}")
+    tail = re.sub(r"^mnistkit\.errors\.\w+: ", "", tail)
+    what = f"the {kwargs['preset']} preset (seed {kwargs['seed']})" if kind == "preset" else f"the {kind} job"
+    return MnistkitError(f"benchmark: {what} failed: {tail}")
 
 
 class TutorialLoop:
@@ -619,6 +623,10 @@ def run_benchmark(
         raise MnistkitError(
             f"unknown member preset '{member_preset}'; choose from: {', '.join(TARGETS)}", options=("member_preset",)
         )
+    if data is not None:  # a wrong path or an unreadable file stops here, not after minutes of reference runs
+        from .data import load_dataset
+
+        load_dataset(data)
     report: dict[str, Any] = {
         "machine": machine(),
         "device": device,
