@@ -25,3 +25,21 @@ def test_accuracy_is_exact_at_a_target():
     images[:30, 0, 0] = (labels[:30] + 1) % 10  # 30 wrong
     _, accuracy = loss_and_accuracy(FirstPixelSays(), Split(images, labels), Normalization(0.0, 1.0, 1.0))
     assert accuracy == 0.997 and accuracy >= 0.997
+
+
+def test_a_run_whose_data_changed_is_evaluated_with_a_note(tiny_idx, tmp_path):
+    from helpers import write_idx_folder
+
+    from mnistkit import runs
+    from mnistkit.config import make_config
+    from mnistkit.evaluate import evaluate_checkpoint, format_report
+    from mnistkit.train import train_run
+
+    cfg = make_config(model="mlp", epochs=1, val_size=100, data=str(tiny_idx), batch_size=64)
+    run = runs.create_run_dir(tmp_path / "run", cfg.model)
+    train_run(cfg, run)
+    assert evaluate_checkpoint(run).notes == []
+    write_idx_folder(tiny_idx, seed=5)  # other images under the same names
+    report = evaluate_checkpoint(run)
+    assert len(report.notes) == 1 and "changed since this model trained on them" in report.notes[0]
+    assert format_report(report).startswith("note: ") and report.to_dict()["notes"] == report.notes

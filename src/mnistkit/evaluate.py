@@ -83,6 +83,8 @@ class Report:
     split_name: str | None = field(default=None, compare=False)
     # An ensemble's members: each one's source and the test accuracy its run recorded
     members: list[dict[str, Any]] = field(default_factory=list, compare=False)
+    # What the reader should know about the figures: data that changed since the model was trained on it
+    notes: list[str] = field(default_factory=list, compare=False)
 
     @property
     def about(self) -> str:
@@ -107,8 +109,10 @@ class Report:
 
     def to_dict(self) -> dict:
         members = {"members": self.members} if self.members else {}
+        notes = {"notes": self.notes} if self.notes else {}
         return {
             **members,
+            **notes,
             "loss": self.loss,
             "accuracy": self.accuracy,
             "count": self.count,
@@ -141,7 +145,9 @@ def format_report(report: Report) -> str:
     k = len(report.classes)
     names = [c[:8] for c in report.classes]
     width = max(6, *(len(n) for n in names))
-    lines = [f"ensemble of {len(report.members)}, the mean of their probabilities:"] if report.members else []
+    lines = [f"note: {note}" for note in report.notes]
+    if report.members:
+        lines.append(f"ensemble of {len(report.members)}, the mean of their probabilities:")
     for member in report.members:
         recorded = member["test_accuracy"]
         lines.append(
@@ -178,12 +184,12 @@ def evaluate_checkpoint(
     without a test part that mixed in MNIST (``mix_mnist``) was tested on MNIST's test set, and is again.
     """
     model, meta = checkpoint.load_checkpoint(path)
-    part, data_name, classes = _evaluation_split(meta, split, data, dataset)
+    part, data_name, classes, notes = _evaluation_split(meta, split, data, dataset)
     report = evaluate(
         model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))
     )
     report.model_name = model_title({"model": meta.get("model"), **meta.get("model_options", {})})
-    report.data_name, report.split_name = data_name, split
+    report.data_name, report.split_name, report.notes = data_name, split, notes
     return report
 
 
@@ -198,9 +204,10 @@ def evaluate_ensemble(
 
     ensemble = Ensemble([Classifier.load(path) for path in paths])
     members = ensemble.members
-    part, data_name, classes = _evaluation_split(members[0].meta, split, data, dataset)
+    part, data_name, classes, notes = _evaluation_split(members[0].meta, split, data, dataset)
     for member in members[1:]:
-        other, other_name, _ = _evaluation_split(member.meta, split, data, dataset)
+        other, other_name, _, other_notes = _evaluation_split(member.meta, split, data, dataset)
+        notes += [note for note in other_notes if note not in notes]
         if not (torch.equal(other.images, part.images) and torch.equal(other.labels, part.labels)):
             raise DataError(
                 f"{member.source}: its {split} split ({other_name}, {len(other):,} images) is not the one of "
@@ -213,7 +220,7 @@ def evaluate_ensemble(
     report = _report(log_probabilities, part, classes)
     titles = Counter(model_title({"model": m.meta.get("model"), **m.meta.get("model_options", {})}) for m in members)
     report.model_name = "ensemble of " + " + ".join(f"{n} × {title}" if n > 1 else title for title, n in titles.items())
-    report.data_name, report.split_name = data_name, split
+    report.data_name, report.split_name, report.notes = data_name, split, notes
     report.members = [
         {"source": m.source, "test_accuracy": (m.meta.get("metrics") or {}).get("test_accuracy")} for m in members
     ]
@@ -222,8 +229,9 @@ def evaluate_ensemble(
 
 def _evaluation_split(
     meta: dict[str, Any], split: str, data: str | Path | None, dataset: str | None
-) -> tuple[Split, str, list[str]]:
-    """The split a model with ``meta`` is evaluated on, the data's name, and the model's classes."""
+) -> tuple[Split, str, list[str], list[str]]:
+    """The split a model with ``meta`` is evaluated on, the data's name, the model's classes, and notes on it
+    (its own data changed since it trained on them)."""
     cfg = meta.get("config", {})
     own_data = data is None and dataset is None
     if own_data:
@@ -258,4 +266,12 @@ def _evaluation_split(
     if len(classes) != len(ds.classes):
         raise DataError(f"the model predicts {len(classes)} classes but the data has {len(ds.classes)}")
     assert part is not None  # a missing test set was refused above; val_size > 0 holds validation images out
-    return part, data_name, classes
+    notes = []
+    # File names may be recorded in another form (a name that is not UTF-8): the contents' digests are compared.
+    recorded = sorted(((meta.get("dataset") or {}).get("checksums") or {}).values())
+    if own_data and recorded and ds.checksums and recorded != sorted(ds.checksums.values()):
+        notes.append(
+            f"{ds.source or data_name}: its files changed since this model trained on them (their checksums "
+            "differ from the run's record), so these figures are not the run's"
+        )
+    return part, data_name, classes, notes
