@@ -4,7 +4,9 @@ traceback."""
 from __future__ import annotations
 
 import argparse
+import errno
 import gzip
+import io
 import json
 import os
 import pickle
@@ -504,3 +506,96 @@ def test_ctrl_c_while_the_libraries_import_stops_in_one_line(tiny_idx, tmp_path)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stderr) == (130, "mnistkit: interrupted\n")
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Faults of the environment (a path, its permissions, the disk): one line each
+
+LONG = "b" * 300  # longer than any file system's name limit (255 bytes)
+
+NAME_TOO_LONG = {
+    "train --out": lambda data, run: ["train", "--data", data, "--epochs", "1", "--out", f"runs/{LONG}"],
+    "train --data": lambda data, run: ["train", "--data", f"{LONG}.npz"],
+    "train --resume": lambda data, run: ["train", "--resume", LONG],
+    "train --init": lambda data, run: ["train", "--data", data, "--init", LONG, "--out", "run"],
+    "export -o": lambda data, run: ["export", run, "-o", f"{LONG}.pt2"],
+    "evaluate --plots": lambda data, run: ["evaluate", run, "--plots", LONG],
+    "evaluate": lambda data, run: ["evaluate", LONG],
+    "predict": lambda data, run: ["predict", "--model", run, f"{LONG}.png"],
+    "predict --model": lambda data, run: ["predict", "--model", LONG, "digit.png"],
+    "inspect": lambda data, run: ["inspect", LONG],
+    "compare": lambda data, run: ["compare", LONG],
+    "feedback stats --db": lambda data, run: ["feedback", "stats", "--db", f"{LONG}.sqlite"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAME_TOO_LONG))
+def test_a_name_too_long_is_one_line(case, tiny_idx_session, tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *NAME_TOO_LONG[case](str(tiny_idx_session), str(tiny_run)))
+    assert_one_line_error(code, err, "File name too long")
+    assert code == 2 and out == ""
+    assert not [path for path in tmp_path.rglob("*") if not path.is_dir()]  # no file made (train made runs/)
+
+
+def test_a_name_too_long_is_shown_by_its_ends():
+    from mnistkit.errors import os_error
+
+    exc = OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), f"runs/{LONG}/config.json")
+    message = os_error(exc)
+    assert message == f"runs/{'b' * 35}...{'b' * 18}/config.json (317 characters): File name too long; shorten the name"
+
+
+def test_a_data_cache_path_too_long_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path / LONG))
+    code, _, err = run_cli(capsys, "data", "list")
+    assert_one_line_error(code, err, "File name too long; shorten the name")
+
+
+FAULTS = {
+    errno.EACCES: "noexec/config.json: Permission denied; check the permissions of this path and of the folders above",
+    errno.EPERM: "noexec/config.json: Operation not permitted; check the permissions of this path",
+    errno.EROFS: "noexec/config.json: Read-only file system; choose a path on a writable file system",
+    errno.ELOOP: "noexec/config.json: Too many levels of symbolic links; a symbolic link in the path leads back",
+    errno.ENOTDIR: "noexec/config.json: Not a directory; a file stands where the path needs a folder",
+    errno.EISDIR: "noexec/config.json: Is a directory; a folder stands where the path needs a file",
+    errno.EIO: "noexec/config.json: Input/output error; check it, then run again",
+    errno.ENOSPC: "cannot write (noexec/config.json): No space left on device; free some space and run again",
+}
+
+
+@pytest.mark.parametrize("code", sorted(FAULTS), ids=errno.errorcode.get)
+def test_an_os_error_is_one_line_that_says_what_to_do(code, tmp_path, capsys, monkeypatch):
+    from mnistkit.inference import Classifier
+
+    def load(*args, **kwargs):
+        raise OSError(code, os.strerror(code), "noexec/config.json")
+
+    monkeypatch.setattr(Classifier, "load", load)
+    exit_code, out, err = run_cli(capsys, "predict", "--model", "noexec", str(tmp_path / "digit.png"))
+    assert_one_line_error(exit_code, err, FAULTS[code])
+    assert exit_code == 2 and out == ""
+
+
+def test_permission_denied_on_the_data_is_one_line(tmp_path, capsys, monkeypatch):
+    def check_source(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "imgx/small.npz")
+
+    monkeypatch.setattr("mnistkit.data.check_source", check_source)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "train", "--data", "imgx/small.npz", "--out", "run")
+    assert_one_line_error(code, err, "imgx/small.npz: Permission denied; check the permissions")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stream_misused_is_a_bug_with_its_traceback(tmp_path, monkeypatch):
+    from mnistkit.inference import Classifier
+
+    def load(*args, **kwargs):
+        raise io.UnsupportedOperation("fileno")
+
+    monkeypatch.setattr(Classifier, "load", load)
+    with pytest.raises(io.UnsupportedOperation):
+        from mnistkit.cli import main
+
+        main(["predict", "--model", "run", str(tmp_path / "digit.png")])

@@ -7,7 +7,6 @@ non-zero, never with a traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import io
 import json
 import os
@@ -31,7 +30,7 @@ from .config import (
     SCHEDULES,
     TrainConfig,
 )
-from .errors import MnistkitError, did_you_mean
+from .errors import MnistkitError, did_you_mean, os_error
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -1238,11 +1237,12 @@ def main(argv: list[str] | None = None) -> None:
         _discard_stdout()
         code = 128 + signal.SIGPIPE  # what a shell reports for a command that the closed pipe stopped
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # anything else is a bug: its traceback says where
+        if isinstance(exc, io.UnsupportedOperation):  # a stream used as it cannot be: a bug, its traceback says where
             raise
-        where = f" ({exc.filename})" if exc.filename else ""  # none: the output, redirected to a full disk
-        print(f"mnistkit: error: cannot write{where}: {exc.strerror}; free some space and run again", file=sys.stderr)
-        code = 2
+        # Anything else is the environment's fault (a path, its permissions, the disk): one line, as a user error.
+        if torchrun.prints_errors():
+            print(f"mnistkit: error: {os_error(exc)}", file=sys.stderr)
+        code = MnistkitError.exit_code
     except BaseException:
         if not torchrun.launched_by_torchrun():
             raise

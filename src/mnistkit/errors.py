@@ -9,6 +9,8 @@ names in ``options`` so that the CLI can show them as its flags (``--batch-size`
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import signal
 from collections.abc import Iterable
 from typing import Any
@@ -74,3 +76,39 @@ def unknown_choice(what: str, name: str, choices: Iterable[str]) -> str:
 def stopped_by(signum: int) -> str:
     """What a message calls a stop by ``signum``: "interrupted" for Ctrl-C, "terminated (SIGTERM)" for SIGTERM."""
     return "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+
+
+# What to do about an OSError, by its errno. One that reaches the CLI is the environment's fault (a path, its
+# permissions, the disk), not the user's input as such nor a bug: its own words say what, these what to do.
+OS_ERROR_ADVICE: dict[int | None, str] = {
+    errno.ENAMETOOLONG: "shorten the name",
+    errno.EACCES: "check the permissions of this path and of the folders above it",
+    errno.EPERM: "check the permissions of this path and of the folders above it",
+    errno.EROFS: "choose a path on a writable file system",
+    errno.ELOOP: "a symbolic link in the path leads back to itself: fix or remove it",
+    errno.ENOTDIR: "a file stands where the path needs a folder: check the path",
+    errno.EISDIR: "a folder stands where the path needs a file: check the path",
+    errno.ENOENT: "check the path",
+}
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_error(exc: OSError) -> str:
+    """The one-line message for an OSError: the path, the system's words, and what to do."""
+    name = _shown_path(exc.filename, exc.errno)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in FULL_DISK:  # what the user can do is the same for every path: free space
+        where = f" ({name})" if name else ""  # none: the output, redirected to a full disk
+        return f"cannot write{where}: {reason}; free some space and run again"
+    advice = OS_ERROR_ADVICE.get(exc.errno, "check it, then run again")
+    return f"{name}: {reason}; {advice}" if name else f"{reason}; {advice}"
+
+
+def _shown_path(filename: Any, code: int | None) -> str:
+    """A path as a message shows it; one too long for the system shown by its ends, so that the line stays short."""
+    if filename is None or isinstance(filename, int):  # none, or a file descriptor: no name to show
+        return ""
+    name = os.fsdecode(filename)
+    if code == errno.ENAMETOOLONG and len(name) > 80:
+        return f"{name[:40]}...{name[-30:]} ({len(name)} characters)"
+    return name
