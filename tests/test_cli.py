@@ -73,7 +73,9 @@ def test_output_to_a_full_disk_is_one_line(tmp_path):
     with open("/dev/full", "w") as full:  # every write: no space left on the device
         disk_full = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, env=env)
     assert disk_full.returncode == 2
-    assert disk_full.stderr == "mnistkit: error: cannot write: No space left on device; free some space and run again\n"
+    assert disk_full.stderr == (
+        "mnistkit: error: cannot write to standard output: No space left on device; free some space and run again\n"
+    )
 
 
 def test_console_script_runs_without_traceback(tiny_idx, tmp_path):

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
 import textwrap
 import traceback
@@ -30,7 +31,7 @@ from .config import (
     SCHEDULES,
     TrainConfig,
 )
-from .errors import MnistkitError, did_you_mean, os_error
+from .errors import FULL_DISK, MnistkitError, did_you_mean, os_error
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -1206,6 +1207,17 @@ def _discard_stdout() -> None:
         pass
 
 
+def _stdout_can_fill() -> bool:
+    """Whether standard output goes where a write can run out of space: a file, or a device such as /dev/full;
+    not a pipe or a terminal."""
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+        return stat.S_ISREG(mode) or (stat.S_ISCHR(mode) and not os.isatty(fd))
+    except (AttributeError, OSError, ValueError):  # closed, or not a file (captured by a test)
+        return False
+
+
 def _escape_unprintable() -> None:
     """A file name that is not valid UTF-8 (its bytes kept as surrogates) prints escaped, as stderr already does:
     strict stdout, as ``PYTHONIOENCODING=utf-8`` or a UTF-8 locale set it, would stop the command at that name."""
@@ -1240,8 +1252,12 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, io.UnsupportedOperation):  # a stream used as it cannot be: a bug, its traceback says where
             raise
         # Anything else is the environment's fault (a path, its permissions, the disk): one line, as a user error.
+        output = ""
+        if exc.errno in FULL_DISK and exc.filename is None and _stdout_can_fill():
+            output = " to standard output"  # a write without a path: print's, to a file or /dev/full
+            _discard_stdout()  # what is left in its buffer would fail again at exit
         if torchrun.prints_errors():
-            print(f"mnistkit: error: {os_error(exc)}", file=sys.stderr)
+            print(f"mnistkit: error: {os_error(exc, output)}", file=sys.stderr)
         code = MnistkitError.exit_code
     except BaseException:
         if not torchrun.launched_by_torchrun():

@@ -93,12 +93,13 @@ OS_ERROR_ADVICE: dict[int | None, str] = {
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
-def os_error(exc: OSError) -> str:
-    """The one-line message for an OSError: the path, the system's words, and what to do."""
+def os_error(exc: OSError, output: str = "") -> str:
+    """The one-line message for an OSError: the path, the system's words, and what to do.
+    ``output``: what an error without a path was writing to (" to standard output"), if known."""
     name = _shown_path(exc.filename, exc.errno)
     reason = exc.strerror or str(exc) or type(exc).__name__
     if exc.errno in FULL_DISK:  # what the user can do is the same for every path: free space
-        where = f" ({name})" if name else ""  # none: the output, redirected to a full disk
+        where = f" ({name})" if name else output
         return f"cannot write{where}: {reason}; free some space and run again"
     advice = OS_ERROR_ADVICE.get(exc.errno, "check it, then run again")
     return f"{name}: {reason}; {advice}" if name else f"{reason}; {advice}"
