@@ -58,7 +58,7 @@ def pixels_of(mnist):
 
 @pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
 def test_export_matches_pytorch_at_any_batch_size(tmp_path, tiny_run, pixels_of, fmt):
-    out = tmp_path / f"model.{fmt}"
+    out = tmp_path / ("model" + export.FORMATS[fmt])
     result = export_checkpoint(tiny_run, fmt, out)
     assert result.path == out and out.is_file()
     assert result.images == 1000 and result.max_abs_diff <= 1e-4
@@ -143,7 +143,7 @@ def test_test_time_augmentation_is_exported_too(tmp_path, pixels_of, fmt):
     save_checkpoint(
         tmp_path, create_model("cnn", width=4), {"model": "cnn", "model_options": {"width": 4}, "tta": True}
     )
-    out = export_checkpoint(tmp_path, fmt, tmp_path / "tta.export").path
+    out = export_checkpoint(tmp_path, fmt, tmp_path / ("tta" + export.FORMATS[fmt])).path
     x = pixels_of(4)
     np.testing.assert_allclose(run_export(out, fmt, x), Classifier.load(tmp_path).predict_array(x), atol=1e-5)
 
@@ -174,8 +174,9 @@ def test_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, tiny_run, monkeyp
 
     # Where torch wrote the file itself, a full disk aborted the whole process from inside its C++ writer.
     monkeypatch.setattr(Path, "write_bytes", disk_full)
-    with pytest.raises(MnistkitError, match="model.pt: No space left on device"):
-        export_checkpoint(tiny_run, fmt, tmp_path / "model.pt")
+    out = tmp_path / ("model" + export.FORMATS[fmt])
+    with pytest.raises(MnistkitError, match=f"{out.name}: No space left on device"):
+        export_checkpoint(tiny_run, fmt, out)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -225,13 +226,70 @@ def test_an_hf_export_never_replaces_the_run_it_exports(tmp_path, tiny_run, caps
 
 
 @pytest.mark.parametrize("name", ["model.json", "model.safetensors", "config.json", "resume/state.json"])
-def test_a_file_export_never_replaces_a_file_of_the_run_it_exports(tmp_path, tiny_run, capsys, name):
-    run = shutil.copytree(tiny_run, tmp_path / "runs" / "lr")
+@pytest.mark.parametrize("which", ["lr", "other"])
+def test_a_file_export_never_replaces_a_file_of_a_run(tmp_path, tiny_run, capsys, name, which):
+    # The run it exports, or another: -o runs/other/model.safetensors once wrote TorchScript as that run's weights.
+    run = shutil.copytree(tiny_run, tmp_path / "runs" / "lr")  # a copy: the shared run must survive a regression
+    shutil.copytree(tiny_run, tmp_path / "runs" / "other")
     before = tree(tmp_path)
-    err = export_fails(capsys, str(run), "--format", "torchscript", "-o", str(run / name), "--overwrite")
-    assert f"{run / name}: is the {name} of the model being exported, which the export would destroy" in err
-    assert f"such as {run / 'model.pt'}" in err
+    out = tmp_path / "runs" / which / name
+    err = export_fails(capsys, str(run), "--format", "torchscript", "-o", str(out), "--overwrite")
+    assert f"{out}: a torchscript export is a .pt file; name it {out.with_suffix('.pt')}\n" in err
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
+def test_a_file_export_is_named_for_its_format(tmp_path, tiny_run, capsys, fmt):
+    suffix = export.FORMATS[fmt]
+    for name, hint in [
+        ("model", ""),
+        ("model.safetensors", ""),
+        ("model.pt2.bak", ""),
+        ("model.pt2", "exported-program"),
+    ]:
+        if name.endswith(suffix):
+            continue
+        err = export_fails(capsys, str(tiny_run), "--format", fmt, "-o", str(tmp_path / name))
+        article = "a" if fmt == "torchscript" else "an"
+        assert f"{tmp_path / name}: {article} {fmt} export is a {suffix} file; name it" in err
+        assert (f"(or pass --format {hint})" in err) == bool(hint), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("which", ["lr", "other"])
+def test_a_file_export_never_replaces_a_run_file_of_its_suffix(tmp_path, tiny_run, capsys, which):
+    # A run's pattern (tensorboard/events.out.tfevents.*) that a name with the format's suffix can still match.
+    run = shutil.copytree(tiny_run, tmp_path / "runs" / "lr")
+    shutil.copytree(tiny_run, tmp_path / "runs" / which, dirs_exist_ok=True)
+    (tmp_path / "runs" / which / "tensorboard").mkdir()
+    out = tmp_path / "runs" / which / "tensorboard" / "events.out.tfevents.1.pt"
+    out.write_bytes(b"events")
+    before = tree(tmp_path)
+    err = export_fails(capsys, str(run), "--format", "torchscript", "-o", str(out), "--overwrite")
+    if which == "lr":
+        assert f"{out}: is the tensorboard/events.out.tfevents.1.pt of the model being exported" in err
+        assert f"such as {run / 'model.pt'}" in err
+    else:
+        assert f"{out}: has the name of a run's tensorboard/events.out.tfevents.1.pt" in err
+        assert "choose another --out" in err
+    assert tree(tmp_path) == before
+
+
+def test_another_runs_own_export_is_replaced_only_when_asked(tmp_path, tiny_run, capsys):
+    run = shutil.copytree(tiny_run, tmp_path / "runs" / "lr")
+    other = shutil.copytree(tiny_run, tmp_path / "runs" / "other")
+    (other / "model.pt").write_bytes(b"other's own export")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(other), "--format", "torchscript"])  # the default name beside it: already there
+    assert exit_info.value.code == 2 and "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(run), "--format", "torchscript", "-o", str(other / "model.pt"), "--overwrite"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert torch.jit.load(str(other / "model.pt")) is not None
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(run), "--format", "torchscript"])  # the default name still works
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert (run / "model.pt").is_file()
 
 
 def test_an_hf_export_replaces_an_earlier_export_only(tmp_path, tiny_run, capsys):
@@ -273,7 +331,7 @@ def test_a_folder_is_no_file_name(tmp_path, tiny_run, capsys, overwrite):
 def test_a_missing_folder_is_refused_before_the_export(tmp_path, tiny_run, capsys, monkeypatch, fmt):
     # Said before the model is exported and checked (seconds to a minute), not when the result is written.
     monkeypatch.setattr("mnistkit.data.load_bundled_mnist", lambda: pytest.fail("the export was done first"))
-    out = tmp_path / "missing" / "model"
+    out = tmp_path / "missing" / ("model" + export.FORMATS[fmt])
     err = export_fails(capsys, str(tiny_run), "--format", fmt, "-o", str(out))
     assert f"cannot write {out}: No such file or directory; check the folder exists" in err
     assert list(tmp_path.iterdir()) == []
@@ -286,7 +344,7 @@ def test_unknown_format_is_a_library_error(tiny_run):
 
 @pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
 def test_cli_export_of_the_pretrained_model(tmp_path, capsys, pixels_of, fmt):
-    out = tmp_path / f"pretrained.{fmt}"
+    out = tmp_path / ("pretrained" + export.FORMATS[fmt])
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--format", fmt, "-o", str(out)])
     captured = capsys.readouterr()

@@ -140,6 +140,8 @@ def _output(source: str | Path | None, fmt: str, out: str | Path | None) -> Path
             f"{os.fspath(out)}: names a folder, but the {fmt} format writes one file; "
             f"give a file name, such as {example}"
         )
+    else:
+        _check_suffix(fmt, path)
     _check_file_output(source, fmt, path)
     return fileio.check_folder_exists(path)
 
@@ -152,22 +154,45 @@ def _model_folder(source: str | Path | None) -> Path:
     return (given if given.is_dir() else given.parent).resolve()
 
 
+def _check_suffix(fmt: str, out: Path) -> None:
+    """A one-file export's name ends in its format's suffix: under any other name it passes for another kind of file
+    (``-o runs/other/model.safetensors``: a run's weights), and whatever reads that name breaks on it."""
+    suffix = FORMATS[fmt]
+    if out.suffix == suffix:
+        return
+    article = "an" if fmt[0] in "aeiou" else "a"
+    other = next((name for name, its in FORMATS.items() if its == out.suffix), None)
+    instead = f" (or pass format {other})" if other else ""
+    raise ExportError(
+        f"{out}: {article} {fmt} export is a {suffix} file; name it {out.with_suffix(suffix)}{instead}",
+        options=("format",),
+    )
+
+
 def _check_file_output(source: str | Path | None, fmt: str, out: Path) -> None:
-    """A one-file export must not replace a file of the run it comes from (its model.json, weights, config), with
-    or without overwrite: that would destroy the model being exported. An earlier export may be replaced."""
+    """An export must not replace a file that a run writes (its model.json, weights, config, resume state), with or
+    without overwrite: in the run it comes from, that would destroy the model being exported; in another, that run.
+    An earlier export may be replaced."""
     from fnmatch import fnmatch
 
     from .runs import RUN_FILES
 
-    run, target = _model_folder(source), out.resolve()
-    if run not in target.parents:
-        return
-    inside = target.relative_to(run).as_posix()
     exports = {"model" + suffix for suffix in FORMATS.values()}
-    if any(fnmatch(inside, pattern) for pattern in RUN_FILES if pattern.split("/")[0] not in exports):
+    patterns = [pattern for pattern in RUN_FILES if pattern.split("/")[0] not in exports]
+    run, target = _model_folder(source), out.resolve()
+    depth = max(pattern.count("/") for pattern in patterns) + 1
+    for folder in target.parents[:depth]:  # each folder that a run file's pattern could reach down from
+        inside = target.relative_to(folder).as_posix()
+        if not any(fnmatch(inside, pattern) for pattern in patterns):
+            continue
+        if folder == run:
+            raise ExportError(
+                f"{out}: is the {inside} of the model being exported, which the export would destroy; "
+                f"choose another out, such as {run / ('model' + FORMATS[fmt])}",
+                options=("out",),
+            )
         raise ExportError(
-            f"{out}: is the {inside} of the model being exported, which the export would destroy; "
-            f"choose another out, such as {run / ('model' + FORMATS[fmt])}",
+            f"{out}: has the name of a run's {inside}, which an export must not replace; choose another out",
             options=("out",),
         )
 
