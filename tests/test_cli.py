@@ -511,7 +511,7 @@ def test_ctrl_c_while_the_libraries_import_stops_in_one_line(tiny_idx, tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------
-# Faults of the environment (a path, its permissions, the disk): one line each
+# Faults of the environment (a path, its permissions, the disk, a closed output): one line each
 
 LONG = "b" * 300  # longer than any file system's name limit (255 bytes)
 
@@ -601,3 +601,24 @@ def test_a_stream_misused_is_a_bug_with_its_traceback(tmp_path, monkeypatch):
         from mnistkit.cli import main
 
         main(["predict", "--model", "run", str(tmp_path / "digit.png")])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["predict", "digit.png"], ["predict", "--json", "digit.png"], ["evaluate", "run", "--json"], ["feedback", "list"]],
+    ids=" ".join,
+)
+def test_a_closed_standard_output_is_refused_up_front(argv, tmp_path):
+    # `>&-`: Python's sys.stdout is None, and every line printed would be dropped without a word
+    command = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "mnistkit", *argv]
+    env = {**os.environ, "MNISTKIT_DATA": str(tmp_path / "cache")}
+    done = subprocess.run(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("mnistkit: error: standard output is closed; run again with it open")
+    assert done.stderr.count("\n") == 1
+
+
+def test_serve_may_run_with_standard_output_closed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # a detached server: its answers go over HTTP
+    code, _, err = run_cli(capsys, "serve", "--model", str(tmp_path / "nowhere"))
+    assert code == 2 and "standard output" not in err and "nowhere" in err

@@ -1231,6 +1231,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc, which re-runs it per process
+    # Python sets sys.stdout to None when fd 1 is closed (`>&-`), and print() then drops every line unseen. serve
+    # answers over HTTP, and may run detached; every other command's output would be lost.
+    if sys.stdout is None and args.command != "serve":
+        print(
+            "mnistkit: error: standard output is closed; run again with it open (> FILE keeps the output, "
+            "> /dev/null drops it)",
+            file=sys.stderr,
+        )
+        sys.exit(MnistkitError.exit_code)
     try:
         # NumPy before torch: torch imports it from C and clears any error raised meanwhile, so a Ctrl-C landing in
         # that import would be lost, and leave NumPy half-imported (a traceback later, in the middle of training).
