@@ -362,3 +362,54 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code != 0
     assert err.startswith("mnistkit: error: ") and err.count("\n") == 1
+
+
+def interrupted_converter(how: str):
+    """A converter that, as torch.onnx's exporter does, reports a Ctrl-C as its own failure (colours included)."""
+
+    def convert(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            failure = RuntimeError("Failed to export the model. \x1b[96mThis is step 1/3\x1b[0m of exporting")
+            if how == "cause":
+                raise failure from interrupt
+            try:
+                raise ValueError("wrapped once more")  # the interrupt two links down, as a __context__
+            except ValueError:
+                raise failure  # noqa: B904  # the implicit context is what is tested
+
+    return convert
+
+
+CONVERTERS = {
+    "onnx": (torch.onnx, "export"),
+    "exported-program": (torch.export, "export"),
+    "torchscript": (torch.jit, "script"),
+}
+
+
+@pytest.mark.parametrize("how", ["cause", "context"])
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
+def test_ctrl_c_in_a_converter_is_an_interruption(tmp_path, tiny_run, capsys, monkeypatch, fmt, how):
+    monkeypatch.setattr(*CONVERTERS[fmt], interrupted_converter(how))
+    out = tmp_path / ("model" + export.FORMATS[fmt])
+    with pytest.raises(KeyboardInterrupt):
+        export_checkpoint(tiny_run, fmt, out)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_run), "--format", fmt, "-o", str(out)])
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "mnistkit: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_converters_colours_stay_out_of_the_error(tmp_path, tiny_run, capsys, monkeypatch):
+    def fails(*args, **kwargs):
+        raise RuntimeError(
+            "Failed to export. \x1b[96mThis is step 1/3\x1b[0m \x1b]8;;https://x\x1b\\link\x1b]8;;\x1b\\\nmore"
+        )
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    err = export_fails(capsys, str(tiny_run), "-o", str(tmp_path / "model.onnx"))
+    assert err == "mnistkit: error: cannot convert cnn to ONNX: Failed to export. This is step 1/3 link\n"
+    assert list(tmp_path.iterdir()) == []

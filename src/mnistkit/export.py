@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ TOLERANCE = 1e-4  # max abs difference of probabilities allowed between the expo
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
 METADATA_NAME = "mnistkit.json"  # the contract, stored inside .pt2 and .pt files
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
+# Terminal escape sequences (colours, hyperlinks) that converters put in their messages.
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])?")
 
 Runner = Callable[["torch.Tensor"], "np.ndarray"]
 
@@ -253,6 +256,7 @@ def _export_onnx(model: InferenceModel, example: torch.Tensor, path: Path, info:
     except OSError:  # the file could not be written (a full disk): atomic_path says so, naming the file
         raise
     except Exception as exc:  # an operator ONNX lacks, among others; the exporter has no single error type
+        _reraise_interrupt(exc)
         raise ExportError(f"cannot convert {info['model']} to ONNX: {_first_line(exc)}") from None
     proto = onnx.load(str(path))
     for key, value in info.items():
@@ -281,6 +285,7 @@ def _export_program(model: InferenceModel, example: torch.Tensor, path: Path, in
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
     except Exception as exc:  # torch.export rejects unsupported Python in many ways
+        _reraise_interrupt(exc)
         raise ExportError(f"cannot export {info['model']} with torch.export: {_first_line(exc)}") from None
     # Through a buffer: torch.export.save and load insist on a name ending in .pt2, and the temporary file has none.
     buffer = io.BytesIO()
@@ -307,6 +312,7 @@ def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path
                 InferenceModel(torch.jit.script(model.net), model.norm, model.tta, model.temperature).eval(), example
             )
         except Exception as exc:  # TorchScript rejects unsupported Python in many ways
+            _reraise_interrupt(exc)
             raise ExportError(f"cannot convert {info['model']} to TorchScript: {_first_line(exc)}") from None
         # Through a buffer: torch's file writer aborts the whole process on a full disk; a Python write raises.
         buffer = io.BytesIO()
@@ -326,8 +332,24 @@ def _export_hf(classifier: Classifier, folder: Path) -> Runner:
     return Classifier(net, meta, str(folder)).predict_array
 
 
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Raise KeyboardInterrupt if ``exc`` wraps one: torch.onnx's exporter reports a Ctrl-C as a failed step of its
+    own, and the user stopped the command rather than met a model that cannot be converted."""
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [exc]
+    while chain:
+        link = chain.pop()
+        if link is None or id(link) in seen:
+            continue
+        if isinstance(link, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
+        seen.add(id(link))
+        chain += [link.__cause__, link.__context__]
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The message's first line, for a one-line error: without the colours the converter gave it for a terminal."""
+    text = ANSI_ESCAPE.sub("", str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
