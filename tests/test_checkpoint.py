@@ -4,12 +4,15 @@ clear CheckpointError line, from the library and from the command line; nothing 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli, train_argv, write_mnist_npz
+from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from mnistkit import checkpoint, resume
@@ -191,3 +194,44 @@ def test_the_weights_of_a_hugging_face_folder_point_to_the_folder(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match=f"the weights of a Hugging Face folder; pass the folder, {tmp_path}$"):
         checkpoint.resolve(tmp_path / "model.safetensors")
+
+
+def strings_of(path: Path) -> list[str]:
+    """Every string (keys included) in the JSON file at ``path``, which must be valid UTF-8."""
+    found, pending = [], [json.loads(path.read_bytes().decode("utf-8"))]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            found += list(item)
+            pending += list(item.values())
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str):
+            found.append(item)
+    return found
+
+
+def test_runs_on_names_that_are_not_utf8_record_valid_unicode_and_load(mnist, tmp_path, capsys):
+    # Linux names are bytes: Python keeps those that are not UTF-8 as lone surrogates, which JSON readers refuse.
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    folder.mkdir()
+    data = write_mnist_npz(folder / os.fsdecode(b"d\xe9.npz"), mnist, 300, 100)
+    run, tuned = folder / os.fsdecode(b"run-\xe9"), tmp_path / "tuned"
+    assert run_cli(capsys, *train_argv(data, run, "--quiet", epochs=1, val_size=50))[0] == 0
+    assert run_cli(capsys, *train_argv(data, tuned, "--quiet", "--init", run, epochs=1, val_size=50))[0] == 0
+    for path in (run / "model.json", run / "config.json", tuned / "model.json", tuned / "config.json"):
+        strings = strings_of(path)
+        assert all(text.encode("utf-8") for text in strings)  # none holds a surrogate
+        assert f"{tmp_path}/caf\\xe9/d\\xe9.npz" in strings  # the data's path, its bytes shown
+    meta = json.loads((tuned / "model.json").read_text())
+    assert meta["dataset"]["checksums"] == {"d\\xe9.npz": meta["dataset"]["checksums"]["d\\xe9.npz"]}
+    assert meta["init"]["path"].startswith(f"{tmp_path}/caf\\xe9/run-\\xe9/") and meta["command"].endswith("run-\\xe9")
+    Image.fromarray(255 - mnist.test.images[0].numpy()).save(tmp_path / "seven.png")
+    for argv in (
+        ["predict", "--model", run, tmp_path / "seven.png"],
+        ["evaluate", run, "--data", data, "--no-plots"],
+        ["inspect", run],
+        ["export", run, "--format", "torchscript", "-o", tmp_path / "m.pt"],
+    ):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 0 and "error" not in err, (argv, err)

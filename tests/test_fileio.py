@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -133,3 +134,18 @@ def test_a_failed_fill_takes_back_only_a_folder_it_made(tmp_path):
     assert (tmp_path / "kept").is_dir()
     with pytest.raises(WriteError, match="No such file or directory"), fileio.folder_to_fill(tmp_path / "x" / "y"):
         pass
+
+
+def test_names_that_are_not_utf8_are_written_as_valid_unicode(tmp_path):
+    name = os.fsdecode(b"caf\xe9.npz")  # Python keeps the byte that is not UTF-8 as a lone surrogate
+    fileio.write_json(tmp_path / "a.json", {"source": name, "checksums": {name: "0"}, "parts": (name, 1, None)})
+    text = (tmp_path / "a.json").read_bytes().decode("utf-8")
+    assert "\\ud" not in text  # no escaped surrogate, which strict JSON parsers refuse
+    shown = "caf\\xe9.npz"
+    assert json.loads(text) == {"source": shown, "checksums": {shown: "0"}, "parts": [shown, 1, None]}
+
+
+def test_valid_utf8_shows_the_bytes_that_are_not_utf8_and_keeps_the_rest():
+    assert fileio.valid_utf8(os.fsdecode(b"caf\xe9/\xff")) == "caf\\xe9/\\xff"
+    assert fileio.valid_utf8("café ✓ \\x") == "café ✓ \\x"
+    assert fileio.valid_utf8("a\ud800") == "a\\ud800"  # a surrogate that no byte of a name became

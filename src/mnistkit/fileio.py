@@ -122,7 +122,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """``obj`` as JSON, its strings made ``valid_unicode``: what other programs (and mnistkit's schema) can read."""
+    write_text(path, json.dumps(valid_unicode(obj), indent=2, sort_keys=False) + "\n")
 
 
 @contextmanager
@@ -244,6 +245,21 @@ def file_kind(mode: int) -> str:
 
 
 def valid_utf8(text: str) -> str:
-    """``text`` with what is not UTF-8 shown as ``?``: a file name's bytes that are not UTF-8, which Python keeps as
-    lone surrogates, and which pydantic and matplotlib refuse."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """``text`` as valid Unicode: a file name's bytes that are not UTF-8, which Python keeps as lone surrogates (and
+    which JSON parsers, pydantic and matplotlib refuse), written as ``\\xe9``; the rest is as it was."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no byte became (JSON's "\\ud800"): as JSON would escape it
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def valid_unicode(value: Any) -> Any:
+    """``value``, a JSON document (dicts, lists, strings, numbers), with ``valid_utf8`` applied to every string in
+    it, keys included."""
+    if isinstance(value, str):
+        return valid_utf8(value)
+    if isinstance(value, dict):
+        return {valid_unicode(key): valid_unicode(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [valid_unicode(item) for item in value]
+    return value
