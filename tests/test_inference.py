@@ -4,12 +4,13 @@ bad images, folder and glob expansion, ensembles, and the pretrained model's acc
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 import numpy as np
 import pytest
 import torch
-from helpers import make_digits
+from helpers import make_digits, run_cli
 from PIL import Image, ImageDraw
 
 from mnistkit import cli, nondigits
@@ -202,6 +203,16 @@ def test_one_bad_image_in_a_batch_does_not_stop_the_others(pretrained, mnist, tm
     assert "not an image" in failures[0].to_dict()["error"] and "file not found" in str(failures[1].error)
     assert "no ink found" in str(failures[2].error)
     json.dumps([r.to_dict() for r in results])  # all JSON-ready
+
+
+def test_names_that_are_not_utf8_are_valid_unicode_in_json(pretrained, mnist, tmp_path, capsys):
+    seven, gone = tmp_path / os.fsdecode(b"caf\xe9.png"), tmp_path / os.fsdecode(b"gon\xe9.png")
+    save_black_on_white(mnist.test.images[0].numpy(), seven)
+    found, missing = pretrained.predict([seven, gone])
+    shown = f"{tmp_path}/gon\\xe9.png"  # the byte that is not UTF-8, as Python writes it: no lone surrogate
+    assert missing.to_dict() == {"source": shown, "error": f"{shown}: file not found"}
+    code, out, _ = run_cli(capsys, "predict", "--json", seven)
+    assert code == 0 and json.loads(out)["source"] == found.to_dict()["source"] == f"{tmp_path}/caf\\xe9.png"
 
 
 def test_a_single_bad_image_raises(pretrained, tmp_path):

@@ -8,8 +8,10 @@ import hashlib
 import http.client
 import io
 import json
+import os
 import re
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -161,6 +163,13 @@ def test_serves_a_trained_run_given_as_model(tiny_run, digits):
         assert info["source"] == str(tiny_run) and info["parameters"] == served.model_info()["parameters"]
         answer = test_client.post("/api/predict", json=pixels_body(digits[0][0])).json()
         np.testing.assert_allclose(answer["probabilities"], served.predict_array(digits[0][0])[0], atol=1e-5)
+
+
+def test_serves_a_run_whose_folder_name_is_not_utf8(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / os.fsdecode(b"caf\xe9"))  # the byte is kept as a lone surrogate
+    with local_client(create_app(Classifier.load(run))) as test_client:
+        response = test_client.get("/api/model")
+    assert response.status_code == 200 and response.json()["source"] == f"{tmp_path}/caf\\xe9"
 
 
 def test_serves_an_ensemble(tiny_run, second_tiny_run, digits):

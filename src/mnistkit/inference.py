@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, fileio
 from .augment import TTA_SHIFTS, shift
 from .calibrate import not_a_digit
 from .data import Normalization
@@ -144,9 +144,9 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: source, digit (the best guess even when not_a_digit), label, probability, not_a_digit and
-        top (without the arrays)."""
+        top (without the arrays). Valid Unicode: a file name that is not UTF-8 shows its bytes as ``\\xe9``."""
         return {
-            "source": self.source,
+            "source": fileio.valid_utf8(self.source),
             "digit": self.digit,
             "label": self.label,
             "probability": round(self.probability, 6),
@@ -164,7 +164,7 @@ class FailedPrediction:
     ok = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "error": str(self.error)}
+        return fileio.valid_unicode({"source": self.source, "error": str(self.error)})  # the error names the file
 
 
 class Classifier:
@@ -224,24 +224,27 @@ class Classifier:
         return self.inference.not_a_digit_below if isinstance(self.inference, InferenceModel) else None
 
     def model_info(self) -> dict[str, Any]:
-        """Model name, parameter count, test accuracy, classes and input contract, for reports and servers."""
+        """Model name, parameter count, test accuracy, classes and input contract, for reports and servers; valid
+        Unicode (``fileio.valid_unicode``), as JSON needs: the paths in it may name files that are not UTF-8."""
         metrics = self.meta.get("metrics") or {}
         calibration = self.meta.get("calibration") or {}
-        return {
-            "model": self.meta.get("model"),
-            "model_options": self.meta.get("model_options", {}),
-            "source": self.source,
-            "parameters": count_parameters(self.inference),
-            "test_accuracy": metrics.get("test_accuracy"),
-            "classes": self.classes,
-            "input": self.meta.get(
-                "input", {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black"}
-            ),
-            "tta": bool(self.meta.get("tta")),
-            "temperature": float(calibration.get("temperature", 1.0)),
-            "not_a_digit_below": self.threshold,
-            "command": self.meta.get("command"),
-        }
+        return fileio.valid_unicode(
+            {
+                "model": self.meta.get("model"),
+                "model_options": self.meta.get("model_options", {}),
+                "source": self.source,
+                "parameters": count_parameters(self.inference),
+                "test_accuracy": metrics.get("test_accuracy"),
+                "classes": self.classes,
+                "input": self.meta.get(
+                    "input", {"channels": 1, "height": 28, "width": 28, "polarity": "white ink on black"}
+                ),
+                "tta": bool(self.meta.get("tta")),
+                "temperature": float(calibration.get("temperature", 1.0)),
+                "not_a_digit_below": self.threshold,
+                "command": self.meta.get("command"),
+            }
+        )
 
     def predict_array(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities, float32 (N, classes), for images already in MNIST form.
