@@ -263,14 +263,22 @@ def test_a_damaged_model_json_is_one_line_in_every_command(run, damage, tmp_path
 
 
 def test_a_run_on_data_at_a_path_that_is_not_utf8_reads_back(run):
-    """Python keeps a path's bytes that are not UTF-8 as lone surrogates, json.dumps writes them so, and the run
-    must still load, with the path as it was, so that it names the data file."""
-    data = os.fsdecode(b"digits-\xff/d.npz")
+    """Python keeps a path's bytes that are not UTF-8 as lone surrogates, and older versions' json.dumps wrote them
+    so (this one writes them as valid Unicode); such a run must still load, with the path as it was."""
+    data, name = os.fsdecode(b"digits-\xff/d\xe9.npz"), os.fsdecode(b"d\xe9.npz")
     edit_json(run / "config.json", lambda c: c.update(data=data))
-    edit_json(run / "model.json", lambda m: (m["config"].update(data=data), m["dataset"].update(source=data)))
+    edit_json(
+        run / "model.json",
+        lambda m: (
+            m.update(command=f"mnistkit train --data {data}"),
+            m["config"].update(data=data),
+            m["dataset"].update(source=data, checksums={name: "0" * 32}),
+        ),
+    )
     net, meta = checkpoint.load_checkpoint(run)
-    assert meta["config"]["data"] == data
+    assert meta["config"]["data"] == data and meta["dataset"]["checksums"] == {name: "0" * 32}
     assert runs.read_config(run).data == data
+    assert Classifier.load(run).model_info()["command"] == "mnistkit train --data digits-\\xff/d\\xe9.npz"
 
 
 def test_the_bundled_model_and_a_fresh_run_pass_the_schema(tiny_run):

@@ -192,21 +192,27 @@ class _Open(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
 
-Name = Annotated[str, Field(max_length=200)]
+MAX_NAME = 200
+Name = Annotated[str, Field(max_length=MAX_NAME)]
 MAX_TEXT = 10_000
 
 
-def _text(value: Any) -> Any:
-    if not isinstance(value, str):
-        raise ValueError(f"Input should be a valid string (got {short(value)})")
-    if len(value) > MAX_TEXT:
-        raise ValueError(f"String should have at most {MAX_TEXT} characters")
-    return value
+def _string(limit: int) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"Input should be a valid string (got {short(value)})")
+        if len(value) > limit:
+            raise ValueError(f"String should have at most {limit} characters")
+        return value
+
+    return AfterValidator(check)
 
 
-# A path, or a command holding paths, as given: a file name's bytes that are not UTF-8 are kept by Python as lone
-# surrogates (json.dumps writes them so), which pydantic's str refuses; such a path must still read back.
-Text = Annotated[Any, AfterValidator(_text)]
+# A path, or a command holding paths: mnistkit writes them as valid Unicode (``fileio.valid_utf8``), but older
+# versions wrote a file name's bytes that are not UTF-8 as the lone surrogates Python keeps them as, which
+# pydantic's str refuses; their runs must still read.
+Text = Annotated[Any, _string(MAX_TEXT)]
+FileName = Annotated[Any, _string(MAX_NAME)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -245,7 +251,7 @@ class Normalization(_Closed):
         return self
 
 
-Checksums = Annotated[dict[Name, Name], Field(max_length=100)]  # file name -> its digest
+Checksums = Annotated[dict[FileName, Name], Field(max_length=100)]  # file name -> its digest
 
 
 class MnistMix(_Open):
