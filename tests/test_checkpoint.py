@@ -229,7 +229,7 @@ def test_runs_on_names_that_are_not_utf8_record_valid_unicode_and_load(mnist, tm
     Image.fromarray(255 - mnist.test.images[0].numpy()).save(tmp_path / "seven.png")
     for argv in (
         ["predict", "--model", run, tmp_path / "seven.png"],
-        ["evaluate", run, "--data", data, "--no-plots"],
+        ["evaluate", run, "--no-plots"],  # its data found again by the recorded path, its bytes restored
         ["inspect", run],
         ["export", run, "--format", "torchscript", "-o", tmp_path / "m.pt"],
     ):

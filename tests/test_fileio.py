@@ -149,3 +149,14 @@ def test_valid_utf8_shows_the_bytes_that_are_not_utf8_and_keeps_the_rest():
     assert fileio.valid_utf8(os.fsdecode(b"caf\xe9/\xff")) == "caf\\xe9/\\xff"
     assert fileio.valid_utf8("café ✓ \\x") == "café ✓ \\x"
     assert fileio.valid_utf8("a\ud800") == "a\\ud800"  # a surrogate that no byte of a name became
+
+
+def test_a_recorded_name_finds_the_file_whose_bytes_it_shows(tmp_path):
+    real = tmp_path / os.fsdecode(b"d\xe9.npz")
+    real.write_bytes(b"")
+    recorded = fileio.valid_utf8(str(real))
+    assert recorded.endswith("d\\xe9.npz") and fileio.recorded_path(recorded) == real
+    literal = tmp_path / "e\\x41.npz"  # a name that holds the four characters \x41 is taken as written
+    literal.write_bytes(b"")
+    assert fileio.recorded_path(str(literal)) == literal
+    assert fileio.recorded_path(str(tmp_path / "gone\\xe9")) == tmp_path / "gone\\xe9"

@@ -376,7 +376,7 @@ PICKLE_SUFFIXES = (".pkl", ".pkl.gz", ".pickle", ".pickle.gz")
 def locate(path: str | Path) -> Path:
     """What ``path`` names for ``load_path``, found without reading any data: a folder of IDX files (also for
     one IDX file in it), a .npz, or a pickle. Raises DataError when there is no such path or no data format."""
-    path = Path(path).expanduser()
+    path = fileio.recorded_path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; pass a folder of IDX files, a .pkl.gz or a .npz")
     if path.is_dir():

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, fileio
 from .augment import TTA_SHIFTS, tta_probabilities
 from .config import data_title, model_title
 from .data import Normalization, Split, batches, load_bundled_mnist, load_dataset, split_dataset
@@ -236,7 +236,7 @@ def _evaluation_split(
     own_data = data is None and dataset is None
     if own_data:
         data, dataset = cfg.get("data"), cfg.get("dataset", "mnist")
-        if data and not Path(data).expanduser().exists():
+        if data and not fileio.recorded_path(data).exists():
             raise DataError(
                 f"{data}: the images this run trained on are not there; give their path (or other images) with data",
                 options=("data",),

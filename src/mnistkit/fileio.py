@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -251,6 +252,17 @@ def valid_utf8(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a surrogate that no byte became (JSON's "\\ud800"): as JSON would escape it
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def recorded_path(recorded: str | Path) -> Path:
+    """The path that a name recorded by ``valid_utf8`` stands for: as written where that exists, else with each
+    ``\\xNN`` turned back into the byte it was (a run trained on a file not named in UTF-8 finds it again)."""
+    path = Path(recorded).expanduser()
+    if path.exists() or "\\x" not in str(recorded):
+        return path
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), os.fsencode(str(path)))
+    restored = Path(os.fsdecode(raw))
+    return restored if restored.exists() else path
 
 
 def valid_unicode(value: Any) -> Any:
