@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,106 @@ def test_holding_a_folder_removes_the_temporary_files_of_a_killed_run(tmp_path):
             with runs.hold(run_dir):  # a second run, refused: it must not touch the holder's files
                 pass
         assert stale[0].exists()
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_run_refused_before_it_starts_leaves_the_old_run_as_it_was(tmp_path):
+    _old_run(tmp_path / "run")
+    before = _files(tmp_path / "run")
+    with pytest.raises(ConfigError, match="bad data"):
+        with runs.writing(tmp_path / "run", "mlp", overwrite=True) as run_dir:
+            assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
+                "model-hf",
+                "notes.txt",
+                "resume",
+                "tensorboard",
+            ]
+            (run_dir / "config.json").write_text("new")  # written before the data is loaded
+            (run_dir / "tensorboard" / "events.out.tfevents.2.host").write_text("new")
+            raise ConfigError("bad data")
+    assert _files(tmp_path / "run") == before
+
+
+def test_the_old_run_is_deleted_once_the_new_run_starts(tmp_path):
+    _old_run(tmp_path / "run")
+    with runs.writing(tmp_path / "run", "mlp", overwrite=True) as run_dir:
+        (run_dir / "config.json").write_text("new")
+        runs.discard_replaced(run_dir)
+        assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "notes.txt"]
+
+
+def test_an_unwritable_folder_of_the_old_run_is_found_before_anything_is_moved(tmp_path, monkeypatch):
+    # root writes anywhere: os.access is what says no, as it does for anyone else
+    _old_run(tmp_path / "run")
+    before = _files(tmp_path / "run")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).name != "resume" and real_access(path, mode))
+    with pytest.raises(ConfigError, match=r"cannot write .*run/resume \(permission denied\); make it writable or"):
+        runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True)
+    assert _files(tmp_path / "run") == before
+
+
+@pytest.mark.parametrize("fault", [PermissionError(13, "Permission denied"), KeyboardInterrupt()])
+def test_a_move_cut_short_puts_back_what_it_moved(tmp_path, monkeypatch, fault):
+    _old_run(tmp_path / "run")
+    before = _files(tmp_path / "run")
+    real_rename, renames = os.rename, []
+
+    def rename(source, target):
+        renames.append(source)
+        if len(renames) == 4:
+            raise fault
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises((ConfigError, KeyboardInterrupt)):
+        runs.create_run_dir(tmp_path / "run", "mlp", overwrite=True)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert _files(tmp_path / "run") == before and len(renames) == 4
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
+
+
+_KILLED = """
+import os, sys
+from mnistkit import runs
+if sys.argv[2] == "setting aside":
+    real_rename = os.rename
+    renames = []
+    def rename(source, target):
+        renames.append(source)
+        if len(renames) == 3:
+            os._exit(9)
+        real_rename(source, target)
+    os.rename = rename
+with runs.writing(sys.argv[1], "mlp", overwrite=True) as run_dir:
+    (run_dir / "config.json").write_text("new")
+    (run_dir / runs.CLAIM_NAME).write_text("job")
+    os._exit(9)
+"""
+
+
+@pytest.mark.parametrize("when", ["setting aside", "before the run started"])
+def test_the_next_hold_puts_back_what_a_killed_overwrite_set_aside(tmp_path, when):
+    import subprocess
+    import sys
+
+    _old_run(tmp_path / "run")
+    before = _files(tmp_path / "run")
+    killed = subprocess.run([sys.executable, "-c", _KILLED, str(tmp_path / "run"), when], check=False)
+    assert killed.returncode == 9
+    assert _files(tmp_path / "run") != before
+    with runs.hold(tmp_path / "run"):
+        assert _files(tmp_path / "run") == before
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
+
+
+def test_the_next_hold_deletes_what_a_run_killed_while_deleting_the_old_run_left(tmp_path):
+    run_dir = runs.create_run_dir(tmp_path / "run", "mlp")
+    (run_dir / runs.DISCARDED / "resume").mkdir(parents=True)
+    (run_dir / runs.DISCARDED / "resume" / "state.json").write_text("{}")
+    (run_dir / "config.json").write_text("new")
+    with runs.hold(run_dir):
+        assert [p.name for p in run_dir.iterdir()] == ["config.json"]

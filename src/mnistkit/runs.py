@@ -6,8 +6,9 @@ import csv
 import io
 import os
 import platform
+import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,14 @@ RUN_FILES = (
     CONFIG_NAME,
 )
 RUN_FOLDERS = ("resume", "tensorboard", "model-hf")  # removed with the run's files when nothing else is left in them
+# Overwriting sets the old run's files aside, in their places, inside the run folder (a rename never crosses a
+# file system): first into SETTING_ASIDE, which becomes REPLACED once all are there. They are deleted only when
+# the new run starts (``discard_replaced``), by way of DISCARDED, so that a deletion cut short leaves nothing to
+# put back. Until then a refused run puts them back, as does the next ``hold`` after a killed one: the folder holds
+# the old run intact or the new one, never a mix.
+SETTING_ASIDE = ".mnistkit-replacing"
+REPLACED = ".mnistkit-replaced"
+DISCARDED = ".mnistkit-discarded"
 TRAINING_FILES = ("model.json", "model.safetensors", METRICS_NAME, BATCH_LOSSES_NAME, CONFIG_NAME)  # train writes
 
 
@@ -95,7 +104,9 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
 @contextmanager
 def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iterator[Path]:
     """``create_run_dir``, and the folder held for this process until the block ends (see ``hold``): a second
-    run into the same folder is refused, even when both found it empty or missing."""
+    run into the same folder is refused, even when both found it empty or missing. With ``overwrite``, the
+    replaced run's files are set aside until the new run starts (``discard_replaced``, else when the block ends):
+    if the block fails before that, the new run's files are removed and the old run's put back."""
     if out is not None and not str(out).strip():
         raise ConfigError("out is empty: name the run folder, or leave out for runs/<time>-<model>", options=("out",))
     path = Path(out).expanduser() if out is not None else _new_default_run_dir(model)
@@ -119,18 +130,40 @@ def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iter
                 "and overwrite replaces only a run's files; choose another out",
                 options=("out",),
             )
+        old = _run_files(path)
+        check_writable(path, [path, *(path / name.parent for name in old)], "out")
         try:
-            _remove_run_files(path)
             probe = path / ".mnistkit-write-test"
             probe.write_bytes(b"")
             probe.unlink()
+            _set_aside(path, old)
         except OSError as exc:
             raise _cannot_write(path, exc) from None
-        yield path
+        try:
+            yield path
+        except BaseException:
+            with suppress(OSError):  # what stays aside, the next hold puts back
+                _put_back(path)
+            raise
+        discard_replaced(path)
 
 
 def _cannot_write(path: Path, exc: OSError) -> ConfigError:
     return ConfigError(f"out {path}: cannot write there ({exc.strerror or exc}); choose another out", options=("out",))
+
+
+def check_writable(path: Path, folders: Iterable[Path], option: str) -> None:
+    """ConfigError naming the first of ``folders`` (those that exist) that this process may not write into: found
+    before anything of run folder ``path`` is moved, or anything trained, not when the first file is written."""
+    for folder in folders:
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            where = "there" if folder == path else str(folder)
+            then = (
+                "make it writable or choose another out"
+                if option == "out"
+                else "make it writable, then run the same command again"
+            )
+            raise ConfigError(f"{option} {path}: cannot write {where} (permission denied); {then}", options=(option,))
 
 
 @contextmanager
@@ -166,10 +199,14 @@ def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
 
 def _remove_leftovers(run_dir: Path) -> None:
     """The temporary files (``fileio.atomic_path``'s ``.NAME.*.tmp``) of the training's writes that a killed run
-    never finished, the model's as large as the model: the folder is held, so nobody is writing them now."""
+    never finished, the model's as large as the model: the folder is held, so nobody is writing them now. And what
+    an overwrite killed before its new run started set aside: the old run comes back."""
     for name in TRAINING_FILES:
         for stale in run_dir.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
+    with suppress(OSError):  # what stays aside, the next hold puts back
+        _put_back(run_dir)
+    shutil.rmtree(run_dir / DISCARDED, ignore_errors=True)
 
 
 def _foreign_files(path: Path) -> list[str]:
@@ -190,15 +227,71 @@ def _foreign_files(path: Path) -> list[str]:
         return present
 
 
+def _run_files(path: Path) -> list[Path]:
+    """The files of a run in ``path``, relative to it, in the order of RUN_FILES."""
+    found = (file for pattern in RUN_FILES for file in path.glob(pattern))
+    return [file.relative_to(path) for file in found if not file.is_dir()]  # no run writes a folder in an export
+
+
 def _remove_run_files(path: Path) -> None:
-    for pattern in RUN_FILES:
-        for file in path.glob(pattern):
-            if file.is_dir():  # a folder inside an export (model-hf/x/): no run writes one
-                continue
-            file.unlink()
+    for name in _run_files(path):
+        (path / name).unlink()
+    _remove_empty_run_folders(path)
+
+
+def _remove_empty_run_folders(path: Path) -> None:
     for name in RUN_FOLDERS:
         with suppress(OSError):
             (path / name).rmdir()  # only ever removes an empty folder
+
+
+def _set_aside(path: Path, files: list[Path]) -> None:
+    """Move ``files`` (a run's, relative to ``path``) into REPLACED, keeping their places; all or, on an error,
+    none."""
+    if not files:
+        return
+    aside = path / SETTING_ASIDE
+    aside.mkdir()
+    try:
+        for name in files:
+            (aside / name.parent).mkdir(exist_ok=True)
+            os.rename(path / name, aside / name)
+        os.rename(aside, path / REPLACED)
+    except BaseException:  # Ctrl-C too
+        with suppress(OSError):
+            _move_back(path, aside)
+        raise
+
+
+def _put_back(path: Path) -> None:
+    """The run set aside in ``path`` back in its place, over the files of the new run that never started."""
+    if (path / REPLACED).is_dir():
+        _remove_run_files(path)
+        _move_back(path, path / REPLACED)
+    elif (path / SETTING_ASIDE).is_dir():  # cut short while setting aside: the new run wrote nothing yet
+        _move_back(path, path / SETTING_ASIDE)
+
+
+def _move_back(path: Path, aside: Path) -> None:
+    for file in [file for file in aside.rglob("*") if not file.is_dir()]:
+        place = path / file.relative_to(aside)
+        place.parent.mkdir(exist_ok=True)  # resume/, say, which a take back removed once empty
+        os.replace(file, place)
+    for folder in sorted(aside.rglob("*"), reverse=True):  # only folders are left, each after those inside it
+        folder.rmdir()
+    aside.rmdir()
+
+
+def discard_replaced(path: Path) -> None:
+    """The new run in ``path`` starts: delete the run it replaces, which ``writing`` set aside (if any)."""
+    try:
+        os.rename(path / REPLACED, path / DISCARDED)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+    shutil.rmtree(path / DISCARDED, ignore_errors=True)  # what stays, the next hold deletes
+    _remove_empty_run_folders(path)
 
 
 def take_back(path: Path) -> None:

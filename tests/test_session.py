@@ -1,0 +1,80 @@
+"""session.train: an overwrite that is refused leaves the run folder as it found it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnistkit import runs
+from mnistkit.config import make_config
+from mnistkit.errors import MnistkitError
+from mnistkit.session import TrainRequest, train
+
+
+def _train(data: Path, out: Path, overwrite: bool = False, **options):
+    cfg = make_config(**{"model": "logreg", "epochs": 2, "val_size": 100, "data": str(data), **options})
+    return train(TrainRequest(config=cfg, out=out, overwrite=overwrite, quiet=True))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _without_root_powers() -> list[str]:
+    """The command prefix under which permission bits hold, also for root (who otherwise writes anywhere)."""
+    if os.geteuid() != 0:
+        return []
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    if shutil.which("setpriv") is None or subprocess.run([*drop, "true"], check=False).returncode != 0:
+        pytest.skip("root writes anywhere, and setpriv cannot drop that here")
+    return drop
+
+
+def _mnistkit(*argv) -> subprocess.CompletedProcess:
+    command = [*_without_root_powers(), sys.executable, "-m", "mnistkit", *(str(a) for a in argv)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_an_overwrite_refused_by_its_options_or_its_data_keeps_the_old_run(tiny_idx, tmp_path):
+    old = tmp_path / "run"
+    _train(tiny_idx, old)
+    before = _files(old)
+    with pytest.raises(MnistkitError, match="val_size must be"):
+        _train(tiny_idx, old, overwrite=True, val_size=5000)
+    assert _files(old) == before
+    broken = Path(shutil.copytree(tiny_idx, tmp_path / "broken"))
+    labels = broken / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:40])
+    with pytest.raises(MnistkitError):
+        _train(broken, old, overwrite=True)
+    assert _files(old) == before
+
+
+def test_an_overwrite_that_starts_deletes_the_old_run(tiny_idx, tmp_path):
+    old = tmp_path / "run"
+    _train(tiny_idx, old)
+    (old / "notes.txt").write_text("mine")
+    announced: list[str] = []
+    cfg = make_config(model="mlp", epochs=1, val_size=100, data=str(tiny_idx))
+    train(TrainRequest(config=cfg, out=old, overwrite=True, quiet=True), announced.append)
+    assert len(announced) == 1 and not list(old.glob(".mnistkit-*"))
+    assert (old / "notes.txt").read_text() == "mine" and runs.read_config(old).model == "mlp"
+
+
+def test_an_overwrite_stopped_by_a_read_only_folder_of_the_old_run_keeps_all_of_it(tiny_idx, tmp_path):
+    old = tmp_path / "run"
+    _train(tiny_idx, old)
+    before = _files(old)
+    (old / "resume").chmod(0o555)
+    try:
+        done = _mnistkit("train", "--data", tiny_idx, "--model", "logreg", "--epochs", "1", "--out", old, "--overwrite")
+    finally:
+        (old / "resume").chmod(0o755)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"cannot write {old}/resume (permission denied)" in done.stderr
+    assert _files(old) == before
