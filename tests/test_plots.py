@@ -370,3 +370,22 @@ def test_top_losses_and_their_titles():
     assert re.match(r"#2: c → c \(0\.\d\d\)", titles[2])
     colours = [ax.title.get_color() for ax in fig.axes if ax.get_title()]
     assert colours == ["tab:red", "tab:red", "black"]
+
+
+def test_a_figure_is_drawn_again_but_a_file_of_the_users_is_kept(tiny_idx, tiny_run, tmp_path, capsys):
+    notes, figure = tmp_path / "notes.png", tmp_path / "grid.png"
+    notes.write_bytes(b"my notes")
+    Image.new("L", (8, 8)).save(tmp_path / "photo.png")  # a PNG, but not one mnistkit drew
+    show = ["show", "--data", tiny_idx, "--val-size", "100", "--n", "4", "-o"]
+    for target in (notes, tmp_path / "photo.png"):
+        code, _, err = run_cli(capsys, *show, target)
+        assert code == 2 and "is not a figure that mnistkit wrote; pass --overwrite" in err
+    assert notes.read_bytes() == b"my notes"
+    assert run_cli(capsys, *show, figure)[0] == 0 and run_cli(capsys, *show, figure)[0] == 0  # its own figure
+    assert run_cli(capsys, *show, notes, "--overwrite")[0] == 0 and Image.open(notes).format == "PNG"
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "mistakes.png").write_text("mine")
+    code, out, err = run_cli(capsys, "evaluate", tiny_run, "--plots", tmp_path / "plots")
+    assert code == 2 and out == "" and "mistakes.png: exists" in err
+    code, _, err = run_cli(capsys, "compare", tiny_run, "-o", tmp_path / "photo.png")
+    assert code == 2 and "photo.png: exists" in err

@@ -34,6 +34,8 @@ from .config import (
 from .errors import FULL_DISK, MnistkitError, did_you_mean, os_error
 
 Handler = Callable[[argparse.Namespace], int]
+# A figure mnistkit drew is drawn again unasked; any other file under its name is replaced only when asked.
+OVERWRITE_FIGURE_HELP = "replace a file under the figure's name that is not a figure mnistkit wrote"
 
 
 class Parser(argparse.ArgumentParser):
@@ -483,17 +485,20 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "for an ensemble, none unless --plots DIR is given]",
     )
     plots.add_argument("--no-plots", action="store_true", help="write no plots")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_FIGURE_HELP)
     p.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import resolve
     from .evaluate import evaluate_checkpoint, evaluate_ensemble, format_report
-    from .plots import check_plots_folder, write_evaluation_plots
+    from .plots import CONFUSION_NAME, MISTAKES_NAME, check_plots_folder, write_evaluation_plots
 
     ensemble = len(args.checkpoint) > 1
-    if args.plots:  # a bad folder stops the command before its report is printed
-        check_plots_folder(args.plots)
+    if args.plots:  # a bad folder, or a file of the user's in it, stops the command before its report is printed
+        folder = check_plots_folder(args.plots)
+        for name in (CONFUSION_NAME, MISTAKES_NAME):
+            fileio.check_replaceable(folder / name, args.overwrite)
     if ensemble:
         report = evaluate_ensemble(args.checkpoint, args.split, args.data, args.dataset)
     else:
@@ -556,6 +561,7 @@ def add_show(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the PNG to write [default: samples.png, or sample.png with --index]",
     )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_FIGURE_HELP)
     p.set_defaults(handler=cmd_show)
 
 
@@ -563,6 +569,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .plots import check_png_name, save, show
 
     out = check_png_name(args.output or ("sample.png" if args.index is not None else "samples.png"))
+    fileio.check_replaceable(out, args.overwrite)
     figure = show(args.split, args.n, args.digit, args.index, args.data, args.dataset, args.val_size)
     print(f"wrote {save(figure, out)}")
     return 0
@@ -586,6 +593,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-plot", action="store_true", help="print the table only")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_FIGURE_HELP)
     p.set_defaults(handler=cmd_compare)
 
 
@@ -594,7 +602,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .plots import check_png_name, save
 
     if not args.no_plot:
-        check_png_name(args.output)
+        fileio.check_replaceable(check_png_name(args.output), args.overwrite)
     summaries = read_runs(args.runs)
     print(json.dumps(to_dict(summaries), indent=2) if args.json else format_table(summaries))
     if not args.no_plot:
@@ -689,6 +697,7 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
     show = action("show", "draw stored corrections as a PNG grid", cmd_feedback_show)
     show.add_argument("ids", nargs="*", type=int, metavar="ID", help="which (default: the latest 64)")
     show.add_argument("-o", "--output", metavar="FILE", default="feedback.png", help="[default: %(default)s]")
+    show.add_argument("--overwrite", action="store_true", help=OVERWRITE_FIGURE_HELP)
     export = action("export", "write the corrections as a training set that --data reads", cmd_feedback_export)
     export.add_argument("--format", choices=["idx", "npz"], default="idx", help="[default: %(default)s]")
     export.add_argument("-o", "--output", metavar="PATH", required=True, help="a new folder (idx) or .npz file")
@@ -726,8 +735,9 @@ def cmd_feedback_list(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback_show(args: argparse.Namespace) -> int:
-    from .plots import image_grid, save
+    from .plots import check_png_name, image_grid, save
 
+    fileio.check_replaceable(check_png_name(args.output), args.overwrite)
     store = _open_feedback(args)
     ids = args.ids or [c.id for c in store.latest(64)]
     images, labels, found = store.images(ids)
@@ -882,6 +892,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="save the 28×28 image the model saw (enlarged); with several images, a folder for them",
     )
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_FIGURE_HELP + " (--show-input)")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -904,7 +915,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     folder = show is not None and (len(sources) > 1 or show.is_dir() or named_folder)
     inputs = {os.path.realpath(source) for source in sources}  # never written over by what the model saw
     if show is not None and not folder:
-        _check_show_input(show, inputs)
+        _check_show_input(show, inputs, args.overwrite)
     if folder and show is not None:
         fileio.check_folder_exists(show)  # the folder is made, not the folders above it, as -o makes none
         try:
@@ -934,7 +945,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if show is not None:
             try:
                 seen = show / f"{i:04d}-{Path(result.source).stem}.png" if folder else show
-                _check_show_input(seen, inputs)
+                _check_show_input(seen, inputs, args.overwrite)
                 save_input(result.input, seen)
             except MnistkitError as exc:
                 failed += 1
@@ -942,8 +953,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def _check_show_input(path: Path, inputs: set[str]) -> None:
-    """ConfigError unless ``path`` is a PNG's name and not one of the images being predicted."""
+def _check_show_input(path: Path, inputs: set[str], overwrite: bool) -> None:
+    """ConfigError unless ``path`` is a PNG's name, not one of the images being predicted, and free for a figure
+    (``fileio.check_replaceable``)."""
     from .errors import ConfigError
 
     if path.suffix.lower() != ".png":
@@ -951,6 +963,7 @@ def _check_show_input(path: Path, inputs: set[str]) -> None:
     if os.path.realpath(path) in inputs:
         raise ConfigError(f"--show-input {path}: this is one of the images to predict; give another file name")
     fileio.check_folder_exists(path)  # before the model's work, not at the end
+    fileio.check_replaceable(path, overwrite)
 
 
 def _verdict(result) -> str:

@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from .errors import WriteError
+from .errors import ConfigError, WriteError
 
 
 @contextmanager
@@ -59,6 +59,32 @@ def check_folder_exists(path: str | os.PathLike) -> Path:
     if not is_folder:
         raise _cannot_write_in(path, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
     return path
+
+
+# The PNG text (its "Software" key) that marks a figure mnistkit wrote: drawing it again replaces it unasked.
+FIGURE_SOFTWARE = "mnistkit"
+
+
+def check_replaceable(path: str | os.PathLike, overwrite: bool) -> Path:
+    """``path``, where a figure may be written: nothing is there, a figure mnistkit wrote is, or ``overwrite``
+    says to replace what is. Anything else (a file of the user's under a figure's name) is a ConfigError."""
+    path = Path(path)
+    if overwrite or not os.path.lexists(path) or _is_our_figure(path):
+        return path
+    raise ConfigError(
+        f"{path}: exists and is not a figure that mnistkit wrote; pass overwrite to replace it, or choose another name",
+        options=("overwrite",),
+    )
+
+
+def _is_our_figure(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get("Software") == FIGURE_SOFTWARE
+    except (OSError, UnidentifiedImageError, ValueError):  # a folder, unreadable, not an image
+        return False
 
 
 @contextmanager

@@ -40,7 +40,7 @@ Rows = list[dict[str, float | None]]
 
 def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": fileio.FIGURE_SOFTWARE})
     return buffer.getvalue()
 
 

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import fileio
 from .errors import MnistkitError
@@ -989,6 +989,8 @@ def save_input(array: np.ndarray, path: str | Path, scale: int = 10) -> Path:
     image = Image.fromarray(np.asarray(array, dtype=np.uint8)).resize(
         (CANVAS * scale, CANVAS * scale), Image.Resampling.NEAREST
     )
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", fileio.FIGURE_SOFTWARE)
     with fileio.atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format="PNG", pnginfo=info)
     return path
