@@ -1,4 +1,4 @@
-"""session.train: an overwrite that is refused leaves the run folder as it found it."""
+"""session.train: an overwrite or a resume that is refused leaves the run folder as it found it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 
 from mnistkit import runs
 from mnistkit.config import make_config
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import ConfigError, MnistkitError
 from mnistkit.session import TrainRequest, train
+from mnistkit.train import TrainingInterrupted
 
 
 def _train(data: Path, out: Path, overwrite: bool = False, **options):
@@ -23,6 +24,22 @@ def _train(data: Path, out: Path, overwrite: bool = False, **options):
 
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _interrupted_run(data: Path, out: Path, monkeypatch) -> Path:
+    """A run stopped after its first epoch's checkpoint, as a second Ctrl-C leaves it."""
+    real_write_metrics = runs.write_metrics
+
+    def write_metrics(run_dir, rows):
+        if len(rows) == 2:
+            raise KeyboardInterrupt
+        real_write_metrics(run_dir, rows)
+
+    monkeypatch.setattr(runs, "write_metrics", write_metrics)
+    with pytest.raises(TrainingInterrupted):
+        _train(data, out, epochs=3)
+    monkeypatch.setattr(runs, "write_metrics", real_write_metrics)
+    return out
 
 
 def _without_root_powers() -> list[str]:
@@ -78,3 +95,32 @@ def test_an_overwrite_stopped_by_a_read_only_folder_of_the_old_run_keeps_all_of_
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"cannot write {old}/resume (permission denied)" in done.stderr
     assert _files(old) == before
+
+
+@pytest.mark.parametrize("read_only", ["run folder", "resume"])
+def test_a_resume_into_a_folder_it_cannot_write_is_refused_before_it_trains(tiny_idx, tmp_path, monkeypatch, read_only):
+    run_dir = _interrupted_run(tiny_idx, tmp_path / "run", monkeypatch)
+    before = _files(run_dir)
+    denied = run_dir if read_only == "run folder" else run_dir / "resume"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != denied and real_access(path, mode))
+    announced: list[str] = []
+    with pytest.raises(ConfigError, match="cannot write .*make it writable, then run the same command again"):
+        train(TrainRequest(resume=run_dir, quiet=True), announced.append)
+    assert announced == [] and _files(run_dir) == before
+
+
+def test_a_resume_into_a_read_only_folder_is_one_line_before_it_trains(tiny_idx, tmp_path, monkeypatch):
+    run_dir = _interrupted_run(tiny_idx, tmp_path / "run", monkeypatch)
+    folders = [run_dir, run_dir / "resume"]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        done = _mnistkit("train", "--resume", run_dir)
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr == f"mnistkit: error: --resume {run_dir}: cannot write there (permission denied); " + (
+        "make it writable, then run the same command again\n"
+    )

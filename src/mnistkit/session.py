@@ -152,12 +152,19 @@ def _run_folder(
     closes so that no other run writes into it meanwhile; None elsewhere."""
     if request.resume is not None:
         resumed = Path(request.resume).expanduser()
-        return ctx.on_main(lambda: stack.enter_context(runs.hold(resumed)))
+        return ctx.on_main(lambda: _hold_to_resume(stack, resumed))
     run_dir = ctx.on_main(lambda: stack.enter_context(runs.writing(request.out, cfg.model, request.overwrite)))
     job = os.environ.get("TORCHELASTIC_RUN_ID")
     if run_dir is not None and job is not None:
         runs.claim(run_dir, job)
     return run_dir
+
+
+def _hold_to_resume(stack: ExitStack, run_dir: Path) -> Path:
+    """Held, and found writable before training rather than at the end of the first epoch."""
+    held = stack.enter_context(runs.hold(run_dir))
+    runs.check_writable(held, [held, resume.state_dir(held)], "resume")
+    return held
 
 
 def _start(run_dir: Path, line: str, announce: Callable[[str], None]) -> None:
