@@ -583,3 +583,12 @@ def test_random_damage_to_the_resume_state_resumes_or_is_one_line(tiny_run, caps
             main(["train", "--resume", str(run), "--quiet"])
         err = capsys.readouterr().err
         assert (exit_info.value.code, err) == (0, "") or (exit_info.value.code == 2 and err.count("\n") == 1), err
+
+
+def test_files_of_a_newer_mnistkit_say_to_upgrade(tiny_run, tmp_path):
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    meta = json.loads((run / "model.json").read_text())
+    for found, said in (("mnistkit-checkpoint/2", "written by a newer mnistkit"), ("other/9", "not an mnistkit")):
+        (run / "model.json").write_text(json.dumps({**meta, "format": found}))
+        with pytest.raises(CheckpointError, match=said):
+            schema.read_model_meta(run / "model.json")

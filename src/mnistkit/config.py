@@ -84,7 +84,10 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown configuration keys: {', '.join(map(schema.printable, unknown))}")
+            raise ConfigError(
+                f"unknown configuration keys: {', '.join(map(schema.printable, unknown))} (options of another "
+                "mnistkit version? use the version that wrote them)"
+            )
         return cls(**schema.typed_fields(cls, values))
 
     def validate(self) -> TrainConfig:

@@ -116,12 +116,24 @@ def _read(path: str | Path, doc: Document, model: type[BaseModel], fmt: str | No
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: {doc.foreign} (expected a JSON object)")
     if fmt is not None and value.get("format") != fmt:
+        if _newer(value.get("format"), fmt):
+            raise CheckpointError(
+                f"{path}: written by a newer mnistkit (format {short(value['format'])}; this version reads {fmt}); "
+                "upgrade mnistkit to read it"
+            )
         raise CheckpointError(f"{path}: {doc.foreign} (format {fmt} expected)")
     try:
         model.model_validate(value)
     except ValidationError as exc:
         raise CheckpointError(f"{path}: {doc.damaged}: {first_problem(exc)}") from None
     return value
+
+
+def _newer(found: Any, fmt: str) -> bool:
+    """Whether ``found`` names a later version of format ``fmt`` ("mnistkit-checkpoint/2" for ".../1")."""
+    kind, _, version = fmt.rpartition("/")
+    found_kind, _, found_version = found.rpartition("/") if isinstance(found, str) else ("", "", "")
+    return found_kind == kind and found_version.isdigit() and int(found_version) > int(version)
 
 
 def first_problem(exc: ValidationError) -> str:
