@@ -20,6 +20,7 @@ from helpers import run_cli, train_argv, write_mnist_npz
 from safetensors.torch import load_file
 
 from mnistkit import resume, runs
+from mnistkit.checkpoint import load_checkpoint
 from mnistkit.cli import main
 from mnistkit.config import make_config
 from mnistkit.errors import CheckpointError
@@ -337,6 +338,25 @@ def test_a_full_disk_when_the_model_is_saved_says_how_to_resume_and_the_resume_f
     assert code == 0, err
     assert out.startswith(f"resuming {run_dir} at the end of its 1 epoch, to test and save the model")
     assert (run_dir / "model.json").is_file()
+
+
+def test_a_finished_run_missing_its_last_files_is_finished_again_on_resume(tiny_idx, tmp_path, monkeypatch, capsys):
+    """A full disk as curves.png, the last file, is written; then a model file lost: the advice to resume holds."""
+    real_fsync = disk_full_at(monkeypatch, "/.curves.png.")
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=1))
+    assert code == 2 and f"resume with: mnistkit train --resume {run_dir}" in err, err
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    for lost in ("curves.png", "model.safetensors"):
+        (run_dir / lost).unlink(missing_ok=True)
+        if lost == "model.safetensors":
+            with pytest.raises(CheckpointError, match=f"mnistkit train --resume {run_dir} writes them again"):
+                load_checkpoint(run_dir)
+        code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--quiet")
+        assert code == 0 and "to test and save the model" in out, err
+        assert all((run_dir / name).is_file() for name in resume.FINAL_FILES)
+    code, _, err = run_cli(capsys, "train", "--resume", run_dir, "--quiet")
+    assert code == 2 and "already finished" in err
 
 
 def test_a_run_stopped_before_its_first_checkpoint_says_to_train_again(tiny_idx, tmp_path, capsys):

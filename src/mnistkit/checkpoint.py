@@ -80,7 +80,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except MnistkitError as exc:
         raise CheckpointError(f"{meta_path}: {exc}") from None
     weights_path = meta_path.parent / meta.get("weights", WEIGHTS_NAME)  # a plain file name: the schema says so
-    state = read_tensors(weights_path, meta["sha256"], "weights", meta_path.name)
+    try:
+        state = read_tensors(weights_path, meta["sha256"], "weights", meta_path.name)
+    except CheckpointError as exc:
+        from .resume import command, has_state  # imported here: resume builds on this module
+
+        if not has_state(meta_path.parent):
+            raise
+        raise CheckpointError(
+            f"{exc}; {command(meta_path.parent)} writes them again from the run's final state"
+        ) from None
     load_state(model, state, str(weights_path))
     return model.to(device).eval(), meta
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 FOLDER = "resume"
 STATE_NAME = "state.json"
 FORMAT = schema.RESUME_FORMAT
+FINAL_FILES = ("model.safetensors", "model.json", "curves.png")  # what a run writes once trained (train._save_model)
 
 
 @dataclass
@@ -387,7 +388,9 @@ def open_state(run_dir: str | Path) -> ResumeState:
     (``runs.hold``): a run still writing it could otherwise finish between this read and the hold."""
     run_dir = Path(run_dir).expanduser()
     state = load(run_dir)
-    if state.done and (run_dir / "model.json").is_file():
+    # A finished run whose last files were not all written (a full disk) or were lost is finished again: tested and
+    # saved from its final state.
+    if state.done and all((run_dir / name).is_file() for name in FINAL_FILES):
         raise CheckpointError(f"{run_dir}: this run already finished ({len(state.history)} epochs); nothing to resume")
     return state
 
