@@ -124,3 +124,23 @@ def test_a_resume_into_a_read_only_folder_is_one_line_before_it_trains(tiny_idx,
     assert done.stderr == f"mnistkit: error: --resume {run_dir}: cannot write there (permission denied); " + (
         "make it writable, then run the same command again\n"
     )
+
+
+def test_output_to_a_full_disk_mid_run_says_how_to_resume(tiny_idx, tmp_path, monkeypatch):
+    import errno
+
+    from mnistkit.errors import WriteError
+    from mnistkit.progress import ConsoleReporter
+
+    real_epoch_start = ConsoleReporter.epoch_start
+
+    def epoch_start(self, epoch, *args):
+        if epoch == 2:  # the progress line to a redirected output whose disk is full (no file named)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_epoch_start(self, epoch, *args)
+
+    monkeypatch.setattr(ConsoleReporter, "epoch_start", epoch_start)
+    with pytest.raises(
+        WriteError, match=f"No space left on device; the run's last checkpoint is intact.*--resume {tmp_path / 'run'}"
+    ):
+        _train(tiny_idx, tmp_path / "run", epochs=3)

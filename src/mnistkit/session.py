@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import distributed, resume, runs, torchrun
 from .config import TrainConfig
-from .errors import ConfigError, WriteError, stopped_by
+from .errors import FULL_DISK, ConfigError, WriteError, stopped_by
 from .mlflow_log import MlflowReporter, require_mlflow
 from .train import Interrupt, Reporter, RunResult, TrainingInterrupted, check_resume_every, resolve_device, train_run
 
@@ -91,10 +91,12 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
                 if state is None and run_dir is not None:
                     runs.take_back(run_dir)
                 raise
-            # metrics.csv or the final model could not be written (a full disk): the resume state has the work done
-            if isinstance(exc, WriteError):
+            # metrics.csv, the final model or the progress lines (output to a full disk) could not be written: the
+            # resume state has the work done
+            if isinstance(exc, WriteError) or (isinstance(exc, OSError) and exc.errno in FULL_DISK):
+                what = exc if isinstance(exc, WriteError) else f"cannot write: {exc.strerror}"
                 raise WriteError(
-                    f"{exc}; the run's last checkpoint is intact: free some space (or fix the folder), then resume "
+                    f"{what}; the run's last checkpoint is intact: free some space (or fix the folder), then resume "
                     f"with: {resume_command(run_dir, ctx)}"
                 ) from None
             if isinstance(exc, KeyboardInterrupt):  # a second signal: no new checkpoint, but the last one is there
