@@ -310,17 +310,21 @@ def test_a_full_disk_while_saving_is_one_clear_line_and_keeps_the_previous_check
 
 def test_a_full_disk_at_the_first_checkpoint_does_not_claim_an_earlier_one(tiny_idx, tmp_path, monkeypatch, capsys):
     """ENOSPC while the very first checkpoint is written: there is nothing to resume, and the message says so."""
-    disk_full_at(monkeypatch, "/resume/.state-")
+    real_fsync = disk_full_at(monkeypatch, "/resume/.state-")
     run_dir = tmp_path / "run"
     argv = ["train", "--data", str(tiny_idx), "--model", "logreg", "--epochs", "1", "--val-size", "100"]
+    argv += ["--batch-size", "50", "--checkpoint-every", "2", "--quiet", "--out", str(run_dir)]
     with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--batch-size", "50", "--checkpoint-every", "2", "--quiet", "--out", str(run_dir)])
+        main(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert "No space left on device" in err and "there is no earlier checkpoint to resume from" in err
-    assert "train again with --overwrite" in err  # the same command alone would find the folder taken
-    assert "intact" not in err
+    assert "run the same command again" in err and "intact" not in err
     assert not (run_dir / resume.FOLDER / resume.STATE_NAME).exists()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)  # as the message says: the failed run took its folder back
+    assert exit_info.value.code == 0, capsys.readouterr().err
 
 
 def test_a_full_disk_when_the_model_is_saved_says_how_to_resume_and_the_resume_finishes(

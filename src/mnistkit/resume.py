@@ -219,12 +219,10 @@ def save(
         then = (
             "the previous checkpoint there is intact. Free some space or restore the folder, then resume"
             if previous
-            else "there is no earlier checkpoint to resume from. Free some space, then train again with overwrite "
-            "(the folder holds the run's config)"
+            # a new run that fails before its first checkpoint takes its folder back (runs.take_back)
+            else "there is no earlier checkpoint to resume from. Free some space, then run the same command again"
         )
-        raise CheckpointError(
-            f"could not save the checkpoint in {folder} ({reason}); {then}", options=() if previous else ("overwrite",)
-        ) from None
+        raise CheckpointError(f"could not save the checkpoint in {folder} ({reason}); {then}") from None
     for old in folder.glob("state-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
