@@ -57,6 +57,23 @@ def test_predict_walks_a_folder(capsys, folder):
     assert all("top 3: " in line and line.count("%") == 4 for line in lines)
 
 
+def test_predict_says_which_folder_it_could_not_read(capsys, folder, monkeypatch):
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("more"):  # as an unreadable folder (root reads any, so its mode cannot)
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, out, err = run_cli(capsys, "predict", folder)
+    assert code == 2 and len(out.splitlines()) == 3  # the other images are still classified
+    assert (
+        err
+        == f"mnistkit: error: {folder / 'more'}: cannot read this folder (Permission denied); its images were skipped\n"
+    )
+
+
 def test_predict_json_one_object_per_image_with_top_k(capsys, folder):
     code, out, _ = run_cli(capsys, "predict", "--json", "--top-k", "5", folder / "seven.png", folder / "two.png")
     assert code == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,12 +427,16 @@ def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPredi
             if not matches:
                 failures.append(FailedPrediction(arg, ImageError(f"{arg}: no file matches this pattern")))
             for match in matches:
-                found += _walk(Path(match)) if Path(match).is_dir() else [match]
+                if Path(match).is_dir():
+                    images, unread = _walk(Path(match))
+                    found, failures = found + images, failures + unread
+                else:
+                    found.append(match)
         elif path.is_dir():
-            images = _walk(path)
-            if not images:
+            images, unread = _walk(path)
+            if not images and not unread:
                 failures.append(FailedPrediction(arg, ImageError(f"{arg}: no image files in this folder")))
-            found += images
+            found, failures = found + images, failures + unread
         else:
             found.append(arg)
     return found, failures
@@ -451,14 +456,23 @@ def _glob(pattern: Path) -> list[str]:
     )
 
 
-def _walk(folder: Path) -> list[str]:
-    """The files under ``folder`` with an extension Pillow can open, sorted; hidden files and folders skipped."""
+def _walk(folder: Path) -> tuple[list[str], list[FailedPrediction]]:
+    """The files under ``folder`` with an extension Pillow can open, sorted, hidden files and folders skipped; and
+    a failure for each folder under it that cannot be read, whose images would otherwise be missed unsaid."""
     formats = image_formats()
     readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in formats}
-    return sorted(
-        str(p)
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in readable
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    found: list[str] = []
+    failures: list[FailedPrediction] = []
+
+    def unreadable(exc: OSError) -> None:
+        where = str(exc.filename)
+        reason = f"cannot read this folder ({exc.strerror or exc}); its images were skipped"
+        failures.append(FailedPrediction(where, ImageError(f"{where}: {reason}")))
+
+    for root, folders, files in os.walk(folder, onerror=unreadable):  # symlinked folders not entered, as bash's **
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        paths = (Path(root, name) for name in files if not name.startswith("."))
+        found += [str(path) for path in paths if path.suffix.lower() in readable and path.is_file()]
+    return sorted(found), failures
+
+
