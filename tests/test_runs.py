@@ -213,3 +213,12 @@ def test_the_next_hold_deletes_what_a_run_killed_while_deleting_the_old_run_left
     (run_dir / "config.json").write_text("new")
     with runs.hold(run_dir):
         assert [p.name for p in run_dir.iterdir()] == ["config.json"]
+
+
+def test_a_run_folder_named_by_a_broken_or_looping_link_is_refused_so(tmp_path):
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for link in ("dangling", "loop"):
+        with pytest.raises(ConfigError, match="a symbolic link to .*missing or leads back to itself"):
+            runs.create_run_dir(tmp_path / link, "mlp")
+    assert not (tmp_path / "nowhere").exists()

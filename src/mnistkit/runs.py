@@ -112,6 +112,12 @@ def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iter
     path = Path(out).expanduser() if out is not None else _new_default_run_dir(model)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
+    if path.is_symlink() and not path.exists():  # mkdir would say only "File exists"
+        raise ConfigError(
+            f"out {path}: a symbolic link to {os.readlink(path)}, which is missing or leads back to itself; "
+            "fix the link or choose another out",
+            options=("out",),
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)  # to hold it: still empty, so nobody else's run is touched
     except OSError as exc:
