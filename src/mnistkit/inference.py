@@ -474,5 +474,3 @@ def _walk(folder: Path) -> tuple[list[str], list[FailedPrediction]]:
         paths = (Path(root, name) for name in files if not name.startswith("."))
         found += [str(path) for path in paths if path.suffix.lower() in readable and path.is_file()]
     return sorted(found), failures
-
-
