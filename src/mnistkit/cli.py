@@ -1245,8 +1245,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc, which re-runs it per process
     # Python sets sys.stdout to None when fd 1 is closed (`>&-`), and print() then drops every line unseen. serve
-    # answers over HTTP, and may run detached; every other command's output would be lost.
-    if sys.stdout is None and args.command != "serve":
+    # answers over HTTP, and may run detached: its lines (the address, the access log) go to stderr instead. Every
+    # other command's output would be lost.
+    if sys.stdout is None and args.command == "serve":
+        sys.stdout = sys.stderr
+    if sys.stdout is None:
         print(
             "mnistkit: error: standard output is closed; run again with it open (> FILE keeps the output, "
             "> /dev/null drops it)",
