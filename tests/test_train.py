@@ -164,3 +164,18 @@ def test_onecycle_copes_with_very_few_steps(tiny_splits, batches):
     (splits, _) = tiny_splits
     _, history = _fit(tiny_splits, epochs=1, batch_size=-(-len(splits.train) // batches))
     assert len(history) == 1
+
+
+def test_train_run_takes_a_fresh_run_folder_and_nothing_else(tiny_idx, tmp_path):
+    cfg = make_config(model="logreg", epochs=1, val_size=100, data=str(tiny_idx))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "precious"}')
+    for run_dir, said in ((mine, "holds config.json already"), (tmp_path / "missing", "no such folder")):
+        with pytest.raises(ConfigError, match=said):
+            train_run(cfg, run_dir)
+    assert (mine / "config.json").read_text() == '{"my": "precious"}'
+    with pytest.raises(ConfigError, match="takes a TrainConfig"):
+        train_run({"epochs": 1})  # type: ignore[arg-type]
+    run_dir = runs.create_run_dir(tmp_path / "run", cfg.model)
+    assert train_run(cfg, str(run_dir)).run_dir == run_dir  # a str names the folder as well

@@ -154,6 +154,19 @@ def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iter
         discard_replaced(path)
 
 
+def check_fresh(run_dir: Path) -> None:
+    """ConfigError unless ``run_dir`` is a folder without another run's files, as ``create_run_dir`` leaves it: a
+    run given any folder would write over what is there."""
+    if not run_dir.is_dir():
+        raise ConfigError(f"run_dir {run_dir}: no such folder; make it with runs.create_run_dir(out, model)")
+    present = [name for name in TRAINING_FILES if (run_dir / name).exists()]
+    if present:
+        raise ConfigError(
+            f"run_dir {run_dir}: holds {', '.join(present)} already; make the folder with "
+            "runs.create_run_dir(out, model), with overwrite=True to replace a run there"
+        )
+
+
 def _cannot_write(path: Path, exc: OSError) -> ConfigError:
     return ConfigError(f"out {path}: cannot write there ({exc.strerror or exc}); choose another out", options=("out",))
 

@@ -567,7 +567,7 @@ class RunResult:
 
 def train_run(
     cfg: TrainConfig,
-    run_dir: Path | None = None,
+    run_dir: str | Path | None = None,
     reporter: Reporter | None = None,
     command: str | None = None,
     *,
@@ -585,8 +585,13 @@ def train_run(
     (``resume.load(run_dir)``) continues that run. ``command`` is recorded as how the run was started.
     ``started`` is called once the data is loaded and training is set up (see ``fit``).
     """
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"train_run takes a TrainConfig (see make_config), got {type(cfg).__name__}")
     cfg.validate()
     check_resume_every(resume_every)
+    run_dir = None if run_dir is None else Path(run_dir)
+    if run_dir is not None and resume_from is None:
+        runs.check_fresh(run_dir)
     ctx = ctx or distributed.Context(resolve_device(cfg.device))
     seed_everything(cfg.seed, cfg.deterministic)
     init = finetune.open_init(cfg) if cfg.init is not None else None
