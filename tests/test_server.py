@@ -1109,6 +1109,30 @@ def test_an_allowed_host_must_be_a_plain_name(classifier, name):
         create_app(classifier, [name])
 
 
+def test_one_allowed_host_as_a_str_is_one_name_not_its_letters(classifier):
+    with local_client(create_app(classifier, allowed_hosts="Lab-PC")) as test_client:
+        assert test_client.get("/api/health", headers={"Host": "lab-pc"}).status_code == 200
+        for host in ["l", "b", "-"]:
+            assert test_client.get("/api/health", headers={"Host": host}).status_code == 400, host
+
+
+@pytest.mark.parametrize(
+    "hosts,message",
+    [
+        (None, "allowed_hosts must be a host name or a list of host names, got None"),
+        (5, "allowed_hosts must be a host name or a list of host names, got 5"),
+        (b"lab-pc", "allowed_hosts must be a host name or a list of host names, got b'lab-pc'"),
+        ([5], "allowed host 5 is not a host name: give each as a str"),
+        (["lab-pc", None], "allowed host None is not a host name: give each as a str"),
+    ],
+)
+def test_allowed_hosts_of_another_type_are_refused_in_one_line(classifier, hosts, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        create_app(classifier, hosts)
+    with pytest.raises(ConfigError, match=re.escape(message)):  # before the model loads
+        server.serve("no-such-model", allowed_hosts=hosts)
+
+
 @pytest.mark.parametrize("path,kind", [("/api/health", "json"), ("/", "text/html"), ("/static/app.js", "javascript")])
 def test_head_answers_like_get_without_a_body(client, path, kind):
     head, get = client.head(path), client.get(path)

@@ -44,7 +44,7 @@ from .explain import explain
 from .feedback import FeedbackError, FeedbackStore
 from .inference import Classifier
 from .preprocess import MAX_PIXELS, WORK_SIDE, ImageError, to_mnist
-from .server_guards import BODY_TIMEOUT, HEADER_TIMEOUT, RequestDeadlines, allowed_host, guard
+from .server_guards import BODY_TIMEOUT, HEADER_TIMEOUT, RequestDeadlines, allowed_host_names, guard
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
@@ -326,11 +326,12 @@ PREDICT_BODY = {
 
 
 def create_app(
-    classifier: Classifier, allowed_hosts: Iterable[str] = (), feedback: FeedbackStore | None = None
+    classifier: Classifier, allowed_hosts: str | Iterable[str] = (), feedback: FeedbackStore | None = None
 ) -> FastAPI:
     """The FastAPI app serving ``classifier``: the drawing page at ``/``, the API under ``/api``, docs at ``/docs``.
 
-    It answers requests for localhost, IP addresses and the host names in ``allowed_hosts`` (``server_guards``).
+    It answers requests for localhost, IP addresses and the host names in ``allowed_hosts`` (``server_guards``): a list
+    of names, or one name as a str.
     Corrections sent to ``/api/feedback`` go to ``feedback``; None turns them off, as does a model whose classes are
     not the digits (``takes_corrections``).
     """
@@ -344,7 +345,7 @@ def create_app(
     # server_guards.guard goes outside the middleware Starlette builds, so that it sees every response, those of
     # Starlette's outermost error handler (500) included; add_middleware would put it inside that handler.
     build_middleware_stack = app.build_middleware_stack
-    hosts = [allowed_host(name) for name in allowed_hosts]  # checked now, not at the first request
+    hosts = allowed_host_names(allowed_hosts)  # checked now, not at the first request
     app.build_middleware_stack = lambda: guard(build_middleware_stack(), hosts)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     batcher = Batcher(classifier)
@@ -682,7 +683,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     access_log: bool = True,
-    allowed_hosts: Iterable[str] = (),
+    allowed_hosts: str | Iterable[str] = (),
     header_timeout: float = HEADER_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
     device: str = "cpu",
@@ -699,7 +700,7 @@ def serve(
     import torch
     import uvicorn
 
-    allowed_hosts = [allowed_host(name) for name in allowed_hosts]  # a bad name fails before the model loads
+    allowed_hosts = allowed_host_names(allowed_hosts)  # a bad name fails before the model loads
     store = None if feedback_db is None else FeedbackStore(feedback_db)
     classifier = Classifier.load(model, device)
     if store is not None and not takes_corrections(classifier):

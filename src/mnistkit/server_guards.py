@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .errors import ConfigError
+from .errors import ConfigError, short
 
 HEADER_TIMEOUT = 10.0  # seconds from a connection's opening (or its last response) to a request's last header
 BODY_TIMEOUT = 60.0  # seconds from the headers to the end of the body: a 4 MiB upload needs 70 KB/s
@@ -50,7 +50,7 @@ INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 HOST_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
 
-def guard(app: ASGIApp, allowed_hosts: Iterable[str] = ()) -> ASGIApp:
+def guard(app: ASGIApp, allowed_hosts: str | Iterable[str] = ()) -> ASGIApp:
     """``app`` behind every guard above; ``allowed_hosts``: host names to answer besides localhost and IPs."""
     return SecurityHeaders(AllowedHosts(HeadAsGet(app), allowed_hosts))
 
@@ -112,9 +112,9 @@ class AllowedHosts:
     (Starlette's TrustedHostMiddleware answers in plain text and cannot tell IP addresses from names.)
     """
 
-    def __init__(self, app: ASGIApp, names: Iterable[str] = ()):
+    def __init__(self, app: ASGIApp, names: str | Iterable[str] = ()):
         self.app = app
-        self.names = {allowed_host(name) for name in names}
+        self.names = set(allowed_host_names(names))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -148,8 +148,20 @@ def _is_ip(name: str) -> bool:
     return True
 
 
+def allowed_host_names(names: str | Iterable[str]) -> list[str]:
+    """``names`` checked and normalised as allowed hosts (``allowed_host``); a single str is one name, not letters."""
+    if isinstance(names, str):
+        return [allowed_host(names)]
+    # bytes would iterate as numbers, and anything else not iterable has no names to read
+    if isinstance(names, (bytes, bytearray)) or not isinstance(names, Iterable):
+        raise ConfigError(f"allowed_hosts must be a host name or a list of host names, got {short(names)}")
+    return [allowed_host(name) for name in names]
+
+
 def allowed_host(name: str) -> str:
     """``name`` checked and normalised as an allowed host: a DNS name or an IP address, nothing more."""
+    if not isinstance(name, str):
+        raise ConfigError(f"allowed host {short(name)} is not a host name: give each as a str, such as 'example.com'")
     normal = name.strip().lower().rstrip(".")
     if normal.startswith("[") and normal.endswith("]"):
         normal = normal[1:-1]
