@@ -1133,6 +1133,13 @@ def test_allowed_hosts_of_another_type_are_refused_in_one_line(classifier, hosts
         server.serve("no-such-model", allowed_hosts=hosts)
 
 
+def test_create_app_refuses_what_is_not_a_classifier_or_a_feedback_store(classifier):
+    with pytest.raises(ConfigError, match=r"create_app serves a Classifier \(.*\), got None"):
+        create_app(None)
+    with pytest.raises(ConfigError, match="feedback must be a FeedbackStore or None, got 'feedback.sqlite'"):
+        create_app(classifier, feedback="feedback.sqlite")
+
+
 @pytest.mark.parametrize("path,kind", [("/api/health", "json"), ("/", "text/html"), ("/static/app.js", "javascript")])
 def test_head_answers_like_get_without_a_body(client, path, kind):
     head, get = client.head(path), client.get(path)

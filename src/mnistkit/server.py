@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .catalog import DIGITS
-from .errors import ConfigError, MnistkitError
+from .errors import ConfigError, MnistkitError, short
 from .examples import test_examples
 from .explain import explain
 from .feedback import FeedbackError, FeedbackStore
@@ -335,6 +335,12 @@ def create_app(
     Corrections sent to ``/api/feedback`` go to ``feedback``; None turns them off, as does a model whose classes are
     not the digits (``takes_corrections``).
     """
+    if not isinstance(classifier, Classifier):
+        raise ConfigError(
+            f"create_app serves a Classifier (mnistkit.inference.Classifier.load()), got {short(classifier)}"
+        )
+    if feedback is not None and not isinstance(feedback, FeedbackStore):
+        raise ConfigError(f"feedback must be a FeedbackStore or None, got {short(feedback)}")
     app = FastAPIOffline(
         title="mnistkit",
         version=__version__,
