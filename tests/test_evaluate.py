@@ -43,3 +43,15 @@ def test_a_run_whose_data_changed_is_evaluated_with_a_note(tiny_idx, tmp_path):
     report = evaluate_checkpoint(run)
     assert len(report.notes) == 1 and "changed since this model trained on them" in report.notes[0]
     assert format_report(report).startswith("note: ") and report.to_dict()["notes"] == report.notes
+
+
+def test_evaluate_refuses_a_batch_size_that_is_not_a_count_and_takes_one_path_as_an_ensemble(tiny_run):
+    import pytest
+
+    from mnistkit.errors import ConfigError
+    from mnistkit.evaluate import evaluate_checkpoint, evaluate_ensemble
+
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="batch_size must be a whole number of at least 1"):
+            evaluate_checkpoint(tiny_run, batch_size=bad)
+    assert evaluate_ensemble(str(tiny_run)).accuracy == evaluate_checkpoint(tiny_run).accuracy

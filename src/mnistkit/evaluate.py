@@ -3,6 +3,7 @@ of models (their averaged probabilities), on a split."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from . import checkpoint, fileio
 from .augment import TTA_SHIFTS, tta_probabilities
 from .config import data_title, model_title
 from .data import Normalization, Split, batches, load_bundled_mnist, load_dataset, split_dataset
-from .errors import DataError
+from .errors import ConfigError, DataError, short
 
 if TYPE_CHECKING:
     from .distributed import Context
@@ -183,6 +184,8 @@ def evaluate_checkpoint(
     The validation split is the one the run held out, taken from the run's recorded ``val_size``. A run on data
     without a test part that mixed in MNIST (``mix_mnist``) was tested on MNIST's test set, and is again.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number of at least 1, got {short(batch_size)}")
     model, meta = checkpoint.load_checkpoint(path)
     part, data_name, classes, notes = _evaluation_split(meta, split, data, dataset)
     report = evaluate(
@@ -202,6 +205,8 @@ def evaluate_ensemble(
     for all of them (members trained on the same data, holding out the same validation images)."""
     from .inference import Classifier, Ensemble
 
+    if isinstance(paths, (str, os.PathLike)):  # one path, not a sequence of its characters
+        paths = [paths]
     ensemble = Ensemble([Classifier.load(path) for path in paths])
     members = ensemble.members
     part, data_name, classes, notes = _evaluation_split(members[0].meta, split, data, dataset)
