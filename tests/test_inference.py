@@ -17,7 +17,7 @@ from mnistkit import cli, nondigits
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig, make_config
 from mnistkit.data import Normalization
-from mnistkit.errors import CheckpointError
+from mnistkit.errors import CheckpointError, ConfigError
 from mnistkit.inference import PRETRAINED_DIR, Classifier, Ensemble, FailedPrediction, Prediction, find_images
 from mnistkit.models import create_model
 from mnistkit.preprocess import ImageError
@@ -220,6 +220,23 @@ def test_a_single_bad_image_raises(pretrained, tmp_path):
         pretrained.predict(tmp_path / "gone.png")
     with pytest.raises(ImageError, match="no ink found"):
         pretrained.predict(Image.new("L", (100, 100), 255))
+
+
+def test_predict_refuses_a_top_k_or_reject_it_cannot_use(pretrained, mnist):
+    seven = mnist.test.images[0].numpy()
+    for top_k in [0, -1, 2.5, "3", None, True]:
+        with pytest.raises(ConfigError, match=r"^top_k must be a whole number of at least 1, got ") as caught:
+            pretrained.predict(seven, top_k=top_k)
+        assert caught.value.options == ("top_k",)
+        with pytest.raises(ConfigError, match="^top_k"):
+            pretrained.predict([seven, seven], top_k=top_k)
+    for reject in ["no", None, 0, 1]:
+        with pytest.raises(ConfigError, match=r"^reject must be True or False, got ") as caught:
+            pretrained.predict(seven, reject=reject)
+        assert caught.value.options == ("reject",)
+    assert len(pretrained.predict(seven, top_k=np.int64(2)).top) == 2  # a NumPy integer is a whole number
+    assert len(pretrained.predict(seven, top_k=50).top) == 10  # more than there are classes: all of them
+    assert pretrained.predict(seven, reject=np.bool_(False)).digit == 7
 
 
 def test_predict_array_checks_its_input(pretrained):

@@ -29,7 +29,7 @@ from . import checkpoint, fileio
 from .augment import TTA_SHIFTS, shift
 from .calibrate import not_a_digit
 from .data import Normalization
-from .errors import CheckpointError, MnistkitError
+from .errors import CheckpointError, ConfigError, MnistkitError, short
 from .models import count_parameters
 from .preprocess import ImageError, ImageInput, check_pixels, image_formats, to_mnist
 
@@ -296,7 +296,9 @@ class Classifier:
         ``FailedPrediction`` for an image that could not be used, so one bad file does not stop the others.
         With ``reject`` (and a calibrated model), a prediction the model finds no class for is marked
         ``not_a_digit`` (see ``probabilities_and_flags``); its ``digit`` is still the best guess.
+        Raises ``ConfigError`` unless ``top_k`` is a whole number of at least 1 and ``reject`` True or False.
         """
+        check_options(top_k, reject)
         single = not (isinstance(images, (list, tuple)) or is_stack(images))
         # A str is a Sequence too: the checks above, not the annotation, tell one image from several.
         items = [cast(ImageInput, images)] if single else list(cast(Sequence[ImageInput], images))
@@ -319,7 +321,7 @@ class Classifier:
         return cast(Prediction, results[0]) if single else cast(list[Prediction | FailedPrediction], results)
 
     def _prediction(self, source: str, array: np.ndarray, probs: np.ndarray, top_k: int, flag: bool) -> Prediction:
-        order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
+        order = np.argsort(-probs, kind="stable")[:top_k]
         best = int(order[0])
         top = [(self.classes[k], float(probs[k])) for k in order]
         return Prediction(source, best, self.classes[best], float(probs[best]), top, probs, array, flag)
@@ -371,6 +373,14 @@ class Ensemble(Classifier):
         tta = any(member["tta"] for member in members)
         votes = cast(EnsembleModel, self.inference).votes
         return {**super().model_info(), "tta": tta, "temperature": None, "not_a_digit_votes": votes, "members": members}
+
+
+def check_options(top_k: object, reject: object) -> None:
+    """``predict``'s options, refused before any image is read: a bool is no count, nor a string a flag."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ConfigError(f"top_k must be a whole number of at least 1, got {short(top_k)}", options=("top_k",))
+    if not isinstance(reject, (bool, np.bool_)):
+        raise ConfigError(f"reject must be True or False, got {short(reject)}", options=("reject",))
 
 
 def class_mismatch(classes: list[str], expected: list[str]) -> str:
