@@ -110,6 +110,25 @@ def test_predictions_on_a_gpu_match_the_cpu(pretrained, mnist):
     np.testing.assert_allclose(on_gpu.predict_array(images), pretrained.predict_array(images), atol=1e-4)
 
 
+def test_a_device_the_model_cannot_run_on_is_one_config_error(saved, tmp_path):
+    for device in ["gpu", "CPU", "meta", None, 5, torch.device("meta")]:
+        with pytest.raises(ConfigError, match=r"^device .*: not a device the model can run on; use cpu, cuda, cuda:N"):
+            Classifier.load(saved, device=device)
+    with pytest.raises(ConfigError, match=r"this machine has: cpu"):
+        Classifier.load(tmp_path / "missing", device="gpu")  # checked before the checkpoint is read
+    with pytest.raises(ConfigError, match="^device"):
+        Classifier.load([saved, saved], device="gpu")
+    if not torch.cuda.is_available():
+        for device in ["cuda", "cuda:0", torch.device("cuda", 1)]:
+            with pytest.raises(ConfigError, match="no CUDA GPU is available here"):
+                Classifier.load(saved, device=device)
+    else:
+        with pytest.raises(ConfigError, match="cuda:99: this machine has no such GPU; use one of: cpu, cuda:0"):
+            Classifier.load(saved, device="cuda:99")
+    for device in ["cpu", "auto", torch.device("cpu")]:
+        assert Classifier.load(saved, device=device).device.type in ("cpu", "cuda", "mps")
+
+
 def dot_and_letter() -> list[np.ndarray]:
     """Two things that are no digit, drawn dark on white: a filled dot, and an H."""
     dot = Image.new("L", (200, 200), 255)

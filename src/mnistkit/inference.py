@@ -189,7 +189,7 @@ class Classifier:
         self, inference: InferenceModel | EnsembleModel, meta: dict[str, Any], source: str, device: str | torch.device
     ) -> None:
         self.meta = meta
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.batch_size = BATCH_SIZE if self.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
         self.source = source
         self.classes: list[str] = list(meta.get("classes") or [str(i) for i in range(10)])
@@ -201,11 +201,14 @@ class Classifier:
     ) -> Classifier:
         """Load a run folder, a checkpoint's ``.safetensors`` or ``.json``; None loads the bundled pretrained model;
         a list of them loads an ``Ensemble`` of them (a list of one: that model alone).
-        ``device`` is where the forward passes run ("cpu", "cuda", ...); inputs and results stay NumPy arrays.
+        ``device`` is where the forward passes run ("cpu", "cuda", "cuda:1", "mps", or "auto": the first of a
+        CUDA GPU, Apple's MPS, the CPU); inputs and results stay NumPy arrays.
 
-        Raises ``CheckpointError`` for anything that is not a valid mnistkit checkpoint, and for ensemble members
+        Raises ``ConfigError`` for a device that is not one of those or that this machine lacks, before reading
+        anything; ``CheckpointError`` for anything that is not a valid mnistkit checkpoint, and for ensemble members
         that do not predict the same classes.
         """
+        device = check_device(device)
         if isinstance(path, Sequence) and not isinstance(path, str):
             members = [cls.load(member, device) for member in path]
             return members[0] if len(members) == 1 else Ensemble(members)
@@ -381,6 +384,39 @@ def check_options(top_k: object, reject: object) -> None:
         raise ConfigError(f"top_k must be a whole number of at least 1, got {short(top_k)}", options=("top_k",))
     if not isinstance(reject, (bool, np.bool_)):
         raise ConfigError(f"reject must be True or False, got {short(reject)}", options=("reject",))
+
+
+def check_device(device: object) -> torch.device:
+    """``device`` as a ``torch.device`` the forward passes can run on here; ``ConfigError`` for anything else, in
+    place of torch's errors, which do not say what to pass (and a "meta" device, which holds no numbers, would load
+    and fail only at the first prediction)."""
+    from .train import resolve_device  # imported here: train imports this module (through evaluate)
+
+    try:
+        resolved = resolve_device(str(device)) if isinstance(device, (str, torch.device)) else None
+    except RuntimeError:  # torch's words for a name it does not know list every backend it was built with
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda", "mps"):
+        shown = short(str(device) if isinstance(device, torch.device) else device)
+        raise ConfigError(
+            f"device {shown}: not a device the model can run on; use cpu, cuda, cuda:N, mps or auto "
+            f"(this machine has: {', '.join(available_devices())})",
+            options=("device",),
+        )
+    if resolved.type != "cpu":
+        resolve_device(resolved.type)  # a backend this machine lacks: train's message
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {resolved}: this machine has no such GPU; use one of: {', '.join(available_devices())}",
+            options=("device",),
+        )
+    return resolved
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run the model on, as ``check_device`` takes them."""
+    gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu", *gpus, *(["mps"] if torch.backends.mps.is_available() else [])]
 
 
 def class_mismatch(classes: list[str], expected: list[str]) -> str:
