@@ -502,6 +502,15 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(twins, tmp_path):
     assert np.array_equal(to_mnist(path), to_mnist(page))
 
 
+def test_a_twelve_bit_scan_in_a_sixteen_bit_file_is_scaled_to_its_own_depth(twins, tmp_path):
+    # 0..4095: white at 4095, not at 65535 (which read every such scan as a blank, dark page)
+    page = large_dark_on_light(twins[1], scale=4, canvas=(150, 140), at=(20, 15))
+    path = tmp_path / "scan12.png"
+    Image.fromarray(((page.astype(np.uint32) * 4095 + 127) // 255).astype(np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    assert np.array_equal(to_mnist(path), to_mnist(page))
+
+
 @pytest.mark.parametrize("canvas", [(2048, 2048), (3000, 2200)])
 def test_a_large_sixteen_bit_scan_works_like_its_eight_bit_twin(twins, tmp_path, canvas):
     """I;16 images wider than the working size are reduced after their 8-bit conversion (Pillow's reduce step

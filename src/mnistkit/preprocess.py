@@ -13,6 +13,7 @@ MNIST (a dark border) passes through unchanged. docs/handwriting.md walks throug
 from __future__ import annotations
 
 import io
+import math
 import stat
 import warnings
 from pathlib import Path
@@ -511,8 +512,9 @@ def _eight_bit(image: Image.Image) -> np.ndarray:
     a = np.asarray(image, dtype=np.float64)
     if image.mode == "F" and a.size and a.max() <= 1.0:
         full = 1.0  # float pixels in [0, 1]
-    elif image.mode.startswith("I;16") or (a.size and a.max() > 255):
-        full = 65535.0
+    elif a.size and a.max() > 255:
+        # The bit depth in use: a 12-bit scanner's 0..4095 in a 16-bit file is white at 4095, not at 65535.
+        full = float(2 ** math.ceil(math.log2(a.max() + 1)) - 1)
     else:
         full = 255.0
     return np.clip(np.round(np.nan_to_num(a) * (255.0 / full)), 0, 255).astype(np.uint8)
