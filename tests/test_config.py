@@ -121,3 +121,12 @@ def test_unknown_preset_and_keys():
         make_config("turbo")
     with pytest.raises(ConfigError, match="unknown configuration keys: colour"):
         TrainConfig.from_dict({"colour": "red"})
+
+
+def test_data_with_another_named_dataset_is_refused():
+    with pytest.raises(ConfigError, match=r"dataset 'kmnist' and data 'tiny.npz' are two sources") as caught:
+        make_config(dataset="kmnist", data="tiny.npz")
+    assert caught.value.options == ("dataset", "data")
+    # What the CLI passes for --data alone (its --dataset is None) and for --dataset alone.
+    assert make_config(dataset=None, data="tiny.npz").dataset == "mnist"
+    assert make_config(dataset="kmnist", data=None).data is None

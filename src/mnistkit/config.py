@@ -23,6 +23,7 @@ MAX_LR = 1e30
 MAX_WEIGHT_DECAY = 1000.0
 SHA256 = re.compile(r"[0-9a-f]{64}")
 AUGMENTATIONS = ("none", "shift", "affine", "handwriting")  # implemented in augment.py
+DEFAULT_DATASET = "mnist"
 
 
 # The options of the cnn's architecture, each a field of TrainConfig and an argument of models.CNN.
@@ -32,7 +33,7 @@ CNN_OPTIONS = ("width", "stem_width", "stem_stride", "block2_stride", "crop")
 @dataclass
 class TrainConfig:
     # what to train on
-    dataset: str = "mnist"
+    dataset: str = DEFAULT_DATASET
     data: str | None = None  # a path (IDX folder, .pkl.gz, .npz) instead of a named dataset
     val_size: int = 10_000  # the last N official training images; 0 = train on all, validate on nothing
     normalize: bool = True  # standardize by the training set's mean/std; False = pixels / 256 as the tutorial's pickle
@@ -175,6 +176,13 @@ class TrainConfig:
             if not ok:
                 # An unknown name reads as prose ("unknown model 'x'"); a range names the option, shown as its flag.
                 raise ConfigError(message, options=(option,) if option else ())
+        if self.data is not None and self.dataset != DEFAULT_DATASET:
+            # A path replaces the named dataset: the run would record one dataset while training on another.
+            raise ConfigError(
+                f"dataset {schema.short(self.dataset)} and data {schema.short(self.data)} are two sources: give "
+                "either a named dataset or data (a path), not both",
+                options=("dataset", "data"),
+            )
         check_accepted(self.model, self.model_options())
         check_options(self.model_options())
         return self
