@@ -290,6 +290,38 @@ def test_bad_checkpoints_raise_checkpoint_error(tmp_path, saved):
         Classifier.load(saved)
 
 
+def test_load_refuses_what_is_no_path_and_an_empty_one(saved):
+    for path, got in [
+        (b"run10", r"got bytes b'run10'; decode bytes to a str first"),
+        ({"run"}, "got set$"),
+        ({"path": "run"}, "got dict$"),
+        (3, "got int 3$"),
+        ([saved, b"run10"], "got a list holding bytes"),
+        ([[saved, saved]], "got a list holding list$"),
+    ]:
+        with pytest.raises(
+            CheckpointError, match=r"^Classifier.load takes a path \(a str or Path\) or a list of them, " + got
+        ):
+            Classifier.load(path)
+    for path in ["", [saved, ""]]:
+        with pytest.raises(CheckpointError, match="^the model path is empty; pass a run folder"):
+            Classifier.load(path)
+    assert Classifier.load((saved,)).source == str(saved)  # a tuple is a list too
+
+
+def test_an_empty_image_path_is_named_as_one(pretrained, tmp_path, monkeypatch):
+    with pytest.raises(ImageError, match="^the image path is empty; pass an image file$"):
+        pretrained.predict("")
+    failed = pretrained.predict(["", np.zeros((40, 40), np.uint8)])[0]
+    assert isinstance(failed, FailedPrediction) and str(failed.error).startswith("the image path is empty")
+    save_black_on_white(np.zeros((28, 28), np.uint8), tmp_path / "blank.png")
+    monkeypatch.chdir(tmp_path)  # "" is not the current folder, with its images
+    found, failures = find_images([""])
+    assert found == [] and [str(f.error) for f in failures] == [
+        "the image path is empty; pass a file, folder or pattern"
+    ]
+
+
 # --------------------------------------------------------------------------------------------------
 # ensembles
 

@@ -209,9 +209,11 @@ class Classifier:
         that do not predict the same classes.
         """
         device = check_device(device)
-        if isinstance(path, Sequence) and not isinstance(path, str):
-            members = [cls.load(member, device) for member in path]
+        if isinstance(path, (list, tuple)):
+            members = [cls.load(checkpoint_path(member, in_list=True), device) for member in path]
             return members[0] if len(members) == 1 else Ensemble(members)
+        if path is not None:
+            path = checkpoint_path(path)
         net, meta = checkpoint.load_checkpoint(PRETRAINED_DIR if path is None else path)
         return cls(net, meta, "pretrained" if path is None else str(path), device)
 
@@ -310,6 +312,8 @@ class Classifier:
         for i, item in enumerate(items):
             source = source_name(item, i)
             try:
+                if isinstance(item, str) and not item:  # Path("") is the current folder: say what was given
+                    raise ImageError("the image path is empty; pass an image file")
                 ready.append((i, source, to_mnist(item)))
             except MnistkitError as exc:
                 if single:
@@ -384,6 +388,20 @@ def check_options(top_k: object, reject: object) -> None:
         raise ConfigError(f"top_k must be a whole number of at least 1, got {short(top_k)}", options=("top_k",))
     if not isinstance(reject, (bool, np.bool_)):
         raise ConfigError(f"reject must be True or False, got {short(reject)}", options=("reject",))
+
+
+def checkpoint_path(path: object, in_list: bool = False) -> str | Path:
+    """``path`` if it can name a checkpoint; ``CheckpointError`` if not (bytes, numbers, sets and dicts would
+    otherwise reach ``Path`` as a raw TypeError, bytes even as a list of numbers). ``in_list``: an ensemble's member."""
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if not isinstance(name, str):
+        got = ("a list holding " if in_list else "") + type(path).__name__
+        got += f" {short(path)}" if isinstance(path, (bytes, int, float)) else ""
+        hint = "; decode bytes to a str first" if isinstance(name or path, bytes) else ""
+        raise CheckpointError(f"Classifier.load takes a path (a str or Path) or a list of them, got {got}{hint}")
+    if not name:  # Path("") is the current folder, whose "no checkpoint here" would not say what went wrong
+        raise CheckpointError("the model path is empty; pass a run folder, a .safetensors file or its .json")
+    return cast(str | Path, path)
 
 
 def check_device(device: object) -> torch.device:
@@ -468,7 +486,11 @@ def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPredi
     failures: list[FailedPrediction] = []
     for arg in map(str, args):
         path = Path(arg).expanduser()
-        if not path.exists() and glob.has_magic(arg):
+        if not arg:  # not the current folder, which Path("") is
+            failures.append(
+                FailedPrediction(arg, ImageError("the image path is empty; pass a file, folder or pattern"))
+            )
+        elif not path.exists() and glob.has_magic(arg):
             matches = _glob(path)
             if not matches:
                 failures.append(FailedPrediction(arg, ImageError(f"{arg}: no file matches this pattern")))
