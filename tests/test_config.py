@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnistkit.config import PRESETS, TrainConfig, make_config
@@ -130,3 +132,28 @@ def test_data_with_another_named_dataset_is_refused():
     # What the CLI passes for --data alone (its --dataset is None) and for --dataset alone.
     assert make_config(dataset=None, data="tiny.npz").dataset == "mnist"
     assert make_config(dataset="kmnist", data=None).data is None
+
+
+def test_paths_and_numpy_integers_are_taken_as_str_and_int(tmp_path):
+    cfg = make_config(data=tmp_path / "tiny.npz", epochs=np.int64(2), width=np.int32(8), seed=np.uint64(2**64 - 1))
+    assert cfg.data == str(tmp_path / "tiny.npz") and type(cfg.data) is str
+    assert (cfg.epochs, cfg.width, cfg.seed) == (2, 8, 2**64 - 1)
+    assert {type(cfg.epochs), type(cfg.width), type(cfg.seed)} == {int}
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # as config.json records it
+
+
+def test_an_init_may_be_a_path(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'none'}: no checkpoint here")):
+        make_config(init=tmp_path / "none")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(epochs=True), "epochs: Input should be a valid integer (got True)"),
+        (dict(model=Path("mlp")), f"model: Input should be a valid string (got {Path('mlp')!r})"),
+    ],
+)
+def test_a_bool_is_no_integer_and_only_paths_take_a_path(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_config(**overrides)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
+import operator
+import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,6 +28,8 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 AUGMENTATIONS = ("none", "shift", "affine", "handwriting")  # implemented in augment.py
 DEFAULT_DATASET = "mnist"
 
+
+PATH_OPTIONS = ("data", "init")  # options naming a file or folder, given as a str or any os.PathLike
 
 # The options of the cnn's architecture, each a field of TrainConfig and an argument of models.CNN.
 CNN_OPTIONS = ("width", "stem_width", "stem_stride", "block2_stride", "crop")
@@ -312,14 +317,15 @@ def data_title(data: str | Path | None, dataset: str | None = "mnist") -> str:
 
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then the preset, then explicit overrides (``None`` values are ignored), validated. With an
-    ``init``, the model and its options follow the init's where not given, and must be its own."""
+    ``init``, the model and its options follow the init's where not given, and must be its own. ``data`` and
+    ``init`` may be any os.PathLike, and integer options NumPy integers: the config holds them as str and int."""
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(unknown_choice("preset", preset, PRESETS))
         values.update(PRESETS[preset])
         values["preset"] = preset
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: _plain(k, v) for k, v in overrides.items() if v is not None})
     if not values.get("init"):  # no init (an empty name is refused by validate)
         return TrainConfig.from_dict(values).validate()
     from . import finetune  # late import: it reads the init's model.json and needs torch
@@ -327,3 +333,13 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     cfg = TrainConfig.from_dict(finetune.follow_init(values)).validate()
     finetune.open_init(cfg)  # the model and its options are the init's: refused here, before any run starts
     return cfg
+
+
+def _plain(option: str, value: Any) -> Any:
+    """``value`` as the option's type is checked, strictly: a path as its str, an integer of another type (NumPy's
+    int64) as an int; a bool stays a bool, which no integer option takes."""
+    if option in PATH_OPTIONS and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return operator.index(value)
+    return value
