@@ -270,6 +270,37 @@ def test_predict_array_checks_its_input(pretrained):
             pretrained.predict_array(bad)
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_predict_array_names_what_is_no_array(pretrained, tmp_path):
+    shapes = r"^expected 28×28 images shaped \(28, 28\), \(N, 28, 28\) or \(N, 1, 28, 28\), got "
+    for bad, got in [
+        ("digit.png", "str 'digit.png'; predict\\(\\) reads image files$"),
+        (tmp_path / "digit.png", "PosixPath .*; predict\\(\\) reads image files$"),
+        (None, "NoneType None$"),
+        (True, "bool True$"),
+        (b"\x89PNG", "bytes b'.x89PNG'$"),
+        (np.array(3), r"shape \(\)$"),
+    ]:
+        with pytest.raises(ImageError, match=shapes + got):
+            pretrained.predict_array(bad)
+    for ragged in [[np.zeros((28, 28)), np.zeros((28, 27))], [[1, 2], [3]]]:
+        with pytest.raises(ImageError, match="^images: this list does not make one array: its items are not all the"):
+            pretrained.predict_array(ragged)
+    with pytest.raises(ImageError, match="must be numbers .*, got dtype torch.complex32"):
+        pretrained.predict_array(torch.zeros((1, 28, 28), dtype=torch.complex32))
+
+
+def test_predict_array_takes_bfloat16_and_float8_tensors(pretrained, mnist):
+    images = mnist.test.images[:8].float().div(255).to(torch.bfloat16)
+    expected = pretrained.predict_array(images.float())
+    np.testing.assert_array_equal(pretrained.predict_array(images), expected)
+    np.testing.assert_array_equal(pretrained.predict_array(images[:, None]), expected)
+    eight_bit = images.to(torch.float8_e4m3fn)  # nor has NumPy these
+    np.testing.assert_array_equal(pretrained.predict_array(eight_bit), pretrained.predict_array(eight_bit.float()))
+    with pytest.raises(ImageError, match=r"float pixels must lie in \[0, 1\]"):
+        pretrained.predict_array(images * 2)
+
+
 def test_a_saved_checkpoint_loads_and_predicts(saved):
     classifier = Classifier.load(saved / "model.safetensors")
     assert classifier.model_info()["model"] == "cnn" and classifier.model_info()["model_options"] == {"width": 4}

@@ -255,9 +255,9 @@ class Classifier:
     def predict_array(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities, float32 (N, classes), for images already in MNIST form.
 
-        ``images``: (28, 28), (N, 28, 28) or (N, 1, 28, 28), white ink on black, either uint8 (or any integer
-        type) in 0..255 or float in [0, 1]. No preprocessing is done; raises ``ImageError`` for other shapes
-        or ranges.
+        ``images``: a NumPy array or torch tensor, (28, 28), (N, 28, 28) or (N, 1, 28, 28), white ink on black,
+        either uint8 (or any integer type) in 0..255 or float (bfloat16 too) in [0, 1]. No preprocessing is done;
+        raises ``ImageError`` for anything else (image files go to ``predict``).
         """
         return self.probabilities_and_flags(images)[0]
 
@@ -447,17 +447,53 @@ def class_mismatch(classes: list[str], expected: list[str]) -> str:
 
 def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Validate MNIST-form images and return float32 (N, 1, 28, 28) in [0, 1] (a new tensor, never the input)."""
-    a = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    return float_pixels(checked_images(images))
+
+
+def checked_images(images: object) -> np.ndarray | torch.Tensor:
+    """Validated MNIST-form images, (N, 28, 28), not yet converted: a NumPy array (a view of the input where it is
+    one), or a CPU tensor for the float types NumPy lacks (bfloat16). Raises ``ImageError`` naming what is wrong."""
+    if isinstance(images, torch.Tensor):
+        try:
+            a: np.ndarray | torch.Tensor = images.numpy(force=True)
+        except TypeError:  # a dtype NumPy has no match for
+            if not images.is_floating_point():
+                raise ImageError(
+                    f"images: pixels must be numbers (integers in 0..255 or floats in [0, 1]), got dtype {images.dtype}"
+                ) from None
+            a = images.detach().cpu()
+    else:
+        try:
+            a = np.asarray(images)
+        except (ValueError, TypeError):  # a ragged list: images of different shapes, or a number beside an image
+            raise ImageError(
+                f"images: this {type(images).__name__} does not make one array: its items are not all the same "
+                "shape; give 28×28 images, each a (28, 28) array"
+            ) from None
     if a.ndim == 2:
         a = a[None]
     if a.ndim == 4 and a.shape[1] == 1:
         a = a[:, 0]
     if a.ndim != 3 or a.shape[1:] != (28, 28):
-        raise ImageError(f"expected 28×28 images shaped (28, 28), (N, 28, 28) or (N, 1, 28, 28), got shape {a.shape}")
-    check_pixels(a, "images")
-    if a.dtype.kind == "f":
-        return torch.tensor(a, dtype=torch.float32).unsqueeze(1)
-    return torch.from_numpy(a.astype(np.float32)).div_(255.0).unsqueeze(1)
+        shapes = "expected 28×28 images shaped (28, 28), (N, 28, 28) or (N, 1, 28, 28)"
+        if isinstance(images, (np.ndarray, torch.Tensor)) or a.ndim:
+            raise ImageError(f"{shapes}, got shape {tuple(a.shape)}")
+        hint = "; predict() reads image files" if isinstance(images, (str, os.PathLike)) else ""
+        raise ImageError(f"{shapes}, got {type(images).__name__} {short(images)}{hint}")
+    if isinstance(a, torch.Tensor):
+        check_pixels(a.float().numpy(), "images")
+    else:
+        check_pixels(a, "images")
+    return a
+
+
+def float_pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``checked_images``'s images as float32 (N, 1, 28, 28) in [0, 1], a new tensor."""
+    if isinstance(images, torch.Tensor):
+        return images.float().unsqueeze(1)  # a float type NumPy lacks; float() copies it
+    if images.dtype.kind == "f":
+        return torch.tensor(images, dtype=torch.float32).unsqueeze(1)
+    return torch.from_numpy(images.astype(np.float32)).div_(255.0).unsqueeze(1)
 
 
 def is_stack(images: object) -> bool:
