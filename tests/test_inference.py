@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -299,6 +300,34 @@ def test_predict_array_takes_bfloat16_and_float8_tensors(pretrained, mnist):
     np.testing.assert_array_equal(pretrained.predict_array(eight_bit), pretrained.predict_array(eight_bit.float()))
     with pytest.raises(ImageError, match=r"float pixels must lie in \[0, 1\]"):
         pretrained.predict_array(images * 2)
+
+
+def test_predict_array_converts_a_batch_at_a_time(saved):
+    classifier = Classifier.load(saved)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4096, 28, 28), dtype=np.uint8)
+    expected = np.concatenate([classifier.predict_array(images[i : i + 256]) for i in range(0, 4096, 256)])
+    float32_copy = images.size * 4
+    for given in [images, images / np.float32(255), torch.from_numpy(images)[:, None]]:
+        tracemalloc.start()
+        try:
+            probabilities = classifier.predict_array(given)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < float32_copy / 3, f"{type(given).__name__} {given.dtype}: {peak:,} bytes"
+        np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    bad = images / np.float32(255)
+    bad[-1, 0, 0] = np.nan  # in the last batch: still refused before the first is run
+    classifier.inference = None  # type: ignore[assignment]  # a pass would fail: none is made
+    with pytest.raises(ImageError, match=r"float pixels must lie in \[0, 1\]"):
+        classifier.predict_array(bad)
+    with pytest.raises(ImageError, match=r"integer pixels must lie in 0..255, found 0..300"):
+        classifier.predict_array(np.concatenate([images.astype(np.int16), np.full((1, 28, 28), 300, np.int16)]))
+    bf16 = torch.zeros((600, 28, 28), dtype=torch.bfloat16)
+    bf16[-1] = float("inf")
+    with pytest.raises(ImageError, match=r"float pixels must lie in \[0, 1\]"):
+        classifier.predict_array(bf16)
 
 
 def test_a_saved_checkpoint_loads_and_predicts(saved):

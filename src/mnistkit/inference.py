@@ -271,11 +271,14 @@ class Classifier:
         ``EnsembleModel``). A digit classifier that flags also flags several marks side by side
         (``calibrate.not_a_digit``), however well each of them fits a class.
         """
-        x = pixels(images)
+        images = checked_images(images)  # all of them, before any pass: a bad pixel anywhere stops the call
         probabilities, flags = [], []
         n = self.batch_size
-        for i in range(0, len(x), n):
-            batch_probabilities, margin = self.inference.probabilities_and_margin(x[i : i + n].to(self.device))
+        for i in range(0, len(images), n):
+            # Converted a batch at a time: a float32 copy of the whole input would be 4 bytes a pixel (3 GB a
+            # million images) on top of it.
+            x = float_pixels(images[i : i + n])
+            batch_probabilities, margin = self.inference.probabilities_and_margin(x.to(self.device))
             if not torch.isfinite(batch_probabilities).all():  # finite weights can still overflow float32 (1e38)
                 raise CheckpointError(
                     f"{self.source}: the model answers NaN or infinite probabilities; its weights are damaged"
@@ -284,7 +287,7 @@ class Classifier:
             if margin is None:
                 flags.append(torch.zeros(len(batch_probabilities), dtype=torch.bool))
             else:
-                flags.append(not_a_digit(margin < 0, x[i : i + n], self.classes))
+                flags.append(not_a_digit(margin < 0, x, self.classes))
         if not probabilities:
             return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros(0, dtype=bool)
         return torch.cat(probabilities).numpy(), torch.cat(flags).numpy()
@@ -480,9 +483,10 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
             raise ImageError(f"{shapes}, got shape {tuple(a.shape)}")
         hint = "; predict() reads image files" if isinstance(images, (str, os.PathLike)) else ""
         raise ImageError(f"{shapes}, got {type(images).__name__} {short(images)}{hint}")
-    if isinstance(a, torch.Tensor):
-        check_pixels(a.float().numpy(), "images")
-    else:
+    if isinstance(a, torch.Tensor):  # checked as float32 a batch at a time, not copied whole
+        for i in range(0, len(a), BATCH_SIZE):
+            check_pixels(a[i : i + BATCH_SIZE].float().numpy(), "images")
+    else:  # at once: extremes (and for floats a bool mask), no float32 copy
         check_pixels(a, "images")
     return a
 
@@ -491,9 +495,8 @@ def float_pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``checked_images``'s images as float32 (N, 1, 28, 28) in [0, 1], a new tensor."""
     if isinstance(images, torch.Tensor):
         return images.float().unsqueeze(1)  # a float type NumPy lacks; float() copies it
-    if images.dtype.kind == "f":
-        return torch.tensor(images, dtype=torch.float32).unsqueeze(1)
-    return torch.from_numpy(images.astype(np.float32)).div_(255.0).unsqueeze(1)
+    x = torch.from_numpy(images.astype(np.float32))  # astype copies, even from float32
+    return (x if images.dtype.kind == "f" else x.div_(255.0)).unsqueeze(1)
 
 
 def is_stack(images: object) -> bool:
