@@ -512,3 +512,11 @@ def test_classifier_is_importable_from_the_package():
     from mnistkit.inference import Classifier
 
     assert mnistkit.Classifier is Classifier
+
+
+def test_a_grey_and_alpha_array_is_one_image_refused_by_name(mnist):
+    from mnistkit.preprocess import ImageError
+
+    image = 255 - mnist.test.images[0].numpy()
+    with pytest.raises(ImageError, match=r"\(H, W, 3\|4\) colour, got shape \(28, 28, 2\)"):
+        Classifier.load().predict(np.dstack([image, np.full_like(image, 255)]))  # not 28 images 2 pixels wide

@@ -500,10 +500,11 @@ def float_pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def is_stack(images: object) -> bool:
-    """Whether an array holds several images rather than one: (N, H, W) with N not a colour axis, or 4-D."""
+    """Whether an array holds several images rather than one: 4-D, or (N, H, W) whose last axis is not a colour
+    axis (2 included: grey and alpha, which ``to_mnist`` then refuses by name, rather than N images 2 pixels wide)."""
     if not isinstance(images, np.ndarray):
         return False
-    return images.ndim == 4 or (images.ndim == 3 and images.shape[2] not in (1, 3, 4))
+    return images.ndim == 4 or (images.ndim == 3 and images.shape[2] not in (1, 2, 3, 4))
 
 
 def source_name(item: object, index: int) -> str:
