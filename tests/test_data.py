@@ -439,3 +439,12 @@ def test_a_data_path_that_is_not_a_regular_file_is_refused_without_reading(tmp_p
         path.symlink_to("/dev/zero")  # endless: reading it would exhaust memory
     with pytest.raises(DataError, match="not a regular file"):
         data.load_path(path)
+
+
+def test_load_data_names_arguments_of_the_wrong_type():
+    from mnistkit.errors import DataError
+
+    for args, kwargs, said in (((None,), {}, "dataset must be"), ((5,), {}, "dataset must be"),
+                               (("mnist",), {"data": b"x.npz"}, "data must be a path")):  # fmt: skip
+        with pytest.raises(DataError, match=said):
+            data.load_data(*args, **kwargs)

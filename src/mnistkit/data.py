@@ -12,6 +12,7 @@ import importlib
 import io
 import lzma
 import math
+import os
 import pickle
 import zipfile
 import zlib
@@ -24,7 +25,7 @@ import torch
 
 from . import feedback, fileio
 from .catalog import BUNDLED_DIR, DIGITS, MNIST_MD5, get_spec
-from .errors import DataError
+from .errors import DataError, short
 from .idx import MAX_FILE_BYTES, encode_idx, find_idx_files, idx_role, read_data_file, read_idx
 from .preprocess import check_pixels
 
@@ -463,7 +464,11 @@ def load_bundled_mnist() -> Dataset:
 def load_dataset(data: str | Path | None = None, dataset: str = "mnist") -> Dataset:
     """Load ``data`` (a path) if given, else the named dataset (bundled MNIST, or downloaded once and cached)."""
     if data is not None:
+        if not isinstance(data, (str, os.PathLike)):
+            raise DataError(f"data must be a path (a str or Path), got {type(data).__name__} {short(data)}")
         return load_path(data)
+    if not isinstance(dataset, str):
+        raise DataError(f"dataset must be a dataset's name (a str, such as 'mnist'), got {type(dataset).__name__}")
     if dataset.lower() == "mnist":
         return load_bundled_mnist()
     from . import download  # the downloader is only needed for datasets that are not bundled
