@@ -442,9 +442,8 @@ def test_a_data_path_that_is_not_a_regular_file_is_refused_without_reading(tmp_p
 
 
 def test_load_data_names_arguments_of_the_wrong_type():
-    from mnistkit.errors import DataError
-
-    for args, kwargs, said in (((None,), {}, "dataset must be"), ((5,), {}, "dataset must be"),
-                               (("mnist",), {"data": b"x.npz"}, "data must be a path")):  # fmt: skip
+    wrong = [((None,), {}, "dataset must be"), ((5,), {}, "dataset must be")]
+    wrong.append((("mnist",), {"data": b"x.npz"}, "data must be a path"))
+    for args, kwargs, said in wrong:
         with pytest.raises(DataError, match=said):
             data.load_data(*args, **kwargs)
