@@ -160,3 +160,20 @@ def test_a_recorded_name_finds_the_file_whose_bytes_it_shows(tmp_path):
     literal.write_bytes(b"")
     assert fileio.recorded_path(str(literal)) == literal
     assert fileio.recorded_path(str(tmp_path / "gone\\xe9")) == tmp_path / "gone\\xe9"
+
+
+def test_a_path_argument_that_is_no_path_is_named(tmp_path):
+    from mnistkit import runs
+    from mnistkit.errors import ConfigError
+    from mnistkit.inference import Classifier
+
+    assert fileio.given_path(tmp_path, "out") == tmp_path and fileio.given_path("~", "out") == tmp_path.home()
+    for value, said in ((None, "must be a path"), (b"run", "must be a path"), (5, "must be a path"), ("", "empty")):
+        with pytest.raises(ConfigError, match=said):
+            fileio.given_path(value, "folder")
+    with pytest.raises(ConfigError, match="folder must be a path"):
+        Classifier.load().save_pretrained(None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="dir_or_repo_id must be a path"):
+        Classifier.from_pretrained(b"hub")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="out must be a path"):
+        runs.create_run_dir(5, "mlp")  # type: ignore[arg-type]

@@ -61,6 +61,16 @@ def check_folder_exists(path: str | os.PathLike) -> Path:
     return path
 
 
+def given_path(value: object, what: str) -> Path:
+    """``value`` as a Path, for an argument named ``what``; ConfigError for anything that is not a non-empty str or
+    path (None, bytes, a number), which ``Path()`` would refuse with a bare TypeError or read as "."."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{what} must be a path (a str or Path), got {type(value).__name__}")
+    if not os.fspath(value):
+        raise ConfigError(f"{what} is empty: give a path")
+    return Path(value).expanduser()
+
+
 # The PNG text (its "Software" key) that marks a figure mnistkit wrote: drawing it again replaces it unasked.
 FIGURE_SOFTWARE = "mnistkit"
 

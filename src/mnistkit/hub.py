@@ -59,7 +59,7 @@ def save_pretrained(classifier: Classifier, folder: str | Path, overwrite: bool 
     """Write a classifier's network and metadata as a Hub model folder, atomically. An existing folder is replaced
     only with ``overwrite``, and only if it is an earlier Hub folder (an empty one is filled; see
     ``check_replaceable``)."""
-    folder = Path(folder).expanduser()
+    folder = fileio.given_path(folder, "folder")
     check_replaceable(folder, "overwrite=True", "choose another folder")
     if folder.exists() and not overwrite and not (folder.is_dir() and not any(folder.iterdir())):
         raise CheckpointError(f"{folder}: already exists; pass overwrite=True to replace it, or choose another folder")
@@ -262,7 +262,7 @@ def from_pretrained(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a Hub model folder, or a Hub repo id through ``huggingface_hub`` (downloaded once, then cached).
     A local mnistkit run folder or checkpoint is loaded too."""
-    path = Path(dir_or_repo_id).expanduser()
+    path = fileio.given_path(dir_or_repo_id, "dir_or_repo_id")
     if path.is_file() or (path / META_NAME).is_file():  # an mnistkit checkpoint file or run folder
         return load_checkpoint(path)
     if path.exists() or not REPO_ID.match(str(dir_or_repo_id)):

@@ -109,7 +109,7 @@ def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iter
     if the block fails before that, the new run's files are removed and the old run's put back."""
     if out is not None and not str(out).strip():
         raise ConfigError("out is empty: name the run folder, or leave out for runs/<time>-<model>", options=("out",))
-    path = Path(out).expanduser() if out is not None else _new_default_run_dir(model)
+    path = fileio.given_path(out, "out") if out is not None else _new_default_run_dir(model)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
     if path.is_symlink() and not path.exists():  # mkdir would say only "File exists"
