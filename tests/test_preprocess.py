@@ -739,3 +739,11 @@ def test_a_digit_on_ruled_or_squared_paper(twins, squared):
 def test_a_blank_notebook_page_is_blank(squared):
     with pytest.raises(ImageError, match="no ink found"):
         to_mnist(notebook(np.full((280, 320), 235, dtype=np.uint8), squared))
+
+
+def test_a_float_image_with_a_nan_or_infinite_pixel_is_refused_by_name():
+    for bad in (np.nan, np.inf):
+        a = np.ones((28, 28), np.float32)
+        a[5, 5] = bad
+        with pytest.raises(ImageError, match="pixels must be finite numbers"):
+            to_mnist(Image.fromarray(a, "F"))

@@ -456,7 +456,7 @@ def _upright_gray(image: Image.Image, where: str) -> np.ndarray:
             warnings.simplefilter("ignore")  # malformed EXIF is skipped, with a warning no one can act on
             image = ImageOps.exif_transpose(image) or image
         if image.mode in HIGH_DEPTH_MODES:  # to 8 bits first: Pillow's reduce step refuses 16-bit and float modes
-            image = Image.fromarray(_eight_bit(image))
+            image = Image.fromarray(_eight_bit(image, where))
         if max(image.size) > WORK_SIDE:
             image = image.copy()
             image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
@@ -507,9 +507,11 @@ def _flatten_alpha(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"))
 
 
-def _eight_bit(image: Image.Image) -> np.ndarray:
+def _eight_bit(image: Image.Image, where: str) -> np.ndarray:
     """16-bit or float grayscale -> uint8, scaled (Pillow's own conversion clips everything above 255 to white)."""
     a = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(a).all():  # one NaN or infinity would scale every other pixel to black: a "blank" image
+        raise ImageError(f"{where}: pixels must be finite numbers; this image holds NaN or infinity")
     if image.mode == "F" and a.size and a.max() <= 1.0:
         full = 1.0  # float pixels in [0, 1]
     elif a.size and a.max() > 255:
