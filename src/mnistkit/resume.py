@@ -24,7 +24,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from . import fileio, runs, schema
-from .checkpoint import check_state, read_tensors
+from .checkpoint import META_NAME, WEIGHTS_NAME, check_state, read_tensors
 from .checkpoint import load_state as load_model_state
 from .errors import CheckpointError, MnistkitError
 
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 FOLDER = "resume"
 STATE_NAME = "state.json"
 FORMAT = schema.RESUME_FORMAT
-FINAL_FILES = ("model.safetensors", "model.json", "curves.png")  # what a run writes once trained (train._save_model)
+# What a run writes once trained (train._save_model); curves.png is plots.CURVES_NAME, which loads matplotlib.
+FINAL_FILES = (WEIGHTS_NAME, META_NAME, "curves.png")
 
 
 @dataclass
