@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistkit.config import PRESETS, TrainConfig, make_config
+from mnistkit.config import FLAG_OPTIONS, PRESETS, TrainConfig, check_flag, make_config
 from mnistkit.errors import ConfigError
 
 
@@ -75,7 +75,7 @@ def test_round_trip_through_a_dict():
         (dict(lr="fast"), "lr: Input should be a valid number"),
         (dict(epochs=2.5), "epochs: Input should be a valid integer"),
         (dict(epochs=True), "epochs: Input should be a valid integer"),
-        (dict(normalize=1), "normalize: Input should be a valid boolean"),
+        (dict(normalize=1), "normalize must be True or False, got int 1"),
         (dict(data=["a"]), "data: Input should be a valid string"),
         (dict(mix_mnist=1.0), "mix_mnist must be in [0, 1) (the share of each epoch's images that are MNIST)"),
         (dict(mix_mnist=-0.1), "mix_mnist must be in [0, 1)"),
@@ -140,6 +140,27 @@ def test_paths_and_numpy_integers_are_taken_as_str_and_int(tmp_path):
     assert (cfg.epochs, cfg.width, cfg.seed) == (2, 8, 2**64 - 1)
     assert {type(cfg.epochs), type(cfg.width), type(cfg.seed)} == {int}
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # as config.json records it
+
+
+@pytest.mark.parametrize("option", FLAG_OPTIONS)
+@pytest.mark.parametrize(
+    "value, given", [("no", "str 'no'"), ("False", "str 'False'"), (1, "int 1"), (0.0, "float 0.0"), ([], "list")]
+)
+def test_a_flag_is_true_or_false_not_truthy(option, value, given):
+    with pytest.raises(ConfigError, match=re.escape(f"{option} must be True or False, got {given}")) as caught:
+        make_config(**{option: value})
+    assert caught.value.options == (option,)
+
+
+def test_a_flag_may_be_a_numpy_bool():
+    cfg = make_config(tta=np.True_, normalize=np.False_)
+    assert (cfg.tta, cfg.normalize) == (True, False) and type(cfg.tta) is bool and type(cfg.normalize) is bool
+
+
+def test_check_flag_is_the_bool_given():
+    assert check_flag("overwrite", True) is True and check_flag("overwrite", np.False_) is False
+    with pytest.raises(ConfigError, match=re.escape("overwrite must be True or False, got None")):
+        check_flag("overwrite", None)
 
 
 def test_an_init_may_be_a_path(tmp_path):

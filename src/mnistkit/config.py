@@ -7,12 +7,13 @@ import numbers
 import operator
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from . import schema
-from .errors import ConfigError, unknown_choice
+from .errors import ConfigError, short, unknown_choice
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -193,6 +194,10 @@ class TrainConfig:
         return self
 
 
+# The options that are flags: True or False, never a value Python merely counts as true ("no", 1).
+FLAG_OPTIONS = tuple(name for name, hint in get_type_hints(TrainConfig).items() if hint is bool)
+
+
 # Each preset is a set of overrides on the defaults; options given on the command line override the preset.
 PRESETS: dict[str, dict[str, Any]] = {
     # The tutorial exactly: its MLP, plain SGD at lr 0.001, batch 64, 25 epochs, pixels / 256, no schedule.
@@ -337,9 +342,36 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
 
 def _plain(option: str, value: Any) -> Any:
     """``value`` as the option's type is checked, strictly: a path as its str, an integer of another type (NumPy's
-    int64) as an int; a bool stays a bool, which no integer option takes."""
+    int64) as an int, a flag as a bool (``check_flag``); a bool stays a bool, which no integer option takes."""
+    if option in FLAG_OPTIONS:
+        return check_flag(option, value)
     if option in PATH_OPTIONS and isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return operator.index(value)
     return value
+
+
+def check_flag(option: str, value: object) -> bool:
+    """``value`` as a bool if it is one (NumPy's bool too); ConfigError naming ``option`` if not: a flag given as
+    "no" or 1 would otherwise be taken by its truth, "no" as True."""
+    if isinstance(value, bool):
+        return value
+    if _is_numpy_bool(value):
+        return bool(value)
+    raise ConfigError(f"{option} must be True or False, got {described(value)}", options=(option,))
+
+
+def _is_numpy_bool(value: object) -> bool:
+    numpy = sys.modules.get("numpy")  # not imported yet: no value is its bool, and config need not import it
+    return numpy is not None and isinstance(value, numpy.bool_)
+
+
+def described(value: object) -> str:
+    """A value of the wrong type as a message names it: its type, and the value itself where it is short to show
+    (``str 'no'``, ``int 1``, ``None``, ``list``)."""
+    if value is None:
+        return "None"
+    if isinstance(value, (str, bytes, numbers.Number)):
+        return f"{type(value).__name__} {short(value)}"
+    return type(value).__name__
