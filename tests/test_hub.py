@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mnistkit import hub
 from mnistkit.catalog import CATALOG
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import main
-from mnistkit.errors import CheckpointError
+from mnistkit.errors import CheckpointError, ConfigError
 from mnistkit.inference import Classifier
 from mnistkit.models import CNN, MLP, LogReg, create_model
 
@@ -162,6 +163,26 @@ def test_an_existing_folder_is_replaced_only_when_asked(tmp_path, tiny_run):
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary or old folder left beside it
     (tmp_path / "empty").mkdir()
     assert (classifier.save_pretrained(tmp_path / "empty") / "config.json").is_file()  # an empty folder is filled
+
+
+@pytest.mark.parametrize("overwrite, given", [("no", "str 'no'"), (1, "int 1"), (None, "None")])
+def test_overwrite_must_be_true_or_false(tmp_path, overwrite, given):
+    classifier = Classifier.load()
+    folder = classifier.save_pretrained(tmp_path / "hf")
+    (folder / "README.md").write_text("an earlier card")
+    with pytest.raises(ConfigError, match=re.escape(f"overwrite must be True or False, got {given}")) as caught:
+        classifier.save_pretrained(folder, overwrite=overwrite)
+    assert caught.value.options == ("overwrite",)
+    assert (folder / "README.md").read_text() == "an earlier card"  # "no" is no yes
+    classifier.save_pretrained(folder, overwrite=np.True_)
+    assert (folder / "README.md").read_text().startswith("---")
+
+
+def test_local_files_only_must_be_true_or_false(tmp_path):
+    folder = Classifier.load().save_pretrained(tmp_path / "hf")
+    with pytest.raises(ConfigError, match=re.escape("local_files_only must be True or False, got str 'yes'")):
+        hub.from_pretrained(folder, local_files_only="yes")  # refused, though a local folder would not use it
+    assert hub.from_pretrained(folder, local_files_only=np.False_)[1]["model"] == "cnn"
 
 
 def test_a_folder_holding_more_than_a_hub_folder_is_never_replaced(tmp_path, tiny_run, capsys):

@@ -25,6 +25,7 @@ from torch import nn
 
 from . import __version__, fileio, schema
 from .checkpoint import MAX_TENSOR_BYTES, META_NAME, load_checkpoint, load_state
+from .config import check_flag
 from .data import Normalization
 from .errors import CheckpointError, MnistkitError
 from .models import MODELS, count_parameters, create_model
@@ -59,6 +60,7 @@ def save_pretrained(classifier: Classifier, folder: str | Path, overwrite: bool 
     """Write a classifier's network and metadata as a Hub model folder, atomically. An existing folder is replaced
     only with ``overwrite``, and only if it is an earlier Hub folder (an empty one is filled; see
     ``check_replaceable``)."""
+    overwrite = check_flag("overwrite", overwrite)  # overwrite="no" must not delete a folder
     folder = fileio.given_path(folder, "folder")
     check_replaceable(folder, "overwrite=True", "choose another folder")
     if folder.exists() and not overwrite and not (folder.is_dir() and not any(folder.iterdir())):
@@ -262,6 +264,7 @@ def from_pretrained(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a Hub model folder, or a Hub repo id through ``huggingface_hub`` (downloaded once, then cached).
     A local mnistkit run folder or checkpoint is loaded too."""
+    local_files_only = check_flag("local_files_only", local_files_only)  # refused before a local folder ignores it
     path = fileio.given_path(dir_or_repo_id, "dir_or_repo_id")
     if path.is_file() or (path / META_NAME).is_file():  # an mnistkit checkpoint file or run folder
         return load_checkpoint(path)
