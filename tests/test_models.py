@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from mnistkit.errors import ConfigError
-from mnistkit.models import MLP, MODELS, count_parameters, create_model
+from mnistkit.models import MLP, MODELS, conv_block, count_parameters, create_model
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -102,6 +103,13 @@ def test_cnn_crop_ignores_the_border_and_sees_the_middle_unchanged():
         create_model("cnn", crop=9)
     with pytest.raises(ConfigError, match=r"width must be a whole number from 1 to 1024, got 1000000000+\.\.\.$"):
         create_model("cnn", width=10**400)  # as a damaged model.json may say: the message stays one short line
+
+
+def test_conv_block_pools_only_when_pool_is_true_or_false():
+    assert torch.nn.MaxPool2d in {type(layer) for layer in conv_block(1, 2, pool=np.True_)}
+    assert torch.nn.MaxPool2d not in {type(layer) for layer in conv_block(1, 2, pool=False)}
+    with pytest.raises(ConfigError, match=r"^pool must be True or False, got str 'no'$"):
+        conv_block(1, 2, pool="no")
 
 
 def test_channels_last_gives_the_same_answer():

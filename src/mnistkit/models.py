@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import check_flag
 from .errors import ConfigError, unknown_choice
 from .schema import short
 
@@ -51,7 +52,7 @@ def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     pixels: the network is much faster on CPU than conv-BN-ReLU-pool, at the same accuracy.
     """
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)]
-    if pool:
+    if check_flag("pool", pool):  # pool="no" would pool
         layers.append(nn.MaxPool2d(2))
     layers += [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
