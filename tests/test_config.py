@@ -125,6 +125,21 @@ def test_unknown_preset_and_keys():
         TrainConfig.from_dict({"colour": "red"})
 
 
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ([("epochs", 1)], "TrainConfig.from_dict takes a dict of options by name, as to_dict returns; got list"),
+        ("epochs", "TrainConfig.from_dict takes a dict of options by name, as to_dict returns; got str 'epochs'"),
+        (None, "TrainConfig.from_dict takes a dict of options by name, as to_dict returns; got None"),
+        ({1: 2}, "TrainConfig.from_dict takes options by name (str keys); got the key int 1"),
+        ({"epochs": 1, None: 2}, "TrainConfig.from_dict takes options by name (str keys); got the key None"),
+    ],
+)
+def test_from_dict_takes_only_a_dict_of_options_by_name(values, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        TrainConfig.from_dict(values)
+
+
 def test_data_with_another_named_dataset_is_refused():
     with pytest.raises(ConfigError, match=r"dataset 'kmnist' and data 'tiny.npz' are two sources") as caught:
         make_config(dataset="kmnist", data="tiny.npz")

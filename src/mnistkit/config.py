@@ -88,6 +88,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from options by name, as ``to_dict`` returns them; types are checked here, ranges by
+        ``validate``."""
+        values = _options_by_name(values)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -338,6 +341,19 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     cfg = TrainConfig.from_dict(finetune.follow_init(values)).validate()
     finetune.open_init(cfg)  # the model and its options are the init's: refused here, before any run starts
     return cfg
+
+
+def _options_by_name(values: object) -> dict[str, Any]:
+    """``values`` if it is a dict keyed by option names; ConfigError saying so if not (a list or None would fail
+    later as an AttributeError or TypeError that names neither from_dict nor what it takes)."""
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"TrainConfig.from_dict takes a dict of options by name, as to_dict returns; got {described(values)}"
+        )
+    for key in values:
+        if not isinstance(key, str):
+            raise ConfigError(f"TrainConfig.from_dict takes options by name (str keys); got the key {described(key)}")
+    return values
 
 
 def _plain(option: str, value: Any) -> Any:
