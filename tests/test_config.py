@@ -178,6 +178,18 @@ def test_check_flag_is_the_bool_given():
         check_flag("overwrite", None)
 
 
+def test_from_dict_takes_paths_numpy_integers_and_bools_as_make_config_does(tmp_path):
+    values = dict(data=tmp_path / "tiny.npz", init=tmp_path / "run", epochs=np.int64(2), seed=np.uint64(7))
+    cfg = TrainConfig.from_dict({**values, "tta": np.True_})
+    assert (cfg.data, cfg.init) == (str(tmp_path / "tiny.npz"), str(tmp_path / "run"))
+    assert (cfg.epochs, cfg.seed, cfg.tta) == (2, 7, True)
+    assert [type(getattr(cfg, key)) for key in ("data", "init", "epochs", "seed", "tta")] == [str, str, int, int, bool]
+    with pytest.raises(ConfigError, match=re.escape("tta must be True or False, got str 'no'")):
+        TrainConfig.from_dict({"tta": "no"})
+    with pytest.raises(ConfigError, match=re.escape("model: Input should be a valid string")):
+        TrainConfig.from_dict({"model": Path("mlp")})  # only the path options take a path
+
+
 def test_an_init_may_be_a_path(tmp_path):
     with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'none'}: no checkpoint here")):
         make_config(init=tmp_path / "none")

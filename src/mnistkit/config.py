@@ -89,7 +89,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from options by name, as ``to_dict`` returns them; types are checked here, ranges by
-        ``validate``."""
+        ``validate``. Paths, NumPy integers and NumPy bools are taken as ``make_config`` takes them."""
         values = _options_by_name(values)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -98,7 +98,7 @@ class TrainConfig:
                 f"unknown configuration keys: {', '.join(map(schema.printable, unknown))} (options of another "
                 "mnistkit version? use the version that wrote them)"
             )
-        return cls(**schema.typed_fields(cls, values))
+        return cls(**schema.typed_fields(cls, {key: _plain(key, value) for key, value in values.items()}))
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError with one line, naming the option, for the first invalid value; return self when all
@@ -326,13 +326,15 @@ def data_title(data: str | Path | None, dataset: str | None = "mnist") -> str:
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then the preset, then explicit overrides (``None`` values are ignored), validated. With an
     ``init``, the model and its options follow the init's where not given, and must be its own. ``data`` and
-    ``init`` may be any os.PathLike, and integer options NumPy integers: the config holds them as str and int."""
+    ``init`` may be any os.PathLike, integer options NumPy integers and flags NumPy bools: the config holds them as
+    str, int and bool."""
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(unknown_choice("preset", preset, PRESETS))
         values.update(PRESETS[preset])
         values["preset"] = preset
+    # Plain before follow_init reads the init (from_dict makes them plain too, for options given to it alone).
     values.update({k: _plain(k, v) for k, v in overrides.items() if v is not None})
     if not values.get("init"):  # no init (an empty name is refused by validate)
         return TrainConfig.from_dict(values).validate()
