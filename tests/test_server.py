@@ -132,6 +132,26 @@ def test_health(client):
     assert client.get("/api/health").json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize(
+    "method,path,status",
+    [("GET", "/api/health/", 200), ("HEAD", "/api/health/", 200), ("GET", "/api/model/", 200), ("GET", "/docs/", 200)]
+    + [("GET", "/api/predict/", 405)],
+)
+def test_a_trailing_slash_is_served_as_the_path_without_it(client, method, path, status):
+    # Not a redirect: a health checker or curl without -L would get no answer from one.
+    with_slash = client.request(method, path, follow_redirects=False)
+    without = client.request(method, path[:-1], follow_redirects=False)
+    assert with_slash.status_code == without.status_code == status
+    assert with_slash.content == without.content
+    assert with_slash.headers["content-security-policy"] == without.headers["content-security-policy"]
+
+
+def test_a_post_with_a_trailing_slash_is_answered_not_redirected(client, digits):
+    images, labels = digits
+    response = client.post("/api/predict/", json=pixels_body(images[0]), follow_redirects=False)
+    assert response.status_code == 200 and response.json()["digit"] == labels[0]
+
+
 def test_model_describes_the_bundled_convnet(client, classifier):
     info = client.get("/api/model").json()
     assert info["model"] == "cnn"
@@ -739,6 +759,13 @@ BAD_REQUESTS = {
     ),
     "no content type": (415, "(none)", lambda c: c.post("/api/predict", content=b"7")),
     "unknown path": (404, "nothing at /api/nothing: the page is at /", lambda c: c.get("/api/nothing")),
+    "unknown path with a trailing slash": (
+        404,
+        "nothing at /api/nothing/: the page is at /",
+        lambda c: c.get("/api/nothing/", follow_redirects=False),
+    ),
+    "two trailing slashes": (404, "nothing at /api/health//", lambda c: c.get("/api/health//", follow_redirects=False)),
+    "static folder without a slash": (404, "nothing at /static:", lambda c: c.get("/static", follow_redirects=False)),
     "wrong method": (405, "GET is not allowed on /api/predict: use POST", lambda c: c.get("/api/predict")),
 }
 

@@ -34,6 +34,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
@@ -226,6 +227,35 @@ class LimitBody:
         await self.app(scope, limited_receive, send)
 
 
+class TrailingSlash:
+    """ASGI middleware: a path with a trailing slash (``/api/health/``) is served as the route without it, where there
+    is one; a path that names no route either way is 404, as any other.
+
+    Starlette's own answer is a 307 redirect: a client that does not follow redirects (curl without -L, many health
+    checkers) gets no answer, one that does sends a POST body twice, and the Location names the Host the request
+    came with, which behind a reverse proxy may be the proxy's upstream address, not the one the client used.
+    """
+
+    def __init__(self, app: ASGIApp, router: Router):
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/" and scope["path"].endswith("/"):
+            scope = self._route_for(scope)
+        await self.app(scope, receive, send)
+
+    def _route_for(self, scope: Scope) -> Scope:
+        """``scope`` for the path without its trailing slash if that names a route (whatever the method: a wrong one
+        is 405 there), else ``scope`` itself."""
+        trimmed = {**scope, "path": scope["path"][:-1]}
+        if isinstance(scope.get("raw_path"), bytes) and scope["raw_path"].endswith(b"/"):
+            trimmed["raw_path"] = scope["raw_path"][:-1]
+        if any(route.matches(trimmed)[0] is not Match.NONE for route in self.router.routes):
+            return trimmed
+        return scope
+
+
 class Batcher:
     """Classifies the images of concurrent requests together.
 
@@ -346,13 +376,17 @@ def create_app(
         version=__version__,
         description="Draw a digit and see what the model thinks: [the drawing page](/). "
         "The same docs as [ReDoc](/redoc).",
+        redirect_slashes=False,  # TrailingSlash serves those paths instead
     )
     app.add_middleware(LimitBody)
     # server_guards.guard goes outside the middleware Starlette builds, so that it sees every response, those of
     # Starlette's outermost error handler (500) included; add_middleware would put it inside that handler.
+    # TrailingSlash goes outside the guard, so that /docs/ gets the docs' security policy as /docs does.
     build_middleware_stack = app.build_middleware_stack
     hosts = allowed_host_names(allowed_hosts)  # checked now, not at the first request
-    app.build_middleware_stack = lambda: guard(build_middleware_stack(), hosts)  # type: ignore[method-assign]
+    app.build_middleware_stack = lambda: TrailingSlash(  # type: ignore[method-assign]
+        guard(build_middleware_stack(), hosts), app.router
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     batcher = Batcher(classifier)
     preprocess_threads = anyio.CapacityLimiter(PREPROCESS_THREADS)
