@@ -573,7 +573,7 @@ def png_header_claiming(width: int, height: int) -> bytes:
         (lambda: np.hstack([np.zeros((200, 70)), np.full((200, 130), 255)]).astype(np.uint8), "run off the image's"),
         (lambda: Image.new("L", (7, 7), 0), "too small"),
         (lambda: Image.new("L", (1, 40), 0), "too small"),
-        (lambda: np.zeros((28, 28, 2), np.uint8), "expected (H, W)"),
+        (lambda: np.zeros((28, 28, 5, 1), np.uint8), "expected (H, W)"),
         (lambda: np.full((28, 28), 1.5), "[0, 1]"),
         (lambda: np.full((28, 28), 300), "0..255"),
         (lambda: "not/a/real/file.png", "file not found"),

@@ -31,7 +31,7 @@ from .calibrate import not_a_digit
 from .data import Normalization
 from .errors import CheckpointError, ConfigError, MnistkitError, short
 from .models import count_parameters
-from .preprocess import ImageError, ImageInput, check_pixels, image_formats, to_mnist
+from .preprocess import FLAT_SIZE, ImageError, ImageInput, check_pixels, image_formats, to_mnist
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 BATCH_SIZE = 256  # images per forward pass in predict_array: activations stay in cache (faster than 1024 on CPU)
@@ -255,8 +255,9 @@ class Classifier:
     def predict_array(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities, float32 (N, classes), for images already in MNIST form.
 
-        ``images``: a NumPy array or torch tensor, (28, 28), (N, 28, 28) or (N, 1, 28, 28), white ink on black,
-        either uint8 (or any integer type) in 0..255 or float (bfloat16 too) in [0, 1]. No preprocessing is done;
+        ``images``: a NumPy array or torch tensor shaped as one of ``MNIST_SHAPES`` ((28, 28), (N, 28, 28), (N, 1,
+        28, 28), (N, 28, 28, 1), (784,) or (N, 784)), white ink on black, either uint8 (or any integer type) in
+        0..255, float (bfloat16 too) in [0, 1], or bool (True is ink). No preprocessing is done;
         raises ``ImageError`` for anything else (image files go to ``predict``).
         """
         return self.probabilities_and_flags(images)[0]
@@ -473,16 +474,15 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
                 f"images: this {type(images).__name__} does not make one array: its items are not all the same "
                 "shape; give 28×28 images, each a (28, 28) array"
             ) from None
-    if a.ndim == 2:
-        a = a[None]
-    if a.ndim == 4 and a.shape[1] == 1:
-        a = a[:, 0]
+    a = mnist_shaped(a)
     if a.ndim != 3 or a.shape[1:] != (28, 28):
-        shapes = "expected 28×28 images shaped (28, 28), (N, 28, 28) or (N, 1, 28, 28)"
+        shapes = f"expected 28×28 images shaped {MNIST_SHAPES}"
         if isinstance(images, (np.ndarray, torch.Tensor)) or a.ndim:
             raise ImageError(f"{shapes}, got shape {tuple(a.shape)}")
         hint = "; predict() reads image files" if isinstance(images, (str, os.PathLike)) else ""
         raise ImageError(f"{shapes}, got {type(images).__name__} {short(images)}{hint}")
+    if a.dtype == (torch.bool if isinstance(a, torch.Tensor) else np.bool_):
+        return a  # a mask: True is ink, as white is in MNIST's form
     if isinstance(a, torch.Tensor):  # checked as float32 a batch at a time, not copied whole
         for i in range(0, len(a), BATCH_SIZE):
             check_pixels(a[i : i + BATCH_SIZE].float().numpy(), "images")
@@ -491,20 +491,45 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
     return a
 
 
+# The layouts MNIST-form images come in: one image, a batch with or without a channel axis (PyTorch's and Keras's
+# order), and the flattened rows of MNIST's CSV and OpenML copies.
+MNIST_SHAPES = "(28, 28), (N, 28, 28), (N, 1, 28, 28), (N, 28, 28, 1), or flattened: (784,) or (N, 784)"
+
+
+def mnist_shaped(a: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``a`` as (N, 28, 28) where it is in one of ``MNIST_SHAPES`` (a view, not a copy); otherwise as it was."""
+    if a.ndim == 1 and a.shape[0] == FLAT_SIZE:
+        return a.reshape(1, 28, 28)
+    if a.ndim == 2 and a.shape[1] == FLAT_SIZE:
+        return a.reshape(-1, 28, 28)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 1):
+        a = a[None]
+    if a.ndim == 4 and a.shape[1] == 1:
+        return a[:, 0]
+    if a.ndim == 4 and a.shape[3] == 1:
+        return a[..., 0]
+    return a
+
+
 def float_pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``checked_images``'s images as float32 (N, 1, 28, 28) in [0, 1], a new tensor."""
     if isinstance(images, torch.Tensor):
-        return images.float().unsqueeze(1)  # a float type NumPy lacks; float() copies it
+        return images.float().unsqueeze(1)  # a float type NumPy lacks (or a mask); float() copies it
     x = torch.from_numpy(images.astype(np.float32))  # astype copies, even from float32
-    return (x if images.dtype.kind == "f" else x.div_(255.0)).unsqueeze(1)
+    return (x if images.dtype.kind in "fb" else x.div_(255.0)).unsqueeze(1)
 
 
 def is_stack(images: object) -> bool:
-    """Whether an array holds several images rather than one: 4-D, or (N, H, W) whose last axis is not a colour
-    axis (2 included: grey and alpha, which ``to_mnist`` then refuses by name, rather than N images 2 pixels wide)."""
+    """Whether an array holds several images rather than one: 4-D, (N, H, W) whose last axis is not a colour
+    axis (2 included: grey and alpha, as Pillow's "LA" images are, rather than N images 2 pixels wide),
+    or (N, 784): flattened 28×28 images (a photo 784 pixels wide passes as (H, 784, 1))."""
     if not isinstance(images, np.ndarray):
         return False
-    return images.ndim == 4 or (images.ndim == 3 and images.shape[2] not in (1, 2, 3, 4))
+    return (
+        images.ndim == 4
+        or (images.ndim == 3 and images.shape[2] not in (1, 2, 3, 4))
+        or (images.ndim == 2 and images.shape[1] == FLAT_SIZE)
+    )
 
 
 def source_name(item: object, index: int) -> str:

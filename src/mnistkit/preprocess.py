@@ -33,6 +33,7 @@ MIN_THICKNESS = 2  # on their shorter side: a 1 cropped to its ink may be a few 
 WORK_SIDE = 512  # larger images are reduced to this first: 20 px of output need no more detail
 DIGIT_BOX = 20
 CANVAS = 28
+FLAT_SIZE = CANVAS * CANVAS  # one 28×28 image as a row, as MNIST's CSV and OpenML copies hold it
 MIN_CONTRAST = 24  # gray levels between paper and ink below which an image is taken as blank
 NOISE_MARGIN = 4  # ink must also stand this many of the paper's noise standard deviations above it
 EXTREME_PIXELS = 10  # the darkest and brightest pixels but this many: the ink's extremes, past a stray one
@@ -468,10 +469,17 @@ def _upright_gray(image: Image.Image, where: str) -> np.ndarray:
 def _array_to_image(a: np.ndarray) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
+    elif a.ndim == 3 and a.shape[0] == 1 and a.shape[2] > 4:  # an item of a (N, 1, H, W) batch: PyTorch's layout
+        a = a[0]
+    if a.ndim == 1 and a.shape[0] == FLAT_SIZE:
+        a = a.reshape(CANVAS, CANVAS)
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255  # a mask: True is ink (or paper; the polarity is detected later)
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
-        raise ImageError(f"array: expected (H, W) grayscale or (H, W, 3|4) colour, got shape {a.shape}")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (2, 3, 4))):
+        raise ImageError(
+            f"array: expected (H, W) grayscale, (H, W, 2) grayscale and alpha, (H, W, 3|4) colour or a flattened "
+            f"28×28 image ({FLAT_SIZE},), got shape {a.shape}"
+        )
     check_pixels(a, "array")
     if a.dtype.kind == "f":
         a = np.round(a * 255)
