@@ -747,3 +747,11 @@ def test_a_float_image_with_a_nan_or_infinite_pixel_is_refused_by_name():
         a[5, 5] = bad
         with pytest.raises(ImageError, match="pixels must be finite numbers"):
             to_mnist(Image.fromarray(a, "F"))
+
+
+def test_a_high_depth_image_with_negative_pixels_is_refused_by_name():
+    for mode, dtype in (("F", np.float32), ("I", np.int32)):
+        a = np.full((28, 28), 100, dtype)
+        a[5, 5] = -3
+        with pytest.raises(ImageError, match="pixels must not be negative; this image holds values down to -3$"):
+            to_mnist(Image.fromarray(a, mode))

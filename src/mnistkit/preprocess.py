@@ -520,6 +520,8 @@ def _eight_bit(image: Image.Image, where: str) -> np.ndarray:
     a = np.asarray(image, dtype=np.float64)
     if not np.isfinite(a).all():  # one NaN or infinity would scale every other pixel to black: a "blank" image
         raise ImageError(f"{where}: pixels must be finite numbers; this image holds NaN or infinity")
+    if a.size and a.min() < 0:  # as for arrays: where black is cannot be told (clipped, the image could go blank)
+        raise ImageError(f"{where}: pixels must not be negative; this image holds values down to {a.min():g}")
     if image.mode == "F" and a.size and a.max() <= 1.0:
         full = 1.0  # float pixels in [0, 1]
     elif a.size and a.max() > 255:
@@ -527,7 +529,7 @@ def _eight_bit(image: Image.Image, where: str) -> np.ndarray:
         full = float(2 ** math.ceil(math.log2(a.max() + 1)) - 1)
     else:
         full = 255.0
-    return np.clip(np.round(np.nan_to_num(a) * (255.0 / full)), 0, 255).astype(np.uint8)
+    return np.clip(np.round(a * (255.0 / full)), 0, 255).astype(np.uint8)
 
 
 def _border(a: np.ndarray) -> np.ndarray:
