@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from helpers import idx_bytes, run_cli, train_argv, write_idx_folder
 
-from mnistkit.cli import build_parser
+from mnistkit.cli import build_parser, print_text
 from mnistkit.config import PRESET_PURPOSES, PRESETS
 
 
@@ -410,6 +411,54 @@ def test_evaluate_checks_the_plots_folder_before_it_reports(tiny_run, tmp_path, 
 def test_evaluate_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "nothing"))
     assert_one_line_error(code, err, "no checkpoint here")
+
+
+# --------------------------------------------------------------------------------------------------
+# Names that are not UTF-8 (Python keeps such a byte as a lone surrogate): printed as \xe9, as in the JSON
+
+
+@pytest.fixture
+def cafe(tmp_path: Path) -> tuple[Path, str]:
+    """A folder whose name holds the byte 0xE9, not UTF-8, and its path as mnistkit prints it."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    folder.mkdir()
+    return folder, f"{tmp_path}/caf\\xe9"
+
+
+def test_an_ensemble_in_a_folder_not_named_in_utf8_is_printed_and_json_readable(
+    tiny_run, second_tiny_run, cafe, capsys
+):
+    folder, shown = cafe
+    first, second = shutil.copytree(tiny_run, folder / "a"), shutil.copytree(second_tiny_run, folder / "b")
+    code, out, err = run_cli(capsys, "evaluate", first, second, "--plots", folder / "plots")
+    assert code == 0, err
+    assert out.startswith(f"ensemble of 2, the mean of their probabilities:\n  {shown}/a  (its run's test accuracy ")
+    assert f"plots: {shown}/plots/confusion.png  {shown}/plots/mistakes.png" in out
+    code, out, err = run_cli(capsys, "evaluate", first, second, "--json", "--no-plots")
+    assert code == 0 and "\\ud" not in out, err  # no escaped surrogate, which strict JSON parsers refuse
+    assert [member["source"] for member in json.loads(out)["members"]] == [f"{shown}/a", f"{shown}/b"]
+
+
+def test_a_data_cache_not_named_in_utf8_is_printed_and_json_readable(cafe, capsys, monkeypatch):
+    folder, shown = cafe
+    monkeypatch.setenv("MNISTKIT_DATA", str(folder))
+    code, out, _ = run_cli(capsys, "data", "info", "kmnist")
+    assert code == 0 and f"download cache {shown}/kmnist:" in out.splitlines()
+    code, out, _ = run_cli(capsys, "data", "info", "kmnist", "--json")
+    assert code == 0 and "\\ud" not in out and json.loads(out)["folder"] == f"{shown}/kmnist"
+
+
+def test_an_error_about_a_name_not_in_utf8_prints_it_as_its_json_would(cafe, capsys):
+    folder, shown = cafe
+    code, _, err = run_cli(capsys, "evaluate", folder / "gone")
+    assert_one_line_error(code, err, f"{shown}/gone: no checkpoint here")
+
+
+def test_a_name_not_in_utf8_prints_to_a_strict_stream():
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # errors="strict": a lone surrogate would raise
+    print_text("saved " + os.fsdecode(b"run-\xe9"), file=stream)
+    stream.flush()
+    assert stream.buffer.getvalue() == b"saved run-\\xe9\n"
 
 
 # --------------------------------------------------------------------------------------------------

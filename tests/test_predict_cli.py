@@ -166,7 +166,7 @@ def test_a_file_name_that_is_not_utf8_prints_escaped(folder, tmp_path):
         env={**os.environ, "PYTHONIOENCODING": "utf-8"},  # strict, as a UTF-8 locale makes it
     )
     assert done.returncode == 0 and done.stderr == ""
-    assert done.stdout.splitlines()[0].startswith(f"{tmp_path}/seven\\udcff.png: 7 (")
+    assert done.stdout.splitlines()[0].startswith(f"{tmp_path}/seven\\xff.png: 7 (")  # as its JSON shows it
     assert done.stdout.splitlines()[1].startswith(f"{folder / 'two.png'}: 2 (")
 
 

@@ -18,6 +18,7 @@ import textwrap
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from . import __version__, fileio, torchrun
 from .config import (
@@ -36,6 +37,19 @@ from .errors import FULL_DISK, MnistkitError, did_you_mean, os_error
 Handler = Callable[[argparse.Namespace], int]
 # A figure mnistkit drew is drawn again unasked; any other file under its name is replaced only when asked.
 OVERWRITE_FIGURE_HELP = "replace a file under the figure's name that is not a figure mnistkit wrote"
+
+
+def print_text(text: str, *, file: TextIO | None = None, flush: bool = False) -> None:
+    """``print`` for every line mnistkit writes: a file name that is not valid UTF-8 (its bytes kept by Python as lone
+    surrogates) is shown as ``\\xe9``, as in mnistkit's JSON. Printed as it is, the surrogate comes out as an escaped
+    ``\\udce9`` or a raw byte, depending on the stream, or stops the command with UnicodeEncodeError."""
+    print(fileio.valid_utf8(text), file=file, flush=flush)
+
+
+def print_json(document: object, *, indent: int | None = None, flush: bool = False) -> None:
+    """``document`` as JSON on standard output, every string in it valid Unicode (``fileio.valid_unicode``):
+    ``json.dumps`` writes a lone surrogate as ``\\udce9``, which strict JSON parsers refuse."""
+    print_text(json.dumps(fileio.valid_unicode(document), indent=indent), flush=flush)
 
 
 class Parser(argparse.ArgumentParser):
@@ -414,11 +428,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         request.config = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
         check_source(request.config.data, request.config.dataset)  # a wrong --data stops here, before any output
-    result = train(request, announce=lambda line: print(line, flush=True))
+    result = train(request, announce=lambda line: print_text(line, flush=True))
     if result.run_dir is not None:
         if result.test_accuracy is not None:
-            print(f"test accuracy {result.test_accuracy:.2%}  test loss {result.test_loss:.4f}")
-        print(f"saved {result.run_dir}  (evaluate: mnistkit evaluate {result.run_dir})")
+            print_text(f"test accuracy {result.test_accuracy:.2%}  test loss {result.test_loss:.4f}")
+        print_text(f"saved {result.run_dir}  (evaluate: mnistkit evaluate {result.run_dir})")
     return 0
 
 
@@ -449,7 +463,7 @@ def add_presets(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    print(format_presets())
+    print_text(format_presets())
     return 0
 
 
@@ -503,7 +517,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_ensemble(args.checkpoint, args.split, args.data, args.dataset)
     else:
         report = evaluate_checkpoint(args.checkpoint[0], args.split, args.data, args.dataset)
-    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print_text(format_report(report))
     # An ensemble has no run folder of its own: its plots go only where --plots says, never over a member's.
     if not args.no_plots and (args.plots or not ensemble):
         run_dir = resolve(args.checkpoint[0]).parent
@@ -511,7 +528,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         # evaluated: model, data, split
         paths = write_evaluation_plots(report, args.plots or run_dir, title=None if ensemble else run_dir.name)
         if not args.json:
-            print("plots: " + "  ".join(str(path) for path in paths))
+            print_text("plots: " + "  ".join(str(path) for path in paths))
     return 0
 
 
@@ -571,7 +588,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     out = check_png_name(args.output or ("sample.png" if args.index is not None else "samples.png"))
     fileio.check_replaceable(out, args.overwrite)
     figure = show(args.split, args.n, args.digit, args.index, args.data, args.dataset, args.val_size)
-    print(f"wrote {save(figure, out)}")
+    print_text(f"wrote {save(figure, out)}")
     return 0
 
 
@@ -604,11 +621,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not args.no_plot:
         fileio.check_replaceable(check_png_name(args.output), args.overwrite)
     summaries = read_runs(args.runs)
-    print(json.dumps(to_dict(summaries), indent=2) if args.json else format_table(summaries))
+    if args.json:
+        print_json(to_dict(summaries), indent=2)
+    else:
+        print_text(format_table(summaries))
     if not args.no_plot:
         path = save(compare_figure(summaries), args.output)
         if not args.json:
-            print(f"curves: {path}")
+            print_text(f"curves: {path}")
     return 0
 
 
@@ -635,7 +655,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     from .download import list_datasets
 
     for entry in list_datasets():
-        print(f"{entry['name']:<14} {entry['status']:<24} {entry['description']}")
+        print_text(f"{entry['name']:<14} {entry['status']:<24} {entry['description']}")
     return 0
 
 
@@ -643,7 +663,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     from .download import dataset_info, format_dataset_info
 
     info = dataset_info(args.name)
-    print(json.dumps(info, indent=2) if args.json else format_dataset_info(info))
+    if args.json:
+        print_json(info, indent=2)
+    else:
+        print_text(format_dataset_info(info))
     return 0
 
 
@@ -651,7 +674,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     from .download import ensure_dataset
 
     folder = ensure_dataset(args.name)
-    print(f"{args.name}: verified files in {folder}")
+    print_text(f"{args.name}: verified files in {folder}")
     return 0
 
 
@@ -715,13 +738,13 @@ def cmd_feedback_stats(args: argparse.Namespace) -> int:
     store = _open_feedback(args)
     stats = store.stats()
     if args.json:
-        print(json.dumps(stats, indent=2))
+        print_json(stats, indent=2)
         return 0
-    print(f"{stats['corrections']} corrections in {store.path}")
+    print_text(f"{stats['corrections']} corrections in {store.path}")
     for label, entry in stats["per_label"].items():
-        print(f"  {label}: {entry['count']:>5}   the model agreed {entry['model_agreed']}")
+        print_text(f"  {label}: {entry['count']:>5}   the model agreed {entry['model_agreed']}")
     if stats["model_agreement"] is not None:
-        print(f"the model's answer matched the given label in {stats['model_agreement']:.1%} of them")
+        print_text(f"the model's answer matched the given label in {stats['model_agreement']:.1%} of them")
     return 0
 
 
@@ -730,7 +753,7 @@ def cmd_feedback_list(args: argparse.Namespace) -> int:
         said = "-" if c.predicted is None else str(c.predicted)
         if c.confidence is not None:
             said += f" ({c.confidence:.0%})"
-        print(f"{c.id:>6}  {c.created_utc}  label {c.label}  model said {said}")
+        print_text(f"{c.id:>6}  {c.created_utc}  label {c.label}  model said {said}")
     return 0
 
 
@@ -744,7 +767,7 @@ def cmd_feedback_show(args: argparse.Namespace) -> int:
     if not found:
         raise MnistkitError(f"{store.path}: no corrections to show" + (f" with ids {args.ids}" if args.ids else ""))
     titles = [f"#{i}: {label}" for i, label in zip(found, labels)]
-    print(f"wrote {save(image_grid(images, titles, title=f'corrections in {store.path.name}'), args.output)}")
+    print_text(f"wrote {save(image_grid(images, titles, title=f'corrections in {store.path.name}'), args.output)}")
     return 0
 
 
@@ -755,13 +778,13 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     if not len(labels):
         raise MnistkitError("no corrections stored yet; nothing to export")
     out = save_training_set(args.output, images, labels, args.format)
-    print(f"wrote {len(labels)} corrections to {out}")
+    print_text(f"wrote {len(labels)} corrections to {out}")
     return 0
 
 
 def cmd_feedback_delete(args: argparse.Namespace) -> int:
     deleted = _open_feedback(args).delete(args.ids)
-    print(f"deleted {deleted} of {len(set(args.ids))} corrections")
+    print_text(f"deleted {deleted} of {len(set(args.ids))} corrections")
     return 0 if deleted == len(set(args.ids)) else 1
 
 
@@ -832,7 +855,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_report, run_benchmark
 
     def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        print_text(message, file=sys.stderr, flush=True)
 
     report = run_benchmark(
         args.preset,
@@ -846,7 +869,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         member_preset=args.member_preset,
         side_by_side=args.side_by_side,
     )
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.json:
+        print_json(report, indent=2)
+    else:
+        print_text(format_report(report))
     return 0
 
 
@@ -935,13 +961,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = 0
     for i, result in enumerate(results()):
         if args.json:
-            print(json.dumps(result.to_dict()), flush=True)
+            print_json(result.to_dict(), flush=True)
         if not result.ok:
             failed += 1
-            print(f"mnistkit: error: {result.error}", file=sys.stderr, flush=True)
+            print_text(f"mnistkit: error: {result.error}", file=sys.stderr, flush=True)
             continue
         if not args.json:
-            print(f"{result.source}: {_verdict(result)}", flush=True)
+            print_text(f"{result.source}: {_verdict(result)}", flush=True)
         if show is not None:
             try:
                 seen = show / f"{i:04d}-{Path(result.source).stem}.png" if folder else show
@@ -949,7 +975,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 save_input(result.input, seen)
             except MnistkitError as exc:
                 failed += 1
-                print(f"mnistkit: error: {exc}", file=sys.stderr, flush=True)
+                print_text(f"mnistkit: error: {exc}", file=sys.stderr, flush=True)
     return 2 if failed else 0
 
 
@@ -1011,9 +1037,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"{', '.join(flags[:-1])} and {flags[-1]} apply to --model NAME; a checkpoint records its own architecture"
         )
     if args.model is not None:
-        print(inspect_model(args.model, **options))
+        print_text(inspect_model(args.model, **options))
     else:
-        print(inspect_checkpoint(args.checkpoint))
+        print_text(inspect_checkpoint(args.checkpoint))
     return 0
 
 
@@ -1063,7 +1089,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     sizes = ", ".join(map(str, result.batch_sizes))
     files = [p for p in result.path.rglob("*") if p.is_file()] if result.path.is_dir() else [result.path]
     size = sum(p.stat().st_size for p in files)
-    print(
+    print_text(
         f"wrote {result.path} ({result.format}, {size / 1e6:.2f} MB); its outputs match PyTorch on "
         f"{result.images:,} test images in batches of {sizes} (max abs difference {result.max_abs_diff:.1e})"
     )
@@ -1232,8 +1258,9 @@ def _stdout_can_fill() -> bool:
 
 
 def _escape_unprintable() -> None:
-    """A file name that is not valid UTF-8 (its bytes kept as surrogates) prints escaped, as stderr already does:
-    strict stdout, as ``PYTHONIOENCODING=utf-8`` or a UTF-8 locale set it, would stop the command at that name."""
+    """A file name that is not valid UTF-8 (its bytes kept as surrogates) in a line not printed by ``print_text``
+    (argparse's, a library module's) prints escaped, as stderr already does: strict stdout, as
+    ``PYTHONIOENCODING=utf-8`` or a UTF-8 locale set it, would stop the command at that name."""
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
@@ -1250,7 +1277,7 @@ def main(argv: list[str] | None = None) -> None:
     if sys.stdout is None and args.command == "serve":
         sys.stdout = sys.stderr
     if sys.stdout is None:
-        print(
+        print_text(
             "mnistkit: error: standard output is closed; run again with it open (> FILE keeps the output, "
             "> /dev/null drops it)",
             file=sys.stderr,
@@ -1264,10 +1291,10 @@ def main(argv: list[str] | None = None) -> None:
         code = args.handler(args)
     except MnistkitError as exc:
         if torchrun.prints_errors():  # under torchrun, one line rather than one per process
-            print(f"mnistkit: error: {with_flags(exc, command_flags(parser, args))}", file=sys.stderr)
+            print_text(f"mnistkit: error: {with_flags(exc, command_flags(parser, args))}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
-        print("mnistkit: interrupted", file=sys.stderr)
+        print_text("mnistkit: interrupted", file=sys.stderr)
         code = 130
     except BrokenPipeError:
         # Whoever read the output stopped reading (`mnistkit data list | head -1`): end quietly, as `ls | head` does.
@@ -1282,7 +1309,7 @@ def main(argv: list[str] | None = None) -> None:
             output = " to standard output"  # a write without a path: print's, to a file or /dev/full
             _discard_stdout()  # what is left in its buffer would fail again at exit
         if torchrun.prints_errors():
-            print(f"mnistkit: error: {os_error(exc, output)}", file=sys.stderr)
+            print_text(f"mnistkit: error: {os_error(exc, output)}", file=sys.stderr)
         code = MnistkitError.exit_code
     except BaseException:
         if not torchrun.launched_by_torchrun():
