@@ -18,7 +18,7 @@ import onnxruntime
 import pytest
 import torch
 
-from mnistkit import export
+from mnistkit import export, fileio
 from mnistkit.checkpoint import save_checkpoint
 from mnistkit.cli import main
 from mnistkit.errors import MnistkitError
@@ -415,67 +415,29 @@ def test_a_converters_colours_stay_out_of_the_error(tmp_path, tiny_run, capsys, 
     assert list(tmp_path.iterdir()) == []
 
 
-def leftover(folder: Path, name: str, age: float = 3600.0) -> Path:
-    """A temporary file as a killed export leaves it, ``age`` seconds old."""
-    path = folder / name
-    path.write_bytes(b"half an export")
-    os.utime(path, (path.stat().st_mtime - age,) * 2)
-    return path
-
-
-def test_an_export_removes_the_leftovers_of_killed_exports_of_its_name_only(tmp_path, tiny_run):
-    import fcntl
-
-    stale = [leftover(tmp_path, name) for name in (".model.pt.k1ll3d_0.tmp", ".model.pt.abcdefgh.tmp")]
-    kept = [
-        leftover(tmp_path, name)
-        for name in (".model.pt.tmp", ".model.pt.x.abcdefgh.tmp", ".other.pt.abcdefgh.tmp", "model.pt.abcdefgh.tmp")
-    ]
-    kept.append(leftover(tmp_path, ".model.pt.fresh123.tmp", age=0))  # may be a live export's, not yet locked
-    live = leftover(tmp_path, ".model.pt.live1234.tmp")
-    with open(live, "rb") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # as a running export holds its own
-        export_checkpoint(tiny_run, "torchscript", tmp_path / "model.pt")
-    assert not any(path.exists() for path in stale)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", live.name] + [p.name for p in kept])
+def test_an_export_removes_what_killed_exports_of_its_name_left(tmp_path, tiny_run):
+    # The rules are fileio's (test_fileio.py); here, both of the writers an export uses, hf's with the hub's files.
+    (tmp_path / ".model.pt.k1ll3d_0.tmp").write_bytes(b"half an export")
+    (tmp_path / ".other.pt.abcdefgh.tmp").write_bytes(b"another export's")
+    killed_hf = tmp_path / ".model-hf.abcdefgh.tmp"
+    killed_hf.mkdir()
+    for name in ("config.json", ".README.md.12345678.tmp"):
+        (killed_hf / name).write_bytes(b"half an export")
+    export_checkpoint(tiny_run, "torchscript", tmp_path / "model.pt")
+    export_checkpoint(tiny_run, "hf", tmp_path / "model-hf")
+    assert sorted(os.listdir(tmp_path)) == [".other.pt.abcdefgh.tmp", "model-hf", "model.pt"]
 
 
 def test_a_running_export_keeps_its_temporary_file_from_another(tmp_path, tiny_run, monkeypatch):
-    monkeypatch.setattr(export, "LEFTOVER_AGE", -1.0)  # however young
     out = tmp_path / "model.onnx"
     convert = export.EXPORTERS["onnx"]
 
     def then_another_export_cleans(model, example, path, info):
-        runner = convert(model, example, path, info)  # written twice (the exporter, then the metadata)
-        export._remove_leftovers(out)
+        runner = convert(model, example, path, info)  # written twice (the exporter, then the metadata): still locked
+        fileio.remove_stale_temporaries(out)
         assert path.is_file()
         return runner
 
     monkeypatch.setitem(export.EXPORTERS, "onnx", then_another_export_cleans)
     assert export_checkpoint(tiny_run, "onnx", out).path == out
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
-
-
-def test_an_hf_export_removes_its_leftover_folders_only(tmp_path, tiny_run):
-    out = tmp_path / "model-hf"
-    stale = tmp_path / ".model-hf.abcdefgh.tmp"
-    stale.mkdir()
-    leftover(stale, "config.json")
-    leftover(stale, ".README.md.12345678.tmp")
-    foreign = tmp_path / ".model-hf.12345678.tmp"
-    foreign.mkdir()
-    leftover(foreign, "config.json")
-    leftover(foreign, "notes.txt")
-    crashed = tmp_path / ".model-hf.zyxwvuts.tmp"  # a whole new export, the old one renamed aside beside it
-    crashed.mkdir()
-    leftover(crashed, "config.json")
-    (tmp_path / ".model-hf.zyxwvuts.old").mkdir()
-    for folder in (stale, foreign, crashed):
-        os.utime(folder, (folder.stat().st_mtime - 3600,) * 2)
-    before = tree(tmp_path)
-    export_checkpoint(tiny_run, "hf", out)
-    after = tree(tmp_path)
-    assert not stale.exists()
-    assert {k: v for k, v in after.items() if not k.startswith("model-hf")} == {
-        k: v for k, v in before.items() if not k.startswith(stale.name)
-    }

@@ -1,9 +1,15 @@
-"""Atomic writes of files and folders: a crash or an error never leaves a mix, and the rename reaches the disk."""
+"""Atomic writes of files and folders: a crash or an error never leaves a mix, and the rename reaches the disk; the
+temporary files of killed writes are removed by the next write of their name, never a live write's."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +112,153 @@ def test_a_folder_that_cannot_be_synced_does_not_fail_the_write(tmp_path, monkey
     monkeypatch.setattr(os, "fsync", fsync)
     fileio.write_text(tmp_path / "a.json", "new")
     assert (tmp_path / "a.json").read_text() == "new"
+
+
+def leftover(folder: Path, name: str) -> Path:
+    """A temporary file (or, for a name ending in /, folder) as a killed write leaves it."""
+    path = folder / name.rstrip("/")
+    if name.endswith("/"):
+        path.mkdir()
+    else:
+        path.write_bytes(b"half written")
+    return path
+
+
+def locked(path: Path) -> int:
+    """An fd that holds the lock on ``path``, as a live write holds its temporary file's: a lock of its own, as flock
+    locks belong to an open file description and not to the process."""
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_a_write_removes_the_unlocked_temporary_files_of_its_name_only(tmp_path):
+    stale = [
+        leftover(tmp_path, name) for name in (".a.json.k1ll3d_0.tmp", ".a.json.abcdefgh.tmp", ".a.json.emptydir.tmp/")
+    ]
+    kept = [
+        leftover(tmp_path, name)
+        for name in (
+            ".a.json.tmp",
+            ".a.json.abcdefg.tmp",  # 7 characters: not mkstemp's
+            ".a.json.ABCDEFGH.tmp",
+            ".a.json.x.abcdefgh.tmp",
+            ".b.json.abcdefgh.tmp",
+            "a.json.abcdefgh.tmp",
+            ".a.json.abcdefgh.tmp.old",
+        )
+    ]
+    live = leftover(tmp_path, ".a.json.live1234.tmp")
+    fd = locked(live)
+    try:
+        fileio.write_text(tmp_path / "a.json", "new")
+    finally:
+        os.close(fd)
+    assert not any(os.path.lexists(path) for path in stale)
+    assert sorted(os.listdir(tmp_path)) == sorted(["a.json", live.name, *(path.name for path in kept)])
+
+
+def test_links_of_a_temporary_name_are_left_and_not_followed(tmp_path):
+    (tmp_path / "mine").mkdir()
+    target = leftover(tmp_path / "mine", "keep.bin")
+    (tmp_path / "mine" / "sub").mkdir()
+    for name, to in ((".a.json.filelink.tmp", target), (".a.json.dir_link.tmp", tmp_path / "mine")):
+        (tmp_path / name).symlink_to(to)
+    before = tree(tmp_path)
+    fileio.write_text(tmp_path / "a.json", "new")
+    after = tree(tmp_path)
+    assert after.pop("a.json") == b"new" and after == before
+    assert sorted(os.listdir(tmp_path)) == [".a.json.dir_link.tmp", ".a.json.filelink.tmp", "a.json", "mine"]
+
+
+def test_a_write_holds_its_temporary_file_until_it_is_renamed(tmp_path):
+    with fileio.atomic_path(tmp_path / "a.json") as tmp:
+        tmp.write_text("new")
+        fileio.remove_stale_temporaries(tmp_path / "a.json")  # another write of the same name, cleaning
+        assert tmp.read_text() == "new"
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    with fileio.atomic_folder(tmp_path / "export", replaces=("model.bin",)) as folder:
+        (folder / "model.bin").write_bytes(b"new")
+        fileio.remove_stale_temporaries(tmp_path / "export", replaces=("model.bin",))
+        assert (folder / "model.bin").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "export"]
+
+
+WRITE_AND_WAIT = """
+import sys, time
+from mnistkit import fileio
+with fileio.atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half written")
+    print(tmp, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_the_temporary_file_of_a_killed_write_goes_with_the_next_write(tmp_path):
+    target = tmp_path / "a.json"
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITE_AND_WAIT, str(target)], stdout=subprocess.PIPE, text=True
+    ) as writer:
+        try:
+            assert writer.stdout is not None
+            tmp = Path(writer.stdout.readline().strip())
+            fileio.remove_stale_temporaries(target)
+            assert tmp.read_text() == "half written"  # the writer lives: its file stays
+        finally:
+            writer.kill()  # SIGKILL: it cleans up nothing
+    assert tmp.exists()
+    fileio.write_text(target, "new")
+    assert os.listdir(tmp_path) == ["a.json"]
+
+
+def test_a_temporary_file_removed_before_it_was_locked_is_made_again(tmp_path, monkeypatch):
+    # Another write's cleaning can find a new temporary file in the moment between its making and its lock.
+    real_mkstemp, made = tempfile.mkstemp, []
+
+    def mkstemp_then_cleaned(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        made.append(name)
+        if len(made) == 1:
+            os.unlink(name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_cleaned)
+    with fileio.atomic_path(tmp_path / "a.json") as tmp:
+        assert str(tmp) == made[1]
+        tmp.write_text("new")
+    assert os.listdir(tmp_path) == ["a.json"] and (tmp_path / "a.json").read_text() == "new"
+
+
+def test_without_flock_no_temporary_file_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "fcntl", None)  # as on Windows: a live write's file cannot be told from a dead one's
+    stale = leftover(tmp_path, ".a.json.abcdefgh.tmp")
+    fileio.write_text(tmp_path / "a.json", "new")
+    assert sorted(os.listdir(tmp_path)) == [stale.name, "a.json"]
+
+
+def test_a_folder_write_removes_temporary_folders_holding_only_what_it_writes(tmp_path):
+    stale = leftover(tmp_path, ".export.abcdefgh.tmp/")
+    leftover(stale, "config.json")
+    leftover(stale, ".README.md.12345678.tmp")  # a file write in it, killed too
+    foreign = leftover(tmp_path, ".export.12345678.tmp/")
+    leftover(foreign, "config.json")
+    leftover(foreign, "notes.txt")
+    nested = leftover(tmp_path, ".export.nested__.tmp/")
+    leftover(nested, "config.json/")
+    crashed = leftover(tmp_path, ".export.zyxwvuts.tmp/")  # a whole new folder, the old one set aside beside it
+    leftover(crashed, "config.json")
+    leftover(tmp_path, ".export.zyxwvuts.old/")
+    before = tree(tmp_path)
+    with fileio.atomic_folder(tmp_path / "export", replaces=("README.md", "config.json")) as tmp:
+        (tmp / "config.json").write_text("new")
+    after = tree(tmp_path)
+    assert after.pop("export") is None and after.pop("export/config.json") == b"new"
+    assert after == {name: data for name, data in before.items() if not name.startswith(stale.name)}
 
 
 def test_a_missing_folder_is_one_clear_error(tmp_path):

@@ -16,21 +16,15 @@ import json
 import logging
 import os
 import re
-import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import fileio
 from .errors import MnistkitError
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:  # torch loads on first export, so that the command line starts without it
     import numpy as np
@@ -46,9 +40,6 @@ TOLERANCE = 1e-4  # max abs difference of probabilities allowed between the expo
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
 METADATA_NAME = "mnistkit.json"  # the contract, stored inside .pt2 and .pt files
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
-# A temporary file of an export younger than this is left alone even when unlocked: its export may have made it
-# (fileio.atomic_path) and not yet locked it (_holding).
-LEFTOVER_AGE = 2.0
 # Terminal escape sequences (colours, hyperlinks) that converters put in their messages.
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])?")
 
@@ -121,10 +112,9 @@ def export_checkpoint(
         "output": "float32 (N, classes) probabilities",
         "source": classifier.source,
     }
-    _remove_leftovers(out)
+    # Each writer first removes the temporary files that killed exports to ``out`` left (fileio).
     writer = fileio.atomic_folder(out, hub.FILES) if fmt == "hf" else fileio.atomic_path(out)
-    with torch.no_grad(), _holding() as hold, writer as tmp:
-        hold(tmp)
+    with torch.no_grad(), writer as tmp:
         if fmt == "hf":
             run = _export_hf(classifier, tmp)
         else:
@@ -275,70 +265,6 @@ def _export_onnx(model: InferenceModel, example: torch.Tensor, path: Path, info:
     onnx.save(proto, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
-
-
-def _remove_leftovers(out: Path) -> None:
-    """Remove the temporary files (for hf, folders) that exports to ``out`` killed before their rename left beside
-    it, each as large as the export; never a live export's (it holds a lock on its own: ``_holding``), nor anything of
-    another name. Where there is no flock (Windows) a live export's cannot be told apart, so nothing is removed."""
-    if fcntl is None:
-        return
-    # fileio's temporary names: mkstemp and mkdtemp put 8 characters of [a-z0-9_] between prefix and suffix.
-    own = re.compile(rf"\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.tmp")
-    for leftover in out.parent.glob(".*.tmp"):
-        if not own.fullmatch(leftover.name):
-            continue
-        with suppress(OSError):  # gone meanwhile, or not ours to remove: left as it is
-            info = leftover.lstat()
-            if time.time() - info.st_mtime < LEFTOVER_AGE:
-                continue
-            # Beside a hidden .old twin, the folder is a whole new hf export that a crash kept from its place.
-            if leftover.with_name(leftover.name.removesuffix(".tmp") + ".old").exists():
-                continue
-            fd = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live export's
-                if leftover.is_dir():
-                    _remove_hf_leftover(leftover)
-                else:
-                    leftover.unlink()
-            finally:
-                os.close(fd)
-
-
-def _remove_hf_leftover(folder: Path) -> None:
-    """An hf export's temporary folder, if it holds nothing but the files the export writes (and their own temporary
-    files): anything else there was put by someone, and the folder stays as it is."""
-    from . import hub
-
-    ours = re.compile("|".join(rf"{re.escape(name)}|\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp" for name in hub.FILES))
-    entries = list(folder.iterdir())
-    if all(ours.fullmatch(entry.name) and not entry.is_dir() for entry in entries):
-        for entry in entries:
-            entry.unlink()
-        folder.rmdir()
-
-
-@contextmanager
-def _holding() -> Iterator[Callable[[Path], None]]:
-    """A function that locks the export's temporary file (or folder) until the block ends, after the writer's rename,
-    so that another export's ``_remove_leftovers`` leaves it alone. The lock goes with the process: a killed export's
-    file is free."""
-    fds: list[int] = []
-
-    def hold(path: Path) -> None:
-        if fcntl is not None:
-            fds.append(os.open(path, os.O_RDONLY))
-            fcntl.flock(fds[-1], fcntl.LOCK_EX)
-
-    try:
-        yield hold
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 @contextmanager

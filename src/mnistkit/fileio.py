@@ -17,6 +17,11 @@ from typing import Any
 
 from .errors import ConfigError, WriteError
 
+try:
+    import fcntl
+except ImportError:  # Windows: temporary files are neither locked nor removed (see remove_stale_temporaries)
+    fcntl = None  # type: ignore[assignment]
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -24,28 +29,143 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file is fsynced before the rename, so after a crash ``path`` holds either the old
     or the new content, never a mix; the folder is fsynced after it, so that after a power loss the rename
-    itself is not lost. On any error the temporary file is removed and ``path`` is untouched.
+    itself is not lost. On any error the temporary file is removed and ``path`` is untouched. One that a killed
+    process left is removed by the next write of ``path`` (``remove_stale_temporaries``).
     """
     path = Path(path)
+    with _new_temporary(path) as tmp:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
+        try:
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            sync_folder(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def _new_temporary(path: Path, folder: bool = False, replaces: Collection[str] = ()) -> Iterator[Path]:
+    """A new temporary file (or folder) beside ``path``, locked until the block ends, made once those that killed
+    writes of ``path`` left are removed. The lock is the kernel's (flock), so it ends with the process, even killed:
+    while the process lives, no other write's ``remove_stale_temporaries`` removes its file."""
+    remove_stale_temporaries(path, replaces)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp, fd = _locked_temporary(path, folder)
     except OSError as exc:
         raise _cannot_write_in(path, exc) from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        sync_folder(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        if fd is not None:
+            os.close(fd)  # after the rename or removal: releases the lock
+
+
+def _locked_temporary(path: Path, folder: bool) -> tuple[Path, int | None]:
+    """A new temporary file (or folder) beside ``path`` and the fd that holds its lock (None without flock).
+
+    It can only be locked once made, and in between another write's ``remove_stale_temporaries`` may find it unlocked
+    and remove it. So once locked, the name is checked to still be the locked file, and if not a new one is made:
+    no temporary file is removed while its write lives, without the age threshold that a clock set back defeats."""
+    prefix, suffix = f".{path.name}.", ".tmp"  # the names _temporary_name matches
+    while True:
+        if folder:
+            tmp = Path(tempfile.mkdtemp(suffix, prefix, path.parent))
+        else:
+            fd, name = tempfile.mkstemp(suffix, prefix, path.parent)
+            os.close(fd)
+            tmp = Path(name)
+        if fcntl is None:
+            return tmp, None
+        held = _lock(tmp)
+        if held is not None:
+            return tmp, held
+
+
+def _lock(tmp: Path) -> int | None:
+    """An fd that holds the lock on ``tmp``; None if ``tmp`` was removed before it was locked."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another write's cleaning holds it
+    except OSError:
+        return fd  # a file system without flock: no cleaning can lock the file either, so none removes it
+    try:
+        if os.path.samestat(os.fstat(fd), os.lstat(tmp)):
+            return fd
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+    return None
+
+
+def remove_stale_temporaries(path: str | os.PathLike, replaces: Collection[str] = ()) -> None:
+    """Remove the temporary files (and folders) that writes of ``path`` killed before their rename (SIGKILL, a power
+    cut) left beside it, each as large as what it wrote: those of ``path``'s name alone, and of those only the ones
+    no live write holds the lock on. A temporary folder goes only if it holds nothing but files named in
+    ``replaces`` (what its writer writes) and their temporary files: anything else in it was put there by someone.
+    Links are not followed, and what cannot be removed (another user's) is left. Where there is no flock (Windows)
+    a live write's file cannot be told from a dead one's, so nothing is removed."""
+    if fcntl is None:
+        return
+    path = Path(path)
+    ours = _temporary_name(path.name)
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return  # the write itself says why it cannot write there
+    for name in names:
+        if ours.fullmatch(name):
+            with suppress(OSError):  # gone meanwhile, a link, not ours to remove: left as it is
+                _remove_if_stale(path.parent / name, replaces)
+
+
+def _temporary_name(name: str) -> re.Pattern[str]:
+    """The names of the temporary files of writes of ``name``: mkstemp and mkdtemp put 8 characters of [a-z0-9_]
+    between the prefix and the suffix that ``_locked_temporary`` gives them."""
+    return re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
+def _remove_if_stale(tmp: Path, replaces: Collection[str]) -> None:
+    if os.path.lexists(_old_twin(tmp)):
+        return  # a whole new folder that a crash kept from its place, the old one set aside beside it (atomic_folder)
+    # O_NOFOLLOW: a link is refused, not followed; O_NONBLOCK: a FIFO of such a name does not wait for a writer.
+    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a live write's
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            _remove_temporary_folder(tmp, replaces)
+        elif stat.S_ISREG(mode):
+            tmp.unlink()
+    finally:
+        os.close(fd)
+
+
+def _remove_temporary_folder(folder: Path, replaces: Collection[str]) -> None:
+    """``folder`` with its files, if they are all files named in ``replaces`` or their temporary files."""
+    entries = list(folder.iterdir())
+    if all(_is_written(entry, replaces) for entry in entries):
+        for entry in entries:
+            entry.unlink()
+        folder.rmdir()
+
+
+def _is_written(entry: Path, replaces: Collection[str]) -> bool:
+    """Whether ``entry`` is a file named in ``replaces``, or the temporary file of one."""
+    if entry.is_dir():
+        return False
+    return any(entry.name == name or _temporary_name(name).fullmatch(entry.name) for name in replaces)
 
 
 def check_folder_exists(path: str | os.PathLike) -> Path:
@@ -172,33 +292,37 @@ def atomic_folder(path: str | os.PathLike, replaces: Collection[str] = ()) -> It
     would delete, so it raises WriteError and is left as it was. Callers check that first, in their own words; the
     check here, just before the swap, covers what changed while the new folder was written. The old folder is
     renamed aside and emptied of those files only once the new one is in place, so a crash leaves the old or the
-    new folder complete (under its own or a hidden name), never a mix of the two.
+    new folder complete (under its own or a hidden name), never a mix of the two. A temporary folder that a killed
+    process left is removed by the next write of ``path``, if it holds only files named in ``replaces``
+    (``remove_stale_temporaries``).
     """
     path = Path(path)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        raise _cannot_write_in(path, exc) from exc
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the permissions mkdir would
-    try:
-        yield tmp
-        blocker = in_the_way(path, replaces)
-        if blocker is not None:
-            raise WriteError(f"{path}: {blocker}, which replacing it would delete; nothing was written")
-        if path.exists() or path.is_symlink():
-            old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove_replaced(old, replaces, path)
-        else:
-            os.replace(tmp, path)
-        sync_folder(path.parent)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _new_temporary(path, folder=True, replaces=replaces) as tmp:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the permissions mkdir would
+        try:
+            yield tmp
+            blocker = in_the_way(path, replaces)
+            if blocker is not None:
+                raise WriteError(f"{path}: {blocker}, which replacing it would delete; nothing was written")
+            if path.exists() or path.is_symlink():
+                old = _old_twin(tmp)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                _remove_replaced(old, replaces, path)
+            else:
+                os.replace(tmp, path)
+            sync_folder(path.parent)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _old_twin(tmp: Path) -> Path:
+    """Where ``atomic_folder`` sets aside the folder that its temporary folder ``tmp`` replaces."""
+    return tmp.with_name(tmp.name.removesuffix(".tmp") + ".old")
 
 
 def in_the_way(path: str | os.PathLike, replaces: Collection[str] = ()) -> str | None:
