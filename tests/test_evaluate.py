@@ -55,3 +55,16 @@ def test_evaluate_refuses_a_batch_size_that_is_not_a_count_and_takes_one_path_as
         with pytest.raises(ConfigError, match="batch_size must be a whole number of at least 1"):
             evaluate_checkpoint(tiny_run, batch_size=bad)
     assert evaluate_ensemble(str(tiny_run)).accuracy == evaluate_checkpoint(tiny_run).accuracy
+
+
+def test_a_report_naming_files_not_in_utf8_is_valid_json():
+    import json
+    import os
+
+    from mnistkit.evaluate import Report
+
+    name = os.fsdecode(b"caf\xe9")  # Python keeps the byte that is not UTF-8 as a lone surrogate
+    report = Report(0.5, 0.5, torch.eye(2, dtype=torch.int64), ["0", "1"], members=[{"source": name}], notes=[name])
+    document = report.to_dict()
+    assert document["members"] == [{"source": "caf\\xe9"}] and document["notes"] == ["caf\\xe9"]
+    assert "\\ud" not in json.dumps(document)  # no escaped surrogate, which strict JSON parsers refuse

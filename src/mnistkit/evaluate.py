@@ -109,8 +109,10 @@ class Report:
         return self.confusion.diag() / actual
 
     def to_dict(self) -> dict:
-        members = {"members": self.members} if self.members else {}
-        notes = {"notes": self.notes} if self.notes else {}
+        """The report as a JSON document; the members' sources and the notes name files, which may not be UTF-8:
+        they are made valid Unicode (``fileio.valid_unicode``), as JSON needs."""
+        members = {"members": fileio.valid_unicode(self.members)} if self.members else {}
+        notes = {"notes": fileio.valid_unicode(self.notes)} if self.notes else {}
         return {
             **members,
             **notes,
