@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -135,6 +136,17 @@ def test_same_folder_names_are_told_apart(tiny_run, tmp_path):
     shutil.copytree(tiny_run, other)
     names = [s.name for s in compare.read_runs([tiny_run, other])]
     assert names == [str(tiny_run), str(other)]
+
+
+def test_a_run_not_named_in_utf8_lines_up_and_is_valid_json(tiny_run, mlp_run, tmp_path, capsys):
+    run = shutil.copytree(tiny_run, tmp_path / os.fsdecode(b"caf\xe9"))  # the byte is kept as a lone surrogate
+    summaries = compare.read_runs([run, mlp_run])
+    header, first, _ = compare.format_table(summaries, width=200).splitlines()
+    assert first.startswith("caf\\xe9 ")  # as its JSON writes it
+    assert first.index(" 2 ") + 2 == header.index("epochs") + len("epochs")  # its epochs under their heading
+    document = compare.to_dict(summaries)
+    assert [document["runs"][0][key] for key in ("name", "path")] == ["caf\\xe9", f"{tmp_path}/caf\\xe9"]
+    assert "\\ud" not in json.dumps(document)  # no escaped surrogate, which strict JSON parsers refuse
 
 
 def test_format_duration():

@@ -17,7 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from . import checkpoint, plots, runs, schema
+from . import checkpoint, fileio, plots, runs, schema
 from .config import applicable, data_title, model_title
 from .errors import CheckpointError, MnistkitError
 
@@ -170,7 +170,8 @@ def table(summaries: Sequence[RunSummary]) -> list[list[str]]:
                 *(_value(config.get(k)) for k in differing),
             ]
         )
-    return rows
+    # A folder name that is not UTF-8 shown as \xe9 before the columns are measured, so that they line up as printed.
+    return [[fileio.valid_utf8(cell) for cell in row] for row in rows]
 
 
 def format_table(summaries: Sequence[RunSummary], width: int | None = None) -> str:
@@ -195,8 +196,9 @@ def _align(rows: list[list[str]]) -> str:
 
 
 def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
+    """The table as a JSON document, its names and paths valid Unicode (``fileio.valid_unicode``) as JSON needs."""
     differing = config_differences(summaries)
-    return {
+    document = {
         "differences": differing,
         "runs": [
             {
@@ -213,6 +215,7 @@ def to_dict(summaries: Sequence[RunSummary]) -> dict[str, Any]:
             for s in summaries
         ],
     }
+    return fileio.valid_unicode(document)
 
 
 def compare_figure(summaries: Sequence[RunSummary]) -> Figure:
