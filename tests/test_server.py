@@ -952,6 +952,70 @@ def test_a_killed_server_loses_no_acknowledged_correction(tmp_path):
     assert {i: stored.get(i) for i in acknowledged} == acknowledged
 
 
+def address_of(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+@contextmanager
+def request_in_flight(url: str, length: int) -> Iterator[socket.socket]:
+    """A connection to the server at ``url`` whose POST /api/predict of ``length`` bytes of JSON is in flight: the
+    endpoint has asked for the body, none of which is sent yet. (Expect: 100-continue makes the server say when.)"""
+    with socket.create_connection(address_of(url), timeout=30) as connection:
+        head = (
+            "POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        )
+        connection.sendall(head.encode())
+        reply = b""
+        while not reply.endswith(b"\r\n\r\n"):
+            reply += connection.recv(1)
+        assert reply.startswith(b"HTTP/1.1 100 "), reply
+        yield connection
+
+
+def wait_until_not_listening(process: subprocess.Popen, url: str, within: float = 30) -> None:
+    """Return once the server at ``url`` refuses connections: it has begun to shut down (it closes its listening
+    socket first)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(address_of(url), timeout=5).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"the server still listens {within} s after the signal (exit status {process.poll()})")
+
+
+def test_the_first_stop_signal_answers_the_request_in_flight(digits):
+    images, labels = digits
+    body = json.dumps(pixels_body(images[0])).encode()
+    with server_process() as (process, url, _), request_in_flight(url, len(body)) as connection:
+        process.send_signal(signal.SIGTERM)
+        wait_until_not_listening(process, url)
+        assert process.poll() is None  # waiting for this request, whose body has until its deadline (60 s)
+        connection.sendall(body)
+        head, answer = read_until_closed(connection).split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 ") and json.loads(answer)["digit"] == labels[0]
+        assert process.wait(timeout=30) == -signal.SIGTERM  # uvicorn ends by raising the signal it was stopped by
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_second_stop_signal_exits_at_once_in_one_line(stop):
+    # uvicorn alone waits on after a second SIGTERM (here for the body, up to 60 s), and after a second Ctrl-C logs
+    # a traceback for each request in flight.
+    with server_process() as (process, url, _), request_in_flight(url, 1000):
+        process.send_signal(stop)
+        wait_until_not_listening(process, url)
+        process.send_signal(stop)
+        assert process.wait(timeout=10) == 128 + stop
+        errors = process.stderr.read()
+    assert errors.splitlines()[-1] == (
+        f"mnistkit: {stop.name} while shutting down: stopped at once, requests in flight dropped"
+    )
+    assert "Traceback" not in errors
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

@@ -13,17 +13,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import io
+import os
+import signal
 import socket
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import FrameType
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import anyio
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -730,7 +736,7 @@ def serve(
     feedback_db: str | Path | None = None,
 ) -> None:
     """Load ``model`` (None: the bundled pretrained convnet; a list: their ensemble) onto ``device`` and serve the
-    page and API until interrupted.
+    page and API until interrupted (``StoppableServer``: a first Ctrl-C or SIGTERM stops gracefully, a second at once).
 
     Requests are answered for localhost, IP addresses, ``host`` and the names in ``allowed_hosts``; a request's headers
     must arrive within ``header_timeout`` seconds and its body within ``body_timeout`` more (``server_guards``).
@@ -738,7 +744,6 @@ def serve(
     A file that is not a corrections database, or one from a newer mnistkit, raises ``FeedbackError`` before serving.
     """
     import torch
-    import uvicorn
 
     allowed_hosts = allowed_host_names(allowed_hosts)  # a bad name fails before the model loads
     store = None if feedback_db is None else FeedbackStore(feedback_db)
@@ -767,18 +772,47 @@ def serve(
         flush=True,
     )
     try:
-        uvicorn.Server(config).run(sockets=[listener])
+        StoppableServer(config).run(sockets=[listener])
     finally:
         if store is not None:
             store.close()
+
+
+class StoppableServer(uvicorn.Server):
+    """uvicorn's server, where a first SIGINT (Ctrl-C) or SIGTERM stops it gracefully, answering the requests in
+    flight, and a second of either while it does ends the process at once (``exit_at_once``).
+
+    uvicorn itself ignores a second SIGTERM, waiting on (for a request's body, up to its deadline); and a second
+    Ctrl-C cancels the requests in flight, each logging a traceback, then still waits for any thread at work.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:  # already stopping
+            exit_at_once(sig)
+        super().handle_exit(sig, frame)
+
+
+def exit_at_once(sig: int) -> NoReturn:
+    """End the process now, from a signal handler, with one line and the status a shell gives a command that ``sig``
+    stopped (130 for Ctrl-C).
+
+    os._exit, since a thread at work (a forward pass, an image's decoding) cannot be interrupted and the interpreter
+    would wait for it. A correction being stored is lost or stored whole: SQLite commits are atomic.
+    """
+    name = signal.Signals(sig).name
+    # Either stream may be a closed pipe: a traceback from a signal handler would be worse than a lost line.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()  # the access log's last lines
+    with contextlib.suppress(OSError, ValueError):
+        print(f"mnistkit: {name} while shutting down: stopped at once, requests in flight dropped", file=sys.stderr)
+        sys.stderr.flush()
+    os._exit(128 + sig)
 
 
 def uvicorn_config(
     app: ASGIApp, access_log: bool = True, header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT
 ) -> Any:
     """uvicorn's settings for ``app``: HTTP/1.1 with request deadlines (``RequestDeadlines``)."""
-    import uvicorn
-
     protocol = functools.partial(RequestDeadlines, header_timeout=header_timeout, body_timeout=body_timeout)
     # uvicorn calls ``http`` as a factory; its annotation asks for a class, which a partial is not.
     return uvicorn.Config(app, http=protocol, access_log=access_log, log_level="info" if access_log else "warning")  # type: ignore[arg-type]
