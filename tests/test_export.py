@@ -137,6 +137,16 @@ def test_onnx_file_describes_its_contract(tmp_path, tiny_run):
     assert batch.dim_param == "batch"  # symbolic, not a fixed number
 
 
+def test_a_source_not_named_in_utf8_is_recorded_as_valid_unicode(tmp_path, tiny_run):
+    run = shutil.copytree(tiny_run, tmp_path / os.fsdecode(b"caf\xe9"))
+    shown = str(tmp_path / "caf\\xe9")  # as fileio.valid_utf8 writes the byte that is not UTF-8
+    onnx_model = onnx.load(str(export_checkpoint(run, "onnx", tmp_path / "m.onnx").path))
+    assert {p.key: p.value for p in onnx_model.metadata_props}["source"] == shown
+    extra = {export.METADATA_NAME: ""}
+    torch.jit.load(str(export_checkpoint(run, "torchscript", tmp_path / "m.pt").path), _extra_files=extra)
+    assert json.loads(extra[export.METADATA_NAME].decode("utf-8"))["source"] == shown
+
+
 @pytest.mark.parametrize("fmt", ["exported-program", "torchscript"])
 def test_test_time_augmentation_is_exported_too(tmp_path, pixels_of, fmt):
     torch.manual_seed(0)

@@ -105,13 +105,16 @@ def export_checkpoint(
     # torch's stub omits memory_format
     net = copy.deepcopy(inference.net).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model = InferenceModel(net, inference.norm, inference.tta, inference.temperature).eval()
-    info = {
-        "model": classifier.meta["model"],
-        "classes": classifier.classes,
-        "input": "float32 (N, 1, 28, 28) pixels in [0, 1], white ink on black",
-        "output": "float32 (N, classes) probabilities",
-        "source": classifier.source,
-    }
+    # Valid Unicode, as ONNX's protobuf strings and JSON readers need: the source may name a file that is not UTF-8.
+    info = fileio.valid_unicode(
+        {
+            "model": classifier.meta["model"],
+            "classes": classifier.classes,
+            "input": "float32 (N, 1, 28, 28) pixels in [0, 1], white ink on black",
+            "output": "float32 (N, classes) probabilities",
+            "source": classifier.source,
+        }
+    )
     # Each writer first removes the temporary files that killed exports to ``out`` left (fileio).
     writer = fileio.atomic_folder(out, hub.FILES) if fmt == "hf" else fileio.atomic_path(out)
     with torch.no_grad(), writer as tmp:
