@@ -108,6 +108,14 @@ def upload(client: TestClient, data: bytes, name: str = "digit.png", kind: str =
     return client.post("/api/predict", files={"image": (name, data, kind)})
 
 
+def post_form(client: TestClient, data: bytes, cut: int = 0, after: bytes = b"") -> httpx.Response:
+    """``upload`` of ``data`` with the form's last ``cut`` bytes left out and ``after`` added."""
+    form = httpx.Request("POST", "http://localhost/", files={"image": ("digit.png", data, "image/png")})
+    body = form.read()
+    headers = {"Content-Type": form.headers["Content-Type"]}
+    return client.post("/api/predict", content=body[: len(body) - cut] + after, headers=headers)
+
+
 # --------------------------------------------------------------------------------------------------
 # endpoints
 
@@ -685,6 +693,28 @@ BAD_REQUESTS = {
         "Missing boundary in multipart: upload one image",
         lambda c: c.post("/api/predict", content=b"x", headers={"Content-Type": "multipart/form-data"}),
     ),
+    "multipart cut off in the file": (
+        400,
+        "the form ends before its closing boundary (cut off, or empty): upload one image",
+        lambda c: post_form(c, encode(Image.new("L", (64, 64), 255)), cut=60),
+    ),
+    "multipart cut off in its closing boundary": (
+        400,
+        "the form ends before its closing boundary",
+        lambda c: post_form(c, encode(Image.new("L", (64, 64), 255)), cut=4),
+    ),
+    "empty multipart body": (
+        400,
+        "the form ends before its closing boundary (cut off, or empty)",
+        lambda c: c.post("/api/predict", content=b"", headers={"Content-Type": "multipart/form-data; boundary=b"}),
+    ),
+    "multipart body not in its boundary": (
+        400,
+        "Invalid multipart data (Expected boundary character",
+        lambda c: c.post(
+            "/api/predict", content=b"an image", headers={"Content-Type": "multipart/form-data; boundary=b"}
+        ),
+    ),
     "malformed JSON": (
         400,
         "malformed JSON",
@@ -780,6 +810,12 @@ def test_bad_request_gets_a_json_error_and_the_server_keeps_serving(client, digi
     assert message in error and "\n" not in error
     images, labels = digits
     assert client.post("/api/predict", json=pixels_body(images[0])).json()["digit"] == labels[0]
+
+
+def test_a_whole_form_is_read_whatever_follows_its_closing_boundary(client, digits):
+    images, labels = digits
+    response = post_form(client, drawing(images[1]), after=b"an epilogue, which RFC 2046 allows\r\n")
+    assert response.status_code == 200 and response.json()["digit"] == labels[1]
 
 
 def test_a_second_content_type_does_not_lift_the_json_limit(client):

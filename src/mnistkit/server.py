@@ -38,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match, Router
@@ -321,7 +322,7 @@ def error_response(exc: RequestError) -> JSONResponse:
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": why}
     for code, why in {
-        400: "empty body, not an image, malformed JSON or multipart",
+        400: "empty body, not an image, malformed JSON, malformed or cut-off multipart",
         413: f"image over {MAX_IMAGE_BYTES // 2**20} MiB or over {MAX_PIXELS // 10**6} megapixels",
         415: "a Content-Type other than JSON, multipart/form-data or an image",
         422: "wrong JSON shape, values outside [0, 1], a corrupt image, or one with no digit in it",
@@ -562,16 +563,7 @@ async def read_input(request: Request) -> bytes | np.ndarray:
     if kind == "application/json":
         return parse_pixels(await request.body())
     if kind == "multipart/form-data":
-        try:
-            form = await request.form(max_files=1, max_fields=10)
-        except HTTPException as exc:  # Starlette's words alone do not say what to send instead
-            raise RequestError(
-                exc.status_code, f"{str(exc.detail).rstrip('.')}: upload one image as a file field named 'image'"
-            ) from None
-        uploads = [value for value in form.values() if isinstance(value, UploadFile)]
-        if not uploads:
-            raise RequestError(400, "no file in the form: upload the image as a file field named 'image'")
-        return await uploads[0].read()
+        return await read_upload(request)
     if kind in IMAGE_TYPES:
         return await request.body()
     raise RequestError(
@@ -579,6 +571,47 @@ async def read_input(request: Request) -> bytes | np.ndarray:
         f"unsupported Content-Type {kind or '(none)'!r}: send multipart/form-data with an 'image' file, "
         'an image/png, image/jpeg or image/webp body, or application/json {"pixels": ...}',
     )
+
+
+class WholeForm(MultiPartParser):
+    """Starlette's multipart parser, telling also whether the form reached its closing boundary: python-multipart
+    leaves out a part cut off before it without a word, so a cut-off upload would look like a form without a file."""
+
+    ended = False
+
+    def on_end(self) -> None:  # python-multipart's "end": called on the closing boundary
+        self.ended = True
+
+
+async def read_upload(request: Request) -> bytes:
+    """The bytes of the file in a multipart form; RequestError for a malformed or cut-off form, or one without one."""
+    async with contextlib.aclosing(request.stream()) as body:
+        parser = WholeForm(request.headers, body, max_files=1, max_fields=10)
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise RequestError(400, f"{multipart_problem(exc)}: {UPLOAD_HINT}") from None
+    try:
+        if not parser.ended:
+            raise RequestError(400, f"the form ends before its closing boundary (cut off, or empty): {UPLOAD_HINT}")
+        uploads = [value for value in form.values() if isinstance(value, UploadFile)]
+        if not uploads:
+            raise RequestError(400, f"no file in the form: {UPLOAD_HINT}")
+        return await uploads[0].read()
+    finally:
+        await form.close()  # an upload over 1 MiB is spooled to a temporary file
+
+
+UPLOAD_HINT = "upload one image as a file field named 'image'"
+
+
+def multipart_problem(exc: MultiPartException) -> str:
+    """What Starlette says is wrong with a form, with python-multipart's reason where it has one (Starlette keeps only
+    "Invalid multipart data")."""
+    problem = exc.message.rstrip(".")
+    if exc.__cause__ is not None:
+        problem += f" ({' '.join(str(exc.__cause__).split())})"
+    return problem
 
 
 def media_type(content_type: str) -> str:
