@@ -958,6 +958,23 @@ def test_serve_without_feedback_says_so(digits):
         assert response.status_code == 404 and "corrections are turned off" in response.json()["error"]
 
 
+def test_malformed_requests_leave_a_real_server_serving_and_its_log_in_order():
+    with server_process() as (process, url, _):
+        with socket.create_connection(address_of(url), timeout=30) as connection:
+            connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            reply = read_until_closed(connection)
+        assert reply.startswith(b"HTTP/1.1 400 ") and reply.endswith(b"Invalid HTTP request received.")  # uvicorn's
+        headers = {"Content-Type": "multipart/form-data; boundary=b"}
+        response = httpx.post(f"{url}/api/predict", content=b"not a form", headers=headers, timeout=30)
+        assert response.status_code == 400 and "Invalid multipart data" in response.json()["error"]
+        assert httpx.get(f"{url}/api/health", timeout=30).json() == {"status": "ok"}
+        process.terminate()
+        process.wait(timeout=30)
+        log = process.stderr.read().splitlines()
+    # One warning for each, as uvicorn writes them: python-multipart's reason used to be printed as a bare line.
+    assert [line for line in log if line.startswith("WARNING:  ")] == log and len(log) == 2
+
+
 def test_a_killed_server_loses_no_acknowledged_correction(tmp_path):
     # Corrections go in from 8 threads at once; the server is killed (SIGKILL: no clean-up at all) while they still
     # arrive. Every one it answered 200 must be in the file, with its label, and the file must be sound.

@@ -842,13 +842,30 @@ def exit_at_once(sig: int) -> NoReturn:
     os._exit(128 + sig)
 
 
+# python-multipart logs why it refuses a malformed form (the client's 400 says it too), with no handler of its own:
+# Python printed it as a bare line among uvicorn's. It goes out as uvicorn's own warnings do, such as the one for an
+# invalid HTTP request.
+LOG_CONFIG = {
+    **uvicorn.config.LOGGING_CONFIG,
+    "loggers": {
+        **uvicorn.config.LOGGING_CONFIG["loggers"],
+        "python_multipart": {"handlers": ["default"], "level": "WARNING", "propagate": False},
+    },
+}
+
+
 def uvicorn_config(
     app: ASGIApp, access_log: bool = True, header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT
 ) -> Any:
     """uvicorn's settings for ``app``: HTTP/1.1 with request deadlines (``RequestDeadlines``)."""
     protocol = functools.partial(RequestDeadlines, header_timeout=header_timeout, body_timeout=body_timeout)
-    # uvicorn calls ``http`` as a factory; its annotation asks for a class, which a partial is not.
-    return uvicorn.Config(app, http=protocol, access_log=access_log, log_level="info" if access_log else "warning")  # type: ignore[arg-type]
+    return uvicorn.Config(
+        app,
+        http=protocol,  # type: ignore[arg-type]  # uvicorn calls it as a factory; its annotation asks for a class
+        access_log=access_log,
+        log_level="info" if access_log else "warning",
+        log_config=LOG_CONFIG,
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
