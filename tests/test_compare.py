@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import run_cli
-from test_plots import BLUE, ORANGE, pixels_of, read_png
+from test_plots import BLUE, ORANGE, env_without_matplotlib_folders, pixels_of, read_png, unusable_home
 
 from mnistkit import compare, runs
 from mnistkit.config import make_config
@@ -147,6 +149,16 @@ def test_a_run_not_named_in_utf8_lines_up_and_is_valid_json(tiny_run, mlp_run, t
     document = compare.to_dict(summaries)
     assert [document["runs"][0][key] for key in ("name", "path")] == ["caf\\xe9", f"{tmp_path}/caf\\xe9"]
     assert "\\ud" not in json.dumps(document)  # no escaped surrogate, which strict JSON parsers refuse
+
+
+def test_compare_where_matplotlib_cannot_write_its_folders_warns_nothing(tiny_run, mlp_run, tmp_path):
+    # compare's module is loaded before plots': matplotlib must still be first loaded where plots chooses its folders
+    (tmp_path / "tmp").mkdir()
+    env = env_without_matplotlib_folders(unusable_home(tmp_path), tmp_path / "tmp")
+    command = [sys.executable, "-m", "mnistkit", "compare", tiny_run, mlp_run, "-o", tmp_path / "compare.png"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""
+    read_png(tmp_path / "compare.png", (1000, 400))
 
 
 def test_format_duration():

@@ -10,6 +10,10 @@ import json
 import os
 import re
 import shutil
+import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -389,3 +393,68 @@ def test_a_figure_is_drawn_again_but_a_file_of_the_users_is_kept(tiny_idx, tiny_
     assert code == 2 and out == "" and "mistakes.png: exists" in err
     code, _, err = run_cli(capsys, "compare", tiny_run, "-o", tmp_path / "photo.png")
     assert code == 2 and "photo.png: exists" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# Where matplotlib cannot write its own folders (a read-only or missing HOME): no warning, a private folder
+
+
+def env_without_matplotlib_folders(home: Path, tmp: Path) -> dict[str, str]:
+    """This process's environment with HOME at ``home`` and the temporary folder at ``tmp``: nothing else tells
+    matplotlib where to write."""
+    unset = ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
+    return {**{k: v for k, v in os.environ.items() if k not in unset}, "HOME": str(home), "TMPDIR": str(tmp)}
+
+
+def unusable_home(tmp_path: Path) -> Path:
+    """A HOME in which no folder can be made, even by root: a file."""
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder")
+    return home
+
+
+@pytest.fixture
+def private_folder(tmp_path, monkeypatch) -> Path:
+    """In this process, an unusable HOME and the temporary folder in tmp_path; the folder mnistkit would use."""
+    monkeypatch.setenv("HOME", str(unusable_home(tmp_path)))
+    for name in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(name, "")  # set first, so that the test's end takes back what it sets
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path / f"mnistkit-matplotlib-{os.getuid()}"
+
+
+def test_a_figure_drawn_where_matplotlib_cannot_write_its_folders_warns_nothing(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    draw = (
+        "import numpy as np; from mnistkit import plots; plots.save(plots.image_grid(np.eye(28)[None], ['0']), 'a.png')"
+    )
+    env = env_without_matplotlib_folders(unusable_home(tmp_path), tmp_path / "tmp")
+    done = subprocess.run(
+        [sys.executable, "-c", draw], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    read_png(tmp_path / "a.png", (100, 120))
+    folder = tmp_path / "tmp" / f"mnistkit-matplotlib-{os.getuid()}"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert list(folder.glob("fontlist-*.json"))  # matplotlib's font cache, kept for the next command
+
+
+def test_matplotlib_gets_a_private_folder_only_where_its_own_cannot_be_made(private_folder, tmp_path, monkeypatch):
+    plots.use_private_matplotlib_folder()
+    assert os.environ["MPLCONFIGDIR"] == str(private_folder) and private_folder.is_dir()
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "chosen"))
+    plots.use_private_matplotlib_folder()
+    assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "chosen")  # the user's choice stands
+    monkeypatch.delenv("MPLCONFIGDIR")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    plots.use_private_matplotlib_folder()
+    assert "MPLCONFIGDIR" not in os.environ  # matplotlib's own folders can be made there: nothing is changed
+
+
+def test_a_private_folder_that_others_may_write_in_is_not_used(private_folder):
+    private_folder.mkdir()
+    private_folder.chmod(0o777)  # as another user could have made it, to put their matplotlibrc in it
+    plots.use_private_matplotlib_folder()
+    assert "MPLCONFIGDIR" not in os.environ  # matplotlib makes a temporary folder of its own, and says so

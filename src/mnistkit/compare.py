@@ -13,13 +13,14 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from . import checkpoint, fileio, plots, runs, schema
 from .config import applicable, data_title, model_title
 from .errors import CheckpointError, MnistkitError
+
+if TYPE_CHECKING:  # matplotlib is first imported by plots, which chooses its folders before
+    from matplotlib.figure import Figure
 
 
 @dataclass

@@ -5,13 +5,76 @@ state, so they come out the same in a terminal, a notebook or CI. Every figure h
 ``DPI`` dots per inch, so its pixel size is known in advance; files are written atomically.
 """
 
+# matplotlib is imported below the code that chooses its folders, which must run first:
+# ruff: noqa: E402
+
 from __future__ import annotations
 
 import io
 import json
 import math
+import os
+import stat
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def matplotlib_folders() -> list[Path] | None:
+    """The folders matplotlib keeps its settings and font cache in when ``MPLCONFIGDIR`` is not set, on Linux (XDG's)
+    and other POSIX systems, as its ``_get_config_or_cache_dir`` picks them; None when there is no home folder."""
+    try:
+        if sys.platform.startswith(("linux", "freebsd")):
+            config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+            cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+            return [Path(config, "matplotlib"), Path(cache, "matplotlib")]
+        return [Path.home() / ".matplotlib"]
+    except RuntimeError:  # Path.home(): no HOME, and no entry in the password database
+        return None
+
+
+def can_make_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a folder we may write in, or could be made as one (``mkdir -p``): matplotlib's test,
+    made without creating anything."""
+    try:
+        folder = folder.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    for existing in (folder, *folder.parents):
+        if os.path.exists(existing):  # False too where we may not look (a stat refused): look further up
+            return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    return False
+
+
+def private_folder(folder: Path) -> bool:
+    """Make ``folder`` if it is missing, readable by its owner only; whether it is a folder (not a link) that we own
+    and no one else may write in. A folder of that name made by another user is not used: its files (a matplotlibrc,
+    a font cache) would be theirs."""
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def use_private_matplotlib_folder() -> None:
+    """Where matplotlib cannot write its folders (a read-only or missing HOME, as in containers and CI), it warns on
+    stderr each time it loads, and caches its fonts in a new temporary folder. Point it instead at a folder of this
+    user's in the temporary folder, kept from one command to the next, unless ``MPLCONFIGDIR`` names one already.
+    Must run before matplotlib is first imported: it reads its folders then."""
+    if os.environ.get("MPLCONFIGDIR") or sys.platform == "win32":  # Windows: %LOCALAPPDATA%, which every user has
+        return
+    folders = matplotlib_folders()
+    if folders is not None and all(map(can_make_folder, folders)):
+        return
+    folder = Path(tempfile.gettempdir()) / f"mnistkit-matplotlib-{os.getuid()}"
+    if private_folder(folder):
+        os.environ["MPLCONFIGDIR"] = str(folder)
+
+
+use_private_matplotlib_folder()
 
 import matplotlib
 import numpy as np
