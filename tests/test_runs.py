@@ -100,7 +100,7 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
 def test_holding_a_folder_removes_the_temporary_files_of_a_killed_run(tmp_path):
     # A run killed while it wrote its model leaves the model-sized temporary file of fileio.atomic_path behind.
     run_dir = runs.create_run_dir(tmp_path / "run", "mlp")
-    stale = [run_dir / ".model.safetensors.k2j4.tmp", run_dir / ".metrics.csv.x9.tmp"]
+    stale = [run_dir / ".model.safetensors.k2j4_x0z.tmp", run_dir / ".metrics.csv.x9abcdef.tmp"]
     for path in [*stale, run_dir / ".notes.txt.tmp", run_dir / "model.safetensors"]:
         path.write_text("x")
     with runs.hold(run_dir):

@@ -217,12 +217,11 @@ def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
 
 
 def _remove_leftovers(run_dir: Path) -> None:
-    """The temporary files (``fileio.atomic_path``'s ``.NAME.*.tmp``) of the training's writes that a killed run
-    never finished, the model's as large as the model: the folder is held, so nobody is writing them now. And what
-    an overwrite killed before its new run started set aside: the old run comes back."""
+    """The temporary files of the training's writes that a killed run never finished, the model's as large as the
+    model: removed now, not only by the next write of each, which a resumed run makes of the model only at its end.
+    And what an overwrite killed before its new run started set aside: the old run comes back."""
     for name in TRAINING_FILES:
-        for stale in run_dir.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        fileio.remove_stale_temporaries(run_dir / name)
     with suppress(OSError):  # what stays aside, the next hold puts back
         _put_back(run_dir)
     shutil.rmtree(run_dir / DISCARDED, ignore_errors=True)
