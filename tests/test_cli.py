@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import idx_bytes, run_cli, train_argv, write_idx_folder
+from PIL import Image
 
 from mnistkit.cli import build_parser, print_text
 from mnistkit.config import PRESET_PURPOSES, PRESETS
@@ -452,6 +453,18 @@ def test_an_error_about_a_name_not_in_utf8_prints_it_as_its_json_would(cafe, cap
     folder, shown = cafe
     code, _, err = run_cli(capsys, "evaluate", folder / "gone")
     assert_one_line_error(code, err, f"{shown}/gone: no checkpoint here")
+
+
+def test_a_name_not_in_utf8_typed_as_printed_finds_its_files(tiny_run, cafe, capsys, mnist):
+    folder, shown = cafe
+    run = shutil.copytree(tiny_run, folder / "run")
+    Image.fromarray(255 - mnist.test.images[0].numpy()).save(folder / "seven.png")
+    code, out, err = run_cli(capsys, "evaluate", f"{shown}/run", "--no-plots")
+    assert code == 0 and "accuracy" in out, err
+    code, out, err = run_cli(capsys, "compare", f"{shown}/run", str(run))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "predict", f"{shown}/seven.png", "--model", f"{shown}/run")
+    assert code == 0 and out.startswith(f"{shown}/seven.png: "), err
 
 
 def test_a_name_not_in_utf8_prints_to_a_strict_stream():

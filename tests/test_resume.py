@@ -517,6 +517,13 @@ def test_resume_keeps_the_runs_options_and_refuses_a_finished_run(tiny_run, tmp_
         assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
 
 
+def test_a_run_not_named_in_utf8_resumes_by_the_name_mnistkit_prints(tiny_run, tmp_path, capsys):
+    run = shutil.copytree(tiny_run, tmp_path / os.fsdecode(b"caf\xe9"))
+    code, _, err = run_cli(capsys, "train", "--resume", f"{tmp_path}/caf\\xe9")
+    assert code == 2 and "already finished (2 epochs); nothing to resume" in err, err
+    assert resume.open_config(f"{tmp_path}/caf\\xe9") == resume.open_config(run)
+
+
 def test_a_resumed_run_keeps_the_batch_losses_of_its_finished_epochs(tmp_path):
     from mnistkit.train import EpochStats, SilentReporter, _SavingReporter
 

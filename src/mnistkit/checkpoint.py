@@ -42,8 +42,9 @@ EXPORT_SUFFIXES = {".onnx": "ONNX runtimes", ".pt2": "torch.export.load", ".pt":
 
 
 def resolve(path: str | Path) -> Path:
-    """Find the metadata JSON for a run folder, a ``.safetensors`` file or the ``.json`` itself."""
-    path = Path(path).expanduser()
+    """Find the metadata JSON for a run folder, a ``.safetensors`` file or the ``.json`` itself (a name printed with
+    ``\\xNN`` for a byte that is not UTF-8 finds it too: ``fileio.recorded_path``)."""
+    path = fileio.recorded_path(path)
     if path.suffix in EXPORT_SUFFIXES and path.is_file():
         raise CheckpointError(
             f"{path}: an exported model, for {EXPORT_SUFFIXES[path.suffix]}; mnistkit reads the run folder it was "
@@ -96,7 +97,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 def is_hub_folder(path: str | Path) -> bool:
     """A folder in the Hugging Face Hub's layout: config.json or model.safetensors, but no mnistkit model.json."""
-    path = Path(path).expanduser()
+    path = fileio.recorded_path(path)
     hub_files = (path / "config.json").is_file() or (path / WEIGHTS_NAME).is_file()
     return path.is_dir() and hub_files and not (path / META_NAME).exists()
 

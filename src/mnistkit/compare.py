@@ -51,7 +51,7 @@ class RunSummary:
 
 
 def read_run(path: str | Path, name: str | None = None) -> RunSummary:
-    path = Path(path).expanduser()
+    path = fileio.recorded_path(path)  # as given, or as mnistkit printed a name that is not UTF-8
     if not path.is_dir():
         problem = "a file, not a run folder" if path.exists() else "no such run folder"
         raise CheckpointError(f"{path}: {problem}; pass folders written by mnistkit train")

@@ -550,6 +550,8 @@ def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPredi
     found: list[str] = []
     failures: list[FailedPrediction] = []
     for arg in map(str, args):
+        if "\\x" in arg:  # as mnistkit prints a name that is not UTF-8
+            arg = str(fileio.recorded_path(arg))
         path = Path(arg).expanduser()
         if not arg:  # not the current folder, which Path("") is
             failures.append(

@@ -240,7 +240,7 @@ def save(
 
 def load(run_dir: str | Path) -> ResumeState:
     """Read and verify ``<run_dir>/resume``: one clear CheckpointError for anything missing or damaged."""
-    run_dir = Path(run_dir).expanduser()
+    run_dir = fileio.recorded_path(run_dir)
     path = state_dir(run_dir) / STATE_NAME
     if not path.is_file():
         raise CheckpointError(
@@ -368,8 +368,9 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
 
 
 def open_config(run_dir: str | Path, device: str | None = None) -> TrainConfig:
-    """The saved config of the run to resume in ``run_dir`` (``device`` overrides where it runs)."""
-    run_dir = Path(run_dir).expanduser()
+    """The saved config of the run to resume in ``run_dir`` (``device`` overrides where it runs); ``run_dir`` as
+    given, or as mnistkit printed a name that is not UTF-8 (``fileio.recorded_path``)."""
+    run_dir = fileio.recorded_path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"resume {run_dir}: no such run folder", options=("resume",))
     try:
@@ -385,7 +386,7 @@ def open_config(run_dir: str | Path, device: str | None = None) -> TrainConfig:
 def open_state(run_dir: str | Path) -> ResumeState:
     """The verified resume state of ``run_dir``, unless the run has finished. Read it while the folder is held
     (``runs.hold``): a run still writing it could otherwise finish between this read and the hold."""
-    run_dir = Path(run_dir).expanduser()
+    run_dir = fileio.recorded_path(run_dir)
     state = load(run_dir)
     # A finished run whose last files were not all written (a full disk) or were lost is finished again: tested and
     # saved from its final state.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from . import distributed, resume, runs, torchrun
+from . import distributed, fileio, resume, runs, torchrun
 from .config import TrainConfig
 from .errors import FULL_DISK, ConfigError, WriteError, stopped_by
 from .mlflow_log import MlflowReporter, require_mlflow
@@ -153,7 +153,7 @@ def _run_folder(
     """The run folder on rank 0 (a new one is created and claimed by this torchrun job), held until ``stack``
     closes so that no other run writes into it meanwhile; None elsewhere."""
     if request.resume is not None:
-        resumed = Path(request.resume).expanduser()
+        resumed = fileio.recorded_path(request.resume)
         return ctx.on_main(lambda: _hold_to_resume(stack, resumed))
     run_dir = ctx.on_main(lambda: stack.enter_context(runs.writing(request.out, cfg.model, request.overwrite)))
     job = os.environ.get("TORCHELASTIC_RUN_ID")
