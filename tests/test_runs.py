@@ -97,6 +97,25 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
             assert ours == Path("runs/20250101-120000-mlp-2")
 
 
+def test_a_refused_run_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="cannot write there"):
+        runs.create_run_dir(tmp_path / "runs" / ("x" * 300), "mlp")  # a name too long for the file system
+    assert os.listdir(tmp_path) == []
+
+    def unwritable(path, folders, option):
+        raise ConfigError(f"out {path}: cannot write there (permission denied)")
+
+    monkeypatch.setattr(runs, "check_writable", unwritable)  # refused once its folder is made
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "a" / "b", tmp_path / "kept", tmp_path / "kept" / "new"):
+        with pytest.raises(ConfigError, match="permission denied"):
+            runs.create_run_dir(out, "mlp")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="permission denied"):
+        runs.create_run_dir(None, "mlp")  # runs/<time>-mlp
+    assert os.listdir(tmp_path) == ["kept"] and os.listdir(tmp_path / "kept") == []
+
+
 def test_holding_a_folder_removes_the_temporary_files_of_a_killed_run(tmp_path):
     # A run killed while it wrote its model leaves the model-sized temporary file of fileio.atomic_path behind.
     run_dir = runs.create_run_dir(tmp_path / "run", "mlp")

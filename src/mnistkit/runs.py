@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import platform
 import shutil
@@ -81,17 +82,35 @@ def default_run_dir(model: str, root: str | Path = "runs") -> Path:
     return path
 
 
-def _new_default_run_dir(model: str) -> Path:
-    """A folder under runs/ that this process created: runs started in the same second each get their own."""
+def _new_default_run_dir(model: str) -> tuple[Path, list[Path]]:
+    """A folder under runs/ that this process created: runs started in the same second each get their own. With
+    the folders made for it (``_make_folders``)."""
     while True:
         path = default_run_dir(model)
         try:
-            path.mkdir(parents=True)
-            return path
+            return path, _make_folders(path, exist_ok=False)
         except FileExistsError:  # another run took that name since default_run_dir looked
             continue
         except OSError as exc:
             raise _cannot_write(path, exc) from None
+
+
+def _make_folders(path: Path, exist_ok: bool = True) -> list[Path]:
+    """Make ``path`` and the folders above it that are missing. Returns those made, ``path`` first, for a refused
+    run to remove (``_remove_made``); if making ``path`` fails, those made above it are removed at once."""
+    missing = list(itertools.takewhile(lambda folder: not os.path.lexists(folder), [path, *path.parents]))
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError:
+        _remove_made(missing[1:])  # path itself was not made, or was made by another run (FileExistsError)
+        raise
+    return missing
+
+
+def _remove_made(folders: list[Path]) -> None:
+    for folder in folders:
+        with suppress(OSError):  # no longer empty: what is in it is someone else's
+            folder.rmdir()
 
 
 def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) -> Path:
@@ -107,9 +126,30 @@ def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iter
     run into the same folder is refused, even when both found it empty or missing. With ``overwrite``, the
     replaced run's files are set aside until the new run starts (``discard_replaced``, else when the block ends):
     if the block fails before that, the new run's files are removed and the old run's put back."""
-    if out is not None and not str(out).strip():
+    path, made = _run_folder(out, model)
+    with hold(path, "out"):
+        try:
+            _take(path, overwrite)
+        except BaseException:
+            _remove_made(made)  # a refused run leaves nothing new behind
+            raise
+        try:
+            yield path
+        except BaseException:
+            with suppress(OSError):  # what stays aside, the next hold puts back
+                _put_back(path)
+            raise
+        discard_replaced(path)
+
+
+def _run_folder(out: str | Path | None, model: str) -> tuple[Path, list[Path]]:
+    """The run folder, made if missing (to hold it: still empty, so nobody else's run is touched), and the folders
+    made for it."""
+    if out is None:
+        return _new_default_run_dir(model)
+    if not str(out).strip():
         raise ConfigError("out is empty: name the run folder, or leave out for runs/<time>-<model>", options=("out",))
-    path = fileio.given_path(out, "out") if out is not None else _new_default_run_dir(model)
+    path = fileio.given_path(out, "out")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out {path}: exists and is not a folder; choose another out", options=("out",))
     if path.is_symlink() and not path.exists():  # mkdir would say only "File exists"
@@ -119,39 +159,35 @@ def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iter
             options=("out",),
         )
     try:
-        path.mkdir(parents=True, exist_ok=True)  # to hold it: still empty, so nobody else's run is touched
+        return path, _make_folders(path)
     except OSError as exc:
         raise _cannot_write(path, exc) from None
-    with hold(path, "out"):
-        if any(path.iterdir()) and not overwrite:
-            raise ConfigError(
-                f"out {path}: folder exists and is not empty; "
-                "pass overwrite to replace that run, or choose another out",
-                options=("out", "overwrite"),
-            )
-        foreign = _foreign_files(path)
-        if foreign:
-            raise ConfigError(
-                f"out {path}: holds {', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''} but no mnistkit run, "
-                "and overwrite replaces only a run's files; choose another out",
-                options=("out",),
-            )
-        old = _run_files(path)
-        check_writable(path, [path, *(path / name.parent for name in old)], "out")
-        try:
-            probe = path / ".mnistkit-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-            _set_aside(path, old)
-        except OSError as exc:
-            raise _cannot_write(path, exc) from None
-        try:
-            yield path
-        except BaseException:
-            with suppress(OSError):  # what stays aside, the next hold puts back
-                _put_back(path)
-            raise
-        discard_replaced(path)
+
+
+def _take(path: Path, overwrite: bool) -> None:
+    """Take the held run folder ``path`` for a new run: refused if it is not empty (without ``overwrite``), holds
+    files of a run's names but no run, or cannot be written; else the run there (``overwrite``) is set aside."""
+    if any(path.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"out {path}: folder exists and is not empty; pass overwrite to replace that run, or choose another out",
+            options=("out", "overwrite"),
+        )
+    foreign = _foreign_files(path)
+    if foreign:
+        raise ConfigError(
+            f"out {path}: holds {', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''} but no mnistkit run, "
+            "and overwrite replaces only a run's files; choose another out",
+            options=("out",),
+        )
+    old = _run_files(path)
+    check_writable(path, [path, *(path / name.parent for name in old)], "out")
+    try:
+        probe = path / ".mnistkit-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+        _set_aside(path, old)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
 
 
 def check_fresh(run_dir: Path) -> None:
