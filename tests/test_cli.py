@@ -461,7 +461,7 @@ def test_a_name_not_in_utf8_typed_as_printed_finds_its_files(tiny_run, cafe, cap
     Image.fromarray(255 - mnist.test.images[0].numpy()).save(folder / "seven.png")
     code, out, err = run_cli(capsys, "evaluate", f"{shown}/run", "--no-plots")
     assert code == 0 and "accuracy" in out, err
-    code, out, err = run_cli(capsys, "compare", f"{shown}/run", str(run))
+    code, out, err = run_cli(capsys, "compare", f"{shown}/run", str(run), "--no-plot")
     assert code == 0, err
     code, out, err = run_cli(capsys, "predict", f"{shown}/seven.png", "--model", f"{shown}/run")
     assert code == 0 and out.startswith(f"{shown}/seven.png: "), err
