@@ -216,6 +216,19 @@ def test_the_temporary_file_of_a_killed_write_goes_with_the_next_write(tmp_path)
     assert os.listdir(tmp_path) == ["a.json"]
 
 
+def test_many_writes_into_one_folder_list_it_once(tmp_path, monkeypatch):
+    # Listed at every write, a folder of N files written one by one would cost N² (predict --show-input).
+    real_listdir, listed = os.listdir, []
+    monkeypatch.setattr(os, "listdir", lambda path: listed.append(path) or real_listdir(path))
+    for i in range(50):
+        fileio.write_text(tmp_path / f"{i}.json", "new")
+    assert listed == [str(tmp_path)]
+    stale = leftover(tmp_path, ".7.json.abcdefgh.tmp")  # the folder changed by someone else: listed again
+    os.utime(tmp_path, ns=(1, 1))  # its mtime then differs even where the clock's tick is coarser than the test
+    fileio.write_text(tmp_path / "7.json", "newer")
+    assert len(listed) == 2 and not stale.exists()
+
+
 def test_a_temporary_file_removed_before_it_was_locked_is_made_again(tmp_path, monkeypatch):
     # Another write's cleaning can find a new temporary file in the moment between its making and its lock.
     real_mkstemp, made = tempfile.mkstemp, []

@@ -10,7 +10,8 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Collection, Iterator
+import threading
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ def _new_temporary(path: Path, folder: bool = False, replaces: Collection[str] =
     finally:
         if fd is not None:
             os.close(fd)  # after the rename or removal: releases the lock
+        _listing.own_change(path.parent)
 
 
 def _locked_temporary(path: Path, folder: bool) -> tuple[Path, int | None]:
@@ -72,7 +74,7 @@ def _locked_temporary(path: Path, folder: bool) -> tuple[Path, int | None]:
     It can only be locked once made, and in between another write's ``remove_stale_temporaries`` may find it unlocked
     and remove it. So once locked, the name is checked to still be the locked file, and if not a new one is made:
     no temporary file is removed while its write lives, without the age threshold that a clock set back defeats."""
-    prefix, suffix = f".{path.name}.", ".tmp"  # the names _temporary_name matches
+    prefix, suffix = f".{path.name}.", ".tmp"  # the names _TEMPORARY_NAME matches
     while True:
         if folder:
             tmp = Path(tempfile.mkdtemp(suffix, prefix, path.parent))
@@ -116,21 +118,58 @@ def remove_stale_temporaries(path: str | os.PathLike, replaces: Collection[str] 
     if fcntl is None:
         return
     path = Path(path)
-    ours = _temporary_name(path.name)
-    try:
-        names = os.listdir(path.parent)
-    except OSError:
-        return  # the write itself says why it cannot write there
-    for name in names:
-        if ours.fullmatch(name):
+    with _listing.lock:
+        names = _listing.temporaries(path.parent).get(path.name, [])
+        for name in list(names):
             with suppress(OSError):  # gone meanwhile, a link, not ours to remove: left as it is
                 _remove_if_stale(path.parent / name, replaces)
+            if not os.path.lexists(path.parent / name):
+                names.remove(name)
 
 
-def _temporary_name(name: str) -> re.Pattern[str]:
-    """The names of the temporary files of writes of ``name``: mkstemp and mkdtemp put 8 characters of [a-z0-9_]
-    between the prefix and the suffix that ``_locked_temporary`` gives them."""
-    return re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp")
+class _Listing:
+    """The temporary files' names in each folder written in, by the name they are of, listed once and again only
+    when the folder has changed since (its mtime) other than by this process's own writes: listing the folder at
+    every write would make N writes into one folder cost N² (``predict --show-input`` of 100,000 images)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._folders: dict[str, tuple[int, dict[str, list[str]]]] = {}
+
+    def temporaries(self, folder: Path) -> dict[str, list[str]]:
+        key = os.path.abspath(folder)
+        try:
+            mtime = os.stat(key).st_mtime_ns
+            listed = self._folders.get(key)
+            if listed is None or listed[0] != mtime:
+                listed = self._folders[key] = (mtime, _temporaries_by_name(os.listdir(key)))
+        except OSError:
+            return {}  # the write itself says why it cannot write there
+        return listed[1]
+
+    def own_change(self, folder: Path) -> None:
+        """A write in ``folder`` is done: what it changed there needs no new listing."""
+        key = os.path.abspath(folder)
+        with self.lock, suppress(OSError):
+            if key in self._folders:
+                self._folders[key] = (os.stat(key).st_mtime_ns, self._folders[key][1])
+
+
+_listing = _Listing()
+
+
+def _temporaries_by_name(names: Iterable[str]) -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for name in names:
+        match = _TEMPORARY_NAME.fullmatch(name)
+        if match:
+            by_name.setdefault(match[1], []).append(name)
+    return by_name
+
+
+# The names of the temporary files of writes of a name, that name grouped: mkstemp and mkdtemp put 8 characters of
+# [a-z0-9_] between the prefix and the suffix that ``_locked_temporary`` gives them.
+_TEMPORARY_NAME = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
 
 
 def _remove_if_stale(tmp: Path, replaces: Collection[str]) -> None:
@@ -165,7 +204,8 @@ def _is_written(entry: Path, replaces: Collection[str]) -> bool:
     """Whether ``entry`` is a file named in ``replaces``, or the temporary file of one."""
     if entry.is_dir():
         return False
-    return any(entry.name == name or _temporary_name(name).fullmatch(entry.name) for name in replaces)
+    temporary = _TEMPORARY_NAME.fullmatch(entry.name)
+    return entry.name in replaces or (temporary is not None and temporary[1] in replaces)
 
 
 def check_folder_exists(path: str | os.PathLike) -> Path:
