@@ -29,6 +29,12 @@ def test_create_model_builds_fresh_and_pretrained_networks():
     assert all(p.requires_grad for p in pretrained.parameters())  # ready to fine-tune
 
 
+def test_create_model_pretrained_must_be_true_or_false():
+    for flag in ["no", 1, None]:
+        with pytest.raises(ConfigError, match="^pretrained must be True or False, got "):
+            mnistkit.create_model("cnn", pretrained=flag)
+
+
 def test_create_model_pretrained_refuses_another_architecture():
     with pytest.raises(ConfigError, match="pretrained model is a 'cnn'"):
         mnistkit.create_model("mlp", pretrained=True)

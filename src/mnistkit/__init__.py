@@ -35,7 +35,9 @@ def create_model(name: str, pretrained: bool = False, **options: Any) -> nn.Modu
     """A fresh model by registry name (``options`` as its constructor takes them, e.g. ``width=24``), or with
     ``pretrained=True`` the bundled pretrained network (a plain ``nn.Module`` taking normalized input; use
     ``Classifier.load()`` for images). ``name`` must then be the pretrained model's own, with no options."""
-    if not pretrained:
+    from .config import check_flag  # light: neither NumPy nor torch
+
+    if not check_flag("pretrained", pretrained):  # "no" would be taken by its truth
         from .models import create_model as build
 
         return build(name, **options)

@@ -28,6 +28,7 @@ from torch import nn
 from . import checkpoint, fileio
 from .augment import TTA_SHIFTS, shift
 from .calibrate import not_a_digit
+from .config import check_flag
 from .data import Normalization
 from .errors import CheckpointError, ConfigError, MnistkitError, short
 from .models import count_parameters
@@ -390,8 +391,7 @@ def check_options(top_k: object, reject: object) -> None:
     """``predict``'s options, refused before any image is read: a bool is no count, nor a string a flag."""
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ConfigError(f"top_k must be a whole number of at least 1, got {short(top_k)}", options=("top_k",))
-    if not isinstance(reject, (bool, np.bool_)):
-        raise ConfigError(f"reject must be True or False, got {short(reject)}", options=("reject",))
+    check_flag("reject", reject)
 
 
 def checkpoint_path(path: object, in_list: bool = False) -> str | Path:
