@@ -103,6 +103,10 @@ def test_cnn_crop_ignores_the_border_and_sees_the_middle_unchanged():
         create_model("cnn", crop=9)
     with pytest.raises(ConfigError, match=r"width must be a whole number from 1 to 1024, got 1000000000+\.\.\.$"):
         create_model("cnn", width=10**400)  # as a damaged model.json may say: the message stays one short line
+    as_numpy = create_model("cnn", width=np.int64(8), crop=np.uint8(2))  # as make_config takes them
+    assert sum(p.numel() for p in as_numpy.parameters()) == sum(p.numel() for p in model.parameters())
+    with pytest.raises(ConfigError, match=r"width must be a whole number from 1 to 1024, got np.float64\(8.0\)"):
+        create_model("cnn", width=np.float64(8))
 
 
 def test_conv_block_pools_only_when_pool_is_true_or_false():

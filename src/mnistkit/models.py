@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -157,7 +158,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     except KeyError:
         raise ConfigError(unknown_choice("model", name, MODELS)) from None
     check_accepted(name, kwargs)
-    check_options(kwargs)
+    kwargs = check_options(kwargs)
     try:
         return constructor(**kwargs)
     except TypeError as exc:  # a value of the wrong type
@@ -178,15 +179,19 @@ def check_accepted(name: str, options: dict[str, object]) -> None:
         )
 
 
-def check_options(options: dict[str, object]) -> None:
-    """ConfigError naming the first option that is not a whole number in its range (``OPTION_RANGES``)."""
+def check_options(options: dict[str, object]) -> dict[str, object]:
+    """``options``, each whole-number one (``OPTION_RANGES``) as an int, NumPy's integers too; ConfigError naming the
+    first that is not a whole number in its range."""
+    checked = dict(options)
     for key, value in options.items():
         if key in OPTION_RANGES and value is not None:
             low, high = OPTION_RANGES[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
                 raise ConfigError(
                     f"{key} must be a whole number from {low} to {high}, got {short(value)}", options=(key,)
                 )
+            checked[key] = int(value)
+    return checked
 
 
 def count_parameters(model: nn.Module) -> int:
