@@ -186,11 +186,12 @@ def check_options(options: dict[str, object]) -> dict[str, object]:
     for key, value in options.items():
         if key in OPTION_RANGES and value is not None:
             low, high = OPTION_RANGES[key]
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+            number = int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
+            if number is None or not low <= number <= high:
                 raise ConfigError(
                     f"{key} must be a whole number from {low} to {high}, got {short(value)}", options=(key,)
                 )
-            checked[key] = int(value)
+            checked[key] = number
     return checked
 
 
