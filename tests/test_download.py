@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -44,10 +45,17 @@ FILES = _fake_files()
 
 class _Handler(BaseHTTPRequestHandler):
     """Serves ``server.served[path]``; for paths in ``server.cut_short`` it promises more bytes than it sends, for
-    those in ``server.unsized`` it does not say how many it sends."""
+    those in ``server.unsized`` it does not say how many it sends. A path in ``server.scripted`` is answered by
+    its function, which writes the raw response (or none) to the handler's ``wfile``."""
 
     def do_GET(self):
         self.server.requests.append(self.path)
+        script = self.server.scripted.get(self.path)
+        if script is not None:
+            with contextlib.suppress(OSError):  # the client hung up: what these tests are about
+                script(self)
+            self.close_connection = True
+            return
         body = self.server.served.get(self.path)
         if body is None:
             self.send_error(404)
@@ -77,10 +85,13 @@ def _server():
 
 @pytest.fixture
 def server(_server):
-    """The shared server, emptied: tests fill ``served`` and read ``requests``."""
+    """The shared server, emptied: tests fill ``served`` and ``scripted``, and read ``requests``. Scripts that wait
+    (a stalled mirror) wait on ``release``, which is set when the test ends."""
     _server.served, _server.cut_short, _server.unsized, _server.requests = {}, set(), set(), []
+    _server.scripted, _server.release = {}, threading.Event()
     _server.url = f"http://127.0.0.1:{_server.server_port}"
-    return _server
+    yield _server
+    _server.release.set()
 
 
 def serve(server, mirror: str, files: dict[str, bytes] | None = None) -> str:
@@ -88,6 +99,48 @@ def serve(server, mirror: str, files: dict[str, bytes] | None = None) -> str:
     for name, body in (FILES if files is None else files).items():
         server.served[f"/{mirror}/{name}"] = body
     return f"{server.url}/{mirror}/"
+
+
+def script(server, mirror: str, respond, files=FILES) -> str:
+    """Answer every file under ``/mirror/`` with ``respond(handler, body)``; return that base URL."""
+    for name, body in files.items():
+        server.scripted[f"/{mirror}/{name}"] = lambda handler, body=body: respond(handler, body)
+    return f"{server.url}/{mirror}/"
+
+
+def headers(length: int | None = None, *lines: str, status: str = "200 OK") -> bytes:
+    length_line = [] if length is None else [f"Content-Length: {length}"]
+    return "\r\n".join([f"HTTP/1.1 {status}", *length_line, *lines, "", ""]).encode()
+
+
+def silent(handler, body):
+    handler.server.release.wait()
+
+
+def stalled_mid_body(handler, body):
+    handler.wfile.write(headers(len(body)) + body[: len(body) // 2])
+    handler.server.release.wait()
+
+
+def trickle(data: bytes):
+    """Send ``data`` a byte at a time, 20 bytes a second: each byte well within any timeout, the whole never."""
+
+    def send(handler):
+        for byte in data:
+            handler.wfile.write(bytes([byte]))
+            if handler.server.release.wait(0.05):
+                return
+
+    return send
+
+
+def trickled_body(handler, body):
+    handler.wfile.write(headers(len(body)))
+    trickle(body)(handler)
+
+
+def trickled_headers(handler, body):
+    trickle(headers(len(body), "X-Padding: " + "a" * 10_000))(handler)
 
 
 def corrupted() -> dict[str, bytes]:
@@ -197,10 +250,49 @@ def test_refused_connection_fails_fast_with_one_line(spec, tmp_path, closed_port
 def test_unreachable_mirror_is_skipped_for_the_remaining_files(server, spec, tmp_path, closed_port, monkeypatch):
     opened = []
     real_open = download._open
-    monkeypatch.setattr(download, "_open", lambda url: opened.append(url) or real_open(url))
+    monkeypatch.setattr(download, "_open", lambda url, watch: opened.append(url) or real_open(url, watch))
     dead = f"http://127.0.0.1:{closed_port}/"
     download.ensure_dataset(spec, cache=tmp_path, mirrors=[dead, serve(server, "good")])
     assert len([url for url in opened if url.startswith(dead)]) == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("respond", "reason"),
+    [(silent, "no answer within 0.5 s"), (stalled_mid_body, "stalled: nothing received for 0.5 s")],
+    ids=["silent", "stalled mid-body"],
+)
+def test_a_silent_or_stalled_mirror_times_out_and_the_next_is_tried(
+    server, spec, tmp_path, monkeypatch, respond, reason
+):
+    monkeypatch.setattr(download, "TIMEOUT", 0.5)
+    stuck = script(server, "stuck", respond)
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[stuck, serve(server, "good")])
+    assert folder_contents(folder) == FILES
+    assert len([r for r in server.requests if r.startswith("/stuck/")]) == 1  # not waited on again for each file
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path / "alone", mirrors=[stuck])
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert f"{stuck}: {reason}" in message and "\n" not in message
+    assert folder_contents(tmp_path / "alone" / "fake") == {}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("respond", [trickled_body, trickled_headers], ids=["body", "headers"])
+def test_a_trickling_mirror_is_cut_off_as_too_slow(server, spec, tmp_path, monkeypatch, respond):
+    """A byte every 50 ms: every read arrives well within TIMEOUT, so only a minimum rate ends it."""
+    monkeypatch.setattr(download, "LOW_SPEED_TIME", 1.0)
+    slow = script(server, "slow", respond)
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[slow, serve(server, "good")])
+    assert folder_contents(folder) == FILES
+    assert len([r for r in server.requests if r.startswith("/slow/")]) == 1
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path / "alone", mirrors=[slow])
+    message = str(info.value)
+    assert f"{slow}: too slow: under 1,024 bytes/s for 1 s" in message and "\n" not in message
+    assert folder_contents(tmp_path / "alone" / "fake") == {}
 
 
 def test_verified_files_are_not_fetched_again(server, spec, tmp_path):

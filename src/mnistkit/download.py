@@ -9,9 +9,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import platformdirs
@@ -23,6 +27,10 @@ from .fileio import atomic_path
 
 # urllib applies this to the connection and to every read, so a dead or stalled mirror costs at most this long.
 TIMEOUT = 10.0
+# And a mirror must send at least LOW_SPEED bytes a second, over every LOW_SPEED_TIME seconds (curl's --speed-limit
+# and --speed-time): one trickling a byte a second is cut off, though each of its reads is well within TIMEOUT.
+LOW_SPEED = 1024
+LOW_SPEED_TIME = 30.0
 CHUNK = 1 << 16
 
 BytesCallback = Callable[[str, int, int | None], None]  # (file name, bytes done, total bytes or None if unknown)
@@ -98,8 +106,9 @@ def _bundled_mnist_verifies() -> bool:
 class _MirrorFailed(Exception):
     """One mirror could not deliver one file; the download goes on with the next mirror.
 
-    ``unreachable`` means no connection could be made, so the mirror is not tried again for the other files:
-    with no network, a download then fails after one attempt per mirror instead of one per mirror and file.
+    ``unreachable`` means no connection could be made, or the mirror stalled or was too slow, so it is not tried
+    again for the other files: with no network, a download then fails after one attempt per mirror instead of one
+    per mirror and file, and a trickling mirror costs its time once.
     """
 
     def __init__(self, reason: str, unreachable: bool = False):
@@ -115,15 +124,119 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         return _why(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
     if isinstance(exc, TimeoutError):
-        return "timed out"
+        return f"no answer within {TIMEOUT:g} s"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
 
 
-def _open(url: str):
+class _SpeedWatch:
+    """Cuts the connection of a download whose data comes slower than LOW_SPEED bytes a second, over any
+    LOW_SPEED_TIME seconds. A thread, because http.client reads the headers, chunk sizes and trailers in loops of
+    its own, where a mirror trickling them (each byte within TIMEOUT) would hold the download for days.
+
+    It watches a duplicate of the connection's socket, taken before TLS, so that shutting it down ends any read of
+    the connection, encrypted or not, and can never reach a file descriptor that was closed and reused since.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0  # bytes of the body so far, counted as they arrive by ``_copy``
+        self.too_slow = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mnistkit-download-watch", daemon=True)
+
+    def __enter__(self) -> _SpeedWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self._forget()
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        """Watch ``sock``, a new connection (a redirect's), instead of the one before; returns it."""
+        self._forget()
+        with self._lock:
+            self._socket = sock.dup()
+        return sock
+
+    def _forget(self) -> None:
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+
+    @property
+    def reason(self) -> str:
+        return f"too slow: under {LOW_SPEED:,} bytes/s for {LOW_SPEED_TIME:g} s"
+
+    def _run(self) -> None:
+        period = LOW_SPEED_TIME
+        start, seen = time.monotonic(), 0
+        while not self._done.wait(min(1.0, period / 10)):
+            now = time.monotonic()
+            if now - start < period:
+                continue
+            if self.received - seen < LOW_SPEED * (now - start):
+                self._cut()
+                return
+            start, seen = now, self.received
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.too_slow = True
+            if self._socket is not None:
+                with suppress(OSError):  # closed meanwhile: nothing left to cut
+                    self._socket.shutdown(socket.SHUT_RDWR)
+
+
+def _watched_connect(watch: _SpeedWatch) -> Callable[..., socket.socket]:
+    """What http.client connects with (``socket.create_connection``), each socket it makes handed to ``watch``."""
+    return lambda *args, **kwargs: watch.watch(socket.create_connection(*args, **kwargs))
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket a ``_SpeedWatch`` watches."""
+
+    def __init__(self, *args, watch: _SpeedWatch, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _watched_connect(watch)
+
+
+class _WatchedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection whose socket a ``_SpeedWatch`` watches from before TLS: the handshake is watched too."""
+
+    def __init__(self, *args, watch: _SpeedWatch, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _watched_connect(watch)
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watch: _SpeedWatch):
+        super().__init__()
+        self._watch = watch
+
+    def http_open(self, req):
+        return self.do_open(_WatchedHTTPConnection, req, watch=self._watch)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watch: _SpeedWatch):
+        super().__init__()
+        self._watch = watch
+
+    def https_open(self, req):
+        # No context: HTTPSConnection makes the default one, as urllib's own handler does.
+        return self.do_open(_WatchedHTTPSConnection, req, watch=self._watch)
+
+
+def _open(url: str, watch: _SpeedWatch):
+    opener = urllib.request.build_opener(_WatchedHTTPHandler(watch), _WatchedHTTPSHandler(watch))
     try:
-        return urllib.request.urlopen(url, timeout=TIMEOUT)
+        return opener.open(url, timeout=TIMEOUT)
     except urllib.error.HTTPError as exc:
         exc.close()
         raise _MirrorFailed(_why(exc)) from None
@@ -139,10 +252,14 @@ def _content_length(response) -> int | None:
 
 
 def _chunks(response) -> Iterator[bytes]:
+    """The body as it arrives: each chunk is what one read of the socket gave (``read1``), so that the bytes are
+    counted as they come, not once 64 KiB have."""
     # Only network errors become _MirrorFailed; a failed write to disk must stop the download, not try a mirror.
     while True:
         try:
-            chunk = response.read(CHUNK)
+            chunk = response.read1(CHUNK)
+        except TimeoutError:
+            raise _MirrorFailed(f"stalled: nothing received for {TIMEOUT:g} s", unreachable=True) from None
         except (OSError, http.client.HTTPException) as exc:
             raise _MirrorFailed(_why(exc)) from None
         if not chunk:
@@ -150,7 +267,7 @@ def _chunks(response) -> Iterator[bytes]:
         yield chunk
 
 
-def _copy(response, dest: Path, filename: str, progress: BytesCallback | None) -> None:
+def _copy(response, dest: Path, filename: str, progress: BytesCallback | None, watch: _SpeedWatch) -> None:
     # No data file is larger than this (``idx.MAX_FILE_BYTES``): a mirror sending more, or without end, is wrong,
     # and must not fill the disk before its checksum says so.
     limit = idx.MAX_FILE_BYTES
@@ -162,6 +279,7 @@ def _copy(response, dest: Path, filename: str, progress: BytesCallback | None) -
         for chunk in _chunks(response):
             out.write(chunk)
             done += len(chunk)
+            watch.received = done
             if done > limit:
                 raise _MirrorFailed(f"sent more than the {limit:,} bytes a data file may hold")
             if progress is not None:
@@ -173,11 +291,17 @@ def _copy(response, dest: Path, filename: str, progress: BytesCallback | None) -
 
 def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress: BytesCallback | None) -> None:
     """Fetch ``url`` into ``folder / filename``, which only ever receives a complete, verified file."""
-    response = _open(url)
-    with response, atomic_path(folder / filename) as tmp:
-        _copy(response, tmp, filename, progress)
-        if not _verifies(tmp, filename, spec):
-            raise _MirrorFailed("checksum mismatch")
+    with _SpeedWatch() as watch:
+        try:
+            response = _open(url, watch)
+            with response, atomic_path(folder / filename) as tmp:
+                _copy(response, tmp, filename, progress, watch)
+                if not _verifies(tmp, filename, spec):
+                    raise _MirrorFailed("checksum mismatch")
+        except _MirrorFailed:
+            if watch.too_slow:  # the cut itself shows as a closed connection or a short body: say why it was cut
+                raise _MirrorFailed(watch.reason, unreachable=True) from None
+            raise
 
 
 def _fetch(
