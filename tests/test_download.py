@@ -7,6 +7,8 @@ import dataclasses
 import gzip
 import hashlib
 import os
+import queue
+import re
 import shutil
 import socket
 import struct
@@ -293,6 +295,86 @@ def test_a_trickling_mirror_is_cut_off_as_too_slow(server, spec, tmp_path, monke
     message = str(info.value)
     assert f"{slow}: too slow: under 1,024 bytes/s for 1 s" in message and "\n" not in message
     assert folder_contents(tmp_path / "alone" / "fake") == {}
+
+
+def redirect(location) -> object:
+    """A response redirecting to ``location(body)``, or to ``location`` if it is a string."""
+
+    def respond(handler, body):
+        target = location if isinstance(location, str) else location(body)
+        handler.wfile.write(headers(0, f"Location: {target}", status="302 Found"))
+
+    return respond
+
+
+def test_a_redirect_to_another_mirror_is_followed(server, spec, tmp_path):
+    good = serve(server, "good")
+    names = {body: name for name, body in FILES.items()}
+    moved = script(server, "moved", redirect(lambda body: good + names[body]))
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[moved])
+    assert folder_contents(folder) == FILES
+
+
+@pytest.mark.parametrize(
+    ("location", "reason"),
+    [
+        ("file:///etc/passwd", "refused a redirect to file: (only http and https are followed)"),
+        ("ftp://127.0.0.1:21/data.gz", "refused a redirect to ftp: (only http and https are followed)"),
+        ("//127.0.0.1:1/" + "a" * 10_000, "a redirect to a URL of 10,014 characters, more than 8,192"),
+        ("", "a redirect without a Location"),
+        ("http://[::1/data.gz", "a redirect to a malformed URL"),
+    ],
+    ids=["file", "ftp", "long URL", "no Location", "malformed"],
+)
+def test_a_redirect_that_must_not_be_followed_is_refused_in_one_line(server, spec, tmp_path, location, reason):
+    moved = script(server, "moved", redirect(location))
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[moved])
+    message = str(info.value)
+    assert f"{moved}: {reason}" in message and "\n" not in message
+
+
+def test_a_redirect_to_a_file_url_falls_through_to_the_next_mirror(server, spec, tmp_path):
+    secret = tmp_path / "secret.gz"
+    secret.write_bytes(FILES["train-images-idx3-ubyte.gz"])  # even the right bytes are not read from the disk
+    moved = script(server, "moved", redirect(secret.as_uri()))
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[moved, serve(server, "good")])
+    assert folder_contents(folder) == FILES
+    assert len([r for r in server.requests if r.startswith("/good/")]) == len(FILES)
+
+
+def test_a_redirect_loop_and_a_long_chain_end_in_one_line(server, spec, tmp_path, monkeypatch):
+    loop = script(server, "loop", redirect(lambda body: server.url + "/loop/" + next(iter(FILES))))
+    with pytest.raises(DownloadError, match=re.escape(f"{loop}: a redirect loop")):
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[loop])
+    monkeypatch.setattr(download, "MAX_REDIRECTS", 2)
+    hops = [f"{server.url}/hop{i}/{name}" for i, name in enumerate(FILES)]
+    for here, there in zip(hops, [*hops[1:], hops[0]]):
+        server.scripted[here.removeprefix(server.url)] = lambda handler, there=there: redirect(there)(handler, b"")
+    first = hops[0].rsplit("/", 1)[0]
+    with pytest.raises(DownloadError, match=re.escape(f"{first}: more than 2 redirects")):
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[first])
+
+
+def test_a_redirect_with_an_endless_page_is_not_read(server, spec, tmp_path):
+    """urllib's own redirect handler read the page of a redirect to its end, into memory."""
+    good = serve(server, "good")
+    names = {body: name for name, body in FILES.items()}
+    ends: queue.Queue[str] = queue.Queue()
+
+    def endless_redirect(handler, body):
+        handler.wfile.write(headers(None, f"Location: {good + names[body]}", status="302 Found"))
+        try:
+            for _ in range(1 << 10):  # 64 MiB, far more than the sockets' buffers hold unread
+                handler.wfile.write(bytes(1 << 16))
+            ends.put("all sent")
+        except OSError:
+            ends.put("hung up")
+
+    moved = script(server, "moved", endless_redirect)
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[moved])
+    assert folder_contents(folder) == FILES
+    assert [ends.get(timeout=30) for _ in FILES] == ["hung up"] * len(FILES)
 
 
 def test_verified_files_are_not_fetched_again(server, spec, tmp_path):

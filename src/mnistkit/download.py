@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -32,6 +33,10 @@ TIMEOUT = 10.0
 LOW_SPEED = 1024
 LOW_SPEED_TIME = 30.0
 CHUNK = 1 << 16
+# Redirects are followed this many times, to http(s) URLs of at most this many characters (what servers accept).
+MAX_REDIRECTS = 5
+MAX_URL_LENGTH = 8192
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 BytesCallback = Callable[[str, int, int | None], None]  # (file name, bytes done, total bytes or None if unknown)
 
@@ -233,15 +238,54 @@ class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(_WatchedHTTPSConnection, req, watch=self._watch)
 
 
+class _RedirectsAsErrors(urllib.request.HTTPRedirectHandler):
+    """Hands a redirect back as an HTTPError, for ``_open`` to follow: urllib's own handler follows one to ftp:, and
+    reads the redirect's whole page into memory first, however long."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        return None
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
 def _open(url: str, watch: _SpeedWatch):
-    opener = urllib.request.build_opener(_WatchedHTTPHandler(watch), _WatchedHTTPSHandler(watch))
+    """The response for ``url``, after up to MAX_REDIRECTS redirects to http(s) URLs."""
+    opener = urllib.request.build_opener(_RedirectsAsErrors, _WatchedHTTPHandler(watch), _WatchedHTTPSHandler(watch))
+    visited = {url}
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            return opener.open(url, timeout=TIMEOUT)
+        except urllib.error.HTTPError as exc:
+            exc.close()  # unread: an error's or a redirect's page is not what was asked for
+            if exc.code not in REDIRECT_CODES:
+                raise _MirrorFailed(_why(exc)) from None
+            url = _redirect_target(url, exc.headers.get("Location"), visited)
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a malformed URL
+            raise _MirrorFailed(_why(exc), unreachable=True) from None
+    raise _MirrorFailed(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _redirect_target(url: str, location: str | None, visited: set[str]) -> str:
+    """Where a redirect from ``url`` to ``location`` leads, if it is to be followed; adds it to ``visited``.
+
+    Only to http(s): a mirror must not make the download read a local file (file:) or reach into another
+    protocol (ftp:), whatever its checksum would then say."""
+    if not location:
+        raise _MirrorFailed("a redirect without a Location")
+    if len(location) > MAX_URL_LENGTH:
+        raise _MirrorFailed(f"a redirect to a URL of {len(location):,} characters, more than {MAX_URL_LENGTH:,}")
     try:
-        return opener.open(url, timeout=TIMEOUT)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise _MirrorFailed(_why(exc)) from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a malformed URL
-        raise _MirrorFailed(_why(exc), unreachable=True) from None
+        target = urllib.parse.urljoin(url, location)
+        scheme = urllib.parse.urlsplit(target).scheme
+    except ValueError:
+        raise _MirrorFailed("a redirect to a malformed URL") from None
+    if scheme not in ("http", "https"):
+        shown = f"{scheme}:" if 0 < len(scheme) <= 20 else "a URL of no known scheme"
+        raise _MirrorFailed(f"refused a redirect to {shown} (only http and https are followed)")
+    if target in visited:
+        raise _MirrorFailed("a redirect loop")
+    visited.add(target)
+    return target
 
 
 def _content_length(response) -> int | None:
