@@ -93,6 +93,22 @@ def test_concurrent_writers_from_threads_lose_nothing(tmp_path):
     assert store.delete([1, 2, 99999]) == 2 and store.count() == 98
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open file descriptors in /proc")
+def test_threads_that_come_and_go_leave_no_connection_open(tmp_path):
+    # A server's worker threads end after a while idle and new ones take their place: a connection per thread,
+    # kept until the store closed, ran the process out of file descriptors.
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    store.add(drawing(0), label=0)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(1, 101):
+        thread = threading.Thread(target=store.add, args=(drawing(i), i % 10))
+        thread.start()
+        thread.join()
+    assert store.count() == 101
+    assert len(os.listdir("/proc/self/fd")) <= before + 2 * feedback.MAX_IDLE_CONNECTIONS
+    store.close()
+
+
 def test_a_database_from_a_newer_mnistkit_is_one_clear_line(tmp_path):
     path = tmp_path / "fb.sqlite"
     FeedbackStore(path).close()

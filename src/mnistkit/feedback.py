@@ -126,15 +126,19 @@ def _storable(ids: Iterable[int]) -> list[int]:
     return sorted({int(i) for i in ids if int(i) in SQLITE_INTEGERS})
 
 
+MAX_IDLE_CONNECTIONS = 4  # kept open between transactions; more are closed as their transaction ends
+
+
 class FeedbackStore:
-    """One SQLite file of corrections. Safe to share between threads: each thread gets its own connection."""
+    """One SQLite file of corrections. Safe to share between threads: each transaction borrows a connection of its
+    own from a small pool. (Not one per thread: a server's worker threads come and go, and the connection of an
+    ended thread would stay open, two file descriptors each, until the process ran out of them.)"""
 
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path).expanduser()
         if not create and not self.path.is_file():
             raise FeedbackError(f"{self.path}: no corrections database here; pass the file the server wrote")
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []  # open, in no transaction
         self._lock = threading.Lock()
         if create:
             try:
@@ -153,37 +157,53 @@ class FeedbackStore:
         else:
             self._run(lambda db: db.execute("SELECT count(*) FROM corrections").fetchone())  # damage fails here
 
-    def _connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            # Used only by this thread; check_same_thread=False lets close() end it from another one.
-            db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-            )
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False: a connection serves one transaction at a time, from whichever thread runs it.
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             # WAL lets readers (stats, training) work while the server writes. It is kept in the file, so a
             # read-only file that is already in WAL mode (or not yet) is left as it is.
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and os.access(self.path, os.W_OK):
                 db.execute("PRAGMA journal_mode = WAL")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    def _borrow(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _give_back(self, db: sqlite3.Connection) -> None:
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(db)
+                return
+        db.close()
 
     def _run(self, work: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
         """Run ``work`` in one transaction; any SQLite failure is one FeedbackError line."""
         try:
-            db = self._connection()
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
+            db = self._borrow()
         except sqlite3.Error as exc:
             raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
+        try:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            result = work(db)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            # A failed transaction's connection is closed, not reused: closing rolls back whatever is left of the
+            # transaction (SQLite may have rolled it back itself, for a full disk, or a COMMIT may have failed),
+            # and no ROLLBACK that fails in turn hides the first error.
+            db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
+            raise
+        self._give_back(db)
+        return result
 
     def _inspect(self) -> int:
         """The file's schema version, read through a read-only connection; FeedbackError if it is not ours."""
@@ -354,11 +374,12 @@ class FeedbackStore:
         return digest.hexdigest()
 
     def close(self) -> None:
+        """Close the idle connections, from any thread (a transaction in progress keeps its own until it ends); the
+        store opens new ones if it is used again."""
         with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-        self._local = threading.local()
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()
 
 
 def _explain(exc: sqlite3.Error) -> str:
