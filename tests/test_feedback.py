@@ -241,6 +241,34 @@ def test_a_locked_database_is_reported_not_waited_on_forever(tmp_path, monkeypat
     assert store.add(drawing(1), label=1)[1]
 
 
+def test_a_full_disk_is_named_and_writes_work_again_once_there_is_space(tmp_path, monkeypatch):
+    # SQLite's page limit fails a write as a full disk does (SQLITE_FULL), and rolls the transaction back itself:
+    # a ROLLBACK after it failed in turn and hid the reason ("cannot rollback - no transaction is active").
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    store.close()
+    connect = FeedbackStore._connect
+
+    def small_disk(self: FeedbackStore) -> sqlite3.Connection:
+        db = connect(self)
+        db.execute("PRAGMA max_page_count = 40")
+        return db
+
+    monkeypatch.setattr(FeedbackStore, "_connect", small_disk)
+    errors = set()
+    for i in range(60):
+        try:
+            store.add(drawing(i), label=i % 10, drawing_png=bytes([i]) * 3000)
+        except FeedbackError as exc:
+            errors.add(str(exc))
+    assert errors == {
+        f"{store.path}: the disk is full (database or disk is full); free some space on it, then try again"
+    }
+    stored = store.count()
+    monkeypatch.undo()  # space again
+    store.close()
+    assert store.add(drawing(99), label=9)[1] and store.count() == stored + 1
+
+
 def test_a_writer_killed_mid_stream_loses_no_committed_correction(tmp_path):
     path = tmp_path / "fb.sqlite"
     script = textwrap.dedent(

@@ -386,6 +386,8 @@ def _explain(exc: sqlite3.Error) -> str:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return f"the database is locked by another program ({text}); close it or try again"
+    if "disk is full" in text:
+        return f"the disk is full ({text}); free some space on it, then try again"
     if "readonly" in text or "read-only" in text:
         return "the database is read-only; make the file and its folder writable, or choose another file"
     if "not a database" in text or "malformed" in text or "file is encrypted" in text:
