@@ -209,6 +209,41 @@ def test_wrong_checksum_everywhere_fails_and_leaves_nothing(server, spec, tmp_pa
     assert folder_contents(tmp_path / "fake") == {}
 
 
+PORTAL_PAGE = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Accept the terms</body></html>"
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "application/octet-stream"])
+def test_a_web_page_instead_of_the_file_is_named_as_one(server, spec, tmp_path, content_type):
+    """A captive portal answers every address with 200 and its login page."""
+    portal = script(
+        server,
+        "portal",
+        lambda handler, body: handler.wfile.write(
+            headers(len(PORTAL_PAGE), f"Content-Type: {content_type}") + PORTAL_PAGE
+        ),
+    )
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[portal])
+    message = str(info.value)
+    assert f"{portal}: sent a web page, not the data file (a network login page?)" in message
+    assert "\n" not in message and "checksum" not in message
+    assert folder_contents(tmp_path / "fake") == {}
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[portal, serve(server, "good")])
+    assert folder_contents(folder) == FILES
+
+
+def test_a_data_file_labelled_as_a_web_page_is_still_a_checksum_mismatch(server, spec, tmp_path):
+    mislabelled = script(
+        server,
+        "html",
+        lambda handler, body: handler.wfile.write(headers(len(body), "Content-Type: text/html") + body),
+        files=corrupted(),
+    )
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[mislabelled])
+    assert f"{mislabelled}: checksum mismatch" in str(info.value)
+
+
 def test_transfer_cut_short_falls_through(server, spec, tmp_path):
     short = serve(server, "short")
     server.cut_short.update(path for path in server.served if path.startswith("/short/"))

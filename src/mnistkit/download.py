@@ -333,6 +333,19 @@ def _copy(response, dest: Path, filename: str, progress: BytesCallback | None, w
         raise _MirrorFailed(f"transfer cut short ({done} of {total} bytes)")
 
 
+def _mismatch(path: Path, response) -> str:
+    """Why a downloaded file failed its checksum, in a few words. A web page where the file should be is most often
+    a network's login page (a captive portal, answering every address with 200), which the user can do something
+    about; a checksum mismatch alone would send them looking for a corrupt mirror."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    content_type = (response.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+    markup = content_type in ("text/html", "application/xhtml+xml") or head.lstrip().startswith(b"<")
+    if markup and not head.startswith(b"\x1f\x8b"):  # gzip's magic: a data file, whatever its label says
+        return "sent a web page, not the data file (a network login page?)"
+    return "checksum mismatch"
+
+
 def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress: BytesCallback | None) -> None:
     """Fetch ``url`` into ``folder / filename``, which only ever receives a complete, verified file."""
     with _SpeedWatch() as watch:
@@ -341,7 +354,7 @@ def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress
             with response, atomic_path(folder / filename) as tmp:
                 _copy(response, tmp, filename, progress, watch)
                 if not _verifies(tmp, filename, spec):
-                    raise _MirrorFailed("checksum mismatch")
+                    raise _MirrorFailed(_mismatch(tmp, response))
         except _MirrorFailed:
             if watch.too_slow:  # the cut itself shows as a closed connection or a short body: say why it was cut
                 raise _MirrorFailed(watch.reason, unreachable=True) from None
