@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -225,6 +226,103 @@ def test_a_read_only_file_reads_but_refuses_writes(tmp_path):
     assert store.count() == 12
     with pytest.raises(FeedbackError, match="read-only"):
         store.add(drawing(99), label=1)
+
+
+@pytest.fixture
+def read_only():
+    """``read_only(folder)``: a command prefix under which ``folder`` is read-only, as a read-only mount is. For root,
+    whom permissions do not stop, a read-only bind mount in a mount namespace of its own (skipped where unshare
+    cannot make one); for others, the folder's permissions, restored after the test."""
+    made: list = []
+
+    def make(folder) -> list[str]:
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            made.append(folder)
+            return []
+        script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+        prefix = ["unshare", "--mount", "sh", "-c", script, str(folder)]
+        if shutil.which("unshare") is None or subprocess.run([*prefix, "true"], capture_output=True).returncode:
+            pytest.skip("a read-only mount needs unshare --mount and mount, as root")
+        return prefix
+
+    yield make
+    for folder in made:
+        folder.chmod(0o755)
+
+
+# Runs the feedback commands in a read-only folder: each one's exit status and error output, and what training reads.
+FEEDBACK_COMMANDS = """
+import contextlib, io, json, sys
+from mnistkit import data
+from mnistkit.cli import main
+db, out = sys.argv[1:]
+results = {}
+for argv in (["stats"], ["list"], ["export", "-o", out], ["delete", "1"]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(["feedback", *argv, "--db", db])
+        except SystemExit as exc:
+            results[argv[0]] = [exc.code, err.getvalue()]
+try:
+    results["train"] = len(data.load_path(db).train)
+except Exception as exc:
+    results["train"] = str(exc)
+print(json.dumps(results))
+"""
+
+
+def feedback_commands(prefix: list[str], db, out) -> dict:
+    done = subprocess.run([*prefix, sys.executable, "-c", FEEDBACK_COMMANDS, str(db), str(out)], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
+
+
+def test_a_database_on_a_read_only_mount_reads_and_writes_say_why(tmp_path, read_only):
+    # SQLite reads a WAL-mode file through a -shm file beside it, which it cannot create in a read-only folder:
+    # every command, reading ones too, failed with "cannot open the database file".
+    folder = tmp_path / "ro"
+    filled(folder / "fb.sqlite").close()
+    before = sorted(os.listdir(folder))
+    results = feedback_commands(read_only(folder), folder / "fb.sqlite", tmp_path / "exported")
+    read_only_line = (
+        f"mnistkit: error: {folder / 'fb.sqlite'}: the database is read-only; make the file and its folder writable, "
+        "or choose another file\n"
+    )
+    assert results == {
+        "stats": [0, ""],
+        "list": [0, ""],
+        "export": [0, ""],
+        "delete": [2, read_only_line],
+        "train": 12,
+    }
+    assert data.load_path(tmp_path / "exported").train.labels.tolist() == [i % 10 for i in range(12)]
+    assert sorted(os.listdir(folder)) == before == ["fb.sqlite"]
+    assert FeedbackStore(folder / "fb.sqlite").count() == 12
+
+
+def test_a_killed_writers_wal_on_a_read_only_mount_is_read_or_named(tmp_path, read_only):
+    # A copy of the files a killed server left: its last corrections are in the -wal file, not yet in the database.
+    live = FeedbackStore(tmp_path / "fb.sqlite")  # its open connections keep the -wal file as it is
+    for i in range(12):
+        live.add(drawing(i), label=i % 10)
+    with_shm, without_shm = tmp_path / "with", tmp_path / "without"
+    for folder, ends in ((with_shm, ("", "-wal", "-shm")), (without_shm, ("", "-wal"))):
+        folder.mkdir()
+        for end in ends:
+            shutil.copy(f"{live.path}{end}", folder)
+    live.close()
+    results = feedback_commands(read_only(with_shm), with_shm / "fb.sqlite", tmp_path / "out.npz")
+    assert results["train"] == 12 and results["stats"] == [0, ""]
+    results = feedback_commands(read_only(without_shm), without_shm / "fb.sqlite", tmp_path / "out.npz")
+    line = (
+        f"{without_shm / 'fb.sqlite'}: its last corrections wait in 'fb.sqlite-wal', which is read only beside a -shm "
+        "file or in a writable folder; open the file once where its folder is writable"
+    )
+    assert results["stats"] == [2, f"mnistkit: error: {line}\n"]
+    assert results["train"] == line
+    assert FeedbackStore(without_shm / "fb.sqlite").count() == 12  # writable again: SQLite applies its -wal file
 
 
 def test_a_locked_database_is_reported_not_waited_on_forever(tmp_path, monkeypatch):

@@ -159,12 +159,16 @@ class FeedbackStore:
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False: a connection serves one transaction at a time, from whichever thread runs it.
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        writable = _folder_writable(self.path)
+        target = self.path if writable else self._read_only_uri()  # read-only: a write is refused as such
+        db = sqlite3.connect(
+            target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False, uri=not writable
+        )
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             # WAL lets readers (stats, training) work while the server writes. It is kept in the file, so a
             # read-only file that is already in WAL mode (or not yet) is left as it is.
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and os.access(self.path, os.W_OK):
+            if writable and db.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and os.access(self.path, os.W_OK):
                 db.execute("PRAGMA journal_mode = WAL")
         except BaseException:
             db.close()
@@ -212,13 +216,29 @@ class FeedbackStore:
         if not self.path.is_file():
             raise FeedbackError(f"{self.path}: not a file; give the path of a corrections database file")
         try:
-            db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            db = sqlite3.connect(self._read_only_uri(), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
             try:
                 return self._recognise(db)
             finally:
                 db.close()
         except sqlite3.Error as exc:
             raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
+
+    def _read_only_uri(self) -> str:
+        """The URI that opens the file read-only. SQLite reads a file in WAL mode through its -shm file, which it
+        creates if missing; where the folder is read-only (a read-only mount, another user's folder) and there is
+        none, the file is opened as immutable, which needs none. That reads it whole unless a -wal file holds
+        corrections not yet copied into it (a killed writer's): those are only read with a -shm file."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        wal, shm = (Path(f"{self.path.resolve()}-{end}") for end in ("wal", "shm"))
+        if _folder_writable(self.path) or shm.exists():
+            return uri
+        if wal.exists() and wal.stat().st_size > 0:
+            raise FeedbackError(
+                f"{self.path}: its last corrections wait in {short(wal.name)}, which is read only beside a -shm file "
+                "or in a writable folder; open the file once where its folder is writable"
+            )
+        return uri + "&immutable=1"
 
     def _recognise(self, db: sqlite3.Connection) -> int:
         """The schema version of the file ``db`` reads, after checking that it holds what that version of mnistkit
@@ -380,6 +400,11 @@ class FeedbackStore:
             idle, self._idle = self._idle, []
         for db in idle:
             db.close()
+
+
+def _folder_writable(path: Path) -> bool:
+    """Whether SQLite may create the -wal and -shm files beside ``path`` (False on a read-only mount, even for root)."""
+    return os.access(path.resolve().parent, os.W_OK)
 
 
 def _explain(exc: sqlite3.Error) -> str:
