@@ -14,6 +14,8 @@ import socket
 import struct
 import threading
 import time
+import tracemalloc
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -449,6 +451,68 @@ def test_recompressed_copy_verifies_by_its_uncompressed_md5(tmp_path):
     assert download.dataset_info("mnist", cache=tmp_path)["status"] == "bundled, downloaded"
 
 
+def gzip_bomb(size: int) -> bytes:
+    """A .gz of 64 KiB a MiB of ``size``: an IDX header declaring 20,000 images (15.7 MB, within the limit of what
+    a data file may hold, so reading it is bounded by that alone), then zeros."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">3I", 20_000, 28, 28)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    return deflate.compress(header) + b"".join(deflate.compress(zeros) for _ in range(size >> 20)) + deflate.flush()
+
+
+@pytest.fixture
+def inflated(monkeypatch) -> list[int]:
+    """How many bytes the gzip streams read in the test inflated to, in all."""
+    counts = [0]
+
+    class CountingGzipFile(gzip.GzipFile):
+        def read(self, size=-1):
+            data = super().read(size)
+            counts[0] += len(data)
+            return data
+
+    monkeypatch.setattr(gzip, "GzipFile", CountingGzipFile)
+    return counts
+
+
+@pytest.mark.parametrize("known_size", [True, False], ids=["size in the catalog", "no size known"])
+def test_a_gzip_bomb_is_inflated_no_further_than_the_real_file(
+    server, spec, tmp_path, monkeypatch, inflated, known_size
+):
+    """A re-compressed copy verifies by its uncompressed MD5, which is taken as it inflates: no further than the
+    catalog's size of the file (else the limit of a data file), and in constant memory."""
+    stems = {name: name.removesuffix(".gz") for name in FILES}
+    sizes = {stems[name]: len(gzip.decompress(body)) for name, body in FILES.items()}
+    spec = dataclasses.replace(
+        spec,
+        md5_uncompressed={stems[name]: hashlib.md5(gzip.decompress(body)).hexdigest() for name, body in FILES.items()},
+        size_uncompressed=sizes if known_size else {},
+    )
+    monkeypatch.setattr(download.idx, "MAX_FILE_BYTES", 32 << 20)
+    peaks, md5_uncompressed = [], download._md5_uncompressed
+
+    def traced(raw, limit):
+        tracemalloc.start()
+        try:
+            return md5_uncompressed(raw, limit)
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    monkeypatch.setattr(download, "_md5_uncompressed", traced)
+    bombs = {name: gzip_bomb(64 << 20) for name in FILES}
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "bomb", bombs)])
+    assert "bomb/: checksum mismatch" in str(info.value)
+    assert inflated[0] <= (sizes["train-images-idx3-ubyte"] if known_size else 32 << 20) + 1
+    assert peaks and max(peaks) < 1 << 20  # not the 15.7 MB the header declares, nor twice that
+    recompressed = {
+        name: gzip.compress(gzip.decompress(body), compresslevel=1, mtime=1) for name, body in FILES.items()
+    }
+    mirrors = [serve(server, "bomb", bombs), serve(server, "re", recompressed)]
+    assert folder_contents(download.ensure_dataset(spec, cache=tmp_path, mirrors=mirrors)) == recompressed
+
+
 def test_environment_variables_are_honoured(server, spec, tmp_path, monkeypatch, closed_port):
     spec = dataclasses.replace(spec, mirrors=(f"http://127.0.0.1:{closed_port}/",))
     monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path / "cache"))
@@ -472,6 +536,10 @@ def test_catalog_entries_are_complete():
         assert all(len(md5) == 32 for md5 in spec.files.values())
         assert len(spec.classes) == 10 and spec.mirrors
     assert catalog.get_spec("mnist").md5_uncompressed == catalog.MNIST_MD5
+    sizes = {
+        stem: len(gzip.decompress((catalog.BUNDLED_DIR / f"{stem}.gz").read_bytes())) for stem in catalog.MNIST_MD5
+    }
+    assert catalog.get_spec("mnist").size_uncompressed == sizes
 
 
 @pytest.mark.parametrize("name", ["fashion-mnist", "Fashion-MNIST", "fashion_mnist", "fashionmnist"])

@@ -29,6 +29,15 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
+# And their lengths: an IDX header (4 bytes, and 4 a dimension), then a byte a label or pixel. Verifying a copy by
+# its uncompressed MD5 decompresses it no further than this, so a gzip bomb costs no more than the real file.
+MNIST_SIZES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
+
 DIGITS = [str(d) for d in range(10)]
 
 
@@ -41,6 +50,7 @@ class DatasetSpec:
     classes: tuple[str, ...]
     citation: str  # licence and how to cite
     md5_uncompressed: dict[str, str] = field(default_factory=dict, hash=False)  # stem -> MD5 of the IDX bytes
+    size_uncompressed: dict[str, int] = field(default_factory=dict, hash=False)  # stem -> length of the IDX bytes
 
 
 def _gz_files(*md5s: str) -> dict[str, str]:
@@ -66,6 +76,7 @@ CATALOG: dict[str, DatasetSpec] = {
                 "ec29112dd5afa0611ce80d1b7f02629c",
             ),
             md5_uncompressed=dict(MNIST_MD5),
+            size_uncompressed=dict(MNIST_SIZES),
             classes=tuple(DIGITS),
             citation="Y. LeCun, L. Bottou, Y. Bengio, P. Haffner: Gradient-based learning applied to document "
             "recognition, Proc. IEEE 86(11), 1998; http://yann.lecun.com/exdb/mnist/",

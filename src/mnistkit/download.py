@@ -6,8 +6,10 @@ its MD5 matches the catalog, so a folder never holds a half-downloaded or tamper
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
+import io
 import os
 import socket
 import threading
@@ -15,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -33,6 +36,7 @@ TIMEOUT = 10.0
 LOW_SPEED = 1024
 LOW_SPEED_TIME = 30.0
 CHUNK = 1 << 16
+GZIP_MAGIC = b"\x1f\x8b"
 # Redirects are followed this many times, to http(s) URLs of at most this many characters (what servers accept).
 MAX_REDIRECTS = 5
 MAX_URL_LENGTH = 8192
@@ -89,12 +93,42 @@ def _verifies(path: Path, filename: str, spec: DatasetSpec) -> bool:
     """
     try:
         # Read as every data file is: a FIFO or device left in the cache is refused, not waited on or read forever.
-        if hashlib.md5(fileio.read_regular(path, idx.MAX_FILE_BYTES)).hexdigest() == spec.files[filename]:
-            return True
-        stem = filename.removesuffix(".gz")
-        return stem in spec.md5_uncompressed and idx.md5_of(path) == spec.md5_uncompressed[stem]
-    except (OSError, DataError):
+        raw = fileio.read_regular(path, idx.MAX_FILE_BYTES)
+    except OSError:
         return False
+    if hashlib.md5(raw).hexdigest() == spec.files[filename]:
+        return True
+    stem = filename.removesuffix(".gz")
+    if stem not in spec.md5_uncompressed:
+        return False
+    limit = spec.size_uncompressed.get(stem, idx.MAX_FILE_BYTES)
+    return _md5_uncompressed(raw, limit) == spec.md5_uncompressed[stem]
+
+
+def _md5_uncompressed(raw: bytes, limit: int) -> str | None:
+    """The MD5 of ``raw`` gunzipped (of ``raw`` itself if it is not gzipped, as ``idx.md5_of`` takes a file), or None
+    if it is a broken gzip stream or inflates to more than ``limit`` bytes. Hashed as it inflates: a gzip bomb (a
+    small file inflating to gigabytes) costs no memory, and no more time than ``limit`` bytes."""
+    if raw[:2] != GZIP_MAGIC:
+        return hashlib.md5(raw).hexdigest()
+    md5 = hashlib.md5()
+    try:
+        for chunk in _inflated(raw, limit):
+            md5.update(chunk)
+    except (OSError, EOFError, zlib.error, ValueError):
+        return None
+    return md5.hexdigest()
+
+
+def _inflated(raw: bytes, limit: int) -> Iterator[bytes]:
+    """``raw`` gunzipped, in chunks; ValueError once they pass ``limit`` bytes, before any more is inflated."""
+    size = 0
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+        while chunk := stream.read(min(CHUNK, limit + 1 - size)):
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"inflates to more than {limit:,} bytes")
+            yield chunk
 
 
 def _bundled_mnist_verifies() -> bool:
@@ -341,7 +375,7 @@ def _mismatch(path: Path, response) -> str:
         head = f.read(512)
     content_type = (response.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
     markup = content_type in ("text/html", "application/xhtml+xml") or head.lstrip().startswith(b"<")
-    if markup and not head.startswith(b"\x1f\x8b"):  # gzip's magic: a data file, whatever its label says
+    if markup and not head.startswith(GZIP_MAGIC):  # a data file, whatever its label says
         return "sent a web page, not the data file (a network login page?)"
     return "checksum mismatch"
 
