@@ -246,6 +246,32 @@ def test_a_data_file_labelled_as_a_web_page_is_still_a_checksum_mismatch(server,
     assert f"{mislabelled}: checksum mismatch" in str(info.value)
 
 
+@pytest.mark.parametrize("gzipped_again", [True, False], ids=["gzipped again", "labelled only"])
+def test_a_gz_sent_with_content_encoding_gzip_verifies(server, spec, tmp_path, gzipped_again):
+    """Asked for identity, a server may still gzip the .gz for the transfer, or label the .gz as gzip-encoded."""
+    asked = []
+
+    def encoded(handler, body):
+        asked.append(handler.headers["Accept-Encoding"])
+        sent = gzip.compress(body) if gzipped_again else body
+        handler.wfile.write(headers(len(sent), "Content-Encoding: gzip") + sent)
+
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[script(server, "encoded", encoded)])
+    assert folder_contents(folder) == FILES
+    assert asked == ["identity"] * len(FILES)
+
+
+def test_a_gzip_encoded_wrong_file_is_a_checksum_mismatch(server, spec, tmp_path):
+    def encoded(handler, body):
+        sent = gzip.compress(body)
+        handler.wfile.write(headers(len(sent), "Content-Encoding: gzip") + sent)
+
+    bad = script(server, "bad", encoded, files=corrupted())
+    with pytest.raises(DownloadError, match=re.escape(f"{bad}: checksum mismatch")):
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[bad])
+    assert folder_contents(tmp_path / "fake") == {}
+
+
 def test_transfer_cut_short_falls_through(server, spec, tmp_path):
     short = serve(server, "short")
     server.cut_short.update(path for path in server.served if path.startswith("/short/"))

@@ -288,7 +288,8 @@ def _open(url: str, watch: _SpeedWatch):
     visited = {url}
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            return opener.open(url, timeout=TIMEOUT)
+            # identity: the .gz as it is, not gzipped again for the transfer (which no header would ask for)
+            return opener.open(urllib.request.Request(url, headers={"Accept-Encoding": "identity"}), timeout=TIMEOUT)
         except urllib.error.HTTPError as exc:
             exc.close()  # unread: an error's or a redirect's page is not what was asked for
             if exc.code not in REDIRECT_CODES:
@@ -367,6 +368,35 @@ def _copy(response, dest: Path, filename: str, progress: BytesCallback | None, w
         raise _MirrorFailed(f"transfer cut short ({done} of {total} bytes)")
 
 
+def _check(path: Path, filename: str, spec: DatasetSpec, response) -> None:
+    """Raise _MirrorFailed, saying why, unless ``path`` now holds the catalog's ``filename``."""
+    if _verifies(path, filename, spec):
+        return
+    if _gzip_encoded(response) and _undo_gzip_encoding(path) and _verifies(path, filename, spec):
+        return
+    raise _MirrorFailed(_mismatch(path, response))
+
+
+def _gzip_encoded(response) -> bool:
+    return (response.headers.get("Content-Encoding") or "").strip().lower() in ("gzip", "x-gzip")
+
+
+def _undo_gzip_encoding(path: Path) -> bool:
+    """Gunzip ``path`` in place: a server that gzips the .gz again for the transfer (though asked not to) says so in
+    Content-Encoding, and one that only labels the .gz so sent it as it is, which verified. False if ``path`` is no
+    gzip stream, or a broken one, or inflates past the limit of a data file."""
+    raw = fileio.read_regular(path, idx.MAX_FILE_BYTES)
+    if raw[:2] != GZIP_MAGIC:
+        return False
+    try:
+        with open(path, "wb") as out:
+            for chunk in _inflated(raw, idx.MAX_FILE_BYTES):
+                out.write(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error, ValueError):  # not OSError: a full disk must stop the download
+        return False
+    return True
+
+
 def _mismatch(path: Path, response) -> str:
     """Why a downloaded file failed its checksum, in a few words. A web page where the file should be is most often
     a network's login page (a captive portal, answering every address with 200), which the user can do something
@@ -387,8 +417,7 @@ def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress
             response = _open(url, watch)
             with response, atomic_path(folder / filename) as tmp:
                 _copy(response, tmp, filename, progress, watch)
-                if not _verifies(tmp, filename, spec):
-                    raise _MirrorFailed(_mismatch(tmp, response))
+                _check(tmp, filename, spec, response)
         except _MirrorFailed:
             if watch.too_slow:  # the cut itself shows as a closed connection or a short body: say why it was cut
                 raise _MirrorFailed(watch.reason, unreachable=True) from None
