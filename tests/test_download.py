@@ -272,6 +272,55 @@ def test_a_gzip_encoded_wrong_file_is_a_checksum_mismatch(server, spec, tmp_path
     assert folder_contents(tmp_path / "fake") == {}
 
 
+def raw(make) -> object:
+    """A response of the bytes ``make(body)`` gives, written as they are."""
+    return lambda handler, body: handler.wfile.write(make(body))
+
+
+def chunked(*chunks: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda body: headers(len(body) - 10) + body, "checksum mismatch"),  # read up to its length only
+        (lambda body: headers(None, "Transfer-Encoding: chunked") + chunked(body)[:-20], "a chunked transfer cut"),
+        (lambda body: headers(None, "Transfer-Encoding: chunked") + b"zz\r\n" + body, "a chunked transfer cut"),
+        (lambda body: body, "answered with something other than HTTP"),  # the bytes of a .gz, not their line
+        (
+            lambda body: b"HTTP/1.1 200 OK\r\nX-\x00\xff: \x1b[31m" + b"a" * 70_000,
+            "got more than 65536 bytes when reading header line",
+        ),
+    ],
+    ids=["Content-Length short", "chunks cut short", "chunk size no number", "no status line", "header too long"],
+)
+def test_a_broken_response_is_one_clear_line_and_the_next_mirror_is_tried(server, spec, tmp_path, make, reason):
+    broken = script(server, "broken", raw(make))
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[broken])
+    message = str(info.value)
+    assert f"{broken}: {reason}" in message
+    assert message.isprintable() and "\\x" not in message and len(message) < 600
+    assert folder_contents(tmp_path / "fake") == {}
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[broken, serve(server, "good")])
+    assert folder_contents(folder) == FILES
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda body: b"HTTP/1.0 200 OK\r\n\r\n" + body,  # its end is where the connection closes
+        lambda body: headers(-5) + body,  # no length: read to the end too
+        lambda body: headers(len(body) + 99, "Transfer-Encoding: chunked") + chunked(body[:100], body[100:]),
+    ],
+    ids=["HTTP/1.0 without length", "negative Content-Length", "chunked beside a Content-Length"],
+)
+def test_a_response_sized_as_http_allows_verifies(server, spec, tmp_path, make):
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[script(server, "odd", raw(make))])
+    assert folder_contents(folder) == FILES
+
+
 def test_transfer_cut_short_falls_through(server, spec, tmp_path):
     short = serve(server, "short")
     server.cut_short.update(path for path in server.served if path.startswith("/short/"))

@@ -164,6 +164,12 @@ def _why(exc: BaseException) -> str:
         return _why(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
     if isinstance(exc, TimeoutError):
         return f"no answer within {TIMEOUT:g} s"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "closed the connection without answering"
+    if isinstance(exc, http.client.BadStatusLine):  # whose text is the line the server sent: any bytes at all
+        return "answered with something other than HTTP"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "transfer cut short"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
@@ -324,10 +330,15 @@ def _redirect_target(url: str, location: str | None, visited: set[str]) -> str:
 
 
 def _content_length(response) -> int | None:
-    try:
-        return int(response.headers["Content-Length"])
+    """How long the body is, as http.client reads it, so before any of it is read: None for a chunked body (whose
+    Content-Length, if any, is ignored) or a Content-Length that is no length (negative, not a number)."""
+    if isinstance(response, http.client.HTTPResponse):
+        return response.length
+    try:  # a file: or ftp: mirror, named by the user
+        length = int(response.headers["Content-Length"])
     except (TypeError, ValueError):
         return None
+    return length if length >= 0 else None
 
 
 def _chunks(response) -> Iterator[bytes]:
@@ -339,6 +350,8 @@ def _chunks(response) -> Iterator[bytes]:
             chunk = response.read1(CHUNK)
         except TimeoutError:
             raise _MirrorFailed(f"stalled: nothing received for {TIMEOUT:g} s", unreachable=True) from None
+        except http.client.IncompleteRead:
+            raise _MirrorFailed("a chunked transfer cut short or malformed") from None
         except (OSError, http.client.HTTPException) as exc:
             raise _MirrorFailed(_why(exc)) from None
         if not chunk:
@@ -453,8 +466,14 @@ def _make_folder(folder: Path) -> None:
         ) from None
 
 
+def _shown(reason: str, limit: int = 200) -> str:
+    """A reason as one short, printable line: some come from the server's own words."""
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(reason.split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _failure_message(spec: DatasetSpec, folder: Path, missing: list[str], failures: dict[str, _MirrorFailed]) -> str:
-    reasons = "; ".join(f"{base}: {' '.join(exc.reason.split())}" for base, exc in failures.items()) or "no mirrors"
+    reasons = "; ".join(f"{base}: {_shown(exc.reason)}" for base, exc in failures.items()) or "no mirrors"
     return (
         f"download failed for {spec.name} ({missing[0]}: {reasons}); with no network, copy {', '.join(missing)} "
         f"into {folder} (or set MNISTKIT_MIRRORS to a mirror you can reach)"
