@@ -356,7 +356,11 @@ class FeedbackStore:
                 (min(limit, SQLITE_INTEGERS.stop - 1),),
             ).fetchall()
         )
-        return [Correction(*row) for row in rows]
+        # A confidence that is no number (stored past the table's checks) is shown as none, not a failed listing.
+        return [
+            Correction(i, created, label, predicted, _number_or_none(confidence), model)
+            for i, created, label, predicted, confidence, model in rows
+        ]
 
     def images(self, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(uint8 images N×28×28, uint8 labels N, ids) in id order: all corrections, or those in ``ids``."""
@@ -371,9 +375,23 @@ class FeedbackStore:
             ).fetchall()
 
         rows = self._run(query)
+        self._refuse_damaged([r[0] for r in rows if not _whole(r[1], r[2])])
         images = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), 28, 28).copy()
         labels = np.array([r[2] for r in rows], dtype=np.uint8)
         return images, labels, [r[0] for r in rows]
+
+    def _refuse_damaged(self, ids: list[int]) -> None:
+        """One line naming the rows mnistkit cannot have written (another program's, or stored past the table's
+        checks), and the command that deletes them; else nothing."""
+        if not ids:
+            return
+        listed = " ".join(str(i) for i in ids[:MOST_IDS_NAMED])
+        which = f" (the first {MOST_IDS_NAMED} of {len(ids)})" if len(ids) > MOST_IDS_NAMED else ""
+        many = len(ids) > 1
+        raise FeedbackError(
+            f"{self.path}: {len(ids)} damaged correction{'s' * many} (pixels that are not 784 bytes, or a label that "
+            f"is no digit 0-9); delete {'them' if many else 'it'} with: mnistkit feedback delete {listed}{which}"
+        )
 
     def delete(self, ids: Iterable[int]) -> int:
         """Delete corrections by id; returns how many existed."""
@@ -400,6 +418,20 @@ class FeedbackStore:
             idle, self._idle = self._idle, []
         for db in idle:
             db.close()
+
+
+MOST_IDS_NAMED = 10  # of the damaged rows a message names
+
+
+def _whole(pixels: object, label: object) -> bool:
+    """Whether a row's image and label are as ``add`` stores them. The table's checks keep other values out, but
+    not from a table written by hand, or by SQLite with its checks turned off; and length() counts a text's
+    characters, not its bytes."""
+    return isinstance(pixels, bytes) and len(pixels) == 28 * 28 and type(label) is int and 0 <= label <= 9
+
+
+def _number_or_none(value: object) -> float | None:
+    return value if isinstance(value, (int, float)) else None
 
 
 def _folder_writable(path: Path) -> bool:
