@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import gzip
 import hashlib
 import os
@@ -12,6 +13,7 @@ import re
 import shutil
 import socket
 import struct
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -23,9 +25,9 @@ import numpy as np
 import platformdirs
 import pytest
 
-from mnistkit import catalog, data, download
+from mnistkit import catalog, cli, data, download
 from mnistkit.catalog import DatasetSpec
-from mnistkit.errors import DataError, DownloadError
+from mnistkit.errors import DataError, DownloadError, WriteError
 
 
 def _idx_gz(array: np.ndarray) -> bytes:
@@ -487,6 +489,63 @@ def test_a_redirect_with_an_endless_page_is_not_read(server, spec, tmp_path):
     folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[moved])
     assert folder_contents(folder) == FILES
     assert [ends.get(timeout=30) for _ in FILES] == ["hung up"] * len(FILES)
+
+
+@pytest.fixture
+def no_proxy_to_the_internet(monkeypatch, closed_port):
+    """Were a test to fall through to a catalog mirror, it reaches a closed port, never the network."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+
+def test_a_full_disk_stops_the_download_in_one_line_that_says_what_to_do(
+    server, spec, tmp_path, monkeypatch, capsys, no_proxy_to_the_internet
+):
+    """ENOSPC where the file system reports it, at fsync: no other mirror is tried, nothing is left half-written."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if "/fake/." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setitem(catalog.CATALOG, "fake", spec)
+    monkeypatch.setenv("MNISTKIT_DATA", str(tmp_path))
+    monkeypatch.setenv("MNISTKIT_MIRRORS", f"{serve(server, 'a')},{serve(server, 'b')}")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["data", "download", "fake"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"mnistkit: error: cannot write {tmp_path / 'fake' / next(iter(FILES))}: No space left on device; "
+        "free some space, or set MNISTKIT_DATA to a folder on a disk with room\n"
+    )
+    assert not [r for r in server.requests if r.startswith("/b/")]
+    assert folder_contents(tmp_path / "fake") == {}
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert folder_contents(download.ensure_dataset("fake")) == FILES
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_cache_that_cannot_be_written_says_where_to_put_it(server, spec, tmp_path, monkeypatch, code):
+    """As root, a read-only folder is written anyway: the file system's refusal is made where it would be."""
+    mkstemp = tempfile.mkstemp
+
+    def refused(suffix=None, prefix=None, dir=None, text=False):
+        if dir is not None and Path(dir).is_relative_to(tmp_path):
+            raise OSError(code, os.strerror(code))
+        return mkstemp(suffix, prefix, dir, text)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(WriteError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "a")])
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'fake' / next(iter(FILES))}: {os.strerror(code)}; "
+        "set MNISTKIT_DATA to a folder you can write to"
+    )
+    assert folder_contents(tmp_path / "fake") == {}
 
 
 def test_verified_files_are_not_fetched_again(server, spec, tmp_path):

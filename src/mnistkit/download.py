@@ -26,7 +26,7 @@ import platformdirs
 
 from . import fileio, idx
 from .catalog import BUNDLED_DIR, CATALOG, MNIST_MD5, DatasetSpec, get_spec
-from .errors import DataError, DownloadError
+from .errors import FULL_DISK, DataError, DownloadError, WriteError
 from .fileio import atomic_path
 
 # urllib applies this to the connection and to every read, so a dead or stalled mirror costs at most this long.
@@ -435,6 +435,20 @@ def _download(url: str, folder: Path, filename: str, spec: DatasetSpec, progress
             if watch.too_slow:  # the cut itself shows as a closed connection or a short body: say why it was cut
                 raise _MirrorFailed(watch.reason, unreachable=True) from None
             raise
+        except WriteError as exc:  # no mirror can help: the cache is full or not writable
+            cause = exc.__cause__
+            if not isinstance(cause, OSError):
+                raise
+            raise WriteError(
+                f"cannot write {folder / filename}: {cause.strerror or cause}; {_cache_advice(cause)}"
+            ) from exc
+
+
+def _cache_advice(exc: OSError) -> str:
+    """What to do when the cache cannot be written."""
+    if exc.errno in FULL_DISK:
+        return "free some space, or set MNISTKIT_DATA to a folder on a disk with room"
+    return "set MNISTKIT_DATA to a folder you can write to"
 
 
 def _fetch(
@@ -461,9 +475,7 @@ def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(
-            f"cannot create {folder}: {exc.strerror or exc}; set MNISTKIT_DATA to a writable folder"
-        ) from None
+        raise DataError(f"cannot create {folder}: {exc.strerror or exc}; {_cache_advice(exc)}") from None
 
 
 def _shown(reason: str, limit: int = 200) -> str:
