@@ -7,12 +7,16 @@ import dataclasses
 import errno
 import gzip
 import hashlib
+import json
 import os
 import queue
 import re
 import shutil
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -546,6 +550,77 @@ def test_a_cache_that_cannot_be_written_says_where_to_put_it(server, spec, tmp_p
         "set MNISTKIT_DATA to a folder you can write to"
     )
     assert folder_contents(tmp_path / "fake") == {}
+
+
+# ``mnistkit data download fake`` in a process of its own, ``fake`` being the test's files (their MD5s in argv[1]).
+DOWNLOAD_FAKE = """
+import json, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a Ctrl-C, even where the test runner ignores SIGINT
+from mnistkit import catalog
+files = json.loads(sys.argv[1])
+catalog.CATALOG["fake"] = catalog.DatasetSpec("fake", "test data", (), files, tuple(catalog.DIGITS), "none")
+from mnistkit.cli import main
+main(["data", "download", "fake"])
+"""
+
+
+def start_download(spec: DatasetSpec, cache: Path, mirror: str) -> subprocess.Popen:
+    env = {**os.environ, "MNISTKIT_DATA": str(cache), "MNISTKIT_MIRRORS": mirror}
+    argv = [sys.executable, "-c", DOWNLOAD_FAKE, json.dumps(spec.files)]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still not so after {timeout} s")
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_during_a_download_leaves_nothing_and_exits_130(server, spec, tmp_path):
+    sent = threading.Event()
+
+    def half_then_wait(handler, body):
+        handler.wfile.write(headers(len(body)) + body[: len(body) // 2])
+        sent.set()
+        handler.server.release.wait()
+
+    process = start_download(spec, tmp_path, script(server, "half", half_then_wait))
+    try:
+        assert sent.wait(60)
+        wait_until(lambda: any((tmp_path / "fake").glob(".*.tmp")))  # writing the file: the body is being read
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, err, out) == (130, "mnistkit: interrupted\n", "")
+    assert folder_contents(tmp_path / "fake") == {}  # neither the file nor its temporary file
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_downloading_at_once_both_succeed_with_one_whole_copy(server, spec, tmp_path):
+    both_writing = threading.Barrier(2, timeout=60)
+    first = next(iter(FILES))
+
+    def together(handler, body):
+        handler.wfile.write(headers(len(body)) + body[: len(body) // 2])
+        if handler.path.endswith(first):
+            both_writing.wait()  # each process has its temporary file open, half written
+        handler.wfile.write(body[len(body) // 2 :])
+
+    mirror = script(server, "shared", together)
+    processes = [start_download(spec, tmp_path, mirror) for _ in range(2)]
+    try:
+        results = [process.communicate(timeout=90) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    assert [process.returncode for process in processes] == [0, 0], results
+    assert results == [(f"fake: verified files in {tmp_path / 'fake'}\n", "")] * 2
+    assert not both_writing.broken
+    assert folder_contents(tmp_path / "fake") == FILES
 
 
 def test_verified_files_are_not_fetched_again(server, spec, tmp_path):
