@@ -572,6 +572,23 @@ def test_cli_ids_and_counts_beyond_sqlite_integers_match_nothing(tmp_path, capsy
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
+def test_thousands_of_ids_are_shown_and_deleted_whatever_sqlites_limit(tmp_path, monkeypatch):
+    # One statement with a value per id failed past SQLite's limit: "too many SQL variables".
+    connect = FeedbackStore._connect
+
+    def old_sqlite(self: FeedbackStore) -> sqlite3.Connection:
+        db = connect(self)
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # as SQLite before 3.32 builds it
+        return db
+
+    monkeypatch.setattr(FeedbackStore, "_connect", old_sqlite)
+    store = filled(tmp_path / "fb.sqlite", n=30)
+    asked = range(-2000, 3000, 3)  # 1,667 ids, 10 of them stored: 1, 4, 7, …, 28
+    _, labels, ids = store.images(asked)
+    assert ids == list(range(1, 31, 3)) and labels.tolist() == [(i - 1) % 10 for i in ids]
+    assert store.delete(asked) == 10 and store.count() == 20
+
+
 def test_a_negative_count_to_list_is_one_clear_line(tmp_path, capsys):
     db = str(tmp_path / "fb.sqlite")
     store = filled(db, n=3)

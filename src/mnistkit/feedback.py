@@ -392,11 +392,15 @@ class FeedbackStore:
         wanted = _storable(ids)
         if not wanted:
             return 0
-        marks = ",".join("?" * len(wanted))
         self._read_digest = None
-        return self._run(
-            lambda db: db.execute(f"DELETE FROM corrections WHERE id IN ({marks})", wanted).rowcount, write=True
-        )
+
+        def remove(db: sqlite3.Connection) -> int:
+            deleted = 0
+            for chunk in _chunks(wanted):
+                deleted += db.execute(f"DELETE FROM corrections WHERE id IN ({_marks(chunk)})", chunk).rowcount
+            return deleted
+
+        return self._run(remove, write=True)  # all or none
 
     def checksum(self) -> str:
         """SHA-256 over the corrections (ids, labels, images) as ``images()`` last read them all: what a training run
@@ -449,8 +453,22 @@ def _rows(db: sqlite3.Connection, wanted: list[int] | None) -> Iterator[tuple[in
     if wanted is None:
         yield from db.execute("SELECT id, pixels, label FROM corrections ORDER BY id")
         return
-    marks = ",".join("?" * len(wanted))
-    yield from db.execute(f"SELECT id, pixels, label FROM corrections WHERE id IN ({marks}) ORDER BY id", wanted)
+    for chunk in _chunks(wanted):  # sorted, so the chunks' rows follow in id order
+        yield from db.execute(
+            f"SELECT id, pixels, label FROM corrections WHERE id IN ({_marks(chunk)}) ORDER BY id", chunk
+        )
+
+
+IDS_PER_STATEMENT = 500  # SQLite refuses more than 32,766 values in a statement (999 before 3.32)
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        yield ids[start : start + IDS_PER_STATEMENT]
+
+
+def _marks(values: list[int]) -> str:
+    return ",".join("?" * len(values))
 
 
 def _digest(ids: list[int], labels: np.ndarray, images: np.ndarray) -> str:
