@@ -176,9 +176,10 @@ def _why(exc: BaseException) -> str:
 
 
 class _SpeedWatch:
-    """Cuts the connection of a download whose data comes slower than LOW_SPEED bytes a second, over any
-    LOW_SPEED_TIME seconds. A thread, because http.client reads the headers, chunk sizes and trailers in loops of
-    its own, where a mirror trickling them (each byte within TIMEOUT) would hold the download for days.
+    """Cuts the connection of a download whose data comes slower than LOW_SPEED bytes a second, over each
+    LOW_SPEED_TIME seconds in turn (from the connection on). A thread, because http.client reads the headers, chunk
+    sizes and trailers in loops of its own, where a mirror trickling them (each byte within TIMEOUT) would hold the
+    download for days.
 
     It watches a duplicate of the connection's socket, taken before TLS, so that shutting it down ends any read of
     the connection, encrypted or not, and can never reach a file descriptor that was closed and reused since.
