@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -441,6 +442,34 @@ def test_a_full_disk_is_named_and_writes_work_again_once_there_is_space(tmp_path
     monkeypatch.undo()  # space again
     store.close()
     assert store.add(drawing(99), label=9)[1] and store.count() == stored + 1
+
+
+@pytest.mark.parametrize(
+    "n, shown", [(12, "12 bytes"), (200_000, "195 KiB"), (5 * 2**20 + 2**19, "5.5 MiB"), (2**30, "1.0 GiB")]
+)
+def test_sizes_in_messages(n, shown):
+    assert feedback._size(n) == shown
+
+
+def test_a_full_database_refuses_new_corrections_until_some_are_deleted(tmp_path):
+    # Nothing bounded the file: a client sending corrections in a loop filled the disk.
+    store = FeedbackStore(tmp_path / "fb.sqlite", max_bytes=200_000)
+    refused = []
+    for i in range(100):
+        try:
+            store.add(drawing(i), label=i % 10, drawing_png=bytes([i]) * 4000)
+        except FeedbackError as exc:
+            refused.append(str(exc))
+    stored = store.count()
+    assert 30 < stored < 50 and len(refused) == 100 - stored
+    assert len(set(refused)) == 1 and re.fullmatch(
+        f"{re.escape(str(store.path))}: full, its corrections take 1[89][0-9] KiB of the 195 KiB it may hold; "
+        r"export them \(mnistkit feedback export\), then delete some, or choose another file",
+        refused[0],
+    )
+    assert store.add(drawing(0), label=7, drawing_png=bytes([0]) * 4000) == (1, False)  # a label changed: no room
+    assert store.delete(range(1, 11)) == 10
+    assert store.add(drawing(200), label=2, drawing_png=bytes([200]) * 4000)[1]
 
 
 def test_a_writer_killed_mid_stream_loses_no_committed_correction(tmp_path):

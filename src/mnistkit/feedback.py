@@ -31,6 +31,10 @@ FILE_NAME = "feedback.sqlite"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another writer before reporting the file as locked
 MAX_DRAWING_BYTES = 2 * 1024 * 1024
+# What new corrections may fill: some 100,000 of a few KiB each, as the page sends them. A flood through the API stops
+# here, each refused in one line, rather than when the disk is full.
+MAX_DATABASE_BYTES = 2**30
+PAGE_PRAGMAS = ("page_size", "page_count", "freelist_count")  # pages in use, as deleting frees them
 
 
 class FeedbackError(MnistkitError):
@@ -134,8 +138,9 @@ class FeedbackStore:
     own from a small pool. (Not one per thread: a server's worker threads come and go, and the connection of an
     ended thread would stay open, two file descriptors each, until the process ran out of them.)"""
 
-    def __init__(self, path: str | Path, create: bool = True):
+    def __init__(self, path: str | Path, create: bool = True, max_bytes: int = MAX_DATABASE_BYTES):
         self.path = Path(path).expanduser()
+        self.max_bytes = max_bytes  # what new corrections may fill; beyond it, add() refuses them
         if not create and not self.path.is_file():
             raise FeedbackError(f"{self.path}: no corrections database here; pass the file the server wrote")
         self._idle: list[sqlite3.Connection] = []  # open, in no transaction
@@ -314,6 +319,7 @@ class FeedbackStore:
             if found is not None:
                 db.execute("UPDATE corrections SET label = ?, created_utc = ? WHERE id = ?", (row[1], row[0], found[0]))
                 return found[0], False
+            self._check_room(db, len(blob) + len(drawing_png or b""))
             cursor = db.execute(
                 "INSERT INTO corrections (created_utc, label, predicted, confidence, model_sha256, pixels, "
                 "drawing_png, drawing_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -323,6 +329,16 @@ class FeedbackStore:
 
         self._read_digest = None
         return self._run(insert, write=True)
+
+    def _check_room(self, db: sqlite3.Connection, adding: int) -> None:
+        """FeedbackError unless ``adding`` more bytes keep the file's pages in use within ``max_bytes``."""
+        page_size, pages, free = (db.execute(f"PRAGMA {name}").fetchone()[0] for name in PAGE_PRAGMAS)
+        used = (pages - free) * page_size
+        if used + adding > self.max_bytes:
+            raise FeedbackError(
+                f"{self.path}: full, its corrections take {_size(used)} of the {_size(self.max_bytes)} it may hold; "
+                "export them (mnistkit feedback export), then delete some, or choose another file"
+            )
 
     def count(self) -> int:
         return self._run(lambda db: db.execute("SELECT count(*) FROM corrections").fetchone()[0])
@@ -487,6 +503,16 @@ def _whole(pixels: object, label: object) -> bool:
 
 def _number_or_none(value: object) -> float | None:
     return value if isinstance(value, (int, float)) else None
+
+
+def _size(n: float) -> str:
+    """``n`` bytes as a message shows them: 1.0 GiB, 195 KiB, 12 bytes."""
+    unit = "bytes"
+    for larger in ("KiB", "MiB", "GiB"):
+        if n < 1024:
+            break
+        n, unit = n / 1024, larger
+    return f"{n:.1f} {unit}" if unit != "bytes" and n < 10 else f"{n:,.0f} {unit}"
 
 
 def _folder_writable(path: Path) -> bool:
