@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,24 @@ def _fresh_torch_state():
     """Tests that ask for determinism must not leak it into the rest of the session."""
     yield
     torch.use_deterministic_algorithms(False)
+
+
+# Hosts a test may connect to or bind: this machine. None and "" bind every address.
+LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0", "::", b"localhost", b"127.0.0.1"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+    """Tests never reach the network: a test that fell through to a real mirror would pass or fail with the network.
+    Any other name fails to resolve, at once, as it does on a machine offline."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in LOCAL_HOSTS:
+            raise socket.gaierror(socket.EAI_NONAME, f"tests reach no network, and not {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(socket, "getaddrinfo", local_only)
+    yield
+    patch.undo()
