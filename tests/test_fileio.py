@@ -343,3 +343,36 @@ def test_a_path_argument_that_is_no_path_is_named(tmp_path):
         Classifier.from_pretrained(b"hub")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="out must be a path"):
         runs.create_run_dir(5, "mlp")  # type: ignore[arg-type]
+
+
+UNDER_A_MEMORY_LIMIT = """
+import resource, sys
+from mnistkit import fileio
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # the interpreter and torch's libraries fit; 4 GiB not
+print(len(fileio.read_regular(sys.argv[1], 4 << 30)), len(fileio.read_pipe(sys.argv[2], 4 << 30)))
+"""
+
+
+def test_a_small_file_is_read_without_a_buffer_of_the_whole_limit(tmp_path):
+    (tmp_path / "small.bin").write_bytes(b"x" * 1000)
+    os.mkfifo(tmp_path / "pipe")
+    with subprocess.Popen(
+        [sys.executable, "-c", UNDER_A_MEMORY_LIMIT, tmp_path / "small.bin", tmp_path / "pipe"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as reader:
+        with open(tmp_path / "pipe", "wb") as pipe:
+            pipe.write(b"y" * 3000)
+        out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0 and out.split() == ["1000", "3000"], err
+
+
+def test_a_file_growing_while_read_is_read_to_its_limit(tmp_path, monkeypatch):
+    path = tmp_path / "growing.bin"
+    path.write_bytes(b"x" * 10)
+    real_fstat = os.fstat
+    monkeypatch.setattr(os, "fstat", lambda fd: os.stat_result((*real_fstat(fd)[:6], 4, *real_fstat(fd)[7:])))
+    assert fileio.read_regular(path, 10) == b"x" * 10  # 4 bytes when looked at, 10 when read
+    with pytest.raises(OSError, match="grew past the 9 bytes allowed"):
+        fileio.read_regular(path, 9)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ConfigError, WriteError
 
@@ -421,10 +421,23 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes:
             raise OSError(errno.EINVAL, f"not a regular file but {file_kind(info.st_mode)}")
         if info.st_size > limit:
             raise OSError(errno.EFBIG, f"file of {info.st_size:,} bytes, more than the {limit:,} allowed")
-        data = f.read(limit + 1)
+        # As much as the file holds, and a byte to tell it grew: read(limit + 1) would ask for a buffer of the
+        # whole limit at once (a GiB for a data file), which a process under a memory limit cannot have.
+        data = f.read(info.st_size + 1)
+        if len(data) > info.st_size:
+            data += _read_at_most(f, limit + 1 - len(data))
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"file grew past the {limit:,} bytes allowed while it was read")
     return data
+
+
+def _read_at_most(f: BinaryIO, size: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``size`` more bytes of ``f``, a chunk at a time: never a buffer of ``size`` at once."""
+    chunks = []
+    while size > 0 and (data := f.read(min(chunk, size))):
+        chunks.append(data)
+        size -= len(data)
+    return b"".join(chunks)
 
 
 def read_pipe(path: str | os.PathLike, limit: int) -> bytes:
@@ -433,7 +446,7 @@ def read_pipe(path: str | os.PathLike, limit: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     os.set_blocking(fd, True)  # opened: now wait for the data of the writer there is
     with open(fd, "rb") as f:
-        data = f.read(limit + 1)
+        data = _read_at_most(f, limit + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"more than the {limit:,} bytes allowed")
     return data
