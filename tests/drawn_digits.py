@@ -1,6 +1,7 @@
 """Digits drawn as a person would: strokes through points given as fractions of the canvas, made with real mouse
 or touch input in Chromium; and MNIST digits as pictures, with the pixels the page makes of them. Used by the
-browser tests and by benchmarks/page_latency.py."""
+browser tests and by benchmarks/page_latency.py. And real handwriting as strokes: MNIST digits thinned to a skeleton
+and traced into the path a pen took, for benchmarks/page_handwriting.py and the tests of what it found."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import io
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 Stroke = list[tuple[float, float]]
 
@@ -107,3 +108,165 @@ PAGE_PIXELS = """async (png) => {
 def page_pixels(page, png: bytes) -> list:
     """The 28×28 pixels the drawing page sends for the picture ``png``: the ink's square, area-averaged."""
     return page.evaluate(PAGE_PIXELS, base64.b64encode(png).decode())
+
+
+# --- real handwriting as strokes: MNIST digits thinned to a skeleton and traced into pen strokes ----------------
+
+TRACE_SCALE = 4  # the digit is enlarged this many times before thinning: a smoother skeleton, fewer false branches
+SPUR = 2.0  # branches shorter than this (MNIST pixels) from an end to a junction are thinning's noise, not strokes
+SMOOTH = 2  # points averaged on either side along a traced stroke: a pen's path, not the pixel grid's steps
+NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
+
+
+def thinned(mask: np.ndarray) -> np.ndarray:
+    """Zhang and Suen's thinning of a bool image to a skeleton one pixel wide."""
+    skeleton = np.pad(mask.astype(bool), 1)
+    while True:
+        changed = False
+        for first in (True, False):
+            p = [np.roll(skeleton, (-dy, -dx), (0, 1)) for dy, dx in NEIGHBOURS]  # P9, P2, P3, ..., P8 in order
+            p2, p4, p6, p8 = p[1], p[3], p[5], p[7]
+            count = sum(q.astype(int) for q in p)
+            ring = p[1:] + p[:1]  # P2 ... P9, P2: the neighbours in order round the pixel
+            turns = sum((~a & b).astype(int) for a, b in zip(ring, ring[1:] + ring[:1]))
+            if first:
+                side = ~(p2 & p4 & p6) & ~(p4 & p6 & p8)
+            else:
+                side = ~(p2 & p4 & p8) & ~(p2 & p6 & p8)
+            remove = skeleton & (count >= 2) & (count <= 6) & (turns == 1) & side
+            if remove.any():
+                skeleton &= ~remove
+                changed = True
+        if not changed:
+            return skeleton[1:-1, 1:-1]
+
+
+def _links(skeleton: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """Each skeleton pixel's neighbours; a diagonal neighbour only where no pixel beside both links them, so a
+    staircase is one path and not a row of little triangles."""
+    on = {(int(y), int(x)) for y, x in zip(*np.nonzero(skeleton))}
+    links: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for y, x in on:
+        links[(y, x)] = [
+            (y + dy, x + dx)
+            for dy, dx in NEIGHBOURS
+            if (y + dy, x + dx) in on and not (dy and dx and ((y + dy, x) in on or (y, x + dx) in on))
+        ]
+    return links
+
+
+def _pruned(links: dict[tuple[int, int], list[tuple[int, int]]], shortest: float):
+    """``links`` without the branches shorter than ``shortest`` pixels that run from an end to a junction."""
+    for end in [p for p, near in links.items() if len(near) == 1]:
+        path = [end]
+        while len(links.get(path[-1], [])) <= 2 and len(path) <= shortest:
+            ahead = [q for q in links.get(path[-1], []) if len(path) < 2 or q != path[-2]]
+            if not ahead:
+                break
+            path.append(ahead[0])
+        if len(path) <= shortest and len(links.get(path[-1], [])) > 2:
+            for p in path[:-1]:
+                for q in links.pop(p, []):
+                    if q in links:
+                        links[q] = [r for r in links[q] if r != p]
+    return links
+
+
+def _walks(links: dict[tuple[int, int], list[tuple[int, int]]]) -> list[list[tuple[int, int]]]:
+    """The skeleton as pen paths covering every link once: from the ends first, then round the loops; at a
+    junction a path goes on along the straightest way not yet drawn."""
+    done: set[frozenset] = set()
+
+    def walk(start: tuple[int, int]) -> list[tuple[int, int]]:
+        path = [start]
+        while True:
+            here = path[-1]
+            ahead = [q for q in links[here] if frozenset((here, q)) not in done]
+            if not ahead:
+                return path
+            back = path[max(0, len(path) - 4)]
+            heading = (here[0] - back[0], here[1] - back[1])
+            nxt = max(ahead, key=lambda q: heading[0] * (q[0] - here[0]) + heading[1] * (q[1] - here[1]))
+            done.add(frozenset((here, nxt)))
+            path.append(nxt)
+
+    paths = []
+    starts = sorted(links, key=lambda p: (len(links[p]) != 1, p))  # ends first, then top to bottom
+    for start in starts:
+        while any(frozenset((start, q)) not in done for q in links[start]):
+            paths.append(walk(start))
+    return paths
+
+
+def _smoothed(path: list[tuple[int, int]]) -> list[tuple[float, float]]:
+    """A path's points (y, x) averaged with their neighbours along it, ends kept."""
+    a = np.array(path, dtype=float)
+    if len(a) <= 2:
+        return [(float(y), float(x)) for y, x in a]
+    padded = np.concatenate([a[:1].repeat(SMOOTH, 0), a, a[-1:].repeat(SMOOTH, 0)])
+    kernel = np.ones(2 * SMOOTH + 1) / (2 * SMOOTH + 1)
+    out = np.stack([np.convolve(padded[:, k], kernel, mode="valid") for k in (0, 1)], 1)
+    out[0], out[-1] = a[0], a[-1]
+    return [(float(y), float(x)) for y, x in out]
+
+
+def _spaced(points: list[tuple[float, float]], step: float) -> list[tuple[float, float]]:
+    """Points at least ``step`` apart along the path, its last point kept."""
+    kept = [points[0]]
+    for p in points[1:]:
+        if math.dist(p, kept[-1]) >= step:
+            kept.append(p)
+    if len(points) > 1 and kept[-1] != points[-1]:
+        if math.dist(points[-1], kept[-1]) > step / 3:
+            kept.append(points[-1])
+        else:
+            kept[-1] = points[-1]  # no stub of a segment at the end
+    return kept
+
+
+def traced_strokes(digit: np.ndarray, step: float = 0.04) -> list[Stroke]:
+    """An MNIST digit (uint8 28×28, white on black) as pen strokes: its ink thinned to a skeleton and traced.
+
+    Points are (x, y) as fractions of the skeleton's box side (the longer of its sides), the box's centre at
+    (0.5, 0.5), about ``step`` of that side apart: a mouse sampled at 60-120 Hz moves about so far between events.
+    """
+    big = Image.fromarray(digit).resize((28 * TRACE_SCALE,) * 2, Image.Resampling.BILINEAR)
+    links = _pruned(_links(thinned(np.asarray(big) >= 128)), SPUR * TRACE_SCALE)
+    paths = [_smoothed(path) for path in _walks(links) if len(path) > 1]
+    if not paths:
+        return []
+    ys, xs = zip(*(p for path in paths for p in path))
+    side = max(max(ys) - min(ys), max(xs) - min(xs), 1.0)
+    cy, cx = (max(ys) + min(ys)) / 2, (max(xs) + min(xs)) / 2
+    strokes = [[(0.5 + (x - cx) / side, 0.5 + (y - cy) / side) for y, x in path] for path in paths]
+    return [_spaced(stroke, step) for stroke in strokes]
+
+
+def placed(strokes: list[Stroke], size: float, cx: float = 0.5, cy: float = 0.5, degrees: float = 0.0):
+    """Strokes from ``traced_strokes`` on a canvas: their box side ``size`` of the canvas's, centred at (cx, cy),
+    turned ``degrees`` clockwise about that centre."""
+    turn = math.radians(degrees)
+    cos, sin = math.cos(turn), math.sin(turn)
+    return [
+        [
+            (cx + size * ((x - 0.5) * cos - (y - 0.5) * sin), cy + size * ((x - 0.5) * sin + (y - 0.5) * cos))
+            for x, y in s
+        ]
+        for s in strokes
+    ]
+
+
+def rendered(strokes: list[Stroke], side: int, pen: float, supersample: int = 3) -> Image.Image:
+    """The strokes drawn as the page draws them, black on white with round caps and joins, ``pen`` of the side
+    wide: a ``side``×``side`` grayscale picture (drawn larger and reduced, for anti-aliased edges)."""
+    big = side * supersample
+    picture = Image.new("L", (big, big), 255)
+    draw = ImageDraw.Draw(picture)
+    width = pen * big
+    for stroke in strokes:
+        at = [(x * big, y * big) for x, y in stroke]
+        for x, y in at:
+            draw.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=0)
+        if len(at) > 1:
+            draw.line(at, fill=0, width=max(1, round(width)))
+    return picture.resize((side, side), Image.Resampling.BOX)
