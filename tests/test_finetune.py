@@ -162,8 +162,17 @@ def test_mixing_refuses_other_classes_and_more_images_than_mnist_has(quick_mnist
     with pytest.raises(ConfigError, match="mix_mnist: MNIST's digits cannot join data of other classes"):
         finetune.mix_mnist(letters, data.split_dataset(letters, 0), 0.5, 0)
     digits = data.Dataset("digits", split, None)
-    with pytest.raises(ConfigError, match="is 99,000 MNIST images, more than MNIST's 60,000; lower mix_mnist"):
+    with pytest.raises(
+        ConfigError, match="is 99,000 MNIST images, more than MNIST's 60,000; lower mix_mnist to 0.983 or"
+    ):
         finetune.mix_mnist(digits, data.split_dataset(digits, 0), 0.99, 0)
+
+
+@pytest.mark.parametrize("n, most", [(1000, 0.983), (100_000, 0.375), (60_000, 0.5), (10**8, 0.0)])
+def test_the_largest_mix_mnist_asks_for_no_more_than_mnist_has(n, most):
+    # The message for too large a mix_mnist says how far to lower it: a database of 100,000 corrections takes 0.375.
+    assert finetune.largest_fraction(n, 60_000) == most
+    assert finetune.mixed_count(n, most) <= 60_000 < finetune.mixed_count(n, most + 0.001)
 
 
 def test_a_run_records_both_sources_and_is_tested_on_mnist(tiny_run, corrections, quick_mnist, tmp_path):
