@@ -1154,6 +1154,17 @@ def test_serve_with_a_bad_corrections_database_is_one_line(tmp_path, capsys, mak
     assert path.read_bytes() == before  # refused as it was: not migrated, not switched to WAL
 
 
+def test_serve_on_a_read_only_corrections_database_says_so_before_listening(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "feedback.sqlite"
+    FeedbackStore(path).close()
+    monkeypatch.setattr(feedback, "_folder_writable", lambda path: False)  # as on a read-only mount, even for root
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["serve", "--port", "0", "--feedback-db", str(path)])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1, err
+    assert f"{path}: the database is read-only, so no correction could be stored" in err and "--no-feedback" in err
+
+
 def test_serve_takes_either_a_feedback_db_or_none(capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["serve", "--no-feedback", "--feedback-db", "x.sqlite"])

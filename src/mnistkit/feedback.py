@@ -340,6 +340,10 @@ class FeedbackStore:
                 "export them (mnistkit feedback export), then delete some, or choose another file"
             )
 
+    def writable(self) -> bool:
+        """Whether corrections can be added: the file and its folder (for SQLite's -wal and -shm files) writable."""
+        return _folder_writable(self.path) and os.access(self.path, os.W_OK)
+
     def count(self) -> int:
         return self._run(lambda db: db.execute("SELECT count(*) FROM corrections").fetchone()[0])
 

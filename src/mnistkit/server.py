@@ -780,6 +780,12 @@ def serve(
 
     allowed_hosts = allowed_host_names(allowed_hosts)  # a bad name fails before the model loads
     store = None if feedback_db is None else FeedbackStore(feedback_db)
+    if store is not None and not store.writable():  # said now, not as a 503 to every correction sent
+        store.close()
+        raise FeedbackError(
+            f"{store.path}: the database is read-only, so no correction could be stored; make the file and its "
+            "folder writable, or choose another file"
+        )
     classifier = Classifier.load(model, device)
     if store is not None and not takes_corrections(classifier):
         store.close()
