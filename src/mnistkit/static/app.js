@@ -1,10 +1,10 @@
 // The drawing page. Strokes are kept as vectors (so undo and resizing redraw them exactly); the drawing is sent
-// to /api/predict as JSON pixels: the ink's square, area-averaged to 28×28 in the page, dark ink on white, which the
-// server preprocesses like an uploaded image (crop, scale to 20 px, centre). No canvas encoding: toBlob waits for an
-// idle moment, up to a second. While drawing, answers come at most every LIVE_MS; at pen-up the finished drawing is
-// sent at once, and any answer but the one to the latest request is dropped. After a final answer the page offers
-// "Right" and "Wrong? It was: 0 … 9"; a choice is sent to /api/feedback with the pixels the model saw and the
-// drawing as PNG.
+// to /api/predict as JSON pixels: the strokes drawn again at MNIST's pen width for their size, the ink's square
+// area-averaged to 28×28 in the page, dark ink on white, which the server preprocesses like an uploaded image (crop,
+// scale to 20 px, centre). No canvas encoding: toBlob waits for an idle moment, up to a second. While drawing,
+// answers come at most every LIVE_MS; at pen-up the finished drawing is sent at once, and any answer but the one to
+// the latest request is dropped. After a final answer the page offers "Right" and "Wrong? It was: 0 … 9"; a choice
+// is sent to /api/feedback with the pixels the model saw and the drawing as PNG.
 "use strict";
 
 const LIVE_MS = 150; // while drawing, ask at most this often
@@ -13,6 +13,12 @@ const SIDE = 28;
 const MARGIN = 3; // paper cells around the ink in the 28×28 sent: the server sees paper at the border, and the ink
 // spans 22 cells, close to the 20 it is scaled to (2 or 4 cells cost 1 to 3 of 500 test digits against PNG uploads)
 const PEN_WIDTHS = [1 / 28, 1 / 20, 1 / 14, 1 / 10, 1 / 7]; // of the canvas side; 1/14 has MNIST's stroke-to-size ratio
+// The pen widths the model is sent, of the extent of the strokes' centre lines: MNIST's digits have 1.97 to 2.88 px
+// on their 20-px box (preprocess.MNIST_STROKE), and the box holds the pen's width too: w / (extent + w) = 0.0985 to
+// 0.144. Any thicker, and a small digit's loops fill in the 28×28 cells before the server can thin its strokes; any
+// thinner, and a large digit's strokes are a faint fraction of a cell.
+const MODEL_PEN = [0.109, 0.168];
+const MODEL_PEN_MIN = 2; // canvas pixels: a dot or a tap stays visible
 const MAX_FILE_BYTES = 4 * 1024 * 1024; // the server's limit
 const FILE_TYPES = ["image/png", "image/jpeg", "image/webp"];
 const MAX_DRAWING_BYTES = 32 * 1024; // the server's limit for the drawing sent with a correction
@@ -21,6 +27,8 @@ const DRAWING_SIDES = [280, 140, 70]; // the drawing is sent at the first of the
 const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const ctx = pad.getContext("2d", { willReadFrequently: true });
+const modelPad = document.createElement("canvas"); // the drawing as the model is sent it (modelPens)
+const modelCtx = modelPad.getContext("2d", { willReadFrequently: true });
 const result = document.querySelector(".result");
 const digitOut = $("digit");
 const confidenceOut = $("confidence");
@@ -51,34 +59,57 @@ let offered = null; // the final answer the correction buttons are about, while 
 // --- the canvas ----------------------------------------------------------------------------------
 
 function redraw() {
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, pad.width, pad.height);
-  items.forEach(drawItem);
+  paint(ctx, (item) => item.width * pad.width);
   undoButton.disabled = items.length === 0;
 }
 
-function drawItem(item) {
+// Every item on the canvas of c, black on white, each stroke penWidth(stroke) canvas pixels wide.
+function paint(c, penWidth) {
+  c.fillStyle = "#fff";
+  c.fillRect(0, 0, c.canvas.width, c.canvas.height);
+  items.forEach((item) => drawItem(c, item, item.kind === "stroke" ? penWidth(item) : 0));
+}
+
+function drawItem(c, item, lineWidth) {
+  const { width, height } = c.canvas;
   if (item.kind === "image") {
-    const { width, height } = item.source;
-    const scale = Math.min(pad.width / width, pad.height / height);
-    ctx.imageSmoothingEnabled = item.smooth;
-    ctx.drawImage(item.source, (pad.width - width * scale) / 2, (pad.height - height * scale) / 2,
-      width * scale, height * scale);
+    const { width: w, height: h } = item.source;
+    const scale = Math.min(width / w, height / h);
+    c.imageSmoothingEnabled = item.smooth;
+    c.drawImage(item.source, (width - w * scale) / 2, (height - h * scale) / 2, w * scale, h * scale);
     return;
   }
-  ctx.lineWidth = item.width * pad.width;
-  ctx.lineCap = ctx.lineJoin = "round";
-  ctx.strokeStyle = ctx.fillStyle = "#000";
-  const [first, ...rest] = item.points.map((p) => ({ x: p.x * pad.width, y: p.y * pad.height }));
-  ctx.beginPath();
+  c.lineWidth = lineWidth;
+  c.lineCap = c.lineJoin = "round";
+  c.strokeStyle = c.fillStyle = "#000";
+  const [first, ...rest] = item.points.map((p) => ({ x: p.x * width, y: p.y * height }));
+  c.beginPath();
   if (rest.length === 0) {
-    ctx.arc(first.x, first.y, ctx.lineWidth / 2, 0, 2 * Math.PI);
-    ctx.fill();
+    c.arc(first.x, first.y, lineWidth / 2, 0, 2 * Math.PI);
+    c.fill();
     return;
   }
-  ctx.moveTo(first.x, first.y);
-  rest.forEach((p) => ctx.lineTo(p.x, p.y));
-  ctx.stroke();
+  c.moveTo(first.x, first.y);
+  rest.forEach((p) => c.lineTo(p.x, p.y));
+  c.stroke();
+}
+
+// Each stroke's width as the model is sent it: the pen's, brought into MNIST's range for the drawing's size
+// (MODEL_PEN), so that a digit reads the same whatever its size and pen. Strokes on a picture keep the pen's: the
+// picture's digit, not theirs, sets the size.
+function modelPens() {
+  const own = (item) => item.width * pad.width;
+  if (items.some((item) => item.kind === "image")) return own;
+  let left = Infinity, top = Infinity, right = -Infinity, bottom = -Infinity;
+  items.forEach((item) => item.points.forEach((p) => {
+    left = Math.min(left, p.x * pad.width);
+    right = Math.max(right, p.x * pad.width);
+    top = Math.min(top, p.y * pad.height);
+    bottom = Math.max(bottom, p.y * pad.height);
+  }));
+  const extent = Math.max(right - left, bottom - top);
+  const [thinnest, thickest] = MODEL_PEN.map((share) => share * extent);
+  return (item) => Math.max(MODEL_PEN_MIN, Math.min(thickest, Math.max(thinnest, own(item))));
 }
 
 function extendStroke(points) {
@@ -99,11 +130,14 @@ function fitPad() {
   redraw();
 }
 
-// The drawing as the JSON the API takes: the square around the ink (with a margin), area-averaged to 28×28,
-// dark ink on white; null when the canvas is blank or the ink spans fewer than minExtent canvas pixels.
+// The drawing as the JSON the API takes: drawn at the model's pen widths, the square around the ink (with a
+// margin) area-averaged to 28×28, dark ink on white; null when the canvas is blank or the ink spans fewer than
+// minExtent canvas pixels.
 function padPixels(minExtent = 0) {
   const { width, height } = pad;
-  const rgba = ctx.getImageData(0, 0, width, height).data;
+  if (modelPad.width !== width || modelPad.height !== height) [modelPad.width, modelPad.height] = [width, height];
+  paint(modelCtx, modelPens());
+  const rgba = modelCtx.getImageData(0, 0, width, height).data;
   const ink = new Uint8Array(width * height);
   let left = width, top = height, right = -1, bottom = -1;
   for (let y = 0, i = 0; y < height; y++) {
