@@ -61,21 +61,22 @@ def on_screen(page, stroke: Stroke) -> list[tuple[float, float]]:
     return [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
 
 
-def mouse_stroke(page, stroke: Stroke, release: bool = True) -> None:
-    """Draw one stroke with the left mouse button held down; ``release=False`` keeps the pen down at its end."""
+def mouse_stroke(page, stroke: Stroke, release: bool = True, steps: int = 3) -> None:
+    """Draw one stroke with the left mouse button held down, ``steps`` mouse events from each point to the next
+    (Chromium takes one a frame); ``release=False`` keeps the pen down at its end."""
     at = on_screen(page, stroke)
     page.mouse.move(*at[0])
     page.mouse.down()
     for x, y in at[1:]:
-        page.mouse.move(x, y, steps=3)
+        page.mouse.move(x, y, steps=steps)
     if release:
         page.mouse.up()
 
 
-def draw_with_mouse(page, strokes: list[Stroke], hold_last: bool = False) -> None:
+def draw_with_mouse(page, strokes: list[Stroke], hold_last: bool = False, steps: int = 3) -> None:
     """Draw every stroke; with ``hold_last`` the mouse button stays down at the end (release it to lift the pen)."""
     for i, stroke in enumerate(strokes):
-        mouse_stroke(page, stroke, release=not (hold_last and i == len(strokes) - 1))
+        mouse_stroke(page, stroke, release=not (hold_last and i == len(strokes) - 1), steps=steps)
 
 
 def draw_with_touch(page, cdp, strokes: list[Stroke]) -> None:

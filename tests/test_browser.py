@@ -28,6 +28,8 @@ from drawn_digits import (
     mouse_stroke,
     on_screen,
     page_pixels,
+    placed,
+    traced_strokes,
 )
 from PIL import Image
 from test_server import running_server
@@ -248,6 +250,34 @@ def test_pen_width_changes_the_stroke(page):
         assert_final_at_pen_up(page, "1")
         inks.append(count_ink(page))
     assert inks[1] > 3 * inks[0] > 0
+
+
+def seen_pixels(page) -> np.ndarray:
+    """The 28×28 picture the model saw, as the page shows it, in [0, 1]."""
+    values = page.evaluate("""() => Array.from(document.getElementById('seen').getContext('2d')
+        .getImageData(0, 0, 28, 28).data.filter((v, i) => i % 4 === 0))""")
+    return np.array(values, dtype=float).reshape(28, 28) / 255
+
+
+# MNIST test digits (index, label) that the page read wrong when drawn a fifth of the canvas high with the thickest
+# pen: its strokes, as wide as a third of the digit, filled their loops before the pixels reached the server.
+TINY_THICK_DIGITS = [(63, 3), (64, 7), (66, 6)]
+
+
+def test_a_tiny_digit_drawn_with_a_thick_pen_reads_as_a_large_one(page, mnist):
+    # Real handwriting (MNIST digits traced into strokes), each drawn large with the usual pen and tiny with the
+    # thickest: the model is sent the strokes at MNIST's pen width for their size, so it sees nearly the same picture
+    # both times, and reads it right.
+    for index, label in TINY_THICK_DIGITS:
+        strokes = traced_strokes(mnist.test.images[index].numpy(), step=0.06)
+        seen = []
+        for pen, size in (("3", 0.7), ("5", 0.2)):
+            page.keyboard.press("Escape")
+            page.locator("#pen").fill(pen)
+            draw_with_mouse(page, placed(strokes, size), steps=1)
+            assert_final_at_pen_up(page, str(label))
+            seen.append(seen_pixels(page))
+        assert np.abs(seen[0] - seen[1]).mean() < 0.07, (index, np.abs(seen[0] - seen[1]).mean())
 
 
 def test_dark_mode_follows_the_system_and_the_toggle(open_page):
