@@ -1,5 +1,5 @@
 // The drawing page. Strokes are kept as vectors (so undo and resizing redraw them exactly); the drawing is sent
-// to /api/predict as JSON pixels: the strokes drawn again at MNIST's pen width for their size, the ink's square
+// to /api/predict as JSON pixels: the strokes drawn again no wider than MNIST's pens for their size, the ink's square
 // area-averaged to 28×28 in the page, dark ink on white, which the server preprocesses like an uploaded image (crop,
 // scale to 20 px, centre). No canvas encoding: toBlob waits for an idle moment, up to a second. While drawing,
 // answers come at most every LIVE_MS; at pen-up the finished drawing is sent at once, and any answer but the one to
@@ -13,11 +13,11 @@ const SIDE = 28;
 const MARGIN = 3; // paper cells around the ink in the 28×28 sent: the server sees paper at the border, and the ink
 // spans 22 cells, close to the 20 it is scaled to (2 or 4 cells cost 1 to 3 of 500 test digits against PNG uploads)
 const PEN_WIDTHS = [1 / 28, 1 / 20, 1 / 14, 1 / 10, 1 / 7]; // of the canvas side; 1/14 has MNIST's stroke-to-size ratio
-// The pen widths the model is sent, of the extent of the strokes' centre lines: MNIST's digits have 1.97 to 2.88 px
-// on their 20-px box (preprocess.MNIST_STROKE), and the box holds the pen's width too: w / (extent + w) = 0.0985 to
-// 0.144. Any thicker, and a small digit's loops fill in the 28×28 cells before the server can thin its strokes; any
-// thinner, and a large digit's strokes are a faint fraction of a cell.
-const MODEL_PEN = [0.109, 0.168];
+// The widest pen the model is sent, of the extent of the strokes' centre lines: MNIST's widest pens are 2.88 px on
+// their 20-px box (preprocess.MNIST_STROKE), and the box holds the pen's width too: w / (extent + w) = 0.144. Any
+// wider, and a small digit's loops fill in the 28×28 cells before the server can thin its strokes. A fine pen is
+// left as it is: the server widens it just as well, and widened here, strokes cut by the canvas's edge lose more.
+const MODEL_PEN_MAX = 0.168;
 const MODEL_PEN_MIN = 2; // canvas pixels: a dot or a tap stays visible
 const MAX_FILE_BYTES = 4 * 1024 * 1024; // the server's limit
 const FILE_TYPES = ["image/png", "image/jpeg", "image/webp"];
@@ -94,8 +94,8 @@ function drawItem(c, item, lineWidth) {
   c.stroke();
 }
 
-// Each stroke's width as the model is sent it: the pen's, brought into MNIST's range for the drawing's size
-// (MODEL_PEN), so that a digit reads the same whatever its size and pen. Strokes on a picture keep the pen's: the
+// Each stroke's width as the model is sent it: the pen's, at most MNIST's widest for the drawing's size
+// (MODEL_PEN_MAX), so that a small digit reads as a large one does. Strokes on a picture keep the pen's: the
 // picture's digit, not theirs, sets the size.
 function modelPens() {
   const own = (item) => item.width * pad.width;
@@ -108,8 +108,8 @@ function modelPens() {
     bottom = Math.max(bottom, p.y * pad.height);
   }));
   const extent = Math.max(right - left, bottom - top);
-  const [thinnest, thickest] = MODEL_PEN.map((share) => share * extent);
-  return (item) => Math.max(MODEL_PEN_MIN, Math.min(thickest, Math.max(thinnest, own(item))));
+  const widest = Math.max(MODEL_PEN_MIN, MODEL_PEN_MAX * extent);
+  return (item) => Math.min(widest, own(item));
 }
 
 function extendStroke(points) {
@@ -130,7 +130,7 @@ function fitPad() {
   redraw();
 }
 
-// The drawing as the JSON the API takes: drawn at the model's pen widths, the square around the ink (with a
+// The drawing as the JSON the API takes: drawn with the model's pen widths, the square around the ink (with a
 // margin) area-averaged to 28×28, dark ink on white; null when the canvas is blank or the ink spans fewer than
 // minExtent canvas pixels.
 function padPixels(minExtent = 0) {
