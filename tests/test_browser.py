@@ -260,14 +260,14 @@ def seen_pixels(page) -> np.ndarray:
 
 
 # MNIST test digits (index, label) that the page read wrong when drawn a fifth of the canvas high with the thickest
-# pen: its strokes, as wide as a third of the digit, filled their loops before the pixels reached the server.
+# pen: its strokes, seven tenths of the digit's size wide, filled its loops before the pixels reached the server.
 TINY_THICK_DIGITS = [(63, 3), (64, 7), (66, 6)]
 
 
 def test_a_tiny_digit_drawn_with_a_thick_pen_reads_as_a_large_one(page, mnist):
     # Real handwriting (MNIST digits traced into strokes), each drawn large with the usual pen and tiny with the
-    # thickest: the model is sent the strokes at MNIST's pen width for their size, so it sees nearly the same picture
-    # both times, and reads it right.
+    # thickest: the model is sent the strokes no wider than MNIST's pens for their size, so it sees nearly the same
+    # picture both times, and reads it right.
     for index, label in TINY_THICK_DIGITS:
         strokes = traced_strokes(mnist.test.images[index].numpy(), step=0.06)
         seen = []
