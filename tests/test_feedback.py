@@ -647,3 +647,61 @@ def test_reading_an_empty_file_leaves_it_empty(tmp_path, capsys, command):
         err == f"mnistkit: error: {empty}: an empty file, no corrections database yet; pass the file the server wrote\n"
     )
     assert empty.read_bytes() == b"" and sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite"]
+
+
+def not_read(monkeypatch) -> list:
+    """A list to which every read of all corrections (``FeedbackStore.images``) adds one, in place of the read."""
+    reads: list = []
+    monkeypatch.setattr(FeedbackStore, "images", lambda self, ids=None: reads.append(ids))
+    return reads
+
+
+EXPORT_TARGETS = {
+    "a missing folder (idx)": ("idx", "no/such/out", "cannot write {out}: No such file or directory; check the folder"),
+    "a missing folder (npz)": ("npz", "no/such/out.npz", "cannot write {out}: No such file or directory; check the"),
+    "in a file (idx)": ("idx", "a-file/out", "cannot write {out}: Not a directory; check the folder exists"),
+    "an existing .npz": ("npz", "a-file", "{out}: already exists; choose another output file"),
+    "a folder with files (idx)": ("idx", "full", "{out}: already exists and is not an empty folder; choose another"),
+    "a file (idx)": ("idx", "a-file", "{out}: already exists and is not an empty folder; choose another"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORT_TARGETS))
+def test_export_to_a_bad_destination_fails_before_reading_the_corrections(tmp_path, capsys, monkeypatch, case):
+    # The whole database was read first (for 100,000 corrections, 78 MB and some seconds) and the destination
+    # refused only then.
+    fmt, target, message = EXPORT_TARGETS[case]
+    db = str(tmp_path / "fb.sqlite")
+    filled(db).close()
+    (tmp_path / "a-file").write_bytes(b"mine")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    reads = not_read(monkeypatch)
+    out = tmp_path / target
+    assert run_cli("feedback", "export", "--db", db, "--format", fmt, "-o", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mnistkit: error: " + message.format(out=out)) and err.count("\n") == 1, err
+    assert reads == [] and sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_export_into_an_empty_folder_still_works(tmp_path, capsys):
+    db = str(tmp_path / "fb.sqlite")
+    filled(db).close()
+    (tmp_path / "empty").mkdir()
+    assert run_cli("feedback", "export", "--db", db, "-o", str(tmp_path / "empty")) == 0
+    assert len(data.load_path(tmp_path / "empty").train) == 12
+
+
+def test_export_into_a_read_only_folder_says_so_at_once(tmp_path, read_only):
+    db = tmp_path / "fb.sqlite"
+    filled(db).close()
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    out = folder / "out"
+    command = [*read_only(folder), sys.executable, "-m", "mnistkit", "feedback", "export", "--db", str(db)]
+    done = subprocess.run([*command, "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr == (
+        f"mnistkit: error: cannot write {out}: {folder} is not writable; choose another output, or make it writable\n"
+    )
+    assert list(folder.iterdir()) == []

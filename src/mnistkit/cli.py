@@ -773,7 +773,9 @@ def cmd_feedback_show(args: argparse.Namespace) -> int:
 
 def cmd_feedback_export(args: argparse.Namespace) -> int:
     from .data import save_training_set
+    from .feedback import check_export_target
 
+    check_export_target(args.output, args.format)
     images, labels, _ = _open_feedback(args).images()
     if not len(labels):
         raise MnistkitError("no corrections stored yet; nothing to export")
