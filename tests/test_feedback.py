@@ -18,7 +18,7 @@ import pytest
 from mnistkit import data, feedback
 from mnistkit.cli import main
 from mnistkit.errors import DataError
-from mnistkit.feedback import SCHEMA_VERSION, FeedbackError, FeedbackStore, is_feedback_file
+from mnistkit.feedback import SCHEMA_VERSION, FeedbackError, FeedbackFull, FeedbackStore, is_feedback_file
 
 
 def drawing(seed: int) -> np.ndarray:
@@ -409,8 +409,9 @@ def test_a_locked_database_is_reported_not_waited_on_forever(tmp_path, monkeypat
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(FeedbackError, match="locked"):
+        with pytest.raises(FeedbackError, match="locked") as error:
             store.add(drawing(1), label=1)
+        assert not isinstance(error.value, FeedbackFull)  # a passing outage, not a lack of room
     finally:
         blocker.execute("ROLLBACK")
     assert store.add(drawing(1), label=1)[1]
@@ -433,7 +434,7 @@ def test_a_full_disk_is_named_and_writes_work_again_once_there_is_space(tmp_path
     for i in range(60):
         try:
             store.add(drawing(i), label=i % 10, drawing_png=bytes([i]) * 3000)
-        except FeedbackError as exc:
+        except FeedbackFull as exc:  # no room: the server answers 507, not 503
             errors.add(str(exc))
     assert errors == {
         f"{store.path}: the disk is full (database or disk is full); free some space on it, then try again"
@@ -458,7 +459,7 @@ def test_a_full_database_refuses_new_corrections_until_some_are_deleted(tmp_path
     for i in range(100):
         try:
             store.add(drawing(i), label=i % 10, drawing_png=bytes([i]) * 4000)
-        except FeedbackError as exc:
+        except FeedbackFull as exc:  # no room: the server answers 507, not 503
             refused.append(str(exc))
     stored = store.count()
     assert 30 < stored < 50 and len(refused) == 100 - stored

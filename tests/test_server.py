@@ -618,6 +618,35 @@ def test_a_database_damaged_while_serving_is_503(classifier, digits, tmp_path):
         assert test_client.post("/api/predict", json=pixels_body(digits[0][5])).json()["digit"] == digits[1][5]
 
 
+@pytest.mark.parametrize("no_room", ["cap", "disk"])
+def test_a_full_database_is_507_saying_how_to_make_room(classifier, tmp_path, monkeypatch, no_room):
+    # It was 503, which says the service is down for a while; a full file stays full until someone makes room.
+    store = FeedbackStore(tmp_path / "feedback.sqlite", max_bytes=0 if no_room == "cap" else 2**30)
+    if no_room == "disk":
+        store.close()  # its connections from now on are those of a full disk
+        connect = FeedbackStore._connect
+
+        def full_disk(self: FeedbackStore) -> sqlite3.Connection:
+            db = connect(self)
+            db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+            return db
+
+        monkeypatch.setattr(FeedbackStore, "_connect", full_disk)
+    body = {"pixels": BLANK, "label": 4, "drawing_png": b64(padded_png(20_000))}  # more than a page's room
+    with local_client(create_app(classifier, feedback=store)) as test_client:
+        response = test_client.post("/api/feedback", json=body)
+    store.close()
+    assert response.status_code == 507, response.text
+    remedy = {
+        "cap": r"full, its corrections take \d+ KiB of the 0 bytes it may hold; export them \(mnistkit feedback "
+        r"export\), then delete some, or choose another file",
+        "disk": r"the disk is full \(database or disk is full\); free some space on it, then try again",
+    }[no_room]
+    assert re.fullmatch(
+        f"the correction was not stored: {re.escape(str(store.path))}: {remedy}", response.json()["error"]
+    )
+
+
 def test_corrections_are_off_without_a_store(client, digits):
     assert client.get("/api/model").json()["feedback"] is False
     response = client.post("/api/feedback", json={"pixels": BLANK, "label": 1})
@@ -632,7 +661,7 @@ def test_feedback_is_in_the_api_docs(client):
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert {"pixels", "label", "predicted", "confidence", "drawing_png"} <= set(schema["properties"])
     assert schema["required"] == ["pixels", "label"]
-    assert {"200", "400", "404", "413", "415", "422", "503"} <= set(post["responses"])
+    assert {"200", "400", "404", "413", "415", "422", "503", "507"} <= set(post["responses"])
     assert {"id", "new"} <= set(spec["components"]["schemas"]["FeedbackResponse"]["properties"])
     assert "feedback" in spec["components"]["schemas"]["ModelInfo"]["properties"]
 

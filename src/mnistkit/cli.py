@@ -1172,7 +1172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             device=resolve_device(args.device).type,
             feedback_db=(args.feedback_db or default_path()) if args.feedback else None,
         )
-    except FeedbackError as exc:  # only at start-up: a write that fails while serving is that request's 503
+    except FeedbackError as exc:  # only at start-up: a write that fails while serving is that request's 503 or 507
         raise FeedbackError(f"{exc}; or serve without corrections: --no-feedback") from None
     return 0
 

@@ -42,6 +42,16 @@ class FeedbackError(MnistkitError):
     """The corrections database cannot be opened, read or written."""
 
 
+class FeedbackFull(FeedbackError):
+    """No room for another correction: the file is at its ``max_bytes``, or the disk is full."""
+
+
+def _error(path: Path, exc: sqlite3.Error) -> FeedbackError:
+    """One line for an SQLite failure on ``path``, a FeedbackFull where there was no room to write."""
+    full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL  # none on the module's own errors
+    return (FeedbackFull if full else FeedbackError)(f"{path}: {_explain(exc)}")
+
+
 def default_path() -> Path:
     from platformdirs import user_data_dir
 
@@ -216,7 +226,7 @@ class FeedbackStore:
         try:
             db = self._borrow()
         except sqlite3.Error as exc:
-            raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
+            raise _error(self.path, exc) from None
         try:
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             result = work(db)
@@ -227,7 +237,7 @@ class FeedbackStore:
             # and no ROLLBACK that fails in turn hides the first error.
             db.close()
             if isinstance(exc, sqlite3.Error):
-                raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
+                raise _error(self.path, exc) from None
             raise
         self._give_back(db)
         return result
@@ -245,7 +255,7 @@ class FeedbackStore:
             finally:
                 db.close()
         except sqlite3.Error as exc:
-            raise FeedbackError(f"{self.path}: {_explain(exc)}") from None
+            raise _error(self.path, exc) from None
 
     def _read_only_uri(self) -> str:
         """The URI that opens the file read-only. SQLite reads a file in WAL mode through its -shm file, which it
@@ -352,7 +362,7 @@ class FeedbackStore:
         page_size, pages, free = (db.execute(f"PRAGMA {name}").fetchone()[0] for name in PAGE_PRAGMAS)
         used = (pages - free) * page_size
         if used + adding > self.max_bytes:
-            raise FeedbackError(
+            raise FeedbackFull(
                 f"{self.path}: full, its corrections take {_size(used)} of the {_size(self.max_bytes)} it may hold; "
                 "export them (mnistkit feedback export), then delete some, or choose another file"
             )

@@ -49,7 +49,7 @@ from .catalog import DIGITS
 from .errors import ConfigError, MnistkitError, short
 from .examples import test_examples
 from .explain import explain
-from .feedback import FeedbackError, FeedbackStore
+from .feedback import FeedbackError, FeedbackFull, FeedbackStore
 from .inference import Classifier
 from .preprocess import MAX_PIXELS, WORK_SIDE, ImageError, to_mnist
 from .server_guards import BODY_TIMEOUT, HEADER_TIMEOUT, RequestDeadlines, allowed_host_names, guard
@@ -339,6 +339,8 @@ FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
         415: "a Content-Type other than JSON",
         422: "wrong JSON shape, pixels outside [0, 1], a label outside 0-9, a drawing that is not a whole base64 PNG",
         503: "the database cannot be written (read-only, locked by another program, damaged); nothing was stored",
+        507: "the database is full (its size cap, or the disk); nothing is stored until corrections are exported and "
+        "deleted, or the disk has room",
     }.items()
 }
 
@@ -520,6 +522,8 @@ def create_app(
         )
         try:
             stored, new = await anyio.to_thread.run_sync(store, limiter=feedback_threads)
+        except FeedbackFull as exc:  # not a passing outage, as 503 says: it lasts until someone makes room
+            raise RequestError(507, f"the correction was not stored: {exc}") from None
         except FeedbackError as exc:
             raise RequestError(503, f"the correction was not stored: {exc}") from None
         return {"id": stored, "new": new}
