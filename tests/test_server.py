@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import http.client
+import inspect
 import io
 import json
 import os
@@ -50,7 +51,7 @@ from mnistkit.server import (
     listen,
     uvicorn_config,
 )
-from mnistkit.server_guards import allowed_host
+from mnistkit.server_guards import DEFAULT_FEEDBACK_RATE, RateLimit, allowed_host, client_address, rate_limit
 
 
 @pytest.fixture(scope="module")
@@ -387,13 +388,21 @@ def test_examples_are_the_first_test_digits_of_each_class(client, mnist):
 # corrections: POST /api/feedback
 
 
-@pytest.fixture
-def corrections(classifier, tmp_path) -> Iterator[tuple[TestClient, FeedbackStore]]:
-    """A client of an app that stores corrections in a new database, and that database."""
+@contextmanager
+def corrections_app(classifier, tmp_path, **options) -> Iterator[tuple[TestClient, FeedbackStore]]:
+    """A client of an app (``create_app``'s ``options``) that stores corrections in a new database, and that
+    database."""
     store = FeedbackStore(tmp_path / "feedback.sqlite")
-    with local_client(create_app(classifier, feedback=store), raise_server_exceptions=False) as test_client:
+    app = create_app(classifier, feedback=store, **options)
+    with local_client(app, raise_server_exceptions=False) as test_client:
         yield test_client, store
     store.close()
+
+
+@pytest.fixture
+def corrections(classifier, tmp_path) -> Iterator[tuple[TestClient, FeedbackStore]]:
+    with corrections_app(classifier, tmp_path) as client_and_store:
+        yield client_and_store
 
 
 def correction(client: TestClient, image: np.ndarray, label: int) -> dict:
@@ -455,16 +464,17 @@ def test_the_same_drawing_is_stored_once_with_the_latest_label(corrections, digi
     assert store.count() == 3
 
 
-def test_concurrent_corrections_are_each_stored(corrections, digits):
-    client, store = corrections
+def test_concurrent_corrections_are_each_stored(classifier, tmp_path):
     rng = np.random.default_rng(1)
     bodies = [{"pixels": rng.random((28, 28)).round(4).tolist(), "label": i % 10} for i in range(40)]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda body: client.post("/api/feedback", json=body).json(), bodies))
-    assert sorted(answer["id"] for answer in answers) == list(range(1, 41))
-    assert all(answer["new"] for answer in answers)
-    labels = {answer["id"]: body["label"] for answer, body in zip(answers, bodies)}
-    assert {row[0]: row[2] for row in stored_rows(store)} == labels
+    # 40 from one client: more than the default feedback_rate takes at once.
+    with corrections_app(classifier, tmp_path, feedback_rate="off") as (client, store):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda body: client.post("/api/feedback", json=body).json(), bodies))
+        assert sorted(answer["id"] for answer in answers) == list(range(1, 41))
+        assert all(answer["new"] for answer in answers)
+        labels = {answer["id"]: body["label"] for answer, body in zip(answers, bodies)}
+        assert {row[0]: row[2] for row in stored_rows(store)} == labels
 
 
 BLANK = [[0.0] * 28] * 28
@@ -647,6 +657,158 @@ def test_a_full_database_is_507_saying_how_to_make_room(classifier, tmp_path, mo
     )
 
 
+class Clock:
+    """The time a RateLimit reads, moved by the test: nothing waits, and nothing depends on how fast it runs."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_client_over_its_correction_rate_gets_429_saying_when_to_try_again(classifier, digits, tmp_path):
+    images, labels = digits
+    clock = Clock()
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    app = create_app(classifier, feedback=store, feedback_rate=RateLimit(2, "min", clock=clock))
+    bodies = [{"pixels": (images[i] / 255).tolist(), "label": int(labels[i])} for i in range(5)]
+    with local_client(app) as client, local_client(app, client=("203.0.113.7", 5000)) as other:
+        assert [client.post("/api/feedback", json=body).status_code for body in bodies[:2]] == [200, 200]
+        refused = client.post("/api/feedback", json=bodies[2])
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+        assert refused.json() == {
+            "error": "too many corrections from testclient (at most 2 a minute from one address); try again in 30 s"
+        }
+        assert refused.headers["x-content-type-options"] == "nosniff"  # through the guards, as every answer
+        assert client.post("/api/predict", json=pixels_body(images[2])).json()["digit"] == labels[2]  # not limited
+        assert other.post("/api/feedback", json=bodies[3]).status_code == 200  # another address: its own count
+        clock.now += 29.5
+        refused = client.post("/api/feedback", json=bodies[2])
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"  # whole seconds, rounded up
+        clock.now += 0.5
+        assert client.post("/api/feedback", json=bodies[2]).status_code == 200  # the refused ones were not counted
+    assert store.count() == 4
+    store.close()
+
+
+def test_corrections_are_counted_by_the_peer_not_by_a_header_it_sends(classifier, tmp_path, monkeypatch):
+    # uvicorn takes the client's address from X-Forwarded-For only from a proxy it trusts (by default, one on this
+    # machine): a client elsewhere cannot start afresh by naming other addresses in it.
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    app = create_app(classifier, feedback=store, feedback_rate=RateLimit(1, "h", clock=Clock()))
+    config = uvicorn_config(app, access_log=False)
+    config.load()  # the app as uvicorn serves it: behind its ProxyHeadersMiddleware
+
+    def statuses(peer: str) -> list[int]:
+        with local_client(config.loaded_app, client=(peer, 5000)) as client:
+            return [
+                client.post(
+                    "/api/feedback", json={"pixels": BLANK, "label": 1}, headers={"X-Forwarded-For": f"198.51.100.{i}"}
+                ).status_code
+                for i in range(3)
+            ]
+
+    assert statuses("203.0.113.9") == [200, 429, 429]
+    assert statuses("127.0.0.1") == [200, 200, 200]  # a proxy here: each client it names is counted apart
+    store.close()
+
+
+def test_a_rate_limit_takes_a_burst_then_one_request_a_refill():
+    clock = Clock()
+    limit = RateLimit(30, "min", clock=clock)
+    assert [limit.take("a") for _ in range(30)] == [0.0] * 30
+    assert limit.take("a") == 2.0
+    clock.now += 1.5
+    assert limit.take("a") == 0.5  # the refused one was not counted
+    clock.now += 0.5
+    assert limit.take("a") == 0.0 and limit.take("a") == 2.0
+    assert limit.take("b") == 0.0  # a client of its own
+    clock.now += 60
+    assert [limit.take("a") for _ in range(30)] == [0.0] * 30  # idle for a minute: the whole burst again
+
+
+def test_the_table_of_clients_stays_bounded_whatever_the_addresses():
+    clock = Clock()
+    limit = RateLimit(30, "min", clock=clock, max_clients=100)
+    for i in range(10_000):
+        assert limit.take(f"10.0.{i // 256}.{i % 256}") == 0.0
+        assert len(limit.full_at) <= 100
+    clock.now += 60  # every bucket full again: the same as none, so none is kept
+    limit.take("192.0.2.1")
+    assert list(limit.full_at) == ["192.0.2.1"]
+
+
+def test_full_buckets_are_dropped_first_then_the_least_recently_seen():
+    clock = Clock()
+    limit = RateLimit(2, "min", clock=clock, max_clients=3)
+    limit.take("a")  # full again 30 s on
+    clock.now += 20
+    limit.take("b")
+    limit.take("c")
+    clock.now += 15
+    limit.take("d")
+    assert list(limit.full_at) == ["b", "c", "d"]  # a's bucket had refilled
+    limit.take("b")
+    limit.take("e")
+    assert list(limit.full_at) == ["d", "b", "e"]  # none full: c, seen longest ago, is forgotten
+
+
+@pytest.mark.parametrize(
+    "peer,counted_as",
+    [
+        (("203.0.113.7", 5000), "203.0.113.7"),
+        (("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 5000), "2001:db8:1:2::/64"),  # one subscriber's network
+        (("2001:db8:1:2::1", 5000), "2001:db8:1:2::/64"),
+        (("::ffff:203.0.113.7", 5000), "203.0.113.7"),  # IPv4 on a dual-stack socket
+        (("testclient", 50000), "testclient"),
+        (("x" * 1000, 0), "x" * 64),  # X-Forwarded-For from a trusted proxy is taken as sent
+        (None, "an unknown address"),
+    ],
+)
+def test_clients_are_counted_by_address_and_ipv6_by_network(peer, counted_as):
+    assert client_address(peer) == counted_as
+
+
+@pytest.mark.parametrize(
+    "text,count,interval",
+    [("30/min", 30, 2.0), ("5/s", 5, 0.2), ("600/h", 600, 6.0), (" 10 / MIN ", 10, 6.0), ("1/h", 1, 3600.0)],
+)
+def test_feedback_rates_read_as_a_burst_and_a_refill(text, count, interval):
+    limit = rate_limit(text)
+    assert (limit.count, limit.interval) == (count, interval)
+
+
+@pytest.mark.parametrize("off", [None, "0", "off", "OFF"])
+def test_a_feedback_rate_of_0_or_off_is_no_limit(off):
+    assert rate_limit(off) is None
+
+
+@pytest.mark.parametrize("bad", ["30", "30/day", "30/m", "-1/s", "0/min", "1.5/s", "thirty/min", "", 30])
+def test_a_bad_feedback_rate_is_one_line_saying_what_to_give(bad):
+    with pytest.raises(ConfigError) as error:
+        rate_limit(bad)
+    assert str(error.value) == (
+        f"feedback_rate {bad!r} is not a rate: give how many corrections one address may send a second, minute or "
+        "hour, such as 30/min (the default), 5/s or 600/h; 0 or off for no limit"
+    )
+
+
+def test_the_default_feedback_rate_is_a_burst_of_30_then_one_every_2_s(monkeypatch):
+    limit = rate_limit(DEFAULT_FEEDBACK_RATE)
+    assert (limit.count, limit.interval) == (30, 2.0)
+    for function in (create_app, server.serve):
+        assert inspect.signature(function).parameters["feedback_rate"].default == DEFAULT_FEEDBACK_RATE
+    given = []
+    monkeypatch.setattr(server, "serve", lambda *args, **options: given.append(options["feedback_rate"]))
+    for argv in ([], ["--feedback-rate", "off"]):
+        with pytest.raises(SystemExit) as exit:
+            cli.main(["serve", *argv])
+        assert exit.value.code == 0
+    assert given == [DEFAULT_FEEDBACK_RATE, "off"]
+
+
 def test_corrections_are_off_without_a_store(client, digits):
     assert client.get("/api/model").json()["feedback"] is False
     response = client.post("/api/feedback", json={"pixels": BLANK, "label": 1})
@@ -661,7 +823,7 @@ def test_feedback_is_in_the_api_docs(client):
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert {"pixels", "label", "predicted", "confidence", "drawing_png"} <= set(schema["properties"])
     assert schema["required"] == ["pixels", "label"]
-    assert {"200", "400", "404", "413", "415", "422", "503", "507"} <= set(post["responses"])
+    assert {"200", "400", "404", "413", "415", "422", "429", "503", "507"} <= set(post["responses"])
     assert {"id", "new"} <= set(spec["components"]["schemas"]["FeedbackResponse"]["properties"])
     assert "feedback" in spec["components"]["schemas"]["ModelInfo"]["properties"]
 
@@ -935,11 +1097,11 @@ def test_serve_refuses_a_model_that_overflows_before_listening(tmp_path, capsys)
 
 
 @contextmanager
-def server_process(feedback_db: Path | None = None) -> Iterator[tuple[subprocess.Popen, str, str]]:
+def server_process(feedback_db: Path | None = None, *options: str) -> Iterator[tuple[subprocess.Popen, str, str]]:
     """`mnistkit serve` in a subprocess on a free 127.0.0.1 port (the system picks it), storing corrections in
-    ``feedback_db`` (None: none at all); yields the process, its URL and its start-up line."""
+    ``feedback_db`` (None: none at all), with more ``options``; yields the process, its URL and its start-up line."""
     corrections = ["--no-feedback"] if feedback_db is None else ["--feedback-db", str(feedback_db)]
-    command = [sys.executable, "-m", "mnistkit", "serve", "--port", "0", "--no-access-log", *corrections]
+    command = [sys.executable, "-m", "mnistkit", "serve", "--port", "0", "--no-access-log", *corrections, *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()  # "serving ... at http://127.0.0.1:PORT/ ..." once it listens
@@ -978,6 +1140,19 @@ def test_serve_runs_a_real_server(digits, tmp_path):
     assert stored_labels.tolist() == [labels[3]]
 
 
+def test_a_real_server_limits_the_corrections_of_each_address(tmp_path):
+    with server_process(tmp_path / "feedback.sqlite", "--feedback-rate", "2/h") as (_, url, line):
+        assert "at most 2 an hour from one address" in line
+        answers = [httpx.post(f"{url}/api/feedback", json={"pixels": BLANK, "label": i}, timeout=30) for i in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert 0 < int(answers[2].headers["Retry-After"]) <= 1800
+    assert (
+        answers[2]
+        .json()["error"]
+        .startswith("too many corrections from 127.0.0.1 (at most 2 an hour from one address); try again in ")
+    )
+
+
 def test_serve_without_feedback_says_so(digits):
     with server_process() as (_, url, line):
         assert "corrections off" in line
@@ -1011,7 +1186,7 @@ def test_a_killed_server_loses_no_acknowledged_correction(tmp_path):
     rng = np.random.default_rng(0)
     bodies = [{"pixels": rng.random((28, 28)).round(4).tolist(), "label": i % 10} for i in range(400)]
     acknowledged: dict[int, int] = {}
-    with server_process(db) as (process, url, _):
+    with server_process(db, "--feedback-rate", "off") as (process, url, _):
 
         def send(body: dict) -> None:
             try:
@@ -1104,6 +1279,7 @@ def test_a_second_stop_signal_exits_at_once_in_one_line(stop):
         (["--port", "70000"], "--port must be in 0..65535"),
         (["--model", "no/such/run"], "no/such/run"),
         (["--allow-host", "http://digits.example"], "allowed host 'http://digits.example' is not a host name"),
+        (["--feedback-rate", "30/day"], "--feedback-rate '30/day' is not a rate"),
     ],
 )
 def test_serve_bad_options_are_one_line_errors(argv, message, capsys):
@@ -1138,7 +1314,16 @@ def test_serve_help_lists_its_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["serve", "--help"])
     out = capsys.readouterr().out
-    for option in ["--model", "--host", "--port", "--allow-host", "--no-access-log", "--device", "--feedback-db"]:
+    for option in [
+        "--model",
+        "--host",
+        "--port",
+        "--allow-host",
+        "--no-access-log",
+        "--device",
+        "--feedback-db",
+        "--feedback-rate",
+    ]:
         assert option in out
     assert "--no-feedback" in out
 

@@ -1154,6 +1154,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="store no corrections: the page offers none and POST /api/feedback answers 404",
     )
+    p.add_argument(
+        "--feedback-rate",
+        metavar="N/PERIOD",
+        default="30/min",
+        help="corrections one client address may send: N at once, then N per PERIOD (s, min or h); more are "
+        "answered 429 with Retry-After. 0 or off: no limit [default: 30/min, one every 2 s]",
+    )
     p.set_defaults(handler=cmd_serve)
 
 
@@ -1171,6 +1178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             allowed_hosts=args.allowed_hosts,
             device=resolve_device(args.device).type,
             feedback_db=(args.feedback_db or default_path()) if args.feedback else None,
+            feedback_rate=args.feedback_rate,
         )
     except FeedbackError as exc:  # only at start-up: a write that fails while serving is that request's 503 or 507
         raise FeedbackError(f"{exc}; or serve without corrections: --no-feedback") from None

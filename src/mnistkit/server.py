@@ -3,7 +3,8 @@
 ``create_app(classifier)`` builds the FastAPI app; ``serve`` runs it on uvicorn. Images are prepared by the same
 ``preprocess.to_mnist`` as ``mnistkit predict``, then classified together with those of concurrent requests
 (``Batcher``). ``POST /api/feedback`` stores a correction ("that was a 4") in a
-``feedback.FeedbackStore``, from a worker thread. Every bad request gets a 4xx
+``feedback.FeedbackStore``, from a worker thread, at most as often as ``feedback_rate`` lets one client address
+(``server_guards.RateLimit``). Every bad request gets a 4xx
 with a JSON body ``{"error": "<one line: what is wrong and what to do>"}``; nothing a client sends can stop the
 server. The page (``static/``) and the API docs' scripts are served from the package: nothing from a CDN.
 """
@@ -18,6 +19,7 @@ import ctypes
 import ctypes.util
 import functools
 import io
+import math
 import os
 import signal
 import socket
@@ -52,7 +54,17 @@ from .explain import explain
 from .feedback import FeedbackError, FeedbackFull, FeedbackStore
 from .inference import Classifier
 from .preprocess import MAX_PIXELS, WORK_SIDE, ImageError, to_mnist
-from .server_guards import BODY_TIMEOUT, HEADER_TIMEOUT, RequestDeadlines, allowed_host_names, guard
+from .server_guards import (
+    BODY_TIMEOUT,
+    DEFAULT_FEEDBACK_RATE,
+    HEADER_TIMEOUT,
+    RateLimit,
+    RequestDeadlines,
+    allowed_host_names,
+    client_address,
+    guard,
+    rate_limit,
+)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
@@ -172,11 +184,12 @@ class ErrorBody(BaseModel):
 
 
 class RequestError(MnistkitError):
-    """A request the API cannot serve; ``status`` is its HTTP status code."""
+    """A request the API cannot serve; ``status`` is its HTTP status code, ``headers`` any the answer carries."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 PIXELS_HINT = "send 28 rows of 28 numbers in [0, 1]"
@@ -192,6 +205,16 @@ class BodyTooLarge(RequestError):
         else:
             message = f"request body too large: images up to {MAX_IMAGE_BYTES // 2**20} MiB; scale the image down"
         super().__init__(413, message)
+
+
+class TooManyCorrections(RequestError):
+    def __init__(self, client: str, limit: RateLimit, wait: float) -> None:
+        seconds = math.ceil(wait)  # Retry-After takes whole seconds; sooner would be refused again
+        super().__init__(
+            429,
+            f"too many corrections from {client} (at most {limit} from one address); try again in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
 
 
 class TooManyPixels(RequestError):
@@ -316,7 +339,7 @@ def takes_corrections(classifier: Classifier) -> bool:
 
 
 def error_response(exc: RequestError) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -338,6 +361,8 @@ FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
         f"{MAX_PIXELS // 10**6} megapixels",
         415: "a Content-Type other than JSON",
         422: "wrong JSON shape, pixels outside [0, 1], a label outside 0-9, a drawing that is not a whole base64 PNG",
+        429: "too many corrections from this client's address (the server's feedback_rate); the Retry-After header "
+        "says how many seconds to wait",
         503: "the database cannot be written (read-only, locked by another program, damaged); nothing was stored",
         507: "the database is full (its size cap, or the disk); nothing is stored until corrections are exported and "
         "deleted, or the disk has room",
@@ -365,14 +390,19 @@ PREDICT_BODY = {
 
 
 def create_app(
-    classifier: Classifier, allowed_hosts: str | Iterable[str] = (), feedback: FeedbackStore | None = None
+    classifier: Classifier,
+    allowed_hosts: str | Iterable[str] = (),
+    feedback: FeedbackStore | None = None,
+    feedback_rate: str | RateLimit | None = DEFAULT_FEEDBACK_RATE,
 ) -> FastAPI:
     """The FastAPI app serving ``classifier``: the drawing page at ``/``, the API under ``/api``, docs at ``/docs``.
 
     It answers requests for localhost, IP addresses and the host names in ``allowed_hosts`` (``server_guards``): a list
     of names, or one name as a str.
     Corrections sent to ``/api/feedback`` go to ``feedback``; None turns them off, as does a model whose classes are
-    not the digits (``takes_corrections``).
+    not the digits (``takes_corrections``). One client address may send ``feedback_rate`` of them (``"30/min"``: 30
+    at once, then one every 2 s; ``"N/s"``, ``"N/min"``, ``"N/h"``, or a ``RateLimit``; None or ``"off"``: no limit);
+    beyond it, 429.
     """
     if not isinstance(classifier, Classifier):
         raise ConfigError(
@@ -380,6 +410,7 @@ def create_app(
         )
     if feedback is not None and not isinstance(feedback, FeedbackStore):
         raise ConfigError(f"feedback must be a FeedbackStore or None, got {short(feedback)}")
+    feedback_limit = rate_limit(feedback_rate)
     app = FastAPIOffline(
         title="mnistkit",
         version=__version__,
@@ -503,6 +534,11 @@ def create_app(
         if feedback is None:
             why = "" if takes_corrections(classifier) else f" ({NOT_DIGITS})"
             raise RequestError(404, f"corrections are turned off on this server{why}; nothing was stored")
+        if feedback_limit is not None:  # before the body is read: a client over its limit costs no parsing
+            client = client_address(request.client)
+            wait = feedback_limit.take(client)
+            if wait:
+                raise TooManyCorrections(client, feedback_limit, wait)
         kind = media_type(request.headers.get("content-type", ""))
         if kind != "application/json":
             raise RequestError(
@@ -771,6 +807,7 @@ def serve(
     body_timeout: float = BODY_TIMEOUT,
     device: str = "cpu",
     feedback_db: str | Path | None = None,
+    feedback_rate: str | RateLimit | None = DEFAULT_FEEDBACK_RATE,
 ) -> None:
     """Load ``model`` (None: the bundled pretrained convnet; a list: their ensemble) onto ``device`` and serve the
     page and API until interrupted (``StoppableServer``: a first Ctrl-C or SIGTERM stops gracefully, a second at once).
@@ -778,11 +815,13 @@ def serve(
     Requests are answered for localhost, IP addresses, ``host`` and the names in ``allowed_hosts``; a request's headers
     must arrive within ``header_timeout`` seconds and its body within ``body_timeout`` more (``server_guards``).
     Corrections from the page are stored in the SQLite file ``feedback_db`` (created if missing); None turns them off.
+    One client address may send ``feedback_rate`` of them (``create_app``).
     A file that is not a corrections database, or one from a newer mnistkit, raises ``FeedbackError`` before serving.
     """
     import torch
 
     allowed_hosts = allowed_host_names(allowed_hosts)  # a bad name fails before the model loads
+    feedback_limit = rate_limit(feedback_rate)
     store = None if feedback_db is None else FeedbackStore(feedback_db)
     if store is not None and not store.writable():  # said now, not as a 503 to every correction sent
         store.close()
@@ -801,12 +840,14 @@ def serve(
     # intra-op threads would only fight them for it.
     torch.set_num_threads(1)
     listener = listen(host, port)
-    app = create_app(classifier, [*allowed_hosts, host], store)
+    app = create_app(classifier, [*allowed_hosts, host], store, feedback_limit)
     config = uvicorn_config(app, access_log, header_timeout, body_timeout)
     shown = f"[{host}]" if ":" in host else host
     port = listener.getsockname()[1]  # the one the system chose for --port 0
     if store is not None:
         corrections = f"corrections stored in {store.path}"
+        if feedback_limit is not None:
+            corrections += f", at most {feedback_limit} from one address"
     else:
         corrections = "corrections off" if takes_corrections(classifier) else f"corrections off: {NOT_DIGITS}"
     print(

@@ -12,6 +12,9 @@
 ``RequestDeadlines`` is uvicorn's HTTP/1.1 protocol with deadlines for receiving each request (uvicorn has only
 an idle timeout between requests, which every byte received resets): a client that trickles its headers or body
 (slowloris) is answered 408 and disconnected instead of holding its socket for ever.
+
+``RateLimit`` counts a client's requests to an endpoint that stores what it is sent (``POST /api/feedback``), so
+that one client cannot fill the corrections database with junk or crowd out everyone else's.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import base64
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 
 import h11
 from starlette.responses import JSONResponse
@@ -272,3 +277,99 @@ class RequestDeadlines(H11Protocol):
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
         else:
             self.transport.close()
+
+
+# A person correcting digits by hand sends one every few seconds at most (draw, read the answer, press a button):
+# 30 at once covers a quick run of them, and one every 2 s after that is still faster than anyone draws. A script
+# is held to 43,200 corrections a day: some 18 hours to fill the 1 GiB database with the largest a correction may
+# be (33 KiB), days with the page's usual few KiB.
+DEFAULT_FEEDBACK_RATE = "30/min"
+RATE_TEXT = re.compile(r"(\d+)\s*/\s*(s|min|h)")
+PERIOD_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0}
+PERIOD_NAMES = {"s": "a second", "min": "a minute", "h": "an hour"}
+# Clients whose buckets are kept, a few hundred bytes each; past it the least recently seen is forgotten.
+MAX_CLIENTS = 10_000
+# Of a client that is no IP address: uvicorn takes X-Forwarded-For from a proxy it trusts as sent, of any length.
+CLIENT_CHARS = 64
+
+
+class RateLimit:
+    """Token buckets, one per client: a client may send ``count`` requests at once, then ``count`` a ``period``
+    (``"s"``, ``"min"`` or ``"h"``), one each time its bucket refills by one. ``clock``: the time in seconds.
+
+    A bucket is kept as the time it will be full again (the generic cell rate algorithm), in the order its client
+    was last seen. A full bucket is the same as none: those at the front are dropped as they fill, and so the table
+    holds the clients seen within about a ``period``. It never holds more than ``max_clients``: past that, the least
+    recently seen client is forgotten (and starts afresh), so that a flood from many addresses costs bounded memory.
+    Used from the event loop only: no lock.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        period: str,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = MAX_CLIENTS,
+    ):
+        self.count = count
+        self.period = period
+        self.interval = PERIOD_SECONDS[period] / count  # seconds for one request's worth to refill
+        self.clock = clock
+        self.max_clients = max_clients
+        self.full_at: OrderedDict[str, float] = OrderedDict()
+
+    def __str__(self) -> str:
+        return f"{self.count} {PERIOD_NAMES[self.period]}"
+
+    def take(self, client: str) -> float:
+        """Count a request of ``client``: 0 if its bucket had room for it, else the seconds until it has (the request
+        is then not counted)."""
+        now = self.clock()
+        while self.full_at and next(iter(self.full_at.values())) <= now:
+            self.full_at.popitem(last=False)
+        full_at = max(self.full_at.get(client, now), now)
+        self.full_at[client] = full_at
+        self.full_at.move_to_end(client)
+        wait = full_at - now - (self.count - 1) * self.interval
+        if wait > 0:
+            return wait
+        self.full_at[client] = full_at + self.interval
+        if len(self.full_at) > self.max_clients:
+            self.full_at.popitem(last=False)
+        return 0.0
+
+
+def rate_limit(rate: str | RateLimit | None) -> RateLimit | None:
+    """``rate`` as a RateLimit: ``"N/s"``, ``"N/min"`` or ``"N/h"``; None, ``"0"`` or ``"off"`` for no limit (None).
+    A RateLimit is taken as it is."""
+    if rate is None or isinstance(rate, RateLimit):
+        return rate
+    if isinstance(rate, str):
+        text = rate.strip().lower()
+        if text in ("0", "off"):
+            return None
+        found = RATE_TEXT.fullmatch(text)
+        if found and int(found[1]) > 0:
+            return RateLimit(int(found[1]), found[2])
+    raise ConfigError(
+        f"feedback_rate {short(rate)} is not a rate: give how many corrections one address may send a second, minute "
+        "or hour, such as 30/min (the default), 5/s or 600/h; 0 or off for no limit",
+        options=("feedback_rate",),
+    )
+
+
+def client_address(client: tuple[str, int] | None) -> str:
+    """What a client is counted as: the IP address of the socket's peer (or the one uvicorn took from
+    X-Forwarded-For, which it does only for a proxy it trusts: by default, one on this machine). An IPv6 client is
+    its /64 network, which a single subscriber is given whole: counted by address, one machine would be billions."""
+    if client is None:
+        return "an unknown address"
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:
+        return client[0][:CLIENT_CHARS]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
