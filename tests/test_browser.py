@@ -489,6 +489,30 @@ def test_a_correction_the_server_cannot_store_says_so_and_predicting_goes_on(pag
     assert_final_at_pen_up(page, "5")
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (502, "<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),  # a proxy's page
+        (500, '{"detail": "Internal Server Error"}', "application/json"),  # JSON without the API's "error"
+    ],
+)
+def test_an_answer_not_from_the_api_is_named_by_its_status(page, status, body, content_type):
+    page.route("**/api/feedback", lambda route: route.fulfill(status=status, body=body, content_type=content_type))
+    draw_with_mouse(page, DIGITS[2])
+    assert_final_at_pen_up(page, "2")
+    page.get_by_role("button", name="It was 3").click()
+    why = f"the answer was not mnistkit serve's (HTTP {status} "
+    expect(page.locator("#feedback-status")).to_contain_text(f"Not saved: {why}")
+    assert "undefined" not in page.locator("#feedback-status").inner_text()
+    page.errors.clear()  # Chromium logs the refused request
+
+    page.route("**/api/predict", lambda route: route.fulfill(status=status, body=body, content_type=content_type))
+    page.keyboard.press("Escape")
+    draw_with_mouse(page, DIGITS[5])
+    expect(page.locator("#message")).to_contain_text(f"The server could not use this drawing: {why}")
+    page.errors.clear()
+
+
 def test_no_correction_buttons_when_the_server_stores_none(page):
     def feedback_off(route):
         response = route.fetch()

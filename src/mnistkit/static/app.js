@@ -271,6 +271,24 @@ function askAboutDrawing(final) {
   ask({ headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels }) }, final);
 }
 
+// An API response's JSON as { ok, body } or { ok: false, error }. An answer that is not the API's own (a proxy's
+// error page, a JSON without its "error") is an error naming its status, never "undefined" or a parser's complaint.
+// Reading the body stays in the caller's try: a timeout or a dropped connection meanwhile is "no answer".
+async function readAnswer(response) {
+  const text = await response.text();
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: said below by its status
+  }
+  const own = body !== null && typeof body === "object" && !Array.isArray(body);
+  if (response.ok && own) return { ok: true, body };
+  if (!response.ok && own && typeof body.error === "string") return { ok: false, error: body.error };
+  const status = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ""}`;
+  return { ok: false, error: `the answer was not mnistkit serve's (${status}); is something between the page and the server?` };
+}
+
 // Sends one request to /api/predict; only the answer to the latest request is ever shown. A final request (pen-up,
 // undo, an example or a file) aborts the one in flight, whose answer would be stale.
 async function ask(request, final, fileName = null) {
@@ -280,11 +298,10 @@ async function ask(request, final, fileName = null) {
   const controller = new AbortController();
   inFlight = { seq: mine, controller };
   if (final) setState("pending");
-  let response, answer;
+  let answer;
   try {
     const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(TIMEOUT_MS)]);
-    response = await fetch("/api/predict", { method: "POST", ...request, signal });
-    answer = await response.json();
+    answer = await readAnswer(await fetch("/api/predict", { method: "POST", ...request, signal }));
   } catch (error) {
     if (mine !== seq) return; // aborted for a newer request
     inFlight = null;
@@ -296,11 +313,11 @@ async function ask(request, final, fileName = null) {
   }
   if (mine !== seq) return;
   inFlight = null;
-  if (!response.ok) {
+  if (!answer.ok) {
     if (final) showProblem(fileName ? `${fileName}: ${answer.error}` : `The server could not use this drawing: ${answer.error}`);
   } else {
-    showAnswer(answer, final);
-    if (final) explain(answer.input, mine);
+    showAnswer(answer.body, final);
+    if (final) explain(answer.body.input, mine);
   }
   if (!final && liveWanted && drawingPointer !== null) {
     liveWanted = false;
@@ -316,9 +333,9 @@ async function explain(input, mine) {
       body: JSON.stringify({ pixels: input }),
       signal: AbortSignal.timeout(TIMEOUT_MS),
     });
-    const found = await response.json();
-    if (mine !== seq || !response.ok) return;
-    showExplanation(input, found);
+    const found = await readAnswer(response);
+    if (mine !== seq || !found.ok) return;
+    showExplanation(input, found.body);
   } catch (error) {
     // The answer is already shown; without an explanation its views simply stay empty.
   }
@@ -526,26 +543,26 @@ async function sendCorrection(label) {
   const png = drawingPng();
   if (png) correction.drawing_png = png;
   tellFeedback("Saving…");
-  let response, result;
+  let result;
   try {
-    response = await fetch("/api/feedback", {
+    const response = await fetch("/api/feedback", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(correction),
       signal: AbortSignal.timeout(TIMEOUT_MS),
     });
-    result = await response.json();
+    result = await readAnswer(response);
   } catch (error) {
     if (answer === offered) reportFeedback(`Not saved: no answer from the server (${error.message}).`, true);
     return;
   }
   if (answer !== offered) return; // the drawing changed meanwhile; the correction is stored all the same
-  if (!response.ok) {
+  if (!result.ok) {
     reportFeedback(`Not saved: ${result.error}`, true);
     return;
   }
   const what = label === answer.digit && !answer.not_a_digit ? `the model was right, it was ${classes[label]}` : `it was ${classes[label]}`;
-  reportFeedback(result.new ? `Saved: ${what}. Thank you.` : `Updated: ${what}.`, false);
+  reportFeedback(result.body.new ? `Saved: ${what}. Thank you.` : `Updated: ${what}.`, false);
 }
 
 function tellFeedback(text, problem = false) {
@@ -563,10 +580,9 @@ function reportFeedback(text, problem) {
 
 // A GET of the API: its JSON answer, or an Error with what the server said went wrong.
 async function getJson(url) {
-  const response = await fetch(url);
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-  return body;
+  const answer = await readAnswer(await fetch(url));
+  if (!answer.ok) throw new Error(answer.error);
+  return answer.body;
 }
 
 async function loadExamples() {
