@@ -772,10 +772,9 @@ def cmd_feedback_show(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback_export(args: argparse.Namespace) -> int:
-    from .data import save_training_set
-    from .feedback import check_export_target
+    from .data import check_training_set_target, save_training_set
 
-    check_export_target(args.output, args.format)
+    check_training_set_target(args.output, args.format)
     images, labels, _ = _open_feedback(args).images()
     if not len(labels):
         raise MnistkitError("no corrections stored yet; nothing to export")

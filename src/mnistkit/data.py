@@ -25,7 +25,7 @@ import torch
 
 from . import feedback, fileio
 from .catalog import BUNDLED_DIR, DIGITS, MNIST_MD5, get_spec
-from .errors import DataError, short
+from .errors import DataError, WriteError, short
 from .idx import MAX_FILE_BYTES, encode_idx, find_idx_files, idx_role, read_data_file, read_idx
 from .preprocess import check_pixels
 
@@ -344,22 +344,34 @@ def load_corrections(path: str | Path) -> Dataset:
 EXPORT_FORMATS = ("idx", "npz")
 
 
+def check_training_set_target(out: str | Path, fmt: str) -> Path:
+    """``out``, if ``save_training_set`` can write there as ``fmt`` (``"idx"``: a new or empty folder; ``"npz"``: a
+    new file), in a folder that exists and is writable. Callers with slow work before the write (reading a large
+    corrections database) check first, so that a bad destination fails at once, in one line."""
+    out = Path(out).expanduser()
+    if fmt not in EXPORT_FORMATS:
+        raise DataError(f"unknown export format '{fmt}'; choose one of: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "npz" and out.exists():
+        raise DataError(f"{out}: already exists; choose another output file")
+    if fmt == "idx" and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
+    fileio.check_folder_exists(out)
+    folder = out if out.is_dir() else out.parent  # an empty folder for idx is filled, not made
+    if not os.access(folder, os.W_OK | os.X_OK):  # also False on a read-only mount, even for root
+        raise WriteError(f"cannot write {out}: {folder} is not writable; choose another output, or make it writable")
+    return out
+
+
 def save_training_set(out: str | Path, images: np.ndarray, labels: np.ndarray, fmt: str) -> Path:
     """Write images and labels in a format ``--data`` reads: a folder of gzipped IDX training files, or a
     Keras-style ``.npz`` with ``x_train``/``y_train``. Files are written atomically; nothing is replaced. The
     folder is made (not its parent), and taken back if writing it fails."""
-    out = Path(out).expanduser()
-    if fmt not in EXPORT_FORMATS:
-        raise DataError(f"unknown export format '{fmt}'; choose one of: {', '.join(EXPORT_FORMATS)}")
+    out = check_training_set_target(out, fmt)
     if fmt == "npz":
-        if out.exists():
-            raise DataError(f"{out}: already exists; choose another output file")
         buffer = io.BytesIO()
         np.savez_compressed(buffer, x_train=images, y_train=labels)
         fileio.write_bytes(out, buffer.getvalue())
         return out
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
     with fileio.folder_to_fill(out) as written:
         for name, array in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
             fileio.write_bytes(out / name, gzip.compress(encode_idx(array), mtime=0))

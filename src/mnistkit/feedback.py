@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import fileio
-from .errors import DataError, MnistkitError, WriteError, short
+from .errors import MnistkitError, short
 
 T = TypeVar("T")
 
@@ -68,22 +67,6 @@ def is_feedback_file(path: Path) -> bool:
             return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     except OSError:
         return False
-
-
-def check_export_target(out: str | Path, fmt: str) -> Path:
-    """``out``, if ``data.save_training_set`` can write the corrections there as ``fmt`` (``"idx"``: a new or empty
-    folder; ``"npz"``: a new file), in a folder that exists and is writable. Checked before the corrections are read,
-    which for a large file takes a while: a bad destination fails at once, in one line."""
-    out = Path(out).expanduser()
-    if fmt == "npz" and out.exists():
-        raise DataError(f"{out}: already exists; choose another output file")
-    if fmt == "idx" and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
-    fileio.check_folder_exists(out)
-    folder = out if out.is_dir() else out.parent  # an empty folder for idx is filled, not made
-    if not os.access(folder, os.W_OK | os.X_OK):  # also False on a read-only mount, even for root
-        raise WriteError(f"cannot write {out}: {folder} is not writable; choose another output, or make it writable")
-    return out
 
 
 def _create_v1(db: sqlite3.Connection) -> None:
