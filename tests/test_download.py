@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import errno
 import gzip
 import hashlib
@@ -14,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -290,7 +292,11 @@ def chunked(*chunks: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        (lambda body: headers(len(body) - 10) + body, "checksum mismatch"),  # read up to its length only
+        (  # read up to its length only: a proxy's wrong Content-Length
+            lambda body: headers(len(body) - 10) + body,
+            f"sent only the first {len(FILES['train-images-idx3-ubyte.gz']) - 10:,} bytes of the file, its gzip "
+            "stream broken off (its Content-Length was wrong or the connection was cut)",
+        ),
         (lambda body: headers(None, "Transfer-Encoding: chunked") + chunked(body)[:-20], "a chunked transfer cut"),
         (lambda body: headers(None, "Transfer-Encoding: chunked") + b"zz\r\n" + body, "a chunked transfer cut"),
         (lambda body: body, "answered with something other than HTTP"),  # the bytes of a .gz, not their line
@@ -341,6 +347,65 @@ def test_transfer_cut_short_everywhere_says_so(server, spec, tmp_path):
     with pytest.raises(DownloadError, match="transfer cut short"):
         download.ensure_dataset(spec, cache=tmp_path, mirrors=[short])
     assert folder_contents(tmp_path / "fake") == {}
+
+
+CUT_SHORT = "bytes of the file, its gzip stream broken off (its Content-Length was wrong or the connection was cut)"
+
+
+@pytest.mark.parametrize("known_size", [False, True], ids=["no size known", "size in the catalog"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda body: headers(1000) + body,  # a proxy's Content-Length, shorter than the file: read up to it only
+        lambda body: b"HTTP/1.0 200 OK\r\n\r\n" + body[:1000],  # no length: it ends where the connection does
+        lambda body: headers(None, "Transfer-Encoding: chunked") + chunked(body[:1000]),  # re-chunked by a proxy
+    ],
+    ids=["Content-Length short", "connection cut", "chunked"],
+)
+def test_a_file_cut_short_where_its_length_said_it_was_whole_is_named_as_one(server, spec, tmp_path, make, known_size):
+    """Not a checksum mismatch, which would send the user looking for a tampered mirror."""
+    if known_size:  # verified by its uncompressed MD5 too, as MNIST is: inflated (and found to end early) for that
+        unpacked = {name.removesuffix(".gz"): gzip.decompress(body) for name, body in FILES.items()}
+        spec = dataclasses.replace(
+            spec,
+            md5_uncompressed={stem: hashlib.md5(data).hexdigest() for stem, data in unpacked.items()},
+            size_uncompressed={stem: len(data) for stem, data in unpacked.items()},
+        )
+    short = script(server, "short", raw(make))
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[short])
+    message = str(info.value)
+    assert f"{short}: sent only the first 1,000 {CUT_SHORT}" in message
+    assert "checksum" not in message and "\n" not in message
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[short, serve(server, "good")])
+    assert folder_contents(folder) == FILES
+
+
+def tampered(change) -> dict[str, bytes]:
+    return {name: change(bytearray(body)) for name, body in FILES.items()}
+
+
+def flip(where):
+    """A change of a file: the byte at ``where(its length)`` flipped."""
+
+    def change(body: bytearray) -> bytes:
+        body[where(len(body))] ^= 0xFF
+        return bytes(body)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [flip(lambda n: 20), flip(lambda n: n // 2), flip(lambda n: n - 6), lambda body: bytes(body + b"\0x")],
+    ids=["early byte", "middle byte", "in its CRC", "a byte more"],
+)
+def test_a_whole_file_tampered_with_is_a_checksum_mismatch_not_a_short_one(server, spec, tmp_path, change):
+    bad = serve(server, "bad", tampered(change))
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path, mirrors=[bad])
+    message = str(info.value)
+    assert f"{bad}: checksum mismatch" in message and CUT_SHORT not in message
 
 
 def test_a_mirror_sending_more_than_a_data_file_holds_is_cut_off(server, spec, tmp_path, monkeypatch):
@@ -564,9 +629,9 @@ main(["data", "download", "fake"])
 """
 
 
-def start_download(spec: DatasetSpec, cache: Path, mirror: str) -> subprocess.Popen:
+def start_download(spec: DatasetSpec, cache: Path, mirror: str, script: str = DOWNLOAD_FAKE, *args: str):
     env = {**os.environ, "MNISTKIT_DATA": str(cache), "MNISTKIT_MIRRORS": mirror}
-    argv = [sys.executable, "-c", DOWNLOAD_FAKE, json.dumps(spec.files)]
+    argv = [sys.executable, "-c", script, json.dumps(spec.files), *args]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -597,6 +662,154 @@ def test_ctrl_c_during_a_download_leaves_nothing_and_exits_130(server, spec, tmp
         process.kill()
     assert (process.returncode, err, out) == (130, "mnistkit: interrupted\n", "")
     assert folder_contents(tmp_path / "fake") == {}  # neither the file nor its temporary file
+
+
+STUCK_HOST = "stuck.invalid"
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """Connections go where their URLs say, so that the name looked up is the mirror's, not a proxy's."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def stuck_resolver(monkeypatch, no_proxy) -> list[str]:
+    """A resolver that never answers for STUCK_HOST (until the test ends); the names it was asked for that one."""
+    asked: list[str] = []
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == STUCK_HOST:
+            asked.append(host)
+            release.wait()
+            raise socket.gaierror(socket.EAI_AGAIN, "the test is over")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    release.set()
+
+
+@pytest.mark.timeout(60)
+def test_a_name_lookup_that_hangs_is_given_up_and_the_next_mirror_tried(
+    server, spec, tmp_path, monkeypatch, stuck_resolver
+):
+    monkeypatch.setattr(download, "TIMEOUT", 0.5)
+    stuck = f"http://{STUCK_HOST}/"
+    folder = download.ensure_dataset(spec, cache=tmp_path, mirrors=[stuck, serve(server, "good")])
+    assert folder_contents(folder) == FILES
+    assert stuck_resolver == [STUCK_HOST]  # not waited on again for each file
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path / "alone", mirrors=[stuck])
+    message = str(info.value)
+    assert f"{stuck}: looking up {STUCK_HOST} took longer than 0.5 s" in message and "\n" not in message
+    assert folder_contents(tmp_path / "alone" / "fake") == {}
+
+
+def localhost_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` alone (no IP address), and its key: the files' paths."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "localhost.pem", folder / "localhost.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_server(tmp_path, monkeypatch, no_proxy):
+    """An https server on 127.0.0.1, as ``server`` is, whose certificate (for ``localhost``) the client trusts."""
+    cert, key = localhost_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what OpenSSL's default verify paths are, read per context
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    tls = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    tls.socket = context.wrap_socket(tls.socket, server_side=True)
+    tls.daemon_threads = True
+    tls.served, tls.cut_short, tls.unsized, tls.requests, tls.scripted = {}, set(), set(), [], {}
+    tls.url = f"https://localhost:{tls.server_port}"
+    thread = threading.Thread(target=tls.serve_forever, daemon=True)
+    thread.start()
+    yield tls
+    tls.shutdown()
+    tls.server_close()
+
+
+def test_https_checks_the_certificate_against_the_mirrors_name(tls_server, spec, tmp_path):
+    """The connection is made to the address looked up, and TLS is still told the name."""
+    by_name = serve(tls_server, "good")
+    assert folder_contents(download.ensure_dataset(spec, cache=tmp_path, mirrors=[by_name])) == FILES
+    by_address = by_name.replace("localhost", "127.0.0.1")  # a name the certificate is not for
+    with pytest.raises(DownloadError) as info:
+        download.ensure_dataset(spec, cache=tmp_path / "other", mirrors=[by_address])
+    assert f"{by_address}: [SSL: CERTIFICATE_VERIFY_FAILED]" in str(info.value)
+    assert "not valid for '127.0.0.1'" in str(info.value)
+
+
+# DOWNLOAD_FAKE with download.TIMEOUT set to argv[2], and a resolver that never answers for STUCK_HOST; it says on
+# stdout when it is asked.
+DOWNLOAD_FAKE_STUCK_RESOLVER = f"""
+import socket, sys, threading
+from mnistkit import download
+download.TIMEOUT = float(sys.argv[2])
+real_getaddrinfo = socket.getaddrinfo
+def getaddrinfo(host, *args, **kwargs):
+    if host == {STUCK_HOST!r}:
+        print("looking up", flush=True)
+        threading.Event().wait()
+    return real_getaddrinfo(host, *args, **kwargs)
+socket.getaddrinfo = getaddrinfo
+{DOWNLOAD_FAKE}"""
+
+
+@pytest.mark.timeout(120)
+def test_a_lookup_that_never_ends_does_not_hold_up_the_exit(server, spec, tmp_path, no_proxy):
+    mirrors = f"http://{STUCK_HOST}/,{serve(server, 'good')}"
+    process = start_download(spec, tmp_path, mirrors, DOWNLOAD_FAKE_STUCK_RESOLVER, "0.5")
+    try:
+        out, err = process.communicate(timeout=60)  # a lookup thread that the exit waited for: forever
+    finally:
+        process.kill()
+    assert (process.returncode, err) == (0, "")
+    assert out == f"looking up\nfake: verified files in {tmp_path / 'fake'}\n"
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_a_name_lookup_hangs_exits_130(spec, tmp_path, no_proxy):
+    process = start_download(spec, tmp_path, f"http://{STUCK_HOST}/", DOWNLOAD_FAKE_STUCK_RESOLVER, "3600")
+    try:
+        assert process.stdout.readline() == "looking up\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, err, out) == (130, "mnistkit: interrupted\n", "")
+    assert folder_contents(tmp_path / "fake") == {}
 
 
 @pytest.mark.timeout(120)
@@ -671,13 +884,18 @@ def gzip_bomb(size: int) -> bytes:
 
 @pytest.fixture
 def inflated(monkeypatch) -> list[int]:
-    """How many bytes the gzip streams read in the test inflated to, in all."""
-    counts = [0]
+    """How many bytes each gzip stream read in the test inflated to, in the order they were opened."""
+    counts: list[int] = []
 
     class CountingGzipFile(gzip.GzipFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._count = len(counts)
+            counts.append(0)
+
         def read(self, size=-1):
             data = super().read(size)
-            counts[0] += len(data)
+            counts[self._count] += len(data)
             return data
 
     monkeypatch.setattr(gzip, "GzipFile", CountingGzipFile)
@@ -689,7 +907,8 @@ def test_a_gzip_bomb_is_inflated_no_further_than_the_real_file(
     server, spec, tmp_path, monkeypatch, inflated, known_size
 ):
     """A re-compressed copy verifies by its uncompressed MD5, which is taken as it inflates: no further than the
-    catalog's size of the file (else the limit of a data file), and in constant memory."""
+    catalog's size of the file (else the limit of a data file), and in constant memory. Telling a file cut short
+    from a wrong one inflates it again, as far."""
     stems = {name: name.removesuffix(".gz") for name in FILES}
     sizes = {stems[name]: len(gzip.decompress(body)) for name, body in FILES.items()}
     spec = dataclasses.replace(
@@ -713,7 +932,8 @@ def test_a_gzip_bomb_is_inflated_no_further_than_the_real_file(
     with pytest.raises(DownloadError) as info:
         download.ensure_dataset(spec, cache=tmp_path, mirrors=[serve(server, "bomb", bombs)])
     assert "bomb/: checksum mismatch" in str(info.value)
-    assert inflated[0] <= (sizes["train-images-idx3-ubyte"] if known_size else 32 << 20) + 1
+    assert len(inflated) == 2  # its MD5, then whether it ends early
+    assert max(inflated) <= (sizes["train-images-idx3-ubyte"] if known_size else 32 << 20) + 1
     assert peaks and max(peaks) < 1 << 20  # not the 15.7 MB the header declares, nor twice that
     recompressed = {
         name: gzip.compress(gzip.decompress(body), compresslevel=1, mtime=1) for name, body in FILES.items()

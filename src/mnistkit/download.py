@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import io
 import os
+import queue
 import socket
 import threading
 import time
@@ -29,7 +30,8 @@ from .catalog import BUNDLED_DIR, CATALOG, MNIST_MD5, DatasetSpec, get_spec
 from .errors import FULL_DISK, DataError, DownloadError, WriteError
 from .fileio import atomic_path
 
-# urllib applies this to the connection and to every read, so a dead or stalled mirror costs at most this long.
+# urllib applies this to the connection and to every read, and ``_lookup`` to the name lookup before them, so a dead
+# or stalled mirror, or a resolver that hangs, costs at most this long.
 TIMEOUT = 10.0
 # And a mirror must send at least LOW_SPEED bytes a second, over every LOW_SPEED_TIME seconds (curl's --speed-limit
 # and --speed-time): one trickling a byte a second is cut off, though each of its reads is well within TIMEOUT.
@@ -101,8 +103,12 @@ def _verifies(path: Path, filename: str, spec: DatasetSpec) -> bool:
     stem = filename.removesuffix(".gz")
     if stem not in spec.md5_uncompressed:
         return False
-    limit = spec.size_uncompressed.get(stem, idx.MAX_FILE_BYTES)
-    return _md5_uncompressed(raw, limit) == spec.md5_uncompressed[stem]
+    return _md5_uncompressed(raw, _inflate_limit(filename, spec)) == spec.md5_uncompressed[stem]
+
+
+def _inflate_limit(filename: str, spec: DatasetSpec) -> int:
+    """How far ``filename`` is inflated at most: the catalog's size of its IDX bytes, else the limit of a data file."""
+    return spec.size_uncompressed.get(filename.removesuffix(".gz"), idx.MAX_FILE_BYTES)
 
 
 def _md5_uncompressed(raw: bytes, limit: int) -> str | None:
@@ -129,6 +135,21 @@ def _inflated(raw: bytes, limit: int) -> Iterator[bytes]:
             if size > limit:
                 raise ValueError(f"inflates to more than {limit:,} bytes")
             yield chunk
+
+
+def _ends_early(raw: bytes, limit: int) -> bool:
+    """Whether ``raw`` is the start of a gzip stream, the rest missing: sound as far as it goes, it ends before the
+    stream's own end (checked no further than ``limit`` bytes inflated, as ``_md5_uncompressed`` is)."""
+    if raw[:2] != GZIP_MAGIC:
+        return False
+    try:
+        for _ in _inflated(raw, limit):
+            pass
+    except EOFError:  # gzip's word for a stream that stops before its end-of-stream marker and trailer
+        return True
+    except (OSError, zlib.error, ValueError):  # broken or a bomb: a wrong file, not a short one
+        return False
+    return False
 
 
 def _bundled_mnist_verifies() -> bool:
@@ -239,9 +260,56 @@ class _SpeedWatch:
                     self._socket.shutdown(socket.SHUT_RDWR)
 
 
+def _lookup(host: str, port: int) -> list:
+    """``socket.getaddrinfo`` for a TCP connection to ``host``, given at most TIMEOUT: urllib's timeout covers the
+    connection and reads but not the lookup, which a broken resolver can hold for minutes.
+
+    Nothing can cancel a lookup, so it runs in a daemon thread that is left to end (or not) on its own, without
+    holding up the interpreter's exit; the wait for it is a lock's, which Ctrl-C ends.
+    """
+    answer: queue.SimpleQueue = queue.SimpleQueue()
+
+    def look_up() -> None:
+        try:
+            answer.put(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except Exception as exc:  # raised below, in the thread that asked
+            answer.put(exc)
+
+    threading.Thread(target=look_up, name="mnistkit-download-lookup", daemon=True).start()
+    try:
+        found = answer.get(timeout=TIMEOUT)
+    except queue.Empty:
+        raise socket.gaierror(f"looking up {host} took longer than {TIMEOUT:g} s") from None
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def _connect(address: tuple[str, int], timeout: float, source_address=None) -> socket.socket:
+    """``socket.create_connection``, its name lookup done by ``_lookup``: each address found is tried in turn.
+
+    http.client wraps the socket for TLS with the URL's host name, not the address, so https still checks the
+    certificate against the name."""
+    host, port = address
+    error: OSError = OSError(f"no address found for {host}")
+    for family, kind, proto, _, sockaddr in _lookup(host, port):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error
+
+
 def _watched_connect(watch: _SpeedWatch) -> Callable[..., socket.socket]:
-    """What http.client connects with (``socket.create_connection``), each socket it makes handed to ``watch``."""
-    return lambda *args, **kwargs: watch.watch(socket.create_connection(*args, **kwargs))
+    """What http.client connects with (``_connect``), each socket it makes handed to ``watch``."""
+    return lambda *args, **kwargs: watch.watch(_connect(*args, **kwargs))
 
 
 class _WatchedHTTPConnection(http.client.HTTPConnection):
@@ -388,7 +456,7 @@ def _check(path: Path, filename: str, spec: DatasetSpec, response) -> None:
         return
     if _gzip_encoded(response) and _undo_gzip_encoding(path) and _verifies(path, filename, spec):
         return
-    raise _MirrorFailed(_mismatch(path, response))
+    raise _MirrorFailed(_mismatch(path, filename, spec, response))
 
 
 def _gzip_encoded(response) -> bool:
@@ -411,16 +479,25 @@ def _undo_gzip_encoding(path: Path) -> bool:
     return True
 
 
-def _mismatch(path: Path, response) -> str:
+def _mismatch(path: Path, filename: str, spec: DatasetSpec, response) -> str:
     """Why a downloaded file failed its checksum, in a few words. A web page where the file should be is most often
     a network's login page (a captive portal, answering every address with 200), which the user can do something
-    about; a checksum mismatch alone would send them looking for a corrupt mirror."""
-    with open(path, "rb") as f:
-        head = f.read(512)
+    about; a checksum mismatch alone would send them looking for a corrupt mirror.
+
+    So is a file cut short where its length said it was whole: a proxy's Content-Length shorter than the file, or a
+    body without one ended by a dropped connection. The catalog has no sizes of the .gz files, but a gzip stream
+    says where it ends."""
+    raw = fileio.read_regular(path, idx.MAX_FILE_BYTES)
+    head = raw[:512]
     content_type = (response.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
     markup = content_type in ("text/html", "application/xhtml+xml") or head.lstrip().startswith(b"<")
     if markup and not head.startswith(GZIP_MAGIC):  # a data file, whatever its label says
         return "sent a web page, not the data file (a network login page?)"
+    if _ends_early(raw, _inflate_limit(filename, spec)):
+        return (
+            f"sent only the first {len(raw):,} bytes of the file, its gzip stream broken off "
+            "(its Content-Length was wrong or the connection was cut)"
+        )
     return "checksum mismatch"
 
 
