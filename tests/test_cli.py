@@ -697,3 +697,43 @@ def test_serve_runs_with_standard_output_closed_and_says_where_on_stderr(tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["feedback", "delete", "--db", "", "2"], "--db"),
+        (["feedback", "stats", "--db", ""], "--db"),
+        (["serve", "--feedback-db", ""], "--feedback-db"),
+        (["predict", "digit.png", "--show-input", ""], "--show-input"),
+        (["evaluate", "run", "--plots", ""], "--plots"),
+        (["evaluate", ""], "RUN_OR_CHECKPOINT"),
+        (["train", "--data", ""], "--data"),
+        (["train", "--resume", ""], "--resume"),
+        (["compare", "run", ""], "RUN"),
+        (["predict", ""], "IMAGE|DIR|GLOB"),
+    ],
+    ids=" ".join,
+)
+def test_an_empty_path_is_refused_not_read_as_the_default_or_here(capsys, monkeypatch, tmp_path, argv, named):
+    # `--db "$DB"` with DB unset: the default corrections database would lose a correction without a word
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == f"mnistkit: error: {named} is empty: give a path\n"
+
+
+def test_a_deleted_working_folder_is_named_in_one_line(tmp_path):
+    # torch's import would stop the process with "Intel oneMKL FATAL ERROR: Cannot load …libtorch_cpu.so"
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (
+        "import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+        "from mnistkit.cli import main; main(['predict', 'x.png'])"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(gone)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "mnistkit: error: the current folder no longer exists (deleted); cd to a folder that exists and run again\n"
+    )

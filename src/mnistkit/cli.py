@@ -32,7 +32,7 @@ from .config import (
     SCHEDULES,
     TrainConfig,
 )
-from .errors import FULL_DISK, MnistkitError, did_you_mean, os_error
+from .errors import FULL_DISK, ConfigError, MnistkitError, did_you_mean, os_error
 
 Handler = Callable[[argparse.Namespace], int]
 # A figure mnistkit drew is drawn again unasked; any other file under its name is replaced only when asked.
@@ -400,7 +400,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc is not None and not torchrun.launched_by_torchrun():
         from .distributed import launch
-        from .errors import ConfigError
 
         if torchrun.slurm_step_tasks() > 1:
             raise ConfigError(
@@ -439,8 +438,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _refuse_options_with_resume(args: argparse.Namespace) -> None:
     """A resumed run keeps its saved options (other values would not continue the same run); only where it
     runs may change (--device, --nproc), how often it saves (--checkpoint-every) and how it reports."""
-    from .errors import ConfigError
-
     given = [
         name for name in [*CONFIG_OPTIONS, "preset", "out"] if name != "device" and getattr(args, name) is not None
     ]
@@ -509,7 +506,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .plots import CONFUSION_NAME, MISTAKES_NAME, check_plots_folder, write_evaluation_plots
 
     ensemble = len(args.checkpoint) > 1
-    if args.plots:  # a bad folder, or a file of the user's in it, stops the command before its report is printed
+    if (
+        args.plots is not None
+    ):  # a bad folder, or a file of the user's in it, stops the command before its report is printed
         folder = check_plots_folder(args.plots)
         for name in (CONFUSION_NAME, MISTAKES_NAME):
             fileio.check_replaceable(folder / name, args.overwrite)
@@ -522,11 +521,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print_text(format_report(report))
     # An ensemble has no run folder of its own: its plots go only where --plots says, never over a member's.
-    if not args.no_plots and (args.plots or not ensemble):
+    if not args.no_plots and (args.plots is not None or not ensemble):
         run_dir = resolve(args.checkpoint[0]).parent
         # titled with the run's name (an ensemble's title names its models) and what the report says it
         # evaluated: model, data, split
-        paths = write_evaluation_plots(report, args.plots or run_dir, title=None if ensemble else run_dir.name)
+        paths = write_evaluation_plots(
+            report, args.plots if args.plots is not None else run_dir, title=None if ensemble else run_dir.name
+        )
         if not args.json:
             print_text("plots: " + "  ".join(str(path) for path in paths))
     return 0
@@ -731,7 +732,7 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
 def _open_feedback(args: argparse.Namespace):
     from .feedback import FeedbackStore, default_path
 
-    return FeedbackStore(args.db or default_path(), create=False)
+    return FeedbackStore(args.db if args.db is not None else default_path(), create=False)
 
 
 def cmd_feedback_stats(args: argparse.Namespace) -> int:
@@ -927,7 +928,7 @@ PREDICT_CHUNK = 256  # images preprocessed and classified at a time: output stre
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .errors import ConfigError, MnistkitError
+    from .errors import MnistkitError
     from .inference import Classifier, find_images
     from .preprocess import save_input
 
@@ -936,7 +937,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classifier = Classifier.load(args.model)  # a bad checkpoint stops everything before any image is read
     # "-" is standard input, as for most tools; a file of that name is "./-"
     sources, missing = find_images(["/dev/stdin" if image == "-" else image for image in args.images])
-    show = Path(args.show_input) if args.show_input else None
+    show = Path(args.show_input) if args.show_input is not None else None
     # A folder for several images, or where one is named (``seen/``: Path drops the slash); else the one PNG.
     named_folder = args.show_input is not None and args.show_input.endswith(("/", os.sep))
     folder = show is not None and (len(sources) > 1 or show.is_dir() or named_folder)
@@ -983,8 +984,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _check_show_input(path: Path, inputs: set[str], overwrite: bool) -> None:
     """ConfigError unless ``path`` is a PNG's name, not one of the images being predicted, and free for a figure
     (``fileio.check_replaceable``)."""
-    from .errors import ConfigError
-
     if path.suffix.lower() != ".png":
         raise ConfigError(f"--show-input {path}: the input is saved as a PNG; give a file name ending in .png")
     if os.path.realpath(path) in inputs:
@@ -1026,7 +1025,6 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
     from .summary import inspect_checkpoint, inspect_model
 
     if args.model is not None and args.checkpoint is not None:
@@ -1176,7 +1174,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             allowed_hosts=args.allowed_hosts,
             device=resolve_device(args.device).type,
-            feedback_db=(args.feedback_db or default_path()) if args.feedback else None,
+            feedback_db=(args.feedback_db if args.feedback_db is not None else default_path())
+            if args.feedback
+            else None,
             feedback_rate=args.feedback_rate,
         )
     except FeedbackError as exc:  # only at start-up: a write that fails while serving is that request's 503 or 507
@@ -1228,6 +1228,27 @@ def command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return flags
 
 
+# Metavars of the arguments that name a file or folder: an empty one is refused, where the code behind it would read
+# it as "not given" (a default database) or as "." (the current folder).
+PATH_METAVARS = frozenset(
+    {"CHECKPOINT", "DIR", "FILE", "IMAGE|DIR|GLOB", "PATH", "PNG", "RUN", "RUN_OR_CHECKPOINT", "pretrained|RUN"}
+)
+
+
+def check_paths_given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an empty path given to any argument of the command that ran (``--db ''``: a script's unset variable)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(str(getattr(args, action.dest, "")))
+            if chosen is not None:
+                check_paths_given(chosen, args)
+        elif action.metavar in PATH_METAVARS:
+            value = getattr(args, action.dest, None)
+            if "" in (value if isinstance(value, list) else [value]):
+                name = max(action.option_strings, key=len) if action.option_strings else str(action.metavar)
+                raise ConfigError(f"{name} is empty: give a path")
+
+
 def with_flags(exc: MnistkitError, flags: dict[str, str]) -> str:
     """The error's message with each option it names shown as its flag: ``lr must be …`` -> ``--lr must be …``.
     A name counts as a word between spaces and brackets, and not right after an option: there it is the
@@ -1275,6 +1296,17 @@ def _escape_unprintable() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def _check_working_folder() -> None:
+    """ConfigError if the current folder has been deleted: relative paths mean nothing there, and torch's import
+    stops the process with a message about its own libraries (oneMKL cannot load libtorch_cpu.so)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise ConfigError(
+            "the current folder no longer exists (deleted); cd to a folder that exists and run again"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     _escape_unprintable()
     parser = build_parser()
@@ -1293,10 +1325,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(MnistkitError.exit_code)
     try:
+        _check_working_folder()
         # NumPy before torch: torch imports it from C and clears any error raised meanwhile, so a Ctrl-C landing in
         # that import would be lost, and leave NumPy half-imported (a traceback later, in the middle of training).
         import numpy  # noqa: F401
 
+        check_paths_given(parser, args)
         code = args.handler(args)
     except MnistkitError as exc:
         if torchrun.prints_errors():  # under torchrun, one line rather than one per process
