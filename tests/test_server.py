@@ -91,14 +91,16 @@ def pixels_body(digit: np.ndarray) -> dict:
     return {"pixels": (digit / 255.0).tolist()}
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width``×``height`` pixels but holds none: what a decompression bomb looks like up front."""
+def png_header(width: int, height: int, image_data: bytes | None = zlib.compress(b"")) -> bytes:
+    """A PNG that declares ``width``×``height`` pixels but holds none: what a decompression bomb looks like up front.
+    ``image_data`` is its IDAT chunk's body, every chunk's checksum right (None: no IDAT chunk)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    body = chunk(b"IDAT", image_data) if image_data is not None else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + body + chunk(b"IEND", b"")
 
 
 def b64(data: bytes) -> str:
@@ -176,7 +178,7 @@ def test_a_model_of_other_classes_takes_no_corrections(classifier, tmp_path):
     store = FeedbackStore(tmp_path / "feedback.sqlite")
     with local_client(create_app(clothes, feedback=store)) as test_client:
         assert test_client.get("/api/model").json()["feedback"] is False
-        response = test_client.post("/api/feedback", json={"pixels": BLANK, "label": 1})
+        response = test_client.post("/api/feedback", json={"pixels": STROKE, "label": 1})
     assert response.status_code == 404
     assert response.json()["error"] == (
         "corrections are turned off on this server (the model's classes are not the digits 0-9); nothing was stored"
@@ -477,56 +479,69 @@ def test_concurrent_corrections_are_each_stored(classifier, tmp_path):
         assert {row[0]: row[2] for row in stored_rows(store)} == labels
 
 
-BLANK = [[0.0] * 28] * 28
+# A vertical stroke: pixels with ink, as every correction's are (a blank one is refused).
+STROKE = [[1.0 if 12 <= column < 16 and 4 <= row < 24 else 0.0 for column in range(28)] for row in range(28)]
 TINY_PNG = encode(Image.new("L", (8, 8), 255))
 BAD_CORRECTIONS = {
-    "label 10": (422, "body.label: Input should be less than or equal to 9", {"pixels": BLANK, "label": 10}),
-    "label -1": (422, "body.label: Input should be greater than or equal to 0", {"pixels": BLANK, "label": -1}),
-    "label as text": (422, "body.label: Input should be a valid integer", {"pixels": BLANK, "label": "4"}),
-    "label 4.5": (422, "body.label", {"pixels": BLANK, "label": 4.5}),
-    "label true": (422, "body.label", {"pixels": BLANK, "label": True}),
-    "no label": (422, "body.label: Field required", {"pixels": BLANK}),
+    "label 10": (422, "body.label: Input should be less than or equal to 9", {"pixels": STROKE, "label": 10}),
+    "label -1": (422, "body.label: Input should be greater than or equal to 0", {"pixels": STROKE, "label": -1}),
+    "label as text": (422, "body.label: Input should be a valid integer", {"pixels": STROKE, "label": "4"}),
+    "label 4.5": (422, "body.label", {"pixels": STROKE, "label": 4.5}),
+    "label true": (422, "body.label", {"pixels": STROKE, "label": True}),
+    "no label": (422, "body.label: Field required", {"pixels": STROKE}),
     "no drawing": (422, "body.pixels: Field required", {"label": 4, "drawing_png": b64(TINY_PNG)}),
-    "27 rows": (422, "body.pixels: List should have at least 28 items", {"pixels": BLANK[:27], "label": 4}),
+    "27 rows": (422, "body.pixels: List should have at least 28 items", {"pixels": STROKE[:27], "label": 4}),
     "value above 1": (422, "body.pixels[0][0]", {"pixels": [[2.0] * 28] * 28, "label": 4}),
-    "predicted 12": (422, "body.predicted", {"pixels": BLANK, "label": 4, "predicted": 12}),
-    "confidence 1.5": (422, "body.confidence", {"pixels": BLANK, "label": 4, "confidence": 1.5}),
-    "drawing not base64": (422, "not base64", {"pixels": BLANK, "label": 4, "drawing_png": "data:image/png;base64,"}),
-    "drawing not a PNG": (422, "not a PNG", {"pixels": BLANK, "label": 4, "drawing_png": b64(b"GIF89a" * 10)}),
+    "blank": (422, "body.pixels holds no ink (blank, or too faint)", {"pixels": [[0.0] * 28] * 28, "label": 4}),
+    "too faint": (422, "body.pixels holds no ink", {"pixels": [[0.05] * 28] * 14 + [[0.1] * 28] * 14, "label": 4}),
+    "predicted 12": (422, "body.predicted", {"pixels": STROKE, "label": 4, "predicted": 12}),
+    "confidence 1.5": (422, "body.confidence", {"pixels": STROKE, "label": 4, "confidence": 1.5}),
+    "drawing not base64": (422, "not base64", {"pixels": STROKE, "label": 4, "drawing_png": "data:image/png;base64,"}),
+    "drawing not a PNG": (422, "not a PNG", {"pixels": STROKE, "label": 4, "drawing_png": b64(b"GIF89a" * 10)}),
     "drawing cut off": (
         422,
         "body.drawing_png is a damaged or cut-off PNG file",
-        {"pixels": BLANK, "label": 4, "drawing_png": b64(TINY_PNG[: len(TINY_PNG) // 2])},
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(TINY_PNG[: len(TINY_PNG) // 2])},
     ),
     "drawing of a PNG signature only": (
         422,
         "body.drawing_png is a damaged or cut-off PNG file",
-        {"pixels": BLANK, "label": 4, "drawing_png": b64(TINY_PNG[:8])},
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(TINY_PNG[:8])},
+    ),
+    "drawing without image data": (
+        422,
+        "body.drawing_png is a damaged or cut-off PNG file",
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(png_header(28, 28, image_data=None))},
+    ),
+    "drawing whose image data does not inflate": (
+        422,
+        "body.drawing_png is a damaged or cut-off PNG file (broken data stream",
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(png_header(28, 28, image_data=b"\x00garbage"))},
     ),
     "bytes after the drawing's end": (
         422,
         "body.drawing_png has 5 bytes after the PNG file's end: send the PNG file alone",
-        {"pixels": BLANK, "label": 4, "drawing_png": b64(TINY_PNG + b"extra")},
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(TINY_PNG + b"extra")},
     ),
     "drawing of 100000×100000 pixels": (
         413,
         "body.drawing_png: the image is too large (limit 25 megapixels)",
-        {"pixels": BLANK, "label": 4, "drawing_png": b64(png_header(100_000, 100_000))},
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(png_header(100_000, 100_000))},
     ),
     "drawing of 6000×5000 pixels": (
         413,
         "body.drawing_png: image of 6000×5000 pixels is too large (limit 25 megapixels)",
-        {"pixels": BLANK, "label": 4, "drawing_png": b64(png_header(6000, 5000))},
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(png_header(6000, 5000))},
     ),
     "drawing over 32 KiB": (
         413,
         "body.drawing_png is 33,000 bytes (limit 32 KiB)",
-        {"pixels": BLANK, "label": 4, "drawing_png": b64(b"\x89PNG\r\n\x1a\n" + bytes(33_000 - 8))},
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(b"\x89PNG\r\n\x1a\n" + bytes(33_000 - 8))},
     ),
     "body over 64 KiB": (
         413,
         "JSON body too large (limit 64 KiB): send the 28×28 pixels, the label and at most a 32 KiB PNG",
-        {"pixels": BLANK, "label": 4, "drawing_png": b64(bytes(60_000))},
+        {"pixels": STROKE, "label": 4, "drawing_png": b64(bytes(60_000))},
     ),
     "malformed JSON": (400, "malformed JSON", b'{"pixels": [[0.0'),
     "empty body": (400, "empty body", b""),
@@ -567,7 +582,7 @@ def test_the_largest_real_correction_fits_the_json_limit(corrections):
     png = padded_png(MAX_DRAWING_PNG_BYTES)
     assert len(png) == MAX_DRAWING_PNG_BYTES
     body = {
-        "pixels": [[0.1235] * 28] * 28,
+        "pixels": [[0.9876 if (row + column) % 2 else 0.1235 for column in range(28)] for row in range(28)],
         "label": 8,
         "predicted": 3,
         "confidence": 0.123456789,
@@ -642,7 +657,7 @@ def test_a_full_database_is_507_saying_how_to_make_room(classifier, tmp_path, mo
             return db
 
         monkeypatch.setattr(FeedbackStore, "_connect", full_disk)
-    body = {"pixels": BLANK, "label": 4, "drawing_png": b64(padded_png(20_000))}  # more than a page's room
+    body = {"pixels": STROKE, "label": 4, "drawing_png": b64(padded_png(20_000))}  # more than a page's room
     with local_client(create_app(classifier, feedback=store)) as test_client:
         response = test_client.post("/api/feedback", json=body)
     store.close()
@@ -705,7 +720,7 @@ def test_corrections_are_counted_by_the_peer_not_by_a_header_it_sends(classifier
         with local_client(config.loaded_app, client=(peer, 5000)) as client:
             return [
                 client.post(
-                    "/api/feedback", json={"pixels": BLANK, "label": 1}, headers={"X-Forwarded-For": f"198.51.100.{i}"}
+                    "/api/feedback", json={"pixels": STROKE, "label": 1}, headers={"X-Forwarded-For": f"198.51.100.{i}"}
                 ).status_code
                 for i in range(3)
             ]
@@ -811,7 +826,7 @@ def test_the_default_feedback_rate_is_a_burst_of_30_then_one_every_2_s(monkeypat
 
 def test_corrections_are_off_without_a_store(client, digits):
     assert client.get("/api/model").json()["feedback"] is False
-    response = client.post("/api/feedback", json={"pixels": BLANK, "label": 1})
+    response = client.post("/api/feedback", json={"pixels": STROKE, "label": 1})
     assert response.status_code == 404 and response.json()["error"] == (
         "corrections are turned off on this server; nothing was stored"
     )
@@ -865,7 +880,7 @@ BAD_REQUESTS = {
         'send UTF-8 JSON {"pixels": 28 rows of 28 numbers in [0, 1]}',
         lambda c: c.post(
             "/api/predict",
-            content=b"\xef\xbb\xbf" + json.dumps({"pixels": BLANK}).encode(),
+            content=b"\xef\xbb\xbf" + json.dumps({"pixels": STROKE}).encode(),
             headers={"Content-Type": "application/json"},
         ),
     ),
@@ -1143,7 +1158,7 @@ def test_serve_runs_a_real_server(digits, tmp_path):
 def test_a_real_server_limits_the_corrections_of_each_address(tmp_path):
     with server_process(tmp_path / "feedback.sqlite", "--feedback-rate", "2/h") as (_, url, line):
         assert "at most 2 an hour from one address" in line
-        answers = [httpx.post(f"{url}/api/feedback", json={"pixels": BLANK, "label": i}, timeout=30) for i in range(3)]
+        answers = [httpx.post(f"{url}/api/feedback", json={"pixels": STROKE, "label": i}, timeout=30) for i in range(3)]
     assert [answer.status_code for answer in answers] == [200, 200, 429]
     assert 0 < int(answers[2].headers["Retry-After"]) <= 1800
     assert (

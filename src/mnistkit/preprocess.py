@@ -112,13 +112,19 @@ def to_mnist(item: ImageInput) -> np.ndarray:
     gray = _grayscale(item)
     try:
         if _in_mnist_form(gray):
-            if int(gray.max()) - np.median(gray) < MIN_CONTRAST:
+            if not has_ink(gray):
                 raise ImageError("no ink found: the image is blank or has too little contrast")
             return gray  # already MNIST-like: the model sees exactly what it was given
         page = _paper_around_box(_without_edge_bands(_without_desk(gray)))
         return center_digit(normalize_stroke(_without_underline(_without_box(_ink(page)))))
     except ImageError as exc:
         raise ImageError(f"{_where(item)}: {exc}") from None
+
+
+def has_ink(gray: np.ndarray) -> bool:
+    """Whether an image in MNIST's form (white ink on black, 28×28) holds ink: a pixel ``MIN_CONTRAST`` gray levels
+    above the median, which is the background."""
+    return bool(int(gray.max()) - np.median(gray) >= MIN_CONTRAST)
 
 
 def _without_desk(gray: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ from .examples import test_examples
 from .explain import explain
 from .feedback import FeedbackError, FeedbackFull, FeedbackStore
 from .inference import Classifier
-from .preprocess import MAX_PIXELS, WORK_SIDE, ImageError, to_mnist
+from .preprocess import MAX_PIXELS, WORK_SIDE, ImageError, has_ink, to_mnist
 from .server_guards import (
     BODY_TIMEOUT,
     DEFAULT_FEEDBACK_RATE,
@@ -360,7 +360,8 @@ FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
         413: f"a body over {MAX_JSON_BYTES // 1024} KiB, or a drawing over {MAX_DRAWING_PNG_BYTES // 1024} KiB or "
         f"{MAX_PIXELS // 10**6} megapixels",
         415: "a Content-Type other than JSON",
-        422: "wrong JSON shape, pixels outside [0, 1], a label outside 0-9, a drawing that is not a whole base64 PNG",
+        422: "wrong JSON shape, pixels outside [0, 1] or with no ink, a label outside 0-9, a drawing that is not a "
+        "whole base64 PNG",
         429: "too many corrections from this client's address (the server's feedback_rate); the Retry-After header "
         "says how many seconds to wait",
         503: "the database cannot be written (read-only, locked by another program, damaged); nothing was stored",
@@ -547,6 +548,10 @@ def create_app(
         correction = parse_json(await request.body(), FeedbackRequest, FEEDBACK_JSON)
         drawing = decode_drawing(correction.drawing_png)
         pixels = np.rint(np.asarray(correction.pixels, dtype=np.float32) * 255).astype(np.uint8)
+        if not has_ink(pixels):  # a blank image taught as a digit would only mislead a fine-tune
+            raise RequestError(
+                422, "body.pixels holds no ink (blank, or too faint): send the input of /api/predict's answer"
+            )
         store = functools.partial(
             feedback.add,
             pixels,
@@ -708,8 +713,9 @@ def decode_drawing(text: str | None) -> bytes | None:
 
 
 def check_drawing(png: bytes) -> None:
-    """Check a drawing as an uploaded image is checked, its size from the header, and also that the file is whole:
-    it is stored, not decoded, so a pixel bomb or a cut-off file would otherwise only fail whoever opens it later."""
+    """Check a drawing as an uploaded image is checked, its size from the header, and also that the file is whole
+    and decodes: it is stored as sent, so a pixel bomb, a cut-off file or image data that does not inflate would
+    otherwise only fail whoever opens it later."""
     damaged = "body.drawing_png is a damaged or cut-off PNG file{}: send the whole drawing as PNG, or leave it out"
     try:
         image = open_image(png)
@@ -717,12 +723,17 @@ def check_drawing(png: bytes) -> None:
         raise RequestError(413, f"body.drawing_png: {exc}") from None
     except RequestError:
         raise RequestError(422, damaged.format("")) from None
+    width, height = image.size
     try:
-        image.verify()  # every chunk and its checksum up to the end, without decoding a pixel
-    except (OSError, SyntaxError, ValueError) as exc:
+        image.verify()  # every chunk and its checksum up to the end
+        with Image.open(io.BytesIO(png), formats=UPLOAD_FORMATS) as pixels:
+            pixels.load()  # verify() decodes nothing: a stream that does not inflate, or no image data at all
+    except Exception as exc:  # Pillow raises assorted types on a hostile file (IndexError: a PNG without IDAT)
         raise RequestError(422, damaged.format(f" ({exc})")) from None
     finally:
         image.close()
+        if width * height >= TRIM_AFTER_PIXELS:
+            return_free_memory()
     extra = len(png) - png_end(png)
     if extra:  # stored as sent: bytes after the end would be kept, and make one drawing look like many
         raise RequestError(
