@@ -1,4 +1,5 @@
-"""session.train: an overwrite or a resume that is refused leaves the run folder as it found it."""
+"""session.train: an overwrite or a resume that is refused, or fails before its first checkpoint, leaves the run
+folder as it found it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mnistkit import runs
+from mnistkit import resume, runs
 from mnistkit.config import make_config
-from mnistkit.errors import ConfigError, MnistkitError
+from mnistkit.errors import ConfigError, MnistkitError, TrainingError
 from mnistkit.session import TrainRequest, train
-from mnistkit.train import TrainingInterrupted
+from mnistkit.train import ResumeSaver, TrainingInterrupted
 
 
 def _train(data: Path, out: Path, overwrite: bool = False, **options):
@@ -144,3 +145,31 @@ def test_output_to_a_full_disk_mid_run_says_how_to_resume(tiny_idx, tmp_path, mo
         WriteError, match=f"No space left on device; the run's last checkpoint is intact.*--resume {tmp_path / 'run'}"
     ):
         _train(tiny_idx, tmp_path / "run", epochs=3)
+
+
+def test_an_overwrite_that_fails_before_its_first_checkpoint_keeps_the_old_run(tiny_idx, tmp_path):
+    old = tmp_path / "run"
+    _train(tiny_idx, old)
+    (old / "notes.txt").write_text("mine")
+    before = _files(old)
+    with pytest.raises(TrainingError, match="loss became"):
+        _train(tiny_idx, old, overwrite=True, model="mlp", lr=1e20, optimizer="sgd")
+    assert _files(old) == before and not list(old.glob(".mnistkit-*"))
+
+
+def test_an_overwrite_deletes_the_old_run_once_its_first_checkpoint_is_saved(tiny_idx, tmp_path, monkeypatch):
+    old = tmp_path / "run"
+    _train(tiny_idx, old)
+    real_save = ResumeSaver.save
+    seen: list[list[str]] = []
+
+    def save(self, *args):
+        real_save(self, *args)
+        seen.append(sorted(p.name for p in old.iterdir()))
+        raise TrainingError("stopped after the first checkpoint")
+
+    monkeypatch.setattr(ResumeSaver, "save", save)
+    with pytest.raises(TrainingError, match="stopped after the first checkpoint"):
+        _train(tiny_idx, old, overwrite=True, model="mlp", epochs=2)
+    assert not any(name.startswith(".mnistkit-") for name in seen[0])
+    assert runs.read_config(old).model == "mlp" and resume.has_state(old)

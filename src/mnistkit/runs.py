@@ -63,9 +63,9 @@ RUN_FILES = (
 RUN_FOLDERS = ("resume", "tensorboard", "model-hf")  # removed with the run's files when nothing else is left in them
 # Overwriting sets the old run's files aside, in their places, inside the run folder (a rename never crosses a
 # file system): first into SETTING_ASIDE, which becomes REPLACED once all are there. They are deleted only when
-# the new run starts (``discard_replaced``), by way of DISCARDED, so that a deletion cut short leaves nothing to
-# put back. Until then a refused run puts them back, as does the next ``hold`` after a killed one: the folder holds
-# the old run intact or the new one, never a mix.
+# the new run has saved its first checkpoint (``discard_replaced``), by way of DISCARDED, so that a deletion cut
+# short leaves nothing to put back. Until then a run that is refused or fails puts them back, as does the next
+# ``hold`` after a killed one: the folder holds the old run intact or the new one, never a mix.
 SETTING_ASIDE = ".mnistkit-replacing"
 REPLACED = ".mnistkit-replaced"
 DISCARDED = ".mnistkit-discarded"
@@ -124,8 +124,9 @@ def create_run_dir(out: str | Path | None, model: str, overwrite: bool = False) 
 def writing(out: str | Path | None, model: str, overwrite: bool = False) -> Iterator[Path]:
     """``create_run_dir``, and the folder held for this process until the block ends (see ``hold``): a second
     run into the same folder is refused, even when both found it empty or missing. With ``overwrite``, the
-    replaced run's files are set aside until the new run starts (``discard_replaced``, else when the block ends):
-    if the block fails before that, the new run's files are removed and the old run's put back."""
+    replaced run's files are set aside until the new run saves its first checkpoint (``discard_replaced``, else
+    when the block ends): if the block fails before that, the new run's files are removed and the old run's put
+    back."""
     path, made = _run_folder(out, model)
     with hold(path, "out"):
         try:
@@ -337,7 +338,7 @@ def _move_back(path: Path, aside: Path) -> None:
 
 
 def discard_replaced(path: Path) -> None:
-    """The new run in ``path`` starts: delete the run it replaces, which ``writing`` set aside (if any)."""
+    """The new run in ``path`` has a checkpoint: delete the run it replaces, which ``writing`` set aside (if any)."""
     try:
         os.rename(path / REPLACED, path / DISCARDED)
     except FileNotFoundError:

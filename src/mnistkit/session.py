@@ -62,10 +62,8 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         run_dir = _run_folder(stack, request, cfg, ctx)
         state = resume.open_state(request.resume) if request.resume is not None else None
         # Announced only when training starts: a run refused by its data (a val_size as large as the training set)
-        # must not first claim to be training, nor have deleted the run it replaces.
-        started = (
-            partial(_start, run_dir, _start_line(cfg, state, run_dir, ctx), announce) if run_dir is not None else None
-        )
+        # must not first claim to be training.
+        started = partial(announce, _start_line(cfg, state, run_dir, ctx)) if run_dir is not None else None
         try:
             # Every rank learns when rank 0 cannot start its reporters (a tracking store MLflow refuses, say).
             reporter = ctx.on_main(lambda: _reporter(stack, request, cfg, run_dir))
@@ -167,12 +165,6 @@ def _hold_to_resume(stack: ExitStack, run_dir: Path) -> Path:
     held = stack.enter_context(runs.hold(run_dir))
     runs.check_writable(held, [held, resume.state_dir(held)], "resume")
     return held
-
-
-def _start(run_dir: Path, line: str, announce: Callable[[str], None]) -> None:
-    """The run starts: the run it replaces (overwrite) is deleted now, and the start announced."""
-    runs.discard_replaced(run_dir)
-    announce(line)
 
 
 def _start_line(cfg: TrainConfig, state: resume.ResumeState | None, run_dir: Path, ctx: distributed.Context) -> str:

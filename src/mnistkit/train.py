@@ -282,6 +282,8 @@ class ResumeSaver:
         if self.run_dir is not None:
             state = resume.capture(progress, model, optimizer, scheduler, generator, losses_by_rank)
             resume.save(self.run_dir, *state, config_sha256=self.config_sha256)
+            # The run can now be resumed, so it is worth more than the run it replaces (overwrite): that one goes.
+            runs.discard_replaced(self.run_dir)
 
 
 def check_resume_every(every: int) -> None:
