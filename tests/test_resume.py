@@ -447,6 +447,28 @@ def test_a_checkpoint_of_another_optimizer_is_one_clear_error_not_a_failed_step(
         resume.restore(resume.load(tmp_path), fresh, fresh_optimizer, None, torch.Generator(), 10)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("lr", "x"), ("lr", -1.0), ("eps", float("nan")), ("weight_decay", True), ("betas", {"$tuple": [0.9]})],
+)
+def test_a_checkpoint_with_a_hyper_parameter_of_the_wrong_kind_is_refused_before_training(tmp_path, key, value):
+    """state.json edited by hand: the first step would fail on it (lr='x'), or train on a negative learning rate."""
+    from mnistkit.models import create_model
+
+    cfg = make_config(model="logreg", optimizer="adamw")
+    model = create_model("logreg")
+    optimizer = build_optimizer(model, cfg)
+    resume.save(tmp_path, *resume.capture(resume.LoopState(), model, optimizer, None, torch.Generator()))
+    path = tmp_path / "resume" / "state.json"
+    record = json.loads(path.read_text())
+    record["state"]["optimizer"]["param_groups"][0][key] = value
+    path.write_text(json.dumps(record))
+
+    fresh = create_model("logreg")
+    with pytest.raises(CheckpointError, match=f"does not fit this run .*gives AdamW {key}="):
+        resume.restore(resume.load(tmp_path), fresh, build_optimizer(fresh, cfg), None, torch.Generator(), 10)
+
+
 def test_a_channels_last_models_moments_come_back_in_its_layout_so_the_next_step_is_the_same(tmp_path):
     """The fused optimizer steps through raw memory: moments restored dense beside channels_last weights
     would be added to the wrong elements."""

@@ -344,6 +344,8 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
         len(a["params"]) != len(b["params"]) for a, b in zip(saved["param_groups"], fresh)
     ):
         raise ValueError("the optimizer's parameter groups differ from the checkpoint's")
+    for saved_group, fresh_group in zip(saved["param_groups"], fresh):
+        _check_hyperparameters(saved_group, fresh_group, type(optimizer).__name__)
     optimizer.load_state_dict(saved)
     # The groups now hold the checkpoint's hyper-parameters: another optimizer's (config.json says sgd, the
     # checkpoint is adamw's) lack some of this one's, and its first step would fail on them.
@@ -361,6 +363,34 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
                 state[key] = torch.empty_strided(
                     param.shape, param.stride(), dtype=value.dtype, device=value.device
                 ).copy_(value)
+
+
+def _check_hyperparameters(saved: dict[str, Any], fresh: dict[str, Any], optimizer: str) -> None:
+    """ValueError unless each hyper-parameter the checkpoint gives is of the kind the optimizer built from the run's
+    config has (a flag, a finite number of at least 0, a tuple of them); their values may differ, as a learning rate
+    does once a schedule has moved it. Else the error would come from the first step, after training had resumed."""
+
+    def fits(value: Any, like: Any) -> bool:
+        if isinstance(like, bool) or like is None:  # None: the optimizer picks, as foreach does
+            return isinstance(value, bool) or value is None
+        if isinstance(like, (int, float)):
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf
+        if isinstance(like, (tuple, list)):
+            return isinstance(value, (tuple, list)) and len(value) == len(like) and all(map(fits, value, like))
+        return type(value) is type(like)
+
+    def kind(like: Any) -> str:
+        if isinstance(like, bool) or like is None:
+            return "true or false"
+        if isinstance(like, (int, float)):
+            return "a finite number of at least 0"
+        if isinstance(like, (tuple, list)):
+            return f"{len(like)} finite numbers of at least 0"
+        return f"a {type(like).__name__}"
+
+    for key, like in fresh.items():
+        if key != "params" and key in saved and not fits(saved[key], like):
+            raise ValueError(f"the checkpoint gives {optimizer} {key}={saved[key]!r}, where it takes {kind(like)}")
 
 
 # --------------------------------------------------------------------------------------------------
