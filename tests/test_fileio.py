@@ -317,6 +317,11 @@ def test_valid_utf8_shows_the_bytes_that_are_not_utf8_and_keeps_the_rest():
     assert fileio.valid_utf8("a\ud800") == "a\\ud800"  # a surrogate that no byte of a name became
 
 
+def test_one_line_escapes_control_characters_as_bytes_are_shown():
+    assert fileio.one_line("a\nb\r\tc\x1b[0m\x7f") == "a\\x0ab\\x0d\\x09c\\x1b[0m\\x7f"
+    assert fileio.one_line("café ✓ \\x0a") == "café ✓ \\x0a"
+
+
 def test_a_recorded_name_finds_the_file_whose_bytes_it_shows(tmp_path):
     real = tmp_path / os.fsdecode(b"d\xe9.npz")
     real.write_bytes(b"")

@@ -170,6 +170,19 @@ def test_a_file_name_that_is_not_utf8_prints_escaped(folder, tmp_path):
     assert done.stdout.splitlines()[1].startswith(f"{folder / 'two.png'}: 2 (")
 
 
+def test_a_file_name_with_a_newline_stays_on_one_line(capsys, folder, tmp_path):
+    good = tmp_path / "seven\nnew.png"
+    good.write_bytes((folder / "seven.png").read_bytes())
+    bad = tmp_path / "not\x1b[31man image.png"  # an escape sequence, which a terminal would act on
+    bad.write_bytes(b"text")
+    code, out, err = run_cli(capsys, "predict", good, bad)
+    assert code == 2
+    assert out.startswith(f"{tmp_path}/seven\\x0anew.png: 7 (") and out.count("\n") == 1
+    assert (
+        err.startswith(f"mnistkit: error: {tmp_path}/not\\x1b[31man image.png: not an image") and err.count("\n") == 1
+    )
+
+
 def test_a_dash_reads_the_image_from_standard_input(folder):
     done = subprocess.run(
         [sys.executable, "-m", "mnistkit", "predict", "-"],

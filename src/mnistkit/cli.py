@@ -46,6 +46,11 @@ def print_text(text: str, *, file: TextIO | None = None, flush: bool = False) ->
     print(fileio.valid_utf8(text), file=file, flush=flush)
 
 
+def print_error(message: object) -> None:
+    """One line on stderr, ``mnistkit: error: …``: a control character in it (a file name's newline) is escaped."""
+    print_text(f"mnistkit: error: {fileio.one_line(str(message))}", file=sys.stderr, flush=True)
+
+
 def print_json(document: object, *, indent: int | None = None, flush: bool = False) -> None:
     """``document`` as JSON on standard output, every string in it valid Unicode (``fileio.valid_unicode``):
     ``json.dumps`` writes a lone surrogate as ``\\udce9``, which strict JSON parsers refuse."""
@@ -966,10 +971,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print_json(result.to_dict(), flush=True)
         if not result.ok:
             failed += 1
-            print_text(f"mnistkit: error: {result.error}", file=sys.stderr, flush=True)
+            print_error(result.error)
             continue
         if not args.json:
-            print_text(f"{result.source}: {_verdict(result)}", flush=True)
+            print_text(f"{fileio.one_line(result.source)}: {_verdict(result)}", flush=True)
         if show is not None:
             try:
                 seen = show / f"{i:04d}-{Path(result.source).stem}.png" if folder else show
@@ -977,7 +982,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 save_input(result.input, seen)
             except MnistkitError as exc:
                 failed += 1
-                print_text(f"mnistkit: error: {exc}", file=sys.stderr, flush=True)
+                print_error(exc)
     return 2 if failed else 0
 
 
@@ -1334,7 +1339,7 @@ def main(argv: list[str] | None = None) -> None:
         code = args.handler(args)
     except MnistkitError as exc:
         if torchrun.prints_errors():  # under torchrun, one line rather than one per process
-            print_text(f"mnistkit: error: {with_flags(exc, command_flags(parser, args))}", file=sys.stderr)
+            print_error(with_flags(exc, command_flags(parser, args)))
         code = exc.exit_code
     except KeyboardInterrupt:
         print_text("mnistkit: interrupted", file=sys.stderr)
@@ -1352,7 +1357,7 @@ def main(argv: list[str] | None = None) -> None:
             output = " to standard output"  # a write without a path: print's, to a file or /dev/full
             _discard_stdout()  # what is left in its buffer would fail again at exit
         if torchrun.prints_errors():
-            print_text(f"mnistkit: error: {os_error(exc, output)}", file=sys.stderr)
+            print_error(os_error(exc, output))
         code = MnistkitError.exit_code
     except BaseException:
         if not torchrun.launched_by_torchrun():

@@ -467,6 +467,15 @@ def valid_utf8(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with each control character written as ``\\x0a``, as ``valid_utf8`` writes a byte that is not UTF-8:
+    a line that names a file stays one line, whatever the name holds (a newline, an escape sequence)."""
+    return CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
+
+
 def recorded_path(recorded: str | Path) -> Path:
     """The path that a name recorded by ``valid_utf8`` stands for: as written where that exists, else with each
     ``\\xNN`` turned back into the byte it was (a run trained on a file not named in UTF-8 finds it again)."""
