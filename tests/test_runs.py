@@ -225,6 +225,40 @@ def test_the_next_hold_puts_back_what_a_killed_overwrite_set_aside(tmp_path, whe
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
 
 
+_KILLED_PUTTING_BACK = """
+import os, sys
+from pathlib import Path
+from mnistkit import runs
+real_replace = os.replace
+moves = []
+def replace(source, target):
+    moves.append(source)
+    if len(moves) > int(sys.argv[2]):
+        os._exit(9)
+    real_replace(source, target)
+os.replace = replace
+with runs.hold(Path(sys.argv[1])):
+    pass
+"""
+
+
+@pytest.mark.parametrize("moved", [0, 1, 3])
+def test_a_put_back_killed_half_way_is_finished_later_and_loses_nothing(tmp_path, moved):
+    import subprocess
+    import sys
+
+    _old_run(tmp_path / "run")
+    before = _files(tmp_path / "run")
+    overwrite = subprocess.run([sys.executable, "-c", _KILLED, str(tmp_path / "run"), "started"], check=False)
+    putting_back = subprocess.run(
+        [sys.executable, "-c", _KILLED_PUTTING_BACK, str(tmp_path / "run"), str(moved)], check=False
+    )
+    assert (overwrite.returncode, putting_back.returncode) == (9, 9)
+    runs.recover(tmp_path / "run")  # as --resume does before it reads the run's config.json
+    assert _files(tmp_path / "run") == before
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
+
+
 def test_the_next_hold_deletes_what_a_run_killed_while_deleting_the_old_run_left(tmp_path):
     run_dir = runs.create_run_dir(tmp_path / "run", "mlp")
     (run_dir / runs.DISCARDED / "resume").mkdir(parents=True)

@@ -403,6 +403,7 @@ def open_config(run_dir: str | Path, device: str | None = None) -> TrainConfig:
     run_dir = fileio.recorded_path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"resume {run_dir}: no such run folder", options=("resume",))
+    runs.recover(run_dir)
     try:
         cfg = runs.read_config(run_dir)
         if device is not None:

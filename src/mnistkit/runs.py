@@ -65,9 +65,12 @@ RUN_FOLDERS = ("resume", "tensorboard", "model-hf")  # removed with the run's fi
 # file system): first into SETTING_ASIDE, which becomes REPLACED once all are there. They are deleted only when
 # the new run has saved its first checkpoint (``discard_replaced``), by way of DISCARDED, so that a deletion cut
 # short leaves nothing to put back. Until then a run that is refused or fails puts them back, as does the next
-# ``hold`` after a killed one: the folder holds the old run intact or the new one, never a mix.
+# ``hold`` after a killed one: the folder holds the old run intact or the new one, never a mix. Putting back
+# removes the new run's files while REPLACED is there, then renames it PUTTING_BACK and moves the old files out of
+# it: a put-back killed half-way goes on from where it stopped, and never takes an old file for a new one.
 SETTING_ASIDE = ".mnistkit-replacing"
 REPLACED = ".mnistkit-replaced"
+PUTTING_BACK = ".mnistkit-putting-back"
 DISCARDED = ".mnistkit-discarded"
 TRAINING_FILES = ("model.json", "model.safetensors", METRICS_NAME, BATCH_LOSSES_NAME, CONFIG_NAME)  # train writes
 
@@ -253,6 +256,14 @@ def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
+def recover(run_dir: Path) -> None:
+    """Put back the old run that a killed overwrite left aside in ``run_dir``, as the next ``hold`` does, for a
+    command that reads the run before it holds the folder (a resume reads its config.json first)."""
+    if any((run_dir / name).is_dir() for name in (SETTING_ASIDE, REPLACED, PUTTING_BACK)):
+        with hold(run_dir):
+            pass
+
+
 def _remove_leftovers(run_dir: Path) -> None:
     """The temporary files of the training's writes that a killed run never finished, the model's as large as the
     model: removed now, not only by the next write of each, which a resumed run makes of the model only at its end.
@@ -319,10 +330,12 @@ def _set_aside(path: Path, files: list[Path]) -> None:
 
 
 def _put_back(path: Path) -> None:
-    """The run set aside in ``path`` back in its place, over the files of the new run that never started."""
+    """The run set aside in ``path`` back in its place, instead of the files of the new run that never started."""
     if (path / REPLACED).is_dir():
-        _remove_run_files(path)
-        _move_back(path, path / REPLACED)
+        _remove_run_files(path)  # only new files are here: all of the old run's are aside
+        os.rename(path / REPLACED, path / PUTTING_BACK)
+    if (path / PUTTING_BACK).is_dir():
+        _move_back(path, path / PUTTING_BACK)
     elif (path / SETTING_ASIDE).is_dir():  # cut short while setting aside: the new run wrote nothing yet
         _move_back(path, path / SETTING_ASIDE)
 
