@@ -18,7 +18,7 @@ import pytest
 import torch
 from helpers import idx_bytes, make_digits, write_idx_folder
 
-from mnistkit import catalog, data, fileio, idx
+from mnistkit import catalog, data, idx
 from mnistkit.errors import DataError, WriteError
 
 SHARED_PICKLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"
@@ -133,25 +133,51 @@ def test_a_half_written_temp_file_is_not_taken_for_data(tmp_path):
 
 def test_a_failed_export_leaves_no_folder_it_made(tmp_path, monkeypatch):
     images, labels = make_digits(12)
-    write_bytes = fileio.write_bytes
+    encode_idx = data.encode_idx
 
-    def full_disk_at_the_labels(path, payload):
-        if "labels" in Path(path).name:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        write_bytes(path, payload)
+    def full_disk_at_the_labels(array):
+        if array.ndim == 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return encode_idx(array)
 
-    monkeypatch.setattr(fileio, "write_bytes", full_disk_at_the_labels)
-    with pytest.raises(OSError, match="No space left on device"):
+    monkeypatch.setattr(data, "encode_idx", full_disk_at_the_labels)
+    with pytest.raises(WriteError, match="No space left on device"):
         data.save_training_set(tmp_path / "new", images, labels, "idx")
     assert list(tmp_path.iterdir()) == []  # nor the images file written before the labels failed
     (tmp_path / "kept").mkdir()
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(WriteError, match="No space left on device"):
         data.save_training_set(tmp_path / "kept", images, labels, "idx")
-    assert (tmp_path / "kept").is_dir()
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []
     monkeypatch.undo()
     with pytest.raises(WriteError, match="No such file or directory; check the folder exists"):
         data.save_training_set(tmp_path / "missing" / "new", images, labels, "idx")  # as the .npz, no parents made
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
+_KILLED_AT_THE_LABELS = """
+import os, sys
+import numpy as np
+from mnistkit import data
+encode_idx = data.encode_idx
+def killed_at_the_labels(array):
+    if array.ndim == 1:
+        os._exit(9)
+    return encode_idx(array)
+data.encode_idx = killed_at_the_labels
+data.save_training_set(sys.argv[1], np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.int64), "idx")
+"""
+
+
+def test_an_export_killed_half_way_leaves_nothing_under_its_name_and_the_next_one_writes_it(tmp_path):
+    import subprocess
+    import sys
+
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_THE_LABELS, str(tmp_path / "set")], check=False)
+    assert killed.returncode == 9 and not (tmp_path / "set").exists()
+    images, labels = make_digits(12)
+    data.save_training_set(tmp_path / "set", images, labels, "idx")
+    assert len(data.load_idx_folder(tmp_path / "set").train) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # the killed export's temporary folder is gone
 
 
 # --------------------------------------------------------------------------------------------------

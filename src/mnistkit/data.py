@@ -364,18 +364,21 @@ def check_training_set_target(out: str | Path, fmt: str) -> Path:
 
 def save_training_set(out: str | Path, images: np.ndarray, labels: np.ndarray, fmt: str) -> Path:
     """Write images and labels in a format ``--data`` reads: a folder of gzipped IDX training files, or a
-    Keras-style ``.npz`` with ``x_train``/``y_train``. Files are written atomically; nothing is replaced. The
-    folder is made (not its parent), and taken back if writing it fails."""
+    Keras-style ``.npz`` with ``x_train``/``y_train``. Written atomically, the folder too: it is filled under a
+    temporary name beside it and renamed when whole, so a kill or a full disk never leaves half a training set
+    under its name. Nothing is replaced but an empty folder."""
     out = check_training_set_target(out, fmt)
     if fmt == "npz":
         buffer = io.BytesIO()
         np.savez_compressed(buffer, x_train=images, y_train=labels)
         fileio.write_bytes(out, buffer.getvalue())
         return out
-    with fileio.folder_to_fill(out) as written:
-        for name, array in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
-            fileio.write_bytes(out / name, gzip.compress(encode_idx(array), mtime=0))
-            written.append(out / name)
+    files = {"train-images-idx3-ubyte.gz": images, "train-labels-idx1-ubyte.gz": labels}
+    # Named as what it replaces, so that the temporary folder of an export that was killed is removed by the next
+    # one; a training set already there was refused above.
+    with fileio.atomic_folder(out, replaces=files) as folder:
+        for name, array in files.items():
+            (folder / name).write_bytes(gzip.compress(encode_idx(array), mtime=0))
     return out
 
 
