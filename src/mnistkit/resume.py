@@ -214,9 +214,13 @@ def save(
         record = {"format": FORMAT, "tensors": name, "sha256": digest, "config_sha256": config_sha256}
         fileio.write_json(folder / STATE_NAME, {**record, **info})
     except (OSError, MnistkitError) as exc:
+        if not Path(run_dir).is_dir():  # its checkpoints went with it, if it was moved
+            raise CheckpointError(
+                f"could not save the checkpoint in {folder}: the run folder {run_dir} no longer exists (moved or "
+                "deleted while training); if it was moved, resume it from its new place, else run the same command "
+                "again"
+            ) from None
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        if not Path(run_dir).is_dir():
-            reason = f"the run folder {run_dir} no longer exists"
         then = (
             "the previous checkpoint there is intact. Free some space or restore the folder, then resume"
             if previous
