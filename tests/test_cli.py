@@ -737,3 +737,20 @@ def test_a_deleted_working_folder_is_named_in_one_line(tmp_path):
     assert done.stderr == (
         "mnistkit: error: the current folder no longer exists (deleted); cd to a folder that exists and run again\n"
     )
+
+
+def test_evaluate_drawing_into_a_run_folder_another_command_holds_is_refused(tiny_idx, tmp_path, capsys):
+    # A train --overwrite of the folder meanwhile would otherwise be given the old model's figures.
+    from mnistkit import runs
+
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=1))[0] == 0
+    with runs.hold(run_dir):
+        code, out, err = run_cli(capsys, "evaluate", run_dir)
+        assert (code, out) == (2, "")
+        assert err == (
+            f"mnistkit: error: {run_dir}: another mnistkit command is writing this run folder now (a train, or an "
+            "evaluate drawing its figures); wait for it to end\n"
+        )
+        assert run_cli(capsys, "evaluate", run_dir, "--no-plots")[0] == 0  # reading it is not refused
+    assert run_cli(capsys, "evaluate", run_dir)[0] == 0 and (run_dir / "confusion.png").is_file()

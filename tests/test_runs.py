@@ -77,9 +77,9 @@ def test_a_folder_another_run_is_writing_is_refused(tmp_path, overwrite):
     # Two runs started together both find the folder missing or empty: the one that comes second must not
     # write into it as well, with or without overwrite.
     with runs.writing(tmp_path / "run", "mlp") as run_dir:
-        with pytest.raises(ConfigError, match="another mnistkit train is writing this run folder now"):
+        with pytest.raises(ConfigError, match="another mnistkit command is writing this run folder now"):
             runs.create_run_dir(run_dir, "mlp", overwrite=overwrite)
-        with pytest.raises(ConfigError, match="another mnistkit train is writing"):
+        with pytest.raises(ConfigError, match="another mnistkit command is writing"):
             with runs.hold(run_dir):  # a resume of it
                 pass
     assert runs.create_run_dir(run_dir, "mlp") == run_dir  # free again once the first run is done

@@ -7,6 +7,7 @@ non-zero, never with a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -506,35 +507,37 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import runs
     from .checkpoint import resolve
     from .evaluate import evaluate_checkpoint, evaluate_ensemble, format_report
     from .plots import CONFUSION_NAME, MISTAKES_NAME, check_plots_folder, write_evaluation_plots
 
     ensemble = len(args.checkpoint) > 1
-    if (
-        args.plots is not None
-    ):  # a bad folder, or a file of the user's in it, stops the command before its report is printed
+    # A bad folder, or a file of the user's in it, stops the command before its report is printed.
+    if args.plots is not None:
         folder = check_plots_folder(args.plots)
         for name in (CONFUSION_NAME, MISTAKES_NAME):
             fileio.check_replaceable(folder / name, args.overwrite)
-    if ensemble:
-        report = evaluate_ensemble(args.checkpoint, args.split, args.data, args.dataset)
-    else:
-        report = evaluate_checkpoint(args.checkpoint[0], args.split, args.data, args.dataset)
-    if args.json:
-        print_json(report.to_dict())
-    else:
-        print_text(format_report(report))
+    run_dir = None if ensemble else resolve(args.checkpoint[0]).parent
     # An ensemble has no run folder of its own: its plots go only where --plots says, never over a member's.
-    if not args.no_plots and (args.plots is not None or not ensemble):
-        run_dir = resolve(args.checkpoint[0]).parent
-        # titled with the run's name (an ensemble's title names its models) and what the report says it
-        # evaluated: model, data, split
-        paths = write_evaluation_plots(
-            report, args.plots if args.plots is not None else run_dir, title=None if ensemble else run_dir.name
-        )
-        if not args.json:
-            print_text("plots: " + "  ".join(str(path) for path in paths))
+    plots_folder = None if args.no_plots else args.plots if args.plots is not None else run_dir
+    # Figures drawn into the run folder: held from reading the model to the last figure, so that a train
+    # --overwrite meanwhile is refused rather than given the old model's figures.
+    with runs.hold(run_dir, None) if run_dir is not None and plots_folder == run_dir else contextlib.nullcontext():
+        if ensemble:
+            report = evaluate_ensemble(args.checkpoint, args.split, args.data, args.dataset)
+        else:
+            report = evaluate_checkpoint(args.checkpoint[0], args.split, args.data, args.dataset)
+        if args.json:
+            print_json(report.to_dict())
+        else:
+            print_text(format_report(report))
+        if plots_folder is not None:
+            # titled with the run's name (an ensemble's title names its models) and what the report says it
+            # evaluated: model, data, split
+            paths = write_evaluation_plots(report, plots_folder, title=None if run_dir is None else run_dir.name)
+            if not args.json:
+                print_text("plots: " + "  ".join(str(path) for path in paths))
     return 0
 
 

@@ -226,11 +226,12 @@ def check_writable(path: Path, folders: Iterable[Path], option: str) -> None:
 
 
 @contextmanager
-def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
+def hold(run_dir: Path, option: str | None = "resume") -> Iterator[Path]:
     """Hold ``run_dir`` while this process writes it: another ``mnistkit train`` into it (a second start with the
-    same out, a resume, an overwrite) is refused, rather than two runs mixing their files. The lock is the
-    kernel's (flock on the folder), so a killed run never leaves it held. Where there is no flock (Windows, some
-    network file systems), nothing is held. Yields ``run_dir``."""
+    same out, a resume, an overwrite) is refused, rather than two runs mixing their files, as is an ``evaluate``
+    that writes its figures there. The lock is the kernel's (flock on the folder), so a killed run never leaves it
+    held. Where there is no flock (Windows, some network file systems), nothing is held. ``option`` names the
+    option that gave the folder, in the error (None: none did). Yields ``run_dir``."""
     try:
         fd = os.open(run_dir, os.O_RDONLY)
     except OSError:
@@ -243,9 +244,9 @@ def hold(run_dir: Path, option: str = "resume") -> Iterator[Path]:
             except BlockingIOError:
                 otherwise = ", or choose another out" if option == "out" else ""
                 raise ConfigError(
-                    f"{option} {run_dir}: another mnistkit train is writing this run folder now; "
-                    f"wait for it to end{otherwise}",
-                    options=(option,),
+                    f"{f'{option} ' if option else ''}{run_dir}: another mnistkit command is writing this run folder "
+                    f"now (a train, or an evaluate drawing its figures); wait for it to end{otherwise}",
+                    options=(option,) if option else (),
                 ) from None
             except OSError:
                 pass
