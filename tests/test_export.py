@@ -197,7 +197,10 @@ def test_a_full_disk_under_the_onnx_exporter_names_the_file(tmp_path, tiny_run, 
     monkeypatch.setattr(torch.onnx, "export", disk_full)  # the exporter writes the file itself
     with pytest.raises(MnistkitError) as error:
         export_checkpoint(tiny_run, "onnx", tmp_path / "model.onnx")
-    assert str(error.value) == f"cannot write {tmp_path / 'model.onnx'}: No space left on device"
+    assert (
+        str(error.value)
+        == f"cannot write {tmp_path / 'model.onnx'}: No space left on device; free some space and run again"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ConfigError, WriteError
+from .errors import FULL_DISK, ConfigError, WriteError
 
 try:
     import fcntl
@@ -44,7 +44,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             sync_folder(path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _cannot_write(path, exc) from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -280,7 +280,15 @@ def folder_to_fill(folder: str | os.PathLike) -> Iterator[list[Path]]:
         raise
 
 
+def _cannot_write(path: Path, exc: OSError) -> WriteError:
+    """A write of ``path`` that failed; with what to do for a full disk, which the system's words do not say."""
+    advice = "; free some space and run again" if exc.errno in FULL_DISK else ""
+    return WriteError(f"cannot write {path}: {exc.strerror or exc}{advice}")
+
+
 def _cannot_write_in(path: Path, exc: OSError) -> WriteError:
+    if exc.errno in FULL_DISK:
+        return _cannot_write(path, exc)
     return WriteError(f"cannot write {path}: {exc.strerror or exc}; check the folder exists and is writable")
 
 
@@ -354,7 +362,7 @@ def atomic_folder(path: str | os.PathLike, replaces: Collection[str] = ()) -> It
             sync_folder(path.parent)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _cannot_write(path, exc) from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
