@@ -577,9 +577,11 @@ def test_cli_stats_list_show_export_delete(tmp_path, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 3
     assert run_cli("feedback", "show", "--db", db, "-o", str(tmp_path / "fb.png")) == 0
     assert (tmp_path / "fb.png").read_bytes()[:4] == b"\x89PNG"
-    for fmt, out in (("idx", tmp_path / "idx"), ("npz", tmp_path / "fb.npz")):
+    # The format as given, or from the name: a .npz file, else a folder of IDX files.
+    for fmt, out in (("idx", tmp_path / "idx"), ("npz", tmp_path / "fb.npz"), (None, tmp_path / "named.NPZ")):
         capsys.readouterr()
-        assert run_cli("feedback", "export", "--db", db, "--format", fmt, "-o", str(out)) == 0
+        assert run_cli("feedback", "export", "--db", db, *(["--format", fmt] if fmt else []), "-o", str(out)) == 0
+        assert out.is_file() == (fmt != "idx")
         exported = data.load_path(out)
         images, labels, _ = FeedbackStore(db).images()
         assert np.array_equal(exported.train.images.numpy(), images)

@@ -731,7 +731,9 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
     show.add_argument("-o", "--output", metavar="FILE", default="feedback.png", help="[default: %(default)s]")
     show.add_argument("--overwrite", action="store_true", help=OVERWRITE_FIGURE_HELP)
     export = action("export", "write the corrections as a training set that --data reads", cmd_feedback_export)
-    export.add_argument("--format", choices=["idx", "npz"], default="idx", help="[default: %(default)s]")
+    export.add_argument(
+        "--format", choices=["idx", "npz"], default=None, help="[default: npz for an output named .npz, else idx]"
+    )
     export.add_argument("-o", "--output", metavar="PATH", required=True, help="a new folder (idx) or .npz file")
     delete = action("delete", "delete corrections by id", cmd_feedback_delete)
     delete.add_argument("ids", nargs="+", type=int, metavar="ID")
@@ -783,11 +785,12 @@ def cmd_feedback_show(args: argparse.Namespace) -> int:
 def cmd_feedback_export(args: argparse.Namespace) -> int:
     from .data import check_training_set_target, save_training_set
 
-    check_training_set_target(args.output, args.format)
+    fmt = args.format or ("npz" if args.output.lower().endswith(".npz") else "idx")
+    check_training_set_target(args.output, fmt)
     images, labels, _ = _open_feedback(args).images()
     if not len(labels):
         raise MnistkitError("no corrections stored yet; nothing to export")
-    out = save_training_set(args.output, images, labels, args.format)
+    out = save_training_set(args.output, images, labels, fmt)
     print_text(f"wrote {len(labels)} corrections to {out}")
     return 0
 
