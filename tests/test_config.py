@@ -205,3 +205,17 @@ def test_an_init_may_be_a_path(tmp_path):
 def test_a_bool_is_no_integer_and_only_paths_take_a_path(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         make_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "message"),
+    [
+        (["cnn"], {}, "unknown preset a list of 1 items;"),
+        (None, {"init": 3}, "init: Input should be a valid string"),
+        (None, {"data": ""}, "data is empty: give a path, or leave data out for the dataset"),
+    ],
+    ids=["preset as a list", "init a number", "data empty"],
+)
+def test_make_config_refuses_options_of_the_wrong_kind_in_one_line(preset, overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_config(preset, **overrides)

@@ -326,6 +326,22 @@ def test_named_dataset_that_is_unknown_lists_the_known_ones():
         data.load_dataset(None, "cifar10")
 
 
+@pytest.mark.parametrize("name", ["MNIST", " mnist", "m_nist"])
+def test_mnist_as_the_catalog_spells_it_is_the_bundled_set_not_a_download(monkeypatch, name):
+    from mnistkit import download
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("MNIST ships with mnistkit: nothing is downloaded")
+
+    monkeypatch.setattr(download, "ensure_dataset", no_download)
+    assert len(data.load_dataset(None, name).train) == 60_000
+
+
+def test_an_empty_data_path_is_refused_not_read_as_this_folder():
+    with pytest.raises(DataError, match="^data is empty: give a path"):
+        data.load_dataset("")
+
+
 def test_loading_from_a_folder_holding_one_npz(tmp_path):
     x, y = make_digits(10)
     np.savez(tmp_path / "only.npz", x_train=x, y_train=y)

@@ -68,3 +68,20 @@ def test_a_report_naming_files_not_in_utf8_is_valid_json():
     document = report.to_dict()
     assert document["members"] == [{"source": "caf\\xe9"}] and document["notes"] == ["caf\\xe9"]
     assert "\\ud" not in json.dumps(document)  # no escaped surrogate, which strict JSON parsers refuse
+
+
+def test_evaluate_checkpoint_refuses_a_path_that_is_not_one_and_takes_numpy_batch_sizes(tiny_run):
+    import numpy as np
+    import pytest
+
+    from mnistkit.errors import ConfigError
+    from mnistkit.evaluate import evaluate_checkpoint
+
+    for path in (None, 3, ""):
+        with pytest.raises(ConfigError, match="^path (must be a path|is empty)"):
+            evaluate_checkpoint(path)
+    report = evaluate_checkpoint(tiny_run, batch_size=np.int64(64))
+    assert (report.count, report.accuracy) == (
+        evaluate_checkpoint(tiny_run).count,
+        evaluate_checkpoint(tiny_run).accuracy,
+    )

@@ -454,3 +454,23 @@ def test_a_running_export_keeps_its_temporary_file_from_another(tmp_path, tiny_r
     monkeypatch.setitem(export.EXPORTERS, "onnx", then_another_export_cleans)
     assert export_checkpoint(tiny_run, "onnx", out).path == out
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"overwrite": "no"}, "overwrite must be True or False, got str 'no'"),
+        ({"fmt": ["onnx"]}, "unknown export format a list of 1 items; choose one of"),
+        ({"out": 5}, "out must be a path (a str or Path), got int"),
+        ({"out": ""}, "out is empty: give a path"),
+    ],
+    ids=["overwrite 'no'", "format as a list", "out a number", "out empty"],
+)
+def test_export_options_of_the_wrong_kind_are_one_clear_error_and_nothing_is_written(tmp_path, options, message):
+    kept = tmp_path / "model.pt2"
+    kept.write_text("keep")  # "no" taken by its truth would have replaced it
+    arguments = {"fmt": "exported-program", "out": kept, **options}
+    with pytest.raises(MnistkitError) as error:
+        export_checkpoint(None, **arguments)
+    assert str(error.value).startswith(message)
+    assert kept.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]

@@ -558,3 +558,14 @@ def test_a_grey_and_alpha_array_is_one_image(mnist):
     assert result.digit == 7
     with pytest.raises(ImageError, match=r"\(H, W, 2\) grayscale and alpha, .*got shape \(100,\)"):
         Classifier.load().predict(np.zeros(100, np.uint8))
+
+
+@pytest.mark.parametrize("kind", ["meta", "sparse", "nested"])
+def test_a_tensor_without_plain_pixels_is_one_clear_error(pretrained, kind):
+    images = {
+        "meta": lambda: torch.zeros(1, 28, 28, device="meta"),
+        "sparse": lambda: torch.zeros(1, 28, 28).to_sparse(),
+        "nested": lambda: torch.nested.nested_tensor([torch.zeros(28, 28)]),
+    }[kind]()
+    with pytest.raises(ImageError, match="tensor holds no plain pixels; give a dense tensor of the pixels"):
+        pretrained.predict_array(images)

@@ -132,6 +132,7 @@ class TrainConfig:
                 f"mix_mnist must be in [0, 1) (the share of each epoch's images that are MNIST), got {self.mix_mnist}",
             ),
             (self.init != "", "init", "init must be 'pretrained' or a run folder or checkpoint, got ''"),
+            (self.data != "", "data", "data is empty: give a path, or leave data out for the dataset"),
             (
                 self.init_sha256 is None or (self.init is not None and SHA256.fullmatch(self.init_sha256) is not None),
                 "init_sha256",
@@ -330,7 +331,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     str, int and bool."""
     values: dict[str, Any] = {}
     if preset is not None:
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(unknown_choice("preset", preset, PRESETS))
         values.update(PRESETS[preset])
         values["preset"] = preset
@@ -340,6 +341,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
         return TrainConfig.from_dict(values).validate()
     from . import finetune  # late import: it reads the init's model.json and needs torch
 
+    TrainConfig.from_dict(values)  # the options' types (an init that is not a str) before the init is read
     cfg = TrainConfig.from_dict(finetune.follow_init(values)).validate()
     finetune.open_init(cfg)  # the model and its options are the init's: refused here, before any run starts
     return cfg

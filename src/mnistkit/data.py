@@ -481,14 +481,16 @@ def load_dataset(data: str | Path | None = None, dataset: str = "mnist") -> Data
     if data is not None:
         if not isinstance(data, (str, os.PathLike)):
             raise DataError(f"data must be a path (a str or Path), got {type(data).__name__} {short(data)}")
+        if not os.fspath(data):  # Path("") is the current folder
+            raise DataError("data is empty: give a path, or leave data out for the dataset")
         return load_path(data)
     if not isinstance(dataset, str):
         raise DataError(f"dataset must be a dataset's name (a str, such as 'mnist'), got {type(dataset).__name__}")
-    if dataset.lower() == "mnist":
+    spec = get_spec(dataset)  # as the catalog spells names: " MNIST" and "m_nist" are the bundled one too
+    if spec.name == "mnist":
         return load_bundled_mnist()
     from . import download  # the downloader is only needed for datasets that are not bundled
 
-    spec = get_spec(dataset)
     folder = download.ensure_dataset(spec.name)
     ds = load_idx_folder(folder, verify=spec.md5_uncompressed or None, name=spec.name)
     ds.classes = list(spec.classes)

@@ -3,6 +3,7 @@ of models (their averaged probabilities), on a split."""
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -186,9 +187,10 @@ def evaluate_checkpoint(
     The validation split is the one the run held out, taken from the run's recorded ``val_size``. A run on data
     without a test part that mixed in MNIST (``mix_mnist``) was tested on MNIST's test set, and is again.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size must be a whole number of at least 1, got {short(batch_size)}")
-    model, meta = checkpoint.load_checkpoint(path)
+    batch_size = int(batch_size)  # NumPy's integers too
+    model, meta = checkpoint.load_checkpoint(fileio.given_path(path, "path"))
     part, data_name, classes, notes = _evaluation_split(meta, split, data, dataset)
     report = evaluate(
         model, part, Normalization(**meta.get("normalization", {})), classes, batch_size, tta=bool(meta.get("tta"))

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import fileio
-from .errors import MnistkitError
+from .config import check_flag
+from .errors import MnistkitError, short
 
 if TYPE_CHECKING:  # torch loads on first export, so that the command line starts without it
     import numpy as np
@@ -84,8 +85,9 @@ def export_checkpoint(
     from .data import load_bundled_mnist
     from .inference import Classifier, InferenceModel, pixels
 
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    check_flag("overwrite", overwrite)  # "no" would be taken by its truth, and replace the file
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise ExportError(f"unknown export format {short(fmt)}; choose one of: {', '.join(FORMATS)}")
     if fmt == "onnx":
         _require_onnx_packages()
     classifier = Classifier.load(source)
@@ -136,7 +138,7 @@ def _output(source: str | Path | None, fmt: str, out: str | Path | None) -> Path
     """Where to write, refusing early what would fail, or lose data, only once the export is done."""
     if out is None:
         return default_path(source, fmt)
-    path = Path(out).expanduser()
+    path = fileio.given_path(out, "out")
     if fmt == "hf":
         _check_hf_output(source, path)
     # Path("somedir/") drops the slash, so the string itself is looked at: a name that ends in a separator, "." or

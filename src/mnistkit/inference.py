@@ -458,6 +458,9 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
     """Validated MNIST-form images, (N, 28, 28), not yet converted: a NumPy array (a view of the input where it is
     one), or a CPU tensor for the float types NumPy lacks (bfloat16). Raises ``ImageError`` naming what is wrong."""
     if isinstance(images, torch.Tensor):
+        if images.layout != torch.strided or images.is_meta or images.is_nested:
+            kind = "a meta" if images.is_meta else "a nested" if images.is_nested else f"a {images.layout}"
+            raise ImageError(f"images: {kind} tensor holds no plain pixels; give a dense tensor of the pixels")
         try:
             a: np.ndarray | torch.Tensor = images.numpy(force=True)
         except TypeError:  # a dtype NumPy has no match for
