@@ -561,6 +561,7 @@ def test_a_grey_and_alpha_array_is_one_image(mnist):
 
 
 @pytest.mark.parametrize("kind", ["meta", "sparse", "nested"])
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
 def test_a_tensor_without_plain_pixels_is_one_clear_error(pretrained, kind):
     images = {
         "meta": lambda: torch.zeros(1, 28, 28, device="meta"),
