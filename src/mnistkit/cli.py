@@ -17,7 +17,7 @@ import stat
 import sys
 import textwrap
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -1226,15 +1226,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
-    """Each option of the command that ran (``batch_size``) with the flag that sets it (``--batch-size``)."""
-    flags: dict[str, str] = {}
+def command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Iterator[argparse.Action]:
+    """The arguments of the command that ran: the parser's own, and those of each subcommand chosen, in order."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             chosen = action.choices.get(str(getattr(args, action.dest, "")))
             if chosen is not None:
-                flags.update(command_flags(chosen, args))
-        elif action.option_strings:
+                yield from command_actions(chosen, args)
+        else:
+            yield action
+
+
+def command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """Each option of the command that ran (``batch_size``) with the flag that sets it (``--batch-size``)."""
+    flags: dict[str, str] = {}
+    for action in command_actions(parser, args):
+        if action.option_strings:
             flags.setdefault(action.dest, max(action.option_strings, key=len))
     return flags
 
@@ -1248,16 +1255,11 @@ PATH_METAVARS = frozenset(
 
 def check_paths_given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse an empty path given to any argument of the command that ran (``--db ''``: a script's unset variable)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            chosen = action.choices.get(str(getattr(args, action.dest, "")))
-            if chosen is not None:
-                check_paths_given(chosen, args)
-        elif action.metavar in PATH_METAVARS:
-            value = getattr(args, action.dest, None)
-            if "" in (value if isinstance(value, list) else [value]):
-                name = max(action.option_strings, key=len) if action.option_strings else str(action.metavar)
-                raise ConfigError(f"{name} is empty: give a path")
+    for action in command_actions(parser, args):
+        value = getattr(args, action.dest, None) if action.metavar in PATH_METAVARS else None
+        if "" in (value if isinstance(value, list) else [value]):
+            name = max(action.option_strings, key=len) if action.option_strings else str(action.metavar)
+            raise ConfigError(f"{name} is empty: give a path")
 
 
 def with_flags(exc: MnistkitError, flags: dict[str, str]) -> str:
