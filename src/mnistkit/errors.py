@@ -91,6 +91,7 @@ OS_ERROR_ADVICE: dict[int | None, str] = {
     errno.ENOENT: "check the path",
 }
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK_ADVICE = "free some space and run again"  # what the user can do is the same for every path
 
 
 def os_error(exc: OSError, output: str = "") -> str:
@@ -98,9 +99,9 @@ def os_error(exc: OSError, output: str = "") -> str:
     ``output``: what an error without a path was writing to (" to standard output"), if known."""
     name = _shown_path(exc.filename, exc.errno)
     reason = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno in FULL_DISK:  # what the user can do is the same for every path: free space
+    if exc.errno in FULL_DISK:
         where = f" ({name})" if name else output
-        return f"cannot write{where}: {reason}; free some space and run again"
+        return f"cannot write{where}: {reason}; {FULL_DISK_ADVICE}"
     advice = OS_ERROR_ADVICE.get(exc.errno, "check it, then run again")
     return f"{name}: {reason}; {advice}" if name else f"{reason}; {advice}"
 

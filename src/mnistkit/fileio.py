@@ -16,7 +16,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import FULL_DISK, ConfigError, WriteError
+from .errors import FULL_DISK, FULL_DISK_ADVICE, ConfigError, WriteError
 
 try:
     import fcntl
@@ -282,7 +282,7 @@ def folder_to_fill(folder: str | os.PathLike) -> Iterator[list[Path]]:
 
 def _cannot_write(path: Path, exc: OSError) -> WriteError:
     """A write of ``path`` that failed; with what to do for a full disk, which the system's words do not say."""
-    advice = "; free some space and run again" if exc.errno in FULL_DISK else ""
+    advice = f"; {FULL_DISK_ADVICE}" if exc.errno in FULL_DISK else ""
     return WriteError(f"cannot write {path}: {exc.strerror or exc}{advice}")
 
 
