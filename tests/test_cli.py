@@ -320,6 +320,15 @@ def test_train_refuses_a_cnn_option_for_another_model_before_it_starts(tiny_idx,
     assert out == "" and not (tmp_path / "run").exists()
 
 
+def test_train_names_the_preset_whose_model_options_another_model_does_not_take(tiny_idx, tmp_path, capsys):
+    argv = train_argv(tiny_idx, tmp_path / "run", "--preset", "cnn", "--model", "mlp")
+    code, out, err = run_cli(capsys, *argv)
+    assert_one_line_error(
+        code, err, "preset 'cnn' is made for model 'cnn' (it sets --width), not 'mlp': leave the preset out"
+    )
+    assert out == "" and not (tmp_path / "run").exists()
+
+
 def test_existing_run_folder_is_never_overwritten_unasked(tiny_idx, tmp_path, capsys):
     out_dir = tmp_path / "run"
     out_dir.mkdir()

@@ -118,6 +118,14 @@ def test_model_options_carry_only_what_was_set():
     assert make_config(model="cnn", stem_stride=2).model_options() == {"stem_stride": 2}
 
 
+def test_a_preset_with_another_model_names_the_preset_for_its_model_options():
+    with pytest.raises(ConfigError, match=r"preset 'best' is made for model 'cnn' \(it sets width\), not 'mlp'"):
+        make_config("best", model="mlp")
+    assert make_config("fast", model="cnn").model == "cnn"  # a preset with no model options takes any model
+    with pytest.raises(ConfigError, match="invalid options for model 'mlp': it takes no option width"):
+        make_config("fast", model="mlp", width=8)  # the caller's own option: the model's own message
+
+
 def test_unknown_preset_and_keys():
     with pytest.raises(ConfigError, match="unknown preset 'turbo'"):
         make_config("turbo")

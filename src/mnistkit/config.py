@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import operator
@@ -193,9 +194,27 @@ class TrainConfig:
                 "either a named dataset or data (a path), not both",
                 options=("dataset", "data"),
             )
+        self._check_preset_model()
         check_accepted(self.model, self.model_options())
         check_options(self.model_options())
         return self
+
+    def _check_preset_model(self) -> None:
+        """ConfigError where the preset sets model options that the model given in its place does not take:
+        ``--preset cnn --model mlp`` would otherwise be refused for a width nobody gave."""
+        from .models import MODELS  # late import: importable without the models
+
+        preset = PRESETS.get(self.preset) if isinstance(self.preset, str) else None
+        if preset is None or self.model == preset.get("model") or self.model not in MODELS:
+            return
+        taken = inspect.signature(MODELS[self.model]).parameters
+        for key, value in self.model_options().items():
+            if key not in taken and preset.get(key) == value:
+                raise ConfigError(
+                    f"preset '{self.preset}' is made for model '{preset['model']}' (it sets {key}), not "
+                    f"'{self.model}': leave the preset out to train '{self.model}'",
+                    options=(key,),
+                )
 
 
 # The options that are flags: True or False, never a value Python merely counts as true ("no", 1).
