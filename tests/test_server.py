@@ -236,6 +236,24 @@ def test_serve_takes_several_models_as_an_ensemble(tiny_run, second_tiny_run, mo
     assert capsys.readouterr().out.startswith(f"serving {tiny_run}, {second_tiny_run} (ensemble) at http://")
 
 
+def test_serve_runs_on_one_torch_thread_and_gives_the_callers_count_back(tiny_run, monkeypatch, capsys):
+    import uvicorn
+
+    threads_while_serving = []
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets: threads_while_serving.append(torch.get_num_threads())
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(SystemExit) as exit:
+            cli.main(["serve", "--model", str(tiny_run), "--port", "0", "--no-feedback"])
+        assert exit.value.code == 0 and threads_while_serving == [1]
+        assert torch.get_num_threads() == 2  # a program that serves and then trains keeps its threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_predict_drawing_upload_matches_mnistkit_predict(client, classifier, digits):
     images, labels = digits
     for image, label in zip(images, labels):

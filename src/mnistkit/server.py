@@ -849,9 +849,6 @@ def serve(
     # A first pass before listening: a model that answers NaN for a blank page fails here, in one line, not at
     # every request; and the first request does not pay for the kernels' first-call set-up.
     classifier.probabilities_and_flags(np.zeros((1, 28, 28), np.uint8))
-    # One torch thread: the forward passes (batched) take one core, leaving the other to HTTP and preprocessing;
-    # intra-op threads would only fight them for it.
-    torch.set_num_threads(1)
     listener = listen(host, port)
     app = create_app(classifier, [*allowed_hosts, host], store, feedback_limit)
     config = uvicorn_config(app, access_log, header_timeout, body_timeout)
@@ -868,9 +865,14 @@ def serve(
         f"(API docs: /docs; {corrections}; Ctrl-C stops)",
         flush=True,
     )
+    threads = torch.get_num_threads()
+    # One torch thread: the forward passes (batched) take one core, leaving the other to HTTP and preprocessing;
+    # intra-op threads would only fight them for it. The caller's count comes back with the server's end.
+    torch.set_num_threads(1)
     try:
         StoppableServer(config).run(sockets=[listener])
     finally:
+        torch.set_num_threads(threads)
         if store is not None:
             store.close()
 
