@@ -7,7 +7,9 @@ import json
 import os
 import re
 import shlex
+import shutil
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -441,20 +443,36 @@ def test_an_ensemble_averages_its_members_probabilities(tiny_run, second_tiny_ru
         assert prediction.digit == int(np.argmax(expected))
 
 
-def test_an_ensemble_flags_what_most_of_its_calibrated_members_flag(tiny_run, second_tiny_run, saved):
+def twin(run: Path, folder: Path) -> Path:
+    """A checkpoint in ``folder`` that answers as ``run``'s, with other weights: a BatchNorm's count of the
+    batches it has seen, which inference does not use, one higher; without BatchNorm, the last bias one float32
+    step further (a change a millionth of the smallest one training makes)."""
+    net, meta = load_checkpoint(run)
+    counts = [buffer for name, buffer in net.named_buffers() if name.endswith("num_batches_tracked")]
+    if counts:
+        counts[0] += 1
+    else:
+        bias = list(net.parameters())[-1].data
+        bias[-1] = torch.nextafter(bias[-1], torch.tensor(np.inf))
+    folder.mkdir()
+    save_checkpoint(folder, net, {k: v for k, v in meta.items() if k not in ("format", "weights", "sha256")})
+    return folder
+
+
+def test_an_ensemble_flags_what_most_of_its_calibrated_members_flag(tiny_run, second_tiny_run, saved, tmp_path):
     images = digits_and_nondigits()
     cnn, mlp = Classifier.load(tiny_run), Classifier.load(second_tiny_run)
     probabilities, flags = cnn.probabilities_and_flags(images)
     mlp_flags = mlp.probabilities_and_flags(images)[1]
     assert (flags != mlp_flags).any()  # the members disagree on some images
-    # The same model twice is that model: same probabilities, same flags.
-    twice = Classifier.load([tiny_run, tiny_run]).probabilities_and_flags(images)
+    # A model and its twin are that model: same probabilities, same flags.
+    twice = Classifier.load([tiny_run, twin(tiny_run, tmp_path / "cnn")]).probabilities_and_flags(images)
     np.testing.assert_allclose(twice[0], probabilities, atol=1e-6)
     np.testing.assert_array_equal(twice[1], flags)
     # Two calibrated members must both flag an image; three, two of them.
     pair = Classifier.load([tiny_run, second_tiny_run])
     np.testing.assert_array_equal(pair.probabilities_and_flags(images)[1], flags & mlp_flags)
-    trio = Classifier.load([tiny_run, second_tiny_run, second_tiny_run])
+    trio = Classifier.load([tiny_run, second_tiny_run, twin(second_tiny_run, tmp_path / "mlp")])
     np.testing.assert_array_equal(trio.probabilities_and_flags(images)[1], mlp_flags)
     assert pair.threshold is None and [
         pair.model_info()["not_a_digit_votes"],
@@ -464,9 +482,20 @@ def test_an_ensemble_flags_what_most_of_its_calibrated_members_flag(tiny_run, se
     mixed = Classifier.load([tiny_run, saved])
     assert mixed.model_info()["not_a_digit_votes"] == 1
     np.testing.assert_array_equal(mixed.probabilities_and_flags(images)[1], flags)
-    uncalibrated = Classifier.load([saved, saved])
+    uncalibrated = Classifier.load([saved, twin(saved, tmp_path / "saved")])
     assert uncalibrated.model_info()["not_a_digit_votes"] == 0
     assert not uncalibrated.probabilities_and_flags(images)[1].any()
+
+
+def test_an_ensemble_refuses_one_model_given_twice(tiny_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    for members in ([tiny_run, tiny_run], [tiny_run, tiny_run / "model.safetensors"], [tiny_run, copy]):
+        with pytest.raises(CheckpointError) as raised:
+            Classifier.load(members)
+        assert str(raised.value) == (
+            f"{members[0]} and {members[1]} are the same model (the same weights); give each member of an ensemble once"
+        )
 
 
 def test_ensemble_members_must_agree_on_their_classes(tmp_path, saved):

@@ -371,6 +371,7 @@ class Ensemble(Classifier):
                     f"{member.source} and {first.source} predict different classes "
                     f"({class_mismatch(member.classes, first.classes)}); the members of an ensemble must agree on them"
                 )
+        _check_distinct(members)
         self.members = list(members)
         # What identifies the ensemble (corrections record it): its members' weights, in order.
         sha256 = hashlib.sha256(" ".join(str(m.meta.get("sha256")) for m in members).encode()).hexdigest()
@@ -385,6 +386,22 @@ class Ensemble(Classifier):
         tta = any(member["tta"] for member in members)
         votes = cast(EnsembleModel, self.inference).votes
         return {**super().model_info(), "tta": tta, "temperature": None, "not_a_digit_votes": votes, "members": members}
+
+
+def _check_distinct(members: Sequence[Classifier]) -> None:
+    """``CheckpointError`` for two members with the same weights (one path given twice, a run folder and its
+    .safetensors, a copy): the mean would count that model twice, with no word of it."""
+    seen: dict[str, Classifier] = {}
+    for member in members:
+        digest = member.meta.get("sha256")
+        if not isinstance(digest, str):
+            continue
+        if digest in seen:
+            raise CheckpointError(
+                f"{seen[digest].source} and {member.source} are the same model (the same weights); give each member "
+                "of an ensemble once"
+            )
+        seen[digest] = member
 
 
 def check_options(top_k: object, reject: object) -> None:
