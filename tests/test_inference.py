@@ -330,6 +330,22 @@ def test_predict_array_names_what_is_no_array(pretrained, tmp_path):
         pretrained.predict_array(torch.zeros((1, 28, 28), dtype=torch.complex32))
 
 
+def test_predict_array_refuses_masked_pixels_and_names_the_shape_it_was_given(pretrained, mnist):
+    images = mnist.test.images[:4].numpy()
+    np.testing.assert_allclose(
+        pretrained.predict_array(np.ma.masked_array(images)), pretrained.predict_array(images), atol=1e-6
+    )
+    with pytest.raises(ImageError, match=r"^images: a masked array with 1 masked pixels; fill them"):
+        pretrained.predict_array(np.ma.masked_array(images, mask=np.arange(images.size).reshape(images.shape) == 9))
+    with pytest.raises(ImageError, match=r"got shape \(784, 1\)$"):
+        pretrained.predict_array(np.zeros((784, 1), np.uint8))
+
+
+def test_an_array_with_no_channels_is_one_image_and_one_error(pretrained):
+    with pytest.raises(ImageError, match=r"^array: expected \(H, W\) grayscale.*got shape \(28, 28, 0\)$"):
+        pretrained.predict(np.zeros((28, 28, 0), np.uint8))
+
+
 def test_predict_array_takes_bfloat16_and_float8_tensors(pretrained, mnist):
     images = mnist.test.images[:8].float().div(255).to(torch.bfloat16)
     expected = pretrained.predict_array(images.float())

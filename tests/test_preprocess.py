@@ -511,6 +511,28 @@ def test_a_twelve_bit_scan_in_a_sixteen_bit_file_is_scaled_to_its_own_depth(twin
     assert np.array_equal(to_mnist(path), to_mnist(page))
 
 
+def test_sixteen_bit_arrays_are_scaled_as_sixteen_bit_files_are(twins, tmp_path):
+    page = large_dark_on_light(twins[1], scale=4, canvas=(150, 140), at=(20, 15))
+    path = tmp_path / "scan16.png"
+    Image.fromarray(page.astype(np.uint16) * 257).save(path)
+    expected = to_mnist(page)
+    assert np.array_equal(to_mnist(page.astype(np.uint16) * 257), expected)  # as OpenCV reads a 16-bit PNG
+    twelve_bit = (page.astype(np.int32) * 4095 + 127) // 255
+    assert np.array_equal(to_mnist(twelve_bit), to_mnist(Image.fromarray(twelve_bit.astype(np.uint16))))
+    colour = np.stack([page.astype(np.uint16) * 257] * 3, axis=-1)
+    assert np.array_equal(to_mnist(colour), to_mnist(np.stack([page] * 3, axis=-1)))
+    with pytest.raises(ImageError, match=r"^array: integer pixels must lie in 0..255, or 0..65535 for a 16-bit image"):
+        to_mnist(page.astype(np.int64) * 65536)
+
+
+def test_a_masked_array_is_read_only_with_nothing_masked(twins):
+    page = large_dark_on_light(twins[1], scale=4, canvas=(150, 140), at=(20, 15))
+    assert np.array_equal(to_mnist(np.ma.masked_array(page)), to_mnist(page))
+    hidden = np.ma.masked_array(page, mask=page < 128)  # the ink masked: what lies under it is not the picture
+    with pytest.raises(ImageError, match=r"^array: a masked array with [\d,]+ masked pixels; fill them"):
+        to_mnist(hidden)
+
+
 @pytest.mark.parametrize("canvas", [(2048, 2048), (3000, 2200)])
 def test_a_large_sixteen_bit_scan_works_like_its_eight_bit_twin(twins, tmp_path, canvas):
     """I;16 images wider than the working size are reduced after their 8-bit conversion (Pillow's reduce step
@@ -575,7 +597,8 @@ def png_header_claiming(width: int, height: int) -> bytes:
         (lambda: Image.new("L", (1, 40), 0), "too small"),
         (lambda: np.zeros((28, 28, 5, 1), np.uint8), "expected (H, W)"),
         (lambda: np.full((28, 28), 1.5), "[0, 1]"),
-        (lambda: np.full((28, 28), 300), "0..255"),
+        (lambda: np.full((28, 28), 70000), "0..255, or 0..65535 for a 16-bit image"),
+        (lambda: np.full((28, 28), -1), "0..255"),
         (lambda: "not/a/real/file.png", "file not found"),
         (lambda: 42, "cannot read a int"),
     ],

@@ -32,7 +32,7 @@ from .config import check_flag
 from .data import Normalization
 from .errors import CheckpointError, ConfigError, MnistkitError, short
 from .models import count_parameters
-from .preprocess import FLAT_SIZE, ImageError, ImageInput, check_pixels, image_formats, to_mnist
+from .preprocess import FLAT_SIZE, ImageError, ImageInput, check_pixels, image_formats, plain_array, to_mnist
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 BATCH_SIZE = 256  # images per forward pass in predict_array: activations stay in cache (faster than 1024 on CPU)
@@ -487,6 +487,8 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
                 ) from None
             a = images.detach().cpu()
     else:
+        if isinstance(images, np.ndarray):
+            images = plain_array(images, "images")
         try:
             a = np.asarray(images)
         except (ValueError, TypeError):  # a ragged list: images of different shapes, or a number beside an image
@@ -494,11 +496,12 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
                 f"images: this {type(images).__name__} does not make one array: its items are not all the same "
                 "shape; give 28×28 images, each a (28, 28) array"
             ) from None
+    given = tuple(a.shape)
     a = mnist_shaped(a)
     if a.ndim != 3 or a.shape[1:] != (28, 28):
         shapes = f"expected 28×28 images shaped {MNIST_SHAPES}"
         if isinstance(images, (np.ndarray, torch.Tensor)) or a.ndim:
-            raise ImageError(f"{shapes}, got shape {tuple(a.shape)}")
+            raise ImageError(f"{shapes}, got shape {given}")
         hint = "; predict() reads image files" if isinstance(images, (str, os.PathLike)) else ""
         raise ImageError(f"{shapes}, got {type(images).__name__} {short(images)}{hint}")
     if a.dtype == (torch.bool if isinstance(a, torch.Tensor) else np.bool_):
@@ -547,7 +550,7 @@ def is_stack(images: object) -> bool:
         return False
     return (
         images.ndim == 4
-        or (images.ndim == 3 and images.shape[2] not in (1, 2, 3, 4))
+        or (images.ndim == 3 and images.shape[2] not in (0, 1, 2, 3, 4))  # 0: one image with no channels
         or (images.ndim == 2 and images.shape[1] == FLAT_SIZE)
     )
 

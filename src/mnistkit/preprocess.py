@@ -473,6 +473,7 @@ def _upright_gray(image: Image.Image, where: str) -> np.ndarray:
 
 
 def _array_to_image(a: np.ndarray) -> Image.Image:
+    a = plain_array(a, "array")
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     elif a.ndim == 3 and a.shape[0] == 1 and a.shape[2] > 4:  # an item of a (N, 1, H, W) batch: PyTorch's layout
@@ -481,6 +482,12 @@ def _array_to_image(a: np.ndarray) -> Image.Image:
         a = a.reshape(CANVAS, CANVAS)
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255  # a mask: True is ink (or paper; the polarity is detected later)
+    if a.dtype.kind in "iu" and a.size and a.min() >= 0 and a.max() > 255:
+        if a.max() > 65535:
+            raise ImageError(
+                f"array: integer pixels must lie in 0..255, or 0..65535 for a 16-bit image; found {a.min()}..{a.max()}"
+            )
+        a = _depth_scaled(a)  # a 16-bit scan (as OpenCV or tifffile read it), scaled as a 16-bit image file is
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (2, 3, 4))):
         raise ImageError(
             f"array: expected (H, W) grayscale, (H, W, 2) grayscale and alpha, (H, W, 3|4) colour or a flattened "
@@ -529,13 +536,30 @@ def _eight_bit(image: Image.Image, where: str) -> np.ndarray:
     if a.size and a.min() < 0:  # as for arrays: where black is cannot be told (clipped, the image could go blank)
         raise ImageError(f"{where}: pixels must not be negative; this image holds values down to {a.min():g}")
     if image.mode == "F" and a.size and a.max() <= 1.0:
-        full = 1.0  # float pixels in [0, 1]
-    elif a.size and a.max() > 255:
-        # The bit depth in use: a 12-bit scanner's 0..4095 in a 16-bit file is white at 4095, not at 65535.
-        full = float(2 ** math.ceil(math.log2(a.max() + 1)) - 1)
-    else:
-        full = 255.0
+        return np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)  # float pixels in [0, 1]
+    return _depth_scaled(a)
+
+
+def _depth_scaled(a: np.ndarray) -> np.ndarray:
+    """Pixels from 0 up to at most 65535 -> uint8, white at the top of the bit depth in use: a 12-bit scanner's
+    0..4095 in a 16-bit file is white at 4095, not at 65535; values up to 255 stay as they are."""
+    top = float(a.max()) if a.size else 0.0
+    full = float(2 ** math.ceil(math.log2(top + 1)) - 1) if top > 255 else 255.0
     return np.clip(np.round(a * (255.0 / full)), 0, 255).astype(np.uint8)
+
+
+def plain_array(a: np.ndarray, where: str) -> np.ndarray:
+    """``a`` without its mask where it is a masked array with none of its pixels masked; ``ImageError`` where some
+    are: what a masked pixel shows (ink or paper) cannot be told, and NumPy would hand over whatever lies under it."""
+    if not isinstance(a, np.ma.MaskedArray):
+        return a
+    masked = int(np.ma.count_masked(a))
+    if masked:
+        raise ImageError(
+            f"{where}: a masked array with {masked:,} masked pixels; fill them with the paper's value first "
+            "(array.filled(0) where the paper is black)"
+        )
+    return np.ma.getdata(a)
 
 
 def _border(a: np.ndarray) -> np.ndarray:
