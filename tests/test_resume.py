@@ -194,6 +194,39 @@ def test_a_second_signal_after_a_checkpoint_still_prints_how_to_resume(
     assert resume.load(run_dir).epoch == 2
 
 
+@pytest.mark.parametrize("when", ["last epoch's end", "testing"])
+def test_a_signal_once_training_is_over_lets_the_run_finish_and_says_so(tiny_idx, tmp_path, monkeypatch, capsys, when):
+    """No batch is left to stop after: the run tests and saves its model (seconds), exit 0, and says that it does."""
+    from mnistkit import train
+
+    real_write_metrics, real_loss_and_accuracy = runs.write_metrics, train.loss_and_accuracy
+
+    def write_metrics(run_dir, rows):
+        if when == "last epoch's end" and len(rows) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        real_write_metrics(run_dir, rows)
+
+    def loss_and_accuracy(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_loss_and_accuracy(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "write_metrics", write_metrics)
+    if when == "testing":
+        monkeypatch.setattr(train, "loss_and_accuracy", loss_and_accuracy)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", val_size=0, epochs=2))
+    assert code == 0, err
+    said = [line for line in err.splitlines() if line]
+    if when == "testing":
+        assert said == ["training is over: testing and saving the model; press Ctrl-C again to quit at once"]
+    else:
+        assert said == [
+            "stopping after this batch to save a checkpoint; press Ctrl-C again to quit at once",
+            "training is over: testing and saving the model (the last epoch had ended)",
+        ]
+    assert (run_dir / "model.safetensors").exists() and resume.load(run_dir).done
+
+
 def test_a_resume_reads_the_state_only_while_it_holds_the_folder(tiny_idx, tmp_path, monkeypatch, capsys):
     """Read before the hold, the state could be older than the folder: a run still writing it that ended in
     between would have its last epoch trained again over its finished model."""

@@ -226,6 +226,7 @@ class Interrupt:
 
     def __init__(self, announce: bool = True, terminate: bool = False):
         self.requested, self.announce = False, announce
+        self.training_over = False  # set by ``finishing``: no batch is left to stop after
         self.signum: int = signal.SIGINT  # the signal that asked to stop
         self.signals = (signal.SIGINT, signal.SIGTERM) if terminate else (signal.SIGINT,)
         self.previous: dict[int, Any] = {}
@@ -246,7 +247,19 @@ class Interrupt:
             # Ctrl-C's ^C is echoed on the progress line: start a new one
             said = "SIGTERM: " if signum == signal.SIGTERM else "\n"
             again = "another SIGTERM or Ctrl-C quits" if signum == signal.SIGTERM else "press Ctrl-C again to quit"
-            print(f"{said}stopping after this batch to save a checkpoint; {again} at once", file=sys.stderr, flush=True)
+            doing = self._finishing_line() if self.training_over else "stopping after this batch to save a checkpoint"
+            print(f"{said}{doing}; {again} at once", file=sys.stderr, flush=True)
+
+    def finishing(self) -> None:
+        """Training has ended: a signal from now on lets the run finish (its test and model take seconds), and one
+        that came during the last epoch's end is told so."""
+        self.training_over = True
+        if self.requested and self.announce:
+            print(f"{self._finishing_line()} (the last epoch had ended)", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _finishing_line() -> str:
+        return "training is over: testing and saving the model"
 
 
 @dataclass
@@ -491,7 +504,10 @@ class _Loop:
         progress.done = stats.epoch == cfg.epochs or 0 < cfg.early_stopping <= progress.epochs_without_gain
         progress.epoch, progress.step = stats.epoch + 1, 0
         self.save()
-        if not progress.done and self.saver.stop_requested(self.ctx):
+        if progress.done:
+            if self.saver.interrupt is not None:
+                self.saver.interrupt.finishing()
+        elif self.saver.stop_requested(self.ctx):
             raise self.interrupted()
 
     def finish(self) -> list[EpochStats]:
