@@ -217,12 +217,28 @@ def check_writable(path: Path, folders: Iterable[Path], option: str) -> None:
     for folder in folders:
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
             where = "there" if folder == path else str(folder)
-            then = (
-                "make it writable or choose another out"
-                if option == "out"
-                else "make it writable, then run the same command again"
-            )
-            raise ConfigError(f"{option} {path}: cannot write {where} (permission denied); {then}", options=(option,))
+            if _read_only_mount(folder):
+                why = "a read-only file system"
+                then = (
+                    "choose another out"
+                    if option == "out"
+                    else f"copy the run folder somewhere writable and give {option} the copy"
+                )
+            else:
+                why = "permission denied"
+                then = (
+                    "make it writable or choose another out"
+                    if option == "out"
+                    else "make it writable, then run the same command again"
+                )
+            raise ConfigError(f"{option} {path}: cannot write {where} ({why}); {then}", options=(option,))
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): permissions are the likelier cause
+        return False
 
 
 @contextmanager
