@@ -418,6 +418,29 @@ def test_evaluate_checks_the_plots_folder_before_it_reports(tiny_run, tmp_path, 
         assert_one_line_error(code, err, f"{plots}: cannot create the --plots folder ({taken} is a file); pass --plots")
 
 
+@pytest.mark.parametrize("read_only_mount", [True, False])
+def test_evaluate_of_a_run_it_cannot_write_says_so_before_it_reports(tiny_run, capsys, monkeypatch, read_only_mount):
+    # root writes anywhere: os.access says no, as for anyone else; statvfs's flag says why
+    real_access, real_statvfs = os.access, os.statvfs
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tiny_run and real_access(path, mode))
+
+    class Mount:
+        def __init__(self, path):
+            self.f_flag = real_statvfs(path).f_flag | (os.ST_RDONLY if read_only_mount else 0)
+
+    monkeypatch.setattr(os, "statvfs", Mount)
+    code, out, err = run_cli(capsys, "evaluate", str(tiny_run))
+    why = "a read-only file system" if read_only_mount else "permission denied"
+    assert out == ""
+    assert_one_line_error(
+        code,
+        err,
+        f"{tiny_run}: cannot write the figures there ({why}); pass --plots DIR for another folder, or --no-plots",
+    )
+    code, out, err = run_cli(capsys, "evaluate", str(tiny_run), "--no-plots")
+    assert code == 0 and "accuracy" in out, err
+
+
 def test_evaluate_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "nothing"))
     assert_one_line_error(code, err, "no checkpoint here")

@@ -521,6 +521,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run_dir = None if ensemble else resolve(args.checkpoint[0]).parent
     # An ensemble has no run folder of its own: its plots go only where --plots says, never over a member's.
     plots_folder = None if args.no_plots else args.plots if args.plots is not None else run_dir
+    if plots_folder is not None:
+        check_plots_folder(plots_folder)  # a run folder on a read-only mount, say
     # Figures drawn into the run folder: held from reading the model to the last figure, so that a train
     # --overwrite meanwhile is refused rather than given the old model's figures.
     with runs.hold(run_dir, None) if run_dir is not None and plots_folder == run_dir else contextlib.nullcontext():

@@ -221,6 +221,18 @@ def check_folder_exists(path: str | os.PathLike) -> Path:
     return path
 
 
+def why_unwritable(folder: Path) -> str | None:
+    """Why this process may not create files in the existing ``folder`` ("a read-only file system" or "permission
+    denied"), or None where it may: found before work whose result would then be lost."""
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): permissions are the likelier cause
+        read_only = False
+    return "a read-only file system" if read_only else "permission denied"
+
+
 def given_path(value: object, what: str) -> Path:
     """``value`` as a Path, for an argument named ``what``; ConfigError for anything that is not a non-empty str or
     path (None, bytes, a number), which ``Path()`` would refuse with a bare TypeError or read as "."."""

@@ -505,16 +505,23 @@ def mistakes_figure(
 
 
 def check_plots_folder(folder: str | Path) -> Path:
-    """``folder`` expanded; ConfigError if it or its parent is a file, WriteError if its parent is missing: the
-    plots folder is made, not the folders above it, as a figure's -o makes none (checked before an evaluation,
-    so that its report is not printed for a command that then fails)."""
+    """``folder`` expanded; ConfigError if it or its parent is a file or may not be written (a read-only mount),
+    WriteError if its parent is missing: the plots folder is made, not the folders above it, as a figure's -o makes
+    none (checked before an evaluation, so that its report is not printed for a command that then fails)."""
     folder = Path(folder).expanduser()
     taken = next((path for path in (folder, folder.parent) if path.exists() and not path.is_dir()), None)
     if taken is not None:
         raise ConfigError(
             f"{folder}: cannot create the plots folder ({taken} is a file); pass plots DIR", options=("plots",)
         )
-    return fileio.check_folder_exists(folder)
+    fileio.check_folder_exists(folder)
+    why = fileio.why_unwritable(folder if folder.is_dir() else folder.parent)
+    if why is not None:
+        raise ConfigError(
+            f"{folder}: cannot write the figures there ({why}); pass plots DIR for another folder, or no_plots",
+            options=("plots", "no_plots"),
+        )
+    return folder
 
 
 def write_evaluation_plots(report, folder: str | Path, title: str | None = None, k: int = 16) -> list[Path]:

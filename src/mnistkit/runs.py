@@ -215,30 +215,19 @@ def check_writable(path: Path, folders: Iterable[Path], option: str) -> None:
     """ConfigError naming the first of ``folders`` (those that exist) that this process may not write into: found
     before anything of run folder ``path`` is moved, or anything trained, not when the first file is written."""
     for folder in folders:
-        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
-            where = "there" if folder == path else str(folder)
-            if _read_only_mount(folder):
-                why = "a read-only file system"
-                then = (
-                    "choose another out"
-                    if option == "out"
-                    else f"copy the run folder somewhere writable and give {option} the copy"
-                )
-            else:
-                why = "permission denied"
-                then = (
-                    "make it writable or choose another out"
-                    if option == "out"
-                    else "make it writable, then run the same command again"
-                )
-            raise ConfigError(f"{option} {path}: cannot write {where} ({why}); {then}", options=(option,))
-
-
-def _read_only_mount(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):  # no statvfs (Windows): permissions are the likelier cause
-        return False
+        why = fileio.why_unwritable(folder) if folder.is_dir() else None
+        if why is None:
+            continue
+        where = "there" if folder == path else str(folder)
+        if option == "out":
+            then = (
+                "choose another out" if why == "a read-only file system" else "make it writable or choose another out"
+            )
+        elif why == "a read-only file system":
+            then = f"copy the run folder somewhere writable and give {option} the copy"
+        else:
+            then = "make it writable, then run the same command again"
+        raise ConfigError(f"{option} {path}: cannot write {where} ({why}); {then}", options=(option,))
 
 
 @contextmanager
