@@ -482,7 +482,14 @@ def test_a_checkpoint_of_another_optimizer_is_one_clear_error_not_a_failed_step(
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("lr", "x"), ("lr", -1.0), ("eps", float("nan")), ("weight_decay", True), ("betas", {"$tuple": [0.9]})],
+    [
+        ("lr", "x"),
+        ("lr", -1.0),
+        ("eps", float("nan")),
+        ("weight_decay", True),
+        ("betas", {"$tuple": [0.9]}),
+        ("betas", {"$tuple": [0.9, 5.0]}),  # of the right kind, but the loss would be NaN at the first step
+    ],
 )
 def test_a_checkpoint_with_a_hyper_parameter_of_the_wrong_kind_is_refused_before_training(tmp_path, key, value):
     """state.json edited by hand: the first step would fail on it (lr='x'), or train on a negative learning rate."""

@@ -395,6 +395,9 @@ def _check_hyperparameters(saved: dict[str, Any], fresh: dict[str, Any], optimiz
     for key, like in fresh.items():
         if key != "params" and key in saved and not fits(saved[key], like):
             raise ValueError(f"the checkpoint gives {optimizer} {key}={saved[key]!r}, where it takes {kind(like)}")
+    # Moments decay by their betas: at 1 or more they never forget, and the loss turns NaN at the first step.
+    if "betas" in fresh and "betas" in saved and not all(beta < 1 for beta in saved["betas"]):
+        raise ValueError(f"the checkpoint gives {optimizer} betas={saved['betas']!r}, where each must be below 1")
 
 
 # --------------------------------------------------------------------------------------------------
