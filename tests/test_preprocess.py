@@ -9,6 +9,7 @@ from io import BytesIO
 
 import numpy as np
 import pytest
+from drawn_digits import DIGITS, rendered, variant
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFilter
@@ -181,6 +182,18 @@ def test_a_digit_in_a_rounded_box_or_on_a_line(twins, mark):
         else:
             ImageDraw.Draw(page).line((10, 262, 290, 262), fill=0, width=4)
         assert_like_twin(to_mnist(np.asarray(page)), digit)
+
+
+@pytest.mark.parametrize("pen", [0.03, 0.045, 0.06, 0.08])
+@pytest.mark.parametrize("scale", [1.1, 1.2, 1.25])
+def test_a_small_twos_base_is_kept_not_taken_for_a_line_under_it(pen, scale):
+    # A 2 as the drawing page sends it, 28×28 with its ink filling the middle 22 pixels: its base runs a pixel past
+    # the curve above it on both sides, as a line under a digit runs far past it. Taken off, the 2 read as a 7.
+    two = np.asarray(rendered(variant(DIGITS[2], scale=scale, dy=0.01), 28, pen))
+    ink = to_mnist(two) > 128
+    rows = np.flatnonzero(ink.any(axis=1))
+    base = np.flatnonzero(ink[rows[-2] : rows[-1] + 1].any(axis=0))
+    assert base[-1] - base[0] + 1 >= 10  # the lowest stroke runs across the digit, as a 2's base does
 
 
 @pytest.mark.parametrize("sides", [("top",), ("left",), ("bottom", "right"), ("top", "bottom")])

@@ -305,8 +305,9 @@ def _round_corner(inside: np.ndarray, box: np.ndarray, thickness: int) -> None:
 def _without_underline(ink: np.ndarray) -> np.ndarray:
     """``ink`` less a line the digit is written on (a form's field, a line of a page that is not ruled across it):
     a band of rows along the bottom of the ink, each ink for ``BOX_LINE`` of its width, at most
-    ``BOX_MAX_THICKNESS`` of the ink's height thick, running past the rest of the ink on both sides. A digit's
-    own base (a 2's) starts where its stroke comes down, not before it."""
+    ``BOX_MAX_THICKNESS`` of the ink's height thick, running past the rest of the ink on both sides by more than its
+    own thickness. A digit's own base (a 2's) starts where its stroke comes down, not before it: at most a pen's
+    width before it, where the pen's round end lies (a drawing of 28×28 pixels leaves a pixel or two)."""
     mask = ink > 0
     bounds = _ink_box(mask)
     if bounds is None:
@@ -320,7 +321,7 @@ def _without_underline(ink: np.ndarray) -> np.ndarray:
     rest_cols = np.flatnonzero(mask[top:start].any(axis=0))
     if len(rest_cols) == 0:
         return ink
-    margin = BOX_MAX_THICKNESS / 3 * (line_cols[-1] - line_cols[0])
+    margin = max(BOX_MAX_THICKNESS / 3 * (line_cols[-1] - line_cols[0]), line[1] - line[0])
     if rest_cols[0] - line_cols[0] < margin or line_cols[-1] - rest_cols[-1] < margin:
         return ink
     underlined = ink.copy()
