@@ -227,6 +227,64 @@ def test_a_late_answer_about_a_stale_drawing_is_never_shown(page):
     assert page.evaluate("window.shownDigits") in ([], ["7"]), page.evaluate("window.shownDigits")
 
 
+SLOW_PREDICT = """(delay) => {
+    const real = window.fetch;
+    window.fetch = async (url, options) => {
+        if (url === '/api/predict') await new Promise((resolve) => setTimeout(resolve, delay));
+        return real(url, options);
+    };
+}"""
+
+
+def test_an_answer_about_the_drawing_before_a_new_stroke_is_not_shown_as_final(page):
+    # A slow server answers the pen-up after the first stroke of a 4 while its second stroke is being drawn: that
+    # answer is about a drawing that no longer is, so it is neither final, nor announced, nor offered for correction.
+    page.evaluate(SLOW_PREDICT, 1500)
+    first, second = DIGITS[4]
+    mouse_stroke(page, first)
+    page.wait_for_timeout(300)
+    mouse_stroke(page, second[:1], release=False)
+    states = set()
+    for point in on_screen(page, second)[1:]:
+        page.mouse.move(*point)
+        page.wait_for_timeout(150)
+        states.add(state(page))
+    page.wait_for_timeout(1500)  # the first stroke's answer would have come by now
+    states.add(state(page))
+    assert "final" not in states and page.locator("#announce").inner_text() == "", states
+    assert page.locator("#feedback").is_hidden()
+    page.mouse.up()
+    expect(page.locator(".result")).to_have_attribute("data-state", "final", timeout=10_000)
+    assert page.locator("#digit").inner_text() == "4"
+
+
+def test_an_answer_on_its_way_is_shown_as_coming(page):
+    page.evaluate(SLOW_PREDICT, 1500)
+    draw_with_mouse(page, DIGITS[1])
+    expect(page.locator("#top3")).to_have_text("Asking the model…")
+    assert page.locator("#digit").inner_text() == "?" and state(page) == "pending"
+    expect(page.locator(".result")).to_have_attribute("data-state", "final", timeout=10_000)
+    assert page.locator("#digit").inner_text() == "1" and page.locator("#top3").inner_text().startswith("Most likely 1")
+
+
+@pytest.mark.parametrize("pen", ["1", "3"])
+def test_the_same_strokes_give_the_same_pixels_at_any_pixel_ratio(open_page, pen):
+    # The model's pixels come from a canvas of one size, not the pad's device pixels: a 2 drawn with the thinnest
+    # pen read 7 at a ratio of 1 and 2 at 2 and 3, when they did.
+    sent = {}
+    for ratio in (1, 2, 3):
+        page = open_page(device_scale_factor=ratio)
+        bodies = []
+        page.on(
+            "request", lambda request, bodies=bodies: request.url.endswith("/api/predict") and bodies.append(request)
+        )
+        page.locator("#pen").fill(pen)
+        draw_with_mouse(page, DIGITS[2])
+        assert_final_at_pen_up(page, "2")
+        sent[ratio] = bodies[-1].post_data_json["pixels"]
+    assert sent[1] == sent[2] == sent[3]
+
+
 def test_undo_with_button_and_ctrl_z(page):
     undo = page.locator("#undo")
     assert undo.is_disabled()
@@ -473,6 +531,44 @@ def test_correct_a_drawing_with_the_buttons(page, feedback_db):
     page.mouse.up()
 
 
+def test_two_quick_corrections_are_stored_in_the_order_chosen(page, feedback_db):
+    # The first request is held back by the network: sent at once, the second would be stored before it.
+    page.evaluate("""() => {
+        const real = window.fetch;
+        let first = true;
+        window.fetch = async (url, options) => {
+            if (url === '/api/feedback' && first) {
+                first = false;
+                await new Promise((resolve) => setTimeout(resolve, 400));
+            }
+            return real(url, options);
+        };
+    }""")
+    draw_with_mouse(page, DIGITS[4])
+    assert_final_at_pen_up(page, "4")
+    page.get_by_role("button", name="It was 9").click()
+    page.get_by_role("button", name="It was 1").click()
+    expect(page.locator("#feedback-status")).to_have_text(re.compile(r"^(Saved|Updated): it was 1\."))
+    page.wait_for_timeout(800)  # the held request has been answered by now, wherever it went
+    assert stored(feedback_db)[-1][1] == 1
+    assert page.locator("#feedback-status").inner_text().endswith("it was 1.")
+
+
+def test_focus_stays_on_the_controls_when_its_button_goes(page):
+    draw_with_mouse(page, [DIGITS[1][0]])
+    assert_final_at_pen_up(page, "1")
+    page.locator("#undo").focus()
+    page.keyboard.press("Enter")  # the last stroke undone: Undo is disabled under the focus
+    expect(page.locator("#undo")).to_be_disabled()
+    assert page.evaluate("document.activeElement.id") == "clear"
+    draw_with_mouse(page, DIGITS[7])
+    assert_final_at_pen_up(page, "7")
+    page.get_by_role("button", name="It was 1").focus()
+    page.keyboard.press("Control+z")  # the drawing changes: the correction buttons go
+    expect(page.locator("#feedback")).to_be_hidden()
+    assert page.evaluate("document.activeElement.id") == "clear"
+
+
 def test_a_correction_the_server_cannot_store_says_so_and_predicting_goes_on(page):
     error = "the correction was not stored: feedback.sqlite: the database is read-only; make the file writable"
     page.route("**/api/feedback", lambda route: route.fulfill(status=503, json={"error": error}))
@@ -609,7 +705,7 @@ def test_screen_reader_structure_and_keyboard_help(page):
     assert page.locator("output, [role=status], [role=alert], [role=log]").count() == 0
     keys = page.locator(".keys")
     expect(keys).to_be_visible()
-    assert "Esc clears" in keys.inner_text() and "Ctrl+Z undoes" in keys.inner_text()
+    assert "Esc clears" in keys.inner_text() and "Ctrl+Z (⌘+Z on a Mac) undoes" in keys.inner_text()
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -18,7 +18,11 @@ const PEN_WIDTHS = [1 / 28, 1 / 20, 1 / 14, 1 / 10, 1 / 7]; // of the canvas sid
 // wider, and a small digit's loops fill in the 28×28 cells before the server can thin its strokes. A fine pen is
 // left as it is: the server widens it just as well, and widened here, strokes cut by the canvas's edge lose more.
 const MODEL_PEN_MAX = 0.168;
-const MODEL_PEN_MIN = 2; // canvas pixels: a dot or a tap stays visible
+const MODEL_PEN_MIN = 2; // model canvas pixels: a dot or a tap stays visible
+// The drawing is sent from a canvas of one size on every screen, not the pad's (CSS size × devicePixelRatio): the
+// same strokes give the same pixels, and so the same answer, on a phone, a laptop or a 4K screen, and the page's
+// pixel work stays a few milliseconds where a 2,900-px pad took 150 on the main thread. 560 = 20 × 28.
+const MODEL_SIDE = 560;
 const MAX_FILE_BYTES = 4 * 1024 * 1024; // the server's limit
 const FILE_TYPES = ["image/png", "image/jpeg", "image/webp"];
 const MAX_DRAWING_BYTES = 32 * 1024; // the server's limit for the drawing sent with a correction
@@ -28,6 +32,7 @@ const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const ctx = pad.getContext("2d", { willReadFrequently: true });
 const modelPad = document.createElement("canvas"); // the drawing as the model is sent it (modelPens)
+modelPad.width = modelPad.height = MODEL_SIDE;
 const modelCtx = modelPad.getContext("2d", { willReadFrequently: true });
 const result = document.querySelector(".result");
 const digitOut = $("digit");
@@ -60,7 +65,14 @@ let offered = null; // the final answer the correction buttons are about, while 
 
 function redraw() {
   paint(ctx, (item) => item.width * pad.width);
+  keepFocusOnHiding(undoButton, items.length === 0);
   undoButton.disabled = items.length === 0;
+}
+
+// A focused control about to be disabled or hidden hands the focus to Clear, which is always there: else the
+// browser drops it to the page's start, and a keyboard user tabs through everything again.
+function keepFocusOnHiding(control, hiding) {
+  if (hiding && control.contains(document.activeElement)) $("clear").focus();
 }
 
 // Every item on the canvas of c, black on white, each stroke penWidth(stroke) canvas pixels wide.
@@ -98,14 +110,14 @@ function drawItem(c, item, lineWidth) {
 // (MODEL_PEN_MAX), so that a small digit reads as a large one does. Strokes on a picture keep the pen's: the
 // picture's digit, not theirs, sets the size.
 function modelPens() {
-  const own = (item) => item.width * pad.width;
+  const own = (item) => item.width * MODEL_SIDE;
   if (items.some((item) => item.kind === "image")) return own;
   let left = Infinity, top = Infinity, right = -Infinity, bottom = -Infinity;
   items.forEach((item) => item.points.forEach((p) => {
-    left = Math.min(left, p.x * pad.width);
-    right = Math.max(right, p.x * pad.width);
-    top = Math.min(top, p.y * pad.height);
-    bottom = Math.max(bottom, p.y * pad.height);
+    left = Math.min(left, p.x * MODEL_SIDE);
+    right = Math.max(right, p.x * MODEL_SIDE);
+    top = Math.min(top, p.y * MODEL_SIDE);
+    bottom = Math.max(bottom, p.y * MODEL_SIDE);
   }));
   const extent = Math.max(right - left, bottom - top);
   const widest = Math.max(MODEL_PEN_MIN, MODEL_PEN_MAX * extent);
@@ -130,12 +142,21 @@ function fitPad() {
   redraw();
 }
 
-// The drawing as the JSON the API takes: drawn with the model's pen widths, the square around the ink (with a
-// margin) area-averaged to 28×28, dark ink on white; null when the canvas is blank or the ink spans fewer than
-// minExtent canvas pixels.
+// Zooming or moving the window to a screen of another scale changes devicePixelRatio, and not always the pad's CSS
+// size (which the ResizeObserver sees): the query for the present ratio says when it no longer holds.
+function fitPadOnPixelRatioChange() {
+  const query = window.matchMedia(`(resolution: ${window.devicePixelRatio || 1}dppx)`);
+  query.addEventListener("change", () => {
+    fitPad();
+    fitPadOnPixelRatioChange();
+  }, { once: true });
+}
+
+// The drawing as the JSON the API takes: drawn with the model's pen widths on the model canvas, the square around
+// the ink (with a margin) area-averaged to 28×28, dark ink on white; null when the canvas is blank or the ink spans
+// fewer than minExtent of the model canvas's side.
 function padPixels(minExtent = 0) {
-  const { width, height } = pad;
-  if (modelPad.width !== width || modelPad.height !== height) [modelPad.width, modelPad.height] = [width, height];
+  const { width, height } = modelPad;
   paint(modelCtx, modelPens());
   const rgba = modelCtx.getImageData(0, 0, width, height).data;
   const ink = new Uint8Array(width * height);
@@ -152,7 +173,7 @@ function padPixels(minExtent = 0) {
       }
     }
   }
-  if (right < 0 || Math.max(right - left + 1, bottom - top + 1) < minExtent) return null;
+  if (right < 0 || Math.max(right - left + 1, bottom - top + 1) < minExtent * width) return null;
   const side = Math.max(SIDE, Math.max(right - left + 1, bottom - top + 1) * SIDE / (SIDE - 2 * MARGIN));
   const x0 = (left + right + 1) / 2 - side / 2;
   const y0 = (top + bottom + 1) / 2 - side / 2;
@@ -185,6 +206,8 @@ pad.addEventListener("pointerdown", (event) => {
   event.preventDefault();
   drawingPointer = event.pointerId;
   pad.setPointerCapture(event.pointerId);
+  forget(); // an answer on its way is about the drawing before this stroke
+  if (result.dataset.state === "final" || result.dataset.state === "pending") setState("live");
   if (items.some((item) => item.kind === "image" && !item.smooth)) items = []; // an example is replaced, not drawn on
   stroke = { kind: "stroke", width: PEN_WIDTHS[$("pen").value - 1], points: [point(event)] };
   items.push(stroke);
@@ -265,10 +288,16 @@ function askLive() {
 function askAboutDrawing(final) {
   // While drawing, wait until the ink spans an eighth of the pad: a stroke just begun is no digit yet, and the
   // server would refuse it as blank. The answer at pen-up is always asked for.
-  const pixels = padPixels(final ? 0 : pad.width / 8);
+  const pixels = padPixels(final ? 0 : 1 / 8);
   if (!pixels) return;
   if (!final) lastLiveAt = performance.now();
   ask({ headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels }) }, final);
+}
+
+// Why a request got no answer, in the page's words: each browser has its own for a refused connection ("Failed to
+// fetch", "NetworkError when attempting to fetch resource").
+function noAnswer(error) {
+  return error.name === "TimeoutError" ? `no answer within ${TIMEOUT_MS / 1000} s` : "the connection failed";
 }
 
 // An API response's JSON as { ok, body } or { ok: false, error }. An answer that is not the API's own (a proxy's
@@ -306,8 +335,7 @@ async function ask(request, final, fileName = null) {
     if (mine !== seq) return; // aborted for a newer request
     inFlight = null;
     if (final) {
-      const why = error.name === "TimeoutError" ? `no answer within ${TIMEOUT_MS / 1000} s` : error.message;
-      showProblem(`No answer from the server (${why}). Is mnistkit serve still running?`);
+      showProblem(`No answer from the server (${noAnswer(error)}). Is mnistkit serve still running?`);
     }
     return;
   }
@@ -346,6 +374,11 @@ async function explain(input, mine) {
 function setState(state) {
   result.dataset.state = state;
   result.setAttribute("aria-busy", String(state === "pending"));
+  if (state === "pending" && digitOut.textContent === "?") {
+    messageOut.hidden = confidenceOut.hidden = true;
+    top3Out.hidden = false;
+    top3Out.textContent = "Asking the model…";
+  }
 }
 
 function percent(p) {
@@ -497,6 +530,7 @@ function showMaps(featureMaps) {
 
 // Shows the correction buttons for a final answer, or hides them (null). "Right" makes no sense for "not a digit".
 function offerFeedback(answer) {
+  keepFocusOnHiding(feedbackBox, feedbackOn && answer === null);
   offered = feedbackOn ? answer : null;
   feedbackBox.hidden = offered === null;
   rightButton.hidden = offered === null || offered.not_a_digit;
@@ -531,18 +565,29 @@ function drawingPng() {
   return null;
 }
 
-async function sendCorrection(label) {
+// Corrections go one at a time, in the order chosen: "It was 4" then "It was 9" stores 9, as the person meant,
+// however the two requests would have raced.
+let corrections = Promise.resolve();
+let latestCorrection = 0;
+
+function sendCorrection(label) {
   const answer = offered;
   if (!answer) return;
+  const mine = ++latestCorrection;
+  const png = drawingPng(); // now: by the time an earlier correction is stored, the canvas may hold another drawing
+  tellFeedback("Saving…");
+  corrections = corrections.then(() => storeCorrection(answer, label, png, mine));
+}
+
+async function storeCorrection(answer, label, png, mine) {
+  const current = () => answer === offered && mine === latestCorrection; // else a later choice or drawing speaks
   const correction = {
     pixels: answer.input,
     label,
     predicted: answer.digit,
     confidence: answer.probabilities[answer.digit],
   };
-  const png = drawingPng();
   if (png) correction.drawing_png = png;
-  tellFeedback("Saving…");
   let result;
   try {
     const response = await fetch("/api/feedback", {
@@ -553,10 +598,10 @@ async function sendCorrection(label) {
     });
     result = await readAnswer(response);
   } catch (error) {
-    if (answer === offered) reportFeedback(`Not saved: no answer from the server (${error.message}).`, true);
+    if (current()) reportFeedback(`Not saved: no answer from the server (${noAnswer(error)}).`, true);
     return;
   }
-  if (answer !== offered) return; // the drawing changed meanwhile; the correction is stored all the same
+  if (!current()) return; // the drawing changed meanwhile, or another choice was made; this one is stored all the same
   if (!result.ok) {
     reportFeedback(`Not saved: ${result.error}`, true);
     return;
@@ -724,6 +769,7 @@ applyTheme();
 redraw();
 fitPad();
 new ResizeObserver(fitPad).observe(pad);
+fitPadOnPixelRatioChange();
 buildBars();
 resetResult();
 setState("empty");
