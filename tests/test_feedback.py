@@ -588,6 +588,10 @@ def test_cli_stats_list_show_export_delete(tmp_path, capsys):
         assert np.array_equal(exported.train.labels.numpy(), labels)
     assert run_cli("feedback", "export", "--db", db, "-o", str(tmp_path / "fb.npz"), "--format", "npz") == 2
     assert "already exists" in capsys.readouterr().err
+    # A .npz named without its suffix gets it, as NumPy names it: --data knows the file by it.
+    assert run_cli("feedback", "export", "--db", db, "--format", "npz", "-o", str(tmp_path / "plain")) == 0
+    assert capsys.readouterr().out == f"wrote 12 corrections to {tmp_path / 'plain.npz'}\n"
+    assert len(data.load_path(tmp_path / "plain.npz").train) == 12 and not (tmp_path / "plain").exists()
     assert run_cli("feedback", "delete", "--db", db, "1", "2") == 0
     assert FeedbackStore(db).count() == 10
 
@@ -663,7 +667,8 @@ EXPORT_TARGETS = {
     "a missing folder (idx)": ("idx", "no/such/out", "cannot write {out}: No such file or directory; check the folder"),
     "a missing folder (npz)": ("npz", "no/such/out.npz", "cannot write {out}: No such file or directory; check the"),
     "in a file (idx)": ("idx", "a-file/out", "cannot write {out}: Not a directory; check the folder exists"),
-    "an existing .npz": ("npz", "a-file", "{out}: already exists; choose another output file"),
+    "an existing .npz": ("npz", "taken.npz", "{out}: already exists; choose another output file"),
+    "an existing .npz, named without it": ("npz", "taken", "{out}.npz: already exists; choose another output file"),
     "a folder with files (idx)": ("idx", "full", "{out}: already exists and is not an empty folder; choose another"),
     "a file (idx)": ("idx", "a-file", "{out}: already exists and is not an empty folder; choose another"),
 }
@@ -677,6 +682,7 @@ def test_export_to_a_bad_destination_fails_before_reading_the_corrections(tmp_pa
     db = str(tmp_path / "fb.sqlite")
     filled(db).close()
     (tmp_path / "a-file").write_bytes(b"mine")
+    (tmp_path / "taken.npz").write_bytes(b"mine")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     before = sorted(p.name for p in tmp_path.rglob("*"))

@@ -736,7 +736,13 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--format", choices=["idx", "npz"], default=None, help="[default: npz for an output named .npz, else idx]"
     )
-    export.add_argument("-o", "--output", metavar="PATH", required=True, help="a new folder (idx) or .npz file")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        required=True,
+        help="a new folder (idx) or .npz file (.npz is added where the name lacks it)",
+    )
     delete = action("delete", "delete corrections by id", cmd_feedback_delete)
     delete.add_argument("ids", nargs="+", type=int, metavar="ID")
 

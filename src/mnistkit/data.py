@@ -346,11 +346,14 @@ EXPORT_FORMATS = ("idx", "npz")
 
 def check_training_set_target(out: str | Path, fmt: str) -> Path:
     """``out``, if ``save_training_set`` can write there as ``fmt`` (``"idx"``: a new or empty folder; ``"npz"``: a
-    new file), in a folder that exists and is writable. Callers with slow work before the write (reading a large
-    corrections database) check first, so that a bad destination fails at once, in one line."""
+    new file, named with ``.npz`` added where its name lacks it, as NumPy's ``savez`` names it, and as ``data``
+    needs to know it), in a folder that exists and is writable. Callers with slow work before the write (reading a
+    large corrections database) check first, so that a bad destination fails at once, in one line."""
     out = Path(out).expanduser()
     if fmt not in EXPORT_FORMATS:
         raise DataError(f"unknown export format '{fmt}'; choose one of: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "npz" and not out.name.lower().endswith(".npz"):
+        out = out.with_name(out.name + ".npz")
     if fmt == "npz" and out.exists():
         raise DataError(f"{out}: already exists; choose another output file")
     if fmt == "idx" and out.exists() and (not out.is_dir() or any(out.iterdir())):
