@@ -85,3 +85,26 @@ def test_evaluate_checkpoint_refuses_a_path_that_is_not_one_and_takes_numpy_batc
         evaluate_checkpoint(tiny_run).count,
         evaluate_checkpoint(tiny_run).accuracy,
     )
+
+
+def test_a_run_on_data_with_neither_split_is_told_to_give_other_data(mnist, tmp_path):
+    import numpy as np
+    import pytest
+
+    from mnistkit import runs
+    from mnistkit.config import make_config
+    from mnistkit.errors import DataError
+    from mnistkit.evaluate import evaluate_checkpoint
+    from mnistkit.train import train_run
+
+    train_only = tmp_path / "train-only.npz"
+    np.savez(train_only, x_train=mnist.train.images[:200].numpy(), y_train=mnist.train.labels[:200].numpy())
+    for val_size, advice in ((0, "use data with test files"), (50, "use split val or data with test files")):
+        cfg = make_config(model="logreg", epochs=1, val_size=val_size, data=str(train_only), batch_size=64)
+        run = runs.create_run_dir(tmp_path / f"run{val_size}", cfg.model)
+        train_run(cfg, run)
+        with pytest.raises(DataError, match=f"has no test set; {advice}$"):
+            evaluate_checkpoint(run)
+    # Asked for the validation split it never held out: the test split, of other data.
+    with pytest.raises(DataError, match=r"use split test with data that has test files \(.*train-only.npz has none\)$"):
+        evaluate_checkpoint(tmp_path / "run0", split="val")
