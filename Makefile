@@ -2,13 +2,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+TORCH_INDEX ?=
 
 .PHONY: setup test test-fast bench clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
-	# The CPU build of PyTorch first: a plain `torch` requirement would pull a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
+	# PyTorch first, pinned, so that the extras do not pull another: the CPU build where pip's index offers it. Plain
+	# PyPI's torch for Linux is the multi-GB CUDA build: TORCH_INDEX=https://download.pytorch.org/whl/cpu asks
+	# PyTorch's own index for the CPU one.
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e ".[dev]"
 
 test:
