@@ -1152,7 +1152,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         help="also answer requests addressed to this host name (repeatable); requests for other names get 400, "
         "a guard against DNS rebinding [default: localhost names, IP addresses and --host]",
     )
-    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
+    p.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="log only warnings and errors: no line per request, nor uvicorn's start and stop lines",
+    )
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where the model runs [default: cpu]")
     corrections = p.add_mutually_exclusive_group()
     corrections.add_argument(

@@ -429,7 +429,10 @@ def open_state(run_dir: str | Path) -> ResumeState:
     # A finished run whose last files were not all written (a full disk) or were lost is finished again: tested and
     # saved from its final state.
     if state.done and all((run_dir / name).is_file() for name in FINAL_FILES):
-        raise CheckpointError(f"{run_dir}: this run already finished ({len(state.history)} epochs); nothing to resume")
+        epochs = len(state.history)
+        raise CheckpointError(
+            f"{run_dir}: this run already finished ({epochs} epoch{'s' if epochs != 1 else ''}); nothing to resume"
+        )
     return state
 
 
