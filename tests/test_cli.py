@@ -550,6 +550,21 @@ def test_presets_are_listed_with_what_they_set(capsys):
 def test_mistyped_commands_and_choices_get_a_suggestion(argv, message, capsys):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == "" and message in err
+    assert err.count("\n") == 1 and err.rstrip().endswith("--help)")  # one line, not the usage block first
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--epochs", "x"], "mnistkit train: error: argument --epochs: invalid int value: 'x'"),
+        (["evaluate"], "mnistkit evaluate: error: the following arguments are required: RUN_OR_CHECKPOINT"),
+        (["train", "--colour"], "mnistkit: error: unrecognized arguments: --colour"),
+    ],
+)
+def test_a_command_line_argparse_refuses_is_one_line_naming_the_help(argv, message, capsys):
+    code, out, err = run_cli(capsys, *argv)
+    command = message.split(": error")[0]
+    assert code == 2 and out == "" and err == f"{message} (see {command} --help)\n"
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import textwrap
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from . import __version__, fileio, torchrun
 from .config import (
@@ -59,7 +59,12 @@ def print_json(document: object, *, indent: int | None = None, flush: bool = Fal
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with "did you mean" for a mistyped command or choice (``trian``, ``--optimizer adamm``)."""
+    """argparse, with "did you mean" for a mistyped command or choice (``trian``, ``--optimizer adamm``), and a
+    mistake said in one line, as every other error is, with where the usage is: argparse would print the whole
+    usage first (twenty lines for train) and leave the line that matters last."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def _check_value(self, action: argparse.Action, value) -> None:
         if action.choices is not None and value not in action.choices:
