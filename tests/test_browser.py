@@ -285,6 +285,21 @@ def test_the_same_strokes_give_the_same_pixels_at_any_pixel_ratio(open_page, pen
     assert sent[1] == sent[2] == sent[3]
 
 
+def test_a_stroke_run_off_the_canvas_is_sent_as_the_part_on_it(page):
+    # What lies past the canvas's edge is not drawn, so it must not set the drawing's size either: the model's pen
+    # widths scale with the size, and a stroke flung off the canvas made a small digit's strokes thin.
+    sent = page.evaluate("""() => {
+        const pixels = (end) => {
+            const points = [{ x: 0.8, y: 0.5 }, { x: 0.8, y: 0.7 }, { x: end, y: 0.7 }];
+            items = [{ kind: 'stroke', width: 1 / 7, points }];
+            redraw();
+            return padPixels();
+        };
+        return [pixels(1), pixels(3)];
+    }""")
+    assert sent[0] == sent[1]
+
+
 def test_undo_with_button_and_ctrl_z(page):
     undo = page.locator("#undo")
     assert undo.is_disabled()

@@ -113,11 +113,12 @@ function modelPens() {
   const own = (item) => item.width * MODEL_SIDE;
   if (items.some((item) => item.kind === "image")) return own;
   let left = Infinity, top = Infinity, right = -Infinity, bottom = -Infinity;
+  const inside = (v) => Math.min(1, Math.max(0, v)) * MODEL_SIDE; // a stroke run off the canvas is cut at its edge
   items.forEach((item) => item.points.forEach((p) => {
-    left = Math.min(left, p.x * MODEL_SIDE);
-    right = Math.max(right, p.x * MODEL_SIDE);
-    top = Math.min(top, p.y * MODEL_SIDE);
-    bottom = Math.max(bottom, p.y * MODEL_SIDE);
+    left = Math.min(left, inside(p.x));
+    right = Math.max(right, inside(p.x));
+    top = Math.min(top, inside(p.y));
+    bottom = Math.max(bottom, inside(p.y));
   }));
   const extent = Math.max(right - left, bottom - top);
   const widest = Math.max(MODEL_PEN_MIN, MODEL_PEN_MAX * extent);
