@@ -300,6 +300,18 @@ def test_a_stroke_run_off_the_canvas_is_sent_as_the_part_on_it(page):
     assert sent[0] == sent[1]
 
 
+def test_the_pad_follows_a_pixel_ratio_change_its_size_does_not_show(open_page):
+    # At its largest (60 rem) the pad keeps its CSS size when the window moves to a screen of another scale.
+    page = open_page(viewport={"width": 2560, "height": 1440}, device_scale_factor=1)
+    css = page.evaluate("document.getElementById('pad').getBoundingClientRect().width")
+    cdp = page.context.new_cdp_session(page)
+    metrics = {"width": 2560, "height": 1440, "deviceScaleFactor": 2, "mobile": False}
+    cdp.send("Emulation.setDeviceMetricsOverride", metrics)
+    draw_with_mouse(page, DIGITS[1])
+    assert_final_at_pen_up(page, "1")
+    assert page.evaluate("document.getElementById('pad').width") == round(2 * css)
+
+
 def test_undo_with_button_and_ctrl_z(page):
     undo = page.locator("#undo")
     assert undo.is_disabled()

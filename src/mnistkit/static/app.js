@@ -144,7 +144,8 @@ function fitPad() {
 }
 
 // Zooming or moving the window to a screen of another scale changes devicePixelRatio, and not always the pad's CSS
-// size (which the ResizeObserver sees): the query for the present ratio says when it no longer holds.
+// size (which the ResizeObserver sees): the query for the present ratio says when it no longer holds, and each
+// stroke checks again as it starts.
 function fitPadOnPixelRatioChange() {
   const query = window.matchMedia(`(resolution: ${window.devicePixelRatio || 1}dppx)`);
   query.addEventListener("change", () => {
@@ -207,6 +208,7 @@ pad.addEventListener("pointerdown", (event) => {
   event.preventDefault();
   drawingPointer = event.pointerId;
   pad.setPointerCapture(event.pointerId);
+  fitPad(); // a ratio change that no event reported (some browsers and emulators send none)
   forget(); // an answer on its way is about the drawing before this stroke
   if (result.dataset.state === "final" || result.dataset.state === "pending") setState("live");
   if (items.some((item) => item.kind === "image" && !item.smooth)) items = []; // an example is replaced, not drawn on
