@@ -504,13 +504,12 @@ class _Loop:
         progress.done = stats.epoch == cfg.epochs or 0 < cfg.early_stopping <= progress.epochs_without_gain
         progress.epoch, progress.step = stats.epoch + 1, 0
         self.save()
-        if progress.done:
-            if self.saver.interrupt is not None:
-                self.saver.interrupt.finishing()
-        elif self.saver.stop_requested(self.ctx):
+        if not progress.done and self.saver.stop_requested(self.ctx):
             raise self.interrupted()
 
     def finish(self) -> list[EpochStats]:
+        if self.saver.interrupt is not None:  # also where a resumed run had finished all but its test and model
+            self.saver.interrupt.finishing()
         if self.progress.best_state is not None:
             self.model.load_state_dict(self.progress.best_state)
         self.ctx.check_in_sync(self.model)
