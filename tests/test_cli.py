@@ -558,7 +558,9 @@ def test_mistyped_commands_and_choices_get_a_suggestion(argv, message, capsys):
     [
         (["train", "--epochs", "x"], "mnistkit train: error: argument --epochs: invalid int value: 'x'"),
         (["evaluate"], "mnistkit evaluate: error: the following arguments are required: RUN_OR_CHECKPOINT"),
-        (["train", "--colour"], "mnistkit: error: unrecognized arguments: --colour"),
+        (["train", "--colour"], "mnistkit train: error: unrecognized arguments: --colour"),
+        (["feedback", "list", "-x", "1"], "mnistkit feedback list: error: unrecognized arguments: -x 1"),
+        (["--colour"], "mnistkit: error: the following arguments are required: COMMAND"),
     ],
 )
 def test_a_command_line_argparse_refuses_is_one_line_naming_the_help(argv, message, capsys):

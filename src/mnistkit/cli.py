@@ -63,15 +63,21 @@ class Parser(argparse.ArgumentParser):
     mistake said in one line, as every other error is, with where the usage is: argparse would print the whole
     usage first (twenty lines for train) and leave the line that matters last."""
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
     def _check_value(self, action: argparse.Action, value) -> None:
         if action.choices is not None and value not in action.choices:
             choices = [str(choice) for choice in action.choices]
             raise argparse.ArgumentError(
                 action, f"invalid choice: '{value}';{did_you_mean(value, choices)} choose from {', '.join(choices)}"
             )
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # said by the command they were given to, whose --help lists its options
+            chosen_parsers(self, parsed)[-1].error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def preset_flags(name: str) -> str:
@@ -1244,15 +1250,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Iterator[argparse.Action]:
-    """The arguments of the command that ran: the parser's own, and those of each subcommand chosen, in order."""
+def chosen_parsers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.ArgumentParser]:
+    """``parser``, then the parser of each command ``args`` chose in it: for ``feedback export …``, mnistkit's,
+    feedback's and export's."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             chosen = action.choices.get(str(getattr(args, action.dest, "")))
             if chosen is not None:
-                yield from command_actions(chosen, args)
-        else:
-            yield action
+                return [parser, *chosen_parsers(chosen, args)]
+    return [parser]
+
+
+def command_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Iterator[argparse.Action]:
+    """The arguments of the command that ran: the parser's own, and those of each subcommand chosen, in order."""
+    for chosen in chosen_parsers(parser, args):
+        yield from (action for action in chosen._actions if not isinstance(action, argparse._SubParsersAction))
 
 
 def command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
