@@ -108,3 +108,26 @@ def test_a_run_on_data_with_neither_split_is_told_to_give_other_data(mnist, tmp_
     # Asked for the validation split it never held out: the test split, of other data.
     with pytest.raises(DataError, match=r"use split test with data that has test files \(.*train-only.npz has none\)$"):
         evaluate_checkpoint(tmp_path / "run0", split="val")
+    # Other data without a test set: its validation split is no way out (the run's val_size may not fit it).
+    with pytest.raises(DataError, match="has no test set; use data with test files$"):
+        evaluate_checkpoint(tmp_path / "run50", data=train_only)
+
+
+def test_a_fine_tuned_run_with_no_validation_split_is_told_to_use_its_test_split(mnist, tmp_path):
+    import numpy as np
+    import pytest
+
+    from mnistkit import runs
+    from mnistkit.config import make_config
+    from mnistkit.errors import DataError
+    from mnistkit.evaluate import evaluate_checkpoint
+    from mnistkit.train import train_run
+
+    train_only = tmp_path / "train-only.npz"
+    np.savez(train_only, x_train=mnist.train.images[:200].numpy(), y_train=mnist.train.labels[:200].numpy())
+    cfg = make_config(model="logreg", epochs=1, val_size=0, data=str(train_only), batch_size=64, mix_mnist=0.5)
+    run = runs.create_run_dir(tmp_path / "run", cfg.model)
+    train_run(cfg, run)
+    assert 0 <= evaluate_checkpoint(run).accuracy <= 1  # its test split is MNIST's, as the run was tested
+    with pytest.raises(DataError, match=r"it has no validation split; use split test$"):
+        evaluate_checkpoint(run, split="val")

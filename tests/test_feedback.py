@@ -669,6 +669,8 @@ EXPORT_TARGETS = {
     "in a file (idx)": ("idx", "a-file/out", "cannot write {out}: Not a directory; check the folder exists"),
     "an existing .npz": ("npz", "taken.npz", "{out}: already exists; choose another output file"),
     "an existing .npz, named without it": ("npz", "taken", "{out}.npz: already exists; choose another output file"),
+    "a folder (npz)": ("npz", "full", "{out}: already exists; choose another output file"),
+    "the current folder (npz)": ("npz", ".", "{out}: already exists; choose another output file"),
     "a folder with files (idx)": ("idx", "full", "{out}: already exists and is not an empty folder; choose another"),
     "a file (idx)": ("idx", "a-file", "{out}: already exists and is not an empty folder; choose another"),
 }

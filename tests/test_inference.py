@@ -337,6 +337,9 @@ def test_predict_array_refuses_masked_pixels_and_names_the_shape_it_was_given(pr
     )
     with pytest.raises(ImageError, match=r"^images: a masked array with 1 masked pixels; fill them"):
         pretrained.predict_array(np.ma.masked_array(images, mask=np.arange(images.size).reshape(images.shape) == 9))
+    masked_item = np.ma.masked_array(images[0], mask=images[0] > 0)
+    with pytest.raises(ImageError, match=r"^images: a masked array with [\d,]+ masked pixels"):
+        pretrained.predict_array([masked_item, images[1]])  # in a list, which NumPy would stack without its mask
     with pytest.raises(ImageError, match=r"got shape \(784, 1\)$"):
         pretrained.predict_array(np.zeros((784, 1), np.uint8))
 

@@ -352,7 +352,7 @@ def check_training_set_target(out: str | Path, fmt: str) -> Path:
     out = Path(out).expanduser()
     if fmt not in EXPORT_FORMATS:
         raise DataError(f"unknown export format '{fmt}'; choose one of: {', '.join(EXPORT_FORMATS)}")
-    if fmt == "npz" and not out.name.lower().endswith(".npz"):
+    if fmt == "npz" and out.name not in ("", ".", "..") and not out.is_dir() and not out.name.lower().endswith(".npz"):
         out = out.with_name(out.name + ".npz")
     if fmt == "npz" and out.exists():
         raise DataError(f"{out}: already exists; choose another output file")

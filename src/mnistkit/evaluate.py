@@ -258,7 +258,7 @@ def _evaluation_split(
             part, data_name = load_bundled_mnist().test, data_title(None)  # as the run was tested (mix_mnist)
         if part is None:
             # The validation split is another way out only for a run that held one out of these images.
-            other = "split val or " if int(cfg.get("val_size", 10_000)) else ""
+            other = "split val or " if own_data and int(cfg.get("val_size", 10_000)) else ""
             raise DataError(
                 f"{ds.source or ds.name}: has no test set; use {other}data with test files",
                 options=("split", "data"),
@@ -266,9 +266,13 @@ def _evaluation_split(
     elif split == "val":
         val_size = int(cfg.get("val_size", 10_000))
         if val_size == 0:
+            # A run that mixed MNIST in (fine-tuning) is tested on MNIST's test set, its own data having none.
+            testable = ds.test is not None or (
+                own_data and (meta.get("dataset") or {}).get("mnist_mix", {}).get("test")
+            )
             raise DataError(
                 "this run trained on all training images (val_size 0): it has no validation split; use split test"
-                + ("" if ds.test is not None else f" with data that has test files ({ds.source or ds.name} has none)"),
+                + ("" if testable else f" with data that has test files ({ds.source or ds.name} has none)"),
                 options=("val_size", "split", "data"),
             )
         part = split_dataset(ds, val_size).val

@@ -489,6 +489,10 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
     else:
         if isinstance(images, np.ndarray):
             images = plain_array(images, "images")
+        elif isinstance(images, (list, tuple)):  # NumPy would stack masked items without their masks
+            for item in images:
+                if isinstance(item, np.ndarray):
+                    plain_array(item, "images")
         try:
             a = np.asarray(images)
         except (ValueError, TypeError):  # a ragged list: images of different shapes, or a number beside an image

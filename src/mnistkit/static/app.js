@@ -210,7 +210,10 @@ pad.addEventListener("pointerdown", (event) => {
   pad.setPointerCapture(event.pointerId);
   fitPad(); // a ratio change that no event reported (some browsers and emulators send none)
   forget(); // an answer on its way is about the drawing before this stroke
-  if (result.dataset.state === "final" || result.dataset.state === "pending") setState("live");
+  if (result.dataset.state === "final" || result.dataset.state === "pending") {
+    setState("live");
+    if (digitOut.textContent === "?") resetResult(); // no "Asking the model…": that request is dropped
+  }
   if (items.some((item) => item.kind === "image" && !item.smooth)) items = []; // an example is replaced, not drawn on
   stroke = { kind: "stroke", width: PEN_WIDTHS[$("pen").value - 1], points: [point(event)] };
   items.push(stroke);
@@ -579,7 +582,8 @@ function sendCorrection(label) {
   const mine = ++latestCorrection;
   const png = drawingPng(); // now: by the time an earlier correction is stored, the canvas may hold another drawing
   tellFeedback("Saving…");
-  corrections = corrections.then(() => storeCorrection(answer, label, png, mine));
+  // A failure is reported by storeCorrection; the catch keeps one that escapes it from stopping later corrections.
+  corrections = corrections.then(() => storeCorrection(answer, label, png, mine)).catch(() => {});
 }
 
 async function storeCorrection(answer, label, png, mine) {
