@@ -101,6 +101,39 @@ def test_ctrl_c_keeps_the_logged_epochs_and_marks_the_run_killed(tiny_idx, tmp_p
     assert [m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")] == [1]
 
 
+def test_a_tracking_store_that_fails_mid_run_is_said_once_and_training_goes_on(
+    tiny_idx, tmp_path, tracking, monkeypatch, capsys
+):
+    import mlflow
+
+    real_log_metrics, calls = mlflow.log_metrics, []
+
+    def log_metrics(*args, **kwargs):  # the tracking server goes away after epoch 1
+        calls.append(args)
+        if len(calls) > 1:
+            raise mlflow.exceptions.MlflowException("API request to http://tracking/api failed: Connection refused")
+        return real_log_metrics(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", log_metrics)
+    out = tmp_path / "run"
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(train_argv(tiny_idx, out, "--mlflow", "--quiet", epochs=3))
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 0, err
+        said = [line for line in err.splitlines() if line.startswith("mnistkit: ")]
+        assert said == [
+            "mnistkit: mlflow: logging epoch 2 failed, so the run is no longer tracked there (API request to "
+            f"http://tracking/api failed: Connection refused); training goes on, and the run folder {out} keeps "
+            "everything"
+        ]
+        assert len(calls) == 2 and len(runs.read_metrics(out)) == 3 and (out / "model.safetensors").is_file()
+        run = the_only_run(tracking)
+        assert [m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")] == [1]
+    finally:
+        mlflow.end_run()  # the run the failed store could not end, so that no later test finds it active
+
+
 def test_under_torchrun_only_the_main_process_logs(tiny_idx, tmp_path, tracking):
     """Two Gloo processes through --nproc: one MLflow run, from rank 0."""
     import subprocess

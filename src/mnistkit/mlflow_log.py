@@ -10,6 +10,8 @@ extra.
 from __future__ import annotations
 
 import importlib.util
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +50,39 @@ class MlflowReporter(ForwardingReporter):
             reason = " ".join(str(exc).split())  # MLflow says what to do instead: keep all of it, on one line
             raise ConfigError(f"mlflow: cannot track the run in {mlflow.get_tracking_uri()}: {reason}") from None
         mlflow.log_params(flat_params(config))
+        self.lost = False  # the store failed once: nothing more is sent to it
+
+    def track(self, what: str, call: Callable[[], object]) -> None:
+        """One call to the tracking store. Where it fails (a tracking server gone mid-run, a full disk under a
+        local store), training goes on, since the run folder holds all of it: the failure is said once, in one
+        line, and nothing more is sent (each call to a server that is gone waits out MLflow's retries)."""
+        if self.lost:
+            return
+        try:
+            call()
+        except Exception as exc:  # whatever MLflow or its HTTP client raises: tracking is not the run
+            self.lost = True
+            reason = " ".join(str(exc).split())
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            print(
+                f"mnistkit: mlflow: {what} failed, so the run is no longer tracked there ({reason}); training goes "
+                f"on, and the run folder {self.run_dir} keeps everything",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def epoch_end(self, stats: EpochStats) -> None:
-        self.mlflow.log_metrics(stats.metrics(), step=stats.epoch)
+        self.track(f"logging epoch {stats.epoch}", lambda: self.mlflow.log_metrics(stats.metrics(), step=stats.epoch))
         super().epoch_end(stats)
 
     def finish(self, test_accuracy: float | None) -> None:
         """Record the test accuracy and the finished run folder, and end the MLflow run as finished."""
         if test_accuracy is not None:
-            self.mlflow.log_metric("test_accuracy", test_accuracy)
-        self.mlflow.log_artifacts(str(self.run_dir))
-        self.mlflow.end_run()
+            self.track("logging the test accuracy", lambda: self.mlflow.log_metric("test_accuracy", test_accuracy))
+        self.track("logging the run folder", lambda: self.mlflow.log_artifacts(str(self.run_dir)))
+        self.track("ending the run", lambda: self.mlflow.end_run())
 
     def close(self) -> None:
         # Still active here means training stopped early (an error or Ctrl-C): keep what was logged, marked so.
         if self.mlflow.active_run() is not None:
-            self.mlflow.end_run(status="KILLED")
+            self.track("ending the run", lambda: self.mlflow.end_run(status="KILLED"))
