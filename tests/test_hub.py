@@ -134,6 +134,23 @@ def test_the_model_card_has_the_hubs_front_matter_and_what_users_need(tmp_path):
     assert "class Net(CNN, PyTorchModelHubMixin)" in text
 
 
+def test_the_cards_recipe_gives_mnistkits_probabilities_for_a_calibrated_model(tmp_path, pixels):
+    # The bundled model is calibrated (a temperature of about 0.42): a plain softmax of its logits is far from
+    # mnistkit's probabilities; the card's recipe, softmax(logits / temperature), is mnistkit's.
+    classifier = Classifier.load()
+    folder = classifier.save_pretrained(tmp_path / "pretrained")
+    config = json.loads((folder / "config.json").read_text())
+    temperature = config["mnistkit"]["calibration"]["temperature"]
+    assert temperature != 1 and f"`softmax(logits / {temperature:.4g})`" in (folder / "README.md").read_text()
+    net = MIXIN_CLASSES["cnn"].from_pretrained(folder, strict=True)
+    norm = config["mnistkit"]["normalization"]
+    x = (torch.from_numpy(pixels) * 255.0 / norm["divisor"] - norm["mean"]) / norm["std"]
+    with torch.no_grad():
+        logits = net.eval()(x)
+    assert not config["mnistkit"]["tta"]  # one pass, as the card's user makes it
+    np.testing.assert_allclose((logits / temperature).softmax(1).numpy(), classifier.predict_array(pixels), atol=1e-5)
+
+
 def test_hub_folders_work_wherever_checkpoints_do(tmp_path, tiny_run, capsys):
     out = tmp_path / "hf"
     with pytest.raises(SystemExit) as exit_info:

@@ -136,6 +136,13 @@ def model_card(config: dict[str, Any], parameters: int) -> str:
     accuracy = metrics.get("test_accuracy")
     classes = info["classes"]
     norm = Normalization(**info["normalization"])
+    temperature = float((info.get("calibration") or {}).get("temperature", 1.0))
+    probabilities = (
+        f"`softmax(logits / {temperature:.4g})`, the temperature fitted on held-out data (`config.json`: "
+        "`mnistkit.calibration.temperature`)"
+        if temperature != 1.0
+        else "`softmax(logits)`"
+    )
     front: dict[str, Any] = {
         "license": "mit",
         "library_name": "mnistkit",
@@ -189,7 +196,7 @@ A `{name}` network (`mnistkit.models.{class_name}`, {parameters:,} parameters) t
 - Architecture: `{name}` with options `{json.dumps(options)}` (the top level of `config.json`).
 - Input: float32 pixels, shape (N, 1, 28, 28), in [0, 1], white ink on black as in MNIST.
   mnistkit normalizes them as `(pixel * 255 / {norm.divisor:g} - {norm.mean:g}) / {norm.std:g}` before the network.
-- Output: {len(classes)} class scores (logits); mnistkit turns them into probabilities with a softmax.
+- Output: {len(classes)} class scores (logits); mnistkit's probabilities are {probabilities}.
 - Test-time augmentation (average over 1-pixel shifts): {"yes" if info.get("tta") else "no"}.
 
 ## Data
