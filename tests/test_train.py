@@ -179,3 +179,19 @@ def test_train_run_takes_a_fresh_run_folder_and_nothing_else(tiny_idx, tmp_path)
         train_run({"epochs": 1})  # type: ignore[arg-type]
     run_dir = runs.create_run_dir(tmp_path / "run", cfg.model)
     assert train_run(cfg, str(run_dir)).run_dir == run_dir  # a str names the folder as well
+
+
+def test_train_run_gives_back_the_processs_torch_switches(tiny_idx_session):
+    # A deterministic run turns deterministic algorithms on for itself; after it, a notebook's own code (and its
+    # next run) must not find them still on, nor cuDNN's benchmark mode changed.
+    benchmark = torch.backends.cudnn.benchmark
+    assert not torch.are_deterministic_algorithms_enabled()
+    cfg = make_config(model="logreg", epochs=1, val_size=100, data=str(tiny_idx_session), deterministic=True)
+    train_run(cfg)
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark == benchmark
+    torch.use_deterministic_algorithms(True, warn_only=True)  # the caller's own choice is kept too
+    try:
+        train_run(make_config(model="logreg", epochs=1, val_size=100, data=str(tiny_idx_session)))
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

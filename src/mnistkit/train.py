@@ -10,6 +10,7 @@ checkpoint stores it; a wrapper is named for what it adds (``trained``: compiled
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import sys
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,28 @@ def use_bf16(amp: str, device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN
         return False
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def keeps_torch_switches(function: Callable[P, R]) -> Callable[P, R]:
+    """``function``, after which the process-wide switches a run sets for itself (deterministic algorithms,
+    cuDNN's benchmark mode) are back as they were: a notebook's own code, and its next run, keep their own."""
+
+    @functools.wraps(function)
+    def kept(*args: P.args, **kwargs: P.kwargs) -> R:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        benchmark = torch.backends.cudnn.benchmark
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            torch.backends.cudnn.benchmark = benchmark
+
+    return kept
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -582,6 +605,7 @@ class RunResult:
     meta: dict
 
 
+@keeps_torch_switches
 def train_run(
     cfg: TrainConfig,
     run_dir: str | Path | None = None,
