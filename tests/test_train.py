@@ -195,3 +195,13 @@ def test_train_run_gives_back_the_processs_torch_switches(tiny_idx_session):
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_train_run_hands_over_its_model_in_eval_mode(tiny_idx_session):
+    cfg = make_config(model="cnn", width=4, epochs=1, val_size=100, data=str(tiny_idx_session))
+    result = train_run(cfg)
+    assert not result.model.training
+    before = {k: v.clone() for k, v in result.model.state_dict().items()}
+    with torch.no_grad():
+        result.model(torch.randn(8, 1, 28, 28))  # a forward pass to use it moves no BatchNorm statistic
+    assert all(torch.equal(before[k], v) for k, v in result.model.state_dict().items())

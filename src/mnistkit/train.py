@@ -598,7 +598,7 @@ def _check_finite(losses: torch.Tensor, epoch: int, ctx: distributed.Context) ->
 @dataclass
 class RunResult:
     run_dir: Path | None
-    model: nn.Module
+    model: nn.Module  # in eval mode; it takes normalized input (meta["normalization"]), where a Classifier takes images
     history: list[EpochStats]
     test_loss: float | None
     test_accuracy: float | None
@@ -688,6 +688,8 @@ def train_run(
     )
     if run_dir is not None:
         _save_model(run_dir, model, meta)
+    # Trained and tested: what is handed over is a model to use, whose BatchNorm a forward pass must not move.
+    model.eval()
     return RunResult(run_dir, model, history, test_loss, test_accuracy, meta)
 
 
