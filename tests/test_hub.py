@@ -151,6 +151,20 @@ def test_the_cards_recipe_gives_mnistkits_probabilities_for_a_calibrated_model(t
     np.testing.assert_allclose((logits / temperature).softmax(1).numpy(), classifier.predict_array(pixels), atol=1e-5)
 
 
+def test_a_hub_folder_names_the_home_folder_as_a_tilde(tmp_path, monkeypatch):
+    # A folder made to be published must not carry the user's name in its paths and command.
+    home = tmp_path / "home" / "ana"
+    monkeypatch.setenv("HOME", str(home))
+    data = f"{home}/.local/share/mnistkit/feedback.sqlite"
+    meta = {"config": {"data": data}, "command": f"mnistkit train --data {data} --out {home}/runs/mine"}
+    folder = Classifier.load(make_checkpoint(tmp_path / "run", "mlp", **meta)).save_pretrained(tmp_path / "hf")
+    text = (folder / "config.json").read_text() + (folder / "README.md").read_text()
+    assert str(home) not in text
+    config = json.loads((folder / "config.json").read_text())["mnistkit"]
+    assert config["config"]["data"] == "~/.local/share/mnistkit/feedback.sqlite"
+    assert config["command"] == "mnistkit train --data ~/.local/share/mnistkit/feedback.sqlite --out ~/runs/mine"
+
+
 def test_hub_folders_work_wherever_checkpoints_do(tmp_path, tiny_run, capsys):
     out = tmp_path / "hf"
     with pytest.raises(SystemExit) as exit_info:

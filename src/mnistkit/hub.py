@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,13 +114,27 @@ def hub_config(meta: dict[str, Any]) -> dict[str, Any]:
         for p in inspect.signature(MODELS[name]).parameters.values()
         if p.default is not inspect.Parameter.empty
     }
-    extra = {k: v for k, v in meta.items() if k not in NOT_COPIED}
+    extra = {k: _home_as_tilde(v) for k, v in meta.items() if k not in NOT_COPIED}
     return {
         **defaults,
         **meta.get("model_options", {}),
         "architecture": name,
         "mnistkit": {"format": FORMAT, "mnistkit_version": __version__, **extra},
     }
+
+
+def _home_as_tilde(value: Any) -> Any:
+    """``value`` (metadata: dicts, lists, strings) with the user's home folder written ``~`` at the start of every
+    path and in commands: a folder made to be published does not carry the user's name (``/home/ana/...``), and
+    ``~`` still finds the files on this machine (``fileio.recorded_path`` expands it)."""
+    home = os.path.expanduser("~").rstrip("/")
+    if isinstance(value, dict):
+        return {k: _home_as_tilde(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_home_as_tilde(v) for v in value]
+    if isinstance(value, str) and len(home) > 1:
+        return re.sub(rf"(?<![^\s='\"]){re.escape(home)}(?=/|$|[\s'\"])", "~", value)
+    return value
 
 
 def model_card(config: dict[str, Any], parameters: int) -> str:
