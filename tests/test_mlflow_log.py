@@ -134,6 +134,16 @@ def test_a_tracking_store_that_fails_mid_run_is_said_once_and_training_goes_on(
         mlflow.end_run()  # the run the failed store could not end, so that no later test finds it active
 
 
+def test_mlflow_experiment_name_chooses_the_experiment(tiny_idx, tmp_path, tracking, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "digits-sweep")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(train_argv(tiny_idx, tmp_path / "run", "--mlflow", "--quiet"))
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    experiment = tracking.get_experiment_by_name("digits-sweep")
+    (run,) = tracking.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "run" and tracking.get_experiment_by_name("mnistkit") is None
+
+
 def test_under_torchrun_only_the_main_process_logs(tiny_idx, tmp_path, tracking):
     """Two Gloo processes through --nproc: one MLflow run, from rank 0."""
     import subprocess

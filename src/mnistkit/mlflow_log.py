@@ -10,6 +10,7 @@ extra.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from .errors import ConfigError
 from .train import EpochStats, ForwardingReporter, Reporter
 
-EXPERIMENT = "mnistkit"
+EXPERIMENT = "mnistkit"  # unless MLFLOW_EXPERIMENT_NAME names another, as it does for MLflow itself
 MISSING = "mlflow: the mlflow package is not installed; install it with: pip install 'mnistkit[mlflow]'"
 
 
@@ -36,9 +37,13 @@ def flat_params(config: dict[str, Any]) -> dict[str, str]:
 class MlflowReporter(ForwardingReporter):
     """Passes training events on to ``inner`` and records them in an MLflow run named after the run folder."""
 
-    def __init__(self, run_dir: str | Path, inner: Reporter, config: dict[str, Any], experiment: str = EXPERIMENT):
+    def __init__(
+        self, run_dir: str | Path, inner: Reporter, config: dict[str, Any], experiment: str | None = None
+    ) -> None:
         require_mlflow()
         import mlflow
+
+        experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
 
         super().__init__(inner)
         self.mlflow = mlflow
