@@ -252,9 +252,11 @@ def _evaluation_split(
             )
     ds = load_dataset(data, dataset or "mnist")
     data_name = data_title(data, dataset)
+    # A run that mixed MNIST in (fine-tuning) was tested on MNIST's test set, where its own data has none.
+    tested_on_mnist = own_data and bool((meta.get("dataset") or {}).get("mnist_mix", {}).get("test"))
     if split == "test":
         part = ds.test
-        if part is None and own_data and (meta.get("dataset") or {}).get("mnist_mix", {}).get("test"):
+        if part is None and tested_on_mnist:
             part, data_name = load_bundled_mnist().test, data_title(None)  # as the run was tested (mix_mnist)
         if part is None:
             # The validation split is another way out only for a run that held one out of these images.
@@ -266,10 +268,7 @@ def _evaluation_split(
     elif split == "val":
         val_size = int(cfg.get("val_size", 10_000))
         if val_size == 0:
-            # A run that mixed MNIST in (fine-tuning) is tested on MNIST's test set, its own data having none.
-            testable = ds.test is not None or (
-                own_data and (meta.get("dataset") or {}).get("mnist_mix", {}).get("test")
-            )
+            testable = ds.test is not None or tested_on_mnist
             raise DataError(
                 "this run trained on all training images (val_size 0): it has no validation split; use split test"
                 + ("" if testable else f" with data that has test files ({ds.source or ds.name} has none)"),
