@@ -360,7 +360,7 @@ def check_training_set_target(out: str | Path, fmt: str) -> Path:
         raise DataError(f"{out}: already exists and is not an empty folder; choose another output folder")
     fileio.check_folder_exists(out)
     folder = out if out.is_dir() else out.parent  # an empty folder for idx is filled, not made
-    if not os.access(folder, os.W_OK | os.X_OK):  # also False on a read-only mount, even for root
+    if fileio.why_unwritable(folder) is not None:  # a read-only mount too, even for root
         raise WriteError(f"cannot write {out}: {folder} is not writable; choose another output, or make it writable")
     return out
 

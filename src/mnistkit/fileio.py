@@ -221,8 +221,11 @@ def check_folder_exists(path: str | os.PathLike) -> Path:
     return path
 
 
+READ_ONLY_MOUNT = "a read-only file system"
+
+
 def why_unwritable(folder: Path) -> str | None:
-    """Why this process may not create files in the existing ``folder`` ("a read-only file system" or "permission
+    """Why this process may not create files in the existing ``folder`` (``READ_ONLY_MOUNT`` or "permission
     denied"), or None where it may: found before work whose result would then be lost."""
     if os.access(folder, os.W_OK | os.X_OK):
         return None
@@ -230,7 +233,7 @@ def why_unwritable(folder: Path) -> str | None:
         read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):  # no statvfs (Windows): permissions are the likelier cause
         read_only = False
-    return "a read-only file system" if read_only else "permission denied"
+    return READ_ONLY_MOUNT if read_only else "permission denied"
 
 
 def given_path(value: object, what: str) -> Path:

@@ -220,10 +220,8 @@ def check_writable(path: Path, folders: Iterable[Path], option: str) -> None:
             continue
         where = "there" if folder == path else str(folder)
         if option == "out":
-            then = (
-                "choose another out" if why == "a read-only file system" else "make it writable or choose another out"
-            )
-        elif why == "a read-only file system":
+            then = "choose another out" if why == fileio.READ_ONLY_MOUNT else "make it writable or choose another out"
+        elif why == fileio.READ_ONLY_MOUNT:
             then = f"copy the run folder somewhere writable and give {option} the copy"
         else:
             then = "make it writable, then run the same command again"
