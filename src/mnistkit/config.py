@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import operator
@@ -202,12 +201,12 @@ class TrainConfig:
     def _check_preset_model(self) -> None:
         """ConfigError where the preset sets model options that the model given in its place does not take:
         ``--preset cnn --model mlp`` would otherwise be refused for a width nobody gave."""
-        from .models import MODELS  # late import: importable without the models
+        from .models import MODELS, accepted_options  # late import: importable without the models
 
         preset = PRESETS.get(self.preset) if isinstance(self.preset, str) else None
         if preset is None or self.model == preset.get("model") or self.model not in MODELS:
             return
-        taken = inspect.signature(MODELS[self.model]).parameters
+        taken = accepted_options(self.model)
         for key, value in self.model_options().items():
             if key not in taken and preset.get(key) == value:
                 raise ConfigError(

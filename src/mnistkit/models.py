@@ -165,9 +165,14 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise ConfigError(f"invalid options for model '{name}': {exc}") from None
 
 
+def accepted_options(name: str) -> tuple[str, ...]:
+    """The options that registered model ``name`` takes: its constructor's parameters."""
+    return tuple(inspect.signature(MODELS[name]).parameters)
+
+
 def check_accepted(name: str, options: dict[str, object]) -> None:
     """ConfigError naming the first of ``options`` that model ``name`` (a registered one) does not take."""
-    accepted = inspect.signature(MODELS[name]).parameters
+    accepted = accepted_options(name)
     unknown = [key for key in options if key not in accepted]
     if unknown:
         key = unknown[0]
