@@ -247,6 +247,8 @@ class Interrupt:
     Resume states are written atomically, so quitting mid-write leaves the last good one as it was. A context
     manager: the old handlers come back on exit."""
 
+    FINISHING = "training is over: testing and saving the model"  # what a signal then lets happen
+
     def __init__(self, announce: bool = True, terminate: bool = False):
         self.requested, self.announce = False, announce
         self.training_over = False  # set by ``finishing``: no batch is left to stop after
@@ -270,7 +272,7 @@ class Interrupt:
             # Ctrl-C's ^C is echoed on the progress line: start a new one
             said = "SIGTERM: " if signum == signal.SIGTERM else "\n"
             again = "another SIGTERM or Ctrl-C quits" if signum == signal.SIGTERM else "press Ctrl-C again to quit"
-            doing = self._finishing_line() if self.training_over else "stopping after this batch to save a checkpoint"
+            doing = self.FINISHING if self.training_over else "stopping after this batch to save a checkpoint"
             print(f"{said}{doing}; {again} at once", file=sys.stderr, flush=True)
 
     def finishing(self) -> None:
@@ -278,11 +280,7 @@ class Interrupt:
         that came during the last epoch's end is told so."""
         self.training_over = True
         if self.requested and self.announce:
-            print(f"{self._finishing_line()} (the last epoch had ended)", file=sys.stderr, flush=True)
-
-    @staticmethod
-    def _finishing_line() -> str:
-        return "training is over: testing and saving the model"
+            print(f"{self.FINISHING} (the last epoch had ended)", file=sys.stderr, flush=True)
 
 
 @dataclass
