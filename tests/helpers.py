@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import time
 from pathlib import Path
@@ -105,3 +106,18 @@ def assert_all_end(pids: list[int], what: str, timeout: float = 60) -> None:
     while not all(gone(pid) for pid in pids):
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+def unwritable(monkeypatch, folder: Path | None = None, read_only_mount: bool = True) -> None:
+    """Make ``folder`` (None: every folder) one this process may not write into, as ``os.access`` and the mount's
+    flag (``statvfs``) tell it, on a read-only mount or not: root writes anywhere, so the files' own modes cannot."""
+    real_access, real_statvfs = os.access, os.statvfs
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: folder is not None and Path(path) != folder and real_access(path, mode)
+    )
+
+    class Mount:
+        def __init__(self, path):
+            self.f_flag = real_statvfs(path).f_flag | (os.ST_RDONLY if read_only_mount else 0)
+
+    monkeypatch.setattr(os, "statvfs", Mount)

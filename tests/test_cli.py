@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import idx_bytes, run_cli, train_argv, write_idx_folder
+from helpers import idx_bytes, run_cli, train_argv, unwritable, write_idx_folder
 from PIL import Image
 
 from mnistkit.cli import build_parser, print_text
@@ -420,15 +420,7 @@ def test_evaluate_checks_the_plots_folder_before_it_reports(tiny_run, tmp_path, 
 
 @pytest.mark.parametrize("read_only_mount", [True, False])
 def test_evaluate_of_a_run_it_cannot_write_says_so_before_it_reports(tiny_run, capsys, monkeypatch, read_only_mount):
-    # root writes anywhere: os.access says no, as for anyone else; statvfs's flag says why
-    real_access, real_statvfs = os.access, os.statvfs
-    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tiny_run and real_access(path, mode))
-
-    class Mount:
-        def __init__(self, path):
-            self.f_flag = real_statvfs(path).f_flag | (os.ST_RDONLY if read_only_mount else 0)
-
-    monkeypatch.setattr(os, "statvfs", Mount)
+    unwritable(monkeypatch, tiny_run, read_only_mount)
     code, out, err = run_cli(capsys, "evaluate", str(tiny_run))
     why = "a read-only file system" if read_only_mount else "permission denied"
     assert out == ""

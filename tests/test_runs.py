@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import unwritable
 
 from mnistkit import runs
 from mnistkit.errors import ConfigError
@@ -176,16 +177,8 @@ def test_an_unwritable_folder_of_the_old_run_is_found_before_anything_is_moved(t
     [("out", "choose another out"), ("resume", "copy the run folder somewhere writable and give resume")],
 )
 def test_a_read_only_file_system_is_named_with_what_to_do(tmp_path, monkeypatch, option, advice):
-    # root writes anywhere: os.access says no, and statvfs's flag says why, as on a read-only mount
     _old_run(tmp_path / "run")
-    real_statvfs = os.statvfs
-    monkeypatch.setattr(os, "access", lambda path, mode: False)
-
-    class ReadOnly:
-        def __init__(self, path):
-            self.f_flag = real_statvfs(path).f_flag | os.ST_RDONLY
-
-    monkeypatch.setattr(os, "statvfs", ReadOnly)
+    unwritable(monkeypatch)
     with pytest.raises(ConfigError) as raised:
         runs.check_writable(tmp_path / "run", [tmp_path / "run"], option)
     assert str(
