@@ -44,14 +44,14 @@ def test_params_metrics_and_run_folder_are_logged(tmp_path, tracking):
     for epoch, loss in ((1, 0.5), (2, 0.25)):
         reporter.epoch_start(epoch, 2, 10)
         reporter.epoch_end(EpochStats(epoch, loss, loss + 0.1, 0.9 + epoch / 100, 0.01, 1.5))
-    reporter.finish(test_accuracy=0.95)
+    reporter.finish(test_loss=0.2, test_accuracy=0.95)
     reporter.close()
 
     run = tracking.get_run(reporter.run.info.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "a"
     assert run.data.params == {"model": "cnn", "lr": "0.01", "data": "null"}
     assert [m.value for m in tracking.get_metric_history(run.info.run_id, "train_loss")] == [0.5, 0.25]
-    assert run.data.metrics["test_accuracy"] == 0.95
+    assert run.data.metrics["test_accuracy"] == 0.95 and run.data.metrics["test_loss"] == 0.2
     assert [a.path for a in tracking.list_artifacts(run.info.run_id)] == ["metrics.csv"]
 
 
@@ -82,6 +82,7 @@ def test_train_with_mlflow_logs_what_the_run_folder_holds(tiny_idx, tmp_path, tr
         assert [m.value for m in history] == pytest.approx([row[column] for row in metrics], rel=1e-6)
     meta = json.loads((out / "model.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(meta["metrics"]["test_accuracy"])
+    assert run.data.metrics["test_loss"] == pytest.approx(meta["metrics"]["test_loss"])
     logged = {a.path for a in tracking.list_artifacts(run.info.run_id)}
     assert logged == {p.name for p in out.iterdir()}
 
@@ -106,32 +107,31 @@ def test_a_tracking_store_that_fails_mid_run_is_said_once_and_training_goes_on(
 ):
     import mlflow
 
-    real_log_metrics, calls = mlflow.log_metrics, []
+    real_log_batch, calls = mlflow.MlflowClient.log_batch, []
 
-    def log_metrics(*args, **kwargs):  # the tracking server goes away after epoch 1
-        calls.append(args)
-        if len(calls) > 1:
-            raise mlflow.exceptions.MlflowException("API request to http://tracking/api failed: Connection refused")
-        return real_log_metrics(*args, **kwargs)
+    def log_batch(self, run_id, metrics=(), **kwargs):  # the tracking server goes away after epoch 1
+        if metrics:
+            calls.append(metrics)
+            if len(calls) > 1:
+                raise mlflow.exceptions.MlflowException("API request to http://tracking/api failed: Connection refused")
+        return real_log_batch(self, run_id, metrics=metrics, **kwargs)
 
-    monkeypatch.setattr(mlflow, "log_metrics", log_metrics)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", log_batch)
     out = tmp_path / "run"
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main(train_argv(tiny_idx, out, "--mlflow", "--quiet", epochs=3))
-        err = capsys.readouterr().err
-        assert exit_info.value.code == 0, err
-        said = [line for line in err.splitlines() if line.startswith("mnistkit: ")]
-        assert said == [
-            "mnistkit: mlflow: logging epoch 2 failed, so the run is no longer tracked there (API request to "
-            f"http://tracking/api failed: Connection refused); training goes on, and the run folder {out} keeps "
-            "everything"
-        ]
-        assert len(calls) == 2 and len(runs.read_metrics(out)) == 3 and (out / "model.safetensors").is_file()
-        run = the_only_run(tracking)
-        assert [m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")] == [1]
-    finally:
-        mlflow.end_run()  # the run the failed store could not end, so that no later test finds it active
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(train_argv(tiny_idx, out, "--mlflow", "--quiet", epochs=3))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 0, err
+    said = [line for line in err.splitlines() if line.startswith("mnistkit: ")]
+    assert said == [
+        "mnistkit: mlflow: logging epoch 2 failed, so the run is no longer tracked there (API request to "
+        f"http://tracking/api failed: Connection refused); training goes on, and the run folder {out} keeps "
+        "everything"
+    ]
+    assert len(calls) == 2 and len(runs.read_metrics(out)) == 3 and (out / "model.safetensors").is_file()
+    run = the_only_run(tracking)
+    assert [m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")] == [1]
+    assert mlflow.active_run() is None  # nothing left behind in the process for the caller's next run
 
 
 def test_mlflow_experiment_name_chooses_the_experiment(tiny_idx, tmp_path, tracking, monkeypatch, capsys):
@@ -142,6 +142,51 @@ def test_mlflow_experiment_name_chooses_the_experiment(tiny_idx, tmp_path, track
     experiment = tracking.get_experiment_by_name("digits-sweep")
     (run,) = tracking.search_runs([experiment.experiment_id])
     assert run.info.run_name == "run" and tracking.get_experiment_by_name("mnistkit") is None
+
+
+def test_a_notebooks_active_experiment_is_left_as_it_was(tiny_idx, tmp_path, tracking, capsys):
+    import mlflow
+
+    mine = mlflow.set_experiment("my-notebook")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(train_argv(tiny_idx, tmp_path / "run", "--mlflow", "--quiet"))
+        assert exit_info.value.code == 0, capsys.readouterr().err
+        with mlflow.start_run() as after:  # the notebook's next run goes where it went before
+            assert after.info.experiment_id == mine.experiment_id
+    finally:
+        mlflow.set_experiment("Default")
+    assert the_only_run(tracking).info.status == "FINISHED"
+
+
+def test_training_inside_an_active_run_is_its_child(tiny_idx, tmp_path, tracking, capsys):
+    import mlflow
+
+    mlflow.set_experiment("sweep")
+    try:
+        with mlflow.start_run(run_name="sweep") as parent:
+            for seed in (0, 1):
+                with pytest.raises(SystemExit) as exit_info:
+                    cli.main(train_argv(tiny_idx, tmp_path / f"seed{seed}", "--mlflow", "--quiet", "--seed", str(seed)))
+                assert exit_info.value.code == 0, capsys.readouterr().err
+                assert mlflow.active_run().info.run_id == parent.info.run_id  # still the caller's, still running
+    finally:
+        mlflow.set_experiment("Default")
+    children = tracking.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(run.info.run_name for run in children) == ["seed0", "seed1"]
+    assert {run.info.status for run in children} == {"FINISHED"}
+    assert tracking.get_run(parent.info.run_id).info.status == "FINISHED"  # ended by its `with`, not by mnistkit
+    assert tracking.get_experiment_by_name("mnistkit") is None
+
+
+def test_a_deleted_experiment_is_one_clear_line(tiny_idx, tmp_path, tracking, capsys):
+    tracking.delete_experiment(tracking.create_experiment("mnistkit"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(train_argv(tiny_idx, tmp_path / "run", "--mlflow", "--quiet"))
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and stderr.count("\n") == 1
+    assert stderr.startswith("mnistkit: error: mlflow: the experiment 'mnistkit' is deleted in sqlite:///")
+    assert not (tmp_path / "run").exists()
 
 
 def test_under_torchrun_only_the_main_process_logs(tiny_idx, tmp_path, tracking):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,27 +36,51 @@ def flat_params(config: dict[str, Any]) -> dict[str, str]:
 
 
 class MlflowReporter(ForwardingReporter):
-    """Passes training events on to ``inner`` and records them in an MLflow run named after the run folder."""
+    """Passes training events on to ``inner`` and records them in an MLflow run named after the run folder.
+
+    It speaks to the store through its own client, so a notebook's active experiment and run are left as they
+    were; a run active in this thread (``mlflow.start_run()``) becomes the parent of this one, in its experiment.
+    """
 
     def __init__(
         self, run_dir: str | Path, inner: Reporter, config: dict[str, Any], experiment: str | None = None
     ) -> None:
         require_mlflow()
         import mlflow
-
-        experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         super().__init__(inner)
-        self.mlflow = mlflow
         self.run_dir = Path(run_dir)
+        parent = mlflow.active_run()
         try:
-            mlflow.set_experiment(experiment)
-            self.run = mlflow.start_run(run_name=self.run_dir.name)
+            self.client = mlflow.MlflowClient()
+            if parent is not None:
+                experiment_id, tags = parent.info.experiment_id, {MLFLOW_PARENT_RUN_ID: parent.info.run_id}
+            else:
+                experiment_id, tags = self._experiment_id(experiment), {}
+            self.run = self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=tags)
+            self.run_id = self.run.info.run_id
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat_params(config).items()])
         except mlflow.exceptions.MlflowException as exc:  # a store MLflow refuses, such as a plain folder
             reason = " ".join(str(exc).split())  # MLflow says what to do instead: keep all of it, on one line
             raise ConfigError(f"mlflow: cannot track the run in {mlflow.get_tracking_uri()}: {reason}") from None
-        mlflow.log_params(flat_params(config))
         self.lost = False  # the store failed once: nothing more is sent to it
+        self.ended = False
+
+    def _experiment_id(self, name: str | None) -> str:
+        import mlflow
+
+        name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            return self.client.create_experiment(name)
+        if found.lifecycle_stage == "deleted":
+            raise ConfigError(
+                f"mlflow: the experiment {name!r} is deleted in {mlflow.get_tracking_uri()}: restore it (mlflow "
+                "experiments restore) or name another with MLFLOW_EXPERIMENT_NAME"
+            )
+        return found.experiment_id
 
     def track(self, what: str, call: Callable[[], object]) -> None:
         """One call to the tracking store. Where it fails (a tracking server gone mid-run, a full disk under a
@@ -76,18 +101,32 @@ class MlflowReporter(ForwardingReporter):
                 flush=True,
             )
 
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
     def epoch_end(self, stats: EpochStats) -> None:
-        self.track(f"logging epoch {stats.epoch}", lambda: self.mlflow.log_metrics(stats.metrics(), step=stats.epoch))
+        self.track(f"logging epoch {stats.epoch}", lambda: self.log_metrics(stats.metrics(), stats.epoch))
         super().epoch_end(stats)
 
-    def finish(self, test_accuracy: float | None) -> None:
-        """Record the test accuracy and the finished run folder, and end the MLflow run as finished."""
-        if test_accuracy is not None:
-            self.track("logging the test accuracy", lambda: self.mlflow.log_metric("test_accuracy", test_accuracy))
-        self.track("logging the run folder", lambda: self.mlflow.log_artifacts(str(self.run_dir)))
-        self.track("ending the run", lambda: self.mlflow.end_run())
+    def finish(self, test_loss: float | None, test_accuracy: float | None) -> None:
+        """Record the test figures and the finished run folder, and end the MLflow run as finished."""
+        tested = {
+            name: value
+            for name, value in (("test_loss", test_loss), ("test_accuracy", test_accuracy))
+            if value is not None
+        }
+        self.track("logging the test figures", lambda: self.log_metrics(tested, 0))
+        self.track("logging the run folder", lambda: self.client.log_artifacts(self.run_id, str(self.run_dir)))
+        self.end("FINISHED")
+
+    def end(self, status: str) -> None:
+        self.ended = True
+        self.track("ending the run", lambda: self.client.set_terminated(self.run_id, status))
 
     def close(self) -> None:
-        # Still active here means training stopped early (an error or Ctrl-C): keep what was logged, marked so.
-        if self.mlflow.active_run() is not None:
-            self.track("ending the run", lambda: self.mlflow.end_run(status="KILLED"))
+        # Not ended here means training stopped early (an error or Ctrl-C): keep what was logged, marked so.
+        if not self.ended:
+            self.end("KILLED")

@@ -107,7 +107,8 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
         if run_dir is not None:
             runs.release(run_dir)
         if isinstance(reporter, MlflowReporter):
-            reporter.finish(result.test_accuracy)  # the finished run folder becomes the MLflow run's artifacts
+            # The finished run folder becomes the MLflow run's artifacts.
+            reporter.finish(result.test_loss, result.test_accuracy)
     return result
 
 
