@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import safetensors.torch
 import torch
 
 from mnistkit import data, runs
@@ -197,10 +198,12 @@ def test_train_run_gives_back_the_processs_torch_switches(tiny_idx_session):
         torch.use_deterministic_algorithms(False)
 
 
-def test_train_run_hands_over_its_model_in_eval_mode(tiny_idx_session):
+def test_train_run_hands_over_its_model_in_eval_mode_and_usual_layout(tiny_idx_session, tmp_path):
     cfg = make_config(model="cnn", width=4, epochs=1, val_size=100, data=str(tiny_idx_session))
     result = train_run(cfg)
     assert not result.model.training
+    assert all(p.is_contiguous() for p in result.model.state_dict().values())
+    safetensors.torch.save_file(result.model.state_dict(), tmp_path / "model.safetensors")  # refuses channels_last
     before = {k: v.clone() for k, v in result.model.state_dict().items()}
     with torch.no_grad():
         result.model(torch.randn(8, 1, 28, 28))  # a forward pass to use it moves no BatchNorm statistic

@@ -686,8 +686,9 @@ def train_run(
     )
     if run_dir is not None:
         _save_model(run_dir, model, meta)
-    # Trained and tested: what is handed over is a model to use, whose BatchNorm a forward pass must not move.
-    model.eval()
+    # Trained and tested: what is handed over is a model to use, whose BatchNorm a forward pass must not move, in
+    # PyTorch's usual layout (safetensors' save_file, for one, refuses channels_last weights).
+    model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stub omits it
     return RunResult(run_dir, model, history, test_loss, test_accuracy, meta)
 
 
