@@ -61,6 +61,22 @@ def test_weights_that_overflow_are_one_error_not_nan_probabilities(saved, capsys
         classifier.predict_array(np.zeros((2, 28, 28), np.uint8))
 
 
+def test_wrapping_a_model_leaves_it_as_the_caller_had_it(saved):
+    net, meta = load_checkpoint(saved)
+    net.train()
+    before = {name: p.clone() for name, p in net.state_dict().items()}
+    classifier = Classifier(net, meta, str(saved))
+    classifier.predict_array(np.zeros((2, 28, 28), np.uint8))
+    # A notebook may train the model further: still in train mode, its weights learning, in their own layout.
+    assert net.training and all(p.requires_grad for p in net.parameters())
+    assert all(p.is_contiguous() for p in net.parameters())
+    assert all(torch.equal(before[name], p) for name, p in net.state_dict().items())
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)  # and what it learns after is not the classifier's
+    assert not any(p.requires_grad for p in classifier.inference.parameters())
+    assert not torch.equal(next(net.parameters()), next(classifier.inference.net.parameters()))
+
+
 def save_black_on_white(digit: np.ndarray, path, size: int = 200) -> None:
     """A real MNIST test digit as someone would draw it: black on white, at another size, as a PNG."""
     Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BILINEAR).save(path)

@@ -12,6 +12,7 @@ checkpoint stores it; a wrapper is named for what it adds (``Classifier.inferenc
 
 from __future__ import annotations
 
+import copy
 import glob
 import hashlib
 import os
@@ -179,8 +180,9 @@ class Classifier:
         calibration = meta.get("calibration") or {}
         threshold = calibration.get("not_a_digit_below")
         temperature = float(calibration.get("temperature", 1.0))
-        # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
-        net = net.eval().requires_grad_(False)
+        # Inference never needs gradients; frozen weights also make exported graphs return plain tensors. They are a
+        # copy's: the caller's model keeps its mode, gradients and layout, and may go on training.
+        net = copy.deepcopy(net).eval().requires_grad_(False)
         inference = InferenceModel(net, norm, bool(meta.get("tta")), temperature, threshold).eval()
         # Convolutions run about twice as fast on CPU with channels-last (NHWC) weights; other layers ignore it.
         inference.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
