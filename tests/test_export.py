@@ -34,6 +34,11 @@ def onnx_probabilities(path, x: np.ndarray) -> np.ndarray:
     return session.run(["probabilities"], {"pixels": x})[0]
 
 
+# How each runtime refuses input: onnxruntime's InvalidArgument, a torch.export guard's AssertionError, an aten
+# check's RuntimeError, TorchScript's torch.jit.Error.
+REFUSED = (onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument, AssertionError, RuntimeError, torch.jit.Error)
+
+
 def run_export(path, fmt: str, x: np.ndarray) -> np.ndarray:
     """Run an exported file by its format's own runtime, without mnistkit."""
     if fmt == "onnx":
@@ -70,6 +75,27 @@ def test_export_matches_pytorch_at_any_batch_size(tmp_path, tiny_run, pixels_of,
         got = run_export(out, fmt, pixels_of(n))
         assert got.shape == (n, 10)
         np.testing.assert_allclose(got, expected[:n], atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program", "torchscript"])
+def test_an_export_refuses_input_it_cannot_read(tmp_path, tiny_run, pixels_of, fmt):
+    """uint8 pixels would be read as 0..255 and a 32×32 image answered, where no runtime checks them itself."""
+    out = export_checkpoint(tiny_run, fmt, tmp_path / ("model" + export.FORMATS[fmt])).path
+    x = pixels_of(2)
+    wrong = {
+        "uint8": np.rint(x * 255).astype(np.uint8),
+        "float64": x.astype(np.float64),
+        "32x32": np.zeros((2, 1, 32, 32), np.float32),
+        "3 channels": np.repeat(x, 3, axis=1),
+        "flat": x.reshape(2, 784),
+    }
+    for bad in wrong.values():
+        with pytest.raises(REFUSED):
+            run_export(out, fmt, bad)
+    if fmt == "torchscript":  # the check's own words
+        with pytest.raises(torch.jit.Error, match=r"expected float32 pixels of shape \(N, 1, 28, 28\)"):
+            run_export(out, fmt, wrong["32x32"])
+    assert run_export(out, fmt, x).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])

@@ -288,8 +288,10 @@ def _quiet_onnx_registry() -> Iterator[None]:
 def _export_program(model: InferenceModel, example: torch.Tensor, path: Path, info: dict) -> Runner:
     import torch
 
+    from .inference import CheckedModel, InputCheck
+
     try:
-        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
+        program = torch.export.export(CheckedModel(model, InputCheck()), (example,), dynamic_shapes=_dynamic_batch())
     except Exception as exc:  # torch.export rejects unsupported Python in many ways
         _reraise_interrupt(exc)
         raise ExportError(f"cannot export {info['model']} with torch.export: {_first_line(exc)}") from None
@@ -305,18 +307,17 @@ def _export_program(model: InferenceModel, example: torch.Tensor, path: Path, in
 def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path, info: dict) -> Runner:
     import torch
 
-    from .inference import InferenceModel
+    from .inference import CheckedModel, InferenceModel, InputCheck
 
     with warnings.catch_warnings():
         # TorchScript is deprecated as a whole in torch 2.13 (every torch.jit call warns so); the format stays for
         # runtimes that only read it. exported-program is its replacement.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
-        # The network is scripted, not traced, so any Python-level shape logic in it stays dynamic; the traced
-        # wrapper around it then accepts any batch size.
+        # The network and the input check are scripted, not traced, so any Python-level shape logic in them stays
+        # dynamic; the traced wrapper around them then accepts any batch size.
         try:
-            traced = torch.jit.trace(
-                InferenceModel(torch.jit.script(model.net), model.norm, model.tta, model.temperature).eval(), example
-            )
+            scripted = InferenceModel(torch.jit.script(model.net), model.norm, model.tta, model.temperature).eval()
+            traced = torch.jit.trace(CheckedModel(scripted, torch.jit.script(InputCheck())), example)
         except Exception as exc:  # TorchScript rejects unsupported Python in many ways
             _reraise_interrupt(exc)
             raise ExportError(f"cannot convert {info['model']} to TorchScript: {_first_line(exc)}") from None

@@ -99,6 +99,30 @@ class InferenceModel(nn.Module):
         return self.net(x) / self.temperature
 
 
+class InputCheck(nn.Module):
+    """Passes on float32 (N, 1, 28, 28) and refuses anything else, for exported models whose runtimes check less:
+    a torch.export program guards shapes but not the dtype (uint8 pixels would be read as 0..255), and TorchScript
+    guards neither (32×32 images would be answered). Scriptable; torch.export records the dtype check."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.ops.aten._assert_tensor_metadata(x, dtype=torch.float32)  # what a torch.export program keeps of it
+        if x.dtype != torch.float32 or x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != 28 or x.shape[3] != 28:
+            raise ValueError("expected float32 pixels of shape (N, 1, 28, 28) in [0, 1], white ink on black")
+        return x
+
+
+class CheckedModel(nn.Module):
+    """``model`` behind an ``InputCheck`` (plain or scripted); its argument is still named x."""
+
+    def __init__(self, model: nn.Module, check: nn.Module):
+        super().__init__()
+        self.model = model
+        self.check = check
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.check(x))
+
+
 class EnsembleModel(nn.Module):
     """Several ``InferenceModel``s as one, with the same input and output: the mean of their probabilities.
 

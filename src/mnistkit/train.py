@@ -688,7 +688,7 @@ def train_run(
         _save_model(run_dir, model, meta)
     # Trained and tested: what is handed over is a model to use, whose BatchNorm a forward pass must not move, in
     # PyTorch's usual layout (safetensors' save_file, for one, refuses channels_last weights).
-    model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stub omits it
+    model.eval().to(memory_format=torch.contiguous_format)
     return RunResult(run_dir, model, history, test_loss, test_accuracy, meta)
 
 
