@@ -742,6 +742,14 @@ def test_screen_reader_structure_and_keyboard_help(page):
     keys = page.locator(".keys")
     expect(keys).to_be_visible()
     assert "Esc clears" in keys.inner_text() and "Ctrl+Z (⌘+Z on a Mac) undoes" in keys.inner_text()
+    # The pen slider says its width in words, not "3"; arrow keys move it and the words follow.
+    pen = page.locator("#pen")
+    assert pen.get_attribute("aria-valuetext") == "medium"
+    pen.focus()
+    page.keyboard.press("ArrowRight")
+    assert pen.input_value() == "4" and pen.get_attribute("aria-valuetext") == "bold"
+    page.keyboard.press("Home")
+    assert pen.input_value() == "1" and pen.get_attribute("aria-valuetext") == "finest"
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

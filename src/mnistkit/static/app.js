@@ -13,6 +13,7 @@ const SIDE = 28;
 const MARGIN = 3; // paper cells around the ink in the 28×28 sent: the server sees paper at the border, and the ink
 // spans 22 cells, close to the 20 it is scaled to (2 or 4 cells cost 1 to 3 of 500 test digits against PNG uploads)
 const PEN_WIDTHS = [1 / 28, 1 / 20, 1 / 14, 1 / 10, 1 / 7]; // of the canvas side; 1/14 has MNIST's stroke-to-size ratio
+const PEN_NAMES = ["finest", "fine", "medium", "bold", "boldest"]; // what a screen reader says of the slider
 // The widest pen the model is sent, of the extent of the strokes' centre lines: MNIST's widest pens are 2.88 px on
 // their 20-px box (preprocess.MNIST_STROKE), and the box holds the pen's width too: w / (extent + w) = 0.144. Any
 // wider, and a small digit's loops fill in the 28×28 cells before the server can thin its strokes. A fine pen is
@@ -259,6 +260,9 @@ function clearAll() {
 }
 
 undoButton.addEventListener("click", undo);
+$("pen").addEventListener("input", (event) => {
+  event.target.setAttribute("aria-valuetext", PEN_NAMES[event.target.value - 1]);
+});
 $("clear").addEventListener("click", clearAll);
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape") clearAll();
