@@ -59,6 +59,10 @@ BOX_LINE = 0.7
 BOX_MAX_THICKNESS = 0.15
 BOX_CONTENT = 0.03  # a box holds a digit: what is left once its lines are cleared is at least this share of the ink
 BOX_EDGE = 0.02  # an image cropped at a box: the line lies within this share of its side from each edge
+# A line under the digit drawn by hand or photographed askew: its lowest edge may rise or fall this much a pixel
+# (about 8.5°), and stray from a straight line by this share of its length (2 px at least).
+UNDERLINE_TILT = 0.15
+UNDERLINE_WOBBLE = 0.02
 # A band along an edge of the image (a scanner's lid, the table past the page), cut off by ``_without_edge_bands``:
 # each of its lines far from the paper on this share of it or more, at most BAND_DEPTH of the side deep, its soft
 # edge at most BAND_EDGE further; the outermost BAND_GAP of every other edge must be paper.
@@ -303,8 +307,44 @@ def _round_corner(inside: np.ndarray, box: np.ndarray, thickness: int) -> None:
 
 
 def _without_underline(ink: np.ndarray) -> np.ndarray:
-    """``ink`` less a line the digit is written on (a form's field, a line of a page that is not ruled across it):
-    a band of rows along the bottom of the ink, each ink for ``BOX_LINE`` of its width, at most
+    """``ink`` less a line the digit is written on (``_without_level_underline``), also where the line is tilted:
+    where the ink's lowest edge runs straight (within ``UNDERLINE_WOBBLE``) at a slope of at most ``UNDERLINE_TILT``
+    along most of its width (``BOX_LINE``), each column is moved up or down to make it level, the level line is
+    looked for, and the columns are moved back."""
+    shifts = _levelling_shifts(ink > 0)
+    if shifts is None:
+        return _without_level_underline(ink)
+    rows = np.arange(ink.shape[0])[:, None] + shifts
+    cols = np.arange(ink.shape[1])
+    levelled = np.zeros((ink.shape[0] + int(shifts.max()), ink.shape[1]), ink.dtype)
+    levelled[rows, cols] = ink
+    cleared = _without_level_underline(levelled)
+    return ink if cleared is levelled else cleared[rows, cols]
+
+
+def _levelling_shifts(mask: np.ndarray) -> np.ndarray | None:
+    """How far down to move each column of ``mask`` so that the ink's lowest edge becomes level, where it is a
+    straight, gently sloping line; None where it is not, or is level already."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    if len(cols) < 2:
+        return None
+    lowest = mask.shape[0] - 1 - np.argmax(mask[::-1, cols], axis=0)
+    span = int(cols[-1] - cols[0])
+    on_line = np.ones(len(cols), dtype=bool)
+    for _ in range(2):  # the line fitted again without what strays from it (a stroke that runs below it)
+        if np.count_nonzero(on_line) < 2:
+            return None
+        slope, offset = np.polyfit(cols[on_line], lowest[on_line], 1)
+        on_line = np.abs(lowest - (slope * cols + offset)) <= max(2.0, UNDERLINE_WOBBLE * span)
+    if on_line.mean() < BOX_LINE or abs(slope) > UNDERLINE_TILT or abs(slope) * span < 1:
+        return None
+    rise = np.rint(slope * np.arange(mask.shape[1])).astype(int)
+    return rise.max() - rise
+
+
+def _without_level_underline(ink: np.ndarray) -> np.ndarray:
+    """``ink`` less a level line the digit is written on (a form's field, a line of a page that is not ruled across
+    it): a band of rows along the bottom of the ink, each ink for ``BOX_LINE`` of its width, at most
     ``BOX_MAX_THICKNESS`` of the ink's height thick, running past the rest of the ink on both sides by more than its
     own thickness. A digit's own base (a 2's) starts where its stroke comes down, not before it: at most a pen's
     width before it, where the pen's round end lies (a drawing of 28×28 pixels leaves a pixel or two)."""
