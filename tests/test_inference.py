@@ -3,6 +3,7 @@ bad images, folder and glob expansion, ensembles, and the pretrained model's acc
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -344,6 +345,14 @@ def test_predict_array_names_what_is_no_array(pretrained, tmp_path):
             pretrained.predict_array(ragged)
     with pytest.raises(ImageError, match="must be numbers .*, got dtype torch.complex32"):
         pretrained.predict_array(torch.zeros((1, 28, 28), dtype=torch.complex32))
+    # A PIL image of a file cut short gives its pixels only when asked, and fails then.
+    whole = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)).save(whole, "PNG")
+    (tmp_path / "cut.png").write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    with Image.open(tmp_path / "cut.png") as lazy:
+        for given in (lazy, [lazy]):
+            with pytest.raises(ImageError, match="^images: cannot read the pixels"):
+                pretrained.predict_array(given)
 
 
 def test_predict_array_refuses_masked_pixels_and_names_the_shape_it_was_given(pretrained, mnist):

@@ -239,6 +239,20 @@ def corrupt(path: Path) -> Path:
     return path
 
 
+def unknown_dds_format(path: Path) -> Path:
+    # Pillow's format plugins raise errors of their own kinds (this one a NotImplementedError, AVIF's decoder a
+    # RuntimeError), which a batch took for a crash: a traceback, and no answer for the good images.
+    Image.new("RGB", (40, 40)).save(path, "DDS")
+    data = bytearray(path.read_bytes())
+    data[80:84] = (0x10000000).to_bytes(4, "little")  # the pixel format's flags: none Pillow knows
+    path.write_bytes(data)
+    return path
+
+
+def under_an_unknown_users_home(path: Path) -> Path:
+    return Path("~no-such-user-of-mnistkit") / path.name  # a shell leaves it as written; Path.expanduser raised
+
+
 def not_an_image(path: Path) -> Path:
     path.write_text("shopping list: eggs, milk\n")
     return path
@@ -252,6 +266,8 @@ BAD_FILES = [
     ("notes.png", not_an_image, "not an image Pillow can read"),
     ("notes.txt", not_an_image, "not an image Pillow can read"),
     ("missing.png", lambda path: path, "file not found"),
+    ("format.dds", unknown_dds_format, "cannot read the image (Unknown pixel format flags"),
+    ("home.png", under_an_unknown_users_home, "file not found"),
 ]
 
 

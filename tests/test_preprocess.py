@@ -659,6 +659,9 @@ def test_unreadable_files(tmp_path, twins):
         load_image(empty)
     with pytest.raises(ImageError, match="is a folder"):
         load_image(tmp_path)
+    # A PIL image opened lazily is decoded only when read: a truncated file fails there, and says so.
+    with Image.open(cut) as lazy, pytest.raises(ImageError, match="cannot convert the image"):
+        to_mnist(lazy)
 
 
 @pytest.mark.timeout(60)

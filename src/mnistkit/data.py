@@ -349,7 +349,7 @@ def check_training_set_target(out: str | Path, fmt: str) -> Path:
     new file, named with ``.npz`` added where its name lacks it, as NumPy's ``savez`` names it, and as ``data``
     needs to know it), in a folder that exists and is writable. Callers with slow work before the write (reading a
     large corrections database) check first, so that a bad destination fails at once, in one line."""
-    out = Path(out).expanduser()
+    out = fileio.expanded(out)
     if fmt not in EXPORT_FORMATS:
         raise DataError(f"unknown export format '{fmt}'; choose one of: {', '.join(EXPORT_FORMATS)}")
     if fmt == "npz" and out.name not in ("", ".", "..") and not out.is_dir() and not out.name.lower().endswith(".npz"):

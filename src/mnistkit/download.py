@@ -59,12 +59,12 @@ def cache_dir() -> Path:
     """Where downloaded datasets live: ``$MNISTKIT_DATA``, else the user's cache folder."""
     env = os.environ.get("MNISTKIT_DATA")
     if env:
-        return Path(env).expanduser()
+        return fileio.expanded(env)
     return Path(platformdirs.user_cache_dir("mnistkit")) / "datasets"
 
 
 def dataset_dir(dataset: str | DatasetSpec, cache: str | os.PathLike | None = None) -> Path:
-    root = Path(cache).expanduser() if cache is not None else cache_dir()
+    root = fileio.expanded(cache) if cache is not None else cache_dir()
     return root / _resolve(dataset).name
 
 

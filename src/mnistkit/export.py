@@ -67,7 +67,7 @@ def default_path(source: str | Path | None, fmt: str) -> Path:
     if source is None:
         return Path("mnistkit-pretrained" + FORMATS[fmt])
     if checkpoint.is_hub_folder(source):
-        stem = Path(source).expanduser() / "model"
+        stem = fileio.expanded(source) / "model"
     else:
         stem = checkpoint.resolve(source).with_suffix("")
     return stem.with_name(stem.name + FORMATS[fmt])
@@ -159,7 +159,7 @@ def _model_folder(source: str | Path | None) -> Path:
     """The folder of the model being exported: the run, the Hugging Face folder, or the bundled model's."""
     from .inference import PRETRAINED_DIR
 
-    given = PRETRAINED_DIR if source is None else Path(source).expanduser()
+    given = PRETRAINED_DIR if source is None else fileio.expanded(source)
     return (given if given.is_dir() else given.parent).resolve()
 
 

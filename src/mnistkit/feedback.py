@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from . import fileio
 from .errors import MnistkitError, short
 
 T = TypeVar("T")
@@ -149,7 +150,7 @@ class FeedbackStore:
     ended thread would stay open, two file descriptors each, until the process ran out of them.)"""
 
     def __init__(self, path: str | Path, create: bool = True, max_bytes: int = MAX_DATABASE_BYTES):
-        self.path = Path(path).expanduser()
+        self.path = fileio.expanded(path)
         self.max_bytes = max_bytes  # what new corrections may fill; beyond it, add() refuses them
         if not create and not self.path.is_file():
             raise FeedbackError(f"{self.path}: no corrections database here; pass the file the server wrote")

@@ -236,6 +236,12 @@ def why_unwritable(folder: Path) -> str | None:
     return READ_ONLY_MOUNT if read_only else "permission denied"
 
 
+def expanded(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded as a shell does it: the ``~name`` of a user this machine
+    does not know stays as written (``Path.expanduser`` raises there), so that what fails is the file, in one line."""
+    return Path(os.path.expanduser(path))
+
+
 def given_path(value: object, what: str) -> Path:
     """``value`` as a Path, for an argument named ``what``; ConfigError for anything that is not a non-empty str or
     path (None, bytes, a number), which ``Path()`` would refuse with a bare TypeError or read as "."."""
@@ -243,7 +249,7 @@ def given_path(value: object, what: str) -> Path:
         raise ConfigError(f"{what} must be a path (a str or Path), got {type(value).__name__}")
     if not os.fspath(value):
         raise ConfigError(f"{what} is empty: give a path")
-    return Path(value).expanduser()
+    return expanded(value)
 
 
 # The PNG text (its "Software" key) that marks a figure mnistkit wrote: drawing it again replaces it unasked.
@@ -502,7 +508,7 @@ def one_line(text: str) -> str:
 def recorded_path(recorded: str | Path) -> Path:
     """The path that a name recorded by ``valid_utf8`` stands for: as written where that exists, else with each
     ``\\xNN`` turned back into the byte it was (a run trained on a file not named in UTF-8 finds it again)."""
-    path = Path(recorded).expanduser()
+    path = expanded(recorded)
     if path.exists() or "\\x" not in str(recorded):
         return path
     raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), os.fsencode(str(path)))

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, data
+from . import checkpoint, data, fileio
 from .config import CNN_OPTIONS, TrainConfig, model_title
 from .errors import CheckpointError, ConfigError
 
@@ -98,7 +98,7 @@ def locate(init: str) -> Path:
         from .inference import PRETRAINED_DIR
 
         return PRETRAINED_DIR
-    return Path(init).expanduser()
+    return fileio.expanded(init)
 
 
 def read_init(init: str) -> InitModel:

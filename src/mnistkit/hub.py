@@ -322,7 +322,7 @@ def download(repo_id: str, revision: str | None, cache_dir: str | Path | None, l
 def load_folder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network a Hub folder describes and load its weights. Returns (model in eval mode, meta), with
     meta in the shape of a checkpoint's (``model``, ``model_options``, ``normalization``, ``classes``, ...)."""
-    folder = Path(folder).expanduser()
+    folder = fileio.expanded(folder)
     config = _read_config(folder)
     state = _read_weights(folder)
     name = _architecture(config, state, folder)

@@ -526,6 +526,8 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
                 f"images: this {type(images).__name__} does not make one array: its items are not all the same "
                 "shape; give 28×28 images, each a (28, 28) array"
             ) from None
+        except Exception as exc:  # what hands its pixels over lazily: a PIL image of a truncated file fails here
+            raise ImageError(f"images: cannot read the pixels ({exc})") from None
     given = tuple(a.shape)
     a = mnist_shaped(a)
     if a.ndim != 3 or a.shape[1:] != (28, 28):
@@ -605,7 +607,7 @@ def find_images(args: Sequence[str | Path]) -> tuple[list[str], list[FailedPredi
     for arg in map(str, args):
         if "\\x" in arg:  # as mnistkit prints a name that is not UTF-8
             arg = str(fileio.recorded_path(arg))
-        path = Path(arg).expanduser()
+        path = fileio.expanded(arg)
         if not arg:  # not the current folder, which Path("") is
             failures.append(
                 FailedPrediction(arg, ImageError("the image path is empty; pass a file, folder or pattern"))

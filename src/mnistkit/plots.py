@@ -117,7 +117,7 @@ def save(fig: Figure, path: str | Path) -> Path:
 def check_png_name(path: str | Path) -> Path:
     """``path`` expanded; ConfigError unless it names a PNG file, WriteError unless its folder exists (checked
     before the figure's work is done)."""
-    path = Path(path).expanduser()
+    path = fileio.expanded(path)
     if path.suffix.lower() != ".png":
         raise ConfigError(f"{path}: figures are written as PNG; give a file name ending in .png")
     return fileio.check_folder_exists(path)
@@ -508,7 +508,7 @@ def check_plots_folder(folder: str | Path) -> Path:
     """``folder`` expanded; ConfigError if it or its parent is a file or may not be written (a read-only mount),
     WriteError if its parent is missing: the plots folder is made, not the folders above it, as a figure's -o makes
     none (checked before an evaluation, so that its report is not printed for a command that then fails)."""
-    folder = Path(folder).expanduser()
+    folder = fileio.expanded(folder)
     taken = next((path for path in (folder, folder.parent) if path.exists() and not path.is_dir()), None)
     if taken is not None:
         raise ConfigError(

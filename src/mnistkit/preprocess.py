@@ -401,7 +401,7 @@ def load_image(path: str | Path) -> Image.Image:
 
     Close the image when done (``with load_image(path) as image:``): a multi-frame file stays open.
     """
-    path = Path(path).expanduser()
+    path = fileio.expanded(path)
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own (larger) pixel limit, whereas ours is checked below with a clearer
@@ -418,7 +418,7 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(
             f"{path}: image is too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); scale it down"
         ) from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # Pillow's format plugins raise what they like (DDS a NotImplementedError, BLP its own)
         raise ImageError(f"{path}: cannot read the image ({exc})") from None
     try:
         _check_size(image.size, str(path))  # from the header, before the pixels are decoded
@@ -427,12 +427,12 @@ def load_image(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        image.close()
-        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
     except ImageError:
         image.close()
         raise
+    except Exception as exc:  # as above: AVIF's decoder raises a RuntimeError
+        image.close()
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
     return image
 
 
@@ -480,7 +480,7 @@ def _check_size(size: tuple[int, int], where: str) -> None:
 def _where(item: ImageInput) -> str:
     """How error messages name an input."""
     if isinstance(item, (str, Path)):
-        return str(Path(item).expanduser())
+        return str(fileio.expanded(item))
     return "array" if isinstance(item, np.ndarray) else "image"
 
 
@@ -509,7 +509,9 @@ def _upright_gray(image: Image.Image, where: str) -> np.ndarray:
             image = image.copy()
             image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
         return _flatten_alpha(image)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except ImageError:
+        raise
+    except Exception as exc:  # a PIL image opened lazily decodes here, with its format's own errors
         raise ImageError(f"{where}: cannot convert the image ({exc})") from None
 
 

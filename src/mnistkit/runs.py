@@ -390,7 +390,7 @@ def claim(run_dir: Path, job: str) -> None:
 
 def claimed_by(job: str, out: str | Path | None, root: str | Path = "runs") -> Path | None:
     """The run folder that torchrun job ``job`` created: ``out``, or one under ``root`` without --out."""
-    candidates = [Path(out).expanduser()] if out is not None else sorted(Path(root).glob("*"))
+    candidates = [fileio.expanded(out)] if out is not None else sorted(Path(root).glob("*"))
     for folder in candidates:
         try:
             if (folder / CLAIM_NAME).read_text(encoding="utf-8") == job:
