@@ -308,12 +308,13 @@ def _round_corner(inside: np.ndarray, box: np.ndarray, thickness: int) -> None:
 
 def _without_underline(ink: np.ndarray) -> np.ndarray:
     """``ink`` less a line the digit is written on (``_without_level_underline``), also where the line is tilted:
-    where the ink's lowest edge runs straight (within ``UNDERLINE_WOBBLE``) at a slope of at most ``UNDERLINE_TILT``
-    along most of its width (``BOX_LINE``), each column is moved up or down to make it level, the level line is
-    looked for, and the columns are moved back."""
-    shifts = _levelling_shifts(ink > 0)
+    where no level line is found and the ink's lowest edge runs straight (within ``UNDERLINE_WOBBLE``) at a slope
+    of at most ``UNDERLINE_TILT`` along most of its width (``BOX_LINE``), each column is moved up or down to make
+    it level, the level line is looked for, and the columns are moved back."""
+    level = _without_level_underline(ink)
+    shifts = _levelling_shifts(ink > 0) if level is ink else None
     if shifts is None:
-        return _without_level_underline(ink)
+        return level
     rows = np.arange(ink.shape[0])[:, None] + shifts
     cols = np.arange(ink.shape[1])
     levelled = np.zeros((ink.shape[0] + int(shifts.max()), ink.shape[1]), ink.dtype)
