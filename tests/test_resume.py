@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -507,6 +509,85 @@ def test_a_checkpoint_with_a_hyper_parameter_of_the_wrong_kind_is_refused_before
     fresh = create_model("logreg")
     with pytest.raises(CheckpointError, match=f"does not fit this run .*gives AdamW {key}="):
         resume.restore(resume.load(tmp_path), fresh, build_optimizer(fresh, cfg), None, torch.Generator(), 10)
+
+
+def saved_adamw_onecycle_run(tmp_path):
+    """A logreg run one step into AdamW with a one-cycle schedule, saved; returns its config and state.json."""
+    from mnistkit.models import create_model
+
+    cfg = make_config(model="logreg", optimizer="adamw", schedule="onecycle")
+    model = create_model("logreg")
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=10)
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    resume.save(tmp_path, *resume.capture(resume.LoopState(), model, optimizer, scheduler, torch.Generator()))
+    return cfg, tmp_path / "resume" / "state.json"
+
+
+def restore_saved(tmp_path, cfg):
+    from mnistkit.models import create_model
+
+    fresh = create_model("logreg")
+    optimizer = build_optimizer(fresh, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=10)
+    return resume.restore(resume.load(tmp_path), fresh, optimizer, scheduler, torch.Generator(), 10)
+
+
+OPTIMIZER_STATE_EDITS = {
+    # A fused step walks the raw memory of a weight and its moments: a smaller moment read and wrote past its end.
+    "a moment of another weight's size": (("0", "exp_avg"), "state.optimizer.state.1.exp_avg", "is shaped \\(10,\\)"),
+    "a step that is a whole tensor": (("0", "step"), "state.optimizer.state.0.exp_avg", "step of weight 0 is shaped"),
+    "a step that is a number": (("1", "step"), 3, "step of weight 1 is 3, not a float tensor"),
+}
+
+
+@pytest.mark.parametrize("edit", OPTIMIZER_STATE_EDITS, ids=list(OPTIMIZER_STATE_EDITS))
+def test_optimizer_state_that_does_not_fit_its_weights_is_refused_before_training(tmp_path, edit):
+    (index, key), value, message = OPTIMIZER_STATE_EDITS[edit]
+    cfg, path = saved_adamw_onecycle_run(tmp_path)
+    record = json.loads(path.read_text())
+    states = dict((str(i), state) for i, state in record["state"]["optimizer"]["state"]["$items"])
+    states[index][key] = {"$tensor": value} if isinstance(value, str) else value
+    path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="does not fit this run .*" + message):
+        restore_saved(tmp_path, cfg)
+
+
+def test_negative_squared_moments_are_refused_before_training(tmp_path):
+    from safetensors.torch import save_file
+
+    cfg, path = saved_adamw_onecycle_run(tmp_path)
+    record = json.loads(path.read_text())
+    tensors_path = path.parent / record["tensors"]
+    tensors = load_file(tensors_path)
+    tensors["state.optimizer.state.0.exp_avg_sq"] = -tensors["state.optimizer.state.0.exp_avg_sq"] - 1
+    save_file(tensors, tensors_path)
+    record["sha256"] = hashlib.sha256(tensors_path.read_bytes()).hexdigest()
+    path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="exp_avg_sq of weight 0 holds values that are not finite or too low"):
+        restore_saved(tmp_path, cfg)
+
+
+SCHEDULE_EDITS = {
+    "an unknown annealing": ("_anneal_func_type", "evil", "_anneal_func_type is 'evil', where this run's config makes"),
+    "a key of its own": ("optimizer", 5, "holds an object of 12 keys, not the state"),
+    "no steps": ("total_steps", 0, "has total_steps=0, this run's 30"),
+    "one rate for two groups": ("base_lrs", [0.1], "base_lrs is a list of 1 items, where it takes 2 values"),
+    "a rate that is no number": ("base_lrs", [0.1, float("nan")], "base_lrs is nan, not a finite number"),
+}
+
+
+@pytest.mark.parametrize("edit", SCHEDULE_EDITS, ids=list(SCHEDULE_EDITS))
+def test_a_schedule_edited_by_hand_is_refused_before_training(tmp_path, edit):
+    key, value, message = SCHEDULE_EDITS[edit]
+    cfg, path = saved_adamw_onecycle_run(tmp_path)
+    record = json.loads(path.read_text())
+    record["state"]["scheduler"][key] = value
+    path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="does not fit this run .*" + re.escape(message)):
+        restore_saved(tmp_path, cfg)
 
 
 def test_a_channels_last_models_moments_come_back_in_its_layout_so_the_next_step_is_the_same(tmp_path):

@@ -26,7 +26,7 @@ from torch import nn
 from . import fileio, runs, schema
 from .checkpoint import META_NAME, WEIGHTS_NAME, check_state, read_tensors
 from .checkpoint import load_state as load_model_state
-from .errors import CheckpointError, MnistkitError
+from .errors import CheckpointError, MnistkitError, short
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -295,6 +295,7 @@ def restore(
         if scheduler is not None:
             if saved["scheduler"] is None:
                 raise ValueError("the checkpoint has no learning-rate schedule but the run's config has one")
+            _check_like(saved["scheduler"], scheduler.state_dict(), "learning-rate schedule")
             scheduler.load_state_dict(saved["scheduler"])
         generator.set_state(saved["rng"]["data"])
         torch.set_rng_state(saved["rng"]["torch"])
@@ -350,6 +351,7 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
         raise ValueError("the optimizer's parameter groups differ from the checkpoint's")
     for saved_group, fresh_group in zip(saved["param_groups"], fresh):
         _check_hyperparameters(saved_group, fresh_group, type(optimizer).__name__)
+    _check_optimizer_state(optimizer, saved)
     optimizer.load_state_dict(saved)
     # The groups now hold the checkpoint's hyper-parameters: another optimizer's (config.json says sgd, the
     # checkpoint is adamw's) lack some of this one's, and its first step would fail on them.
@@ -367,6 +369,62 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> 
                 state[key] = torch.empty_strided(
                     param.shape, param.stride(), dtype=value.dtype, device=value.device
                 ).copy_(value)
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """ValueError unless each weight's saved optimizer state fits the weight: its step a finite scalar of at least 0,
+    its other tensors (moments, momentum) finite and of the weight's shape, squared moments not negative. A fused
+    optimizer steps through the raw memory of the weight and its moments alike: a moment of another size read and
+    wrote past its end (a crash), a negative one turned the loss NaN."""
+    ids = [index for group in saved["param_groups"] for index in group["params"]]
+    weights = dict(zip(ids, (p for group in optimizer.param_groups for p in group["params"])))
+    for index, state in saved["state"].items():
+        weight = weights.get(index)
+        if weight is None or not isinstance(state, dict):
+            raise ValueError(f"the optimizer's state names weight {index!r}, which it has no parameter for")
+        for key, value in state.items():
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                raise ValueError(f"the optimizer's {key} of weight {index} is {short(value)}, not a float tensor")
+            shape = () if key == "step" else tuple(weight.shape)
+            if tuple(value.shape) != shape:
+                raise ValueError(
+                    f"the optimizer's {key} of weight {index} is shaped {tuple(value.shape)}, where it takes {shape}"
+                )
+            low = 0 if key == "step" or key.endswith("_sq") else -math.inf
+            if not bool(torch.isfinite(value).all()) or bool((value < low).any()):
+                raise ValueError(f"the optimizer's {key} of weight {index} holds values that are not finite or too low")
+
+
+# A schedule's length, which the run's options set: another would end the schedule before the run, or never.
+SCHEDULE_LENGTHS = ("total_steps", "T_max", "step_size")
+
+
+def _check_like(saved: Any, fresh: Any, what: str) -> None:
+    """ValueError unless ``saved`` is built as ``fresh`` is: the same keys and lengths, the same text, numbers
+    finite (not negative where ``fresh``'s are not), the same ``SCHEDULE_LENGTHS``. A scheduler's state is loaded
+    key by key, whatever the keys are."""
+    if isinstance(fresh, dict):
+        if not isinstance(saved, dict) or set(saved) != set(fresh):
+            raise ValueError(f"the checkpoint's {what} holds {short(saved)}, not the state this run's config makes")
+        for key in fresh:
+            if key in SCHEDULE_LENGTHS and saved[key] != fresh[key]:
+                raise ValueError(f"the checkpoint's {what} has {key}={short(saved[key])}, this run's {fresh[key]!r}")
+            _check_like(saved[key], fresh[key], f"{what}'s {key}")
+    elif isinstance(fresh, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(fresh):
+            raise ValueError(f"the checkpoint's {what} is {short(saved)}, where it takes {len(fresh)} values")
+        for value, like in zip(saved, fresh):
+            _check_like(value, like, what)
+    elif isinstance(fresh, bool) or fresh is None or isinstance(fresh, str):
+        if type(saved) is not type(fresh) or (isinstance(fresh, str) and saved != fresh):
+            raise ValueError(f"the checkpoint's {what} is {short(saved)}, where this run's config makes {fresh!r}")
+    elif isinstance(fresh, (int, float)):
+        if isinstance(saved, bool) or not isinstance(saved, (int, float)) or not math.isfinite(saved):
+            raise ValueError(f"the checkpoint's {what} is {short(saved)}, not a finite number")
+        if saved < 0 <= fresh:
+            raise ValueError(f"the checkpoint's {what} is {saved!r}, where it cannot be negative")
 
 
 def _check_hyperparameters(saved: dict[str, Any], fresh: dict[str, Any], optimizer: str) -> None:
