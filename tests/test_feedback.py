@@ -212,6 +212,23 @@ def test_a_table_someone_added_to_our_file_does_not_make_it_foreign(tmp_path):
     assert FeedbackStore(path, create=False).count() == 3
 
 
+def test_our_file_with_a_trigger_someone_added_is_refused(tmp_path):
+    # A trigger acts on mnistkit's writes unseen: this one put back each correction deleted, and `feedback delete`
+    # reported it gone.
+    path = tmp_path / "fb.sqlite"
+    filled(path, n=3).close()
+    sqlite_file(
+        path,
+        "CREATE TRIGGER keep AFTER DELETE ON corrections BEGIN "
+        "INSERT INTO corrections SELECT * FROM corrections WHERE 0; END;",
+        SCHEMA_VERSION,
+    )
+    before = path.read_bytes()
+    with pytest.raises(FeedbackError, match=r"not an mnistkit corrections database \(it holds the trigger 'keep'\)"):
+        FeedbackStore(path)
+    assert path.read_bytes() == before
+
+
 def with_a_row(path, **values) -> int:
     """Our file of 12 corrections, its table rebuilt without its checks (as a copy written by hand may be), and a row
     of ``values`` added; returns the row's id."""
@@ -285,6 +302,16 @@ def test_a_confidence_that_is_no_number_is_listed_as_none(tmp_path, capsys):
     assert FeedbackStore(path).latest(1)[0].confidence is None
     assert run_cli("feedback", "list", "--db", str(path), "-n", "1") == 0
     assert capsys.readouterr().out.startswith(f"{odd:>6}  2024  label 3  model said 4\n")
+
+
+def test_a_listed_correction_is_one_line_whatever_its_text_holds(tmp_path, capsys):
+    path = tmp_path / "fb.sqlite"
+    forged = with_a_row(path, created_utc="2024\n     1  2024  label 7  model said 7 (100%)", predicted=4)
+    assert run_cli("feedback", "list", "--db", str(path), "-n", "1") == 0
+    assert (
+        capsys.readouterr().out
+        == f"{forged:>6}  2024\\x0a     1  2024  label 7  model said 7 (100%)  label 3  model said 4\n"
+    )
 
 
 def test_a_corrupt_file_is_one_clear_line(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from helpers import run_cli
@@ -64,6 +65,20 @@ def test_cli_inspect_prints_summary(capsys, tiny_run):
     assert code == 0 and str(create_model("cnn", width=8, stem_width=4)) in out
     code, out, _ = run_cli(capsys, "inspect", str(tiny_run))
     assert code == 0 and "test loss / accuracy" in out
+
+
+def test_inspect_shows_each_fact_on_one_line_whatever_model_json_holds(capsys, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["command"] = "mnistkit train\nweights sha256  0000 (verified)"
+    (run / "model.json").write_text(json.dumps(meta))
+    code, out, _ = run_cli(capsys, "inspect", str(run))
+    lines = out.splitlines()
+    assert code == 0 and any(
+        line.startswith("command ") and line.endswith("train\\x0aweights sha256  0000 (verified)") for line in lines
+    )
+    assert not any(line.startswith("weights sha256  0000") for line in lines)
 
 
 @pytest.mark.parametrize(

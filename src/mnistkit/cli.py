@@ -783,7 +783,8 @@ def cmd_feedback_list(args: argparse.Namespace) -> int:
         said = "-" if c.predicted is None else str(c.predicted)
         if c.confidence is not None:
             said += f" ({c.confidence:.0%})"
-        print_text(f"{c.id:>6}  {c.created_utc}  label {c.label}  model said {said}")
+        # One line each, whatever a database shared by someone else holds in its text columns.
+        print_text(fileio.one_line(f"{c.id:>6}  {c.created_utc}  label {c.label}  model said {said}"))
     return 0
 
 

@@ -264,6 +264,10 @@ class FeedbackStore:
         tables = _tables(db)
         if version == 0 and not tables:
             return 0
+        # mnistkit writes no triggers: one would act on its writes unseen (a deletion that adds the row back).
+        triggers = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")]
+        if triggers:
+            raise self._not_ours(f"it holds the trigger{'s' if len(triggers) > 1 else ''} {_names(triggers)}")
         expected = _schema(min(max(version, 1), SCHEMA_VERSION))
         # A table of ours with other columns tells most about whose file this is. (A newer mnistkit may have
         # changed the columns, but keeps the tables this one knows.)

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, fileio
 from .models import create_model
 
 
@@ -79,7 +79,8 @@ def format_training(meta: dict[str, Any]) -> str:
     facts.append(("weights sha256", meta.get("sha256")))
     shown = [(key, value) for key, value in facts if value is not None]
     width = max((len(key) for key, _ in shown), default=0)
-    return "\n".join(f"{key:<{width}}  {value}" for key, value in shown)
+    # One line each, whatever a model.json written elsewhere holds (a newline in its command would forge a fact).
+    return "\n".join(f"{key:<{width}}  {fileio.one_line(str(value))}" for key, value in shown)
 
 
 def format_summary(model: nn.Module, title: str, meta: dict[str, Any] | None = None) -> str:
