@@ -319,7 +319,8 @@ def _without_underline(ink: np.ndarray) -> np.ndarray:
     cols = np.arange(ink.shape[1])
     levelled = np.zeros((ink.shape[0] + int(shifts.max()), ink.shape[1]), ink.dtype)
     levelled[rows, cols] = ink
-    cleared = _without_level_underline(levelled)
+    # Moved by whole pixels, the line's soft upper edge keeps a pixel's steps: a row more of it is the line's.
+    cleared = _without_level_underline(levelled, soft_rows=3)
     return ink if cleared is levelled else cleared[rows, cols]
 
 
@@ -343,7 +344,7 @@ def _levelling_shifts(mask: np.ndarray) -> np.ndarray | None:
     return rise.max() - rise
 
 
-def _without_level_underline(ink: np.ndarray) -> np.ndarray:
+def _without_level_underline(ink: np.ndarray, soft_rows: int = 2) -> np.ndarray:
     """``ink`` less a level line the digit is written on (a form's field, a line of a page that is not ruled across
     it): a band of rows along the bottom of the ink, each ink for ``BOX_LINE`` of its width, at most
     ``BOX_MAX_THICKNESS`` of the ink's height thick, running past the rest of the ink on both sides by more than its
@@ -354,7 +355,7 @@ def _without_level_underline(ink: np.ndarray) -> np.ndarray:
     if bounds is None:
         return ink
     top, bottom = bounds[0].start, bounds[0].stop
-    line = _edge_line(mask[bounds][::-1])
+    line = _edge_line(mask[bounds][::-1], soft_rows)
     if line is None:
         return ink
     start = bottom - line[1]  # the line's first row, its soft upper edge included
@@ -370,17 +371,17 @@ def _without_level_underline(ink: np.ndarray) -> np.ndarray:
     return underlined
 
 
-def _edge_line(inside: np.ndarray) -> tuple[int, int] | None:
+def _edge_line(inside: np.ndarray, soft_rows: int = 2) -> tuple[int, int] | None:
     """Where a line of ink runs along the first row of ``inside`` (the ink's bounding box, turned so that the side
     looked at comes first): the first and past the last of its rows, each ink for ``BOX_LINE`` of its length,
-    within ``BOX_MAX_THICKNESS`` of the box's side, a row more for the line's soft inner edge. None where there is
+    within ``BOX_MAX_THICKNESS`` of the box's side, ``soft_rows - 1`` rows more for the line's soft inner edge. None where there is
     no line at the edge, or solid ink (a bar, a blot) rather than a line along paper."""
     most = max(1, round(BOX_MAX_THICKNESS * inside.shape[0]))
     zone = inside[: most + 1].mean(axis=1) >= BOX_LINE
     found = np.flatnonzero(zone)
     if not len(found) or zone.all() or found[0] > max(2, round(BOX_EDGE * inside.shape[0])):
         return None  # a line starts at the edge; a round stroke (a 0's top) only some way in
-    return int(found[0]), min(int(found[-1]) + 2, most + 1)
+    return int(found[0]), min(int(found[-1]) + soft_rows, most + 1)
 
 
 def _in_mnist_form(gray: np.ndarray) -> bool:
