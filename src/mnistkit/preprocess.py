@@ -374,8 +374,8 @@ def _without_level_underline(ink: np.ndarray, soft_rows: int = 2) -> np.ndarray:
 def _edge_line(inside: np.ndarray, soft_rows: int = 2) -> tuple[int, int] | None:
     """Where a line of ink runs along the first row of ``inside`` (the ink's bounding box, turned so that the side
     looked at comes first): the first and past the last of its rows, each ink for ``BOX_LINE`` of its length,
-    within ``BOX_MAX_THICKNESS`` of the box's side, ``soft_rows - 1`` rows more for the line's soft inner edge. None where there is
-    no line at the edge, or solid ink (a bar, a blot) rather than a line along paper."""
+    within ``BOX_MAX_THICKNESS`` of the box's side, ``soft_rows - 1`` rows more for the line's soft inner edge.
+    None where there is no line at the edge, or solid ink (a bar, a blot) rather than a line along paper."""
     most = max(1, round(BOX_MAX_THICKNESS * inside.shape[0]))
     zone = inside[: most + 1].mean(axis=1) >= BOX_LINE
     found = np.flatnonzero(zone)
