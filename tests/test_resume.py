@@ -372,6 +372,7 @@ def test_a_full_disk_when_the_model_is_saved_says_how_to_resume_and_the_resume_f
     code, _, err = run_cli(capsys, *train_argv(tiny_idx, run_dir, "--quiet", epochs=1))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "No space left on device" in err and f"resume with: mnistkit train --resume {run_dir}" in err
+    assert "run again" not in err  # the same command again would find the run folder there
     monkeypatch.setattr(os, "fsync", real_fsync)
     code, out, err = run_cli(capsys, "train", "--resume", run_dir, "--quiet")
     assert code == 0, err

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import distributed, fileio, resume, runs, torchrun
 from .config import TrainConfig
-from .errors import FULL_DISK, ConfigError, WriteError, stopped_by
+from .errors import FULL_DISK, FULL_DISK_ADVICE, ConfigError, WriteError, stopped_by
 from .mlflow_log import MlflowReporter, require_mlflow
 from .train import Interrupt, Reporter, RunResult, TrainingInterrupted, check_resume_every, resolve_device, train_run
 
@@ -92,7 +92,9 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
             # metrics.csv, the final model or the progress lines (output to a full disk) could not be written: the
             # resume state has the work done
             if isinstance(exc, WriteError) or (isinstance(exc, OSError) and exc.errno in FULL_DISK):
-                what = exc if isinstance(exc, WriteError) else f"cannot write: {exc.strerror}"
+                # Less the advice to run again, which would find the run folder there: it is resumed instead.
+                what = str(exc).removesuffix(f"; {FULL_DISK_ADVICE}") if isinstance(exc, WriteError) else ""
+                what = what or f"cannot write: {exc.strerror}"
                 raise WriteError(
                     f"{what}; the run's last checkpoint is intact: free some space (or fix the folder), then resume "
                     f"with: {resume_command(run_dir, ctx)}"
