@@ -93,8 +93,10 @@ def train(request: TrainRequest, announce: Callable[[str], None] = lambda line: 
             # resume state has the work done
             if isinstance(exc, WriteError) or (isinstance(exc, OSError) and exc.errno in FULL_DISK):
                 # Less the advice to run again, which would find the run folder there: it is resumed instead.
-                what = str(exc).removesuffix(f"; {FULL_DISK_ADVICE}") if isinstance(exc, WriteError) else ""
-                what = what or f"cannot write: {exc.strerror}"
+                if isinstance(exc, WriteError):
+                    what = str(exc).removesuffix(f"; {FULL_DISK_ADVICE}")
+                else:
+                    what = f"cannot write: {exc.strerror}"
                 raise WriteError(
                     f"{what}; the run's last checkpoint is intact: free some space (or fix the folder), then resume "
                     f"with: {resume_command(run_dir, ctx)}"
