@@ -321,6 +321,14 @@ def set_keys(**values):
         ),
         (set_keys(model="cnn", epochs=3), r"hf: an mnistkit run folder without its model.json"),
         (
+            lambda folder, config: config["mnistkit"].update(format="x"),
+            r"config.json: mnistkit.format is 'x', not mnistkit-hub/1; export the model again",
+        ),
+        (
+            lambda folder, config: config["mnistkit"].update(format="mnistkit-hub/2"),
+            r"written by a newer mnistkit \(format 'mnistkit-hub/2'; this version reads mnistkit-hub/1\)",
+        ),
+        (
             set_keys(mnistkit=5),
             r'config.json: its "mnistkit" entry must be an object \(normalization, classes, ...\), got int',
         ),

@@ -342,7 +342,7 @@ def load_folder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"got {type(info).__name__}; export the model again"
         )
     if info:
-        schema.check_hub_description(info, folder / CONFIG_NAME)
+        schema.check_hub_description(info, folder / CONFIG_NAME, FORMAT)
     meta = {k: v for k, v in info.items() if k != "format"}
     meta.update(model=name, model_options={k: v for k, v in options.items() if v is not None})
     _check_meta(meta, _outputs(model), folder / CONFIG_NAME)

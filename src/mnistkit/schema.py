@@ -92,8 +92,17 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
     return _read(path, MODEL_META, ModelMeta, CHECKPOINT_FORMAT)
 
 
-def check_hub_description(description: dict[str, Any], path: str | Path) -> None:
-    """The ``mnistkit`` part of a Hub folder's ``config.json`` (``path``), checked as ``model.json`` is."""
+def check_hub_description(description: dict[str, Any], path: str | Path, fmt: str) -> None:
+    """The ``mnistkit`` part of a Hub folder's ``config.json`` (``path``), checked as ``model.json`` is; its
+    ``format``, where it gives one (a folder written by hand may not), must be ``fmt``."""
+    found = description.get("format", fmt)
+    if found != fmt:
+        if _newer(found, fmt):
+            raise CheckpointError(
+                f"{path}: written by a newer mnistkit (format {short(found)}; this version reads {fmt}); "
+                "upgrade mnistkit to read it"
+            )
+        raise CheckpointError(f"{path}: mnistkit.format is {short(found)}, not {fmt}; export the model again")
     try:
         ModelDescription.model_validate(description)
     except ValidationError as exc:
