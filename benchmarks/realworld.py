@@ -100,7 +100,10 @@ def pen_ink(digit: np.ndarray, height: int, pen: float) -> np.ndarray:
     for y, x in zip(ys, xs):
         draw.ellipse((x + off - r, y + off - r, x + off + r, y + off + r), fill=255)
     size = (max(1, round(canvas.width / scale)), max(1, round(canvas.height / scale)))
-    return np.asarray(canvas.resize(size, Image.Resampling.BOX), np.float64) / 255
+    ink = np.asarray(canvas.resize(size, Image.Resampling.BOX), np.float64) / 255
+    # Cut to the ink: the canvas's margins (two pens wide) would push a marker's digit past a small page's edge.
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def on_page(ink: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
