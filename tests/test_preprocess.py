@@ -217,6 +217,18 @@ def test_a_small_twos_base_is_kept_not_taken_for_a_line_under_it(pen, scale):
     assert base[-1] - base[0] + 1 >= 10  # the lowest stroke runs across the digit, as a 2's base does
 
 
+@pytest.mark.parametrize("corners", [0.15, 0.25, 0.35])
+def test_a_vignetted_photos_dark_corners_are_paper(twins, corners):
+    # A phone's photo in dim light: the corners get a fraction of the middle's light. Read as ink, they made the
+    # digit a small mark among four blobs (flagged, or read as another digit).
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=5, canvas=(220, 180), at=(60, 20)).astype(np.float64)
+        ys, xs = np.mgrid[0:180, 0:220]
+        r2 = ((xs - 110) / 110) ** 2 + ((ys - 90) / 90) ** 2
+        light = 1 - (1 - corners) * (r2 / 2) ** 1.2
+        assert_like_twin(to_mnist(np.rint(page * 0.92 * light).astype(np.uint8)), digit)
+
+
 @pytest.mark.parametrize("sides", [("top",), ("left",), ("bottom", "right"), ("top", "bottom")])
 def test_a_dark_band_along_the_edges_is_not_ink(twins, sides):
     # A scan's margin past the page, or the desk along a photo's side: near black, a tenth of the side, soft,

@@ -690,8 +690,8 @@ def _unstretched(bright: np.ndarray) -> np.ndarray:
 def _framed(bright: np.ndarray) -> np.ndarray:
     """A small image (a scan, or a digit cropped to its ink) enlarged to ``SMALL_WORK`` px and framed with paper.
 
-    Cropped tight, the ink touches the edge; mirrored there by the background's estimate, a stroke doubles in
-    width and is taken for paper, and the border is no longer all paper. A frame of the paper's level (the
+    Cropped tight, the ink touches the edge; carried on past it by the background's estimate, a stroke grows
+    wide and is taken for paper, and the border is no longer all paper. A frame of the paper's level (the
     border's darker quartile: ink on it is brighter) puts paper around the ink. Photographs are larger, so a
     shadow, whose edge the frame would cut, never meets it."""
     factor = -(-SMALL_WORK // max(bright.shape))  # a whole factor: every pixel becomes a block of equal size
@@ -880,16 +880,17 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
     varies slowly, so this is done on the image reduced to about ``BACKGROUND_SIDE`` pixels a side by the
     minimum of each block (the first step of the opening, so no stroke survives the reduction) and enlarged
     again, bilinearly; along a shadow's sharp edge, where a block holds both lights, paper takes its own level.
-    The reduced image is mirrored at its borders first, so that a shadow's corner cut by the border stays wide
-    enough to be kept as paper.
+    The reduced image is carried on past its borders first, each edge pixel repeated outwards, so that a shadow's
+    corner cut by the border stays wide enough to be kept as paper, and so do the dark corners of a vignetted
+    photo (mirrored, a corner became a peak the opening cut down, and the corners read as ink).
     """
     h, w = bright.shape
     block = max(1, max(h, w) // BACKGROUND_SIDE)
     small = _block_min(bright.astype(np.float32, copy=False), block)
     k = max(3, round(max(h, w) * BACKGROUND_WINDOW / block)) | 1
     half = k // 2
-    mirrored = np.pad(small, half, mode="symmetric")
-    background = _running(_running(mirrored, k, np.minimum), k, np.maximum)[half:-half, half:-half]
+    extended = np.pad(small, half, mode="edge")
+    background = _running(_running(extended, k, np.minimum), k, np.maximum)[half:-half, half:-half]
     # The opening also removes a shadow's corners, narrower than the window, and they would read as ink: the
     # shadow is grown back into them (a reconstruction by dilation, never above the image), as far as a window.
     # A shadow reaches the border; the growth stops at the border's brightest paper, so that a thick stroke kept
