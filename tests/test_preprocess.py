@@ -217,6 +217,16 @@ def test_a_small_twos_base_is_kept_not_taken_for_a_line_under_it(pen, scale):
     assert base[-1] - base[0] + 1 >= 10  # the lowest stroke runs across the digit, as a 2's base does
 
 
+@pytest.mark.parametrize("paper", [0.92, 0.78, 0.72])
+def test_a_dithered_1_bit_scan_reads_as_its_grey(twins, paper):
+    # A 1-bit scan dithers grey paper into black dots on white: each dot was ink, and from about a quarter of the
+    # paper dotted the whole page was the digit's box.
+    for digit in twins:
+        page = large_dark_on_light(digit, scale=5, canvas=(200, 200), at=(30, 30)).astype(np.float64)
+        scan = Image.fromarray(np.rint(page * paper + 20 * (1 - page / 255)).astype(np.uint8)).convert("1")
+        assert_like_twin(to_mnist(scan), digit, min_corr=0.8, max_diff=20)  # the dots leave ragged edges
+
+
 @pytest.mark.parametrize("corners", [0.15, 0.25, 0.35])
 def test_a_vignetted_photos_dark_corners_are_paper(twins, corners):
     # A phone's photo in dim light: the corners get a fraction of the middle's light. Read as ink, they made the

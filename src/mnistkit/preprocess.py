@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFilter, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import fileio
 from .errors import MnistkitError
@@ -92,6 +92,7 @@ PATTERN_MARKS = 20
 PATTERN_MARK = 0.02
 SMALL_SIDE = 64  # images no larger are scans or crops, not photos: no light to even out, ink may touch the edge
 SMALL_WORK = 32  # a small image is enlarged to at least this many pixels a side, and framed with paper
+DOT_RADIUS = 2  # a 1-bit scan larger than SMALL_SIDE is averaged over squares this far each way: dithering's grey
 SMALL_FRAME = 0.25  # of its side on every edge
 # A digit stretched to fill a square box (as Semeion's scans are) is given back this width over its height:
 # nearer a 1's 0.4 than the 0.8 of most of MNIST's digits: a narrowed 0 still reads as a 0, a widened 1 as a 4 or a 7.
@@ -507,9 +508,15 @@ def _upright_gray(image: Image.Image, where: str) -> np.ndarray:
             image = ImageOps.exif_transpose(image) or image
         if image.mode in HIGH_DEPTH_MODES:  # to 8 bits first: Pillow's reduce step refuses 16-bit and float modes
             image = Image.fromarray(_eight_bit(image, where))
+        # A 1-bit scan to grey first: Pillow reduces 1-bit images by the nearest pixel, which keeps their dots.
+        dotted = image.mode == "1" and max(image.size) > SMALL_SIDE
+        if dotted:
+            image = image.convert("L")
         if max(image.size) > WORK_SIDE:
             image = image.copy()
             image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+        if dotted:  # a dithered one's grey paper is black dots on white, each of them ink to every later step
+            image = image.filter(ImageFilter.BoxBlur(DOT_RADIUS))
         return _flatten_alpha(image)
     except ImageError:
         raise
