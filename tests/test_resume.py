@@ -573,8 +573,8 @@ def test_negative_squared_moments_are_refused_before_training(tmp_path):
 
 SCHEDULE_EDITS = {
     "an unknown annealing": ("_anneal_func_type", "evil", "_anneal_func_type is 'evil', where this run's config makes"),
-    "a key of its own": ("optimizer", 5, "holds an object of 12 keys, not the state"),
-    "no steps": ("total_steps", 0, "has total_steps=0, this run's 30"),
+    "a key of its own": ("optimizer", 5, "schedule holds 'optimizer', a key it has not"),
+    "a step count below 0": ("last_epoch", -5, "last_epoch is -5, where it cannot be negative"),
     "one rate for two groups": ("base_lrs", [0.1], "base_lrs is a list of 1 items, where it takes 2 values"),
     "a rate that is no number": ("base_lrs", [0.1, float("nan")], "base_lrs is nan, not a finite number"),
 }
@@ -621,22 +621,28 @@ def test_a_channels_last_models_moments_come_back_in_its_layout_so_the_next_step
 
 
 @pytest.mark.parametrize("steps_now", [8, 10, 12])
-def test_a_resume_with_another_number_of_processes_ends_the_schedule_with_the_run(steps_now):
+def test_a_resume_with_another_number_of_processes_ends_the_schedule_with_the_run(tmp_path, steps_now):
     """Another process count gives an epoch another number of steps: the restored OneCycleLR is stretched or
-    shrunk to the steps left, instead of refusing to step past its old end in the last epoch."""
+    shrunk to the steps left, instead of refusing to step past its old end in the last epoch (or being refused
+    for a length that is not this run's)."""
     from mnistkit.models import create_model
 
     cfg = make_config(model="mlp", epochs=3, schedule="onecycle")
-    optimizer = build_optimizer(create_model("mlp"), cfg)
+    model = create_model("mlp")
+    optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=10)
     for _ in range(10):  # the first epoch, at 10 steps an epoch
         optimizer.step()
         scheduler.step()
     saved = scheduler.state_dict()
+    first = {"epoch": 1, "train_loss": 1.0, "val_loss": None, "val_accuracy": None, "lr": 0.01, "seconds": 1.0}
+    state = resume.capture(resume.LoopState(epoch=2, history=[first]), model, optimizer, scheduler, torch.Generator())
+    resume.save(tmp_path, *state)
 
+    optimizer = build_optimizer(model, cfg)
     resumed = build_scheduler(optimizer, cfg, steps_per_epoch=steps_now)
-    resumed.load_state_dict(saved)
-    fit_schedule(resumed, cfg, steps_now, resume.LoopState(epoch=2, step=0))
+    progress = resume.restore(resume.load(tmp_path), model, optimizer, resumed, torch.Generator(), steps_now)
+    fit_schedule(resumed, cfg, steps_now, progress)
     if steps_now == 10:
         assert resumed.state_dict() == saved  # the same process count: the schedule is left exactly as it was
     lrs = []

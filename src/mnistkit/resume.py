@@ -380,8 +380,10 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, An
     weights = dict(zip(ids, (p for group in optimizer.param_groups for p in group["params"])))
     for index, state in saved["state"].items():
         weight = weights.get(index)
-        if weight is None or not isinstance(state, dict):
-            raise ValueError(f"the optimizer's state names weight {index!r}, which it has no parameter for")
+        if weight is None:
+            raise ValueError(f"the optimizer's state names weight {short(index)}, which it has no parameter for")
+        if not isinstance(state, dict):
+            raise ValueError(f"the optimizer's state of weight {index} is {short(state)}, not an object of tensors")
         for key, value in state.items():
             if value is None:
                 continue
@@ -397,27 +399,25 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, An
                 raise ValueError(f"the optimizer's {key} of weight {index} holds values that are not finite or too low")
 
 
-# A schedule's length, which the run's options set: another would end the schedule before the run, or never.
-SCHEDULE_LENGTHS = ("total_steps", "T_max", "step_size")
-
-
 def _check_like(saved: Any, fresh: Any, what: str) -> None:
-    """ValueError unless ``saved`` is built as ``fresh`` is: the same keys and lengths, the same text, numbers
-    finite (not negative where ``fresh``'s are not), the same ``SCHEDULE_LENGTHS``. A scheduler's state is loaded
-    key by key, whatever the keys are."""
+    """ValueError unless ``saved`` is built as ``fresh`` is: no keys ``fresh`` lacks (a scheduler's state is loaded
+    key by key, whatever the keys are; one of an older torch may lack some), the same lengths and text, numbers
+    finite (not negative where ``fresh``'s are not). The schedule's length may differ: ``train.fit_schedule`` fits
+    it to the run after."""
     if isinstance(fresh, dict):
-        if not isinstance(saved, dict) or set(saved) != set(fresh):
-            raise ValueError(f"the checkpoint's {what} holds {short(saved)}, not the state this run's config makes")
-        for key in fresh:
-            if key in SCHEDULE_LENGTHS and saved[key] != fresh[key]:
-                raise ValueError(f"the checkpoint's {what} has {key}={short(saved[key])}, this run's {fresh[key]!r}")
+        if not isinstance(saved, dict):
+            raise ValueError(f"the checkpoint's {what} is {short(saved)}, not the state this run's config makes")
+        unknown = sorted(map(str, set(saved) - set(fresh)))
+        if unknown:
+            raise ValueError(f"the checkpoint's {what} holds {', '.join(map(short, unknown[:3]))}, a key it has not")
+        for key in saved:
             _check_like(saved[key], fresh[key], f"{what}'s {key}")
     elif isinstance(fresh, (list, tuple)):
         if not isinstance(saved, (list, tuple)) or len(saved) != len(fresh):
             raise ValueError(f"the checkpoint's {what} is {short(saved)}, where it takes {len(fresh)} values")
         for value, like in zip(saved, fresh):
             _check_like(value, like, what)
-    elif isinstance(fresh, bool) or fresh is None or isinstance(fresh, str):
+    elif isinstance(fresh, (bool, str)):
         if type(saved) is not type(fresh) or (isinstance(fresh, str) and saved != fresh):
             raise ValueError(f"the checkpoint's {what} is {short(saved)}, where this run's config makes {fresh!r}")
     elif isinstance(fresh, (int, float)):
