@@ -8,6 +8,7 @@ import pytest
 from helpers import train_argv
 
 from mnistkit import cli, runs
+from mnistkit.errors import ConfigError
 from mnistkit.mlflow_log import MISSING, MlflowReporter, flat_params, require_mlflow
 from mnistkit.progress import ConsoleReporter
 from mnistkit.train import EpochStats, SilentReporter
@@ -177,6 +178,54 @@ def test_training_inside_an_active_run_is_its_child(tiny_idx, tmp_path, tracking
     assert {run.info.status for run in children} == {"FINISHED"}
     assert tracking.get_run(parent.info.run_id).info.status == "FINISHED"  # ended by its `with`, not by mnistkit
     assert tracking.get_experiment_by_name("mnistkit") is None
+
+
+def test_the_run_carries_mlflows_own_tags(tmp_path, tracking):
+    reporter = MlflowReporter(tmp_path / "a", SilentReporter(), {"model": "mlp"})
+    reporter.close()
+    tags = tracking.get_run(reporter.run_id).data.tags
+    assert {"mlflow.user", "mlflow.source.name", "mlflow.source.type"} <= set(tags)  # as mlflow.start_run adds
+
+
+def test_under_mlflow_run_the_named_run_is_the_one_logged_to(tiny_idx, tmp_path, tracking, monkeypatch, capsys):
+    given = tracking.create_run(tracking.create_experiment("project")).info.run_id  # as `mlflow run` makes it
+    monkeypatch.setenv("MLFLOW_RUN_ID", given)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(train_argv(tiny_idx, tmp_path / "run", "--mlflow", "--quiet"))
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    run = tracking.get_run(given)
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics and run.data.params["model"]
+    assert tracking.get_experiment_by_name("mnistkit") is None  # no run of its own beside it
+
+
+def test_an_experiment_made_meanwhile_by_another_run_is_used(tmp_path, tracking, monkeypatch):
+    """Two runs of a sweep starting at once on a new store: both find no experiment, one creates it first."""
+    import mlflow
+
+    tracking.create_experiment("mnistkit")
+    real, calls = mlflow.MlflowClient.get_experiment_by_name, []
+
+    def not_yet(self, name):  # the first look happens before the other run created it
+        calls.append(name)
+        return None if len(calls) == 1 else real(self, name)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", not_yet)
+    reporter = MlflowReporter(tmp_path / "a", SilentReporter(), {"model": "mlp"})
+    reporter.close()
+    assert tracking.get_run(reporter.run_id).info.experiment_id == real(tracking, "mnistkit").experiment_id
+
+
+def test_options_the_store_refuses_leave_no_run_running(tmp_path, tracking, monkeypatch):
+    import mlflow
+
+    def refuse(self, run_id, params=(), **kwargs):
+        raise mlflow.exceptions.MlflowException("Param value 'x' had length 7000, which exceeded length limit")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", refuse)
+    with pytest.raises(ConfigError, match="^mlflow: cannot log the run's options: Param value 'x' had length"):
+        MlflowReporter(tmp_path / "a", SilentReporter(), {"model": "mlp"})
+    (run,) = tracking.search_runs([tracking.get_experiment_by_name("mnistkit").experiment_id])
+    assert run.info.status == "FAILED"
 
 
 def test_a_deleted_experiment_is_one_clear_line(tiny_idx, tmp_path, tracking, capsys):

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ class MlflowReporter(ForwardingReporter):
 
     It speaks to the store through its own client, so a notebook's active experiment and run are left as they
     were; a run active in this thread (``mlflow.start_run()``) becomes the parent of this one, in its experiment.
+    Under ``mlflow run`` (``MLFLOW_RUN_ID`` set, no run active) it records in the run that names.
     """
 
     def __init__(
@@ -48,25 +50,40 @@ class MlflowReporter(ForwardingReporter):
         require_mlflow()
         import mlflow
         from mlflow.entities import Param
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         super().__init__(inner)
         self.run_dir = Path(run_dir)
-        parent = mlflow.active_run()
         try:
             self.client = mlflow.MlflowClient()
-            if parent is not None:
-                experiment_id, tags = parent.info.experiment_id, {MLFLOW_PARENT_RUN_ID: parent.info.run_id}
-            else:
-                experiment_id, tags = self._experiment_id(experiment), {}
-            self.run = self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=tags)
+            self.run = self._open_run(experiment)
             self.run_id = self.run.info.run_id
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat_params(config).items()])
         except mlflow.exceptions.MlflowException as exc:  # a store MLflow refuses, such as a plain folder
-            reason = " ".join(str(exc).split())  # MLflow says what to do instead: keep all of it, on one line
-            raise ConfigError(f"mlflow: cannot track the run in {mlflow.get_tracking_uri()}: {reason}") from None
+            raise ConfigError(
+                f"mlflow: cannot track the run in {mlflow.get_tracking_uri()}: {_one_line(exc)}"
+            ) from None
+        try:
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat_params(config).items()])
+        except mlflow.exceptions.MlflowException as exc:
+            with suppress(Exception):  # a run that never trains is not left RUNNING, where the store still answers
+                self.client.set_terminated(self.run_id, "FAILED")
+            raise ConfigError(f"mlflow: cannot log the run's options: {_one_line(exc)}") from None
         self.lost = False  # the store failed once: nothing more is sent to it
         self.ended = False
+
+    def _open_run(self, experiment: str | None) -> Any:
+        import mlflow
+        from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        parent = mlflow.active_run()
+        if parent is None and os.environ.get("MLFLOW_RUN_ID"):
+            return self.client.get_run(os.environ["MLFLOW_RUN_ID"])
+        if parent is not None:
+            experiment_id, tags = parent.info.experiment_id, {MLFLOW_PARENT_RUN_ID: parent.info.run_id}
+        else:
+            experiment_id, tags = self._experiment_id(experiment), {}
+        # MLflow's own tags (user, source, git commit), as mlflow.start_run adds them.
+        return self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=resolve_tags(tags))
 
     def _experiment_id(self, name: str | None) -> str:
         import mlflow
@@ -74,8 +91,13 @@ class MlflowReporter(ForwardingReporter):
         name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
         found = self.client.get_experiment_by_name(name)
         if found is None:
-            return self.client.create_experiment(name)
-        if found.lifecycle_stage == "deleted":
+            try:
+                return self.client.create_experiment(name)
+            except mlflow.exceptions.MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                found = self.client.get_experiment_by_name(name)  # another run made it meanwhile (a sweep)
+        if found is None or found.lifecycle_stage == "deleted":
             raise ConfigError(
                 f"mlflow: the experiment {name!r} is deleted in {mlflow.get_tracking_uri()}: restore it (mlflow "
                 "experiments restore) or name another with MLFLOW_EXPERIMENT_NAME"
@@ -92,7 +114,7 @@ class MlflowReporter(ForwardingReporter):
             call()
         except Exception as exc:  # whatever MLflow or its HTTP client raises: tracking is not the run
             self.lost = True
-            reason = " ".join(str(exc).split())
+            reason = _one_line(exc)
             reason = reason if len(reason) <= 200 else reason[:197] + "..."
             print(
                 f"mnistkit: mlflow: {what} failed, so the run is no longer tracked there ({reason}); training goes "
@@ -130,3 +152,8 @@ class MlflowReporter(ForwardingReporter):
         # Not ended here means training stopped early (an error or Ctrl-C): keep what was logged, marked so.
         if not self.ended:
             self.end("KILLED")
+
+
+def _one_line(exc: BaseException) -> str:
+    """What MLflow (or its HTTP client) says, on one line: it says what to do instead, so all of it is kept."""
+    return " ".join(str(exc).split())
