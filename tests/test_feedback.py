@@ -312,6 +312,12 @@ def test_a_listed_correction_is_one_line_whatever_its_text_holds(tmp_path, capsy
         capsys.readouterr().out
         == f"{forged:>6}  2024\\x0a     1  2024  label 7  model said 7 (100%)  label 3  model said 4\n"
     )
+    db = sqlite3.connect(path)
+    db.execute("UPDATE corrections SET label = ? WHERE id = ?", ("3\n  7:     9   the model agreed 9", forged))
+    db.commit()
+    db.close()
+    assert run_cli("feedback", "stats", "--db", str(path)) == 0
+    assert not any(line.startswith("  7:     9") for line in capsys.readouterr().out.splitlines())
 
 
 def test_a_corrupt_file_is_one_clear_line(tmp_path):

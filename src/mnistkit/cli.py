@@ -770,20 +770,21 @@ def cmd_feedback_stats(args: argparse.Namespace) -> int:
     if args.json:
         print_json(stats, indent=2)
         return 0
-    print_text(f"{stats['corrections']} corrections in {store.path}")
+    # One line each, whatever a database shared by someone else holds as labels.
+    print_text(fileio.one_line(f"{stats['corrections']} corrections in {store.path}"))
     for label, entry in stats["per_label"].items():
-        print_text(f"  {label}: {entry['count']:>5}   the model agreed {entry['model_agreed']}")
+        print_text(fileio.one_line(f"  {label}: {entry['count']:>5}   the model agreed {entry['model_agreed']}"))
     if stats["model_agreement"] is not None:
         print_text(f"the model's answer matched the given label in {stats['model_agreement']:.1%} of them")
     return 0
 
 
 def cmd_feedback_list(args: argparse.Namespace) -> int:
+    # One line each, whatever a database shared by someone else holds in its text columns.
     for c in _open_feedback(args).latest(args.n):
         said = "-" if c.predicted is None else str(c.predicted)
         if c.confidence is not None:
             said += f" ({c.confidence:.0%})"
-        # One line each, whatever a database shared by someone else holds in its text columns.
         print_text(fileio.one_line(f"{c.id:>6}  {c.created_utc}  label {c.label}  model said {said}"))
     return 0
 
