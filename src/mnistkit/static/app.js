@@ -260,9 +260,10 @@ function clearAll() {
 }
 
 undoButton.addEventListener("click", undo);
-$("pen").addEventListener("input", (event) => {
-  event.target.setAttribute("aria-valuetext", PEN_NAMES[event.target.value - 1]);
-});
+// The words follow the slider, also where the browser restored its value on reload.
+const sayPenWidth = () => $("pen").setAttribute("aria-valuetext", PEN_NAMES[$("pen").value - 1]);
+$("pen").addEventListener("input", sayPenWidth);
+sayPenWidth();
 $("clear").addEventListener("click", clearAll);
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape") clearAll();
