@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 import torch
 from helpers import make_digits, run_cli
 from PIL import Image, ImageDraw
+from torch import nn
 
 from mnistkit import cli, nondigits
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
@@ -76,6 +78,15 @@ def test_wrapping_a_model_leaves_it_as_the_caller_had_it(saved):
         next(net.parameters()).add_(1.0)  # and what it learns after is not the classifier's
     assert not any(p.requires_grad for p in classifier.inference.parameters())
     assert not torch.equal(next(net.parameters()), next(classifier.inference.net.parameters()))
+
+
+def test_a_model_deepcopy_refuses_is_one_clear_error():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.nn.utils.weight_norm is deprecated: the point here
+        net = nn.Sequential(nn.Flatten(), torch.nn.utils.weight_norm(nn.Linear(784, 10)))
+    net(torch.zeros(1, 1, 28, 28))  # its weight is now computed by a hook, which deepcopy refuses
+    with pytest.raises(ConfigError, match=r"^cannot copy the model to wrap it \(Only Tensors created explicitly"):
+        Classifier(net, {"model": "mine"}, "mine")
 
 
 def save_black_on_white(digit: np.ndarray, path, size: int = 200) -> None:

@@ -336,7 +336,7 @@ def _export_hf(classifier: Classifier, folder: Path) -> Runner:
 
     hub.write_folder(classifier, folder)
     net, meta = hub.load_folder(folder)
-    return Classifier(net, meta, str(folder)).predict_array
+    return Classifier._of(net, meta, str(folder)).predict_array
 
 
 def _reraise_interrupt(exc: BaseException) -> None:

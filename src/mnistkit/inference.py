@@ -200,13 +200,31 @@ class Classifier:
     inference: InferenceModel | EnsembleModel
 
     def __init__(self, net: nn.Module, meta: dict[str, Any], source: str, device: str | torch.device = "cpu"):
+        """Wraps a copy of ``net`` (a model with its checkpoint's ``meta``): the caller's model keeps its mode,
+        gradients and layout, and may go on training."""
+        try:
+            own = copy.deepcopy(net)
+        except RuntimeError as exc:  # a tensor deepcopy refuses: one a hook computed (old-style weight_norm)
+            raise ConfigError(
+                f"cannot copy the model to wrap it ({str(exc).split('. ')[0]}): pass one copy.deepcopy takes (for "
+                "weight norm, torch.nn.utils.parametrizations.weight_norm in place of torch.nn.utils.weight_norm)"
+            ) from None
+        self._wrap(own, meta, source, device)
+
+    @classmethod
+    def _of(cls, net: nn.Module, meta: dict[str, Any], source: str, device: str | torch.device = "cpu") -> Classifier:
+        """A Classifier of a network built for it (from a checkpoint), which needs no copy."""
+        classifier = cls.__new__(cls)
+        classifier._wrap(net, meta, source, device)
+        return classifier
+
+    def _wrap(self, net: nn.Module, meta: dict[str, Any], source: str, device: str | torch.device) -> None:
         norm = Normalization(**meta["normalization"]) if "normalization" in meta else Normalization()
         calibration = meta.get("calibration") or {}
         threshold = calibration.get("not_a_digit_below")
         temperature = float(calibration.get("temperature", 1.0))
-        # Inference never needs gradients; frozen weights also make exported graphs return plain tensors. They are a
-        # copy's: the caller's model keeps its mode, gradients and layout, and may go on training.
-        net = copy.deepcopy(net).eval().requires_grad_(False)
+        # Inference never needs gradients; frozen weights also make exported graphs return plain tensors.
+        net = net.eval().requires_grad_(False)
         inference = InferenceModel(net, norm, bool(meta.get("tta")), temperature, threshold).eval()
         # Convolutions run about twice as fast on CPU with channels-last (NHWC) weights; other layers ignore it.
         inference.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
@@ -242,7 +260,7 @@ class Classifier:
         if path is not None:
             path = checkpoint_path(path)
         net, meta = checkpoint.load_checkpoint(PRETRAINED_DIR if path is None else path)
-        return cls(net, meta, "pretrained" if path is None else str(path), device)
+        return cls._of(net, meta, "pretrained" if path is None else str(path), device)
 
     def single_model(self, what: str) -> InferenceModel:
         """The one network with its normalization; an ensemble raises ``CheckpointError``, naming ``what`` needed it."""
@@ -379,7 +397,7 @@ class Classifier:
         from . import hub
 
         net, meta = hub.from_pretrained(dir_or_repo_id, revision)
-        return cls(net, meta, str(dir_or_repo_id))
+        return cls._of(net, meta, str(dir_or_repo_id))
 
 
 class Ensemble(Classifier):
