@@ -364,6 +364,10 @@ def test_predict_array_names_what_is_no_array(pretrained, tmp_path):
         for given in (lazy, [lazy]):
             with pytest.raises(ImageError, match="^images: cannot read the pixels"):
                 pretrained.predict_array(given)
+    closed = Image.new("L", (28, 28))
+    closed.close()
+    with pytest.raises(ImageError, match="^images: cannot read the pixels \\(Operation on closed image\\)"):
+        pretrained.predict_array(closed)
 
 
 def test_predict_array_refuses_masked_pixels_and_names_the_shape_it_was_given(pretrained, mnist):
