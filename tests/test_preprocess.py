@@ -217,6 +217,17 @@ def test_a_small_twos_base_is_kept_not_taken_for_a_line_under_it(pen, scale):
     assert base[-1] - base[0] + 1 >= 10  # the lowest stroke runs across the digit, as a 2's base does
 
 
+@pytest.mark.parametrize("index", [6791, 2432])
+def test_a_crop_whose_stroke_runs_into_a_corner_keeps_it(mnist, index):
+    # A 7 whose bar, and a 2 whose curve, run into the crop's corner. Carried on past the border (as a vignetted
+    # photo's corners are, above), that ink filled the padding's corner and was taken for paper: the bar was lost.
+    digit = mnist.test.images[index].numpy()
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    crop = Image.fromarray(digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    large = crop.resize((crop.width * 8, crop.height * 8), Image.Resampling.BILINEAR)
+    assert_like_twin(to_mnist(255 - np.asarray(large)), digit)
+
+
 @pytest.mark.parametrize("paper", [0.92, 0.78, 0.72])
 def test_a_dithered_1_bit_scan_reads_as_its_grey(twins, paper):
     # A 1-bit scan dithers grey paper into black dots on white: each dot was ink, and from about a quarter of the

@@ -42,6 +42,7 @@ ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of
 EDGE_PART = 0.75  # a neighbour's part cut by the image's edge is at most this share of the digit's width
 SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
+BORDER_STEP = 3  # pixels of the reduced image within which a level change along the border is sharp
 BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
 # Below Otsu's threshold, pixels at least this share of the way from the paper to it are ink where they join the ink
 # (within this share of the image's longer side): a blurred stroke's faint side, the thin end of a loop.
@@ -697,8 +698,8 @@ def _unstretched(bright: np.ndarray) -> np.ndarray:
 def _framed(bright: np.ndarray) -> np.ndarray:
     """A small image (a scan, or a digit cropped to its ink) enlarged to ``SMALL_WORK`` px and framed with paper.
 
-    Cropped tight, the ink touches the edge; carried on past it by the background's estimate, a stroke grows
-    wide and is taken for paper, and the border is no longer all paper. A frame of the paper's level (the
+    Cropped tight, the ink touches the edge; mirrored there by the background's estimate, a stroke doubles in
+    width and is taken for paper, and the border is no longer all paper. A frame of the paper's level (the
     border's darker quartile: ink on it is brighter) puts paper around the ink. Photographs are larger, so a
     shadow, whose edge the frame would cut, never meets it."""
     factor = -(-SMALL_WORK // max(bright.shape))  # a whole factor: every pixel becomes a block of equal size
@@ -887,16 +888,19 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
     varies slowly, so this is done on the image reduced to about ``BACKGROUND_SIDE`` pixels a side by the
     minimum of each block (the first step of the opening, so no stroke survives the reduction) and enlarged
     again, bilinearly; along a shadow's sharp edge, where a block holds both lights, paper takes its own level.
-    The reduced image is carried on past its borders first, each edge pixel repeated outwards, so that a shadow's
-    corner cut by the border stays wide enough to be kept as paper, and so do the dark corners of a vignetted
-    photo (mirrored, a corner became a peak the opening cut down, and the corners read as ink).
+    The reduced image is extended past its borders first, so that a shadow's corner cut by the border stays wide
+    enough to be kept as paper. Where the border changes slowly all round (paper under light that varies: a
+    vignetted photo's dark corners), each edge pixel is repeated outwards; mirrored, a corner became a peak the
+    opening cut down, and the corners read as ink. Where something crosses the border sharply (``_crosses``: ink
+    cropped at the edge, a shadow's edge), it is mirrored: repeated, a stroke in a corner filled the padding's
+    corner and was taken for paper.
     """
     h, w = bright.shape
     block = max(1, max(h, w) // BACKGROUND_SIDE)
     small = _block_min(bright.astype(np.float32, copy=False), block)
     k = max(3, round(max(h, w) * BACKGROUND_WINDOW / block)) | 1
     half = k // 2
-    extended = np.pad(small, half, mode="edge")
+    extended = np.pad(small, half, mode="symmetric" if _crosses(small) else "edge")
     background = _running(_running(extended, k, np.minimum), k, np.maximum)[half:-half, half:-half]
     # The opening also removes a shadow's corners, narrower than the window, and they would read as ink: the
     # shadow is grown back into them (a reconstruction by dilation, never above the image), as far as a window.
@@ -923,6 +927,16 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
     grown = _enlarged(grown, block, (h, w))
     shadowed = (bright <= grown + MIN_CONTRAST) & (grown > enlarged + MIN_CONTRAST)
     return np.where(shadowed, np.maximum(enlarged, np.minimum(bright, grown)), enlarged)
+
+
+def _crosses(small: np.ndarray) -> bool:
+    """Whether something crosses the border of ``small`` sharply: going round it, the level changes by more than
+    three times ``MIN_CONTRAST`` within ``BORDER_STEP`` pixels (ink's soft edge takes two or three; light across
+    the paper, even a strong vignette's, changes a few gray levels a pixel)."""
+    ring = np.concatenate([small[0], small[1:, -1], small[-1, -2::-1], small[-2:0:-1, 0]])
+    if ring.size <= BORDER_STEP:
+        return False
+    return float(np.abs(ring[BORDER_STEP:] - ring[:-BORDER_STEP]).max()) > 3 * MIN_CONTRAST
 
 
 def _enlarged(small: np.ndarray, block: int, shape: tuple[int, int]) -> np.ndarray:
