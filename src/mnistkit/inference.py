@@ -539,14 +539,13 @@ def checked_images(images: object) -> np.ndarray | torch.Tensor:
                     plain_array(item, "images")
         try:
             a = np.asarray(images)
-        except (ValueError, TypeError) as exc:
-            if isinstance(images, (list, tuple)):  # ragged: images of different shapes, or a number beside an image
-                raise ImageError(
+        except Exception as exc:
+            if isinstance(exc, (ValueError, TypeError)) and isinstance(images, (list, tuple)):
+                raise ImageError(  # ragged: images of different shapes, or a number beside an image
                     f"images: this {type(images).__name__} does not make one array: its items are not all the same "
                     "shape; give 28×28 images, each a (28, 28) array"
                 ) from None
-            raise ImageError(f"images: cannot read the pixels ({exc})") from None  # a closed PIL image
-        except Exception as exc:  # what hands its pixels over lazily: a PIL image of a truncated file fails here
+            # What hands its pixels over lazily: a PIL image closed, or of a truncated file, fails here.
             raise ImageError(f"images: cannot read the pixels ({exc})") from None
     given = tuple(a.shape)
     a = mnist_shaped(a)
