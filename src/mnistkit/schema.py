@@ -96,13 +96,7 @@ def check_hub_description(description: dict[str, Any], path: str | Path, fmt: st
     """The ``mnistkit`` part of a Hub folder's ``config.json`` (``path``), checked as ``model.json`` is; its
     ``format``, where it gives one (a folder written by hand may not), must be ``fmt``."""
     found = description.get("format", fmt)
-    if found != fmt:
-        if _newer(found, fmt):
-            raise CheckpointError(
-                f"{path}: written by a newer mnistkit (format {short(found)}; this version reads {fmt}); "
-                "upgrade mnistkit to read it"
-            )
-        raise CheckpointError(f"{path}: mnistkit.format is {short(found)}, not {fmt}; export the model again")
+    _check_format(found, fmt, path, f"mnistkit.format is {short(found)}, not {fmt}; export the model again")
     try:
         ModelDescription.model_validate(description)
     except ValidationError as exc:
@@ -124,18 +118,26 @@ def _read(path: str | Path, doc: Document, model: type[BaseModel], fmt: str | No
     value = load_json(path, doc)
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: {doc.foreign} (expected a JSON object)")
-    if fmt is not None and value.get("format") != fmt:
-        if _newer(value.get("format"), fmt):
-            raise CheckpointError(
-                f"{path}: written by a newer mnistkit (format {short(value['format'])}; this version reads {fmt}); "
-                "upgrade mnistkit to read it"
-            )
-        raise CheckpointError(f"{path}: {doc.foreign} (format {fmt} expected)")
+    if fmt is not None:
+        _check_format(value.get("format"), fmt, path, f"{doc.foreign} (format {fmt} expected)")
     try:
         model.model_validate(value)
     except ValidationError as exc:
         raise CheckpointError(f"{path}: {doc.damaged}: {first_problem(exc)}") from None
     return value
+
+
+def _check_format(found: Any, fmt: str, path: str | Path, foreign: str) -> None:
+    """CheckpointError unless ``found`` is format ``fmt``: a later version of it says to upgrade, anything else is
+    ``foreign``."""
+    if found == fmt:
+        return
+    if _newer(found, fmt):
+        raise CheckpointError(
+            f"{path}: written by a newer mnistkit (format {short(found)}; this version reads {fmt}); "
+            "upgrade mnistkit to read it"
+        )
+    raise CheckpointError(f"{path}: {foreign}")
 
 
 def _newer(found: Any, fmt: str) -> bool:
