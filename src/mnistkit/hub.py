@@ -114,7 +114,7 @@ def hub_config(meta: dict[str, Any]) -> dict[str, Any]:
         for p in inspect.signature(MODELS[name]).parameters.values()
         if p.default is not inspect.Parameter.empty
     }
-    extra = {k: _home_as_tilde(v) for k, v in meta.items() if k not in NOT_COPIED}
+    extra = _home_as_tilde({k: v for k, v in meta.items() if k not in NOT_COPIED})
     return {
         **defaults,
         **meta.get("model_options", {}),
@@ -128,13 +128,18 @@ def _home_as_tilde(value: Any) -> Any:
     path and in commands: a folder made to be published does not carry the user's name (``/home/ana/...``), and
     ``~`` still finds the files on this machine (``fileio.recorded_path`` expands it)."""
     home = os.path.expanduser("~").rstrip("/")
-    if isinstance(value, dict):
-        return {k: _home_as_tilde(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_home_as_tilde(v) for v in value]
-    if isinstance(value, str) and len(home) > 1:
-        return re.sub(rf"(?<![^\s='\"]){re.escape(home)}(?=/|$|[\s'\"])", "~", value)
-    return value
+    if len(home) <= 1:
+        return value
+    at_home = re.compile(rf"(?<![^\s='\"]){re.escape(home)}(?=/|$|[\s'\"])")
+
+    def tilded(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: tilded(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [tilded(v) for v in value]
+        return at_home.sub("~", value) if isinstance(value, str) else value
+
+    return tilded(value)
 
 
 def model_card(config: dict[str, Any], parameters: int) -> str:
