@@ -906,7 +906,7 @@ def estimate_background(bright: np.ndarray) -> np.ndarray:
     # shadow is grown back into them (a reconstruction by dilation, never above the image), as far as a window.
     # A shadow reaches the border; the growth stops at the border's brightest paper, so that a thick stroke kept
     # by the opening (a blot, a loop filled in) cannot spread along the strokes it touches.
-    ring = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    ring = _border(background)
     ceiling = np.minimum(small, ring.max())
     for _ in range(k):
         grown = np.maximum(background, np.minimum(_max3(background, square=True), ceiling))
