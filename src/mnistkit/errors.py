@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import re
 import signal
 from collections.abc import Iterable
 from typing import Any
@@ -65,6 +66,17 @@ def short(value: Any) -> str:
         return f"a list of {len(value)} items"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# Terminal escape sequences (colours, hyperlinks) that converters and libraries put in their messages.
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])?")
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's exception as part of a one-line error: its message's first line, without a terminal's colours,
+    or the exception's type where it says nothing."""
+    text = ANSI_ESCAPE.sub("", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def unknown_choice(what: str, name: str, choices: Iterable[str]) -> str:

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fileio
 from .config import check_flag
-from .errors import MnistkitError, short
+from .errors import MnistkitError, first_line, short
 
 if TYPE_CHECKING:  # torch loads on first export, so that the command line starts without it
     import numpy as np
@@ -41,8 +40,6 @@ TOLERANCE = 1e-4  # max abs difference of probabilities allowed between the expo
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
 METADATA_NAME = "mnistkit.json"  # the contract, stored inside .pt2 and .pt files
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
-# Terminal escape sequences (colours, hyperlinks) that converters put in their messages.
-ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])?")
 
 Runner = Callable[["torch.Tensor"], "np.ndarray"]
 
@@ -263,7 +260,7 @@ def _export_onnx(model: InferenceModel, example: torch.Tensor, path: Path, info:
         raise
     except Exception as exc:  # an operator ONNX lacks, among others; the exporter has no single error type
         _reraise_interrupt(exc)
-        raise ExportError(f"cannot convert {info['model']} to ONNX: {_first_line(exc)}") from None
+        raise ExportError(f"cannot convert {info['model']} to ONNX: {first_line(exc)}") from None
     proto = onnx.load(str(path))
     for key, value in info.items():
         proto.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
@@ -294,7 +291,7 @@ def _export_program(model: InferenceModel, example: torch.Tensor, path: Path, in
         program = torch.export.export(CheckedModel(model, InputCheck()), (example,), dynamic_shapes=_dynamic_batch())
     except Exception as exc:  # torch.export rejects unsupported Python in many ways
         _reraise_interrupt(exc)
-        raise ExportError(f"cannot export {info['model']} with torch.export: {_first_line(exc)}") from None
+        raise ExportError(f"cannot export {info['model']} with torch.export: {first_line(exc)}") from None
     # Through a buffer: torch.export.save and load insist on a name ending in .pt2, and the temporary file has none.
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={METADATA_NAME: json.dumps(info)})
@@ -320,7 +317,7 @@ def _export_torchscript(model: InferenceModel, example: torch.Tensor, path: Path
             traced = torch.jit.trace(CheckedModel(scripted, torch.jit.script(InputCheck())), example)
         except Exception as exc:  # TorchScript rejects unsupported Python in many ways
             _reraise_interrupt(exc)
-            raise ExportError(f"cannot convert {info['model']} to TorchScript: {_first_line(exc)}") from None
+            raise ExportError(f"cannot convert {info['model']} to TorchScript: {first_line(exc)}") from None
         # Through a buffer: torch's file writer aborts the whole process on a full disk; a Python write raises.
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={METADATA_NAME: json.dumps(info)})
@@ -352,12 +349,6 @@ def _reraise_interrupt(exc: BaseException) -> None:
             raise KeyboardInterrupt from exc
         seen.add(id(link))
         chain += [link.__cause__, link.__context__]
-
-
-def _first_line(exc: BaseException) -> str:
-    """The message's first line, for a one-line error: without the colours the converter gave it for a terminal."""
-    text = ANSI_ESCAPE.sub("", str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 EXPORTERS = {"onnx": _export_onnx, "exported-program": _export_program, "torchscript": _export_torchscript}

@@ -28,7 +28,7 @@ from . import __version__, fileio, schema
 from .checkpoint import MAX_TENSOR_BYTES, META_NAME, load_checkpoint, load_state
 from .config import check_flag
 from .data import Normalization
-from .errors import CheckpointError, MnistkitError
+from .errors import CheckpointError, MnistkitError, first_line
 from .models import MODELS, count_parameters, create_model
 
 if TYPE_CHECKING:
@@ -270,11 +270,6 @@ credit its authors when you share them.
 """
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _number(value: object) -> str | None:
     return f"{value:.4f}" if isinstance(value, (int, float)) else None
 
@@ -320,7 +315,7 @@ def download(repo_id: str, revision: str | None, cache_dir: str | Path | None, l
         )
     except (HFValidationError, OSError, ValueError) as exc:  # the Hub's errors derive from these
         raise CheckpointError(
-            f"{repo_id}: no such folder, and the Hugging Face Hub could not provide it ({_first_line(exc)})"
+            f"{repo_id}: no such folder, and the Hugging Face Hub could not provide it ({first_line(exc)})"
         ) from None
 
 
@@ -337,7 +332,7 @@ def load_folder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         model = create_model(name, **options)
     except BUILD_ERRORS as exc:
         raise CheckpointError(
-            f"{folder / CONFIG_NAME}: invalid options for model '{name}' ({_first_line(exc)})"
+            f"{folder / CONFIG_NAME}: invalid options for model '{name}' ({first_line(exc)})"
         ) from None
     load_state(model, state, str(folder / WEIGHTS_NAME))
     info = config.get("mnistkit", {})  # absent from a folder that another tool wrote: the defaults hold
