@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 __all__ = ["Classifier", "__version__", "create_model", "list_models", "load_data"]
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
     from torch import nn
 
@@ -55,7 +57,7 @@ def create_model(name: str, pretrained: bool = False, **options: Any) -> nn.Modu
 
 
 def load_data(
-    dataset: str = "mnist", data: str | None = None
+    dataset: str = "mnist", data: str | Path | None = None
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Keras-style ``(x_train, y_train), (x_test, y_test)``: uint8 NumPy arrays (N, 28, 28) and (N,)."""
     from .data import load_data

@@ -665,11 +665,11 @@ def add_data(sub: argparse._SubParsersAction) -> None:
         handler=cmd_data_list
     )
     info = actions.add_parser("info", help="where a dataset is on disk, its files, sizes and verified checksums")
-    info.add_argument("name")
+    info.add_argument("name", help="a dataset's name, as `mnistkit data list` shows them")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(handler=cmd_data_info)
     download = actions.add_parser("download", help="download a dataset into the cache (mirrors, checksums verified)")
-    download.add_argument("name")
+    download.add_argument("name", help="a dataset's name, as `mnistkit data list` shows them")
     download.set_defaults(handler=cmd_data_download)
 
 
@@ -755,7 +755,7 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
         help="a new folder (idx) or .npz file (.npz is added where the name lacks it)",
     )
     delete = action("delete", "delete corrections by id", cmd_feedback_delete)
-    delete.add_argument("ids", nargs="+", type=int, metavar="ID")
+    delete.add_argument("ids", nargs="+", type=int, metavar="ID", help="which (their numbers in `feedback list`)")
 
 
 def _open_feedback(args: argparse.Namespace):

@@ -22,7 +22,7 @@ class LogReg(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         # The tutorial's standard-normal weights scaled by 1/sqrt(784), zero bias. Unscaled, the logits start in
-        # the tens (a loss near 12), and a few epochs at the default options end near 86% instead of 92%.
+        # the tens (a loss near 12), and a few epochs at the default options end several points lower.
         self.weights = nn.Parameter(torch.randn(784, num_classes) / math.sqrt(784))
         self.bias = nn.Parameter(torch.zeros(num_classes))
 

@@ -648,7 +648,7 @@ def _quantile(hist: np.ndarray, q: float) -> int:
 def _ink(gray: np.ndarray) -> np.ndarray:
     """uint8 (H, W) with ink bright on a zero background: polarity decided, paper's light removed, noise dropped.
 
-    The paper's brightness is estimated and divided out first (``remove_background``), so that a shadow or a
+    The paper's brightness is estimated and divided out first (``estimate_background``), so that a shadow or a
     gradient across the page is paper, not ink; then Otsu's threshold splits ink from what remains of the paper.
     Paper (texture, JPEG noise) becomes zero; the ink mask, grown by one pixel to keep the anti-aliased edge of
     each stroke, keeps its gray levels, stretched so that solid strokes are white as in MNIST. Raises
