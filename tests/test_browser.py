@@ -51,6 +51,7 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"viewport": {"width": 1000, "height": 800}}
 PORTRAIT = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+TABLET = {"viewport": {"width": 800, "height": 1280}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 LANDSCAPE = {"viewport": {"width": 844, "height": 390}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 
 sync_api = pytest.importorskip(
@@ -333,6 +334,52 @@ def test_undo_with_button_and_ctrl_z(page):
     undo.click()
     expect(page.locator("#digit")).to_have_text("?")
     assert state(page) == "empty" and count_ink(page) == 0 and undo.is_disabled()
+
+
+def test_ctrl_z_undoes_on_a_layout_without_latin_letters(page):
+    draw_with_mouse(page, DIGITS[4])
+    assert_final_at_pen_up(page, "4")
+    cdp = page.context.new_cdp_session(page)
+    for kind in ("rawKeyDown", "keyUp"):  # Ctrl+Z on a Russian layout: the key types "я"
+        cdp.send("Input.dispatchKeyEvent", {"type": kind, "key": "я", "code": "KeyZ", "modifiers": 2})
+    expect(page.locator(".result")).to_have_attribute("data-state", "final", timeout=10_000)
+    assert page.evaluate("items.length") == 1
+
+
+def test_a_resting_palm_does_not_keep_the_pen_or_finger_from_drawing(open_page):
+    page = open_page(**TABLET)
+    cdp = page.context.new_cdp_session(page)
+    palm = {"x": on_screen(page, [(0.9, 0.95)])[0][0], "y": on_screen(page, [(0.9, 0.95)])[0][1], "id": 7}
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [palm]})
+    at = on_screen(page, DIGITS[1][0])
+    for kind, (x, y) in [("mousePressed", at[0])] + [("mouseMoved", xy) for xy in at[1:]] + [("mouseReleased", at[-1])]:
+        cdp.send(
+            "Input.dispatchMouseEvent",
+            {
+                "type": kind,
+                "x": x,
+                "y": y,
+                "pointerType": "pen",
+                "button": "left",
+                "buttons": int(kind != "mouseReleased"),
+                "clickCount": 1,
+                "force": 0.5,
+            },
+        )
+    assert_final_at_pen_up(page, "1")
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    assert settled(page) == ("1", "final") and page.evaluate("items.length") == 1
+
+    page.keyboard.press("Escape")
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [palm]})
+    at = on_screen(page, DIGITS[7][0])
+    finger = [{"x": x, "y": y, "id": 8} for x, y in at]
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [palm, finger[0]]})
+    for point in finger[1:]:
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [palm, point]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})  # both lifted, the palm first
+    assert_final_at_pen_up(page, "7")
+    assert page.evaluate("items.length") == 1
 
 
 def test_pen_width_changes_the_stroke(page):
@@ -698,6 +745,18 @@ def test_phone_landscape_with_touch(open_page):
     page.screenshot(path=ARTIFACTS / "serve-phone-landscape.png")
 
 
+@pytest.mark.parametrize("size", [(1280, 600), (667, 533)])
+def test_a_short_window_with_a_mouse_keeps_the_answer_beside_the_canvas(open_page, size):
+    width, height = size  # a laptop at 150% scaling; the key help shows, as a mouse has a keyboard
+    page = open_page(viewport={"width": width, "height": height})
+    draw_with_mouse(page, DIGITS[3])
+    assert_final_at_pen_up(page, "3")
+    pad, digit = page.locator("#pad").bounding_box(), page.locator("#digit").bounding_box()
+    assert pad["y"] + pad["height"] <= height and digit["x"] > pad["x"] + pad["width"]
+    assert digit["x"] + digit["width"] <= width and page.evaluate("document.documentElement.scrollWidth") <= width
+    assert page.locator(".keys").is_visible()
+
+
 def test_canvas_grows_on_a_large_screen(open_page):
     page = open_page(viewport={"width": 1920, "height": 1080})
     box = page.locator("#pad").bounding_box()
@@ -752,9 +811,10 @@ def test_screen_reader_structure_and_keyboard_help(page):
     assert pen.input_value() == "1" and pen.get_attribute("aria-valuetext") == "finest"
 
 
-@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("scheme", ["light", "dark", "forced colours"])
 def test_bars_and_outlines_contrast_at_least_3_to_1(open_page, scheme):
-    page = open_page(color_scheme=scheme)
+    forced = scheme == "forced colours"  # a high-contrast mode, which paints every box in the system's colours
+    page = open_page(**({"forced_colors": "active"} if forced else {"color_scheme": scheme}))
     draw_with_mouse(page, DIGITS[1])
     assert_final_at_pen_up(page, "1")
     ratios = page.evaluate("""() => {

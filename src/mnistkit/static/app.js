@@ -54,6 +54,7 @@ let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 let items = []; // the drawing: {kind: "stroke", width, points: [{x, y}] in 0..1} or {kind: "image", source, smooth}
 let stroke = null; // the stroke being drawn
 let drawingPointer = null; // id of the pointer drawing now, so a second finger does not scribble
+let drawingType = null; // its kind: a pen takes over from a touch (a palm resting on the screen)
 let seq = 0; // number of the latest request; answers to any other are stale and dropped
 let inFlight = null; // {seq, controller} of the request awaiting its answer
 let liveTimer = null;
@@ -204,10 +205,31 @@ function point(event) {
   return { x: (event.clientX - box.left) / box.width, y: (event.clientY - box.top) / box.height };
 }
 
+// A touch that has not moved while another pointer comes down is a hand resting on the screen, not a stroke; so is
+// any touch once a pen comes down. The newcomer draws, and the resting touch's dot is dropped.
+function restingTouch(event) {
+  if (drawingType !== "touch" || event.pointerType === "mouse") return false;
+  if (event.pointerType === "pen") return true;
+  const [first] = stroke.points;
+  return stroke.points.every((p) => Math.hypot(p.x - first.x, p.y - first.y) < 0.02);
+}
+
+function dropStroke() {
+  if (pad.hasPointerCapture(drawingPointer)) pad.releasePointerCapture(drawingPointer);
+  items = items.filter((item) => item !== stroke);
+  drawingPointer = null;
+  stroke = null;
+}
+
 pad.addEventListener("pointerdown", (event) => {
-  if (drawingPointer !== null || (event.pointerType === "mouse" && event.button !== 0)) return;
+  if (event.pointerType === "mouse" && event.button !== 0) return;
+  if (drawingPointer !== null) {
+    if (!restingTouch(event)) return;
+    dropStroke();
+  }
   event.preventDefault();
   drawingPointer = event.pointerId;
+  drawingType = event.pointerType;
   pad.setPointerCapture(event.pointerId);
   fitPad(); // a ratio change that no event reported (some browsers and emulators send none)
   forget(); // an answer on its way is about the drawing before this stroke
@@ -265,9 +287,15 @@ const sayPenWidth = () => $("pen").setAttribute("aria-valuetext", PEN_NAMES[$("p
 $("pen").addEventListener("input", sayPenWidth);
 sayPenWidth();
 $("clear").addEventListener("click", clearAll);
+// Z by the letter it types (a French keyboard's Z is the key a US one calls W) and, on layouts without Latin letters
+// (Russian, Greek), by its place, as other applications take Ctrl+Z there.
+function isZ(event) {
+  return /^[a-z]$/i.test(event.key) ? event.key.toLowerCase() === "z" : event.code === "KeyZ";
+}
+
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape") clearAll();
-  else if ((event.ctrlKey || event.metaKey) && !event.shiftKey && event.key.toLowerCase() === "z") {
+  else if ((event.ctrlKey || event.metaKey) && !event.shiftKey && isZ(event)) {
     event.preventDefault();
     undo();
   }
@@ -346,7 +374,8 @@ async function ask(request, final, fileName = null) {
     if (mine !== seq) return; // aborted for a newer request
     inFlight = null;
     if (final) {
-      showProblem(`No answer from the server (${noAnswer(error)}). Is mnistkit serve still running?`);
+      const why = error.name === "TimeoutError" ? "It may be busy: try again." : "Is mnistkit serve still running?";
+      showProblem(`No answer from the server (${noAnswer(error)}). ${why}`);
     }
     return;
   }
