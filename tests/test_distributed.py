@@ -497,6 +497,50 @@ def test_an_absurd_nproc_is_one_line_before_any_process_starts(environ, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_option_under_nproc_is_one_line_before_any_process_starts(environ, tmp_path, capsys, monkeypatch):
+    # In the processes only process 0 prints; when another failed first, the launcher stopped process 0 unheard.
+    from mnistkit.cli import main
+
+    monkeypatch.setattr("torch.distributed.run.run", lambda args: pytest.fail("no process may start"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--nproc", "2", "--epochs", "0", "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "mnistkit: error: --epochs must be from 1 to 100,000, got 0\n"
+
+
+@pytest.mark.parametrize("process_0", ["stopped by the launcher", "failed on an error too"])
+def test_an_error_only_another_process_saw_is_said_by_the_launcher(environ, tmp_path, capsys, monkeypatch, process_0):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from mnistkit import torchrun
+    from mnistkit.cli import report_error
+
+    error_file = tmp_path / "error.json"
+    environ.update(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2", TORCHELASTIC_ERROR_FILE=str(error_file))
+    report_error("--device cuda: no CUDA GPU is available here; use --device auto or cpu")
+    assert capsys.readouterr().err == "" and not torchrun.prints_errors()
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_ERROR_FILE"):
+        del environ[name]
+
+    code_0 = -signal.SIGTERM if process_0 == "stopped by the launcher" else 2
+    failures = {
+        1: ProcessFailure(local_rank=1, pid=2, exitcode=2, error_file=str(error_file)),
+        0: ProcessFailure(local_rank=0, pid=1, exitcode=code_0, error_file=str(tmp_path / "none.json")),
+    }
+    failures[0].timestamp = failures[1].timestamp + 1
+
+    def run(args):
+        raise ChildFailedError("mnistkit", failures)
+
+    monkeypatch.setattr("torch.distributed.run.run", run)
+    assert distributed.launch(2, ["train"]) == 2
+    said = capsys.readouterr().err
+    if process_0 == "stopped by the launcher":
+        assert said == "mnistkit: error: --device cuda: no CUDA GPU is available here; use --device auto or cpu\n"
+    else:
+        assert said == ""  # process 0 printed its own
+
+
 def test_nproc_under_an_srun_step_of_several_tasks_is_refused(environ, tmp_path, capsys):
     from mnistkit.cli import main
 

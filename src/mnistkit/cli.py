@@ -52,6 +52,15 @@ def print_error(message: object) -> None:
     print_text(f"mnistkit: error: {fileio.one_line(str(message))}", file=sys.stderr, flush=True)
 
 
+def report_error(message: str) -> None:
+    """A user error, as ``print_error`` prints it; under torchrun one line rather than one per process: the others
+    leave theirs for the launcher (``torchrun.record_error``)."""
+    if torchrun.prints_errors():
+        print_error(message)
+    else:
+        torchrun.record_error(f"mnistkit: error: {fileio.one_line(message)}")
+
+
 def print_json(document: object, *, indent: int | None = None, flush: bool = False) -> None:
     """``document`` as JSON on standard output, every string in it valid Unicode (``fileio.valid_unicode``):
     ``json.dumps`` writes a lone surrogate as ``\\udce9``, which strict JSON parsers refuse."""
@@ -415,6 +424,16 @@ CONFIG_OPTIONS = [
 def cmd_train(args: argparse.Namespace) -> int:
     from .session import TrainRequest, train
 
+    config = None
+    if args.resume is not None:
+        _refuse_options_with_resume(args)
+    else:
+        from .config import make_config
+        from .data import check_source
+
+        # Checked here, before any output, and before --nproc starts processes: there only process 0 speaks.
+        config = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
+        check_source(config.data, config.dataset)
     if args.nproc is not None and not torchrun.launched_by_torchrun():
         from .distributed import launch
 
@@ -436,14 +455,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         command=" ".join(["mnistkit", *args.argv]),
     )
     if args.resume is not None:
-        _refuse_options_with_resume(args)
         request.resume, request.device = args.resume, args.device
-    else:
-        from .config import make_config
-        from .data import check_source
-
-        request.config = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
-        check_source(request.config.data, request.config.dataset)  # a wrong --data stops here, before any output
+    request.config = config
     result = train(request, announce=lambda line: print_text(line, flush=True))
     if result.run_dir is not None:
         if result.test_accuracy is not None:
@@ -1378,8 +1391,7 @@ def main(argv: list[str] | None = None) -> None:
         check_paths_given(parser, args)
         code = args.handler(args)
     except MnistkitError as exc:
-        if torchrun.prints_errors():  # under torchrun, one line rather than one per process
-            print_error(with_flags(exc, command_flags(parser, args)))
+        report_error(str(with_flags(exc, command_flags(parser, args))))
         code = exc.exit_code
     except KeyboardInterrupt:
         print_text("mnistkit: interrupted", file=sys.stderr)
@@ -1396,8 +1408,7 @@ def main(argv: list[str] | None = None) -> None:
         if exc.errno in FULL_DISK and exc.filename is None and _stdout_can_fill():
             output = " to standard output"  # a write without a path: print's, to a file or /dev/full
             _discard_stdout()  # what is left in its buffer would fail again at exit
-        if torchrun.prints_errors():
-            print_error(os_error(exc, output))
+        report_error(os_error(exc, output))
         code = MnistkitError.exit_code
     except BaseException:
         if not torchrun.launched_by_torchrun():

@@ -335,7 +335,13 @@ def launch(nproc: int, argv: list[str], *, out: str | None = None, resumed: str 
         run(args)  # torchrun itself, less its crash report
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
-        if failure.exitcode in (MnistkitError.exit_code, 130):  # the rank printed its own message
+        if failure.exitcode in (MnistkitError.exit_code, 130):
+            # Process 0 printed its own error; another process left its line (torchrun.record_error), and unless
+            # process 0 failed on an error too, the launcher stopped it before it could say one.
+            first = exc.failures.get(0)
+            said = first is not None and first.exitcode == MnistkitError.exit_code
+            if rank != 0 and not said and os.path.isfile(failure.error_file):
+                print(failure.message, file=sys.stderr)
             return failure.exitcode
         reason = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
         print(f"mnistkit: error: process {rank} of {nproc} failed ({reason}); see its output above", file=sys.stderr)

@@ -7,9 +7,11 @@ questions for free.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import time
 
 from .errors import ConfigError
 
@@ -99,6 +101,19 @@ def prints_errors() -> bool:
     error there, such as a data path missing on that machine, is otherwise invisible). On one machine that
     is one line, not one per process."""
     return os.environ.get("RANK", "0") == "0" or os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def record_error(line: str) -> None:
+    """Where this process does not print its error (``prints_errors``), leave it where torchrun's launcher reads a
+    failed worker's reason (``TORCHELASTIC_ERROR_FILE``): when this process fails first, the launcher stops process
+    0 before it can say anything, and ``mnistkit train --nproc`` says this line instead."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path and not prints_errors():
+        try:
+            with open(path, "w", encoding="utf-8") as file:
+                json.dump({"message": line, "timestamp": int(time.time())}, file)
+        except OSError:
+            pass  # the launcher then says which process failed, without the reason
 
 
 def restart_count() -> int:
