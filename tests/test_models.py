@@ -128,5 +128,8 @@ def test_channels_last_gives_the_same_answer():
 def test_unknown_model_and_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="unknown model 'resnet'; choose one of: logreg, mlp, cnn"):
         create_model("resnet")
+    for name in (["cnn"], None, 3):
+        with pytest.raises(ConfigError, match="a model is named by a string, one of logreg, mlp, cnn; got "):
+            create_model(name)
     with pytest.raises(ConfigError, match="invalid options for model 'mlp'"):
         create_model("mlp", width=3)

@@ -153,10 +153,11 @@ def list_models() -> list[str]:
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model by name; ``kwargs`` are its constructor's options (e.g. ``width``)."""
-    try:
-        constructor = MODELS[name]
-    except KeyError:
-        raise ConfigError(unknown_choice("model", name, MODELS)) from None
+    if not isinstance(name, str):
+        raise ConfigError(f"a model is named by a string, one of {', '.join(MODELS)}; got {short(name)}")
+    if name not in MODELS:
+        raise ConfigError(unknown_choice("model", name, MODELS))
+    constructor = MODELS[name]
     check_accepted(name, kwargs)
     kwargs = check_options(kwargs)
     try:
