@@ -95,6 +95,32 @@ def test_invalid_values_are_one_line_errors(overrides, message):
     assert "\n" not in str(error.value) and not str(error.value).startswith("-")
 
 
+@pytest.mark.parametrize(
+    "preset, overrides, message",
+    [
+        (
+            None,
+            dict(optimizer="adam", momentum=0.5),
+            "momentum applies only with optimizer sgd, and this run's optimizer",
+        ),
+        (None, dict(nesterov=True), "nesterov applies only with optimizer sgd, and this run's optimizer is adamw"),
+        (None, dict(schedule="onecycle", gamma=0.5), "gamma applies only with schedule step"),
+        ("best", dict(step_size=3), "step_size applies only with schedule step, and this run's schedule is onecycle"),
+        (None, dict(optimizer="sgd", momentum=0.0, nesterov=True), "nesterov needs momentum above 0"),
+        ("tutorial", dict(nesterov=True), "nesterov needs momentum above 0"),
+    ],
+)
+def test_an_option_the_run_would_ignore_is_refused(preset, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(preset, **overrides)
+
+
+def test_options_a_preset_sets_for_another_choice_are_not_the_users():
+    # The tutorial's momentum 0 comes with its SGD; another optimizer given beside it is no contradiction.
+    assert make_config("tutorial", optimizer="adamw").optimizer == "adamw"
+    assert make_config(optimizer="sgd", nesterov=False, momentum=0.0).momentum == 0.0
+
+
 def test_an_init_fixes_the_model_options_it_was_not_given():
     cfg = make_config(init="pretrained", epochs=1)
     assert (cfg.model, cfg.width, cfg.stem_width, cfg.init) == ("cnn", 40, 16, "pretrained")
