@@ -133,6 +133,22 @@ def test_a_digit_cropped_to_its_ink_is_found_whole(twins):
     assert max(ink_box(to_mnist(narrow))) in (20, 21)
 
 
+@pytest.mark.parametrize("index", [25, 69, 73, 79, 128, 131, 151])  # MNIST test digits 0 0 9 7 8 6 9
+def test_a_bold_digit_cropped_into_its_ink_is_read_not_refused(mnist, index):
+    # A marker's digit a fifth of the image wide, cropped at 100 px a little inside its ink: its strokes meet the
+    # edges, doubled by the mirrored border they were taken for paper, and the image was refused as blank.
+    digit = mnist.test.images[index].numpy()
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    crop = Image.fromarray(digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    scale = 100 / max(crop.size)
+    large = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.Resampling.BICUBIC)
+    bold = Image.new("L", (100, 100), 0)
+    bold.paste(large.filter(ImageFilter.MaxFilter(9)), ((100 - large.width) // 2, (100 - large.height) // 2))
+    got = to_mnist(255 - np.asarray(bold))
+    assert max(ink_box(got)) in (20, 21)
+    assert np.corrcoef(got.ravel(), to_mnist(255 - np.pad(np.asarray(bold), 30)).ravel())[0, 1] > 0.8
+
+
 def test_a_large_digit_cropped_to_its_ink_keeps_the_strokes_that_span_it(twins):
     # Cropped tight, a 1's upright or a 7's bar runs from edge to edge, as a notebook's line does; it is a stroke,
     # far wider than a printed line, and must not be taken off the page as one.

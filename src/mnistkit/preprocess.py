@@ -41,6 +41,7 @@ ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the i
 ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
 EDGE_PART = 0.75  # a neighbour's part cut by the image's edge is at most this share of the digit's width
 SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
+BOLD_FOUND = 0.8  # of the marks a bold crop's ink must hold, found with paper around it: less, and not strokes
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
 BORDER_STEP = 3  # pixels of the reduced image within which a level change along the border is sharp
 BACKGROUND_SIDE = 48  # the paper's light is estimated on the image reduced to about this many pixels a side
@@ -668,11 +669,36 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         # A shadow stands out too, but it comes in from the edge, where ink seldom lies.
         ink = _ink_above(bright, np.full_like(bright, _border_level(bright)))
         if (_border(ink) > 0).mean() > SHADOW_BORDER:
+            cropped = _bold_crop(bright, ink > 0)
+            if cropped is not None:
+                return cropped
             raise ImageError(
                 "no ink found: the only marks are large areas that run off the image's edges (a shadow, or the "
                 "page's edge); crop the image to the digit"
             ) from None
         return ink
+
+
+def _bold_crop(bright: np.ndarray, marks: np.ndarray) -> np.ndarray | None:
+    """The ink of a digit drawn with a broad pen and cropped to its ink, or None where the marks are not one.
+
+    Its strokes meet two opposite edges at least, in separate places; mirrored there by the background's estimate
+    they double in width, and the opening keeps them as paper. A shadow across the page meets the edges along one
+    unbroken stretch. Its background estimated with paper around it instead, as a small crop is framed
+    (``_framed``), each stroke is narrower than the opening's window and the ink is found again: nearly all of the
+    ``marks`` that stand above the border's level. Something wider than the window stays paper, and little is
+    found. The ink is looked for in the image itself, where a notebook's lines still cross it whole."""
+    if not (marks[0].any() and marks[-1].any() or marks[:, 0].any() and marks[:, -1].any()):
+        return None
+    if _stretches(_ring(marks)) < 2:
+        return None
+    framed = _framed(bright)
+    frame = (framed.shape[0] - bright.shape[0]) // 2
+    try:
+        ink = _ink_above(bright, estimate_background(framed)[frame:-frame, frame:-frame], rules=True)
+    except ImageError:
+        return None
+    return ink if np.count_nonzero(ink) >= BOLD_FOUND * np.count_nonzero(marks) else None
 
 
 def _stretched_to_square(bright: np.ndarray) -> bool:
@@ -933,10 +959,20 @@ def _crosses(small: np.ndarray) -> bool:
     """Whether something crosses the border of ``small`` sharply: going round it, the level changes by more than
     three times ``MIN_CONTRAST`` within ``BORDER_STEP`` pixels (ink's soft edge takes two or three; light across
     the paper, even a strong vignette's, changes a few gray levels a pixel)."""
-    ring = np.concatenate([small[0], small[1:, -1], small[-1, -2::-1], small[-2:0:-1, 0]])
+    ring = _ring(small)
     if ring.size <= BORDER_STEP:
         return False
     return float(np.abs(ring[BORDER_STEP:] - ring[:-BORDER_STEP]).max()) > 3 * MIN_CONTRAST
+
+
+def _ring(a: np.ndarray) -> np.ndarray:
+    """The outermost pixels of ``a`` in order round it, clockwise from the top left corner."""
+    return np.concatenate([a[0], a[1:, -1], a[-1, -2::-1], a[-2:0:-1, 0]])
+
+
+def _stretches(ring: np.ndarray) -> int:
+    """How many unbroken stretches of True the boolean ``ring`` holds (its ends meet)."""
+    return 1 if ring.all() else int(np.count_nonzero(ring & ~np.roll(ring, 1)))
 
 
 def _enlarged(small: np.ndarray, block: int, shape: tuple[int, int]) -> np.ndarray:
