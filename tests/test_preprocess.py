@@ -149,6 +149,18 @@ def test_a_bold_digit_cropped_into_its_ink_is_read_not_refused(mnist, index):
     assert np.corrcoef(got.ravel(), to_mnist(255 - np.pad(np.asarray(bold), 30)).ravel())[0, 1] > 0.8
 
 
+@pytest.mark.parametrize("index", [0, 1, 3, 8, 10, 12])  # MNIST test digits 7 2 0 5 0 9
+def test_a_coarse_scan_enlarged_past_64_px_reads_as_with_paper_around_it(mnist, index):
+    # An 8×8 scan (as UCI's digits are) enlarged tenfold: blocks of ink fill the image to its edges, and the
+    # strokes along them, mirrored, were taken for paper; a few rows of paper around it were enough to read it.
+    digit = mnist.test.images[index].numpy()
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    scan = Image.fromarray(digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]).resize((8, 8), Image.Resampling.BOX)
+    enlarged = 255 - np.asarray(scan.resize((80, 80), Image.Resampling.NEAREST))
+    with_paper = to_mnist(np.pad(enlarged, 20, constant_values=255))
+    assert np.corrcoef(to_mnist(enlarged).ravel(), with_paper.ravel())[0, 1] > 0.9
+
+
 def test_a_large_digit_cropped_to_its_ink_keeps_the_strokes_that_span_it(twins):
     # Cropped tight, a 1's upright or a 7's bar runs from edge to edge, as a notebook's line does; it is a stroke,
     # far wider than a printed line, and must not be taken off the page as one.

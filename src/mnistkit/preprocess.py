@@ -662,7 +662,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
             bright = _unstretched(bright)
         bright = _framed(bright)
     try:
-        return _ink_above(bright, estimate_background(bright), rules=True)
+        ink = _ink_above(bright, estimate_background(bright), rules=True)
     except ImageError:
         # Solid ink wider than the background window (a fat blob, a filled shape) is taken for paper by the
         # opening; against the paper at the border it still stands out, and visible ink is never a blank page.
@@ -677,17 +677,28 @@ def _ink(gray: np.ndarray) -> np.ndarray:
                 "page's edge); crop the image to the digit"
             ) from None
         return ink
+    if max(bright.shape) > SMALL_SIDE:  # no frame: a crop's strokes along the edges may have been taken for paper
+        try:
+            marks = _ink_above(bright, np.full_like(bright, _border_level(bright))) > 0
+        except ImageError:
+            return ink
+        if np.count_nonzero(ink) < BOLD_FOUND * np.count_nonzero(marks):
+            cropped = _bold_crop(bright, marks)
+            if cropped is not None:
+                return cropped
+    return ink
 
 
 def _bold_crop(bright: np.ndarray, marks: np.ndarray) -> np.ndarray | None:
-    """The ink of a digit drawn with a broad pen and cropped to its ink, or None where the marks are not one.
+    """The ink of a digit cropped to its ink whose strokes are broad for the image (a marker's, a coarse scan's
+    enlarged), or None where the ``marks`` that stand above the border's level are not one.
 
     Its strokes meet two opposite edges at least, in separate places; mirrored there by the background's estimate
-    they double in width, and the opening keeps them as paper. A shadow across the page meets the edges along one
-    unbroken stretch. Its background estimated with paper around it instead, as a small crop is framed
-    (``_framed``), each stroke is narrower than the opening's window and the ink is found again: nearly all of the
-    ``marks`` that stand above the border's level. Something wider than the window stays paper, and little is
-    found. The ink is looked for in the image itself, where a notebook's lines still cross it whole."""
+    they double in width, and the opening keeps them, wholly or in part, as paper. A shadow across the page meets
+    the edges along one unbroken stretch. With the background estimated with paper around the image instead, as a
+    small crop is framed (``_framed``), each stroke is narrower than the opening's window and the ink is found
+    again: nearly all of the ``marks``. Something wider than the window stays paper, and little is found. The ink
+    is looked for in the image itself, where a notebook's lines still cross it whole."""
     if not (marks[0].any() and marks[-1].any() or marks[:, 0].any() and marks[:, -1].any()):
         return None
     if _stretches(_ring(marks)) < 2:
