@@ -232,20 +232,28 @@ def test_bench_refuses_bad_arguments(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--seeds", "0", "--against", "none"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip() == "mnistkit: error: --seeds must be at least 1, got 0"
+    assert capsys.readouterr().err.strip() == "mnistkit: error: --seeds must be from 1 to 1,000, got 0"
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--preset", "ensemble", "--members", "0", "--against", "none"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip() == "mnistkit: error: --members must be at least 1, got 0"
+    assert capsys.readouterr().err.strip() == "mnistkit: error: --members must be from 1 to 100, got 0"
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--preset", "ensemble", "--side-by-side", "0", "--against", "none"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "mnistkit: error: --side-by-side must be at least 1, got 0"
-    huge = str(10**9)  # as many processes at once, had they a billion members to train
+    huge = str(10**9)
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--preset", "ensemble", "--members", huge, "--side-by-side", huge, "--against", "none"])
+        main(["bench", "--preset", "ensemble", "--members", "5", "--side-by-side", huge, "--against", "none"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().startswith("mnistkit: error: --side-by-side must be at most ")
+    for option, message in (
+        ("--seeds", "--seeds must be from 1 to 1,000"),
+        ("--members", "--members must be from 1 to 100"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:  # a benchmark that would never end
+            main(["bench", "--preset", "ensemble", option, huge, "--against", "none"])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip() == f"mnistkit: error: {message}, got {huge}"
 
 
 @pytest.mark.slow

@@ -44,6 +44,8 @@ TARGETS: dict[str, tuple[float, float]] = {
     "accurate": (0.995, 25.0),
     "best": (0.9975, 900.0),
 }
+MAX_SEEDS = 1000  # runs of one preset in one benchmark: more would take days, and an int that large, forever
+MAX_MEMBERS = 100
 ENSEMBLE = "ensemble"  # not a preset: several members of one (``run_ensemble``)
 ENSEMBLE_TARGET = (0.998, 1800.0)  # its target test accuracy, and the goal for all its members' training together
 PRECISIONS = ("float32", "bfloat16")  # the peaks measured; a preset trains in one of them
@@ -605,10 +607,10 @@ def run_benchmark(
     unknown = [p for p in presets if p not in TARGETS and p != ENSEMBLE]
     if unknown:
         raise MnistkitError(f"unknown benchmark preset '{unknown[0]}'; choose from: {', '.join([*TARGETS, ENSEMBLE])}")
-    if seeds < 1:
-        raise MnistkitError(f"seeds must be at least 1, got {seeds}", options=("seeds",))
-    if ENSEMBLE in presets and members < 1:
-        raise MnistkitError(f"members must be at least 1, got {members}", options=("members",))
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise MnistkitError(f"seeds must be from 1 to {MAX_SEEDS:,}, got {seeds}", options=("seeds",))
+    if ENSEMBLE in presets and not 1 <= members <= MAX_MEMBERS:
+        raise MnistkitError(f"members must be from 1 to {MAX_MEMBERS}, got {members}", options=("members",))
     if side_by_side is not None and side_by_side < 1:
         raise MnistkitError(f"side_by_side must be at least 1, got {side_by_side}", options=("side_by_side",))
     from .distributed import PROCESSES_PER_CORE, max_processes  # torch, imported only once a benchmark runs

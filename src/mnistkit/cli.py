@@ -840,7 +840,7 @@ def cmd_feedback_delete(args: argparse.Namespace) -> int:
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
-    from .bench import ENSEMBLE, TARGETS
+    from .bench import ENSEMBLE, MAX_MEMBERS, MAX_SEEDS, TARGETS
 
     p = sub.add_parser(
         "bench",
@@ -860,10 +860,14 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         type=int,
         default=5,
-        help=f"seeds per preset; for {ENSEMBLE}, how many ensembles, each of --members new seeds [default: 5]",
+        help=f"seeds per preset, 1 to {MAX_SEEDS:,}; for {ENSEMBLE}, how many ensembles, each of --members new "
+        "seeds [default: 5]",
     )
     p.add_argument(
-        "--members", type=int, default=3, help=f"runs in each {ENSEMBLE}, each with its own seed [default: 3]"
+        "--members",
+        type=int,
+        default=3,
+        help=f"runs in each {ENSEMBLE}, each with its own seed, 1 to {MAX_MEMBERS} [default: 3]",
     )
     p.add_argument(
         "--member-preset",
