@@ -3,6 +3,7 @@ bad images, folder and glob expansion, ensembles, and the pretrained model's acc
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -621,6 +622,20 @@ def test_find_images_walks_folders_expands_globs_and_reports_empty_ones(tmp_path
 
 
 @pytest.mark.timeout(60)
+def test_a_folder_too_deep_for_the_system_is_one_short_line(tmp_path, monkeypatch):
+    deep = str(tmp_path / "/".join(["d" * 250] * 20))  # past PATH_MAX: os.walk cannot open it
+
+    def walk(top, onerror):
+        onerror(OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), deep))
+        return iter([])
+
+    monkeypatch.setattr(os, "walk", walk)
+    found, failures = find_images([str(tmp_path)])
+    message = str(failures[0].error)
+    assert found == [] and len(message) < 200 and f"({len(deep)} characters)" in message
+    assert message.endswith("cannot read this folder (File name too long); its images were skipped")
+
+
 def test_a_recursive_glob_does_not_follow_links_back_up_the_tree(tmp_path):
     (tmp_path / "digits" / "more").mkdir(parents=True)
     for name in ["digits/a.png", "digits/more/b.png", "digits/more/.c.png"]:

@@ -109,7 +109,7 @@ FULL_DISK_ADVICE = "free some space and run again"  # what the user can do is th
 def os_error(exc: OSError, output: str = "") -> str:
     """The one-line message for an OSError: the path, the system's words, and what to do.
     ``output``: what an error without a path was writing to (" to standard output"), if known."""
-    name = _shown_path(exc.filename, exc.errno)
+    name = shown_path(exc.filename, exc.errno)
     reason = exc.strerror or str(exc) or type(exc).__name__
     if exc.errno in FULL_DISK:
         where = f" ({name})" if name else output
@@ -118,7 +118,7 @@ def os_error(exc: OSError, output: str = "") -> str:
     return f"{name}: {reason}; {advice}" if name else f"{reason}; {advice}"
 
 
-def _shown_path(filename: Any, code: int | None) -> str:
+def shown_path(filename: Any, code: int | None) -> str:
     """A path as a message shows it; one too long for the system shown by its ends, so that the line stays short."""
     if filename is None or isinstance(filename, int):  # none, or a file descriptor: no name to show
         return ""

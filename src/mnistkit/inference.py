@@ -31,7 +31,7 @@ from .augment import TTA_SHIFTS, shift
 from .calibrate import not_a_digit
 from .config import check_flag
 from .data import Normalization
-from .errors import CheckpointError, ConfigError, MnistkitError, short
+from .errors import CheckpointError, ConfigError, MnistkitError, short, shown_path
 from .models import count_parameters
 from .preprocess import FLAT_SIZE, ImageError, ImageInput, check_pixels, image_formats, plain_array, to_mnist
 
@@ -674,7 +674,7 @@ def _walk(folder: Path) -> tuple[list[str], list[FailedPrediction]]:
     failures: list[FailedPrediction] = []
 
     def unreadable(exc: OSError) -> None:
-        where = str(exc.filename)
+        where = shown_path(exc.filename, exc.errno)  # a path too long for the system by its ends: one short line
         reason = f"cannot read this folder ({exc.strerror or exc}); its images were skipped"
         failures.append(FailedPrediction(where, ImageError(f"{where}: {reason}")))
 
