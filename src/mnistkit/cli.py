@@ -767,7 +767,7 @@ def add_feedback(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="a new folder (idx) or .npz file (.npz is added where the name lacks it)",
     )
-    delete = action("delete", "delete corrections by id", cmd_feedback_delete)
+    delete = action("delete", "delete corrections by id; exit status 1 if some were not there", cmd_feedback_delete)
     delete.add_argument("ids", nargs="+", type=int, metavar="ID", help="which (their numbers in `feedback list`)")
 
 
