@@ -149,7 +149,7 @@ def test_a_bold_digit_cropped_into_its_ink_is_read_not_refused(mnist, index):
     assert np.corrcoef(got.ravel(), to_mnist(255 - np.pad(np.asarray(bold), 30)).ravel())[0, 1] > 0.8
 
 
-@pytest.mark.parametrize("index", [0, 1, 3, 8, 10, 12])  # MNIST test digits 7 2 0 5 0 9
+@pytest.mark.parametrize("index", [0, 3, 8, 12, 13, 17])  # MNIST test digits 7 0 5 9 0 7
 def test_a_coarse_scan_enlarged_past_64_px_reads_as_with_paper_around_it(mnist, index):
     # An 8×8 scan (as UCI's digits are) enlarged tenfold: blocks of ink fill the image to its edges, and the
     # strokes along them, mirrored, were taken for paper; a few rows of paper around it were enough to read it.

@@ -41,6 +41,7 @@ ISLAND_GAP = 0.05  # marks this far (of the image's side) from the rest of the i
 ISLAND_MASS = 0.1  # holding less than this share of it, are specks, not part of the digit
 EDGE_PART = 0.75  # a neighbour's part cut by the image's edge is at most this share of the digit's width
 SHADOW_BORDER = 0.02  # ink measured against flat paper on more of the border than this is a shadow
+BOLD_GROWTH = 4  # times the ink found without a frame, at most, that the frame may find
 BOLD_FOUND = 0.8  # of the marks a bold crop's ink must hold, found with paper around it: less, and not strokes
 BACKGROUND_WINDOW = 0.26  # of the image's side: wider than any stroke, narrower than most shadows
 BORDER_STEP = 3  # pixels of the reduced image within which a level change along the border is sharp
@@ -669,7 +670,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         # A shadow stands out too, but it comes in from the edge, where ink seldom lies.
         ink = _ink_above(bright, np.full_like(bright, _border_level(bright)))
         if (_border(ink) > 0).mean() > SHADOW_BORDER:
-            cropped = _bold_crop(bright, ink > 0)
+            cropped = _bold_crop(bright, ink > 0, np.zeros(ink.shape, dtype=bool))
             if cropped is not None:
                 return cropped
             raise ImageError(
@@ -677,31 +678,43 @@ def _ink(gray: np.ndarray) -> np.ndarray:
                 "page's edge); crop the image to the digit"
             ) from None
         return ink
-    if max(bright.shape) > SMALL_SIDE:  # no frame: a crop's strokes along the edges may have been taken for paper
+    if max(bright.shape) > SMALL_SIDE and _on_opposite_edges(bright > _border_level(bright) + MIN_CONTRAST):
+        # No frame: a crop's strokes along its edges may have been taken for paper.
         try:
             marks = _ink_above(bright, np.full_like(bright, _border_level(bright))) > 0
         except ImageError:
             return ink
         if np.count_nonzero(ink) < BOLD_FOUND * np.count_nonzero(marks):
-            cropped = _bold_crop(bright, marks)
+            cropped = _bold_crop(bright, marks, ink > 0)
             if cropped is not None:
                 return cropped
     return ink
 
 
-def _bold_crop(bright: np.ndarray, marks: np.ndarray) -> np.ndarray | None:
+def _on_opposite_edges(mask: np.ndarray) -> bool:
+    """Whether ``mask`` reaches two opposite edges of the image."""
+    return bool(mask[0].any() and mask[-1].any() or mask[:, 0].any() and mask[:, -1].any())
+
+
+def _bold_crop(bright: np.ndarray, marks: np.ndarray, found: np.ndarray) -> np.ndarray | None:
     """The ink of a digit cropped to its ink whose strokes are broad for the image (a marker's, a coarse scan's
-    enlarged), or None where the ``marks`` that stand above the border's level are not one.
+    enlarged), or None where the ``marks`` that stand above the border's level are not one; ``found``: the ink
+    found without a frame.
 
     Its strokes meet two opposite edges at least, in separate places; mirrored there by the background's estimate
     they double in width, and the opening keeps them, wholly or in part, as paper. A shadow across the page meets
-    the edges along one unbroken stretch. With the background estimated with paper around the image instead, as a
-    small crop is framed (``_framed``), each stroke is narrower than the opening's window and the ink is found
-    again: nearly all of the ``marks``. Something wider than the window stays paper, and little is found. The ink
-    is looked for in the image itself, where a notebook's lines still cross it whole."""
-    if not (marks[0].any() and marks[-1].any() or marks[:, 0].any() and marks[:, -1].any()):
+    the edges along one unbroken stretch; where nothing was found, dark strips along two whole edges are likelier
+    than a digit, and a stretch as long as the image's shorter side is taken for one. With the background
+    estimated with paper around the image instead, as a small crop is framed (``_framed``), each stroke is
+    narrower than the opening's window and the ink is found again: nearly all of the ``marks``. Something wider
+    than the window stays paper, and little is found. The ink is looked for in the image itself, where a
+    notebook's lines still cross it whole; it must keep nearly all of the ink ``found`` without the frame, and add
+    to it no more than a digit's strokes along the edges do: dark strips along two edges of a photo would
+    outweigh the digit found between them."""
+    stretches = _stretches(_ring(marks))
+    if not _on_opposite_edges(marks) or len(stretches) < 2:
         return None
-    if _stretches(_ring(marks)) < 2:
+    if not found.any() and max(stretches) >= min(marks.shape):
         return None
     framed = _framed(bright)
     frame = (framed.shape[0] - bright.shape[0]) // 2
@@ -709,7 +722,13 @@ def _bold_crop(bright: np.ndarray, marks: np.ndarray) -> np.ndarray | None:
         ink = _ink_above(bright, estimate_background(framed)[frame:-frame, frame:-frame], rules=True)
     except ImageError:
         return None
-    return ink if np.count_nonzero(ink) >= BOLD_FOUND * np.count_nonzero(marks) else None
+    if np.count_nonzero(ink) < BOLD_FOUND * np.count_nonzero(marks):
+        return None
+    if found.any():  # the strokes along the edges add to the strokes found; strips along two edges outweigh them
+        kept, grown = np.count_nonzero(ink[found]), np.count_nonzero(ink)
+        if kept < BOLD_FOUND * np.count_nonzero(found) or grown > BOLD_GROWTH * np.count_nonzero(found):
+            return None
+    return ink
 
 
 def _stretched_to_square(bright: np.ndarray) -> bool:
@@ -981,9 +1000,13 @@ def _ring(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[0], a[1:, -1], a[-1, -2::-1], a[-2:0:-1, 0]])
 
 
-def _stretches(ring: np.ndarray) -> int:
-    """How many unbroken stretches of True the boolean ``ring`` holds (its ends meet)."""
-    return 1 if ring.all() else int(np.count_nonzero(ring & ~np.roll(ring, 1)))
+def _stretches(ring: np.ndarray) -> list[int]:
+    """The lengths of the unbroken stretches of True round the boolean ``ring`` (its ends meet)."""
+    if ring.all():
+        return [ring.size]
+    start = int(np.argmin(ring))  # begin on a False, so that no stretch is cut in two at the ends
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], np.roll(ring, -start), [0]]).astype(np.int8)))
+    return (edges[1::2] - edges[::2]).tolist()
 
 
 def _enlarged(small: np.ndarray, block: int, shape: tuple[int, int]) -> np.ndarray:
