@@ -434,6 +434,15 @@ def test_srun_tasks_without_a_master_address_are_refused_in_one_line(tiny_idx, t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_srun_tasks_given_a_bad_option_say_it_once(tmp_path, rank):
+    argv = [sys.executable, "-m", "mnistkit", "train", "--epochs", "0", "--out", str(tmp_path / "run")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=slurm_task_env(rank, 2, 29_999))
+    assert done.returncode == 2 and done.stdout == ""
+    said = ["mnistkit: error: --epochs must be from 1 to 100,000, got 0"]
+    assert done.stderr.splitlines() == (said if rank == 0 else [])  # the first task of the node speaks for all
+
+
 @pytest.mark.parametrize(
     ("variables", "message"),
     [

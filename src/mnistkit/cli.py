@@ -424,16 +424,6 @@ CONFIG_OPTIONS = [
 def cmd_train(args: argparse.Namespace) -> int:
     from .session import TrainRequest, train
 
-    config = None
-    if args.resume is not None:
-        _refuse_options_with_resume(args)
-    else:
-        from .config import make_config
-        from .data import check_source
-
-        # Checked here, before any output, and before --nproc starts processes: there only process 0 speaks.
-        config = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
-        check_source(config.data, config.dataset)
     if args.nproc is not None and not torchrun.launched_by_torchrun():
         from .distributed import launch
 
@@ -443,8 +433,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "already: drop --nproc (each task trains as one process), or use srun torchrun as "
                 "examples/slurm.sbatch does"
             )
+        _train_config(args)  # here, before any process starts: in them only process 0 speaks
         return launch(args.nproc, args.argv, out=args.out, resumed=args.resume)  # this command in each process
     torchrun.adopt_slurm_task()  # srun's tasks train as one job, not as N runs into one folder
+    config = _train_config(args)
     request = TrainRequest(
         out=args.out,
         overwrite=args.overwrite,
@@ -463,6 +455,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             print_text(f"test accuracy {result.test_accuracy:.2%}  test loss {result.test_loss:.4f}")
         print_text(f"saved {result.run_dir}  (evaluate: mnistkit evaluate {result.run_dir})")
     return 0
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig | None:
+    """The options of a new run, checked with its --data before any output; None for --resume, which refuses
+    options besides where it runs and how it reports."""
+    if args.resume is not None:
+        _refuse_options_with_resume(args)
+        return None
+    from .config import make_config
+    from .data import check_source
+
+    config = make_config(args.preset, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
+    check_source(config.data, config.dataset)
+    return config
 
 
 def _refuse_options_with_resume(args: argparse.Namespace) -> None:
