@@ -115,6 +115,10 @@ def test_an_option_the_run_would_ignore_is_refused(preset, overrides, message):
         make_config(preset, **overrides)
 
 
+def test_a_flag_given_off_as_a_numpy_bool_is_no_contradiction():
+    assert make_config(optimizer="adam", nesterov=np.False_).optimizer == "adam"
+
+
 def test_options_a_preset_sets_for_another_choice_are_not_the_users():
     # The tutorial's momentum 0 comes with its SGD; another optimizer given beside it is no contradiction.
     assert make_config("tutorial", optimizer="adamw").optimizer == "adamw"

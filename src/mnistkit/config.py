@@ -354,16 +354,17 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
         values.update(PRESETS[preset])
         values["preset"] = preset
     # Plain before follow_init reads the init (from_dict makes them plain too, for options given to it alone).
-    values.update({k: _plain(k, v) for k, v in overrides.items() if v is not None})
+    given = {k: _plain(k, v) for k, v in overrides.items() if v is not None}
+    values.update(given)
     if not values.get("init"):  # no init (an empty name is refused by validate)
         cfg = TrainConfig.from_dict(values).validate()
-        _check_given_apply(overrides, cfg)
+        _check_given_apply(given, cfg)
         return cfg
     from . import finetune  # late import: it reads the init's model.json and needs torch
 
     TrainConfig.from_dict(values)  # the options' types (an init that is not a str) before the init is read
     cfg = TrainConfig.from_dict(finetune.follow_init(values)).validate()
-    _check_given_apply(overrides, cfg)
+    _check_given_apply(given, cfg)
     finetune.open_init(cfg)  # the model and its options are the init's: refused here, before any run starts
     return cfg
 
@@ -372,7 +373,7 @@ def _check_given_apply(given: dict[str, Any], cfg: TrainConfig) -> None:
     """ConfigError for an option given where this run's other choices would ignore it (momentum for adamw,
     nesterov without momentum): the run would not be the one asked for."""
     for option, value in given.items():
-        if option in APPLIES_ONLY_WITH and value is not None and value is not False:
+        if option in APPLIES_ONLY_WITH and value is not False:
             other, needed = APPLIES_ONLY_WITH[option]
             if getattr(cfg, other) != needed:
                 raise ConfigError(
