@@ -47,9 +47,14 @@ def print_text(text: str, *, file: TextIO | None = None, flush: bool = False) ->
     print(fileio.valid_utf8(text), file=file, flush=flush)
 
 
+def error_line(message: object) -> str:
+    """``mnistkit: error: …`` in one line: a control character in it (a file name's newline) is escaped."""
+    return f"mnistkit: error: {fileio.one_line(str(message))}"
+
+
 def print_error(message: object) -> None:
-    """One line on stderr, ``mnistkit: error: …``: a control character in it (a file name's newline) is escaped."""
-    print_text(f"mnistkit: error: {fileio.one_line(str(message))}", file=sys.stderr, flush=True)
+    """The error's line on stderr."""
+    print_text(error_line(message), file=sys.stderr, flush=True)
 
 
 def report_error(message: str) -> None:
@@ -58,7 +63,7 @@ def report_error(message: str) -> None:
     if torchrun.prints_errors():
         print_error(message)
     else:
-        torchrun.record_error(f"mnistkit: error: {fileio.one_line(message)}")
+        torchrun.record_error(error_line(message))
 
 
 def print_json(document: object, *, indent: int | None = None, flush: bool = False) -> None:

@@ -104,11 +104,11 @@ def prints_errors() -> bool:
 
 
 def record_error(line: str) -> None:
-    """Where this process does not print its error (``prints_errors``), leave it where torchrun's launcher reads a
+    """The error of a process that does not print it (``prints_errors``), left where torchrun's launcher reads a
     failed worker's reason (``TORCHELASTIC_ERROR_FILE``): when this process fails first, the launcher stops process
     0 before it can say anything, and ``mnistkit train --nproc`` says this line instead."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if path and not prints_errors():
+    if path:
         try:
             with open(path, "w", encoding="utf-8") as file:
                 json.dump({"message": line, "timestamp": int(time.time())}, file)
