@@ -678,16 +678,20 @@ def _ink(gray: np.ndarray) -> np.ndarray:
                 "page's edge); crop the image to the digit"
             ) from None
         return ink
-    if max(bright.shape) > SMALL_SIDE and _on_opposite_edges(bright > _border_level(bright) + MIN_CONTRAST):
-        # No frame: a crop's strokes along its edges may have been taken for paper.
-        try:
-            marks = _ink_above(bright, np.full_like(bright, _border_level(bright))) > 0
-        except ImageError:
-            return ink
-        if np.count_nonzero(ink) < BOLD_FOUND * np.count_nonzero(marks):
-            cropped = _bold_crop(bright, marks, ink > 0)
-            if cropped is not None:
-                return cropped
+    if max(bright.shape) <= SMALL_SIDE:  # framed above
+        return ink
+    # No frame: a crop's strokes along its edges may have been taken for paper.
+    level = _border_level(bright)
+    if not _on_opposite_edges(bright > level + MIN_CONTRAST):
+        return ink
+    try:
+        marks = _ink_above(bright, np.full_like(bright, level)) > 0
+    except ImageError:
+        return ink
+    if np.count_nonzero(ink) < BOLD_FOUND * np.count_nonzero(marks):
+        cropped = _bold_crop(bright, marks, ink > 0)
+        if cropped is not None:
+            return cropped
     return ink
 
 
